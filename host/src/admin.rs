@@ -1,0 +1,140 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`.
+//!
+//! It runs as a pingora background service on its own address, so a flood
+//! of proxy traffic does not starve the endpoints an orchestrator polls.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+
+use crate::cache::store::CacheStore;
+use crate::metrics::Metrics;
+use crate::shutdown::InFlight;
+
+/// What the admin endpoints read.
+pub struct AdminState {
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The cache, for its sizes and readiness.
+    pub store: &'static CacheStore,
+    /// The proxy listener, probed by `/readyz`.
+    pub proxy_addr: SocketAddr,
+    /// Requests in flight, and whether shutdown has begun.
+    pub in_flight: Arc<InFlight>,
+}
+
+/// The admin HTTP service on a listener bound before the server started, so
+/// a taken port is a start-up error rather than a log line.
+pub struct AdminService {
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    state: Arc<AdminState>,
+}
+
+impl AdminService {
+    /// Serve `state` on `listener` once the server runs.
+    pub fn new(listener: std::net::TcpListener, state: AdminState) -> AdminService {
+        AdminService {
+            listener: std::sync::Mutex::new(Some(listener)),
+            state: Arc::new(state),
+        }
+    }
+}
+
+/// The admin routes.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state
+            .metrics
+            .render(state.store.stats(), state.in_flight.count()),
+    )
+}
+
+/// Ready when the proxy listener accepts connections, storage can take
+/// writes and shutdown has not begun.
+async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let probe = loopback_for(state.proxy_addr);
+    let listener = match tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect(probe),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("proxy listener {probe}: {e}")),
+        Err(_) => Err(format!("proxy listener {probe}: connect timed out")),
+    };
+    let storage = state.store.ready();
+    let draining = state.in_flight.is_draining();
+    let ready = listener.is_ok() && storage.is_ok() && !draining;
+    let show = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".to_owned());
+    let body = serde_json::json!({
+        "ready": ready,
+        "draining": draining,
+        "checks": { "proxy_listener": show(listener), "storage": show(storage) },
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
+}
+
+/// A wildcard listen address is probed on loopback.
+fn loopback_for(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(listener) = self.listener.lock().expect("not poisoned").take() else {
+            return;
+        };
+        let listener = match listener
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(listener))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener unusable");
+                return;
+            }
+        };
+        let app = router(self.state.clone());
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.changed().await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Cache keys and Vary variance.
+//!
+//! A key is the site, the lower-cased host and the path with query, each
+//! length-prefixed so no two different triples frame to the same bytes
+//! (pingora hashes exactly the bytes it is given). GET and HEAD share a key.
+
+use http::HeaderMap;
+use pingora_cache::key::HashBinary;
+use pingora_cache::{CacheKey, CacheMeta, VarianceBuilder};
+
+use super::freshness::vary_fields;
+
+/// The key for `path_and_query` on `host`, within `site`.
+pub fn cache_key(site: &str, host: &str, path_and_query: &str) -> CacheKey {
+    let mut primary = Vec::with_capacity(12 + site.len() + host.len() + path_and_query.len());
+    for part in [site.as_bytes(), host.as_bytes(), path_and_query.as_bytes()] {
+        primary.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        primary.extend_from_slice(part);
+    }
+    CacheKey::new(primary, site)
+}
+
+/// The variance of a request against a stored response's `Vary`
+/// (RFC 9111 §4.1): the listed request fields' values, in a canonical order.
+/// `None` when the response does not vary.
+pub fn variance(meta: &CacheMeta, request: &HeaderMap) -> Option<HashBinary> {
+    let mut fields: Vec<String> = vary_fields(meta.response_header()).collect();
+    if fields.is_empty() {
+        return None;
+    }
+    fields.sort_unstable();
+    fields.dedup();
+    let mut builder = VarianceBuilder::new();
+    for field in &fields {
+        // All lines of a field, joined as one list value, whitespace-normalised.
+        let value = request
+            .get_all(field.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .join(",");
+        builder.add_owned_name_value(field.clone(), value.into_bytes());
+    }
+    builder.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::key::CacheHashKey;
+    use pingora_http::ResponseHeader;
+    use std::time::SystemTime;
+
+    #[test]
+    fn framing_keeps_parts_apart() {
+        let a = cache_key("s", "ab", "/c").combined();
+        let b = cache_key("s", "a", "b/c").combined();
+        assert_ne!(a, b);
+        assert_eq!(
+            cache_key("s", "h", "/x").combined(),
+            cache_key("s", "h", "/x").combined()
+        );
+    }
+
+    fn meta_with_vary(vary: &str) -> CacheMeta {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.append_header("vary", vary).unwrap();
+        let now = SystemTime::now();
+        CacheMeta::new(now, now, 0, 0, r)
+    }
+
+    #[test]
+    fn variance_follows_listed_fields_only() {
+        let meta = meta_with_vary("Accept-Encoding");
+        let mut gzip = HeaderMap::new();
+        gzip.insert("accept-encoding", "gzip".parse().unwrap());
+        gzip.insert("user-agent", "a".parse().unwrap());
+        let mut gzip2 = HeaderMap::new();
+        gzip2.insert("accept-encoding", " gzip".parse().unwrap());
+        gzip2.insert("user-agent", "b".parse().unwrap());
+        let mut br = HeaderMap::new();
+        br.insert("accept-encoding", "br".parse().unwrap());
+        assert_eq!(variance(&meta, &gzip), variance(&meta, &gzip2));
+        assert_ne!(variance(&meta, &gzip), variance(&meta, &br));
+        let plain = CacheMeta::new(
+            SystemTime::now(),
+            SystemTime::now(),
+            0,
+            0,
+            ResponseHeader::build(200, None).unwrap(),
+        );
+        assert!(variance(&plain, &gzip).is_none());
+    }
+}

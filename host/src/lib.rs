@@ -1,0 +1,16 @@
+//! stavka: a Wasm-programmable HTTP caching reverse proxy for CDN points of
+//! presence, built on pingora.
+//!
+//! The binary is a thin CLI over [`server::run`]; the modules are public so
+//! the end-to-end tests and benches can reach the same pieces.
+
+pub mod admin;
+pub mod cache;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;
+pub mod sites;
+pub mod telemetry;

@@ -1,0 +1,85 @@
+//! The `stavka` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use stavka::config::{Config, ConfigErrors};
+
+/// A Wasm-programmable HTTP caching reverse proxy.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The TOML configuration file; without it every default applies.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration file and print every error with its field path.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Run the proxy in front of a built-in demo origin and print what to try.
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the demo admin API listens.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+    },
+}
+
+/// Exit status for an invalid configuration.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn report(file: &std::path::Path, errors: &ConfigErrors) -> ExitCode {
+    eprintln!("stavka: invalid configuration in {}:", file.display());
+    for e in &errors.0 {
+        eprintln!("  {e}");
+    }
+    ExitCode::from(EXIT_BAD_CONFIG)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::CheckConfig { file }) => {
+            return match Config::load(&file) {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => report(&file, &errors),
+            };
+        }
+        Some(Command::Demo { listen, admin }) => {
+            stavka::telemetry::init(Default::default());
+            stavka::demo::run(listen, admin)
+        }
+        None => {
+            let config = match &cli.config {
+                Some(file) => match Config::load(file) {
+                    Ok(config) => config,
+                    Err(errors) => return report(file, &errors),
+                },
+                None => Config::default(),
+            };
+            stavka::telemetry::init(config.log.format);
+            stavka::server::run(config)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stavka: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Prometheus metrics, served on the admin listener at `/metrics`.
+//!
+//! Per-site counters are resolved to handles once, when the site is built, so
+//! the request path increments an atomic instead of hashing label values.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::cache::store::StoreStats;
+
+/// Every `cache_status` label value, the outcomes of
+/// [`crate::cache::status::CacheStatus::outcome`].
+pub const OUTCOMES: [&str; 10] = [
+    "hit",
+    "stale",
+    "miss",
+    "expired",
+    "revalidated",
+    "collapsed",
+    "bypass",
+    "error",
+    "local",
+    "unknown-host",
+];
+
+/// Where the bytes of a response came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The cache.
+    Cache,
+    /// The origin, through this proxy.
+    Origin,
+    /// Generated here: errors and synthetic answers.
+    Local,
+}
+
+/// The process's metrics registry and its families.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    origin_requests: IntCounterVec,
+    origin_errors: IntCounterVec,
+    origin_latency: HistogramVec,
+    bytes_served: IntCounterVec,
+    /// Cache lookups by result: `hit`, `stale`, `miss`.
+    pub cache_lookups: IntCounterVec,
+    /// Objects admitted to the cache.
+    pub cache_inserts: IntCounter,
+    /// Entries removed by unsafe-method invalidation (RFC 9111 §4.4).
+    pub cache_invalidations: IntCounter,
+    /// Requests that waited on another request's fetch of the same object.
+    pub collapsed_requests: IntCounter,
+    cache_evictions: IntCounter,
+    cache_evicted_bytes: IntCounter,
+    cache_objects: IntGauge,
+    cache_bytes: IntGauge,
+    in_flight: IntGauge,
+    /// Serialises scrapes: each one advances counters from cumulative totals.
+    scrape: std::sync::Mutex<()>,
+}
+
+/// A site's metric handles.
+#[derive(Clone)]
+pub struct SiteMetrics {
+    requests: Vec<IntCounter>,
+    durations: Vec<Histogram>,
+    /// Requests sent to the origin.
+    pub origin_requests: IntCounter,
+    /// Time from sending the request to the origin's response header.
+    pub origin_latency: Histogram,
+    origin_errors: IntCounterVec,
+    site: String,
+    bytes: [IntCounter; 3],
+}
+
+impl SiteMetrics {
+    /// Count one finished request.
+    pub fn request(&self, outcome: &str, seconds: f64, source: Source, bytes: usize) {
+        let i = OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(OUTCOMES.len() - 2);
+        self.requests[i].inc();
+        self.durations[i].observe(seconds);
+        self.bytes[source as usize].inc_by(bytes as u64);
+    }
+
+    /// Count an origin failure, by kind (`refused`, `timeout`, ...).
+    pub fn origin_error(&self, kind: &str) {
+        self.origin_errors
+            .with_label_values(&[&self.site, kind])
+            .inc();
+    }
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let buckets = vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Register every family in a fresh registry.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        Metrics {
+            requests: counter_vec(
+                &r,
+                "stavka_requests_total",
+                "Requests answered, by site and cache outcome.",
+                &["site", "cache_status"],
+            ),
+            request_duration: histogram_vec(
+                &r,
+                "stavka_request_duration_seconds",
+                "Time from request start to the last byte sent, by site and cache outcome.",
+                &["site", "cache_status"],
+            ),
+            origin_requests: counter_vec(
+                &r,
+                "stavka_origin_requests_total",
+                "Requests sent to origins, by site.",
+                &["site"],
+            ),
+            origin_errors: counter_vec(
+                &r,
+                "stavka_origin_errors_total",
+                "Origin failures, by site and kind.",
+                &["site", "kind"],
+            ),
+            origin_latency: histogram_vec(
+                &r,
+                "stavka_origin_response_seconds",
+                "Time from sending a request to an origin to its response header, by site.",
+                &["site"],
+            ),
+            bytes_served: counter_vec(
+                &r,
+                "stavka_served_bytes_total",
+                "Response body bytes sent to clients, by site and where they came from.",
+                &["site", "source"],
+            ),
+            cache_lookups: counter_vec(
+                &r,
+                "stavka_cache_lookups_total",
+                "Cache lookups, by result (hit, stale, miss).",
+                &["result"],
+            ),
+            cache_inserts: counter(&r, "stavka_cache_inserts_total", "Objects admitted to the cache."),
+            cache_invalidations: counter(
+                &r,
+                "stavka_cache_invalidations_total",
+                "Entries removed because an unsafe request changed their URI (RFC 9111 section 4.4).",
+            ),
+            collapsed_requests: counter(
+                &r,
+                "stavka_collapsed_requests_total",
+                "Requests that waited for another request's fetch of the same object.",
+            ),
+            cache_evictions: counter(&r, "stavka_cache_evictions_total", "Objects evicted to stay within cache.size."),
+            cache_evicted_bytes: counter(&r, "stavka_cache_evicted_bytes_total", "Bytes evicted to stay within cache.size."),
+            cache_objects: gauge(&r, "stavka_cache_objects", "Objects in the cache."),
+            cache_bytes: gauge(&r, "stavka_cache_bytes", "Body bytes in the cache."),
+            in_flight: gauge(&r, "stavka_requests_in_flight", "Requests being served now."),
+            scrape: std::sync::Mutex::new(()),
+            registry: r,
+        }
+    }
+
+    /// Resolve the handles for one site (or `-` for requests that matched none).
+    pub fn for_site(&self, site: &str) -> SiteMetrics {
+        SiteMetrics {
+            requests: OUTCOMES
+                .iter()
+                .map(|o| self.requests.with_label_values(&[site, o]))
+                .collect(),
+            durations: OUTCOMES
+                .iter()
+                .map(|o| self.request_duration.with_label_values(&[site, o]))
+                .collect(),
+            origin_requests: self.origin_requests.with_label_values(&[site]),
+            origin_latency: self.origin_latency.with_label_values(&[site]),
+            origin_errors: self.origin_errors.clone(),
+            site: site.to_owned(),
+            bytes: [Source::Cache, Source::Origin, Source::Local].map(|s| {
+                self.bytes_served.with_label_values(&[
+                    site,
+                    match s {
+                        Source::Cache => "cache",
+                        Source::Origin => "origin",
+                        Source::Local => "local",
+                    },
+                ])
+            }),
+        }
+    }
+
+    /// Render the text exposition format, first bringing the storage figures
+    /// up to date (they are read from the eviction manager, not pushed).
+    pub fn render(&self, store: StoreStats, in_flight: usize) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.in_flight.set(in_flight as i64);
+        self.cache_objects.set(store.objects as i64);
+        self.cache_bytes.set(store.bytes as i64);
+        advance(&self.cache_evictions, store.evicted_objects);
+        advance(&self.cache_evicted_bytes, store.evicted_bytes);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("text encoding is UTF-8")
+    }
+}
+
+/// Move a counter up to a cumulative total read from elsewhere.
+fn advance(counter: &IntCounter, total: usize) {
+    let total = total as u64;
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}

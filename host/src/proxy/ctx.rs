@@ -1,0 +1,64 @@
+//! Per-request state carried between pingora's phases.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use pingora_cache::NoCacheReason;
+
+use crate::cache::status::{CacheStatus, Fwd};
+use crate::shutdown::InFlightGuard;
+use crate::sites::Site;
+
+/// What one request has learned so far. Created empty by `new_ctx`.
+pub struct RequestCtx {
+    /// When the request arrived.
+    pub started: Instant,
+    /// The site its Host routed to; `None` until `request_filter` ran, and
+    /// for requests answered locally because no site matched.
+    pub site: Option<Arc<Site>>,
+    /// When the request went to the origin (wall clock for RFC 9111 age
+    /// arithmetic, monotonic for latency).
+    pub sent_upstream: Option<(SystemTime, Instant)>,
+    /// Time to the origin's response header.
+    pub origin_ttfb: Option<Duration>,
+    /// The origin's response status.
+    pub upstream_status: Option<u16>,
+    /// RFC 9111 §4.2.3 corrected initial age of the origin's response.
+    pub initial_age: Duration,
+    /// The header fields of the origin's 304, to merge into the stored
+    /// response when it is refreshed.
+    pub not_modified: Option<http::HeaderMap>,
+    /// Set by `cache_miss`: why this request is the one going forward.
+    pub miss: Option<Fwd>,
+    /// Set by the hit filter: an entry was found and it was stale.
+    pub found_stale: bool,
+    /// The storage decision for the origin's response.
+    pub store_decision: Option<Result<(), NoCacheReason>>,
+    /// The status that made us serve stale-if-error (RFC 5861 §4).
+    pub stale_error_status: Option<u16>,
+    /// What the response said in `Cache-Status`, kept for the access log.
+    pub cache_status: Option<CacheStatus>,
+    /// Counts this request as in flight until the context is dropped.
+    _in_flight: InFlightGuard,
+}
+
+impl RequestCtx {
+    /// A context for a request that just arrived.
+    pub fn new(in_flight: InFlightGuard) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            site: None,
+            sent_upstream: None,
+            origin_ttfb: None,
+            upstream_status: None,
+            initial_age: Duration::ZERO,
+            not_modified: None,
+            miss: None,
+            found_stale: false,
+            store_decision: None,
+            stale_error_status: None,
+            cache_status: None,
+            _in_flight: in_flight,
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! The one `ProxyHttp` implementation: short hooks that route, decide and
+//! record, delegating the HTTP caching rules to [`crate::cache`].
+//!
+//! Phase order (see pingora's `proxy_trait.rs`): `request_filter` →
+//! `request_cache_filter` → `cache_key_callback` → lookup (`cache_hit_filter`,
+//! `cache_vary_filter`, `cache_miss`) → `upstream_peer` →
+//! `upstream_request_filter` → `upstream_response_filter` →
+//! `response_cache_filter` → `response_filter` → `logging`.
+
+mod ctx;
+mod local;
+mod observe;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use async_trait::async_trait;
+use http::{header, Method};
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+pub use ctx::RequestCtx;
+
+use crate::cache::freshness::{self, FreshnessRules, CDN_CACHE_CONTROL};
+use crate::cache::key::{cache_key, variance};
+use crate::cache::status::{CacheStatus, Fwd};
+use crate::cache::store::CacheStore;
+use crate::config::{self, OriginTimeouts};
+use crate::metrics::{Metrics, SiteMetrics, Source};
+use crate::shutdown::InFlight;
+use crate::sites::{strip_port, Site, SiteRouter};
+
+/// The caching reverse proxy.
+pub struct StavkaProxy {
+    router: SiteRouter,
+    store: &'static CacheStore,
+    rules: FreshnessRules,
+    cache_name: String,
+    timeouts: OriginTimeouts,
+    metrics: Arc<Metrics>,
+    /// Handles for requests that matched no site.
+    unrouted: SiteMetrics,
+    access_log: bool,
+    in_flight: Arc<InFlight>,
+}
+
+impl StavkaProxy {
+    /// Assemble the proxy from a validated configuration.
+    pub fn new(
+        config: &config::Config,
+        router: SiteRouter,
+        store: &'static CacheStore,
+        metrics: Arc<Metrics>,
+        in_flight: Arc<InFlight>,
+    ) -> StavkaProxy {
+        StavkaProxy {
+            router,
+            store,
+            rules: FreshnessRules {
+                default_swr: config.cache.stale_while_revalidate,
+                default_sie: config.cache.stale_if_error,
+                heuristic_max_ttl: config.cache.heuristic_max_ttl,
+            },
+            cache_name: config.cache.name.clone(),
+            timeouts: config.origin.clone(),
+            unrouted: metrics.for_site("-"),
+            metrics,
+            access_log: config.log.access_log,
+            in_flight,
+        }
+    }
+
+    fn site_metrics<'a>(&'a self, ctx: &'a RequestCtx) -> &'a SiteMetrics {
+        ctx.site.as_ref().map_or(&self.unrouted, |s| &s.metrics)
+    }
+
+    /// Remove the cached responses an unsafe request may have changed:
+    /// its target URI and same-host Location / Content-Location (RFC 9111 §4.4).
+    async fn invalidate_after_unsafe(
+        &self,
+        req: &RequestHeader,
+        resp: &ResponseHeader,
+        site: &Site,
+    ) {
+        let Some(host) = request_host(req) else {
+            return;
+        };
+        let mut targets = vec![path_and_query(&req.uri).to_owned()];
+        for field in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(uri) = resp.headers.get(&field).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let Ok(uri) = uri.parse::<http::Uri>() else {
+                continue;
+            };
+            let same_host = uri
+                .host()
+                .is_none_or(|h| h.eq_ignore_ascii_case(strip_port(&host)));
+            if same_host && uri.path().starts_with('/') {
+                targets.push(path_and_query(&uri).to_owned());
+            }
+        }
+        for target in targets {
+            match self
+                .store
+                .invalidate(cache_key(&site.name, &host, &target))
+                .await
+            {
+                Ok(true) => self.metrics.cache_invalidations.inc(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(site = %site.name, %target, error = %e, "invalidation failed")
+                }
+            }
+        }
+    }
+}
+
+/// The request's host, lower-cased and without port: from the URI (HTTP/2,
+/// absolute-form) or the Host header.
+fn request_host(req: &RequestHeader) -> Option<String> {
+    let host = req
+        .uri
+        .host()
+        .or_else(|| req.headers.get(header::HOST)?.to_str().ok())?;
+    Some(strip_port(host).trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn path_and_query(uri: &http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |pq| pq.as_str())
+}
+
+/// RFC 9110 §9.2.1: the methods that change state on the origin.
+fn is_unsafe(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+#[async_trait]
+impl ProxyHttp for StavkaProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.in_flight.enter())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let host = request_host(session.req_header());
+        match self.router.route(host.as_deref()) {
+            Some(site) => {
+                ctx.site = Some(site.clone());
+                Ok(false)
+            }
+            None => {
+                let body = match host {
+                    Some(host) => format!("stavka: no site is configured for host {host:?}\n"),
+                    None => "stavka: the request has no Host and no default site is configured\n"
+                        .to_owned(),
+                };
+                let status = CacheStatus {
+                    detail: Some("unknown-host"),
+                    ..CacheStatus::default()
+                };
+                local::respond(session, 421, body, &status.render(&self.cache_name)).await?;
+                ctx.cache_status = Some(status);
+                Ok(true)
+            }
+        }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        // RFC 9111 §4: only GET and HEAD are answered from cache.
+        let cacheable = matches!(session.req_header().method, Method::GET | Method::HEAD);
+        if cacheable && ctx.site.is_some() {
+            self.store.enable(&mut session.cache);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let req = session.req_header();
+        let site = ctx.site.as_ref().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "cache enabled without a site")
+        })?;
+        let host = request_host(req).unwrap_or_default();
+        Ok(cache_key(&site.name, &host, path_and_query(&req.uri)))
+    }
+
+    fn cache_miss(&self, session: &mut Session, ctx: &mut RequestCtx) {
+        // A key that still carries variance was looked up in a secondary
+        // (Vary) slot: the URI is cached, just not for these request headers.
+        ctx.miss = Some(if session.cache.cache_key().variance_bin().is_some() {
+            Fwd::VaryMiss
+        } else if ctx.found_stale {
+            Fwd::Stale
+        } else {
+            Fwd::UriMiss
+        });
+        session.cache.cache_miss();
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        ctx.found_stale = !is_fresh;
+        Ok(None)
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        variance(meta, &req.headers)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let site = ctx
+            .site
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no site for upstream"))?;
+        let mut peer = HttpPeer::new(site.origin_addr, site.tls, site.sni.clone());
+        peer.options.connection_timeout = Some(self.timeouts.connect_timeout);
+        peer.options.read_timeout = Some(self.timeouts.read_timeout);
+        peer.options.write_timeout = Some(self.timeouts.write_timeout);
+        peer.options.idle_timeout = Some(self.timeouts.idle_timeout);
+        site.metrics.origin_requests.inc();
+        ctx.sent_upstream = Some((SystemTime::now(), Instant::now()));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(host) = ctx.site.as_ref().and_then(|s| s.host_header.clone()) {
+            upstream_request.insert_header(header::HOST, host)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if upstream_response.status == http::StatusCode::NOT_MODIFIED {
+            ctx.not_modified = Some(upstream_response.headers.clone());
+        }
+        if let Some((sent_at, sent)) = ctx.sent_upstream {
+            let ttfb = sent.elapsed();
+            ctx.origin_ttfb = Some(ttfb);
+            if let Some(site) = &ctx.site {
+                site.metrics.origin_latency.observe(ttfb.as_secs_f64());
+            }
+            ctx.initial_age =
+                freshness::corrected_initial_age(upstream_response, sent_at, SystemTime::now());
+        }
+        Ok(())
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let authorization = session
+            .req_header()
+            .headers
+            .contains_key(header::AUTHORIZATION);
+        let merged;
+        let resp = match ctx.not_modified.take() {
+            Some(not_modified) => {
+                merged = {
+                    let mut stored = resp.clone();
+                    freshness::merge_not_modified(&mut stored, &not_modified);
+                    stored
+                };
+                &merged
+            }
+            None => resp,
+        };
+        let decision = freshness::decide(
+            resp,
+            authorization,
+            ctx.initial_age,
+            &self.rules,
+            SystemTime::now(),
+        );
+        ctx.store_decision = Some(match &decision {
+            RespCacheable::Cacheable(_) => Ok(()),
+            RespCacheable::Uncacheable(why) => Err(*why),
+        });
+        Ok(decision)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        // pingora has already checked the entry's own stale window; this
+        // decides which failures count as errors (RFC 5861 §4).
+        let Some(error) = error else {
+            return true; // stale-while-revalidate
+        };
+        let status = match error.etype() {
+            ErrorType::HTTPStatus(code @ (500 | 502 | 503 | 504)) => Some(*code),
+            ErrorType::HTTPStatus(_) => None,
+            _ if error.esource() == &ErrorSource::Upstream => Some(local::error_status(error).0),
+            _ => None,
+        };
+        ctx.stale_error_status = status;
+        status.is_some()
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // RFC 9213 §2.1: the CDN-targeted field was for us, not for downstream.
+        resp.remove_header(CDN_CACHE_CONTROL);
+        let status = observe::cache_status(&session.cache, ctx);
+        let mut value = status.render(&self.cache_name);
+        // RFC 9211 §2: caches closer to the client append their member.
+        if let Some(upstream) = resp
+            .headers
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+        {
+            value = format!("{upstream}, {value}");
+        }
+        resp.insert_header("cache-status", value)?;
+        ctx.cache_status = Some(status);
+
+        let req = session.req_header();
+        let succeeded = resp.status.is_success() || resp.status.is_redirection();
+        if is_unsafe(&req.method) && succeeded && ctx.upstream_status.is_some() {
+            if let Some(site) = ctx.site.clone() {
+                self.invalidate_after_unsafe(req, resp, &site).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, kind) = local::error_status(e);
+        if code == 0 {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        if e.esource() == &ErrorSource::Upstream {
+            self.site_metrics(ctx).origin_error(kind);
+        }
+        let mut status = observe::cache_status(&session.cache, ctx);
+        status.hit = false;
+        status.stored = false;
+        status.fwd = Some(status.fwd.unwrap_or(Fwd::Miss));
+        status.fwd_status = Some(code);
+        status.detail = Some(kind);
+        let site = ctx.site.as_ref().map_or("-", |s| s.name.as_str());
+        let body = local::error_body(code, kind, site);
+        if session.response_written().is_none() {
+            if let Err(write) =
+                local::respond(session, code, body, &status.render(&self.cache_name)).await
+            {
+                tracing::debug!(error = %write, "could not send the error response");
+            }
+        }
+        ctx.cache_status = Some(status);
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.started.elapsed();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let outcome = match &ctx.cache_status {
+            Some(s) if s.detail == Some("unknown-host") => "unknown-host",
+            Some(s) => s.outcome(),
+            None if e.is_some() => "error",
+            None => "local",
+        };
+        let source = match &ctx.cache_status {
+            Some(s) if s.hit || outcome == "stale" || outcome == "revalidated" || s.collapsed => {
+                Source::Cache
+            }
+            Some(s) if s.fwd.is_some() && outcome != "error" => Source::Origin,
+            _ => Source::Local,
+        };
+        let bytes = session.body_bytes_sent();
+        self.site_metrics(ctx)
+            .request(outcome, elapsed.as_secs_f64(), source, bytes);
+
+        let cache = &session.cache;
+        match cache.phase() {
+            CachePhase::Hit => self.metrics.cache_lookups.with_label_values(&["hit"]).inc(),
+            CachePhase::Stale
+            | CachePhase::StaleUpdating
+            | CachePhase::Expired
+            | CachePhase::Revalidated
+            | CachePhase::RevalidatedNoCache(_) => self
+                .metrics
+                .cache_lookups
+                .with_label_values(&["stale"])
+                .inc(),
+            CachePhase::Miss => self
+                .metrics
+                .cache_lookups
+                .with_label_values(&["miss"])
+                .inc(),
+            CachePhase::Disabled(_) if ctx.miss.is_some() => self
+                .metrics
+                .cache_lookups
+                .with_label_values(&["miss"])
+                .inc(),
+            _ => {}
+        }
+        if cache.lock_duration().is_some() {
+            self.metrics.collapsed_requests.inc();
+        }
+        if e.is_none() && ctx.cache_status.as_ref().is_some_and(|s| s.stored) {
+            self.metrics.cache_inserts.inc();
+        }
+
+        if self.access_log {
+            let req = session.req_header();
+            let cache_status = ctx
+                .cache_status
+                .as_ref()
+                .map(|s| s.render(&self.cache_name))
+                .unwrap_or_default();
+            tracing::info!(
+                target: "stavka::access",
+                client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+                site = ctx.site.as_ref().map_or("-", |s| s.name.as_str()),
+                method = %req.method,
+                host = request_host(req).as_deref().unwrap_or("-"),
+                path = path_and_query(&req.uri),
+                status,
+                cache = %cache_status,
+                outcome,
+                bytes,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                origin_ms = ctx.origin_ttfb.map(|d| d.as_secs_f64() * 1000.0),
+                error = e.map(|e| e.to_string()),
+                "request"
+            );
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Assembling and running the pingora server from a configuration.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::background::background_service;
+use pingora_proxy::http_proxy_service_with_name;
+
+use crate::admin::{AdminService, AdminState};
+use crate::cache::store::CacheStore;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::StavkaProxy;
+use crate::shutdown::{exit_when_drained, InFlight, Signals};
+use crate::sites::SiteRouter;
+
+/// Start serving `config` and block until a signal ends the process:
+/// SIGTERM drains in-flight requests (see [`crate::shutdown`]), SIGINT
+/// stops at once.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let router = SiteRouter::build(&config.sites, &metrics)?;
+    let store = CacheStore::in_memory(&config.cache);
+
+    // Bind the admin listener now and probe the proxy's, so a taken port is a
+    // clear start-up error naming the field instead of a failure inside pingora.
+    let admin_listener = TcpListener::bind(config.listen.admin)
+        .with_context(|| format!("listen.admin: cannot listen on {}", config.listen.admin))?;
+    drop(
+        TcpListener::bind(config.listen.proxy)
+            .with_context(|| format!("listen.proxy: cannot listen on {}", config.listen.proxy))?,
+    );
+
+    let in_flight = Arc::new(InFlight::default());
+    let conf = ServerConf {
+        threads: config.server.threads,
+        // pingora sleeps this long after closing the listeners; the drain
+        // thread exits as soon as the last request finishes, so this is the cap.
+        grace_period_seconds: Some(config.server.shutdown_timeout.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let proxy = StavkaProxy::new(&config, router, store, metrics.clone(), in_flight.clone());
+    let mut proxy_service =
+        http_proxy_service_with_name(&server.configuration, proxy, "stavka proxy");
+    proxy_service.add_tcp(&config.listen.proxy.to_string());
+
+    let admin = AdminService::new(
+        admin_listener,
+        AdminState {
+            metrics,
+            store,
+            proxy_addr: config.listen.proxy,
+            in_flight: in_flight.clone(),
+        },
+    );
+    server.add_service(proxy_service);
+    server.add_service(background_service("admin", admin));
+
+    tracing::info!(
+        proxy = %config.listen.proxy,
+        admin = %config.listen.admin,
+        sites = config.sites.len(),
+        cache_size = %config.cache.size,
+        "stavka listening"
+    );
+    exit_when_drained(
+        server.watch_execution_phase(),
+        in_flight.clone(),
+        config.server.shutdown_timeout,
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            in_flight,
+            grace_period: config.server.grace_period,
+        }),
+    });
+    Ok(())
+}

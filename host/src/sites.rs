@@ -1,0 +1,195 @@
+//! Host-name routing: which site (and so which origin) answers a request.
+//!
+//! The router is built once at start-up from `[[site]]` tables; a lookup is
+//! one hash probe for the exact name plus one per label for wildcards, with no
+//! allocation.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use http::HeaderValue;
+
+use crate::config::{self, normalize_host_pattern, split_host_port};
+use crate::metrics::{Metrics, SiteMetrics};
+
+/// A configured site with its origin resolved.
+#[derive(Debug)]
+pub struct Site {
+    /// From the configuration; the `site` label in metrics and logs.
+    pub name: String,
+    /// The origin's resolved socket address.
+    pub origin_addr: SocketAddr,
+    /// Whether to speak TLS to the origin.
+    pub tls: bool,
+    /// The TLS server name (empty without TLS).
+    pub sni: String,
+    /// The Host header to send upstream instead of the client's.
+    pub host_header: Option<HeaderValue>,
+    /// This site's metric handles.
+    pub metrics: SiteMetrics,
+}
+
+impl std::fmt::Debug for SiteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SiteMetrics")
+    }
+}
+
+/// Maps a request's Host to its [`Site`].
+#[derive(Debug, Default)]
+pub struct SiteRouter {
+    exact: HashMap<String, Arc<Site>>,
+    /// Keyed by the suffix after `*.`: `*.example.com` is stored as `example.com`.
+    wildcard: HashMap<String, Arc<Site>>,
+    default: Option<Arc<Site>>,
+}
+
+impl SiteRouter {
+    /// Build the router, resolving each origin's address once. Expects a
+    /// configuration that passed [`config::Config::validate`].
+    pub fn build(sites: &[config::Site], metrics: &Metrics) -> anyhow::Result<SiteRouter> {
+        let mut router = SiteRouter::default();
+        for (i, cfg) in sites.iter().enumerate() {
+            let (host, _) = split_host_port(&cfg.origin.address)
+                .map_err(|e| anyhow!("site[{i}].origin.address: {e}"))?;
+            let origin_addr = cfg
+                .origin
+                .address
+                .to_socket_addrs()
+                .with_context(|| {
+                    format!(
+                        "site[{i}].origin.address: cannot resolve {:?}",
+                        cfg.origin.address
+                    )
+                })?
+                .next()
+                .ok_or_else(|| {
+                    anyhow!(
+                        "site[{i}].origin.address: {:?} resolves to no address",
+                        cfg.origin.address
+                    )
+                })?;
+            let sni = match (&cfg.origin.sni, cfg.origin.tls) {
+                (Some(sni), true) => sni.clone(),
+                (None, true) => host.to_owned(),
+                (_, false) => String::new(),
+            };
+            let host_header = cfg
+                .origin
+                .host_header
+                .as_deref()
+                .map(HeaderValue::from_str)
+                .transpose()
+                .with_context(|| format!("site[{i}].origin.host_header"))?;
+            let site = Arc::new(Site {
+                name: cfg.name.clone(),
+                origin_addr,
+                tls: cfg.origin.tls,
+                sni,
+                host_header,
+                metrics: metrics.for_site(&cfg.name),
+            });
+            for pattern in &cfg.hosts {
+                let pattern = normalize_host_pattern(pattern)
+                    .map_err(|e| anyhow!("site[{i}].hosts: {pattern:?} {e}"))?;
+                match pattern.strip_prefix("*.") {
+                    Some(suffix) => router.wildcard.insert(suffix.to_owned(), site.clone()),
+                    None => router.exact.insert(pattern, site.clone()),
+                };
+            }
+            if cfg.default {
+                router.default = Some(site);
+            }
+        }
+        Ok(router)
+    }
+
+    /// The site for a Host value (any case, with or without port or trailing
+    /// dot): an exact name first, then the most specific wildcard, then the
+    /// default site.
+    pub fn route(&self, host: Option<&str>) -> Option<&Arc<Site>> {
+        let Some(host) = host.map(strip_port) else {
+            return self.default.as_ref();
+        };
+        let host = host.trim_end_matches('.');
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        if let Some(site) = self.exact.get(host) {
+            return Some(site);
+        }
+        // `*.example.com` matches `a.example.com` and `a.b.example.com`;
+        // walking from the left finds the most specific suffix first.
+        let mut rest = host;
+        while let Some((_, suffix)) = rest.split_once('.') {
+            if let Some(site) = self.wildcard.get(suffix) {
+                return Some(site);
+            }
+            rest = suffix;
+        }
+        self.default.as_ref()
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(name: &str, hosts: &[&str], default: bool) -> config::Site {
+        config::Site {
+            name: name.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            default,
+            origin: config::Origin {
+                address: "127.0.0.1:1".into(),
+                tls: false,
+                sni: None,
+                host_header: None,
+            },
+        }
+    }
+
+    #[test]
+    fn exact_then_most_specific_wildcard_then_default() {
+        let router = SiteRouter::build(
+            &[
+                site("apex", &["example.com"], false),
+                site("wild", &["*.example.com"], false),
+                site("deep", &["*.img.example.com"], false),
+                site("fallback", &[], true),
+            ],
+            &Metrics::new(),
+        )
+        .unwrap();
+        let name = |h: Option<&str>| router.route(h).map(|s| s.name.as_str());
+        assert_eq!(name(Some("EXAMPLE.com:8080")), Some("apex"));
+        assert_eq!(name(Some("www.example.com")), Some("wild"));
+        assert_eq!(name(Some("a.b.example.com")), Some("wild"));
+        assert_eq!(name(Some("x.img.example.com")), Some("deep"));
+        assert_eq!(name(Some("example.com.")), Some("apex"));
+        assert_eq!(name(Some("other.org")), Some("fallback"));
+        assert_eq!(name(None), Some("fallback"));
+    }
+
+    #[test]
+    fn no_default_means_no_site() {
+        let router =
+            SiteRouter::build(&[site("apex", &["example.com"], false)], &Metrics::new()).unwrap();
+        assert!(router.route(Some("nope.example")).is_none());
+        assert!(router.route(Some("[::1]:80")).is_none());
+    }
+}

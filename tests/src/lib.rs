@@ -1,0 +1,328 @@
+//! End-to-end test support: a real origin server with counters, and the real
+//! `stavka` binary started from a configuration file on ephemeral loopback
+//! ports. Every test owns its origin and its proxy, so tests run in parallel.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::Router;
+
+/// An origin server for one test, counting every request it receives by path.
+pub struct Origin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// Request headers of the last request per path, to check what the proxy sent.
+    last_headers: Arc<Mutex<HashMap<String, http::HeaderMap>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Origin {
+    /// Serve `routes` on an ephemeral loopback port.
+    pub async fn start(routes: Router) -> Origin {
+        let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let last_headers: Arc<Mutex<HashMap<String, http::HeaderMap>>> = Arc::default();
+        let (c, h) = (counts.clone(), last_headers.clone());
+        let app = routes.layer(middleware::from_fn(move |req: Request, next: Next| {
+            let (c, h) = (c.clone(), h.clone());
+            async move {
+                let path = req.uri().path().to_owned();
+                *c.lock().unwrap().entry(path.clone()).or_default() += 1;
+                h.lock().unwrap().insert(path, req.headers().clone());
+                next.run(req).await
+            }
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Origin {
+            addr,
+            counts,
+            last_headers,
+            task,
+        }
+    }
+
+    /// How many requests for `path` reached the origin.
+    pub fn count(&self, path: &str) -> usize {
+        self.counts.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    /// The headers of the last request for `path`.
+    pub fn last_headers(&self, path: &str) -> Option<http::HeaderMap> {
+        self.last_headers.lock().unwrap().get(path).cloned()
+    }
+
+    /// Stop serving: new connections are refused from now on.
+    pub async fn stop(&self) {
+        self.task.abort();
+        // Wait until the listener is gone so the next connect is refused.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            assert!(Instant::now() < deadline, "origin did not stop");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Build the `stavka` binary once per test process (a no-op when it is up to
+/// date) and return its path, so a test never runs a stale binary.
+pub fn stavka_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("STAVKA_BIN") {
+            return PathBuf::from(path);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        // The whole workspace, as `./x` builds it: building `-p stavka` alone
+        // unifies features differently and rebuilds pingora.
+        build.args(["build", "--quiet", "--workspace", "--bins"]);
+        // `cargo test` sets per-crate variables for this process; build
+        // scripts that track them (ring's does) would see a change and
+        // rebuild half the dependency tree.
+        for (name, _) in std::env::vars() {
+            let per_crate = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+            ];
+            if per_crate.iter().any(|p| name.starts_with(p)) {
+                build.env_remove(name);
+            }
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+        // target/debug/deps/<test> → target/debug/stavka
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+        dir.join("stavka")
+    })
+}
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A running `stavka` process, killed when dropped.
+pub struct Stavka {
+    /// The proxy listener.
+    pub proxy: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Stavka {
+    /// Start stavka with `extra` TOML appended to generated `[listen]`
+    /// settings, and wait until `/readyz` says ready.
+    pub async fn start(extra: &str) -> Stavka {
+        let proxy = free_addr();
+        let admin = free_addr();
+        let config = format!("[listen]\nproxy = \"{proxy}\"\nadmin = \"{admin}\"\n\n{extra}\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stavka.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(stavka_bin())
+            .arg("--config")
+            .arg(&path)
+            .env(
+                "RUST_LOG",
+                std::env::var("STAVKA_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start stavka");
+        let mut stavka = Stavka {
+            proxy,
+            admin,
+            child,
+            _dir: dir,
+        };
+        stavka.wait_ready().await;
+        stavka
+    }
+
+    /// Start stavka with one default site in front of `origin`.
+    pub async fn in_front_of(origin: &Origin, extra: &str) -> Stavka {
+        Stavka::start(&format!(
+            "{extra}\n[[site]]\nname = \"test\"\nhosts = [\"test.example\"]\ndefault = true\norigin = {{ address = \"{}\" }}\n",
+            origin.addr
+        ))
+        .await
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("http://{}/readyz", self.admin);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("stavka exited during start-up: {status}");
+            }
+            if let Ok(resp) = client().get(&url).send().await {
+                if resp.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "stavka not ready within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A URL on the proxy.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// GET `path` through the proxy.
+    pub async fn get(&self, path: &str) -> Fetched {
+        Fetched::from(client().get(self.url(path)).send().await.expect("request")).await
+    }
+
+    /// The value of one sample in `/metrics`, e.g.
+    /// `stavka_requests_total{cache_status="hit",site="test"}`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let text = client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines().find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    /// Send SIGTERM: graceful shutdown.
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Wait for the process to exit, up to `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Stavka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that never uses a proxy from the environment, follows no
+/// redirects and does not decompress. A new one per call: a client's
+/// connection pool belongs to the runtime it was first used on, and each
+/// test has its own runtime.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A whole response, read.
+#[derive(Debug)]
+pub struct Fetched {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: http::HeaderMap,
+    /// The whole body.
+    pub body: bytes::Bytes,
+}
+
+impl Fetched {
+    /// Read a response to the end.
+    pub async fn from(resp: reqwest::Response) -> Fetched {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.expect("read body");
+        Fetched {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A header as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The `Cache-Status` field.
+    pub fn cache_status(&self) -> &str {
+        self.header("cache-status")
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Poll `check` every 20 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
