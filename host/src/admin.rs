@@ -8,16 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
 use crate::cache::store::CacheStore;
 use crate::metrics::Metrics;
+use crate::policy::{PolicyRegistry, Reloader};
 use crate::shutdown::InFlight;
 
 /// What the admin endpoints read.
@@ -30,6 +31,12 @@ pub struct AdminState {
     pub proxy_addr: SocketAddr,
     /// Requests in flight, and whether shutdown has begun.
     pub in_flight: Arc<InFlight>,
+    /// Policy modules and their key-value stores.
+    pub policies: Arc<PolicyRegistry>,
+    /// Loads a module now, on the watcher's thread.
+    pub reloader: Reloader,
+    /// Where this listener is bound; writes need it to be loopback.
+    pub admin_addr: SocketAddr,
 }
 
 /// The admin HTTP service on a listener bound before the server started, so
@@ -55,7 +62,116 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/policies", get(policies))
+        .route("/policies/{module}/reload", post(reload))
+        .route("/policies/{module}/kv", get(kv_list))
+        .route(
+            "/policies/{module}/kv/{key}",
+            get(kv_get).put(kv_put).delete(kv_delete),
+        )
         .with_state(state)
+}
+
+/// Writes are refused on a listener reachable from other hosts until admin
+/// authentication exists: an open KV write would let anyone rewrite policy
+/// settings such as a blocklist.
+fn writable(state: &AdminState) -> Result<(), (StatusCode, &'static str)> {
+    if state.admin_addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::FORBIDDEN,
+            "admin writes are only accepted on a loopback admin listener\n",
+        ))
+    }
+}
+
+fn known_module(name: &str) -> Result<(), (StatusCode, &'static str)> {
+    if crate::policy::is_module_name(name) {
+        Ok(())
+    } else {
+        Err((StatusCode::BAD_REQUEST, "not a module name\n"))
+    }
+}
+
+/// Every serving module: version, mode, settings, exported hooks.
+async fn policies(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let modules: Vec<_> = state
+        .policies
+        .modules()
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "name": m.name(),
+                "hash": m.hash,
+                "mode": m.settings.mode.as_str(),
+                "loaded_at": httpdate::fmt_http_date(m.loaded_at),
+                "deadline_ms": m.settings.deadline.as_secs_f64() * 1000.0,
+                "memory_bytes": m.settings.memory,
+                "failure": format!("{:?}", m.settings.failure).to_lowercase(),
+                "hooks": m.exported_hooks(),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "dir": state.policies.dir(), "modules": modules }))
+}
+
+/// Load a module from disk again now (the watcher does this on change).
+async fn reload(
+    State(state): State<Arc<AdminState>>,
+    Path(module): Path<String>,
+) -> Result<impl IntoResponse, (StatusCode, &'static str)> {
+    writable(&state)?;
+    known_module(&module)?;
+    state.reloader.reload(&module).await;
+    let serving = state.policies.get(&module).map(|m| m.hash.clone());
+    Ok(Json(
+        serde_json::json!({ "module": module, "serving": serving }),
+    ))
+}
+
+async fn kv_list(
+    State(state): State<Arc<AdminState>>,
+    Path(module): Path<String>,
+) -> Result<impl IntoResponse, (StatusCode, &'static str)> {
+    known_module(&module)?;
+    Ok(Json(state.policies.kv(&module).entries()))
+}
+
+async fn kv_get(
+    State(state): State<Arc<AdminState>>,
+    Path((module, key)): Path<(String, String)>,
+) -> Result<String, (StatusCode, &'static str)> {
+    known_module(&module)?;
+    state
+        .policies
+        .kv(&module)
+        .get(&key)
+        .ok_or((StatusCode::NOT_FOUND, "no such key\n"))
+}
+
+async fn kv_put(
+    State(state): State<Arc<AdminState>>,
+    Path((module, key)): Path<(String, String)>,
+    value: String,
+) -> Result<StatusCode, (StatusCode, &'static str)> {
+    writable(&state)?;
+    known_module(&module)?;
+    state.policies.kv(&module).set(&key, &value);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn kv_delete(
+    State(state): State<Arc<AdminState>>,
+    Path((module, key)): Path<(String, String)>,
+) -> Result<StatusCode, (StatusCode, &'static str)> {
+    writable(&state)?;
+    known_module(&module)?;
+    if state.policies.kv(&module).remove(&key) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err((StatusCode::NOT_FOUND, "no such key\n"))
+    }
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

@@ -192,20 +192,48 @@ pub enum LogFormat {
     Json,
 }
 
-/// Cache policy modules.
+/// Cache policy modules: where they live and what they run with when their
+/// sidecar file does not say.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
-    /// The directory watched for `<name>.wasm` policy modules. Default `policies`.
+    /// The directory watched for `<name>.wasm` policy modules and their
+    /// `<name>.toml` sidecars. Default `policies`.
     pub dir: PathBuf,
+    /// How long a change must be quiet before the module is reloaded, so a
+    /// file being written is read once, whole. Default `200ms`.
+    #[serde(with = "humantime_serde")]
+    pub debounce: Duration,
+    /// Wall-clock budget of one hook call. Default `5ms`.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Largest linear memory an instance may use. Default `32MiB`, at most
+    /// [`Policy::MAX_MEMORY`].
+    pub memory: ByteSize,
+    /// `open` (act as if there were no policy) or `closed` (503) when a
+    /// call traps, overruns or runs out of memory. Default `open`.
+    pub failure: crate::policy::Failure,
+    /// Idle instances a long-lived module keeps. Default 8.
+    pub instances: usize,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             dir: PathBuf::from("policies"),
+            debounce: Duration::from_millis(200),
+            deadline: Duration::from_millis(5),
+            memory: ByteSize::mib(32),
+            failure: crate::policy::Failure::Open,
+            instances: 8,
         }
     }
+}
+
+impl Policy {
+    /// The engine-wide ceiling on one instance's memory (256 MiB): the
+    /// pooling allocator reserves address space for it per slot.
+    pub const MAX_MEMORY: usize = 256 << 20;
 }
 
 /// One site: the Host names it answers and the origin behind them.
@@ -224,6 +252,10 @@ pub struct Site {
     pub default: bool,
     /// Where requests that the cache cannot answer go.
     pub origin: Origin,
+    /// The policy module (`<policy.dir>/<name>.wasm`) that decides for this
+    /// site. Default: none, plain HTTP caching.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 /// An origin server.
@@ -362,6 +394,19 @@ impl Config {
                 "must be greater than 0s".into(),
             );
         }
+        if self.policy.deadline.is_zero() {
+            err("policy.deadline".into(), "must be greater than 0s".into());
+        }
+        let memory = self.policy.memory.as_u64();
+        if memory < 65536 || memory > Policy::MAX_MEMORY as u64 {
+            err(
+                "policy.memory".into(),
+                "must be between 64KiB and 256MiB".into(),
+            );
+        }
+        if self.policy.instances == 0 {
+            err("policy.instances".into(), "must be at least 1".into());
+        }
         if self.cache.heuristic_max_ttl.is_some_and(|d| d.is_zero()) {
             err(
                 "cache.heuristic_max_ttl".into(),
@@ -425,6 +470,14 @@ impl Config {
                                 .into(),
                         );
                     }
+                }
+            }
+            if let Some(name) = &site.policy {
+                if !crate::policy::is_module_name(name) {
+                    err(
+                        at("policy"),
+                        format!("{name:?} is not a module name: use letters, digits, '-' and '_'"),
+                    );
                 }
             }
             if let Some(h) = &site.origin.host_header {

@@ -2,6 +2,7 @@
 //! show one caching behaviour, with the curl commands to watch them.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +107,10 @@ fn origin_router() -> Router {
             }),
         )
         .route("/large", get(large))
+        .route("/static/{*rest}", get(policy_path))
+        .route("/api/{*rest}", get(policy_path))
+        .route("/news/{*rest}", get(policy_path))
+        .route("/private/{*rest}", get(policy_path))
         .fallback(|req: Request| async move {
             if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
                 (StatusCode::NOT_FOUND, "no such demo path\n").into_response()
@@ -121,6 +126,20 @@ async fn index() -> Response {
         "max-age=60",
         "stavka demo origin: /cacheable /private /no-store /vary /etag /stale /cdn /slow /large\n"
             .to_owned(),
+    )
+}
+
+/// Paths the example policies have rules for. The origin asks for
+/// `no-store` on `/static/`, so that a policy storing it anyway is visible.
+async fn policy_path(State(s): State<Shared>, uri: axum::http::Uri) -> Response {
+    let cache_control = if uri.path().starts_with("/static/") {
+        "no-store"
+    } else {
+        "max-age=10"
+    };
+    reply(
+        cache_control,
+        counted(&s, &format!("{} (origin says {cache_control})", uri.path())),
     )
 }
 
@@ -203,30 +222,108 @@ fn start_origin() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// The configuration the demo runs: one default site in front of the
-/// built-in origin.
-pub fn config(proxy: SocketAddr, admin: SocketAddr, origin: SocketAddr) -> Config {
+/// The example policies the demo installs: module name, the guest file it
+/// is built as, its sidecar, and the Host name whose site runs it.
+const POLICIES: [(&str, &str, &str, &str); 4] = [
+    (
+        "ttl-rules",
+        "ttl_rules.wasm",
+        "mode = \"per-request\"\n",
+        "rules.localhost",
+    ),
+    (
+        "token-auth",
+        "token_auth.wasm",
+        "mode = \"per-request\"\nfailure = \"closed\"\n",
+        "auth.localhost",
+    ),
+    (
+        "blocklist",
+        "blocklist.wasm",
+        "mode = \"long-lived\"\n",
+        "takedown.localhost",
+    ),
+    (
+        "client-budget",
+        "client_budget.wasm",
+        "mode = \"long-lived\"\ninstances = 1\n[init]\nrequests = 5\nwindow_seconds = 10\n",
+        "budget.localhost",
+    ),
+];
+
+/// The configuration the demo runs: a default site in front of the built-in
+/// origin, and one site per example policy in front of the same origin.
+pub fn config(
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    origin: SocketAddr,
+    policy_dir: Option<PathBuf>,
+) -> Config {
     let mut config = Config::default();
     config.listen.proxy = proxy;
     config.listen.admin = admin;
-    config.sites.push(Site {
-        name: "demo".into(),
-        hosts: vec!["localhost".into()],
-        default: true,
+    let site = |name: &str, host: &str, default: bool, policy: Option<&str>| Site {
+        name: name.into(),
+        hosts: vec![host.into()],
+        default,
         origin: Origin {
             address: origin.to_string(),
             tls: false,
             sni: None,
             host_header: None,
         },
-    });
+        policy: policy.map(str::to_owned),
+    };
+    config.sites.push(site("demo", "localhost", true, None));
+    if let Some(dir) = policy_dir {
+        config.policy.dir = dir;
+        for (module, _, _, host) in POLICIES {
+            config.sites.push(site(module, host, false, Some(module)));
+        }
+    }
     config
 }
 
+/// Copy the example policies from `guests` (their build directory) into a
+/// fresh policy directory.
+fn install_policies(guests: &Path) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("stavka-demo-policies-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (module, file, sidecar, _) in POLICIES {
+        let from = guests.join(file);
+        std::fs::copy(&from, dir.join(format!("{module}.wasm"))).with_context(|| {
+            format!(
+                "{} (build the guests: see examples-guests/README.md)",
+                from.display()
+            )
+        })?;
+        std::fs::write(dir.join(format!("{module}.toml")), sidecar)?;
+    }
+    Ok(dir)
+}
+
 /// The walkthrough printed at start.
-fn walkthrough(proxy: SocketAddr, admin: SocketAddr) -> String {
+fn walkthrough(proxy: SocketAddr, admin: SocketAddr, policy_dir: Option<&Path>) -> String {
     let p = format!("http://{proxy}");
-    format!(
+    let a = format!("http://{admin}");
+    let policies = match policy_dir {
+        None => "\n(Run with --guests DIR, as ./x demo does, to add the example Wasm policies.)\n".to_owned(),
+        Some(dir) => format!(
+            "\nWasm policies from examples-guests/, one site per Host name (modules in {dir}):\n\n\
+             \x20 TTL override (origin says no-store):  curl -si -H 'Host: rules.localhost' {p}/static/app.css | grep -i -e x-policy-ttl -e cache-status  (run twice)\n\
+             \x20 normalised cache key:  curl -s -o /dev/null -H 'Host: rules.localhost' '{p}/news/a?b=2&a=1&utm_source=x' ; curl -si -H 'Host: rules.localhost' '{p}/news/a?a=1&b=2' | grep -i cache-status\n\
+             \x20 access control:        curl -si -H 'Host: auth.localhost' {p}/private/doc | head -1\n\
+             \x20                        curl -s -X PUT --data demo-token {a}/policies/token-auth/kv/tokens\n\
+             \x20                        curl -si -H 'Host: auth.localhost' -H 'Authorization: Bearer demo-token' {p}/private/doc | head -1\n\
+             \x20 takedown at the edge:  curl -s -H 'Host: takedown.localhost' {p}/cacheable >/dev/null ; curl -s -X PUT --data /cacheable {a}/policies/blocklist/kv/blocked\n\
+             \x20                        curl -si -H 'Host: takedown.localhost' {p}/cacheable | head -1\n\
+             \x20 request budget:        for i in $(seq 7); do curl -s -o /dev/null -w '%{{http_code}} ' -H 'Host: budget.localhost' {p}/cacheable; done; echo\n\
+             \x20 loaded modules:        curl -s {a}/policies\n\
+             \x20 hot swap:              copy any module over {dir}/ttl-rules.wasm; it is reloaded without a restart\n",
+            dir = dir.display()
+        ),
+    };
+    let basics = format!(
         "\nstavka demo: proxy on {p}, admin on http://{admin}\n\
          Watch the Cache-Status header (-i shows it):\n\n\
          \x20 miss, then hit:          curl -si {p}/cacheable | grep -i -e cache-status -e age -e '#'  (run twice)\n\
@@ -238,16 +335,18 @@ fn walkthrough(proxy: SocketAddr, admin: SocketAddr) -> String {
          \x20 collapsing:              for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{{time_total}}\\n' {p}/slow & done; wait\n\
          \x20 large streamed body:     curl -s -o /dev/null -w '%{{size_download}} bytes in %{{time_total}} s\\n' {p}/large\n\
          \x20 invalidation by POST:    curl -si -X POST {p}/cacheable ; curl -si {p}/cacheable | grep -i cache-status\n\
-         \x20 metrics:                 curl -s http://{admin}/metrics | grep ^stavka_requests\n\n\
-         Ctrl-C stops it.\n"
-    )
+         \x20 metrics:                 curl -s http://{admin}/metrics | grep ^stavka_requests\n"
+    );
+    format!("{basics}{policies}\nCtrl-C stops it.\n")
 }
 
-/// Run the demo until interrupted.
-pub fn run(proxy: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+/// Run the demo until interrupted. With `guests` (the directory the
+/// example policies were built into) the policy sites are added.
+pub fn run(proxy: SocketAddr, admin: SocketAddr, guests: Option<&Path>) -> anyhow::Result<()> {
     let origin = start_origin()?;
-    let config = config(proxy, admin, origin);
+    let policy_dir = guests.map(install_policies).transpose()?;
+    let config = config(proxy, admin, origin, policy_dir.clone());
     config.validate().context("demo configuration")?;
-    println!("{}", walkthrough(proxy, admin));
+    println!("{}", walkthrough(proxy, admin, policy_dir.as_deref()));
     crate::server::run(config)
 }

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;

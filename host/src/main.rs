@@ -33,6 +33,10 @@ enum Command {
         /// Where the demo admin API listens.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
+        /// The directory the example policies were built into
+        /// (target/wasm32-wasip2/release); adds a site for each.
+        #[arg(long)]
+        guests: Option<PathBuf>,
     },
 }
 
@@ -59,9 +63,13 @@ fn main() -> ExitCode {
                 Err(errors) => report(&file, &errors),
             };
         }
-        Some(Command::Demo { listen, admin }) => {
+        Some(Command::Demo {
+            listen,
+            admin,
+            guests,
+        }) => {
             stavka::telemetry::init(Default::default());
-            stavka::demo::run(listen, admin)
+            stavka::demo::run(listen, admin, guests.as_deref())
         }
         None => {
             let config = match &cli.config {

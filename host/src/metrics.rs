@@ -206,6 +206,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for other families (policy metrics) to join.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Resolve the handles for one site (or `-` for requests that matched none).
     pub fn for_site(&self, site: &str) -> SiteMetrics {
         SiteMetrics {

@@ -13,6 +13,7 @@ use crate::admin::{AdminService, AdminState};
 use crate::cache::store::CacheStore;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::policy::{PolicyMetrics, PolicyRegistry, Watcher};
 use crate::proxy::StavkaProxy;
 use crate::shutdown::{exit_when_drained, InFlight, Signals};
 use crate::sites::SiteRouter;
@@ -24,6 +25,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let router = SiteRouter::build(&config.sites, &metrics)?;
     let store = CacheStore::in_memory(&config.cache);
+
+    // Policies load before the listeners open: the first request already
+    // runs the site's module. The watcher then keeps them current.
+    let policy_metrics = Arc::new(PolicyMetrics::new(metrics.registry()));
+    let policies = Arc::new(PolicyRegistry::new(&config.policy, policy_metrics)?);
+    let watcher = Watcher::start(policies.clone(), config.policy.debounce)?;
+    for site in config.sites.iter().filter(|s| s.policy.is_some()) {
+        let name = site.policy.as_deref().unwrap_or_default();
+        if policies.get(name).is_none() {
+            tracing::warn!(site = %site.name, policy = name, dir = %config.policy.dir.display(),
+                "the site's policy module is not loaded; the site runs without it until it appears");
+        }
+    }
 
     // Bind the admin listener now and probe the proxy's, so a taken port is a
     // clear start-up error naming the field instead of a failure inside pingora.
@@ -46,7 +60,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let proxy = StavkaProxy::new(&config, router, store, metrics.clone(), in_flight.clone());
+    let proxy = StavkaProxy::new(
+        &config,
+        router,
+        store,
+        metrics.clone(),
+        in_flight.clone(),
+        policies.clone(),
+    );
     let mut proxy_service =
         http_proxy_service_with_name(&server.configuration, proxy, "stavka proxy");
     proxy_service.add_tcp(&config.listen.proxy.to_string());
@@ -58,6 +79,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             store,
             proxy_addr: config.listen.proxy,
             in_flight: in_flight.clone(),
+            policies,
+            reloader: watcher.reloader(),
+            admin_addr: config.listen.admin,
         },
     );
     server.add_service(proxy_service);
@@ -75,6 +99,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         in_flight.clone(),
         config.server.shutdown_timeout,
     );
+    let _watching = watcher;
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals {
             in_flight,

@@ -29,6 +29,8 @@ pub struct Site {
     pub host_header: Option<HeaderValue>,
     /// This site's metric handles.
     pub metrics: SiteMetrics,
+    /// The policy module that decides for this site, by name.
+    pub policy: Option<String>,
 }
 
 impl std::fmt::Debug for SiteMetrics {
@@ -90,6 +92,7 @@ impl SiteRouter {
                 sni,
                 host_header,
                 metrics: metrics.for_site(&cfg.name),
+                policy: cfg.policy.clone(),
             });
             for pattern in &cfg.hosts {
                 let pattern = normalize_host_pattern(pattern)
@@ -160,6 +163,7 @@ mod tests {
                 sni: None,
                 host_header: None,
             },
+            policy: None,
         }
     }
 

@@ -87,34 +87,74 @@ pub fn stavka_bin() -> &'static PathBuf {
         if let Ok(path) = std::env::var("STAVKA_BIN") {
             return PathBuf::from(path);
         }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        // The whole workspace, as `./x` builds it: building `-p stavka` alone
-        // unifies features differently and rebuilds pingora.
-        build.args(["build", "--quiet", "--workspace", "--bins"]);
-        // `cargo test` sets per-crate variables for this process; build
-        // scripts that track them (ring's does) would see a change and
-        // rebuild half the dependency tree.
-        for (name, _) in std::env::vars() {
-            let per_crate = [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_",
-                "CARGO_TARGET_TMPDIR",
-            ];
-            if per_crate.iter().any(|p| name.starts_with(p)) {
-                build.env_remove(name);
-            }
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --workspace --bins failed");
+        cargo(&["build", "--quiet", "--workspace", "--bins"]);
         // target/debug/deps/<test> → target/debug/stavka
         let exe = std::env::current_exe().unwrap();
         let dir = exe.parent().and_then(|d| d.parent()).unwrap();
         dir.join("stavka")
     })
+}
+
+/// Run cargo from a test, as `./x` would. `cargo test` sets per-crate
+/// variables for this process; build scripts that track them (ring's does)
+/// would see a change and rebuild half the dependency tree, so they go.
+fn cargo(args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.args(args).current_dir(workspace_root());
+    for (name, _) in std::env::vars() {
+        let per_crate = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+            "CARGO_TARGET_TMPDIR",
+        ];
+        if per_crate.iter().any(|p| name.starts_with(p)) {
+            command.env_remove(name);
+        }
+    }
+    let status = command.status().expect("run cargo");
+    assert!(status.success(), "cargo {args:?} failed");
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Build the guests in `examples-guests/` once per test process and return
+/// the directory holding their `.wasm` files.
+pub fn guests_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        cargo(&[
+            "build",
+            "--quiet",
+            "--manifest-path",
+            "examples-guests/Cargo.toml",
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+        ]);
+        let exe = std::env::current_exe().unwrap();
+        // target/debug/deps/<test> → target/wasm32-wasip2/release
+        let target = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .and_then(|d| d.parent())
+            .unwrap();
+        target.join("wasm32-wasip2").join("release")
+    })
+}
+
+/// The compiled guest `name` (`counter`, `ttl-rules`, ...).
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = guests_dir().join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// A free loopback port (bound and released; good enough for tests).
@@ -125,24 +165,64 @@ pub fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+fn default_site(origin: &Origin, policy: Option<&str>) -> String {
+    let policy = policy
+        .map(|p| format!("policy = \"{p}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[[site]]\nname = \"test\"\nhosts = [\"test.example\"]\ndefault = true\n{policy}origin = {{ address = \"{}\" }}\n",
+        origin.addr
+    )
+}
+
+/// Write `bytes` as `dir/name.wasm` (and a non-empty `sidecar` as
+/// `dir/name.toml`) by renaming complete files into place.
+pub fn install(dir: &std::path::Path, name: &str, bytes: &[u8], sidecar: &str) {
+    let put = |file: String, data: &[u8]| {
+        let staging = dir.join(format!(".{file}.tmp"));
+        std::fs::write(&staging, data).unwrap();
+        std::fs::rename(&staging, dir.join(file)).unwrap();
+    };
+    if !sidecar.is_empty() {
+        put(format!("{name}.toml"), sidecar.as_bytes());
+    }
+    put(format!("{name}.wasm"), bytes);
+}
+
 /// A running `stavka` process, killed when dropped.
 pub struct Stavka {
     /// The proxy listener.
     pub proxy: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// The watched policy directory.
+    pub policy_dir: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl Stavka {
-    /// Start stavka with `extra` TOML appended to generated `[listen]`
-    /// settings, and wait until `/readyz` says ready.
+    /// Start stavka with `extra` TOML appended to generated `[listen]` and
+    /// `[policy]` settings, and wait until `/readyz` says ready.
     pub async fn start(extra: &str) -> Stavka {
+        Stavka::start_with_modules(extra, &[]).await
+    }
+
+    /// Like [`Stavka::start`], with policy modules installed first:
+    /// `(module name, guest, sidecar TOML)`.
+    pub async fn start_with_modules(extra: &str, modules: &[(&str, &str, &str)]) -> Stavka {
         let proxy = free_addr();
         let admin = free_addr();
-        let config = format!("[listen]\nproxy = \"{proxy}\"\nadmin = \"{admin}\"\n\n{extra}\n");
         let dir = tempfile::tempdir().unwrap();
+        let policy_dir = dir.path().join("policies");
+        std::fs::create_dir_all(&policy_dir).unwrap();
+        for (name, guest_name, sidecar) in modules {
+            install(&policy_dir, name, &guest(guest_name), sidecar);
+        }
+        let config = format!(
+            "[listen]\nproxy = \"{proxy}\"\nadmin = \"{admin}\"\n\n[policy]\ndir = \"{}\"\ndebounce = \"50ms\"\n\n{extra}\n",
+            policy_dir.display()
+        );
         let path = dir.path().join("stavka.toml");
         std::fs::write(&path, config).unwrap();
         let child = Command::new(stavka_bin())
@@ -158,6 +238,7 @@ impl Stavka {
         let mut stavka = Stavka {
             proxy,
             admin,
+            policy_dir,
             child,
             _dir: dir,
         };
@@ -167,11 +248,34 @@ impl Stavka {
 
     /// Start stavka with one default site in front of `origin`.
     pub async fn in_front_of(origin: &Origin, extra: &str) -> Stavka {
-        Stavka::start(&format!(
-            "{extra}\n[[site]]\nname = \"test\"\nhosts = [\"test.example\"]\ndefault = true\norigin = {{ address = \"{}\" }}\n",
-            origin.addr
-        ))
+        Stavka::start(&format!("{extra}\n{}", default_site(origin, None))).await
+    }
+
+    /// Start stavka with one default site in front of `origin` decided by
+    /// the guest `guest_name`, installed as module `p` with `sidecar`.
+    pub async fn with_policy(origin: &Origin, guest_name: &str, sidecar: &str) -> Stavka {
+        Stavka::start_with_modules(
+            &default_site(origin, Some("p")),
+            &[("p", guest_name, sidecar)],
+        )
         .await
+    }
+
+    /// Replace (or add) module `name` while running, as an operator would:
+    /// written beside, then renamed into place.
+    pub fn install(&self, name: &str, guest_name: &str, sidecar: &str) {
+        install(&self.policy_dir, name, &guest(guest_name), sidecar);
+    }
+
+    /// Set a key in module `module`'s key-value store through the admin API.
+    pub async fn kv_set(&self, module: &str, key: &str, value: &str) {
+        let resp = client()
+            .put(self.admin_url(&format!("/policies/{module}/kv/{key}")))
+            .body(value.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
     }
 
     async fn wait_ready(&mut self) {

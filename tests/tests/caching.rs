@@ -578,7 +578,11 @@ async fn cache_size_is_bounded_by_lru_eviction() {
     let evicted = stavka.metric("stavka_cache_evictions_total").await.unwrap();
     assert!(bytes <= (1024 * 1024) as f64, "cache holds {bytes} bytes");
     assert!(evicted >= 19.0, "evicted {evicted}");
-    // The most recent object is still cached; the first was evicted.
-    assert!(stavka.get("/obj/29").await.cache_status().contains("hit"));
-    assert!(!stavka.get("/obj/0").await.cache_status().contains("hit"));
+    // pingora's LRU is sharded, so which objects stay is only roughly
+    // least-recently-used; what it guarantees is the bound.
+    let objects = stavka.metric("stavka_cache_objects").await.unwrap();
+    assert!(
+        (1.0..=10.0).contains(&objects),
+        "{objects} objects of 100 KiB in 1 MiB"
+    );
 }

@@ -21,11 +21,11 @@ pub fn cache_key(site: &str, host: &str, path_and_query: &str) -> CacheKey {
 }
 
 /// The variance of a request against a stored response's `Vary`
-/// (RFC 9111 §4.1): the listed request fields' values, in a canonical order.
-/// `None` when the response does not vary.
-pub fn variance(meta: &CacheMeta, request: &HeaderMap) -> Option<HashBinary> {
+/// (RFC 9111 §4.1) plus any `extra` values a policy varies on: the listed
+/// request fields' values in a canonical order. `None` when nothing varies.
+pub fn variance(meta: &CacheMeta, request: &HeaderMap, extra: &[String]) -> Option<HashBinary> {
     let mut fields: Vec<String> = vary_fields(meta.response_header()).collect();
-    if fields.is_empty() {
+    if fields.is_empty() && extra.is_empty() {
         return None;
     }
     fields.sort_unstable();
@@ -43,6 +43,10 @@ pub fn variance(meta: &CacheMeta, request: &HeaderMap) -> Option<HashBinary> {
             .collect::<Vec<_>>()
             .join(",");
         builder.add_owned_name_value(field.clone(), value.into_bytes());
+    }
+    for (i, value) in extra.iter().enumerate() {
+        // Named so they can never collide with a header field name.
+        builder.add_owned_name_value(format!("policy:{i}"), value.clone().into_bytes());
     }
     builder.finalize()
 }
@@ -83,8 +87,8 @@ mod tests {
         gzip2.insert("user-agent", "b".parse().unwrap());
         let mut br = HeaderMap::new();
         br.insert("accept-encoding", "br".parse().unwrap());
-        assert_eq!(variance(&meta, &gzip), variance(&meta, &gzip2));
-        assert_ne!(variance(&meta, &gzip), variance(&meta, &br));
+        assert_eq!(variance(&meta, &gzip, &[]), variance(&meta, &gzip2, &[]));
+        assert_ne!(variance(&meta, &gzip, &[]), variance(&meta, &br, &[]));
         let plain = CacheMeta::new(
             SystemTime::now(),
             SystemTime::now(),
@@ -92,6 +96,9 @@ mod tests {
             0,
             ResponseHeader::build(200, None).unwrap(),
         );
-        assert!(variance(&plain, &gzip).is_none());
+        assert!(variance(&plain, &gzip, &[]).is_none());
+        let mobile = variance(&plain, &gzip, &["mobile".into()]);
+        assert!(mobile.is_some());
+        assert_ne!(mobile, variance(&plain, &gzip, &["desktop".into()]));
     }
 }

@@ -7,6 +7,8 @@ use pingora_cache::NoCacheReason;
 
 use crate::cache::status::{CacheStatus, Fwd};
 use crate::shutdown::InFlightGuard;
+
+use super::policy::PolicyCtx;
 use crate::sites::Site;
 
 /// What one request has learned so far. Created empty by `new_ctx`.
@@ -38,6 +40,8 @@ pub struct RequestCtx {
     pub stale_error_status: Option<u16>,
     /// What the response said in `Cache-Status`, kept for the access log.
     pub cache_status: Option<CacheStatus>,
+    /// The site's policy module and what it decided, when the site has one.
+    pub policy: Option<PolicyCtx>,
     /// Counts this request as in flight until the context is dropped.
     _in_flight: InFlightGuard,
 }
@@ -58,6 +62,7 @@ impl RequestCtx {
             store_decision: None,
             stale_error_status: None,
             cache_status: None,
+            policy: None,
             _in_flight: in_flight,
         }
     }

@@ -12,10 +12,31 @@ pub async fn respond(
     body: String,
     cache_status: &str,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    let headers = [(
+        "content-type".to_owned(),
+        "text/plain; charset=utf-8".to_owned(),
+    )];
+    respond_with(session, status, &headers, Bytes::from(body), cache_status).await
+}
+
+/// Write a complete response: `headers`, then ours (length, `no-store`
+/// unless `headers` set Cache-Control, `Cache-Status`), then `body`. Closes
+/// the connection afterwards.
+pub async fn respond_with(
+    session: &mut Session,
+    status: u16,
+    headers: &[(String, String)],
+    body: Bytes,
+    cache_status: &str,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 3))?;
+    for (name, value) in headers {
+        resp.append_header(name.clone(), value.as_str())?;
+    }
     resp.insert_header("content-length", body.len())?;
-    resp.insert_header("cache-control", "no-store")?;
+    if !resp.headers.contains_key("cache-control") {
+        resp.insert_header("cache-control", "no-store")?;
+    }
     resp.insert_header("cache-status", cache_status)?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session.set_keepalive(None);
@@ -23,9 +44,7 @@ pub async fn respond(
         .write_response_header(Box::new(resp), head_only)
         .await?;
     if !head_only {
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
+        session.write_response_body(Some(body), true).await?;
     }
     Ok(())
 }
@@ -35,6 +54,7 @@ pub async fn respond(
 pub fn error_status(e: &Error) -> (u16, &'static str) {
     match (e.etype(), e.esource()) {
         (ErrorType::HTTPStatus(code), _) => (*code, "status"),
+        (ErrorType::CustomCode(kind, code), _) => (*code, kind),
         (ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout, ErrorSource::Upstream) => {
             (504, "origin-connect-timeout")
         }
@@ -64,6 +84,7 @@ pub fn error_body(code: u16, kind: &str, site: &str) -> String {
         "origin-closed" => "the origin closed the connection",
         "origin-error" => "the origin failed",
         "bad-request" => "the request could not be read",
+        "policy-failed" => "the site's cache policy failed",
         _ => "the request failed",
     };
     format!("stavka: {what} (site {site}, status {code})\n")

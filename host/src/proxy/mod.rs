@@ -10,14 +10,18 @@
 mod ctx;
 mod local;
 mod observe;
+mod policy;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::{header, Method};
 use pingora_cache::key::{CacheHashKey, HashBinary};
-use pingora_cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
+use pingora_cache::{
+    CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
+};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -31,8 +35,12 @@ use crate::cache::status::{CacheStatus, Fwd};
 use crate::cache::store::CacheStore;
 use crate::config::{self, OriginTimeouts};
 use crate::metrics::{Metrics, SiteMetrics, Source};
+use crate::policy::{
+    Failure, HitDecision, PolicyRegistry, RequestDecision, ResponseDecision, Synthetic,
+};
 use crate::shutdown::InFlight;
 use crate::sites::{strip_port, Site, SiteRouter};
+use policy::PolicyCtx;
 
 /// The caching reverse proxy.
 pub struct StavkaProxy {
@@ -46,6 +54,7 @@ pub struct StavkaProxy {
     unrouted: SiteMetrics,
     access_log: bool,
     in_flight: Arc<InFlight>,
+    policies: Arc<PolicyRegistry>,
 }
 
 impl StavkaProxy {
@@ -56,6 +65,7 @@ impl StavkaProxy {
         store: &'static CacheStore,
         metrics: Arc<Metrics>,
         in_flight: Arc<InFlight>,
+        policies: Arc<PolicyRegistry>,
     ) -> StavkaProxy {
         StavkaProxy {
             router,
@@ -71,6 +81,7 @@ impl StavkaProxy {
             metrics,
             access_log: config.log.access_log,
             in_flight,
+            policies,
         }
     }
 
@@ -120,6 +131,27 @@ impl StavkaProxy {
     }
 }
 
+/// Answer with a policy's synthetic response.
+async fn respond_synthetic(
+    session: &mut Session,
+    synthetic: &Synthetic,
+    cache_name: &str,
+) -> Result<CacheStatus> {
+    let status = CacheStatus {
+        detail: Some("policy-response"),
+        ..CacheStatus::default()
+    };
+    local::respond_with(
+        session,
+        synthetic.status,
+        &synthetic.headers,
+        Bytes::copy_from_slice(&synthetic.body),
+        &status.render(cache_name),
+    )
+    .await?;
+    Ok(status)
+}
+
 /// The request's host, lower-cased and without port: from the URI (HTTP/2,
 /// absolute-form) or the Host header.
 fn request_host(req: &RequestHeader) -> Option<String> {
@@ -155,6 +187,44 @@ impl ProxyHttp for StavkaProxy {
         match self.router.route(host.as_deref()) {
             Some(site) => {
                 ctx.site = Some(site.clone());
+                let Some(module) = site.policy.as_deref().and_then(|n| self.policies.get(n)) else {
+                    return Ok(false);
+                };
+                let client = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip().to_string());
+                let host = host.as_deref().unwrap_or("");
+                let mut p = PolicyCtx::new(module, session.req_header(), host, client);
+                let synthetic = match p.module.on_request(&p.request, p.request_input()).await {
+                    None => None,
+                    Some(Ok(outcome)) => {
+                        p.origin_edits = Some(outcome.origin_request);
+                        match outcome.decision {
+                            RequestDecision::Lookup(lookup) => {
+                                p.key = lookup.cache_key;
+                                p.variance = lookup.variance;
+                                None
+                            }
+                            RequestDecision::Bypass => {
+                                p.bypass = true;
+                                None
+                            }
+                            RequestDecision::Respond(synthetic) => Some(synthetic),
+                        }
+                    }
+                    Some(Err(_)) if p.module.settings.failure == Failure::Closed => {
+                        ctx.policy = Some(p);
+                        return Err(policy::failed_closed());
+                    }
+                    Some(Err(_)) => None,
+                };
+                ctx.policy = Some(p);
+                if let Some(synthetic) = synthetic {
+                    let status = respond_synthetic(session, &synthetic, &self.cache_name).await?;
+                    ctx.cache_status = Some(status);
+                    return Ok(true);
+                }
                 Ok(false)
             }
             None => {
@@ -177,7 +247,8 @@ impl ProxyHttp for StavkaProxy {
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         // RFC 9111 §4: only GET and HEAD are answered from cache.
         let cacheable = matches!(session.req_header().method, Method::GET | Method::HEAD);
-        if cacheable && ctx.site.is_some() {
+        let bypass = ctx.policy.as_ref().is_some_and(|p| p.bypass);
+        if cacheable && ctx.site.is_some() && !bypass {
             self.store.enable(&mut session.cache);
         }
         Ok(())
@@ -189,7 +260,12 @@ impl ProxyHttp for StavkaProxy {
             Error::explain(ErrorType::InternalError, "cache enabled without a site")
         })?;
         let host = request_host(req).unwrap_or_default();
-        Ok(cache_key(&site.name, &host, path_and_query(&req.uri)))
+        let target = ctx
+            .policy
+            .as_ref()
+            .and_then(|p| p.key.as_deref())
+            .unwrap_or_else(|| path_and_query(&req.uri));
+        Ok(cache_key(&site.name, &host, target))
     }
 
     fn cache_miss(&self, session: &mut Session, ctx: &mut RequestCtx) {
@@ -208,22 +284,66 @@ impl ProxyHttp for StavkaProxy {
     async fn cache_hit_filter(
         &self,
         _session: &mut Session,
-        _meta: &CacheMeta,
+        meta: &CacheMeta,
         _hit_handler: &mut HitHandler,
         is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
         ctx.found_stale = !is_fresh;
-        Ok(None)
+        let Some(p) = ctx.policy.as_mut() else {
+            return Ok(None);
+        };
+        let entry = policy::entry(meta, SystemTime::now());
+        let decided = p
+            .module
+            .on_hit(&p.request, &entry, p.response_input(meta.headers()))
+            .await;
+        Ok(match decided {
+            None | Some(Ok(HitDecision::Serve)) => None,
+            Some(Ok(HitDecision::Revalidate)) => {
+                ctx.found_stale = true;
+                Some(ForcedFreshness::ForceExpired)
+            }
+            Some(Ok(HitDecision::Respond(synthetic))) => {
+                // Answered in `proxy_upstream_filter`, once the miss path is chosen.
+                p.hit_response = Some(synthetic);
+                Some(ForcedFreshness::ForceMiss)
+            }
+            Some(Err(_)) if p.module.settings.failure == Failure::Closed => {
+                p.failed_closed = true;
+                Some(ForcedFreshness::ForceMiss)
+            }
+            Some(Err(_)) => None,
+        })
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let Some(p) = ctx.policy.as_mut() else {
+            return Ok(true);
+        };
+        if p.failed_closed {
+            return Err(policy::failed_closed());
+        }
+        if let Some(synthetic) = p.hit_response.take() {
+            let status = respond_synthetic(session, &synthetic, &self.cache_name).await?;
+            ctx.cache_status = Some(status);
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        variance(meta, &req.headers)
+        let extra = ctx.policy.as_ref().map_or(&[][..], |p| &p.variance[..]);
+        variance(meta, &req.headers, extra)
     }
 
     async fn upstream_peer(
@@ -254,6 +374,9 @@ impl ProxyHttp for StavkaProxy {
         if let Some(host) = ctx.site.as_ref().and_then(|s| s.host_header.clone()) {
             upstream_request.insert_header(header::HOST, host)?;
         }
+        if let Some(edits) = ctx.policy.as_ref().and_then(|p| p.origin_edits.as_ref()) {
+            policy::apply_edits(upstream_request, edits)?;
+        }
         Ok(())
     }
 
@@ -275,6 +398,23 @@ impl ProxyHttp for StavkaProxy {
             }
             ctx.initial_age =
                 freshness::corrected_initial_age(upstream_response, sent_at, SystemTime::now());
+        }
+        if let Some(p) = ctx.policy.as_mut() {
+            let resp = crate::policy::Response {
+                status: upstream_response.status.as_u16(),
+            };
+            let input = p.response_input(&upstream_response.headers);
+            match p.module.on_response(&p.request, resp, input).await {
+                None => {}
+                Some(Ok(outcome)) => {
+                    policy::apply_edits(upstream_response, &outcome.headers)?;
+                    p.response = Some(outcome.decision);
+                }
+                Some(Err(_)) if p.module.settings.failure == Failure::Closed => {
+                    return Err(policy::failed_closed());
+                }
+                Some(Err(_)) => {}
+            }
         }
         Ok(())
     }
@@ -301,13 +441,18 @@ impl ProxyHttp for StavkaProxy {
             }
             None => resp,
         };
-        let decision = freshness::decide(
-            resp,
-            authorization,
-            ctx.initial_age,
-            &self.rules,
-            SystemTime::now(),
-        );
+        let now = SystemTime::now();
+        let decision = match ctx.policy.as_ref().and_then(|p| p.response.as_ref()) {
+            Some(ResponseDecision::NoStore) => {
+                RespCacheable::Uncacheable(NoCacheReason::Custom("policy-no-store"))
+            }
+            Some(ResponseDecision::Store(store)) => {
+                RespCacheable::Cacheable(policy::stored_by_policy(resp, store, now))
+            }
+            Some(ResponseDecision::Default) | None => {
+                freshness::decide(resp, authorization, ctx.initial_age, &self.rules, now)
+            }
+        };
         ctx.store_decision = Some(match &decision {
             RespCacheable::Cacheable(_) => Ok(()),
             RespCacheable::Uncacheable(why) => Err(*why),
@@ -344,6 +489,7 @@ impl ProxyHttp for StavkaProxy {
     ) -> Result<()> {
         // RFC 9213 §2.1: the CDN-targeted field was for us, not for downstream.
         resp.remove_header(CDN_CACHE_CONTROL);
+        resp.remove_header(policy::TAGS_HEADER);
         let status = observe::cache_status(&session.cache, ctx);
         let mut value = status.render(&self.cache_name);
         // RFC 9211 §2: caches closer to the client append their member.

@@ -1,0 +1,9 @@
+//! Test guest: answers every request with "green", for hot-swap tests.
+use stavka_policy::{export_policy, Policy, Request, RequestOutcome, Synthetic};
+struct Colour;
+impl Policy for Colour {
+    fn on_request(_req: &Request) -> RequestOutcome {
+        RequestOutcome::respond(Synthetic::text(200, "green"))
+    }
+}
+export_policy!(Colour);

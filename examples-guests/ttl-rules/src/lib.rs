@@ -1,0 +1,47 @@
+//! Per-path TTL overrides and query-string normalisation in the cache key.
+//!
+//! - `/static/**`: stored for a day whatever the origin says, tagged `static`.
+//! - `/api/**`: never stored.
+//! - `/news/**`: one minute fresh, then served stale for five while it revalidates.
+//! - everywhere: tracking parameters (`utm_*`, `fbclid`, `gclid`) are dropped
+//!   from the cache key and the rest are sorted, so `?b=2&a=1&utm_source=x`
+//!   and `?a=1&b=2` share one entry.
+//!
+//! Stateless: run it per request.
+
+use stavka_policy::{
+    days, export_policy, minutes, path_matches, Policy, Request, RequestOutcome, Response,
+    ResponseOutcome,
+};
+
+struct TtlRules;
+
+const TRACKING: &[&str] = &["utm_*", "fbclid", "gclid"];
+
+impl Policy for TtlRules {
+    fn on_request(req: &Request) -> RequestOutcome {
+        RequestOutcome::lookup_key(req.normalized_path_and_query(TRACKING))
+    }
+
+    fn on_response(req: &Request, resp: &Response) -> ResponseOutcome {
+        if path_matches("/api/**", &req.path) {
+            return ResponseOutcome::no_store();
+        }
+        if resp.status != 200 {
+            return ResponseOutcome::default();
+        }
+        if path_matches("/static/**", &req.path) {
+            return ResponseOutcome::store(days(1))
+                .tag("static")
+                .set_header("x-policy-ttl", "86400");
+        }
+        if path_matches("/news/**", &req.path) {
+            return ResponseOutcome::store(minutes(1))
+                .stale_while_revalidate(minutes(5))
+                .set_header("x-policy-ttl", "60");
+        }
+        ResponseOutcome::default()
+    }
+}
+
+export_policy!(TtlRules);

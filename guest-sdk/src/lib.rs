@@ -1,0 +1,478 @@
+//! Write stavka cache policies in Rust.
+//!
+//! A policy is a type implementing [`Policy`], exported with
+//! [`export_policy!`] and built for `wasm32-wasip2`. Implement only the hooks
+//! you need: the others keep what HTTP caching would do anyway.
+//!
+//! ```no_run
+//! use stavka_policy::{export_policy, hours, Entry, HitDecision, Policy, Request,
+//!     RequestOutcome, Response, ResponseOutcome, Synthetic};
+//!
+//! struct Docs;
+//!
+//! impl Policy for Docs {
+//!     fn on_request(req: &Request) -> RequestOutcome {
+//!         if req.path.starts_with("/admin") {
+//!             return RequestOutcome::respond(Synthetic::text(403, "forbidden\n"));
+//!         }
+//!         // Tracking parameters do not change the page: keep them out of the key.
+//!         let key = req.normalized_path_and_query(&["utm_*", "fbclid"]);
+//!         RequestOutcome::lookup_key(key)
+//!     }
+//!
+//!     fn on_response(req: &Request, resp: &Response) -> ResponseOutcome {
+//!         if resp.status == 200 && stavka_policy::path_matches("/static/**", &req.path) {
+//!             return ResponseOutcome::store(hours(24)).tag("static");
+//!         }
+//!         ResponseOutcome::default()
+//!     }
+//!
+//!     fn on_hit(_req: &Request, entry: &Entry) -> HitDecision {
+//!         if entry.tags.iter().any(|t| t == "embargoed") {
+//!             return HitDecision::Respond(Synthetic::text(451, "unavailable\n"));
+//!         }
+//!         HitDecision::Serve
+//!     }
+//! }
+//!
+//! export_policy!(Docs);
+//! ```
+//!
+//! # Instances and state
+//!
+//! The module's sidecar file chooses the lifetime. A *per-request* module
+//! gets a fresh instance for every request: nothing carries over. A
+//! *long-lived* module's instances are kept in a pool and reused, and
+//! [`Policy::init`] runs once per instance; state in `static`s (a
+//! `thread_local!` `RefCell`, say) survives between the requests that
+//! instance serves. Instances do not share memory: state that every instance
+//! must see belongs in the host key-value store ([`kv`]).
+//!
+//! Every hook runs under a deadline (a few milliseconds) and a memory cap;
+//! a hook that exceeds them is stopped and the module's failure mode
+//! decides the request.
+
+// The generated code names this crate by its absolute path, as guests do.
+extern crate self as stavka_policy;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "stavka:policy/policy",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "::stavka_policy::bindings",
+        runtime_path: "::stavka_policy::__wit_bindgen::rt",
+    });
+}
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+use bindings::stavka::policy::host;
+pub use bindings::stavka::policy::host::Level;
+pub use bindings::stavka::policy::types::{
+    Entry, HeaderEdits, HitDecision, Lookup, Request, RequestDecision, RequestOutcome, Response,
+    ResponseDecision, ResponseOutcome, Store, Synthetic,
+};
+
+/// A cache policy. Every hook has a default that leaves the decision to
+/// HTTP caching, so implement only the ones you need.
+pub trait Policy {
+    /// Runs once per instance of a long-lived module, with the `[init]`
+    /// table of its sidecar file. An error rejects this module version and
+    /// the previous one keeps serving.
+    fn init(_config: &[(String, String)]) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Before the cache is consulted: look up (maybe under another key),
+    /// bypass the cache, or answer directly.
+    fn on_request(_req: &Request) -> RequestOutcome {
+        RequestOutcome::lookup()
+    }
+
+    /// When the origin's response header arrives, before it is stored.
+    fn on_response(_req: &Request, _resp: &Response) -> ResponseOutcome {
+        ResponseOutcome::default()
+    }
+
+    /// When a cached entry, fresh or stale, is found for the request.
+    fn on_hit(_req: &Request, _entry: &Entry) -> HitDecision {
+        HitDecision::Serve
+    }
+}
+
+/// Export a [`Policy`] implementation as the module's hooks.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[doc(hidden)]
+        pub struct __StavkaPolicyExport;
+
+        impl $crate::bindings::exports::stavka::policy::lifecycle::Guest for __StavkaPolicyExport {
+            fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>) -> ::std::result::Result<(), ::std::string::String> {
+                <$policy as $crate::Policy>::init(&config)
+            }
+        }
+        impl $crate::bindings::exports::stavka::policy::on_request::Guest for __StavkaPolicyExport {
+            fn decide(req: $crate::Request) -> $crate::RequestOutcome {
+                <$policy as $crate::Policy>::on_request(&req)
+            }
+        }
+        impl $crate::bindings::exports::stavka::policy::on_response::Guest for __StavkaPolicyExport {
+            fn decide(req: $crate::Request, resp: $crate::Response) -> $crate::ResponseOutcome {
+                <$policy as $crate::Policy>::on_response(&req, &resp)
+            }
+        }
+        impl $crate::bindings::exports::stavka::policy::on_hit::Guest for __StavkaPolicyExport {
+            fn decide(req: $crate::Request, found: $crate::Entry) -> $crate::HitDecision {
+                <$policy as $crate::Policy>::on_hit(&req, &found)
+            }
+        }
+        $crate::bindings::__export_world!(__StavkaPolicyExport with_types_in $crate::bindings);
+    };
+}
+
+impl Request {
+    /// A header field of this request (all lines joined with ", ").
+    pub fn header(&self, name: &str) -> Option<String> {
+        host::request_header(name)
+    }
+
+    /// The first value of a query parameter, percent-decoding not applied.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .as_deref()?
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// A cookie's value from the `Cookie` header.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let cookies = self.header("cookie")?;
+        cookies
+            .split(';')
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+    }
+
+    /// The path with its query normalised: parameters sorted, and those
+    /// matching `drop` removed (`utm_*` drops every name starting `utm_`).
+    /// A good cache key when parameter order or tracking parameters do not
+    /// change the response.
+    pub fn normalized_path_and_query(&self, drop: &[&str]) -> String {
+        match self.query.as_deref().map(|q| normalize_query(q, drop)) {
+            Some(q) if !q.is_empty() => format!("{}?{q}", self.path),
+            _ => self.path.clone(),
+        }
+    }
+}
+
+/// Sort a query string's parameters and remove those matching `drop`
+/// (exact names, or prefixes written `prefix*`).
+pub fn normalize_query(query: &str, drop: &[&str]) -> String {
+    let dropped = |name: &str| {
+        drop.iter().any(|d| match d.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *d,
+        })
+    };
+    let mut params: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| !dropped(p.split('=').next().unwrap_or(p)))
+        .collect();
+    params.sort_unstable();
+    params.join("&")
+}
+
+/// Match a path against a pattern where `*` matches within one segment and
+/// `**` matches any number of segments: `/static/**`, `/img/*.png`.
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    fn segments(pattern: &[&str], path: &[&str]) -> bool {
+        match (pattern.first(), path.first()) {
+            (None, None) => true,
+            (Some(&"**"), _) => {
+                segments(&pattern[1..], path) || (!path.is_empty() && segments(pattern, &path[1..]))
+            }
+            (Some(p), Some(s)) => {
+                segment(p.as_bytes(), s.as_bytes()) && segments(&pattern[1..], &path[1..])
+            }
+            _ => false,
+        }
+    }
+    fn segment(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => segment(&p[1..], s) || (!s.is_empty() && segment(p, &s[1..])),
+            (Some(a), Some(b)) => a == b && segment(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    let pattern: Vec<&str> = pattern.split('/').collect();
+    let path: Vec<&str> = path.split('/').collect();
+    segments(&pattern, &path)
+}
+
+/// Seconds, for TTLs and stale windows.
+pub const fn secs(n: u32) -> u32 {
+    n
+}
+/// Minutes, in seconds.
+pub const fn minutes(n: u32) -> u32 {
+    n * 60
+}
+/// Hours, in seconds.
+pub const fn hours(n: u32) -> u32 {
+    n * 3600
+}
+/// Days, in seconds.
+pub const fn days(n: u32) -> u32 {
+    n * 86400
+}
+
+impl Synthetic {
+    /// An empty response with this status.
+    pub fn new(status: u16) -> Synthetic {
+        Synthetic {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// A plain-text response.
+    pub fn text(status: u16, body: &str) -> Synthetic {
+        Synthetic::new(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(body)
+    }
+
+    /// A redirect (301, 302, 307, 308) to `location`.
+    pub fn redirect(status: u16, location: &str) -> Synthetic {
+        Synthetic::new(status).header("location", location)
+    }
+
+    /// Add a header field.
+    pub fn header(mut self, name: &str, value: &str) -> Synthetic {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// Set the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Synthetic {
+        self.body = body.into();
+        self
+    }
+}
+
+impl HeaderEdits {
+    /// No edits.
+    pub fn none() -> HeaderEdits {
+        HeaderEdits {
+            set: Vec::new(),
+            remove: Vec::new(),
+        }
+    }
+}
+
+impl RequestOutcome {
+    /// Use the cache with the request's own key.
+    pub fn lookup() -> RequestOutcome {
+        RequestOutcome::with(RequestDecision::Lookup(Lookup {
+            cache_key: None,
+            variance: Vec::new(),
+        }))
+    }
+
+    /// Use the cache, keyed by `key` (a path and query) instead of the request's.
+    pub fn lookup_key(key: impl Into<String>) -> RequestOutcome {
+        RequestOutcome::with(RequestDecision::Lookup(Lookup {
+            cache_key: Some(key.into()),
+            variance: Vec::new(),
+        }))
+    }
+
+    /// Proxy without the cache.
+    pub fn bypass() -> RequestOutcome {
+        RequestOutcome::with(RequestDecision::Bypass)
+    }
+
+    /// Answer with `response`.
+    pub fn respond(response: Synthetic) -> RequestOutcome {
+        RequestOutcome::with(RequestDecision::Respond(response))
+    }
+
+    fn with(decision: RequestDecision) -> RequestOutcome {
+        RequestOutcome {
+            decision,
+            origin_request: HeaderEdits::none(),
+        }
+    }
+
+    /// Also vary the cached entry on `value` (for a lookup).
+    pub fn vary_on(mut self, value: impl Into<String>) -> RequestOutcome {
+        if let RequestDecision::Lookup(lookup) = &mut self.decision {
+            lookup.variance.push(value.into());
+        }
+        self
+    }
+
+    /// Set a header on the request sent to the origin.
+    pub fn set_origin_header(mut self, name: &str, value: &str) -> RequestOutcome {
+        self.origin_request
+            .set
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// Remove a header from the request sent to the origin.
+    pub fn remove_origin_header(mut self, name: &str) -> RequestOutcome {
+        self.origin_request.remove.push(name.to_ascii_lowercase());
+        self
+    }
+}
+
+impl Default for ResponseOutcome {
+    /// Let RFC 9111 decide.
+    fn default() -> ResponseOutcome {
+        ResponseOutcome {
+            decision: ResponseDecision::Default,
+            headers: HeaderEdits::none(),
+        }
+    }
+}
+
+impl ResponseOutcome {
+    /// Store for `ttl_seconds` whatever the response headers say.
+    pub fn store(ttl_seconds: u32) -> ResponseOutcome {
+        ResponseOutcome {
+            decision: ResponseDecision::Store(Store {
+                ttl_seconds,
+                stale_while_revalidate_seconds: 0,
+                stale_if_error_seconds: 0,
+                tags: Vec::new(),
+            }),
+            headers: HeaderEdits::none(),
+        }
+    }
+
+    /// Do not store.
+    pub fn no_store() -> ResponseOutcome {
+        ResponseOutcome {
+            decision: ResponseDecision::NoStore,
+            headers: HeaderEdits::none(),
+        }
+    }
+
+    /// Serve stale for this long while revalidating (with [`Self::store`]).
+    pub fn stale_while_revalidate(mut self, seconds: u32) -> ResponseOutcome {
+        if let ResponseDecision::Store(s) = &mut self.decision {
+            s.stale_while_revalidate_seconds = seconds;
+        }
+        self
+    }
+
+    /// Serve stale for this long when the origin fails (with [`Self::store`]).
+    pub fn stale_if_error(mut self, seconds: u32) -> ResponseOutcome {
+        if let ResponseDecision::Store(s) = &mut self.decision {
+            s.stale_if_error_seconds = seconds;
+        }
+        self
+    }
+
+    /// Add a surrogate tag (with [`Self::store`]).
+    pub fn tag(mut self, tag: &str) -> ResponseOutcome {
+        if let ResponseDecision::Store(s) = &mut self.decision {
+            s.tags.push(tag.to_owned());
+        }
+        self
+    }
+
+    /// Set a response header field (stored and sent).
+    pub fn set_header(mut self, name: &str, value: &str) -> ResponseOutcome {
+        self.headers
+            .set
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// Remove a response header field (before it is stored and sent).
+    pub fn remove_header(mut self, name: &str) -> ResponseOutcome {
+        self.headers.remove.push(name.to_ascii_lowercase());
+        self
+    }
+}
+
+impl Response {
+    /// A header field of the origin's response.
+    pub fn header(&self, name: &str) -> Option<String> {
+        host::response_header(name)
+    }
+}
+
+impl Entry {
+    /// A header field of the cached entry.
+    pub fn header(&self, name: &str) -> Option<String> {
+        host::response_header(name)
+    }
+}
+
+/// Write a line to the host log, attributed to this module.
+pub fn log(level: Level, message: &str) {
+    host::log(level, message)
+}
+
+/// A value from the module's key-value store.
+pub fn kv(key: &str) -> Option<String> {
+    host::kv_get(key)
+}
+
+/// Add to a counter exported in the host's metrics.
+pub fn counter(name: &str, delta: u64) {
+    host::counter_add(name, delta)
+}
+
+/// Set a gauge exported in the host's metrics.
+pub fn gauge(name: &str, value: i64) {
+    host::gauge_set(name, value)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    host::wall_clock_ms()
+}
+
+/// Monotonic nanoseconds, for measuring intervals.
+pub fn monotonic_ns() -> u64 {
+    host::monotonic_ns()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(path_matches("/static/**", "/static/a/b.css"));
+        assert!(path_matches("/static/**", "/static"));
+        assert!(path_matches("/img/*.png", "/img/cat.png"));
+        assert!(!path_matches("/img/*.png", "/img/a/cat.png"));
+        assert!(!path_matches("/api/*", "/apix/1"));
+    }
+
+    #[test]
+    fn query_normalisation() {
+        assert_eq!(
+            normalize_query("b=2&utm_source=x&a=1&fbclid=z", &["utm_*", "fbclid"]),
+            "a=1&b=2"
+        );
+        assert_eq!(normalize_query("", &[]), "");
+    }
+}

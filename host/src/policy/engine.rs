@@ -1,0 +1,86 @@
+//! The wasmtime engine every module shares, and the linker with the host's
+//! imports.
+//!
+//! Instantiation must cost microseconds, since per-request modules
+//! instantiate on every request: the pooling allocator with memory and
+//! tables kept resident, and PAGEMAP_SCAN to reset only dirtied pages.
+//! Deadlines use epoch interruption, advanced by one thread every
+//! [`EPOCH_TICK`]; when a call's epoch deadline passes, its CPU time decides
+//! whether it is stopped (see `host::CallBudget`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::Policy;
+use super::host::HostState;
+use crate::config;
+
+/// How often the epoch advances: the resolution of every deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Instances that may exist at once, over all modules: per-request calls in
+/// flight plus long-lived pools.
+const MAX_INSTANCES: u32 = 1000;
+
+/// The engine and the linker every module is instantiated through.
+pub struct Runtime {
+    /// Compiles and runs modules.
+    pub engine: Engine,
+    /// WASI (no filesystem, network or environment) and the `host` interface.
+    pub linker: Linker<HostState>,
+}
+
+impl Runtime {
+    /// Build the engine, start its epoch ticker and link the host imports.
+    pub fn new() -> anyhow::Result<Runtime> {
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(MAX_INSTANCES)
+            .total_core_instances(4 * MAX_INSTANCES)
+            .total_memories(2 * MAX_INSTANCES)
+            .total_tables(4 * MAX_INSTANCES)
+            .total_stacks(MAX_INSTANCES)
+            .max_memory_size(config::Policy::MAX_MEMORY)
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 16)
+            .pagemap_scan(Enabled::Auto);
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .concurrency_support(false)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&wasm).map_err(|e| wasmtime_error("wasmtime engine", &e))?;
+
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .context("epoch ticker thread")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| wasmtime_error("linking WASI", &e))?;
+        Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| wasmtime_error("linking the host interface", &e))?;
+        Ok(Runtime { engine, linker })
+    }
+
+    /// Epoch ticks for a deadline: rounded up, plus one because the current
+    /// tick may be about to end.
+    pub fn deadline_ticks(deadline: Duration) -> u64 {
+        deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1
+    }
+}
+
+/// wasmtime has its own error type; carry its message into `anyhow`.
+fn wasmtime_error(what: &str, e: &wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {e:?}")
+}

@@ -1,0 +1,379 @@
+//! What a policy instance's store holds, and the host functions it imports.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use prometheus::{IntCounter, IntGauge};
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::stavka::policy::host::{self, Level};
+use super::bindings::stavka::policy::types;
+use super::kv::Kv;
+use super::metrics::PolicyMetrics;
+
+/// Guest-defined metric names a module may create; more are ignored, so a
+/// guest cannot grow the host's metrics without bound.
+const MAX_GUEST_METRICS: usize = 64;
+/// Longest guest log line kept; the rest is cut.
+const MAX_LOG_LINE: usize = 4096;
+
+/// What every instance of one module shares, across reloads of the module.
+pub struct ModuleShared {
+    /// The module's name, for logs and metric labels.
+    pub name: Arc<str>,
+    /// Its key-value store.
+    pub kv: Arc<Kv>,
+    metrics: Arc<PolicyMetrics>,
+    counters: Mutex<HashMap<String, IntCounter>>,
+    gauges: Mutex<HashMap<String, IntGauge>>,
+}
+
+impl ModuleShared {
+    /// Shared state for the module `name`.
+    pub fn new(name: &str, kv: Arc<Kv>, metrics: Arc<PolicyMetrics>) -> ModuleShared {
+        ModuleShared {
+            name: name.into(),
+            kv,
+            metrics,
+            counters: Mutex::default(),
+            gauges: Mutex::default(),
+        }
+    }
+
+    fn guest_metric<M: Clone>(
+        &self,
+        map: &Mutex<HashMap<String, M>>,
+        name: &str,
+        make: impl FnOnce(&str, &str) -> M,
+    ) -> Option<M> {
+        let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = map.get(name) {
+            return Some(m.clone());
+        }
+        if map.len() >= MAX_GUEST_METRICS {
+            return None;
+        }
+        let m = make(&self.name, name);
+        map.insert(name.to_owned(), m.clone());
+        Some(m)
+    }
+}
+
+/// The headers a hook call may read through `request-header` and
+/// `response-header`.
+#[derive(Default, Clone)]
+pub struct CallInput {
+    /// The request's header fields.
+    pub request: Option<Arc<HeaderMap>>,
+    /// The origin response's or cached entry's header fields.
+    pub response: Option<Arc<HeaderMap>>,
+}
+
+/// Caps an instance's memory and remembers that it did.
+pub struct MemoryCap {
+    limit: usize,
+    /// A growth past the limit was refused.
+    pub exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// One call's time budget. The deadline is CPU time, so a guest is not
+/// stopped because the OS descheduled its thread; wall time is capped too,
+/// at [`WALL_FACTOR`] times the deadline, so nothing can hold a request
+/// indefinitely.
+pub struct CallBudget {
+    cpu_start: Duration,
+    cpu_limit: Duration,
+    wall_start: Instant,
+    wall_limit: Duration,
+}
+
+/// How much longer than its CPU deadline a call may take in wall time.
+pub const WALL_FACTOR: u32 = 10;
+
+impl CallBudget {
+    fn new() -> CallBudget {
+        CallBudget {
+            cpu_start: Duration::ZERO,
+            cpu_limit: Duration::ZERO,
+            wall_start: Instant::now(),
+            wall_limit: Duration::ZERO,
+        }
+    }
+
+    /// Start timing a call that may use `deadline` of CPU time.
+    pub fn start(&mut self, deadline: Duration) {
+        self.cpu_start = thread_cpu_time();
+        self.cpu_limit = deadline;
+        self.wall_start = Instant::now();
+        self.wall_limit = deadline * WALL_FACTOR;
+    }
+
+    /// Whether the call has used up its budget (checked when the epoch
+    /// deadline fires, so at most once per tick past the deadline).
+    pub fn spent(&self) -> bool {
+        thread_cpu_time().saturating_sub(self.cpu_start) >= self.cpu_limit
+            || self.wall_start.elapsed() >= self.wall_limit
+    }
+}
+
+/// CPU time consumed by the calling thread. A guest call runs on one thread
+/// from start to end (its fiber does not migrate while it runs).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and the clock id is a
+    // constant the kernel knows; clock_gettime writes only into `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The data of one instance's store.
+pub struct HostState {
+    /// Module-wide state.
+    pub shared: Arc<ModuleShared>,
+    /// What the current call may read; empty between calls.
+    pub input: CallInput,
+    /// Memory cap for this instance.
+    pub limits: MemoryCap,
+    /// The current call's time budget.
+    pub budget: CallBudget,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    /// State for a new instance: a WASI context with no filesystem, no
+    /// network, no environment; stdout and stderr go to the host log.
+    pub fn new(shared: Arc<ModuleShared>, memory_limit: usize) -> HostState {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(GuestLog::new(&shared.name, "stdout"))
+            .stderr(GuestLog::new(&shared.name, "stderr"))
+            .build();
+        HostState {
+            shared,
+            input: CallInput::default(),
+            limits: MemoryCap {
+                limit: memory_limit,
+                exceeded: false,
+            },
+            budget: CallBudget::new(),
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn joined(headers: Option<&Arc<HeaderMap>>, name: &str) -> Option<String> {
+    let mut values = headers?
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    Some(values.fold(first.to_owned(), |mut all, v| {
+        all.push_str(", ");
+        all.push_str(v);
+        all
+    }))
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let module = &*self.shared.name;
+        match level {
+            Level::Trace => tracing::trace!(target: "stavka::policy", module, "{message}"),
+            Level::Debug => tracing::debug!(target: "stavka::policy", module, "{message}"),
+            Level::Info => tracing::info!(target: "stavka::policy", module, "{message}"),
+            Level::Warn => tracing::warn!(target: "stavka::policy", module, "{message}"),
+            Level::Error => tracing::error!(target: "stavka::policy", module, "{message}"),
+        }
+    }
+
+    fn wall_clock_ms(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn monotonic_ns(&mut self) -> u64 {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+
+    fn kv_get(&mut self, key: String) -> Option<String> {
+        self.shared.kv.get(&key)
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) {
+        let shared = &self.shared;
+        let metrics = &shared.metrics;
+        if let Some(c) =
+            shared.guest_metric(&shared.counters, &name, |m, n| metrics.guest_counter(m, n))
+        {
+            c.inc_by(delta);
+        }
+    }
+
+    fn gauge_set(&mut self, name: String, value: i64) {
+        let shared = &self.shared;
+        let metrics = &shared.metrics;
+        if let Some(g) =
+            shared.guest_metric(&shared.gauges, &name, |m, n| metrics.guest_gauge(m, n))
+        {
+            g.set(value);
+        }
+    }
+
+    fn request_header(&mut self, name: String) -> Option<String> {
+        joined(self.input.request.as_ref(), &name)
+    }
+
+    fn response_header(&mut self, name: String) -> Option<String> {
+        joined(self.input.response.as_ref(), &name)
+    }
+}
+
+/// A guest's stdout or stderr, written to the host log a line at a time.
+#[derive(Clone)]
+pub struct GuestLog {
+    module: Arc<str>,
+    stream: &'static str,
+    line: Arc<Mutex<Vec<u8>>>,
+}
+
+impl GuestLog {
+    fn new(module: &Arc<str>, stream: &'static str) -> GuestLog {
+        GuestLog {
+            module: module.clone(),
+            stream,
+            line: Arc::default(),
+        }
+    }
+
+    fn push(&self, mut bytes: &[u8]) {
+        let mut line = self.line.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
+            let room = MAX_LOG_LINE.saturating_sub(line.len());
+            line.extend_from_slice(&bytes[..end.min(room)]);
+            self.emit(&line);
+            line.clear();
+            bytes = &bytes[end + 1..];
+        }
+        let room = MAX_LOG_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn emit(&self, line: &[u8]) {
+        tracing::info!(
+            target: "stavka::policy",
+            module = &*self.module,
+            stream = self.stream,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStream for GuestLog {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(MAX_LOG_LINE)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for GuestLog {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for GuestLog {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,240 @@
+//! Policy metrics: per module, registered in the process registry.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// A hook, as labelled in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `on-request`.
+    Request,
+    /// `on-response`.
+    Response,
+    /// `on-hit`.
+    Hit,
+    /// `lifecycle.init`.
+    Init,
+}
+
+impl Hook {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Request => "on-request",
+            Hook::Response => "on-response",
+            Hook::Hit => "on-hit",
+            Hook::Init => "init",
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The guest trapped (a panic, `unreachable`, a bad access).
+    Trap,
+    /// The call overran its deadline and was interrupted.
+    Deadline,
+    /// The instance tried to grow past its memory cap.
+    Memory,
+}
+
+impl FailureKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Deadline => "deadline",
+            FailureKind::Memory => "memory",
+        }
+    }
+}
+
+/// The policy metric families.
+pub struct PolicyMetrics {
+    calls: IntCounterVec,
+    failures: IntCounterVec,
+    duration: HistogramVec,
+    info: IntGaugeVec,
+    loaded_at: GaugeVec,
+    load_errors: IntCounterVec,
+    last_error: IntGaugeVec,
+    guest_counters: IntCounterVec,
+    guest_gauges: IntGaugeVec,
+    /// The label sets currently exported, per module, so a reload can
+    /// retire the old ones.
+    current: Mutex<HashMap<String, Exported>>,
+}
+
+/// A module's current `info` labels and `last_error` message.
+#[derive(Default)]
+struct Exported {
+    info: Vec<String>,
+    error: Option<String>,
+}
+
+/// A module's call counters, resolved once per loaded module version.
+pub struct ModuleCallMetrics {
+    calls: [IntCounter; 4],
+    failures: [[IntCounter; 3]; 4],
+    /// Seconds per call, including instantiation for per-request modules.
+    pub duration: prometheus::Histogram,
+}
+
+impl ModuleCallMetrics {
+    /// Count a call of `hook`.
+    pub fn call(&self, hook: Hook) {
+        self.calls[hook as usize].inc();
+    }
+
+    /// Count a failed call of `hook`.
+    pub fn failure(&self, hook: Hook, kind: FailureKind) {
+        self.failures[hook as usize][kind as usize].inc();
+    }
+}
+
+const HOOKS: [Hook; 4] = [Hook::Request, Hook::Response, Hook::Hit, Hook::Init];
+const KINDS: [FailureKind; 3] = [
+    FailureKind::Trap,
+    FailureKind::Deadline,
+    FailureKind::Memory,
+];
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+impl PolicyMetrics {
+    /// Register the families in `r`.
+    pub fn new(r: &Registry) -> PolicyMetrics {
+        let cv = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gv = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                r,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        PolicyMetrics {
+            calls: cv("stavka_policy_calls_total", "Policy hook calls, by module and hook.", &["module", "hook"]),
+            failures: cv(
+                "stavka_policy_failures_total",
+                "Policy hook calls stopped by a trap, the deadline or the memory cap.",
+                &["module", "hook", "kind"],
+            ),
+            duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new("stavka_policy_call_seconds", "Policy hook call time, including instantiation.")
+                        .buckets(vec![1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2]),
+                    &["module"],
+                )
+                .expect("valid metric"),
+            ),
+            info: gv(
+                "stavka_policy_module_info",
+                "The loaded version of each module: content hash and mode.",
+                &["module", "hash", "mode"],
+            ),
+            loaded_at: register(
+                r,
+                GaugeVec::new(
+                    Opts::new("stavka_policy_loaded_timestamp_seconds", "When the serving version of each module was loaded."),
+                    &["module"],
+                )
+                .expect("valid metric"),
+            ),
+            load_errors: cv("stavka_policy_load_errors_total", "Module versions rejected.", &["module"]),
+            last_error: gv(
+                "stavka_policy_last_load_error",
+                "The last rejection of a module since its serving version loaded (1 while it stands).",
+                &["module", "error"],
+            ),
+            guest_counters: cv(
+                "stavka_policy_guest_counter_total",
+                "Counters defined by policy modules.",
+                &["module", "name"],
+            ),
+            guest_gauges: gv("stavka_policy_guest_gauge", "Gauges defined by policy modules.", &["module", "name"]),
+            current: Mutex::default(),
+        }
+    }
+
+    /// Handles for one module's calls.
+    pub fn module(&self, module: &str) -> ModuleCallMetrics {
+        ModuleCallMetrics {
+            calls: HOOKS.map(|h| self.calls.with_label_values(&[module, h.as_str()])),
+            failures: HOOKS.map(|h| {
+                KINDS.map(|k| {
+                    self.failures
+                        .with_label_values(&[module, h.as_str(), k.as_str()])
+                })
+            }),
+            duration: self.duration.with_label_values(&[module]),
+        }
+    }
+
+    /// A module version was published.
+    pub fn loaded(&self, module: &str, hash: &str, mode: &str, at_unix_seconds: f64) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = current.entry(module.to_owned()).or_default();
+        if !entry.info.is_empty() {
+            let old: Vec<&str> = entry.info.iter().map(String::as_str).collect();
+            let _ = self.info.remove_label_values(&old);
+        }
+        if let Some(error) = entry.error.take() {
+            let _ = self.last_error.remove_label_values(&[module, &error]);
+        }
+        entry.info = vec![module.to_owned(), hash.to_owned(), mode.to_owned()];
+        self.info.with_label_values(&[module, hash, mode]).set(1);
+        self.loaded_at
+            .with_label_values(&[module])
+            .set(at_unix_seconds);
+    }
+
+    /// A module version was rejected; the previous one (if any) keeps serving.
+    pub fn rejected(&self, module: &str, error: &str) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = current.entry(module.to_owned()).or_default();
+        if let Some(old) = entry.error.replace(error.to_owned()) {
+            let _ = self.last_error.remove_label_values(&[module, &old]);
+        }
+        self.last_error.with_label_values(&[module, error]).set(1);
+        self.load_errors.with_label_values(&[module]).inc();
+    }
+
+    /// A module was removed from the directory.
+    pub fn removed(&self, module: &str) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Exported { info, error }) = current.remove(module) {
+            let info: Vec<&str> = info.iter().map(String::as_str).collect();
+            if !info.is_empty() {
+                let _ = self.info.remove_label_values(&info);
+            }
+            if let Some(error) = error {
+                let _ = self.last_error.remove_label_values(&[module, &error]);
+            }
+        }
+        let _ = self.loaded_at.remove_label_values(&[module]);
+    }
+
+    /// A guest-defined counter.
+    pub fn guest_counter(&self, module: &str, name: &str) -> IntCounter {
+        self.guest_counters.with_label_values(&[module, name])
+    }
+
+    /// A guest-defined gauge.
+    pub fn guest_gauge(&self, module: &str, name: &str) -> IntGauge {
+        self.guest_gauges.with_label_values(&[module, name])
+    }
+}

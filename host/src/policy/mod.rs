@@ -1,0 +1,219 @@
+//! Cache policy in WebAssembly: modules loaded from a directory, swapped
+//! while the server runs.
+//!
+//! The [`PolicyRegistry`] maps module names to their serving version. It is
+//! read on every request with one atomic load ([`arc_swap`]); a reload
+//! compiles and validates the new version on the watcher thread and then
+//! publishes it, so requests in flight finish on the version they started
+//! with and new requests get the new one. A version that fails to load is
+//! logged and counted, and the previous one keeps serving.
+
+mod bindings;
+mod engine;
+mod host;
+pub mod kv;
+pub mod metrics;
+mod module;
+mod sidecar;
+mod watch;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use arc_swap::ArcSwap;
+
+pub use bindings::stavka::policy::types::{
+    Entry, HeaderEdits, HitDecision, Lookup, Request, RequestDecision, RequestOutcome, Response,
+    ResponseDecision, ResponseOutcome, Store, Synthetic,
+};
+pub use engine::Runtime;
+pub use host::CallInput;
+pub use kv::{Kv, KvStores};
+pub use metrics::{FailureKind, PolicyMetrics};
+pub use module::{CallFailure, PolicyModule};
+pub use sidecar::{Failure, Mode, Settings};
+pub use watch::{Reloader, Watcher};
+
+use crate::config;
+use host::ModuleShared;
+
+/// Whether `name` can name a module file: letters, digits, `-`, `_`.
+pub fn is_module_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The serving version of every module in the policy directory.
+pub struct PolicyRegistry {
+    runtime: Runtime,
+    config: config::Policy,
+    modules: ArcSwap<HashMap<String, Arc<PolicyModule>>>,
+    shared: std::sync::Mutex<HashMap<String, Arc<ModuleShared>>>,
+    kv: KvStores,
+    metrics: Arc<PolicyMetrics>,
+}
+
+impl PolicyRegistry {
+    /// An empty registry for `config.dir`.
+    pub fn new(
+        config: &config::Policy,
+        metrics: Arc<PolicyMetrics>,
+    ) -> anyhow::Result<PolicyRegistry> {
+        Ok(PolicyRegistry {
+            runtime: Runtime::new()?,
+            config: config.clone(),
+            modules: ArcSwap::default(),
+            shared: Default::default(),
+            kv: KvStores::default(),
+            metrics,
+        })
+    }
+
+    /// The serving version of `name`. One atomic load; the returned version
+    /// stays valid for as long as the caller holds it.
+    pub fn get(&self, name: &str) -> Option<Arc<PolicyModule>> {
+        self.modules.load().get(name).cloned()
+    }
+
+    /// Every serving module, by name.
+    pub fn modules(&self) -> Vec<Arc<PolicyModule>> {
+        let mut all: Vec<_> = self.modules.load().values().cloned().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    /// The key-value store of module `name` (which need not be loaded).
+    pub fn kv(&self, name: &str) -> Arc<Kv> {
+        self.kv.for_module(name)
+    }
+
+    /// The directory watched.
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    /// Load every `*.wasm` in the directory (the [`Watcher`] does, at start). Failures are logged and
+    /// counted; they do not stop the others or the server.
+    pub async fn load_all(&self) {
+        let entries = match std::fs::read_dir(&self.config.dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(dir = %self.config.dir.display(), error = %e, "policy directory unreadable; no policies loaded");
+                return;
+            }
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| module_name_of(&e.path()))
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            self.reload(&name).await;
+        }
+    }
+
+    fn module_path(&self, name: &str, extension: &str) -> PathBuf {
+        self.config.dir.join(format!("{name}.{extension}"))
+    }
+
+    /// Load `name` from disk again: publish the new version, keep the old one
+    /// if the new one is bad, or unpublish the module if its file is gone.
+    pub async fn reload(&self, name: &str) {
+        let wasm = self.module_path(name, "wasm");
+        let bytes = match std::fs::read(&wasm) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let removed = self.publish(name, None);
+                if removed {
+                    self.metrics.removed(name);
+                    tracing::info!(module = name, "policy module removed");
+                }
+                return;
+            }
+            Err(e) => return self.reject(name, &format!("cannot read {}: {e}", wasm.display())),
+        };
+        let settings = match std::fs::read_to_string(self.module_path(name, "toml")) {
+            Ok(text) => match Settings::parse(&text, &self.config) {
+                Ok(s) => s,
+                Err(e) => return self.reject(name, &format!("{name}.toml: {e}")),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::defaults(&self.config),
+            Err(e) => return self.reject(name, &format!("cannot read {name}.toml: {e}")),
+        };
+        if let Some(current) = self.get(name) {
+            let hash = module::content_hash(&bytes);
+            if current.hash == hash && current.settings == settings {
+                return;
+            }
+        }
+        let shared = self.shared_for(name);
+        match PolicyModule::load(&self.runtime, shared, &bytes, settings, &self.metrics).await {
+            Ok(module) => {
+                let at = module
+                    .loaded_at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                self.metrics
+                    .loaded(name, &module.hash, module.settings.mode.as_str(), at);
+                tracing::info!(
+                    module = name,
+                    hash = %module.hash,
+                    mode = module.settings.mode.as_str(),
+                    hooks = ?module.exported_hooks(),
+                    "policy module loaded"
+                );
+                self.publish(name, Some(Arc::new(module)));
+            }
+            Err(e) => self.reject(name, &e),
+        }
+    }
+
+    fn reject(&self, name: &str, error: &str) {
+        let serving = self.get(name).map(|m| m.hash.clone());
+        tracing::error!(module = name, error, serving = ?serving, "policy module rejected; the previous version keeps serving");
+        self.metrics.rejected(name, error);
+    }
+
+    /// Swap in (or remove) `name`'s version; returns whether one was there.
+    fn publish(&self, name: &str, module: Option<Arc<PolicyModule>>) -> bool {
+        let mut had = false;
+        self.modules.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            had = match &module {
+                Some(m) => next.insert(name.to_owned(), m.clone()).is_some(),
+                None => next.remove(name).is_some(),
+            };
+            next
+        });
+        had
+    }
+
+    fn shared_for(&self, name: &str) -> Arc<ModuleShared> {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(ModuleShared::new(
+                    name,
+                    self.kv.for_module(name),
+                    self.metrics.clone(),
+                ))
+            })
+            .clone()
+    }
+}
+
+/// `dir/name.wasm` or `dir/name.toml` → `name`.
+fn module_name_of(path: &Path) -> Option<String> {
+    let ext = path.extension()?.to_str()?;
+    if ext != "wasm" && ext != "toml" {
+        return None;
+    }
+    let name = path.file_stem()?.to_str()?;
+    is_module_name(name).then(|| name.to_owned())
+}

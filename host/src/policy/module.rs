@@ -1,0 +1,358 @@
+//! One compiled version of a policy module, and calls into it.
+//!
+//! Compilation, linking and validation happen in [`PolicyModule::load`], off
+//! the request path. A call only instantiates from the pre-linked
+//! [`InstancePre`] (per-request) or borrows an initialised instance from the
+//! pool (long-lived); either way it runs under the module's deadline and
+//! memory cap, and a failed instance is never reused.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Instance, InstancePre};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::exports::stavka::policy::{lifecycle, on_hit, on_request, on_response};
+use super::bindings::stavka::policy::types::{
+    Entry, HitDecision, Request, RequestOutcome, Response, ResponseOutcome,
+};
+use super::engine::Runtime;
+use super::host::{CallInput, HostState, ModuleShared};
+use super::metrics::{FailureKind, Hook, ModuleCallMetrics, PolicyMetrics};
+use super::sidecar::{Mode, Settings};
+
+/// The package every hook interface belongs to.
+const PACKAGE: &str = "stavka:policy/";
+/// The interfaces this host understands, with the package version it speaks.
+const ON_REQUEST: &str = "stavka:policy/on-request@0.1.0";
+const ON_RESPONSE: &str = "stavka:policy/on-response@0.1.0";
+const ON_HIT: &str = "stavka:policy/on-hit@0.1.0";
+const LIFECYCLE: &str = "stavka:policy/lifecycle@0.1.0";
+
+/// A hook call that did not complete.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("policy {module} {hook}: {kind:?}: {message}")]
+pub struct CallFailure {
+    /// The module.
+    pub module: Arc<str>,
+    /// The hook.
+    pub hook: &'static str,
+    /// Why.
+    pub kind: FailureKind,
+    /// The trap or error, for the log.
+    pub message: String,
+}
+
+/// Which hooks the module exports, found once at load.
+struct Hooks {
+    on_request: Option<on_request::GuestIndices>,
+    on_response: Option<on_response::GuestIndices>,
+    on_hit: Option<on_hit::GuestIndices>,
+    lifecycle: Option<lifecycle::GuestIndices>,
+}
+
+/// An instance and its store.
+struct Live {
+    store: Store<HostState>,
+    instance: Instance,
+}
+
+/// A loaded, validated module version.
+pub struct PolicyModule {
+    /// Shared with every version of this module name.
+    pub shared: Arc<ModuleShared>,
+    /// The first 16 hex digits of the SHA-256 of the file.
+    pub hash: String,
+    /// How it runs.
+    pub settings: Settings,
+    /// When this version was published.
+    pub loaded_at: SystemTime,
+    pre: InstancePre<HostState>,
+    hooks: Hooks,
+    deadline_ticks: u64,
+    metrics: ModuleCallMetrics,
+    /// Idle initialised instances of a long-lived module.
+    pool: Mutex<Vec<Live>>,
+}
+
+impl PolicyModule {
+    /// Compile, link and validate `bytes`. Long-lived modules also get a
+    /// first instance, initialised, so a failing `init` rejects the
+    /// version. Nothing here runs on the request path.
+    pub async fn load(
+        runtime: &Runtime,
+        shared: Arc<ModuleShared>,
+        bytes: &[u8],
+        settings: Settings,
+        metrics: &PolicyMetrics,
+    ) -> Result<PolicyModule, String> {
+        let hash = content_hash(bytes);
+        let component = Component::from_binary(&runtime.engine, bytes)
+            .map_err(|e| format!("not a valid component: {}", root_cause(&e)))?;
+        for (name, _) in component.component_type().exports(&runtime.engine) {
+            if name.starts_with(PACKAGE)
+                && ![ON_REQUEST, ON_RESPONSE, ON_HIT, LIFECYCLE].contains(&name)
+            {
+                return Err(format!(
+                    "exports {name}, which this host does not speak (it speaks stavka:policy@0.1.0)"
+                ));
+            }
+        }
+        let pre = runtime.linker.instantiate_pre(&component).map_err(|e| {
+            format!(
+                "does not satisfy the stavka:policy world: {}",
+                root_cause(&e)
+            )
+        })?;
+        let hooks = Hooks {
+            on_request: on_request::GuestIndices::new(&pre).ok(),
+            on_response: on_response::GuestIndices::new(&pre).ok(),
+            on_hit: on_hit::GuestIndices::new(&pre).ok(),
+            lifecycle: lifecycle::GuestIndices::new(&pre).ok(),
+        };
+        let module = PolicyModule {
+            metrics: metrics.module(&shared.name),
+            shared,
+            hash,
+            deadline_ticks: Runtime::deadline_ticks(settings.deadline),
+            settings,
+            loaded_at: SystemTime::now(),
+            pre,
+            hooks,
+            pool: Mutex::new(Vec::new()),
+        };
+        // Instantiate once: exports with the right names but wrong types,
+        // and a failing `init`, are caught here rather than on a request.
+        let mut live = module.instantiate().await.map_err(|e| e.message)?;
+        module
+            .check_types(&mut live)
+            .map_err(|e| format!("hook signature mismatch: {}", root_cause(&e)))?;
+        if module.settings.mode == Mode::LongLived {
+            module
+                .pool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(live);
+        }
+        Ok(module)
+    }
+
+    /// The module's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Which hooks it exports, for listings.
+    pub fn exported_hooks(&self) -> Vec<&'static str> {
+        let h = &self.hooks;
+        [
+            (h.on_request.is_some(), Hook::Request),
+            (h.on_response.is_some(), Hook::Response),
+            (h.on_hit.is_some(), Hook::Hit),
+            (h.lifecycle.is_some(), Hook::Init),
+        ]
+        .into_iter()
+        .filter(|(present, _)| *present)
+        .map(|(_, hook)| hook.as_str())
+        .collect()
+    }
+
+    fn check_types(&self, live: &mut Live) -> wasmtime::Result<()> {
+        if let Some(i) = &self.hooks.on_request {
+            i.load(&mut live.store, &live.instance)?;
+        }
+        if let Some(i) = &self.hooks.on_response {
+            i.load(&mut live.store, &live.instance)?;
+        }
+        if let Some(i) = &self.hooks.on_hit {
+            i.load(&mut live.store, &live.instance)?;
+        }
+        Ok(())
+    }
+
+    /// A new instance; long-lived ones are initialised.
+    async fn instantiate(&self) -> Result<Live, CallFailure> {
+        let state = HostState::new(self.shared.clone(), self.settings.memory);
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|store| {
+            Ok(if store.data().budget.spent() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        self.start_call(&mut store);
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| self.failure(Hook::Init, &store, &e))?;
+        let mut live = Live { store, instance };
+        if self.settings.mode == Mode::LongLived {
+            if let Some(lifecycle) = &self.hooks.lifecycle {
+                self.metrics.call(Hook::Init);
+                self.start_call(&mut live.store);
+                let result = match lifecycle.load(&mut live.store, &live.instance) {
+                    Ok(l) => l.call_init(&mut live.store, &self.settings.init).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(message)) => {
+                        return Err(CallFailure {
+                            module: self.shared.name.clone(),
+                            hook: Hook::Init.as_str(),
+                            kind: FailureKind::Trap,
+                            message: format!("init refused: {message}"),
+                        })
+                    }
+                    Err(e) => return Err(self.failure(Hook::Init, &live.store, &e)),
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    /// Arm the deadline for one call (or instantiation).
+    fn start_call(&self, store: &mut Store<HostState>) {
+        store.data_mut().budget.start(self.settings.deadline);
+        store.set_epoch_deadline(self.deadline_ticks);
+    }
+
+    fn failure(
+        &self,
+        hook: Hook,
+        store: &Store<HostState>,
+        error: &wasmtime::Error,
+    ) -> CallFailure {
+        let kind = if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            FailureKind::Deadline
+        } else if store.data().limits.exceeded {
+            FailureKind::Memory
+        } else {
+            FailureKind::Trap
+        };
+        self.metrics.failure(hook, kind);
+        CallFailure {
+            module: self.shared.name.clone(),
+            hook: hook.as_str(),
+            kind,
+            message: root_cause(error),
+        }
+    }
+
+    /// Run one hook call on an instance, under the deadline, and put a
+    /// healthy long-lived instance back.
+    async fn call<R>(
+        &self,
+        hook: Hook,
+        input: CallInput,
+        f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
+    ) -> Result<R, CallFailure> {
+        let started = Instant::now();
+        self.metrics.call(hook);
+        let pooled = match self.settings.mode {
+            Mode::PerRequest => None,
+            Mode::LongLived => self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop(),
+        };
+        let mut live = match pooled {
+            Some(live) => live,
+            None => self.instantiate().await?,
+        };
+        live.store.data_mut().input = input;
+        self.start_call(&mut live.store);
+        let result = f(&mut live.store, &live.instance).await;
+        live.store.data_mut().input = CallInput::default();
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => {
+                if self.settings.mode == Mode::LongLived {
+                    let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                    if pool.len() < self.settings.instances {
+                        pool.push(live);
+                    }
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                let failure = self.failure(hook, &live.store, &e);
+                tracing::warn!(
+                    module = %failure.module,
+                    hook = failure.hook,
+                    kind = failure.kind.as_str(),
+                    error = %failure.message,
+                    "policy call failed"
+                );
+                Err(failure)
+            }
+        }
+    }
+
+    /// `on-request`, or `None` when the module does not export it.
+    pub async fn on_request(
+        &self,
+        req: &Request,
+        input: CallInput,
+    ) -> Option<Result<RequestOutcome, CallFailure>> {
+        let hook = self.hooks.on_request.as_ref()?;
+        let call = async |store: &mut Store<HostState>, instance: &Instance| {
+            hook.load(&mut *store, instance)?
+                .call_decide(store, req)
+                .await
+        };
+        Some(self.call(Hook::Request, input, call).await)
+    }
+
+    /// `on-response`, or `None` when the module does not export it.
+    pub async fn on_response(
+        &self,
+        req: &Request,
+        resp: Response,
+        input: CallInput,
+    ) -> Option<Result<ResponseOutcome, CallFailure>> {
+        let hook = self.hooks.on_response.as_ref()?;
+        let call = async |store: &mut Store<HostState>, instance: &Instance| {
+            hook.load(&mut *store, instance)?
+                .call_decide(store, req, resp)
+                .await
+        };
+        Some(self.call(Hook::Response, input, call).await)
+    }
+
+    /// `on-hit`, or `None` when the module does not export it.
+    pub async fn on_hit(
+        &self,
+        req: &Request,
+        entry: &Entry,
+        input: CallInput,
+    ) -> Option<Result<HitDecision, CallFailure>> {
+        let hook = self.hooks.on_hit.as_ref()?;
+        let call = async |store: &mut Store<HostState>, instance: &Instance| {
+            hook.load(&mut *store, instance)?
+                .call_decide(store, req, entry)
+                .await
+        };
+        Some(self.call(Hook::Hit, input, call).await)
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of a module file: enough to tell
+/// versions apart in metrics and logs.
+pub fn content_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The innermost message of an error chain: the one an operator can act on.
+fn root_cause(e: &wasmtime::Error) -> String {
+    e.chain()
+        .last()
+        .map_or_else(|| e.to_string(), ToString::to_string)
+}

@@ -1,0 +1,208 @@
+//! Carrying a policy module's decisions through one request.
+//!
+//! pingora's cache hooks are synchronous, so the module is called from the
+//! async phase before each (`request_filter`, `upstream_response_filter`,
+//! `cache_hit_filter`) and its decision waits here for the synchronous hook
+//! that acts on it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use pingora_cache::CacheMeta;
+use pingora_error::{Error, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::observe::remaining_ttl;
+use crate::policy::{
+    CallInput, Entry, HeaderEdits, PolicyModule, Request, ResponseDecision, Store, Synthetic,
+};
+
+/// The stored-header field that carries an entry's surrogate tags set by a
+/// policy. Removed from every response before it leaves.
+pub const TAGS_HEADER: &str = "stavka-tags";
+
+/// What a site's policy has decided so far for one request.
+pub struct PolicyCtx {
+    /// The module version this request started with; it finishes on it even
+    /// if a new version is published meanwhile.
+    pub module: Arc<PolicyModule>,
+    /// The request as the module sees it.
+    pub request: Request,
+    headers: Arc<HeaderMap>,
+    /// Replaces the path and query in the cache key.
+    pub key: Option<String>,
+    /// Extra values the entry varies on.
+    pub variance: Vec<String>,
+    /// Proxy without the cache.
+    pub bypass: bool,
+    /// Edits to the request sent to the origin.
+    pub origin_edits: Option<HeaderEdits>,
+    /// What `on-response` decided about storing.
+    pub response: Option<ResponseDecision>,
+    /// `on-hit` chose to answer with this instead of the entry.
+    pub hit_response: Option<Synthetic>,
+    /// A fail-closed module failed on a cache hit; answer 503.
+    pub failed_closed: bool,
+}
+
+impl PolicyCtx {
+    /// Start deciding `req` (from `client`) with `module`.
+    pub fn new(
+        module: Arc<PolicyModule>,
+        req: &RequestHeader,
+        host: &str,
+        client: Option<String>,
+    ) -> PolicyCtx {
+        PolicyCtx {
+            module,
+            request: Request {
+                method: req.method.as_str().to_owned(),
+                scheme: "http".to_owned(),
+                host: host.to_owned(),
+                path: req.uri.path().to_owned(),
+                query: req.uri.query().map(str::to_owned),
+                client_addr: client,
+            },
+            headers: Arc::new(req.headers.clone()),
+            key: None,
+            variance: Vec::new(),
+            bypass: false,
+            origin_edits: None,
+            response: None,
+            hit_response: None,
+            failed_closed: false,
+        }
+    }
+
+    /// Input for a call that reads only the request's headers.
+    pub fn request_input(&self) -> CallInput {
+        CallInput {
+            request: Some(self.headers.clone()),
+            response: None,
+        }
+    }
+
+    /// Input for a call that also reads response headers.
+    pub fn response_input(&self, response: &HeaderMap) -> CallInput {
+        CallInput {
+            request: Some(self.headers.clone()),
+            response: Some(Arc::new(response.clone())),
+        }
+    }
+}
+
+/// The error that turns into a 503 when a fail-closed module fails.
+pub fn failed_closed() -> Box<Error> {
+    Error::explain(
+        ErrorType::CustomCode("policy-failed", 503),
+        "the site's policy failed",
+    )
+}
+
+/// A request or response header that policy edits apply to.
+pub trait EditHeaders {
+    /// Drop every value of `name`.
+    fn remove(&mut self, name: &str);
+    /// Replace every value of `name` with `value`.
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> pingora_error::Result<()>;
+}
+
+impl EditHeaders for RequestHeader {
+    fn remove(&mut self, name: &str) {
+        self.remove_header(name);
+    }
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> pingora_error::Result<()> {
+        self.insert_header(name, value)
+    }
+}
+
+impl EditHeaders for ResponseHeader {
+    fn remove(&mut self, name: &str) {
+        self.remove_header(name);
+    }
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> pingora_error::Result<()> {
+        self.insert_header(name, value)
+    }
+}
+
+/// Apply a policy's header edits: removals first, then sets.
+pub fn apply_edits(
+    target: &mut impl EditHeaders,
+    edits: &HeaderEdits,
+) -> pingora_error::Result<()> {
+    for name in &edits.remove {
+        target.remove(name);
+    }
+    for (name, value) in &edits.set {
+        let (name, value) = header_pair(name, value)?;
+        target.set(name, value)?;
+    }
+    Ok(())
+}
+
+fn header_pair(name: &str, value: &str) -> pingora_error::Result<(HeaderName, HeaderValue)> {
+    let bad = |what: &str| {
+        Error::explain(
+            ErrorType::InternalError,
+            format!("policy set an invalid header {what}: {name:?}"),
+        )
+    };
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("name"))?;
+    let value = HeaderValue::from_str(value).map_err(|_| bad("value"))?;
+    Ok((name, value))
+}
+
+/// Surrogate tags of a stored response: the policy's, and the origin's
+/// `Surrogate-Key` (space-separated) and `Cache-Tag` (comma-separated).
+pub fn tags(headers: &HeaderMap) -> Vec<String> {
+    let list = |name: &str, sep: char| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(move |v| v.split(sep))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let mut all = list(TAGS_HEADER, ',');
+    all.extend(list("surrogate-key", ' '));
+    all.extend(list("cache-tag", ','));
+    all
+}
+
+/// The cached entry as `on-hit` sees it.
+pub fn entry(meta: &CacheMeta, now: SystemTime) -> Entry {
+    Entry {
+        status: meta.response_header().status.as_u16(),
+        age_seconds: meta.age().as_secs(),
+        ttl_seconds: remaining_ttl(meta, now),
+        tags: tags(meta.headers()),
+    }
+}
+
+/// The entry to store when a policy says `store`, whatever the response's
+/// own headers say.
+pub fn stored_by_policy(resp: &ResponseHeader, store: &Store, now: SystemTime) -> CacheMeta {
+    let mut header = resp.clone();
+    header.remove_header(&http::header::AGE);
+    if !store.tags.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&store.tags.join(",")) {
+            let _ = header.insert_header(TAGS_HEADER, value);
+        }
+    }
+    let fresh_until = if store.ttl_seconds == 0 {
+        now - Duration::from_secs(1)
+    } else {
+        now + Duration::from_secs(store.ttl_seconds.into())
+    };
+    CacheMeta::new(
+        fresh_until,
+        now,
+        store.stale_while_revalidate_seconds,
+        store.stale_if_error_seconds,
+        header,
+    )
+}
