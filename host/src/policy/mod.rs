@@ -32,7 +32,7 @@ pub use engine::Runtime;
 pub use host::CallInput;
 pub use kv::{Kv, KvStores};
 pub use metrics::{FailureKind, PolicyMetrics};
-pub use module::{CallFailure, PolicyModule};
+pub use module::{CallFailure, PolicyModule, RequestInstance};
 pub use sidecar::{Failure, Mode, Settings};
 pub use watch::{Reloader, Watcher};
 

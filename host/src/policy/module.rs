@@ -58,6 +58,27 @@ struct Live {
     instance: Instance,
 }
 
+/// The instance a per-request module's hooks share within one request:
+/// created by the first hook call, reused by the next, and released before
+/// the request waits on an origin (so a slow origin never holds a pool
+/// slot) or when the request ends. Unused by long-lived modules.
+///
+/// The request context must be `Sync` and a store is not; the mutex is only
+/// ever reached through `&mut` (`get_mut`), so it is never locked.
+#[derive(Default)]
+pub struct RequestInstance(Mutex<Option<Live>>);
+
+impl RequestInstance {
+    /// Drop the instance; a later hook of this request gets a fresh one.
+    pub fn release(&mut self) {
+        *self.slot() = None;
+    }
+
+    fn slot(&mut self) -> &mut Option<Live> {
+        self.0.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A loaded, validated module version.
 pub struct PolicyModule {
     /// Shared with every version of this module name.
@@ -248,13 +269,14 @@ impl PolicyModule {
     async fn call<R>(
         &self,
         hook: Hook,
+        slot: &mut RequestInstance,
         input: CallInput,
         f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, CallFailure> {
         let started = Instant::now();
         self.metrics.call(hook);
         let pooled = match self.settings.mode {
-            Mode::PerRequest => None,
+            Mode::PerRequest => slot.slot().take(),
             Mode::LongLived => self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop(),
         };
         let mut live = match pooled {
@@ -270,10 +292,13 @@ impl PolicyModule {
             .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(r) => {
-                if self.settings.mode == Mode::LongLived {
-                    let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-                    if pool.len() < self.settings.instances {
-                        pool.push(live);
+                match self.settings.mode {
+                    Mode::PerRequest => *slot.slot() = Some(live),
+                    Mode::LongLived => {
+                        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                        if pool.len() < self.settings.instances {
+                            pool.push(live);
+                        }
                     }
                 }
                 Ok(r)
@@ -295,6 +320,7 @@ impl PolicyModule {
     /// `on-request`, or `None` when the module does not export it.
     pub async fn on_request(
         &self,
+        slot: &mut RequestInstance,
         req: &Request,
         input: CallInput,
     ) -> Option<Result<RequestOutcome, CallFailure>> {
@@ -304,12 +330,13 @@ impl PolicyModule {
                 .call_decide(store, req)
                 .await
         };
-        Some(self.call(Hook::Request, input, call).await)
+        Some(self.call(Hook::Request, slot, input, call).await)
     }
 
     /// `on-response`, or `None` when the module does not export it.
     pub async fn on_response(
         &self,
+        slot: &mut RequestInstance,
         req: &Request,
         resp: Response,
         input: CallInput,
@@ -320,12 +347,13 @@ impl PolicyModule {
                 .call_decide(store, req, resp)
                 .await
         };
-        Some(self.call(Hook::Response, input, call).await)
+        Some(self.call(Hook::Response, slot, input, call).await)
     }
 
     /// `on-hit`, or `None` when the module does not export it.
     pub async fn on_hit(
         &self,
+        slot: &mut RequestInstance,
         req: &Request,
         entry: &Entry,
         input: CallInput,
@@ -336,7 +364,7 @@ impl PolicyModule {
                 .call_decide(store, req, entry)
                 .await
         };
-        Some(self.call(Hook::Hit, input, call).await)
+        Some(self.call(Hook::Hit, slot, input, call).await)
     }
 }
 

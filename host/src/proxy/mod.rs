@@ -196,7 +196,12 @@ impl ProxyHttp for StavkaProxy {
                     .map(|a| a.ip().to_string());
                 let host = host.as_deref().unwrap_or("");
                 let mut p = PolicyCtx::new(module, session.req_header(), host, client);
-                let synthetic = match p.module.on_request(&p.request, p.request_input()).await {
+                let input = p.request_input();
+                let synthetic = match p
+                    .module
+                    .on_request(&mut p.instance, &p.request, input)
+                    .await
+                {
                     None => None,
                     Some(Ok(outcome)) => {
                         p.origin_edits = Some(outcome.origin_request);
@@ -294,9 +299,10 @@ impl ProxyHttp for StavkaProxy {
             return Ok(None);
         };
         let entry = policy::entry(meta, SystemTime::now());
+        let input = p.response_input(meta.headers());
         let decided = p
             .module
-            .on_hit(&p.request, &entry, p.response_input(meta.headers()))
+            .on_hit(&mut p.instance, &p.request, &entry, input)
             .await;
         Ok(match decided {
             None | Some(Ok(HitDecision::Serve)) => None,
@@ -361,6 +367,11 @@ impl ProxyHttp for StavkaProxy {
         peer.options.write_timeout = Some(self.timeouts.write_timeout);
         peer.options.idle_timeout = Some(self.timeouts.idle_timeout);
         site.metrics.origin_requests.inc();
+        // The request now waits on the origin: a per-request instance must
+        // not hold its pool slot meanwhile.
+        if let Some(p) = ctx.policy.as_mut() {
+            p.instance.release();
+        }
         ctx.sent_upstream = Some((SystemTime::now(), Instant::now()));
         Ok(Box::new(peer))
     }
@@ -404,7 +415,11 @@ impl ProxyHttp for StavkaProxy {
                 status: upstream_response.status.as_u16(),
             };
             let input = p.response_input(&upstream_response.headers);
-            match p.module.on_response(&p.request, resp, input).await {
+            match p
+                .module
+                .on_response(&mut p.instance, &p.request, resp, input)
+                .await
+            {
                 None => {}
                 Some(Ok(outcome)) => {
                     policy::apply_edits(upstream_response, &outcome.headers)?;

@@ -15,7 +15,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::observe::remaining_ttl;
 use crate::policy::{
-    CallInput, Entry, HeaderEdits, PolicyModule, Request, ResponseDecision, Store, Synthetic,
+    CallInput, Entry, HeaderEdits, PolicyModule, Request, RequestInstance, ResponseDecision, Store,
+    Synthetic,
 };
 
 /// The stored-header field that carries an entry's surrogate tags set by a
@@ -29,6 +30,8 @@ pub struct PolicyCtx {
     pub module: Arc<PolicyModule>,
     /// The request as the module sees it.
     pub request: Request,
+    /// A per-request module's instance, shared by this request's hooks.
+    pub instance: RequestInstance,
     headers: Arc<HeaderMap>,
     /// Replaces the path and query in the cache key.
     pub key: Option<String>,
@@ -64,6 +67,7 @@ impl PolicyCtx {
                 query: req.uri.query().map(str::to_owned),
                 client_addr: client,
             },
+            instance: RequestInstance::default(),
             headers: Arc::new(req.headers.clone()),
             key: None,
             variance: Vec::new(),
