@@ -305,6 +305,15 @@ impl Stavka {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The status `/healthz` answers (200 while the process serves).
+    pub async fn health(&self) -> u16 {
+        client()
+            .get(self.admin_url("/healthz"))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    }
+
     /// GET `path` through the proxy.
     pub async fn get(&self, path: &str) -> Fetched {
         Fetched::from(client().get(self.url(path)).send().await.expect("request")).await

@@ -51,6 +51,80 @@ async fn get_with(stavka: &Stavka, path: &str, headers: &[(&str, &str)]) -> Fetc
 }
 
 #[tokio::test]
+async fn bypass_extra_variance_and_revalidate_on_hit_take_effect() {
+    let origin = Origin::start(
+        Router::new()
+            .route(
+                "/bypass",
+                get(|| async { ([("cache-control", "max-age=60")], "b") }),
+            )
+            .route(
+                "/device",
+                get(|headers: HeaderMap| async move {
+                    let device = headers
+                        .get("x-device")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    (
+                        [("cache-control", "max-age=60")],
+                        device.unwrap_or_default(),
+                    )
+                }),
+            )
+            .route(
+                "/revalidate",
+                get(|| async { ([("cache-control", "max-age=60"), ("etag", "\"r\"")], "r") }),
+            ),
+    )
+    .await;
+    let stavka = Stavka::with_policy(&origin, "decisions", "").await;
+
+    for _ in 0..2 {
+        let r = stavka.get("/bypass").await;
+        assert!(
+            r.cache_status().contains("fwd=bypass"),
+            "{}",
+            r.cache_status()
+        );
+    }
+    assert_eq!(
+        origin.count("/bypass"),
+        2,
+        "bypassed requests are never cached"
+    );
+
+    assert_eq!(
+        get_with(&stavka, "/device", &[("x-device", "phone")])
+            .await
+            .text(),
+        "phone"
+    );
+    assert_eq!(
+        get_with(&stavka, "/device", &[("x-device", "desk")])
+            .await
+            .text(),
+        "desk"
+    );
+    let phone = get_with(&stavka, "/device", &[("x-device", "phone")]).await;
+    assert_eq!(phone.text(), "phone");
+    assert!(
+        phone.cache_status().contains("hit"),
+        "{}",
+        phone.cache_status()
+    );
+    assert_eq!(origin.count("/device"), 2, "one entry per variance value");
+
+    stavka.get("/revalidate").await;
+    let again = stavka.get("/revalidate").await;
+    assert_eq!(again.text(), "r");
+    assert!(
+        again.cache_status().contains("fwd=stale"),
+        "on-hit revalidate: {}",
+        again.cache_status()
+    );
+    assert_eq!(origin.count("/revalidate"), 2);
+}
+
+#[tokio::test]
 async fn ttl_rules_override_ttls_and_normalise_the_cache_key() {
     let origin = Origin::start(origin_routes()).await;
     let stavka = Stavka::with_policy(&origin, "ttl-rules", "mode = \"per-request\"\n").await;
@@ -385,15 +459,7 @@ async fn a_looping_guest_is_stopped_at_its_deadline_and_the_failure_mode_answers
         "{}",
         r.cache_status()
     );
-    assert_eq!(
-        client()
-            .get(closed.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(closed.health().await, 200);
 }
 
 #[tokio::test]
@@ -421,15 +487,7 @@ async fn a_trapping_guest_fails_open_and_the_host_stays_up() {
     }
     let traps = r#"stavka_policy_failures_total{hook="on-request",kind="trap",module="p"}"#;
     assert_eq!(stavka.metric(traps).await, Some(3.0));
-    assert_eq!(
-        client()
-            .get(stavka.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(stavka.health().await, 200);
 }
 
 #[tokio::test]

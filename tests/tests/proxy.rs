@@ -147,12 +147,7 @@ async fn admin_serves_health_readiness_and_metrics() {
     stavka.get("/m").await;
     stavka.get("/m").await;
 
-    let health = client()
-        .get(stavka.admin_url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    assert_eq!(stavka.health().await, 200);
     let ready = client()
         .get(stavka.admin_url("/readyz"))
         .send()

@@ -35,9 +35,7 @@ use crate::cache::status::{CacheStatus, Fwd};
 use crate::cache::store::CacheStore;
 use crate::config::{self, OriginTimeouts};
 use crate::metrics::{Metrics, SiteMetrics, Source};
-use crate::policy::{
-    Failure, HitDecision, PolicyRegistry, RequestDecision, ResponseDecision, Synthetic,
-};
+use crate::policy::{PolicyRegistry, ResponseDecision, Synthetic};
 use crate::shutdown::InFlight;
 use crate::sites::{strip_port, Site, SiteRouter};
 use policy::PolicyCtx;
@@ -196,34 +194,7 @@ impl ProxyHttp for StavkaProxy {
                     .map(|a| a.ip().to_string());
                 let host = host.as_deref().unwrap_or("");
                 let mut p = PolicyCtx::new(module, session.req_header(), host, client);
-                let input = p.request_input();
-                let synthetic = match p
-                    .module
-                    .on_request(&mut p.instance, &p.request, input)
-                    .await
-                {
-                    None => None,
-                    Some(Ok(outcome)) => {
-                        p.origin_edits = Some(outcome.origin_request);
-                        match outcome.decision {
-                            RequestDecision::Lookup(lookup) => {
-                                p.key = lookup.cache_key;
-                                p.variance = lookup.variance;
-                                None
-                            }
-                            RequestDecision::Bypass => {
-                                p.bypass = true;
-                                None
-                            }
-                            RequestDecision::Respond(synthetic) => Some(synthetic),
-                        }
-                    }
-                    Some(Err(_)) if p.module.settings.failure == Failure::Closed => {
-                        ctx.policy = Some(p);
-                        return Err(policy::failed_closed());
-                    }
-                    Some(Err(_)) => None,
-                };
+                let synthetic = p.decide_request().await?;
                 ctx.policy = Some(p);
                 if let Some(synthetic) = synthetic {
                     let status = respond_synthetic(session, &synthetic, &self.cache_name).await?;
@@ -298,29 +269,11 @@ impl ProxyHttp for StavkaProxy {
         let Some(p) = ctx.policy.as_mut() else {
             return Ok(None);
         };
-        let entry = policy::entry(meta, SystemTime::now());
-        let input = p.response_input(meta.headers());
-        let decided = p
-            .module
-            .on_hit(&mut p.instance, &p.request, &entry, input)
-            .await;
-        Ok(match decided {
-            None | Some(Ok(HitDecision::Serve)) => None,
-            Some(Ok(HitDecision::Revalidate)) => {
-                ctx.found_stale = true;
-                Some(ForcedFreshness::ForceExpired)
-            }
-            Some(Ok(HitDecision::Respond(synthetic))) => {
-                // Answered in `proxy_upstream_filter`, once the miss path is chosen.
-                p.hit_response = Some(synthetic);
-                Some(ForcedFreshness::ForceMiss)
-            }
-            Some(Err(_)) if p.module.settings.failure == Failure::Closed => {
-                p.failed_closed = true;
-                Some(ForcedFreshness::ForceMiss)
-            }
-            Some(Err(_)) => None,
-        })
+        let forced = p.decide_hit(meta).await;
+        if matches!(forced, Some(ForcedFreshness::ForceExpired)) {
+            ctx.found_stale = true;
+        }
+        Ok(forced)
     }
 
     async fn proxy_upstream_filter(
@@ -411,25 +364,7 @@ impl ProxyHttp for StavkaProxy {
                 freshness::corrected_initial_age(upstream_response, sent_at, SystemTime::now());
         }
         if let Some(p) = ctx.policy.as_mut() {
-            let resp = crate::policy::Response {
-                status: upstream_response.status.as_u16(),
-            };
-            let input = p.response_input(&upstream_response.headers);
-            match p
-                .module
-                .on_response(&mut p.instance, &p.request, resp, input)
-                .await
-            {
-                None => {}
-                Some(Ok(outcome)) => {
-                    policy::apply_edits(upstream_response, &outcome.headers)?;
-                    p.response = Some(outcome.decision);
-                }
-                Some(Err(_)) if p.module.settings.failure == Failure::Closed => {
-                    return Err(policy::failed_closed());
-                }
-                Some(Err(_)) => {}
-            }
+            p.decide_response(upstream_response).await?;
         }
         Ok(())
     }

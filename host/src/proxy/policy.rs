@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use pingora_cache::CacheMeta;
+use pingora_cache::{CacheMeta, ForcedFreshness};
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::observe::remaining_ttl;
 use crate::policy::{
-    CallInput, Entry, HeaderEdits, PolicyModule, Request, RequestInstance, ResponseDecision, Store,
-    Synthetic,
+    CallInput, Entry, Failure, HeaderEdits, HitDecision, PolicyModule, Request, RequestDecision,
+    RequestInstance, Response, ResponseDecision, Store, Synthetic,
 };
 
 /// The stored-header field that carries an entry's surrogate tags set by a
@@ -92,6 +92,96 @@ impl PolicyCtx {
         CallInput {
             request: Some(self.headers.clone()),
             response: Some(Arc::new(response.clone())),
+        }
+    }
+}
+
+impl PolicyCtx {
+    /// A failed call: carry on without the module's opinion (fail-open), or
+    /// fail the request with 503 (fail-closed).
+    fn on_failure(&self) -> pingora_error::Result<()> {
+        match self.module.settings.failure {
+            Failure::Open => Ok(()),
+            Failure::Closed => Err(failed_closed()),
+        }
+    }
+
+    /// `on-request`: records the key, variance, bypass and origin edits;
+    /// returns the response to send instead, if the module chose one.
+    pub async fn decide_request(&mut self) -> pingora_error::Result<Option<Synthetic>> {
+        let input = self.request_input();
+        let outcome = match self
+            .module
+            .on_request(&mut self.instance, &self.request, input)
+            .await
+        {
+            None => return Ok(None),
+            Some(Err(_)) => return self.on_failure().map(|()| None),
+            Some(Ok(outcome)) => outcome,
+        };
+        self.origin_edits = Some(outcome.origin_request);
+        Ok(match outcome.decision {
+            RequestDecision::Lookup(lookup) => {
+                self.key = lookup.cache_key;
+                self.variance = lookup.variance;
+                None
+            }
+            RequestDecision::Bypass => {
+                self.bypass = true;
+                None
+            }
+            RequestDecision::Respond(synthetic) => Some(synthetic),
+        })
+    }
+
+    /// `on-hit`: how pingora should treat the entry. A synthetic answer is
+    /// kept for `proxy_upstream_filter`, which runs once the miss path is
+    /// chosen and before any origin request.
+    pub async fn decide_hit(&mut self, meta: &CacheMeta) -> Option<ForcedFreshness> {
+        let entry = entry(meta, SystemTime::now());
+        let input = self.response_input(meta.headers());
+        let decided = self
+            .module
+            .on_hit(&mut self.instance, &self.request, &entry, input)
+            .await;
+        match decided {
+            None | Some(Ok(HitDecision::Serve)) => None,
+            Some(Ok(HitDecision::Revalidate)) => Some(ForcedFreshness::ForceExpired),
+            Some(Ok(HitDecision::Respond(synthetic))) => {
+                self.hit_response = Some(synthetic);
+                Some(ForcedFreshness::ForceMiss)
+            }
+            Some(Err(_)) => {
+                // Failing the request is `proxy_upstream_filter`'s job: this
+                // hook can only steer the cache.
+                self.failed_closed = self.on_failure().is_err();
+                self.failed_closed.then_some(ForcedFreshness::ForceMiss)
+            }
+        }
+    }
+
+    /// `on-response`: applies its header edits to the origin's response and
+    /// records the storage decision for `response_cache_filter`.
+    pub async fn decide_response(
+        &mut self,
+        resp: &mut ResponseHeader,
+    ) -> pingora_error::Result<()> {
+        let status = Response {
+            status: resp.status.as_u16(),
+        };
+        let input = self.response_input(&resp.headers);
+        match self
+            .module
+            .on_response(&mut self.instance, &self.request, status, input)
+            .await
+        {
+            None => Ok(()),
+            Some(Err(_)) => self.on_failure(),
+            Some(Ok(outcome)) => {
+                apply_edits(resp, &outcome.headers)?;
+                self.response = Some(outcome.decision);
+                Ok(())
+            }
         }
     }
 }
