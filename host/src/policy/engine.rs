@@ -40,7 +40,10 @@ impl Runtime {
         pooling
             .total_component_instances(MAX_INSTANCES)
             .total_core_instances(4 * MAX_INSTANCES)
-            .total_memories(2 * MAX_INSTANCES)
+            // A policy component has one linear memory. Each slot reserves
+            // 4 GiB of address space (not memory) so guest code needs no
+            // bounds checks: ~4 TiB virtual for the pool.
+            .total_memories(MAX_INSTANCES)
             .total_tables(4 * MAX_INSTANCES)
             .total_stacks(MAX_INSTANCES)
             .max_memory_size(config::Policy::MAX_MEMORY)

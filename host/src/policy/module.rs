@@ -59,9 +59,10 @@ struct Live {
 }
 
 /// The instance a per-request module's hooks share within one request:
-/// created by the first hook call, reused by the next, and released before
-/// the request waits on an origin (so a slow origin never holds a pool
-/// slot) or when the request ends. Unused by long-lived modules.
+/// created by the first hook call, reused by the next, and released as soon
+/// as no further hook can use it — after `on-hit`, or before the request
+/// waits on an origin — so a slow origin or a slow client never holds a
+/// pooling slot. Unused by long-lived modules.
 ///
 /// The request context must be `Sync` and a store is not; the mutex is only
 /// ever reached through `&mut` (`get_mut`), so it is never locked.

@@ -144,6 +144,9 @@ impl PolicyCtx {
             .module
             .on_hit(&mut self.instance, &self.request, &entry, input)
             .await;
+        // No later hook runs on a hit, and the body may take long to send:
+        // give the instance back now.
+        self.instance.release();
         match decided {
             None | Some(Ok(HitDecision::Serve)) => None,
             Some(Ok(HitDecision::Revalidate)) => Some(ForcedFreshness::ForceExpired),
