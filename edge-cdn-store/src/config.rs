@@ -1,0 +1,75 @@
+//! The store's configuration: one serde struct, every field defaulted.
+
+use std::path::PathBuf;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+/// How the store is sized and where it keeps its files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The disk tier's directory. Default `cache`.
+    pub dir: PathBuf,
+    /// Bytes the disk tier may hold (bodies and metadata); the eviction
+    /// manager removes the least recently used beyond it. Default `1GiB`.
+    pub disk_bytes: ByteSize,
+    /// Bytes of bodies the memory tier may hold. Default `64MiB`.
+    pub memory_bytes: ByteSize,
+    /// Objects up to this size are kept in memory when written and
+    /// promoted to memory when read from disk. Default `256KiB`.
+    pub memory_max_object: ByteSize,
+    /// Larger objects are not stored. Default `64MiB`.
+    pub max_object_size: ByteSize,
+    /// Objects being written to disk at once; a miss beyond it is served but
+    /// not stored. Default 64.
+    pub write_concurrency: usize,
+    /// Bodies up to this size are checked whole before a lookup reports a
+    /// hit, so their corruption is a miss; larger ones are checked block by
+    /// block as they are sent. Default `1MiB`.
+    pub verify_whole_below: ByteSize,
+    /// `fsync` files before they are committed: survives power loss, not
+    /// just process death, at the cost of write latency. Default `false`.
+    pub fsync: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            dir: PathBuf::from("cache"),
+            disk_bytes: ByteSize::gib(1),
+            memory_bytes: ByteSize::mib(64),
+            memory_max_object: ByteSize::kib(256),
+            max_object_size: ByteSize::mib(64),
+            write_concurrency: 64,
+            verify_whole_below: ByteSize::mib(1),
+            fsync: false,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Problems with the values, each naming its field.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.disk_bytes.as_u64() == 0 {
+            out.push(("disk_bytes", "must be greater than 0".into()));
+        }
+        if self.max_object_size > self.disk_bytes {
+            out.push((
+                "max_object_size",
+                format!("is larger than disk_bytes ({})", self.disk_bytes),
+            ));
+        }
+        if self.memory_max_object > self.memory_bytes {
+            out.push((
+                "memory_max_object",
+                format!("is larger than memory_bytes ({})", self.memory_bytes),
+            ));
+        }
+        if self.write_concurrency == 0 {
+            out.push(("write_concurrency", "must be at least 1".into()));
+        }
+        out
+    }
+}

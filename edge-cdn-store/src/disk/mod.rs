@@ -1,0 +1,404 @@
+//! The disk tier: where object files live, and the blocking operations on
+//! them. Every function here blocks; the store calls them from
+//! `spawn_blocking`, never on an async worker.
+//!
+//! Files are `<dir>/<h0h1>/<h2h3>/<hash>.{meta,body}` where `<hash>` is the
+//! hex of the 128-bit cache key hash — never the raw key — and writes go to
+//! `<dir>/tmp/` first and are renamed into place.
+
+pub mod format;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use pingora_cache::key::CompactCacheKey;
+
+use crate::error::StoreError;
+use format::{BodyHeader, MetaHeader, BLOCK, BODY_HEADER_LEN};
+
+/// The store's directory and how it writes.
+pub struct DiskTier {
+    dir: PathBuf,
+    fsync: bool,
+    generation: AtomicU64,
+}
+
+/// An object found by [`DiskTier::recover`].
+pub struct Recovered {
+    /// Its key hash.
+    pub hash: u128,
+    /// Its cache key, for the eviction manager.
+    pub key: CompactCacheKey,
+    /// Bytes on disk.
+    pub size: u64,
+}
+
+fn hex(hash: u128) -> String {
+    format!("{hash:032x}")
+}
+
+fn io(what: &'static str) -> impl FnOnce(io::Error) -> StoreError {
+    move |e| StoreError::Io(what, e)
+}
+
+/// Encode a cache key for the meta file.
+pub fn encode_key(key: &CompactCacheKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(33 + key.user_tag.len());
+    out.extend_from_slice(&key.primary);
+    match &key.variance {
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(v.as_ref());
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(key.user_tag.as_bytes());
+    out
+}
+
+/// Decode a cache key written by [`encode_key`].
+pub fn decode_key(bytes: &[u8]) -> Result<CompactCacheKey, StoreError> {
+    let bad = || StoreError::Corrupt("bad cache key in meta file");
+    let primary: [u8; 16] = bytes
+        .get(..16)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    let (variance, rest) = match bytes.get(16) {
+        Some(0) => (None, &bytes[17..]),
+        Some(1) => {
+            let v: [u8; 16] = bytes
+                .get(17..33)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?;
+            (Some(Box::new(v)), &bytes[33..])
+        }
+        _ => return Err(bad()),
+    };
+    let user_tag = std::str::from_utf8(rest).map_err(|_| bad())?;
+    Ok(CompactCacheKey {
+        primary,
+        variance,
+        user_tag: user_tag.into(),
+    })
+}
+
+/// A committed object's body, opened for reading with its block checksums.
+pub struct BodyReader {
+    file: File,
+    /// Body bytes.
+    pub len: u64,
+    crcs: Vec<u32>,
+}
+
+impl BodyReader {
+    /// Read and check block `index`.
+    pub fn block(&self, index: usize) -> Result<Bytes, StoreError> {
+        let start = index * BLOCK;
+        let len = (self.len as usize - start).min(BLOCK);
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, (BODY_HEADER_LEN + start) as u64)
+            .map_err(io("read body block"))?;
+        if crc32fast::hash(&buf) != self.crcs[index] {
+            return Err(StoreError::Corrupt("body block checksum mismatch"));
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// Blocks in the body.
+    pub fn blocks(&self) -> usize {
+        self.crcs.len()
+    }
+
+    /// The whole body, every block checked.
+    pub fn read_all(&self) -> Result<Bytes, StoreError> {
+        let mut all = Vec::with_capacity(self.len as usize);
+        for i in 0..self.blocks() {
+            all.extend_from_slice(&self.block(i)?);
+        }
+        Ok(Bytes::from(all))
+    }
+}
+
+/// A body being written to a temporary file.
+pub struct BodyWriter {
+    file: File,
+    temp: PathBuf,
+    hash: u128,
+    generation: u64,
+    written: u64,
+    block: crc32fast::Hasher,
+    block_fill: usize,
+    crcs: Vec<u32>,
+}
+
+impl BodyWriter {
+    /// Bytes of body written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The temporary file, for readers following the write.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// The generation this write will commit.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Append body bytes.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
+        self.file.write_all(data).map_err(io("write body"))?;
+        self.written += data.len() as u64;
+        while !data.is_empty() {
+            let take = (BLOCK - self.block_fill).min(data.len());
+            self.block.update(&data[..take]);
+            self.block_fill += take;
+            data = &data[take..];
+            if self.block_fill == BLOCK {
+                let full = std::mem::replace(&mut self.block, crc32fast::Hasher::new());
+                self.crcs.push(full.finalize());
+                self.block_fill = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finish the body file: checksum table, header, fsync if configured,
+    /// rename into place. Returns what the meta file must record.
+    pub fn finish(mut self, disk: &DiskTier) -> Result<(u64, u32), StoreError> {
+        if self.block_fill > 0 {
+            let last = std::mem::replace(&mut self.block, crc32fast::Hasher::new());
+            self.crcs.push(last.finalize());
+        }
+        let table = format::encode_table(&self.crcs);
+        self.file
+            .write_all(&table)
+            .map_err(io("write block table"))?;
+        let header = BodyHeader {
+            key: self.hash.to_be_bytes(),
+            generation: self.generation,
+            body_len: self.written,
+        };
+        self.file
+            .write_all_at(&header.encode(), 0)
+            .map_err(io("write body header"))?;
+        if disk.fsync {
+            self.file.sync_all().map_err(io("fsync body"))?;
+        }
+        let (_, body) = disk.paths(self.hash);
+        fs::create_dir_all(body.parent().expect("sharded path")).map_err(io("create shard dir"))?;
+        fs::rename(&self.temp, &body).map_err(io("commit body"))?;
+        Ok((self.written, crc32fast::hash(&table)))
+    }
+
+    /// Give up: remove the temporary file.
+    pub fn abandon(self) {
+        let _ = fs::remove_file(&self.temp);
+    }
+}
+
+impl DiskTier {
+    /// Open (creating) `dir`; leftovers of interrupted writes are removed.
+    pub fn open(dir: &Path, fsync: bool) -> Result<DiskTier, StoreError> {
+        fs::create_dir_all(dir.join("tmp")).map_err(io("create store directory"))?;
+        for entry in fs::read_dir(dir.join("tmp"))
+            .map_err(io("read tmp directory"))?
+            .flatten()
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+        // Generations only need to differ between writes of one key; seeding
+        // from the clock keeps them increasing across restarts.
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Ok(DiskTier {
+            dir: dir.to_path_buf(),
+            fsync,
+            generation: AtomicU64::new(seed),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Meta and body paths of `hash`'s object.
+    pub fn paths(&self, hash: u128) -> (PathBuf, PathBuf) {
+        let name = hex(hash);
+        let shard = self.dir.join(&name[0..2]).join(&name[2..4]);
+        (
+            shard.join(format!("{name}.meta")),
+            shard.join(format!("{name}.body")),
+        )
+    }
+
+    /// Start writing a body for `hash`.
+    pub fn begin(&self, hash: u128) -> Result<BodyWriter, StoreError> {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let temp = self
+            .dir
+            .join("tmp")
+            .join(format!("{}.{generation}.body", hex(hash)));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(io("create temporary body"))?;
+        file.write_all(&[0u8; BODY_HEADER_LEN])
+            .map_err(io("reserve body header"))?;
+        Ok(BodyWriter {
+            file,
+            temp,
+            hash,
+            generation,
+            written: 0,
+            block: crc32fast::Hasher::new(),
+            block_fill: 0,
+            crcs: Vec::new(),
+        })
+    }
+
+    /// Write the meta file for a committed body: this is the commit.
+    pub fn commit_meta(
+        &self,
+        hash: u128,
+        meta: &MetaHeader,
+        internal: &[u8],
+        header: &[u8],
+        key: &[u8],
+    ) -> Result<u64, StoreError> {
+        let bytes = meta.encode(internal, header, key);
+        let temp = self
+            .dir
+            .join("tmp")
+            .join(format!("{}.{}.meta", hex(hash), meta.generation));
+        let mut file = File::create(&temp).map_err(io("create temporary meta"))?;
+        file.write_all(&bytes).map_err(io("write meta"))?;
+        if self.fsync {
+            file.sync_all().map_err(io("fsync meta"))?;
+        }
+        let (path, _) = self.paths(hash);
+        fs::create_dir_all(path.parent().expect("sharded path")).map_err(io("create shard dir"))?;
+        fs::rename(&temp, &path).map_err(io("commit meta"))?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// The meta file of `hash`, checked: `None` if there is none.
+    pub fn read_meta(&self, hash: u128) -> Result<Option<Vec<u8>>, StoreError> {
+        let (path, _) = self.paths(hash);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io("read meta", e)),
+        }
+    }
+
+    /// Open the body `meta` describes, checking that it belongs to it.
+    pub fn open_body(&self, hash: u128, meta: &MetaHeader) -> Result<BodyReader, StoreError> {
+        let (_, path) = self.paths(hash);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Corrupt("body file missing"))
+            }
+            Err(e) => return Err(StoreError::Io("open body", e)),
+        };
+        let mut head = [0u8; BODY_HEADER_LEN];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|_| StoreError::Corrupt("body file shorter than its header"))?;
+        let body = BodyHeader::decode(&head)?;
+        if body.key != hash.to_be_bytes()
+            || body.generation != meta.generation
+            || body.body_len != meta.body_len
+        {
+            return Err(StoreError::Corrupt("body does not belong to its meta"));
+        }
+        let blocks = format::blocks(body.body_len);
+        let file_len = file.metadata().map_err(io("stat body"))?.len();
+        if file_len != (BODY_HEADER_LEN + blocks * 4) as u64 + body.body_len {
+            return Err(StoreError::Corrupt("body file has the wrong length"));
+        }
+        let mut table = vec![0u8; blocks * 4];
+        file.read_exact_at(&mut table, BODY_HEADER_LEN as u64 + body.body_len)
+            .map_err(io("read block table"))?;
+        let crcs = format::decode_table(&table, blocks, meta.table_crc)?;
+        Ok(BodyReader {
+            file,
+            len: body.body_len,
+            crcs,
+        })
+    }
+
+    /// Remove `hash`'s object (meta first: it is the commit).
+    pub fn remove(&self, hash: u128) -> bool {
+        let (meta, body) = self.paths(hash);
+        let had = fs::remove_file(meta).is_ok();
+        let _ = fs::remove_file(body);
+        had
+    }
+
+    /// Walk the directory and return every complete object, deleting
+    /// anything incomplete or corrupt.
+    pub fn recover(&self) -> Vec<Recovered> {
+        let mut found = Vec::new();
+        let shards = fs::read_dir(&self.dir).into_iter().flatten().flatten();
+        for outer in shards.filter(|e| e.file_name().len() == 2) {
+            for inner in fs::read_dir(outer.path()).into_iter().flatten().flatten() {
+                for file in fs::read_dir(inner.path()).into_iter().flatten().flatten() {
+                    let path = file.path();
+                    let Some(hash) = path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .and_then(|s| u128::from_str_radix(s, 16).ok())
+                    else {
+                        let _ = fs::remove_file(&path);
+                        continue;
+                    };
+                    match path.extension().and_then(|e| e.to_str()) {
+                        Some("meta") => match self.check(hash, &path) {
+                            Ok(r) => found.push(r),
+                            Err(e) => {
+                                tracing::warn!(file = %path.display(), error = %e, "removing unusable cache object");
+                                self.remove(hash);
+                            }
+                        },
+                        Some("body") if !path.with_extension("meta").exists() => {
+                            let _ = fs::remove_file(&path);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    fn check(&self, hash: u128, path: &Path) -> Result<Recovered, StoreError> {
+        let mut bytes = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io("read meta"))?;
+        let (meta, blobs) = MetaHeader::decode(&bytes)?;
+        if meta.key != hash.to_be_bytes() {
+            return Err(StoreError::Corrupt("meta file under the wrong name"));
+        }
+        let body = self.open_body(hash, &meta)?;
+        Ok(Recovered {
+            hash,
+            key: decode_key(blobs.key)?,
+            size: body.len + bytes.len() as u64,
+        })
+    }
+}

@@ -1,0 +1,266 @@
+//! Reading a cached body: from memory, from disk (checked block by block),
+//! or from a write still in progress.
+
+use std::any::Any;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_cache::key::CacheKey;
+use pingora_cache::storage::{HandleHit, Storage};
+use pingora_cache::trace::SpanHandle;
+use pingora_error::{Error, ErrorType, Result};
+use tokio::sync::watch;
+
+use crate::disk::format::{BLOCK, BODY_HEADER_LEN};
+use crate::disk::BodyReader;
+use crate::error::StoreError;
+use crate::observer::StoreEvent;
+use crate::partial::{Partial, Progress};
+use crate::store::TieredStore;
+
+/// A byte range within a body, from a seek.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    start: usize,
+    end: usize,
+}
+
+impl Range {
+    fn whole(len: usize) -> Range {
+        Range { start: 0, end: len }
+    }
+
+    fn seek(len: usize, start: usize, end: Option<usize>) -> Result<Range> {
+        let end = end.unwrap_or(len).min(len);
+        if start >= len && len > 0 || start > end {
+            return Error::e_explain(ErrorType::InternalError, "seek out of range");
+        }
+        Ok(Range { start, end })
+    }
+}
+
+/// A body held in memory (memory tier, or a small disk body read whole).
+pub struct MemoryHit {
+    body: Bytes,
+    range: Range,
+    done: bool,
+}
+
+impl MemoryHit {
+    /// Serve `body`.
+    pub fn new(body: Bytes) -> MemoryHit {
+        MemoryHit {
+            range: Range::whole(body.len()),
+            body,
+            done: false,
+        }
+    }
+}
+
+#[async_trait]
+impl HandleHit for MemoryHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.range.start..self.range.end)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _: &'static (dyn Storage + Sync),
+        _: &CacheKey,
+        _: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        self.range = Range::seek(self.body.len(), start, end)?;
+        self.done = false;
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.body.len()
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// A large body read from disk a block at a time; each block's checksum is
+/// checked before any of it is returned.
+pub struct DiskHit {
+    store: &'static TieredStore,
+    hash: u128,
+    reader: Arc<BodyReader>,
+    range: Range,
+    pos: usize,
+}
+
+impl DiskHit {
+    /// Serve the body `reader` opened.
+    pub fn new(store: &'static TieredStore, hash: u128, reader: BodyReader) -> DiskHit {
+        let len = reader.len as usize;
+        DiskHit {
+            store,
+            hash,
+            reader: Arc::new(reader),
+            range: Range::whole(len),
+            pos: 0,
+        }
+    }
+}
+
+#[async_trait]
+impl HandleHit for DiskHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.pos >= self.range.end {
+            return Ok(None);
+        }
+        let index = self.pos / BLOCK;
+        let reader = self.reader.clone();
+        let started = std::time::Instant::now();
+        let block = tokio::task::spawn_blocking(move || reader.block(index))
+            .await
+            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        self.store
+            .observe(StoreEvent::DiskLatency("read", started.elapsed()));
+        let block = match block {
+            Ok(block) => block,
+            Err(e) => {
+                self.store.discard_corrupt(self.hash, &e).await;
+                return Err(e.into_pingora());
+            }
+        };
+        self.store
+            .observe(StoreEvent::BytesRead(block.len() as u64));
+        let block_start = index * BLOCK;
+        let from = self.pos - block_start;
+        let to = (self.range.end - block_start).min(block.len());
+        self.pos = block_start + to;
+        Ok(Some(block.slice(from..to)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _: &'static (dyn Storage + Sync),
+        _: &CacheKey,
+        _: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        self.range = Range::seek(self.reader.len as usize, start, end)?;
+        self.pos = self.range.start;
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.reader.len as usize
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Bytes read from a write in progress per `read_body`.
+const PARTIAL_CHUNK: u64 = 64 * 1024;
+
+/// A body still being written: read as it arrives, an error if its writer
+/// gives up.
+pub struct PartialHit {
+    file: Arc<File>,
+    progress: watch::Receiver<Progress>,
+    pos: u64,
+    _partial: Arc<Partial>,
+}
+
+impl PartialHit {
+    /// Follow `partial`, whose temporary file is `file`.
+    pub fn new(partial: Arc<Partial>, file: File) -> PartialHit {
+        PartialHit {
+            file: Arc::new(file),
+            progress: partial.subscribe(),
+            pos: 0,
+            _partial: partial,
+        }
+    }
+}
+
+#[async_trait]
+impl HandleHit for PartialHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            let readable = match *self.progress.borrow_and_update() {
+                Progress::Abandoned => return Err(StoreError::WriteAbandoned.into_pingora()),
+                Progress::Done(len) if self.pos >= len => return Ok(None),
+                Progress::Done(len) | Progress::Writing(len) => len,
+            };
+            if self.pos < readable {
+                let len = (readable - self.pos).min(PARTIAL_CHUNK) as usize;
+                let (file, at) = (self.file.clone(), BODY_HEADER_LEN as u64 + self.pos);
+                let chunk = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; len];
+                    file.read_exact_at(&mut buf, at).map(|()| buf)
+                })
+                .await
+                .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?
+                .map_err(|e| StoreError::Io("read partial body", e).into_pingora())?;
+                self.pos += len as u64;
+                return Ok(Some(Bytes::from(chunk)));
+            }
+            if self.progress.changed().await.is_err() {
+                // The writer's state went away without saying it finished.
+                if !matches!(*self.progress.borrow(), Progress::Done(_)) {
+                    return Err(StoreError::WriteAbandoned.into_pingora());
+                }
+            }
+        }
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _: &'static (dyn Storage + Sync),
+        _: &CacheKey,
+        _: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn should_count_access(&self) -> bool {
+        false
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}

@@ -1,0 +1,42 @@
+//! A tiered memory + disk storage backend for `pingora-cache`.
+//!
+//! pingora-cache ships only an in-memory store "for testing". [`TieredStore`]
+//! implements the whole `Storage` trait for production use:
+//!
+//! - **Tiers.** A byte-bounded memory tier for small, hot objects in front of
+//!   a byte-bounded disk tier (bounded by the pingora eviction manager you
+//!   pair it with; weight = bytes on disk).
+//! - **Safe, recoverable files.** Two files per object named by the key's
+//!   128-bit hash, written to a temporary file and renamed; a versioned
+//!   header with lengths and checksums on each, and a checksum per 64 KiB
+//!   body block. A truncated or corrupted file is detected, removed and
+//!   treated as a miss; a restart (clean or `kill -9`) rebuilds the index
+//!   from the files and keeps every object that was committed.
+//! - **Streaming partial writes.** Requests collapsed behind a miss read the
+//!   body as it is written; a writer that gives up is an error to them, not
+//!   a clean (truncated) end.
+//! - **Never blocks the runtime.** File I/O runs in `spawn_blocking`; at most
+//!   `write_concurrency` objects are written at once, and a miss beyond that
+//!   is served but not stored.
+//! - **Observable.** A [`StoreObserver`] receives every event; Prometheus
+//!   and `tracing` implementations are included. [`TieredStore::health`]
+//!   says whether the disk is writable and how much room is left.
+
+mod config;
+mod disk;
+mod error;
+mod hit;
+mod index;
+mod memory;
+mod miss;
+mod observer;
+mod partial;
+mod store;
+
+pub use config::StoreConfig;
+pub use disk::Recovered;
+pub use error::StoreError;
+pub use observer::{
+    NoopObserver, PrometheusObserver, StoreEvent, StoreObserver, Tier, TracingObserver,
+};
+pub use store::{Health, TieredStore};

@@ -1,0 +1,169 @@
+//! Writing a missed object: streamed to a temporary file (readable by the
+//! requests collapsed behind it), committed by `finish`, abandoned — and
+//! reported to readers as an error — if dropped without it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora_cache::storage::{HandleMiss, MissFinishType};
+use pingora_error::{Error, ErrorType, Result};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::disk::format::MetaHeader;
+use crate::disk::BodyWriter;
+use crate::error::StoreError;
+use crate::memory::MemObject;
+use crate::observer::StoreEvent;
+use crate::partial::{Partial, Progress};
+use crate::store::TieredStore;
+
+/// One object being written.
+pub struct Miss {
+    pub(crate) store: &'static TieredStore,
+    pub(crate) hash: u128,
+    pub(crate) partial: Arc<Partial>,
+    pub(crate) writer: Option<BodyWriter>,
+    pub(crate) key: Vec<u8>,
+    /// The body so far, while it is small enough for the memory tier.
+    pub(crate) small: Option<BytesMut>,
+    pub(crate) write_tag: [u8; 8],
+    pub(crate) _permit: OwnedSemaphorePermit,
+}
+
+fn join_error(e: tokio::task::JoinError) -> Box<Error> {
+    Error::explain(ErrorType::InternalError, format!("disk task failed: {e}"))
+}
+
+#[async_trait]
+impl HandleMiss for Miss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self
+            .writer
+            .take()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "write after failure"))?;
+        let total = writer.written() + data.len() as u64;
+        if total > self.store.max_object_size() {
+            writer.abandon();
+            return Err(StoreError::TooLarge(total).into_pingora());
+        }
+        if let Some(small) = &mut self.small {
+            if total <= self.store.memory_max_object() {
+                small.extend_from_slice(&data);
+            } else {
+                self.small = None;
+            }
+        }
+        let started = std::time::Instant::now();
+        let len = data.len() as u64;
+        let (writer, result) = tokio::task::spawn_blocking(move || {
+            let result = writer.write(&data);
+            (writer, result)
+        })
+        .await
+        .map_err(join_error)?;
+        self.store
+            .observe(StoreEvent::DiskLatency("write", started.elapsed()));
+        match result {
+            Ok(()) => {
+                self.store.observe(StoreEvent::BytesWritten(len));
+                self.partial.publish(Progress::Writing(writer.written()));
+                self.writer = Some(writer);
+                Ok(())
+            }
+            Err(e) => {
+                self.store.observe(StoreEvent::Error("write"));
+                writer.abandon();
+                Err(e.into_pingora())
+            }
+        }
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "finish after failure"))?;
+        let store = self.store;
+        let (hash, key) = (self.hash, std::mem::take(&mut self.key));
+        let (internal, header) = (self.partial.internal.clone(), self.partial.header.clone());
+        let generation = writer.generation();
+        let started = std::time::Instant::now();
+        let committed = tokio::task::spawn_blocking(move || {
+            let (body_len, table_crc) = writer.finish(store.disk())?;
+            let meta = MetaHeader {
+                key: hash.to_be_bytes(),
+                generation,
+                body_len,
+                table_crc,
+                internal_len: internal.len() as u32,
+                header_len: header.len() as u32,
+                key_len: key.len() as u32,
+            };
+            let meta_len = store
+                .disk()
+                .commit_meta(hash, &meta, &internal, &header, &key)?;
+            Ok::<_, StoreError>((body_len, meta_len))
+        })
+        .await
+        .map_err(join_error)?;
+        self.store
+            .observe(StoreEvent::DiskLatency("commit", started.elapsed()));
+        let (body_len, meta_len) = committed.map_err(|e| {
+            store.observe(StoreEvent::Error("commit"));
+            e.into_pingora()
+        })?;
+        let size = body_len + meta_len;
+        store.index().insert(hash, size);
+        match self.small.take() {
+            Some(body) if body.len() as u64 == body_len => {
+                store.memory().insert(
+                    hash,
+                    Arc::new(MemObject {
+                        internal: self.partial.internal.clone(),
+                        header: self.partial.header.clone(),
+                        body: body.freeze(),
+                    }),
+                );
+            }
+            _ => {
+                store.memory().remove(hash);
+            }
+        }
+        self.partial.publish(Progress::Done(body_len));
+        store.partials().remove(hash, self.partial.write_id);
+        store.observe(StoreEvent::Insert(size));
+        Ok(MissFinishType::Created(size as usize))
+    }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        Some(&self.write_tag)
+    }
+}
+
+impl Drop for Miss {
+    fn drop(&mut self) {
+        // Dropped without `finish`: the write failed. Readers following it
+        // must see an error, not a clean end of a truncated body.
+        if let Some(writer) = self.writer.take() {
+            self.partial.publish(Progress::Abandoned);
+            self.store
+                .partials()
+                .remove(self.hash, self.partial.write_id);
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn_blocking(move || writer.abandon());
+                }
+                Err(_) => writer.abandon(),
+            }
+        } else if !matches!(*self.partial.subscribe().borrow(), Progress::Done(_)) {
+            self.partial.publish(Progress::Abandoned);
+            self.store
+                .partials()
+                .remove(self.hash, self.partial.write_id);
+        }
+    }
+}

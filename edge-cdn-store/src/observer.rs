@@ -1,0 +1,164 @@
+//! What the store reports, to whoever wants to know.
+//!
+//! The store calls a [`StoreObserver`] at each event; it does not own a
+//! metrics registry or a logger. [`PrometheusObserver`] exports counters into
+//! a registry you pass in; [`TracingObserver`] writes debug events.
+
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+/// Which tier served or held an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The memory tier.
+    Memory,
+    /// The disk tier.
+    Disk,
+    /// A write still in progress.
+    Partial,
+}
+
+impl Tier {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Disk => "disk",
+            Tier::Partial => "partial",
+        }
+    }
+}
+
+/// Something the store did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StoreEvent {
+    /// A lookup found the object in `tier`.
+    Hit(Tier),
+    /// A lookup found nothing.
+    Miss,
+    /// An object was committed with this many bytes.
+    Insert(u64),
+    /// A disk object was copied into memory.
+    Promotion,
+    /// An object was removed because the store was full.
+    Eviction,
+    /// An object was removed or expired on request.
+    Purge,
+    /// A file failed its checks and was removed.
+    Corrupt,
+    /// A write was refused because disk I/O was saturated.
+    Skipped,
+    /// Body bytes read from disk.
+    BytesRead(u64),
+    /// Body bytes written to disk.
+    BytesWritten(u64),
+    /// One disk operation took this long.
+    DiskLatency(&'static str, Duration),
+    /// A disk operation failed.
+    Error(&'static str),
+}
+
+/// Receives the store's events. Must be cheap: it is called on the request path.
+pub trait StoreObserver: Send + Sync {
+    /// One event.
+    fn event(&self, event: StoreEvent);
+}
+
+/// Ignores everything.
+pub struct NoopObserver;
+
+impl StoreObserver for NoopObserver {
+    fn event(&self, _event: StoreEvent) {}
+}
+
+/// Writes each event as a `tracing` debug event (target `edge_cdn_store`).
+pub struct TracingObserver;
+
+impl StoreObserver for TracingObserver {
+    fn event(&self, event: StoreEvent) {
+        match event {
+            StoreEvent::Corrupt | StoreEvent::Error(_) => {
+                tracing::warn!(target: "edge_cdn_store", ?event)
+            }
+            _ => tracing::debug!(target: "edge_cdn_store", ?event),
+        }
+    }
+}
+
+/// Exports events as Prometheus counters and a latency histogram.
+pub struct PrometheusObserver {
+    lookups: IntCounterVec,
+    events: IntCounterVec,
+    bytes: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl PrometheusObserver {
+    /// Register the families in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<PrometheusObserver> {
+        let lookups = IntCounterVec::new(
+            Opts::new(
+                "edge_store_lookups_total",
+                "Store lookups by result and tier.",
+            ),
+            &["result", "tier"],
+        )?;
+        let events = IntCounterVec::new(
+            Opts::new(
+                "edge_store_events_total",
+                "Inserts, promotions, evictions, purges, corrupt files, skipped writes, errors.",
+            ),
+            &["event"],
+        )?;
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "edge_store_disk_bytes_total",
+                "Body bytes read from and written to disk.",
+            ),
+            &["direction"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("edge_store_disk_seconds", "Disk operation latency.").buckets(vec![
+                1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5,
+            ]),
+            &["op"],
+        )?;
+        registry.register(Box::new(lookups.clone()))?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(bytes.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        Ok(PrometheusObserver {
+            lookups,
+            events,
+            bytes,
+            latency,
+        })
+    }
+}
+
+impl StoreObserver for PrometheusObserver {
+    fn event(&self, event: StoreEvent) {
+        let count = |e: &str| self.events.with_label_values(&[e]).inc();
+        match event {
+            StoreEvent::Hit(tier) => self
+                .lookups
+                .with_label_values(&["hit", tier.as_str()])
+                .inc(),
+            StoreEvent::Miss => self.lookups.with_label_values(&["miss", "none"]).inc(),
+            StoreEvent::Insert(_) => count("insert"),
+            StoreEvent::Promotion => count("promotion"),
+            StoreEvent::Eviction => count("eviction"),
+            StoreEvent::Purge => count("purge"),
+            StoreEvent::Corrupt => count("corrupt"),
+            StoreEvent::Skipped => count("skipped"),
+            StoreEvent::Error(_) => count("error"),
+            StoreEvent::BytesRead(n) => self.bytes.with_label_values(&["read"]).inc_by(n),
+            StoreEvent::BytesWritten(n) => self.bytes.with_label_values(&["written"]).inc_by(n),
+            StoreEvent::DiskLatency(op, d) => self
+                .latency
+                .with_label_values(&[op])
+                .observe(d.as_secs_f64()),
+        }
+    }
+}

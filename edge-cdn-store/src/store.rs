@@ -1,0 +1,450 @@
+//! [`TieredStore`]: the `pingora_cache::Storage` implementation.
+//!
+//! A lookup tries, in order: a write in progress for the key (so requests
+//! collapsed behind a miss stream its body as it arrives), the memory tier,
+//! then the disk index. Disk objects small enough are read whole, checked,
+//! and promoted to memory; larger ones are streamed and checked block by
+//! block. A file that fails a check is removed and the lookup is a miss.
+
+use std::any::Any;
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora_cache::key::{CacheHashKey, CacheKey};
+use pingora_cache::storage::{
+    HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::CacheMeta;
+use pingora_error::{Error, ErrorType, Result};
+use tokio::sync::Semaphore;
+
+use crate::config::StoreConfig;
+use crate::disk::format::MetaHeader;
+use crate::disk::{encode_key, DiskTier, Recovered};
+use crate::error::StoreError;
+use crate::hit::{DiskHit, MemoryHit, PartialHit};
+use crate::index::Index;
+use crate::memory::{MemObject, MemoryTier};
+use crate::miss::Miss;
+use crate::observer::{StoreEvent, StoreObserver, Tier};
+use crate::partial::{Partial, Partials};
+
+/// A memory + disk storage backend for pingora-cache.
+pub struct TieredStore {
+    config: StoreConfig,
+    disk: DiskTier,
+    index: Index,
+    memory: MemoryTier,
+    partials: Partials,
+    writes: Arc<Semaphore>,
+    next_write: AtomicU64,
+    observer: Arc<dyn StoreObserver>,
+    recovered: Mutex<Vec<Recovered>>,
+}
+
+/// Whether the store can take writes, and how full it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// A file could be created and removed in the store directory.
+    pub writable: Result<(), String>,
+    /// Bytes free on the store's filesystem.
+    pub free_bytes: u64,
+    /// Objects on disk.
+    pub disk_objects: usize,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+    /// Objects in memory.
+    pub memory_objects: usize,
+    /// Bytes in memory.
+    pub memory_bytes: usize,
+}
+
+fn hash_of(key: &impl CacheHashKey) -> u128 {
+    u128::from_be_bytes(key.combined_bin())
+}
+
+impl TieredStore {
+    /// Open the store in `config.dir`: rebuild the index from the files
+    /// there, removing anything incomplete or corrupt. Blocking; run it at
+    /// start-up, before serving. The recovered objects wait in
+    /// [`TieredStore::take_recovered`] for the eviction manager.
+    pub fn open(
+        config: StoreConfig,
+        observer: Arc<dyn StoreObserver>,
+    ) -> Result<TieredStore, StoreError> {
+        let disk = DiskTier::open(&config.dir, config.fsync)?;
+        let recovered = disk.recover();
+        let index = Index::default();
+        index.reserve(recovered.len());
+        for r in &recovered {
+            index.insert(r.hash, r.size);
+        }
+        let memory_limit = usize::try_from(config.memory_bytes.as_u64()).unwrap_or(usize::MAX);
+        Ok(TieredStore {
+            memory: MemoryTier::new(memory_limit),
+            writes: Arc::new(Semaphore::new(config.write_concurrency)),
+            config,
+            disk,
+            index,
+            partials: Partials::default(),
+            next_write: AtomicU64::new(1),
+            observer,
+            recovered: Mutex::new(recovered),
+        })
+    }
+
+    /// The objects found at start, once: the caller admits them to its
+    /// eviction manager so they are tracked (and evictable) before they are
+    /// next read.
+    pub fn take_recovered(&self) -> Vec<Recovered> {
+        std::mem::take(&mut *self.recovered.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether the disk tier is writable and how much room is left.
+    /// Blocking (it touches the filesystem).
+    pub fn health(&self) -> Health {
+        let probe = self.disk.dir().join("tmp").join(".health");
+        let writable = File::create(&probe)
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| format!("{}: {e}", self.disk.dir().display()));
+        let (disk_objects, disk_bytes) = self.index.totals();
+        let (memory_objects, memory_bytes) = self.memory.totals();
+        Health {
+            writable,
+            free_bytes: free_bytes(self.disk.dir()),
+            disk_objects,
+            disk_bytes,
+            memory_objects,
+            memory_bytes,
+        }
+    }
+
+    pub(crate) fn observe(&self, event: StoreEvent) {
+        self.observer.event(event);
+    }
+
+    pub(crate) fn disk(&self) -> &DiskTier {
+        &self.disk
+    }
+
+    pub(crate) fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub(crate) fn memory(&self) -> &MemoryTier {
+        &self.memory
+    }
+
+    pub(crate) fn partials(&self) -> &Partials {
+        &self.partials
+    }
+
+    pub(crate) fn max_object_size(&self) -> u64 {
+        self.config.max_object_size.as_u64()
+    }
+
+    pub(crate) fn memory_max_object(&self) -> u64 {
+        self.config.memory_max_object.as_u64()
+    }
+
+    /// A file failed its checks: remove the object so the next lookup is a
+    /// clean miss.
+    pub(crate) async fn discard_corrupt(&'static self, hash: u128, error: &StoreError) {
+        tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "corrupt cache object removed");
+        self.observe(StoreEvent::Corrupt);
+        self.forget(hash).await;
+    }
+
+    /// Remove `hash` from every tier; returns whether it was stored.
+    async fn forget(&'static self, hash: u128) -> bool {
+        let in_memory = self.memory.remove(hash);
+        let in_index = self.index.remove(hash).is_some();
+        let on_disk = tokio::task::spawn_blocking(move || self.disk.remove(hash))
+            .await
+            .unwrap_or(false);
+        in_memory || in_index || on_disk
+    }
+
+    fn partial_hit(&'static self, partial: Arc<Partial>) -> Option<(CacheMeta, HitHandler)> {
+        let meta = CacheMeta::deserialize(&partial.internal, &partial.header).ok()?;
+        let file = File::open(&partial.temp).ok()?;
+        self.observe(StoreEvent::Hit(Tier::Partial));
+        Some((meta, Box::new(PartialHit::new(partial, file))))
+    }
+
+    /// Read `hash`'s object from disk. Small bodies are read whole and
+    /// checked here; large ones are checked as they stream.
+    async fn disk_lookup(&'static self, hash: u128) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let verify_whole = self.config.verify_whole_below.as_u64();
+        let started = Instant::now();
+        let opened = tokio::task::spawn_blocking(move || {
+            let Some(bytes) = self.disk.read_meta(hash)? else {
+                return Ok(None);
+            };
+            let (meta, blobs) = MetaHeader::decode(&bytes)?;
+            let body = self.disk.open_body(hash, &meta)?;
+            let whole = if body.len <= verify_whole {
+                Some(body.read_all()?)
+            } else {
+                None
+            };
+            Ok::<_, StoreError>(Some((
+                Bytes::copy_from_slice(blobs.internal),
+                Bytes::copy_from_slice(blobs.header),
+                body,
+                whole,
+            )))
+        })
+        .await
+        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        self.observe(StoreEvent::DiskLatency("open", started.elapsed()));
+        let (internal, header, body, whole) = match opened {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                // Indexed but gone (removed behind our back): forget it.
+                self.index.remove(hash);
+                return Ok(None);
+            }
+            Err(e @ StoreError::Corrupt(_)) => {
+                self.discard_corrupt(hash, &e).await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into_pingora()),
+        };
+        let meta = match CacheMeta::deserialize(&internal, &header) {
+            Ok(meta) => meta,
+            Err(_) => {
+                self.discard_corrupt(hash, &StoreError::Corrupt("undecodable cache meta"))
+                    .await;
+                return Ok(None);
+            }
+        };
+        self.observe(StoreEvent::Hit(Tier::Disk));
+        let handler: HitHandler = match whole {
+            Some(body) => {
+                self.observe(StoreEvent::BytesRead(body.len() as u64));
+                if body.len() as u64 <= self.memory_max_object() {
+                    self.memory.insert(
+                        hash,
+                        Arc::new(MemObject {
+                            internal,
+                            header,
+                            body: body.clone(),
+                        }),
+                    );
+                    self.observe(StoreEvent::Promotion);
+                }
+                Box::new(MemoryHit::new(body))
+            }
+            None => Box::new(DiskHit::new(self, hash, body)),
+        };
+        Ok(Some((meta, handler)))
+    }
+
+    /// Rewrite `hash`'s meta file, keeping its body: a 304 refresh or an expiry.
+    async fn rewrite_meta(&'static self, hash: u128, meta: &CacheMeta) -> Result<bool> {
+        let (internal, header) = meta.serialize()?;
+        let (internal, header) = (Bytes::from(internal), Bytes::from(header));
+        let (i, h) = (internal.clone(), header.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            let Some(bytes) = self.disk.read_meta(hash)? else {
+                return Ok(false);
+            };
+            let (old, blobs) = MetaHeader::decode(&bytes)?;
+            let new = MetaHeader {
+                internal_len: i.len() as u32,
+                header_len: h.len() as u32,
+                ..old
+            };
+            self.disk.commit_meta(hash, &new, &i, &h, blobs.key)?;
+            Ok::<_, StoreError>(true)
+        })
+        .await
+        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        match written {
+            Ok(true) => {
+                self.memory.update_meta(hash, internal, header);
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e @ StoreError::Corrupt(_)) => {
+                self.discard_corrupt(hash, &e).await;
+                Ok(false)
+            }
+            Err(e) => Err(e.into_pingora()),
+        }
+    }
+
+    /// The stored meta of `hash`, from memory or disk.
+    async fn stored_meta(&'static self, hash: u128) -> Option<CacheMeta> {
+        if let Some(object) = self.memory.get(hash) {
+            return CacheMeta::deserialize(&object.internal, &object.header).ok();
+        }
+        let bytes = tokio::task::spawn_blocking(move || self.disk.read_meta(hash))
+            .await
+            .ok()?
+            .ok()??;
+        let (_, blobs) = MetaHeader::decode(&bytes).ok()?;
+        CacheMeta::deserialize(blobs.internal, blobs.header).ok()
+    }
+}
+
+/// Free bytes on the filesystem holding `dir` (0 if unknown).
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` points to
+    // writable memory of the right type; statvfs writes only into it.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return 0;
+    }
+    // SAFETY: statvfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    stat.f_bavail.saturating_mul(stat.f_frsize)
+}
+
+#[async_trait]
+impl Storage for TieredStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = hash_of(key);
+        if let Some(partial) = self.partials.get(hash, None) {
+            if let Some(hit) = self.partial_hit(partial) {
+                return Ok(Some(hit));
+            }
+        }
+        if let Some(object) = self.memory.get(hash) {
+            if let Ok(meta) = CacheMeta::deserialize(&object.internal, &object.header) {
+                self.observe(StoreEvent::Hit(Tier::Memory));
+                return Ok(Some((meta, Box::new(MemoryHit::new(object.body.clone())))));
+            }
+        }
+        if self.index.get(hash).is_some() {
+            return self.disk_lookup(hash).await;
+        }
+        self.observe(StoreEvent::Miss);
+        Ok(None)
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        streaming_write_tag: Option<&[u8]>,
+        trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(tag) = streaming_write_tag else {
+            return self.lookup(key, trace).await;
+        };
+        let write_id = <[u8; 8]>::try_from(tag).map(u64::from_be_bytes).ok();
+        // pingora panics on `None` here: the writer just created this write,
+        // so its absence is an error, not a miss.
+        self.partials
+            .get(hash_of(key), write_id)
+            .and_then(|partial| self.partial_hit(partial))
+            .map(Some)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "streaming write not found"))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let Ok(permit) = self.writes.clone().try_acquire_owned() else {
+            self.observe(StoreEvent::Skipped);
+            return Err(StoreError::Saturated.into_pingora());
+        };
+        let hash = hash_of(key);
+        let (internal, header) = meta.serialize()?;
+        let writer = tokio::task::spawn_blocking(move || self.disk.begin(hash))
+            .await
+            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?
+            .map_err(|e| {
+                self.observe(StoreEvent::Error("begin"));
+                e.into_pingora()
+            })?;
+        let write_id = self.next_write.fetch_add(1, Ordering::Relaxed);
+        let partial = Arc::new(Partial::new(
+            write_id,
+            Bytes::from(internal),
+            Bytes::from(header),
+            writer.temp_path().to_path_buf(),
+        ));
+        self.partials.insert(hash, partial.clone());
+        Ok(Box::new(Miss {
+            store: self,
+            hash,
+            partial,
+            writer: Some(writer),
+            key: encode_key(&key.to_compact()),
+            small: Some(BytesMut::new()),
+            write_tag: write_id.to_be_bytes(),
+            _permit: permit,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let hash = hash_of(target.key());
+        if !self.forget(hash).await {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        self.observe(match purge_type {
+            PurgeType::Eviction => StoreEvent::Eviction,
+            PurgeType::Invalidation => StoreEvent::Purge,
+        });
+        Ok(PurgeOutcome::Purged(None))
+    }
+
+    async fn expire(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let hash = hash_of(target.key());
+        let Some(mut meta) = self.stored_meta(hash).await else {
+            return Ok(PurgeOutcome::NotFound);
+        };
+        meta.expire_at(SystemTime::now());
+        if !self.rewrite_meta(hash, &meta).await? {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        self.observe(StoreEvent::Purge);
+        Ok(PurgeOutcome::Expired)
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        self.rewrite_meta(hash_of(key), meta).await
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        true
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}

@@ -1,0 +1,391 @@
+//! The store through pingora's `Storage` interface, on a real directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use bytesize::ByteSize;
+use edge_cdn_store::{NoopObserver, StoreConfig, TieredStore};
+use pingora_cache::key::CacheKey;
+use pingora_cache::storage::{HitHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage};
+use pingora_cache::trace::Span;
+use pingora_cache::CacheMeta;
+use pingora_http::ResponseHeader;
+
+fn config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        dir: dir.to_path_buf(),
+        memory_max_object: ByteSize::kib(4),
+        verify_whole_below: ByteSize::kib(64),
+        ..StoreConfig::default()
+    }
+}
+
+fn open(config: StoreConfig) -> &'static TieredStore {
+    Box::leak(Box::new(
+        TieredStore::open(config, Arc::new(NoopObserver)).unwrap(),
+    ))
+}
+
+fn key(path: &str) -> CacheKey {
+    CacheKey::new(path.as_bytes().to_vec(), "test")
+}
+
+fn meta(tag: &str) -> CacheMeta {
+    let mut header = ResponseHeader::build(200, None).unwrap();
+    header.insert_header("x-tag", tag).unwrap();
+    let now = SystemTime::now();
+    CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+}
+
+fn body(len: usize, seed: u8) -> Bytes {
+    Bytes::from(
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<_>>(),
+    )
+}
+
+async fn put(store: &'static TieredStore, path: &str, data: &Bytes) {
+    let span = Span::inactive().handle();
+    let mut miss = store
+        .get_miss_handler(&key(path), &meta(path), &span)
+        .await
+        .unwrap();
+    for chunk in data.chunks(10_000) {
+        miss.write_body(Bytes::copy_from_slice(chunk), false)
+            .await
+            .unwrap();
+    }
+    miss.finish().await.unwrap();
+}
+
+async fn read_all(hit: &mut HitHandler) -> pingora_error::Result<Bytes> {
+    let mut all = Vec::new();
+    while let Some(chunk) = hit.read_body().await? {
+        all.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(all))
+}
+
+async fn get(store: &'static TieredStore, path: &str) -> Option<(CacheMeta, Bytes)> {
+    let span = Span::inactive().handle();
+    let (meta, mut hit) = store.lookup(&key(path), &span).await.unwrap()?;
+    let body = read_all(&mut hit).await.unwrap();
+    Some((meta, body))
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, ext, out);
+            } else if path.extension().and_then(|e| e.to_str()) == Some(ext) {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, ext, &mut out);
+    out
+}
+
+#[tokio::test]
+async fn objects_round_trip_in_every_size_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    // Memory-sized, whole-verified disk, and streamed-from-disk bodies.
+    for (path, len) in [
+        ("/tiny", 100),
+        ("/mid", 50_000),
+        ("/large", 1_000_000),
+        ("/empty", 0),
+    ] {
+        let data = body(len, 7);
+        put(store, path, &data).await;
+        let (meta, got) = get(store, path).await.expect(path);
+        assert_eq!(got, data, "{path}");
+        assert_eq!(meta.headers()["x-tag"], path);
+    }
+    assert!(get(store, "/absent").await.is_none());
+}
+
+#[tokio::test]
+async fn seeks_serve_ranges_from_disk_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    let data = body(300_000, 3);
+    put(store, "/r", &data).await;
+    let span = Span::inactive().handle();
+    let (_, mut hit) = store.lookup(&key("/r"), &span).await.unwrap().unwrap();
+    assert!(hit.can_seek());
+    hit.seek(70_000, Some(200_000)).unwrap();
+    assert_eq!(
+        read_all(&mut hit).await.unwrap(),
+        data.slice(70_000..200_000)
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_committed_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<Bytes> = (0..20).map(|i| body(i * 7_000, i as u8)).collect();
+    {
+        let store = open(config(dir.path()));
+        for (i, d) in data.iter().enumerate() {
+            put(store, &format!("/o/{i}"), d).await;
+        }
+    }
+    let store = open(config(dir.path()));
+    let recovered = store.take_recovered();
+    assert_eq!(recovered.len(), 20);
+    assert!(recovered.iter().all(|r| r.key.user_tag.as_ref() == "test"));
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(&get(store, &format!("/o/{i}")).await.unwrap().1, d);
+    }
+}
+
+#[tokio::test]
+async fn corrupt_files_are_misses_and_are_removed_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = body(30_000, 1);
+    let large = body(600_000, 2);
+    {
+        let store = open(config(dir.path()));
+        put(store, "/small", &small).await;
+        put(store, "/large", &large).await;
+    }
+    // Flip one byte in the middle of every body; truncate nothing yet.
+    for path in files(dir.path(), "body") {
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let store = open(config(dir.path()));
+    // Checked whole at lookup: a miss.
+    assert!(get(store, "/small").await.is_none());
+    // Checked block by block: the read fails before the bad block is returned.
+    let span = Span::inactive().handle();
+    let (_, mut hit) = store.lookup(&key("/large"), &span).await.unwrap().unwrap();
+    let mut served = Vec::new();
+    let failed = loop {
+        match hit.read_body().await {
+            Ok(Some(chunk)) => served.extend_from_slice(&chunk),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(failed, "a corrupt block is an error");
+    assert_eq!(
+        &served[..],
+        &large[..served.len()],
+        "only intact bytes were served"
+    );
+    assert!(
+        get(store, "/large").await.is_none(),
+        "and the object is gone"
+    );
+    assert!(files(dir.path(), "meta").is_empty() && files(dir.path(), "body").is_empty());
+}
+
+#[tokio::test]
+async fn truncated_and_foreign_files_are_cleaned_up_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(config(dir.path()));
+        put(store, "/a", &body(10_000, 1)).await;
+        put(store, "/b", &body(10_000, 2)).await;
+        put(store, "/c", &body(10_000, 3)).await;
+    }
+    let metas = files(dir.path(), "meta");
+    let bodies = files(dir.path(), "body");
+    // A truncated meta, a truncated body, and a body without its meta.
+    std::fs::write(&metas[0], &std::fs::read(&metas[0]).unwrap()[..20]).unwrap();
+    let other = bodies
+        .iter()
+        .find(|b| b.with_extension("meta") != metas[0])
+        .unwrap()
+        .clone();
+    let len = std::fs::metadata(&other).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&other)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let third = bodies
+        .iter()
+        .find(|b| **b != other && b.with_extension("meta") != metas[0])
+        .unwrap();
+    std::fs::remove_file(third.with_extension("meta")).unwrap();
+    let store = open(config(dir.path()));
+    assert!(store.take_recovered().is_empty());
+    assert!(files(dir.path(), "meta").is_empty() && files(dir.path(), "body").is_empty());
+}
+
+#[tokio::test]
+async fn collapsed_readers_stream_a_write_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    let span = Span::inactive().handle();
+    let data = body(500_000, 9);
+    let mut miss = store
+        .get_miss_handler(&key("/p"), &meta("p"), &span)
+        .await
+        .unwrap();
+    miss.write_body(data.slice(..100_000), false).await.unwrap();
+
+    let (_, mut reader) = store
+        .lookup(&key("/p"), &span)
+        .await
+        .unwrap()
+        .expect("partial hit");
+    let first = reader.read_body().await.unwrap().unwrap();
+    assert_eq!(
+        first,
+        data.slice(..first.len()),
+        "bytes arrive before the write ends"
+    );
+    let reading = tokio::spawn(async move {
+        let mut all = first.to_vec();
+        all.extend_from_slice(&read_all(&mut reader).await.unwrap());
+        all
+    });
+    for chunk in data.slice(100_000..).chunks(50_000) {
+        miss.write_body(Bytes::copy_from_slice(chunk), false)
+            .await
+            .unwrap();
+    }
+    miss.finish().await.unwrap();
+    assert_eq!(reading.await.unwrap(), data.to_vec());
+}
+
+#[tokio::test]
+async fn an_abandoned_write_is_an_error_to_its_readers_not_a_short_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    let span = Span::inactive().handle();
+    let mut miss = store
+        .get_miss_handler(&key("/x"), &meta("x"), &span)
+        .await
+        .unwrap();
+    miss.write_body(body(70_000, 1), false).await.unwrap();
+    let (_, mut reader) = store.lookup(&key("/x"), &span).await.unwrap().unwrap();
+    drop(miss);
+    assert!(read_all(&mut reader).await.is_err());
+    assert!(get(store, "/x").await.is_none());
+    // The temporary file is removed off the runtime; give it a moment.
+    let tmp = dir.path().join("tmp");
+    for _ in 0..100 {
+        if std::fs::read_dir(&tmp).unwrap().next().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the abandoned write's temporary file was not removed");
+}
+
+#[tokio::test]
+async fn purge_update_meta_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    let span = Span::inactive().handle();
+    let data = body(200_000, 5);
+    put(store, "/m", &data).await;
+
+    // A 304 refresh rewrites the meta and keeps the body.
+    let mut refreshed = meta("m");
+    refreshed
+        .response_header_mut()
+        .insert_header("x-tag", "refreshed")
+        .unwrap();
+    assert!(store
+        .update_meta(&key("/m"), &refreshed, &span)
+        .await
+        .unwrap());
+    let (meta_now, body_now) = get(store, "/m").await.unwrap();
+    assert_eq!(meta_now.headers()["x-tag"], "refreshed");
+    assert_eq!(body_now, data);
+
+    // Expire: kept, but no longer fresh.
+    let compact = key("/m").to_compact();
+    let outcome = store
+        .expire(PurgeTarget::Active(&compact), &span)
+        .await
+        .unwrap();
+    assert_eq!(outcome, PurgeOutcome::Expired);
+    let (stale, _) = get(store, "/m").await.unwrap();
+    assert!(!stale.is_fresh(SystemTime::now()));
+
+    // Purge: gone.
+    let outcome = store
+        .purge(
+            PurgeTarget::Active(&compact),
+            PurgeType::Invalidation,
+            &span,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, PurgeOutcome::Purged(None));
+    assert!(get(store, "/m").await.is_none());
+    let outcome = store
+        .purge(PurgeTarget::Active(&compact), PurgeType::Eviction, &span)
+        .await
+        .unwrap();
+    assert_eq!(outcome, PurgeOutcome::NotFound);
+}
+
+#[tokio::test]
+async fn saturated_disk_io_degrades_to_not_storing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(StoreConfig {
+        write_concurrency: 1,
+        ..config(dir.path())
+    });
+    let span = Span::inactive().handle();
+    let first = store
+        .get_miss_handler(&key("/1"), &meta("1"), &span)
+        .await
+        .unwrap();
+    assert!(store
+        .get_miss_handler(&key("/2"), &meta("2"), &span)
+        .await
+        .is_err());
+    drop(first);
+    assert!(store
+        .get_miss_handler(&key("/2"), &meta("2"), &span)
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn objects_over_the_maximum_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(StoreConfig {
+        max_object_size: ByteSize::kib(100),
+        ..config(dir.path())
+    });
+    let span = Span::inactive().handle();
+    let mut miss = store
+        .get_miss_handler(&key("/big"), &meta("b"), &span)
+        .await
+        .unwrap();
+    miss.write_body(body(60_000, 1), false).await.unwrap();
+    assert!(miss.write_body(body(60_000, 2), false).await.is_err());
+    drop(miss);
+    assert!(get(store, "/big").await.is_none());
+}
+
+#[tokio::test]
+async fn health_reports_a_writable_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    put(store, "/h", &body(10, 1)).await;
+    let health = store.health();
+    assert_eq!(health.writable, Ok(()));
+    assert!(health.free_bytes > 0);
+    assert_eq!(health.disk_objects, 1);
+}
