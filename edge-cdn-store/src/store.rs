@@ -125,6 +125,11 @@ impl TieredStore {
         }
     }
 
+    /// Objects and bytes in the memory tier. Cheap: no filesystem access.
+    pub fn memory_totals(&self) -> (usize, usize) {
+        self.memory.totals()
+    }
+
     pub(crate) fn observe(&self, event: StoreEvent) {
         self.observer.event(event);
     }

@@ -197,7 +197,10 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         Ok(Err(e)) => Err(format!("proxy listener {probe}: {e}")),
         Err(_) => Err(format!("proxy listener {probe}: connect timed out")),
     };
-    let storage = state.store.ready();
+    let store = state.store;
+    let storage = tokio::task::spawn_blocking(move || store.ready())
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
     let draining = state.in_flight.is_draining();
     let ready = listener.is_ok() && storage.is_ok() && !draining;
     let show = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".to_owned());

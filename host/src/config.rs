@@ -24,8 +24,10 @@ pub struct Config {
     pub server: Server,
     /// Defaults for every connection to an origin.
     pub origin: OriginTimeouts,
-    /// The HTTP cache.
+    /// The HTTP cache's behaviour.
     pub cache: Cache,
+    /// Where and how much the cache stores: the tiered memory + disk store.
+    pub store: edge_cdn_store::StoreConfig,
     /// Logging.
     pub log: Log,
     /// Where cache policy modules live.
@@ -118,11 +120,6 @@ pub struct Cache {
     /// The name this cache gives itself in `Cache-Status` (RFC 9211), so that
     /// chained caches read clearly. An RFC 8941 token. Default `stavka`.
     pub name: String,
-    /// Total bytes of cached bodies; least recently used objects are evicted
-    /// beyond it. Default `256MiB`.
-    pub size: ByteSize,
-    /// Larger responses are proxied but not stored. Default `64MiB`.
-    pub max_object_size: ByteSize,
     /// How long a request waits behind another request that is already
     /// fetching the same object before it goes to the origin itself, uncached.
     /// Default `5s`.
@@ -151,8 +148,6 @@ impl Default for Cache {
     fn default() -> Self {
         Cache {
             name: "stavka".to_owned(),
-            size: ByteSize::mib(256),
-            max_object_size: ByteSize::mib(64),
             lock_timeout: Duration::from_secs(5),
             lock_age_timeout: Duration::from_secs(30),
             stale_while_revalidate: Duration::ZERO,
@@ -365,22 +360,8 @@ impl Config {
                 ),
             );
         }
-        if self.cache.size.as_u64() == 0 {
-            err("cache.size".into(), "must be greater than 0".into());
-        }
-        if self.cache.max_object_size.as_u64() == 0 {
-            err(
-                "cache.max_object_size".into(),
-                "must be greater than 0".into(),
-            );
-        } else if self.cache.max_object_size > self.cache.size {
-            err(
-                "cache.max_object_size".into(),
-                format!(
-                    "{} is larger than cache.size ({})",
-                    self.cache.max_object_size, self.cache.size
-                ),
-            );
+        for (field, problem) in self.store.problems() {
+            err(format!("store.{field}"), problem);
         }
         if self.cache.lock_timeout.is_zero() {
             err(
@@ -588,11 +569,13 @@ mod tests {
             proxy = "127.0.0.1:1"
             admin = "127.0.0.1:2"
             [cache]
-            size = "1GiB"
-            max_object_size = "10MiB"
             lock_timeout = "250ms"
             stale_if_error = "1h"
             heuristic_max_ttl = "10m"
+            [store]
+            dir = "/var/cache/stavka"
+            disk_bytes = "2GiB"
+            max_object_size = "10MiB"
             [[site]]
             name = "www"
             hosts = ["Example.COM", "*.example.com"]
@@ -602,15 +585,15 @@ mod tests {
         )
         .unwrap();
         c.validate().unwrap();
-        assert_eq!(c.cache.size, ByteSize::gib(1));
+        assert_eq!(c.store.disk_bytes, ByteSize::gib(2));
         assert_eq!(c.cache.lock_timeout, Duration::from_millis(250));
         assert_eq!(c.sites[0].hosts.len(), 2);
     }
 
     #[test]
     fn type_errors_name_the_field() {
-        let e = Config::from_toml("[cache]\nsize = \"lots\"\n").unwrap_err();
-        assert_eq!(e.0[0].path, "cache.size");
+        let e = Config::from_toml("[store]\ndisk_bytes = \"lots\"\n").unwrap_err();
+        assert_eq!(e.0[0].path, "store.disk_bytes");
         assert!(e.0[0].message.contains("line 2"), "{}", e);
         let e = Config::from_toml("[cache]\nsizee = 1\n").unwrap_err();
         assert!(e.to_string().contains("sizee"), "{e}");
@@ -627,7 +610,8 @@ mod tests {
             threads = 0
             [cache]
             name = "has space"
-            max_object_size = "1GiB"
+            [store]
+            max_object_size = "2GiB"
             [[site]]
             name = "a"
             hosts = ["a.example", "x.*.example"]
@@ -646,7 +630,7 @@ mod tests {
                 "listen.admin",
                 "server.threads",
                 "cache.name",
-                "cache.max_object_size",
+                "store.max_object_size",
                 "site[0].hosts[1]",
                 "site[0].origin.address",
                 "site[1].name",

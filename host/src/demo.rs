@@ -262,6 +262,8 @@ pub fn config(
     let mut config = Config::default();
     config.listen.proxy = proxy;
     config.listen.admin = admin;
+    config.store.dir =
+        std::env::temp_dir().join(format!("stavka-demo-cache-{}", std::process::id()));
     let site = |name: &str, host: &str, default: bool, policy: Option<&str>| Site {
         name: name.into(),
         hosts: vec![host.into()],

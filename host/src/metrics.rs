@@ -57,6 +57,8 @@ pub struct Metrics {
     cache_evicted_bytes: IntCounter,
     cache_objects: IntGauge,
     cache_bytes: IntGauge,
+    memory_objects: IntGauge,
+    memory_bytes: IntGauge,
     in_flight: IntGauge,
     /// Serialises scrapes: each one advances counters from cumulative totals.
     scrape: std::sync::Mutex<()>,
@@ -196,10 +198,12 @@ impl Metrics {
                 "stavka_collapsed_requests_total",
                 "Requests that waited for another request's fetch of the same object.",
             ),
-            cache_evictions: counter(&r, "stavka_cache_evictions_total", "Objects evicted to stay within cache.size."),
-            cache_evicted_bytes: counter(&r, "stavka_cache_evicted_bytes_total", "Bytes evicted to stay within cache.size."),
-            cache_objects: gauge(&r, "stavka_cache_objects", "Objects in the cache."),
-            cache_bytes: gauge(&r, "stavka_cache_bytes", "Body bytes in the cache."),
+            cache_evictions: counter(&r, "stavka_cache_evictions_total", "Objects evicted to stay within store.disk_bytes."),
+            cache_evicted_bytes: counter(&r, "stavka_cache_evicted_bytes_total", "Bytes evicted to stay within store.disk_bytes."),
+            cache_objects: gauge(&r, "stavka_cache_objects", "Objects in the cache (disk tier)."),
+            cache_bytes: gauge(&r, "stavka_cache_bytes", "Bytes in the cache (disk tier: bodies and metadata)."),
+            memory_objects: gauge(&r, "stavka_store_memory_objects", "Objects in the memory tier."),
+            memory_bytes: gauge(&r, "stavka_store_memory_bytes", "Bytes in the memory tier."),
             in_flight: gauge(&r, "stavka_requests_in_flight", "Requests being served now."),
             scrape: std::sync::Mutex::new(()),
             registry: r,
@@ -246,6 +250,8 @@ impl Metrics {
         self.in_flight.set(in_flight as i64);
         self.cache_objects.set(store.objects as i64);
         self.cache_bytes.set(store.bytes as i64);
+        self.memory_objects.set(store.memory_objects as i64);
+        self.memory_bytes.set(store.memory_bytes as i64);
         advance(&self.cache_evictions, store.evicted_objects);
         advance(&self.cache_evicted_bytes, store.evicted_bytes);
         let mut out = Vec::new();

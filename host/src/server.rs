@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyMetrics, PolicyRegistry, Watcher};
 use crate::proxy::StavkaProxy;
-use crate::shutdown::{exit_when_drained, InFlight, Signals};
+use crate::shutdown::{exit_when_drained, save_eviction_state, InFlight, Signals};
 use crate::sites::SiteRouter;
 
 /// Start serving `config` and block until a signal ends the process:
@@ -24,7 +24,7 @@ use crate::sites::SiteRouter;
 pub fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let router = SiteRouter::build(&config.sites, &metrics)?;
-    let store = CacheStore::in_memory(&config.cache);
+    let store = CacheStore::open(&config.cache, &config.store, metrics.registry())?;
 
     // Policies load before the listeners open: the first request already
     // runs the site's module. The watcher then keeps them current.
@@ -91,13 +91,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         proxy = %config.listen.proxy,
         admin = %config.listen.admin,
         sites = config.sites.len(),
-        cache_size = %config.cache.size,
+        store = %config.store.dir.display(),
+        disk_bytes = %config.store.disk_bytes,
         "stavka listening"
     );
     exit_when_drained(
         server.watch_execution_phase(),
         in_flight.clone(),
         config.server.shutdown_timeout,
+        store,
     );
     let _watching = watcher;
     server.run(RunArgs {
@@ -106,5 +108,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             grace_period: config.server.grace_period,
         }),
     });
+    // A fast shutdown (SIGINT) returns here; a graceful one exits from the
+    // drain thread, which saves the same state.
+    save_eviction_state(store);
     Ok(())
 }

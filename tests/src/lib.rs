@@ -189,6 +189,19 @@ pub fn install(dir: &std::path::Path, name: &str, bytes: &[u8], sidecar: &str) {
     put(format!("{name}.wasm"), bytes);
 }
 
+fn spawn(config: &std::path::Path) -> Child {
+    Command::new(stavka_bin())
+        .arg("--config")
+        .arg(config)
+        .env(
+            "RUST_LOG",
+            std::env::var("STAVKA_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start stavka")
+}
+
 /// A running `stavka` process, killed when dropped.
 pub struct Stavka {
     /// The proxy listener.
@@ -219,31 +232,38 @@ impl Stavka {
         for (name, guest_name, sidecar) in modules {
             install(&policy_dir, name, &guest(guest_name), sidecar);
         }
+        // Each test stores in its own directory; a test's own `[store]`
+        // table gets the directory added to it.
+        let store_dir = format!("dir = \"{}\"\n", dir.path().join("cache").display());
+        let extra = if extra.contains("[store]\n") {
+            extra.replacen("[store]\n", &format!("[store]\n{store_dir}"), 1)
+        } else {
+            format!("{extra}\n[store]\n{store_dir}")
+        };
         let config = format!(
             "[listen]\nproxy = \"{proxy}\"\nadmin = \"{admin}\"\n\n[policy]\ndir = \"{}\"\ndebounce = \"50ms\"\n\n{extra}\n",
             policy_dir.display()
         );
         let path = dir.path().join("stavka.toml");
         std::fs::write(&path, config).unwrap();
-        let child = Command::new(stavka_bin())
-            .arg("--config")
-            .arg(&path)
-            .env(
-                "RUST_LOG",
-                std::env::var("STAVKA_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start stavka");
         let mut stavka = Stavka {
             proxy,
             admin,
             policy_dir,
-            child,
+            child: spawn(&path),
             _dir: dir,
         };
         stavka.wait_ready().await;
         stavka
+    }
+
+    /// Kill the process (SIGKILL: no chance to clean up) and start it again
+    /// with the same configuration and directories.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self._dir.path().join("stavka.toml"));
+        self.wait_ready().await;
     }
 
     /// Start stavka with one default site in front of `origin`.

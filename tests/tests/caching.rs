@@ -547,7 +547,7 @@ async fn objects_over_max_object_size_are_proxied_not_stored() {
         get(|| async { ([("cache-control", "max-age=60")], vec![b'b'; 200_000]) }),
     ))
     .await;
-    let stavka = Stavka::in_front_of(&origin, "[cache]\nmax_object_size = \"100KiB\"\n").await;
+    let stavka = Stavka::in_front_of(&origin, "[store]\nmax_object_size = \"100KiB\"\n").await;
     for _ in 0..2 {
         let r = stavka.get("/big").await;
         assert_eq!(r.body.len(), 200_000);
@@ -565,7 +565,7 @@ async fn cache_size_is_bounded_by_lru_eviction() {
     .await;
     let stavka = Stavka::in_front_of(
         &origin,
-        "[cache]\nsize = \"1MiB\"\nmax_object_size = \"512KiB\"\n",
+        "[store]\ndisk_bytes = \"1MiB\"\nmax_object_size = \"512KiB\"\n",
     )
     .await;
     for n in 0..30 {
@@ -584,5 +584,108 @@ async fn cache_size_is_bounded_by_lru_eviction() {
     assert!(
         (1.0..=10.0).contains(&objects),
         "{objects} objects of 100 KiB in 1 MiB"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_after_sigkill_keeps_the_cache() {
+    let origin = Origin::start(
+        Router::new()
+            .route("/keep", fixed(&[("cache-control", "max-age=600")], "kept"))
+            .route(
+                "/big",
+                get(|| async { ([("cache-control", "max-age=600")], vec![b'k'; 3_000_000]) }),
+            ),
+    )
+    .await;
+    let mut stavka = Stavka::in_front_of(&origin, "").await;
+    stavka.get("/keep").await;
+    stavka.get("/big").await;
+    stavka.restart().await;
+    let kept = stavka.get("/keep").await;
+    assert_eq!(kept.text(), "kept");
+    assert!(
+        kept.cache_status().contains("hit"),
+        "{}",
+        kept.cache_status()
+    );
+    let big = stavka.get("/big").await;
+    assert_eq!(big.body.len(), 3_000_000);
+    assert!(big.cache_status().contains("hit"), "{}", big.cache_status());
+    assert_eq!((origin.count("/keep"), origin.count("/big")), (1, 1));
+    assert_eq!(
+        stavka.metric("stavka_cache_objects").await,
+        Some(2.0),
+        "recovered objects are tracked"
+    );
+}
+
+#[tokio::test]
+async fn fifty_collapsed_clients_of_a_large_cold_object_stream_before_the_origin_finishes() {
+    use futures_util::StreamExt;
+    const CHUNKS: usize = 40;
+    const CHUNK: usize = 64 * 1024;
+    const LENGTH: &str = "2621440"; // CHUNKS * CHUNK
+    let finished: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
+    let done = finished.clone();
+    let origin = Origin::start(Router::new().route(
+        "/large",
+        get(move || {
+            let done = done.clone();
+            async move {
+                let body = futures_util::stream::unfold(0usize, move |sent| {
+                    let done = done.clone();
+                    async move {
+                        if sent == CHUNKS {
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                        if sent + 1 == CHUNKS {
+                            // The last bytes leave the origin now.
+                            *done.lock().unwrap() = Some(std::time::Instant::now());
+                        }
+                        Some((Ok::<_, std::io::Error>(vec![b'L'; CHUNK]), sent + 1))
+                    }
+                });
+                (
+                    [("cache-control", "max-age=600"), ("content-length", LENGTH)],
+                    axum::body::Body::from_stream(body),
+                )
+            }
+        }),
+    ))
+    .await;
+    let stavka = Arc::new(Stavka::in_front_of(&origin, "").await);
+    let clients = (0..50).map(|_| {
+        let url = stavka.url("/large");
+        tokio::spawn(async move {
+            let resp = client().get(url).send().await.unwrap();
+            let mut stream = resp.bytes_stream();
+            let mut first = None;
+            let mut len = 0;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.unwrap();
+                if !chunk.is_empty() {
+                    first.get_or_insert_with(std::time::Instant::now);
+                }
+                len += chunk.len();
+            }
+            (first.unwrap(), len)
+        })
+    });
+    let results = futures_util::future::join_all(clients).await;
+    let origin_done = finished.lock().unwrap().expect("the origin finished");
+    for r in results {
+        let (first_byte, len) = r.unwrap();
+        assert_eq!(len, CHUNKS * CHUNK);
+        assert!(
+            first_byte < origin_done,
+            "every client starts receiving before the origin finishes"
+        );
+    }
+    assert_eq!(
+        origin.count("/large"),
+        1,
+        "one origin request for 50 clients"
     );
 }

@@ -235,8 +235,8 @@ fn bad_config_names_every_field_and_exits_2() {
     std::fs::write(
         &path,
         r#"
-[cache]
-size = "1MiB"
+[store]
+disk_bytes = "1MiB"
 max_object_size = "2MiB"
 
 [[site]]
@@ -254,7 +254,7 @@ origin = { address = "no-port" }
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         for field in [
-            "cache.max_object_size:",
+            "store.max_object_size:",
             "site[0].hosts[0]:",
             "site[0].origin.address:",
         ] {

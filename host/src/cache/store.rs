@@ -1,15 +1,21 @@
 //! The storage seam: the one place that chooses where cached objects live.
 //!
-//! Today that is pingora-cache's in-tree [`MemCache`], bounded by pingora's
-//! LRU eviction manager (weight = body bytes). The tiered `edge-cdn-store`
-//! replaces it here and nowhere else: the proxy only sees [`CacheStore`].
+//! Objects live in `edge-cdn-store`'s [`TieredStore`] (a memory tier in front
+//! of a disk tier), bounded by pingora's LRU eviction manager (weight = bytes
+//! on disk). The proxy only sees [`CacheStore`].
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
+use edge_cdn_store::{PrometheusObserver, StoreObserver, TieredStore};
 use pingora_cache::eviction::{lru, EvictionManager};
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::predictor::{CacheablePredictor, Predictor};
-use pingora_cache::{CacheKey, CacheOptionOverrides, HttpCache, MemCache, Storage};
+use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
+use pingora_cache::trace::Span;
+use pingora_cache::{CacheEntryKey, CacheKey, CacheOptionOverrides, HttpCache};
 
 use crate::config;
 
@@ -20,52 +26,107 @@ const EVICTION_SHARDS: usize = 16;
 /// Predictor shards and per-shard capacity for remembering uncacheable keys.
 const PREDICTOR_SHARDS: usize = 16;
 const PREDICTOR_SHARD_CAPACITY: usize = 4096;
+/// Where, inside the store directory, the eviction manager's state is kept.
+const EVICTION_STATE: &str = "eviction";
 
 /// Everything a request needs to use the cache, built once and shared.
 pub struct CacheStore {
-    storage: &'static (dyn Storage + Sync),
-    eviction: &'static (dyn EvictionManager + Sync),
+    storage: &'static TieredStore,
+    eviction: &'static lru::Manager<EVICTION_SHARDS>,
     lock: &'static CacheKeyLockImpl,
     predictor: &'static (dyn CacheablePredictor + Sync),
     lock_wait_timeout: Duration,
     max_object_size: usize,
+    eviction_state: PathBuf,
 }
 
-/// Totals read from the eviction manager, for metrics and readiness.
+/// Totals for metrics: the eviction manager's view of the disk tier and
+/// the memory tier's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreStats {
     /// Objects currently admitted.
     pub objects: usize,
-    /// Body bytes currently admitted.
+    /// Bytes currently admitted.
     pub bytes: usize,
     /// Objects evicted since start.
     pub evicted_objects: usize,
     /// Bytes evicted since start.
     pub evicted_bytes: usize,
+    /// Objects in the memory tier.
+    pub memory_objects: usize,
+    /// Bytes in the memory tier.
+    pub memory_bytes: usize,
 }
 
 impl CacheStore {
-    /// The in-memory store sized by `[cache]`. Lives for the whole process,
-    /// as pingora-cache requires `'static` parts.
-    pub fn in_memory(cfg: &config::Cache) -> &'static CacheStore {
-        let size = usize::try_from(cfg.size.as_u64()).unwrap_or(usize::MAX);
-        // Preallocate for objects of ~16 KiB on average.
+    /// Open the store (rebuilding its index from disk), restore the
+    /// eviction manager's saved recency, and admit recovered objects it did
+    /// not know, so that everything on disk is counted and evictable. Runs
+    /// once at start-up, before serving, and blocks.
+    pub fn open(
+        cache: &config::Cache,
+        store: &edge_cdn_store::StoreConfig,
+        registry: &prometheus::Registry,
+    ) -> anyhow::Result<&'static CacheStore> {
+        let observer: Arc<dyn StoreObserver> =
+            Arc::new(PrometheusObserver::new(registry).context("store metrics")?);
+        let started = std::time::Instant::now();
+        let storage: &'static TieredStore = Box::leak(Box::new(
+            TieredStore::open(store.clone(), observer)
+                .with_context(|| format!("store.dir: cannot open {}", store.dir.display()))?,
+        ));
+        let size = usize::try_from(store.disk_bytes.as_u64()).unwrap_or(usize::MAX);
         let capacity = (size / 16384 / EVICTION_SHARDS).clamp(64, 65536);
-        let eviction = lru::Manager::<EVICTION_SHARDS>::with_capacity(size, capacity);
+        let eviction: &'static lru::Manager<EVICTION_SHARDS> =
+            Box::leak(Box::new(lru::Manager::with_capacity(size, capacity)));
+        let eviction_state = store.dir.join(EVICTION_STATE);
+        let recovered = storage.take_recovered();
+        let count = recovered.len();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("store start-up runtime")?;
+        runtime.block_on(async {
+            if let Some(dir) = eviction_state.to_str() {
+                // A missing or unreadable state is a fresh start, not an error.
+                let _ = eviction.load(dir).await;
+            }
+            let now = SystemTime::now();
+            let mut victims = Vec::new();
+            for object in recovered {
+                let entry = CacheEntryKey::key_only(object.key);
+                if !eviction.peek(&entry) {
+                    victims.extend(eviction.admit(entry, object.size as usize, now));
+                }
+            }
+            let span = Span::inactive().handle();
+            for victim in &victims {
+                let _ = storage
+                    .purge(PurgeTarget::Exact(victim), PurgeType::Eviction, &span)
+                    .await;
+            }
+        });
+        tracing::info!(
+            dir = %store.dir.display(),
+            objects = count,
+            took_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
         let predictor = Predictor::<PREDICTOR_SHARDS>::new(
             PREDICTOR_SHARD_CAPACITY,
             // Reasons that belong to one request or one response, not to the
             // URL: remembering them would bypass the cache for everyone.
             Some(|why| why == reason::AUTHORIZATION.as_str() || why == reason::STATUS.as_str()),
         );
-        Box::leak(Box::new(CacheStore {
-            storage: Box::leak(Box::new(MemCache::new())),
-            eviction: Box::leak(Box::new(eviction)),
-            lock: Box::leak(CacheLock::new_boxed(cfg.lock_age_timeout)),
+        Ok(Box::leak(Box::new(CacheStore {
+            storage,
+            eviction,
+            lock: Box::leak(CacheLock::new_boxed(cache.lock_age_timeout)),
             predictor: Box::leak(Box::new(predictor)),
-            lock_wait_timeout: cfg.lock_timeout,
-            max_object_size: usize::try_from(cfg.max_object_size.as_u64()).unwrap_or(usize::MAX),
-        }))
+            lock_wait_timeout: cache.lock_timeout,
+            max_object_size: usize::try_from(store.max_object_size.as_u64()).unwrap_or(usize::MAX),
+            eviction_state,
+        })))
     }
 
     /// Turn caching on for one request, with request collapsing and the size cap.
@@ -91,19 +152,38 @@ impl CacheStore {
         cache.purge().await
     }
 
-    /// Sizes and eviction totals.
+    /// Sizes and eviction totals. Cheap: no filesystem access.
     pub fn stats(&self) -> StoreStats {
+        let (memory_objects, memory_bytes) = self.storage.memory_totals();
         StoreStats {
             objects: self.eviction.total_items(),
             bytes: self.eviction.total_size(),
             evicted_objects: self.eviction.evicted_items(),
             evicted_bytes: self.eviction.evicted_size(),
+            memory_objects,
+            memory_bytes,
         }
     }
 
-    /// Whether the store can take writes. The memory tier always can; the
-    /// disk tier will report its directory's state here.
+    /// Whether the disk tier can take writes. Touches the filesystem: call
+    /// it from a blocking context.
     pub fn ready(&self) -> Result<(), String> {
-        Ok(())
+        self.storage.health().writable
+    }
+
+    /// Save the eviction manager's recency, so a restart evicts in the same
+    /// order. Called on shutdown.
+    pub async fn persist(&self) {
+        let Some(dir) = self.eviction_state.to_str() else {
+            return;
+        };
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            tracing::warn!(dir, error = %e, "cannot save eviction state");
+            return;
+        }
+        match self.eviction.save(dir).await {
+            Ok(()) => tracing::info!(dir, "eviction state saved"),
+            Err(e) => tracing::warn!(dir, error = %e, "cannot save eviction state"),
+        }
     }
 }
