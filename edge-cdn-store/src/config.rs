@@ -1,6 +1,7 @@
 //! The store's configuration: one serde struct, every field defaulted.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
@@ -31,6 +32,12 @@ pub struct StoreConfig {
     /// `fsync` files before they are committed: survives power loss, not
     /// just process death, at the cost of write latency. Default `false`.
     pub fsync: bool,
+    /// How long a lookup waits for the shared tier before going to the
+    /// origin. Default `50ms`.
+    #[serde(with = "humantime_serde")]
+    pub shared_timeout: Duration,
+    /// When objects are written to the shared tier. Default `write-through`.
+    pub shared_writes: crate::shared::SharedWrites,
 }
 
 impl Default for StoreConfig {
@@ -44,6 +51,8 @@ impl Default for StoreConfig {
             write_concurrency: 64,
             verify_whole_below: ByteSize::mib(1),
             fsync: false,
+            shared_timeout: Duration::from_millis(50),
+            shared_writes: crate::shared::SharedWrites::WriteThrough,
         }
     }
 }

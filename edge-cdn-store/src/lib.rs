@@ -18,6 +18,8 @@
 //! - **Never blocks the runtime.** File I/O runs in `spawn_blocking`; at most
 //!   `write_concurrency` objects are written at once, and a miss beyond that
 //!   is served but not stored.
+//! - **A seam for a shared tier.** [`SharedTier`] is consulted after a local
+//!   miss and written per [`SharedWrites`]; it fails open to the origin.
 //! - **Observable.** A [`StoreObserver`] receives every event; Prometheus
 //!   and `tracing` implementations are included. [`TieredStore::health`]
 //!   says whether the disk is writable and how much room is left.
@@ -31,6 +33,7 @@ mod memory;
 mod miss;
 mod observer;
 mod partial;
+mod shared;
 mod store;
 
 pub use config::StoreConfig;
@@ -39,4 +42,5 @@ pub use error::StoreError;
 pub use observer::{
     NoopObserver, PrometheusObserver, StoreEvent, StoreObserver, Tier, TracingObserver,
 };
+pub use shared::{NoSharedTier, SharedError, SharedObject, SharedTier, SharedWrites};
 pub use store::{Health, TieredStore};

@@ -10,12 +10,12 @@ use pingora_cache::storage::{HandleMiss, MissFinishType};
 use pingora_error::{Error, ErrorType, Result};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::disk::format::MetaHeader;
 use crate::disk::BodyWriter;
 use crate::error::StoreError;
 use crate::memory::MemObject;
 use crate::observer::StoreEvent;
 use crate::partial::{Partial, Progress};
+use crate::shared::SharedWrites;
 use crate::store::TieredStore;
 
 /// One object being written.
@@ -90,23 +90,9 @@ impl HandleMiss for Miss {
         let store = self.store;
         let (hash, key) = (self.hash, std::mem::take(&mut self.key));
         let (internal, header) = (self.partial.internal.clone(), self.partial.header.clone());
-        let generation = writer.generation();
         let started = std::time::Instant::now();
         let committed = tokio::task::spawn_blocking(move || {
-            let (body_len, table_crc) = writer.finish(store.disk())?;
-            let meta = MetaHeader {
-                key: hash.to_be_bytes(),
-                generation,
-                body_len,
-                table_crc,
-                internal_len: internal.len() as u32,
-                header_len: header.len() as u32,
-                key_len: key.len() as u32,
-            };
-            let meta_len = store
-                .disk()
-                .commit_meta(hash, &meta, &internal, &header, &key)?;
-            Ok::<_, StoreError>((body_len, meta_len))
+            writer.commit(store.disk(), &internal, &header, &key)
         })
         .await
         .map_err(join_error)?;
@@ -120,14 +106,15 @@ impl HandleMiss for Miss {
         store.index().insert(hash, size);
         match self.small.take() {
             Some(body) if body.len() as u64 == body_len => {
-                store.memory().insert(
-                    hash,
-                    Arc::new(MemObject {
-                        internal: self.partial.internal.clone(),
-                        header: self.partial.header.clone(),
-                        body: body.freeze(),
-                    }),
-                );
+                let object = Arc::new(MemObject {
+                    internal: self.partial.internal.clone(),
+                    header: self.partial.header.clone(),
+                    body: body.freeze(),
+                });
+                store.memory().insert(hash, object.clone());
+                if store.shared_writes() == SharedWrites::WriteThrough {
+                    store.share(hash, &object);
+                }
             }
             _ => {
                 store.memory().remove(hash);

@@ -17,6 +17,8 @@ pub enum Tier {
     Disk,
     /// A write still in progress.
     Partial,
+    /// The shared tier, after a local miss.
+    Shared,
 }
 
 impl Tier {
@@ -26,6 +28,7 @@ impl Tier {
             Tier::Memory => "memory",
             Tier::Disk => "disk",
             Tier::Partial => "partial",
+            Tier::Shared => "shared",
         }
     }
 }
@@ -57,6 +60,8 @@ pub enum StoreEvent {
     DiskLatency(&'static str, Duration),
     /// A disk operation failed.
     Error(&'static str),
+    /// The shared tier failed or was too slow; the store failed open.
+    SharedUnavailable,
 }
 
 /// Receives the store's events. Must be cheap: it is called on the request path.
@@ -153,6 +158,7 @@ impl StoreObserver for PrometheusObserver {
             StoreEvent::Corrupt => count("corrupt"),
             StoreEvent::Skipped => count("skipped"),
             StoreEvent::Error(_) => count("error"),
+            StoreEvent::SharedUnavailable => count("shared-unavailable"),
             StoreEvent::BytesRead(n) => self.bytes.with_label_values(&["read"]).inc_by(n),
             StoreEvent::BytesWritten(n) => self.bytes.with_label_values(&["written"]).inc_by(n),
             StoreEvent::DiskLatency(op, d) => self

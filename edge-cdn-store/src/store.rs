@@ -34,6 +34,7 @@ use crate::memory::{MemObject, MemoryTier};
 use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
 use crate::partial::{Partial, Partials};
+use crate::shared::{NoSharedTier, SharedObject, SharedTier, SharedWrites};
 
 /// A memory + disk storage backend for pingora-cache.
 pub struct TieredStore {
@@ -45,6 +46,7 @@ pub struct TieredStore {
     writes: Arc<Semaphore>,
     next_write: AtomicU64,
     observer: Arc<dyn StoreObserver>,
+    shared: Arc<dyn SharedTier>,
     recovered: Mutex<Vec<Recovered>>,
 }
 
@@ -78,6 +80,15 @@ impl TieredStore {
         config: StoreConfig,
         observer: Arc<dyn StoreObserver>,
     ) -> Result<TieredStore, StoreError> {
+        TieredStore::open_with_shared(config, observer, Arc::new(NoSharedTier))
+    }
+
+    /// [`TieredStore::open`], with a shared tier behind the local one.
+    pub fn open_with_shared(
+        config: StoreConfig,
+        observer: Arc<dyn StoreObserver>,
+        shared: Arc<dyn SharedTier>,
+    ) -> Result<TieredStore, StoreError> {
         let disk = DiskTier::open(&config.dir, config.fsync)?;
         let recovered = disk.recover();
         let index = Index::default();
@@ -95,6 +106,7 @@ impl TieredStore {
             partials: Partials::default(),
             next_write: AtomicU64::new(1),
             observer,
+            shared,
             recovered: Mutex::new(recovered),
         })
     }
@@ -148,6 +160,74 @@ impl TieredStore {
 
     pub(crate) fn partials(&self) -> &Partials {
         &self.partials
+    }
+
+    pub(crate) fn shared_writes(&self) -> SharedWrites {
+        self.config.shared_writes
+    }
+
+    /// Copy `object` to the shared tier in the background; a failure is
+    /// only counted.
+    pub(crate) fn share(&'static self, hash: u128, object: &MemObject) {
+        if !self.shared.enabled() {
+            return;
+        }
+        let object = SharedObject {
+            internal: object.internal.clone(),
+            header: object.header.clone(),
+            body: object.body.clone(),
+        };
+        tokio::spawn(async move {
+            if self.shared.put(hash, object).await.is_err() {
+                self.observe(StoreEvent::SharedUnavailable);
+            }
+        });
+    }
+
+    /// After a local miss: the shared tier's copy, stored locally and
+    /// served. A slow or failing shared tier is a miss (fail open).
+    async fn shared_lookup(
+        &'static self,
+        key: &CacheKey,
+        hash: u128,
+    ) -> Option<(CacheMeta, HitHandler)> {
+        if !self.shared.enabled() {
+            return None;
+        }
+        let object =
+            match tokio::time::timeout(self.config.shared_timeout, self.shared.get(hash)).await {
+                Ok(Ok(Some(object))) => object,
+                Ok(Ok(None)) => return None,
+                Ok(Err(_)) | Err(_) => {
+                    self.observe(StoreEvent::SharedUnavailable);
+                    return None;
+                }
+            };
+        let meta = CacheMeta::deserialize(&object.internal, &object.header).ok()?;
+        // Keep it locally too, as if this server had fetched it.
+        let local = object.clone();
+        let key_blob = encode_key(&key.to_compact());
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut writer = self.disk.begin(hash)?;
+            writer.write(&local.body)?;
+            writer.commit(&self.disk, &local.internal, &local.header, &key_blob)
+        })
+        .await;
+        if let Ok(Ok((body_len, meta_len))) = stored {
+            self.index.insert(hash, body_len + meta_len);
+            if body_len <= self.memory_max_object() {
+                self.memory.insert(
+                    hash,
+                    Arc::new(MemObject {
+                        internal: object.internal.clone(),
+                        header: object.header.clone(),
+                        body: object.body.clone(),
+                    }),
+                );
+            }
+        }
+        self.observe(StoreEvent::Hit(Tier::Shared));
+        Some((meta, Box::new(MemoryHit::new(object.body))))
     }
 
     pub(crate) fn max_object_size(&self) -> u64 {
@@ -235,15 +315,16 @@ impl TieredStore {
             Some(body) => {
                 self.observe(StoreEvent::BytesRead(body.len() as u64));
                 if body.len() as u64 <= self.memory_max_object() {
-                    self.memory.insert(
-                        hash,
-                        Arc::new(MemObject {
-                            internal,
-                            header,
-                            body: body.clone(),
-                        }),
-                    );
+                    let object = Arc::new(MemObject {
+                        internal,
+                        header,
+                        body: body.clone(),
+                    });
+                    self.memory.insert(hash, object.clone());
                     self.observe(StoreEvent::Promotion);
+                    if self.shared_writes() == SharedWrites::OnPromotion {
+                        self.share(hash, &object);
+                    }
                 }
                 Box::new(MemoryHit::new(body))
             }
@@ -338,7 +419,12 @@ impl Storage for TieredStore {
             }
         }
         if self.index.get(hash).is_some() {
-            return self.disk_lookup(hash).await;
+            if let Some(hit) = self.disk_lookup(hash).await? {
+                return Ok(Some(hit));
+            }
+        }
+        if let Some(hit) = self.shared_lookup(key, hash).await {
+            return Ok(Some(hit));
         }
         self.observe(StoreEvent::Miss);
         Ok(None)
@@ -409,6 +495,12 @@ impl Storage for TieredStore {
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         let hash = hash_of(target.key());
+        if matches!(purge_type, PurgeType::Invalidation) && self.shared.enabled() {
+            // An invalidation is for every server; an eviction is only ours.
+            if self.shared.delete(hash).await.is_err() {
+                self.observe(StoreEvent::SharedUnavailable);
+            }
+        }
         if !self.forget(hash).await {
             return Ok(PurgeOutcome::NotFound);
         }

@@ -150,11 +150,6 @@ impl BodyWriter {
         &self.temp
     }
 
-    /// The generation this write will commit.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     /// Append body bytes.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
         self.file.write_all(data).map_err(io("write body"))?;
@@ -175,7 +170,7 @@ impl BodyWriter {
 
     /// Finish the body file: checksum table, header, fsync if configured,
     /// rename into place. Returns what the meta file must record.
-    pub fn finish(mut self, disk: &DiskTier) -> Result<(u64, u32), StoreError> {
+    fn finish(mut self, disk: &DiskTier) -> Result<(u64, u32), StoreError> {
         if self.block_fill > 0 {
             let last = std::mem::replace(&mut self.block, crc32fast::Hasher::new());
             self.crcs.push(last.finalize());
@@ -199,6 +194,30 @@ impl BodyWriter {
         fs::create_dir_all(body.parent().expect("sharded path")).map_err(io("create shard dir"))?;
         fs::rename(&self.temp, &body).map_err(io("commit body"))?;
         Ok((self.written, crc32fast::hash(&table)))
+    }
+
+    /// Finish the body and write its meta file: commit the object.
+    /// Returns the body and meta file lengths.
+    pub fn commit(
+        self,
+        disk: &DiskTier,
+        internal: &[u8],
+        header: &[u8],
+        key: &[u8],
+    ) -> Result<(u64, u64), StoreError> {
+        let (hash, generation) = (self.hash, self.generation);
+        let (body_len, table_crc) = self.finish(disk)?;
+        let meta = MetaHeader {
+            key: hash.to_be_bytes(),
+            generation,
+            body_len,
+            table_crc,
+            internal_len: internal.len() as u32,
+            header_len: header.len() as u32,
+            key_len: key.len() as u32,
+        };
+        let meta_len = disk.commit_meta(hash, &meta, internal, header, key)?;
+        Ok((body_len, meta_len))
     }
 
     /// Give up: remove the temporary file.

@@ -1,0 +1,202 @@
+//! The shared-tier seam, with an in-process shared tier between two stores.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use edge_cdn_store::{
+    NoopObserver, SharedError, SharedObject, SharedTier, SharedWrites, StoreConfig, TieredStore,
+};
+use pingora_cache::key::{CacheHashKey, CacheKey};
+use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
+use pingora_cache::trace::Span;
+use pingora_cache::CacheMeta;
+use pingora_http::ResponseHeader;
+
+/// A shared tier in memory, standing in for a PoP-wide cache.
+#[derive(Default)]
+struct InProcess {
+    objects: Mutex<HashMap<u128, SharedObject>>,
+}
+
+#[async_trait]
+impl SharedTier for InProcess {
+    async fn get(&self, hash: u128) -> Result<Option<SharedObject>, SharedError> {
+        Ok(self.objects.lock().unwrap().get(&hash).cloned())
+    }
+    async fn put(&self, hash: u128, object: SharedObject) -> Result<(), SharedError> {
+        self.objects.lock().unwrap().insert(hash, object);
+        Ok(())
+    }
+    async fn delete(&self, hash: u128) -> Result<(), SharedError> {
+        self.objects.lock().unwrap().remove(&hash);
+        Ok(())
+    }
+}
+
+/// A shared tier that never answers in time.
+struct Stalled;
+
+#[async_trait]
+impl SharedTier for Stalled {
+    async fn get(&self, _hash: u128) -> Result<Option<SharedObject>, SharedError> {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok(None)
+    }
+    async fn put(&self, _hash: u128, _object: SharedObject) -> Result<(), SharedError> {
+        Err(SharedError("down".into()))
+    }
+    async fn delete(&self, _hash: u128) -> Result<(), SharedError> {
+        Err(SharedError("down".into()))
+    }
+}
+
+fn open(
+    dir: &std::path::Path,
+    shared: Arc<dyn SharedTier>,
+    writes: SharedWrites,
+) -> &'static TieredStore {
+    let config = StoreConfig {
+        dir: dir.to_path_buf(),
+        shared_writes: writes,
+        ..StoreConfig::default()
+    };
+    Box::leak(Box::new(
+        TieredStore::open_with_shared(config, Arc::new(NoopObserver), shared).unwrap(),
+    ))
+}
+
+fn key(path: &str) -> CacheKey {
+    CacheKey::new(path.as_bytes().to_vec(), "t")
+}
+
+async fn put(store: &'static TieredStore, path: &str, body: &'static [u8]) {
+    let span = Span::inactive().handle();
+    let now = SystemTime::now();
+    let meta = CacheMeta::new(
+        now + Duration::from_secs(60),
+        now,
+        0,
+        0,
+        ResponseHeader::build(200, None).unwrap(),
+    );
+    let mut miss = store
+        .get_miss_handler(&key(path), &meta, &span)
+        .await
+        .unwrap();
+    miss.write_body(Bytes::from_static(body), true)
+        .await
+        .unwrap();
+    miss.finish().await.unwrap();
+}
+
+async fn get(store: &'static TieredStore, path: &str) -> Option<Bytes> {
+    let span = Span::inactive().handle();
+    let (_, mut hit) = store.lookup(&key(path), &span).await.unwrap()?;
+    let mut all = Vec::new();
+    while let Some(chunk) = hit.read_body().await.unwrap() {
+        all.extend_from_slice(&chunk);
+    }
+    Some(Bytes::from(all))
+}
+
+async fn until(check: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached");
+}
+
+#[tokio::test]
+async fn a_local_miss_is_filled_from_the_shared_tier_and_kept_locally() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let shared = Arc::new(InProcess::default());
+    let a = open(a_dir.path(), shared.clone(), SharedWrites::WriteThrough);
+    let b = open(b_dir.path(), shared.clone(), SharedWrites::WriteThrough);
+    put(a, "/s", b"shared body").await;
+    until(|| !shared.objects.lock().unwrap().is_empty()).await;
+
+    assert_eq!(get(b, "/s").await.as_deref(), Some(&b"shared body"[..]));
+    assert_eq!(
+        b.health().disk_objects,
+        1,
+        "the shared copy is kept locally"
+    );
+    shared.objects.lock().unwrap().clear();
+    assert_eq!(
+        get(b, "/s").await.as_deref(),
+        Some(&b"shared body"[..]),
+        "served locally now"
+    );
+}
+
+#[tokio::test]
+async fn invalidation_reaches_the_shared_tier_and_eviction_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Arc::new(InProcess::default());
+    let store = open(dir.path(), shared.clone(), SharedWrites::WriteThrough);
+    let span = Span::inactive().handle();
+    put(store, "/e", b"evicted").await;
+    put(store, "/i", b"invalidated").await;
+    until(|| shared.objects.lock().unwrap().len() == 2).await;
+
+    let e = key("/e").to_compact();
+    store
+        .purge(PurgeTarget::Active(&e), PurgeType::Eviction, &span)
+        .await
+        .unwrap();
+    let i = key("/i").to_compact();
+    store
+        .purge(PurgeTarget::Active(&i), PurgeType::Invalidation, &span)
+        .await
+        .unwrap();
+    let objects = shared.objects.lock().unwrap();
+    assert!(objects.contains_key(&u128::from_be_bytes(e.combined_bin())));
+    assert!(!objects.contains_key(&u128::from_be_bytes(i.combined_bin())));
+}
+
+#[tokio::test]
+async fn on_promotion_writes_only_objects_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Arc::new(InProcess::default());
+    let config = StoreConfig {
+        dir: dir.path().to_path_buf(),
+        shared_writes: SharedWrites::OnPromotion,
+        ..StoreConfig::default()
+    };
+    // Written by one process...
+    {
+        let store = open(dir.path(), shared.clone(), SharedWrites::OnPromotion);
+        put(store, "/hot", b"hot").await;
+        put(store, "/cold", b"cold").await;
+    }
+    assert!(
+        shared.objects.lock().unwrap().is_empty(),
+        "nothing shared on write"
+    );
+    // ...read again after a restart: promoted from disk, so shared.
+    let store: &'static TieredStore = Box::leak(Box::new(
+        TieredStore::open_with_shared(config, Arc::new(NoopObserver), shared.clone()).unwrap(),
+    ));
+    assert!(get(store, "/hot").await.is_some());
+    until(|| shared.objects.lock().unwrap().len() == 1).await;
+}
+
+#[tokio::test]
+async fn a_stalled_shared_tier_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Arc::new(Stalled), SharedWrites::WriteThrough);
+    let looked = tokio::time::timeout(Duration::from_secs(5), get(store, "/nothing")).await;
+    assert_eq!(
+        looked.expect("the lookup does not wait for the shared tier"),
+        None
+    );
+    // Writes still work locally; the failing shared write is only counted.
+    put(store, "/local", b"local").await;
+    assert_eq!(get(store, "/local").await.as_deref(), Some(&b"local"[..]));
+}
