@@ -639,7 +639,8 @@ async fn fifty_collapsed_clients_of_a_large_cold_object_stream_before_the_origin
                         if sent == CHUNKS {
                             return None;
                         }
-                        tokio::time::sleep(Duration::from_millis(25)).await;
+                        // ~2.4 s in all: a slow origin, as the test is about.
+                        tokio::time::sleep(Duration::from_millis(60)).await;
                         if sent + 1 == CHUNKS {
                             // The last bytes leave the origin now.
                             *done.lock().unwrap() = Some(std::time::Instant::now());
