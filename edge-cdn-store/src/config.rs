@@ -20,7 +20,7 @@ pub struct StoreConfig {
     /// Objects up to this size are kept in memory when written and
     /// promoted to memory when read from disk. Default `256KiB`.
     pub memory_max_object: ByteSize,
-    /// Larger objects are not stored. Default `64MiB`.
+    /// Larger objects are not stored. Default `64MiB`, at most `4GiB`.
     pub max_object_size: ByteSize,
     /// Objects being written to disk at once; a miss beyond it is served but
     /// not stored. Default 64.
@@ -64,7 +64,9 @@ impl StoreConfig {
         if self.disk_bytes.as_u64() == 0 {
             out.push(("disk_bytes", "must be greater than 0".into()));
         }
-        if self.max_object_size > self.disk_bytes {
+        if self.max_object_size > ByteSize::gib(4) {
+            out.push(("max_object_size", "may be at most 4GiB".into()));
+        } else if self.max_object_size > self.disk_bytes {
             out.push((
                 "max_object_size",
                 format!("is larger than disk_bytes ({})", self.disk_bytes),

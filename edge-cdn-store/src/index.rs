@@ -1,8 +1,9 @@
 //! What is on disk: a sharded map from key hash to object size.
 //!
-//! One entry costs the 16-byte hash, an 8-byte size and the map's own
-//! overhead — about 30 bytes at the map's usual load — so a million objects
-//! on disk cost tens of megabytes, not hundreds. Shards keep writers to
+//! A bucket is the 16-byte hash stored as bytes (a `u128` key would force
+//! 16-byte alignment and pad every bucket to 32) and a 4-byte size: 21 bytes
+//! with the map's control byte. With the map's power-of-two capacity that is
+//! about 44 bytes per object at a million objects (`benches/memory.rs`). Shards keep writers to
 //! different keys off each other's locks; a lookup holds one shard's lock
 //! for a single probe.
 
@@ -13,7 +14,7 @@ const SHARDS: usize = 64;
 
 /// Key hash → bytes on disk.
 pub struct Index {
-    shards: Vec<Mutex<HashMap<u128, u64>>>,
+    shards: Vec<Mutex<HashMap<[u8; 16], u32>>>,
 }
 
 impl Default for Index {
@@ -25,7 +26,7 @@ impl Default for Index {
 }
 
 impl Index {
-    fn shard(&self, key: u128) -> std::sync::MutexGuard<'_, HashMap<u128, u64>> {
+    fn shard(&self, key: u128) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], u32>> {
         self.shards[(key as usize) % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -33,24 +34,26 @@ impl Index {
 
     /// The size of `key`'s object, if one is on disk.
     pub fn get(&self, key: u128) -> Option<u64> {
-        self.shard(key).get(&key).copied()
+        self.shard(key).get(&key.to_be_bytes()).map(|s| u64::from(*s))
     }
 
-    /// Record `key` with `size` bytes; returns the size it replaced.
+    /// Record `key` with `size` bytes (objects are at most 4 GiB: see
+    /// `StoreConfig::max_object_size`); returns the size it replaced.
     pub fn insert(&self, key: u128, size: u64) -> Option<u64> {
-        self.shard(key).insert(key, size)
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        self.shard(key).insert(key.to_be_bytes(), size).map(u64::from)
     }
 
     /// Forget `key`; returns its size if it was there.
     pub fn remove(&self, key: u128) -> Option<u64> {
-        self.shard(key).remove(&key)
+        self.shard(key).remove(&key.to_be_bytes()).map(u64::from)
     }
 
     /// Objects and bytes recorded.
     pub fn totals(&self) -> (usize, u64) {
         self.shards.iter().fold((0, 0), |(n, b), s| {
             let s = s.lock().unwrap_or_else(|e| e.into_inner());
-            (n + s.len(), b + s.values().sum::<u64>())
+            (n + s.len(), b + s.values().map(|v| u64::from(*v)).sum::<u64>())
         })
     }
 

@@ -42,5 +42,11 @@ pub use error::StoreError;
 pub use observer::{
     NoopObserver, PrometheusObserver, StoreEvent, StoreObserver, Tier, TracingObserver,
 };
+/// Internals exposed for the benchmarks only; not a stable API.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::index::Index;
+}
+
 pub use shared::{NoSharedTier, SharedError, SharedObject, SharedTier, SharedWrites};
 pub use store::{Health, TieredStore};
