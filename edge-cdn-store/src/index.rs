@@ -34,14 +34,18 @@ impl Index {
 
     /// The size of `key`'s object, if one is on disk.
     pub fn get(&self, key: u128) -> Option<u64> {
-        self.shard(key).get(&key.to_be_bytes()).map(|s| u64::from(*s))
+        self.shard(key)
+            .get(&key.to_be_bytes())
+            .map(|s| u64::from(*s))
     }
 
     /// Record `key` with `size` bytes (objects are at most 4 GiB: see
     /// `StoreConfig::max_object_size`); returns the size it replaced.
     pub fn insert(&self, key: u128, size: u64) -> Option<u64> {
         let size = u32::try_from(size).unwrap_or(u32::MAX);
-        self.shard(key).insert(key.to_be_bytes(), size).map(u64::from)
+        self.shard(key)
+            .insert(key.to_be_bytes(), size)
+            .map(u64::from)
     }
 
     /// Forget `key`; returns its size if it was there.
@@ -53,7 +57,10 @@ impl Index {
     pub fn totals(&self) -> (usize, u64) {
         self.shards.iter().fold((0, 0), |(n, b), s| {
             let s = s.lock().unwrap_or_else(|e| e.into_inner());
-            (n + s.len(), b + s.values().map(|v| u64::from(*v)).sum::<u64>())
+            (
+                n + s.len(),
+                b + s.values().map(|v| u64::from(*v)).sum::<u64>(),
+            )
         })
     }
 
