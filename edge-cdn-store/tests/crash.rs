@@ -1,0 +1,192 @@
+//! Crash safety and model equivalence.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use edge_cdn_store::{NoopObserver, StoreConfig, TieredStore};
+use pingora_cache::key::CacheKey;
+use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
+use pingora_cache::trace::Span;
+use pingora_cache::CacheMeta;
+use pingora_http::ResponseHeader;
+use proptest::prelude::*;
+
+fn open(dir: &Path) -> &'static TieredStore {
+    let config = StoreConfig {
+        dir: dir.to_path_buf(),
+        ..StoreConfig::default()
+    };
+    Box::leak(Box::new(
+        TieredStore::open(config, Arc::new(NoopObserver)).unwrap(),
+    ))
+}
+
+fn key(name: &str) -> CacheKey {
+    CacheKey::new(name.as_bytes().to_vec(), "crash")
+}
+
+fn meta() -> CacheMeta {
+    let now = SystemTime::now();
+    CacheMeta::new(
+        now + Duration::from_secs(600),
+        now,
+        0,
+        0,
+        ResponseHeader::build(200, None).unwrap(),
+    )
+}
+
+fn body(len: usize, seed: u8) -> Bytes {
+    Bytes::from((0..len).map(|i| (i as u8) ^ seed).collect::<Vec<_>>())
+}
+
+async fn put(store: &'static TieredStore, name: &str, data: &Bytes) {
+    let span = Span::inactive().handle();
+    let mut miss = store
+        .get_miss_handler(&key(name), &meta(), &span)
+        .await
+        .unwrap();
+    for chunk in data.chunks(64 * 1024) {
+        miss.write_body(Bytes::copy_from_slice(chunk), false)
+            .await
+            .unwrap();
+    }
+    miss.finish().await.unwrap();
+}
+
+async fn get(store: &'static TieredStore, name: &str) -> Option<Bytes> {
+    let span = Span::inactive().handle();
+    let (_, mut hit) = store.lookup(&key(name), &span).await.unwrap()?;
+    let mut all = Vec::new();
+    while let Some(chunk) = hit.read_body().await.unwrap() {
+        all.extend_from_slice(&chunk);
+    }
+    Some(Bytes::from(all))
+}
+
+const CHILD: &str = "EDGE_STORE_CRASH_CHILD_DIR";
+
+/// Run as the child: commit five objects, start a sixth, say so, then wait
+/// to be killed.
+fn child(dir: &Path) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = open(dir);
+        for i in 0..5u8 {
+            put(store, &format!("done-{i}"), &body(300_000, i)).await;
+        }
+        let span = Span::inactive().handle();
+        let mut miss = store
+            .get_miss_handler(&key("torn"), &meta(), &span)
+            .await
+            .unwrap();
+        miss.write_body(body(200_000, 9), false).await.unwrap();
+        std::fs::write(dir.join("ready"), b"").unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(miss);
+    });
+}
+
+#[test]
+fn a_process_killed_mid_write_keeps_every_committed_object_and_nothing_torn() {
+    if let Some(dir) = std::env::var_os(CHILD) {
+        return child(Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut process = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_process_killed_mid_write_keeps_every_committed_object_and_nothing_torn",
+            "--test-threads=1",
+        ])
+        .env(CHILD, dir.path())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.path().join("ready").exists() {
+        assert!(Instant::now() < deadline, "child never got mid-write");
+        assert!(process.try_wait().unwrap().is_none(), "child exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    process.kill().unwrap(); // SIGKILL: no destructor runs.
+    process.wait().unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = open(dir.path());
+        assert_eq!(store.take_recovered().len(), 5);
+        for i in 0..5u8 {
+            assert_eq!(
+                get(store, &format!("done-{i}")).await,
+                Some(body(300_000, i))
+            );
+        }
+        assert_eq!(
+            get(store, "torn").await,
+            None,
+            "the interrupted write is not an object"
+        );
+    });
+    let leftovers = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+    assert_eq!(leftovers, 0, "its temporary file was removed at open");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, usize, u8),
+    Get(u8),
+    Purge(u8),
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..6, prop_oneof![0usize..2_000, 60_000usize..200_000], any::<u8>())
+            .prop_map(|(k, len, seed)| Op::Put(k, len, seed)),
+        4 => (0u8..6).prop_map(Op::Get),
+        2 => (0u8..6).prop_map(Op::Purge),
+        1 => Just(Op::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Any sequence of puts, gets, purges and restarts leaves the store
+    /// answering exactly as a map would.
+    #[test]
+    fn the_store_behaves_like_a_map(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let mut store = open(dir.path());
+            let mut model: HashMap<u8, Bytes> = HashMap::new();
+            let span = Span::inactive().handle();
+            for op in ops {
+                match op {
+                    Op::Put(k, len, seed) => {
+                        let data = body(len, seed);
+                        put(store, &format!("k{k}"), &data).await;
+                        model.insert(k, data);
+                    }
+                    Op::Get(k) => {
+                        assert_eq!(get(store, &format!("k{k}")).await, model.get(&k).cloned());
+                    }
+                    Op::Purge(k) => {
+                        let compact = key(&format!("k{k}")).to_compact();
+                        store.purge(PurgeTarget::Active(&compact), PurgeType::Invalidation, &span).await.unwrap();
+                        model.remove(&k);
+                    }
+                    Op::Restart => store = open(dir.path()),
+                }
+            }
+            for k in 0..6u8 {
+                assert_eq!(get(store, &format!("k{k}")).await, model.get(&k).cloned());
+            }
+        });
+    }
+}
