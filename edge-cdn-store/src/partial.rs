@@ -60,25 +60,38 @@ impl Partial {
     }
 }
 
+/// Shards of the in-progress map: every lookup consults it, so it must not
+/// be one lock.
+const SHARDS: usize = 16;
+
 /// Writes in progress by key hash.
-#[derive(Default)]
 pub struct Partials {
-    writes: Mutex<HashMap<u128, Arc<Partial>>>,
+    shards: Vec<Mutex<HashMap<u128, Arc<Partial>>>>,
+}
+
+impl Default for Partials {
+    fn default() -> Self {
+        Partials {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
 }
 
 impl Partials {
-    /// Register a write; a later write of the same key replaces it for new readers.
-    pub fn insert(&self, hash: u128, partial: Arc<Partial>) {
-        self.writes
+    fn shard(&self, hash: u128) -> std::sync::MutexGuard<'_, HashMap<u128, Arc<Partial>>> {
+        self.shards[(hash as usize) % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(hash, partial);
+    }
+
+    /// Register a write; a later write of the same key replaces it for new readers.
+    pub fn insert(&self, hash: u128, partial: Arc<Partial>) {
+        self.shard(hash).insert(hash, partial);
     }
 
     /// The write in progress for `hash`, optionally a specific one.
     pub fn get(&self, hash: u128, write_id: Option<u64>) -> Option<Arc<Partial>> {
-        let writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        writes
+        self.shard(hash)
             .get(&hash)
             .filter(|p| write_id.is_none_or(|id| p.write_id == id))
             .cloned()
@@ -86,9 +99,9 @@ impl Partials {
 
     /// Unregister write `write_id` of `hash` (not a newer one).
     pub fn remove(&self, hash: u128, write_id: u64) {
-        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        if writes.get(&hash).is_some_and(|p| p.write_id == write_id) {
-            writes.remove(&hash);
+        let mut shard = self.shard(hash);
+        if shard.get(&hash).is_some_and(|p| p.write_id == write_id) {
+            shard.remove(&hash);
         }
     }
 }

@@ -203,11 +203,13 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         .unwrap_or_else(|e| Err(e.to_string()));
     let draining = state.in_flight.is_draining();
     let ready = listener.is_ok() && storage.is_ok() && !draining;
+    let free_bytes = storage.as_ref().ok().copied();
     let show = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".to_owned());
     let body = serde_json::json!({
         "ready": ready,
         "draining": draining,
-        "checks": { "proxy_listener": show(listener), "storage": show(storage) },
+        "store_free_bytes": free_bytes,
+        "checks": { "proxy_listener": show(listener), "storage": show(storage.map(|_| ())) },
     });
     let code = if ready {
         StatusCode::OK

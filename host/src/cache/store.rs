@@ -165,10 +165,11 @@ impl CacheStore {
         }
     }
 
-    /// Whether the disk tier can take writes. Touches the filesystem: call
-    /// it from a blocking context.
-    pub fn ready(&self) -> Result<(), String> {
-        self.storage.health().writable
+    /// Whether the disk tier can take writes, and the bytes free on its
+    /// filesystem. Touches the filesystem: call it from a blocking context.
+    pub fn ready(&self) -> Result<u64, String> {
+        let health = self.storage.health();
+        health.writable.map(|()| health.free_bytes)
     }
 
     /// Save the eviction manager's recency, so a restart evicts in the same
