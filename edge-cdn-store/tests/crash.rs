@@ -1,71 +1,21 @@
 //! Crash safety and model equivalence.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use edge_cdn_store::{NoopObserver, StoreConfig, TieredStore};
-use pingora_cache::key::CacheKey;
+use common::{body, config, get_body, key, meta, put};
+use edge_cdn_store::TieredStore;
 use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
-use pingora_cache::CacheMeta;
-use pingora_http::ResponseHeader;
 use proptest::prelude::*;
 
 fn open(dir: &Path) -> &'static TieredStore {
-    let config = StoreConfig {
-        dir: dir.to_path_buf(),
-        ..StoreConfig::default()
-    };
-    Box::leak(Box::new(
-        TieredStore::open(config, Arc::new(NoopObserver)).unwrap(),
-    ))
-}
-
-fn key(name: &str) -> CacheKey {
-    CacheKey::new(name.as_bytes().to_vec(), "crash")
-}
-
-fn meta() -> CacheMeta {
-    let now = SystemTime::now();
-    CacheMeta::new(
-        now + Duration::from_secs(600),
-        now,
-        0,
-        0,
-        ResponseHeader::build(200, None).unwrap(),
-    )
-}
-
-fn body(len: usize, seed: u8) -> Bytes {
-    Bytes::from((0..len).map(|i| (i as u8) ^ seed).collect::<Vec<_>>())
-}
-
-async fn put(store: &'static TieredStore, name: &str, data: &Bytes) {
-    let span = Span::inactive().handle();
-    let mut miss = store
-        .get_miss_handler(&key(name), &meta(), &span)
-        .await
-        .unwrap();
-    for chunk in data.chunks(64 * 1024) {
-        miss.write_body(Bytes::copy_from_slice(chunk), false)
-            .await
-            .unwrap();
-    }
-    miss.finish().await.unwrap();
-}
-
-async fn get(store: &'static TieredStore, name: &str) -> Option<Bytes> {
-    let span = Span::inactive().handle();
-    let (_, mut hit) = store.lookup(&key(name), &span).await.unwrap()?;
-    let mut all = Vec::new();
-    while let Some(chunk) = hit.read_body().await.unwrap() {
-        all.extend_from_slice(&chunk);
-    }
-    Some(Bytes::from(all))
+    common::open(config(dir))
 }
 
 const CHILD: &str = "EDGE_STORE_CRASH_CHILD_DIR";
@@ -81,7 +31,7 @@ fn child(dir: &Path) {
         }
         let span = Span::inactive().handle();
         let mut miss = store
-            .get_miss_handler(&key("torn"), &meta(), &span)
+            .get_miss_handler(&key("torn"), &meta("torn"), &span)
             .await
             .unwrap();
         miss.write_body(body(200_000, 9), false).await.unwrap();
@@ -121,12 +71,12 @@ fn a_process_killed_mid_write_keeps_every_committed_object_and_nothing_torn() {
         assert_eq!(store.take_recovered().len(), 5);
         for i in 0..5u8 {
             assert_eq!(
-                get(store, &format!("done-{i}")).await,
+                get_body(store, &format!("done-{i}")).await,
                 Some(body(300_000, i))
             );
         }
         assert_eq!(
-            get(store, "torn").await,
+            get_body(store, "torn").await,
             None,
             "the interrupted write is not an object"
         );
@@ -174,7 +124,7 @@ proptest! {
                         model.insert(k, data);
                     }
                     Op::Get(k) => {
-                        assert_eq!(get(store, &format!("k{k}")).await, model.get(&k).cloned());
+                        assert_eq!(get_body(store, &format!("k{k}")).await, model.get(&k).cloned());
                     }
                     Op::Purge(k) => {
                         let compact = key(&format!("k{k}")).to_compact();
@@ -185,7 +135,7 @@ proptest! {
                 }
             }
             for k in 0..6u8 {
-                assert_eq!(get(store, &format!("k{k}")).await, model.get(&k).cloned());
+                assert_eq!(get_body(store, &format!("k{k}")).await, model.get(&k).cloned());
             }
         });
     }

@@ -1,59 +1,31 @@
 //! The store paired with pingora's LRU eviction manager, as a host pairs
 //! them: admit on commit, purge what it evicts, save and restore its state.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+mod common;
 
-use bytes::Bytes;
-use edge_cdn_store::{NoopObserver, StoreConfig, TieredStore};
+use std::path::Path;
+use std::time::SystemTime;
+
+use common::{body, config, get_body, key};
+use edge_cdn_store::TieredStore;
 use pingora_cache::eviction::{lru, EvictionManager};
-use pingora_cache::key::CacheKey;
-use pingora_cache::storage::{MissFinishType, PurgeTarget, PurgeType, Storage};
+use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
-use pingora_cache::{CacheEntryKey, CacheMeta};
-use pingora_http::ResponseHeader;
+use pingora_cache::CacheEntryKey;
 
 type Manager = lru::Manager<1>;
 
 fn open(dir: &Path) -> &'static TieredStore {
-    let config = StoreConfig {
-        dir: dir.to_path_buf(),
-        ..StoreConfig::default()
-    };
-    Box::leak(Box::new(
-        TieredStore::open(config, Arc::new(NoopObserver)).unwrap(),
-    ))
-}
-
-fn key(name: &str) -> CacheKey {
-    CacheKey::new(name.as_bytes().to_vec(), "lru")
+    common::open(config(dir))
 }
 
 /// Store an object and admit it, purging what the manager evicts: what
 /// pingora's `finish_miss_handler` does.
 async fn put(store: &'static TieredStore, manager: &Manager, name: &str, len: usize) {
-    let span = Span::inactive().handle();
-    let now = SystemTime::now();
-    let meta = CacheMeta::new(
-        now + Duration::from_secs(600),
-        now,
-        0,
-        0,
-        ResponseHeader::build(200, None).unwrap(),
-    );
-    let mut miss = store
-        .get_miss_handler(&key(name), &meta, &span)
-        .await
-        .unwrap();
-    miss.write_body(Bytes::from(vec![7u8; len]), true)
-        .await
-        .unwrap();
-    let MissFinishType::Created(size) = miss.finish().await.unwrap() else {
-        panic!("a new object");
-    };
+    let size = common::put(store, name, &body(len, 7)).await;
     let entry = CacheEntryKey::key_only(key(name).to_compact());
-    for victim in manager.admit(entry, size, now) {
+    let span = Span::inactive().handle();
+    for victim in manager.admit(entry, size, SystemTime::now()) {
         store
             .purge(PurgeTarget::Exact(&victim), PurgeType::Eviction, &span)
             .await
@@ -62,8 +34,7 @@ async fn put(store: &'static TieredStore, manager: &Manager, name: &str, len: us
 }
 
 async fn has(store: &'static TieredStore, name: &str) -> bool {
-    let span = Span::inactive().handle();
-    store.lookup(&key(name), &span).await.unwrap().is_some()
+    get_body(store, name).await.is_some()
 }
 
 fn files(dir: &Path) -> usize {

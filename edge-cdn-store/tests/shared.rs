@@ -1,19 +1,20 @@
 //! The shared-tier seam, with an in-process shared tier between two stores.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use common::{config, get_body, key, open_shared};
 use edge_cdn_store::{
-    NoopObserver, SharedError, SharedObject, SharedTier, SharedWrites, StoreConfig, TieredStore,
+    SharedError, SharedObject, SharedTier, SharedWrites, StoreConfig, TieredStore,
 };
-use pingora_cache::key::{CacheHashKey, CacheKey};
+use pingora_cache::key::CacheHashKey;
 use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
-use pingora_cache::CacheMeta;
-use pingora_http::ResponseHeader;
 
 /// A shared tier in memory, standing in for a PoP-wide cache.
 #[derive(Default)]
@@ -58,48 +59,17 @@ fn open(
     shared: Arc<dyn SharedTier>,
     writes: SharedWrites,
 ) -> &'static TieredStore {
-    let config = StoreConfig {
-        dir: dir.to_path_buf(),
-        shared_writes: writes,
-        ..StoreConfig::default()
-    };
-    Box::leak(Box::new(
-        TieredStore::open_with_shared(config, Arc::new(NoopObserver), shared).unwrap(),
-    ))
+    open_shared(
+        StoreConfig {
+            shared_writes: writes,
+            ..config(dir)
+        },
+        shared,
+    )
 }
 
-fn key(path: &str) -> CacheKey {
-    CacheKey::new(path.as_bytes().to_vec(), "t")
-}
-
-async fn put(store: &'static TieredStore, path: &str, body: &'static [u8]) {
-    let span = Span::inactive().handle();
-    let now = SystemTime::now();
-    let meta = CacheMeta::new(
-        now + Duration::from_secs(60),
-        now,
-        0,
-        0,
-        ResponseHeader::build(200, None).unwrap(),
-    );
-    let mut miss = store
-        .get_miss_handler(&key(path), &meta, &span)
-        .await
-        .unwrap();
-    miss.write_body(Bytes::from_static(body), true)
-        .await
-        .unwrap();
-    miss.finish().await.unwrap();
-}
-
-async fn get(store: &'static TieredStore, path: &str) -> Option<Bytes> {
-    let span = Span::inactive().handle();
-    let (_, mut hit) = store.lookup(&key(path), &span).await.unwrap()?;
-    let mut all = Vec::new();
-    while let Some(chunk) = hit.read_body().await.unwrap() {
-        all.extend_from_slice(&chunk);
-    }
-    Some(Bytes::from(all))
+async fn put(store: &'static TieredStore, name: &str, data: &'static [u8]) {
+    common::put(store, name, &Bytes::from_static(data)).await;
 }
 
 async fn until(check: impl Fn() -> bool) {
@@ -121,7 +91,10 @@ async fn a_local_miss_is_filled_from_the_shared_tier_and_kept_locally() {
     put(a, "/s", b"shared body").await;
     until(|| !shared.objects.lock().unwrap().is_empty()).await;
 
-    assert_eq!(get(b, "/s").await.as_deref(), Some(&b"shared body"[..]));
+    assert_eq!(
+        get_body(b, "/s").await.as_deref(),
+        Some(&b"shared body"[..])
+    );
     assert_eq!(
         b.health().disk_objects,
         1,
@@ -129,7 +102,7 @@ async fn a_local_miss_is_filled_from_the_shared_tier_and_kept_locally() {
     );
     shared.objects.lock().unwrap().clear();
     assert_eq!(
-        get(b, "/s").await.as_deref(),
+        get_body(b, "/s").await.as_deref(),
         Some(&b"shared body"[..]),
         "served locally now"
     );
@@ -164,11 +137,6 @@ async fn invalidation_reaches_the_shared_tier_and_eviction_does_not() {
 async fn on_promotion_writes_only_objects_read_again() {
     let dir = tempfile::tempdir().unwrap();
     let shared = Arc::new(InProcess::default());
-    let config = StoreConfig {
-        dir: dir.path().to_path_buf(),
-        shared_writes: SharedWrites::OnPromotion,
-        ..StoreConfig::default()
-    };
     // Written by one process...
     {
         let store = open(dir.path(), shared.clone(), SharedWrites::OnPromotion);
@@ -180,10 +148,8 @@ async fn on_promotion_writes_only_objects_read_again() {
         "nothing shared on write"
     );
     // ...read again after a restart: promoted from disk, so shared.
-    let store: &'static TieredStore = Box::leak(Box::new(
-        TieredStore::open_with_shared(config, Arc::new(NoopObserver), shared.clone()).unwrap(),
-    ));
-    assert!(get(store, "/hot").await.is_some());
+    let store = open(dir.path(), shared.clone(), SharedWrites::OnPromotion);
+    assert!(get_body(store, "/hot").await.is_some());
     until(|| shared.objects.lock().unwrap().len() == 1).await;
 }
 
@@ -191,12 +157,15 @@ async fn on_promotion_writes_only_objects_read_again() {
 async fn a_stalled_shared_tier_fails_open() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), Arc::new(Stalled), SharedWrites::WriteThrough);
-    let looked = tokio::time::timeout(Duration::from_secs(5), get(store, "/nothing")).await;
+    let looked = tokio::time::timeout(Duration::from_secs(5), get_body(store, "/nothing")).await;
     assert_eq!(
         looked.expect("the lookup does not wait for the shared tier"),
         None
     );
     // Writes still work locally; the failing shared write is only counted.
     put(store, "/local", b"local").await;
-    assert_eq!(get(store, "/local").await.as_deref(), Some(&b"local"[..]));
+    assert_eq!(
+        get_body(store, "/local").await.as_deref(),
+        Some(&b"local"[..])
+    );
 }

@@ -1,79 +1,24 @@
 //! The store through pingora's `Storage` interface, on a real directory.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use bytesize::ByteSize;
-use edge_cdn_store::{NoopObserver, StoreConfig, TieredStore};
-use pingora_cache::key::CacheKey;
-use pingora_cache::storage::{HitHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage};
+use common::{body, get, key, meta, open, put, read_all};
+use edge_cdn_store::StoreConfig;
+use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
-use pingora_cache::CacheMeta;
-use pingora_http::ResponseHeader;
 
+/// Small tiers, so that every size class is exercised with small bodies.
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
-        dir: dir.to_path_buf(),
         memory_max_object: ByteSize::kib(4),
         verify_whole_below: ByteSize::kib(64),
-        ..StoreConfig::default()
+        ..common::config(dir)
     }
-}
-
-fn open(config: StoreConfig) -> &'static TieredStore {
-    Box::leak(Box::new(
-        TieredStore::open(config, Arc::new(NoopObserver)).unwrap(),
-    ))
-}
-
-fn key(path: &str) -> CacheKey {
-    CacheKey::new(path.as_bytes().to_vec(), "test")
-}
-
-fn meta(tag: &str) -> CacheMeta {
-    let mut header = ResponseHeader::build(200, None).unwrap();
-    header.insert_header("x-tag", tag).unwrap();
-    let now = SystemTime::now();
-    CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
-}
-
-fn body(len: usize, seed: u8) -> Bytes {
-    Bytes::from(
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect::<Vec<_>>(),
-    )
-}
-
-async fn put(store: &'static TieredStore, path: &str, data: &Bytes) {
-    let span = Span::inactive().handle();
-    let mut miss = store
-        .get_miss_handler(&key(path), &meta(path), &span)
-        .await
-        .unwrap();
-    for chunk in data.chunks(10_000) {
-        miss.write_body(Bytes::copy_from_slice(chunk), false)
-            .await
-            .unwrap();
-    }
-    miss.finish().await.unwrap();
-}
-
-async fn read_all(hit: &mut HitHandler) -> pingora_error::Result<Bytes> {
-    let mut all = Vec::new();
-    while let Some(chunk) = hit.read_body().await? {
-        all.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(all))
-}
-
-async fn get(store: &'static TieredStore, path: &str) -> Option<(CacheMeta, Bytes)> {
-    let span = Span::inactive().handle();
-    let (meta, mut hit) = store.lookup(&key(path), &span).await.unwrap()?;
-    let body = read_all(&mut hit).await.unwrap();
-    Some((meta, body))
 }
 
 fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {

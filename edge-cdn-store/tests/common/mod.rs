@@ -1,0 +1,101 @@
+//! Helpers shared by the store's integration tests: a store on a
+//! directory, keys, metas, bodies, and a write or read through the
+//! `Storage` interface as pingora would do it.
+
+// Each test file uses its own subset of these.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use edge_cdn_store::{NoopObserver, SharedTier, StoreConfig, TieredStore};
+use pingora_cache::key::CacheKey;
+use pingora_cache::storage::{HitHandler, MissFinishType, Storage};
+use pingora_cache::trace::Span;
+use pingora_cache::CacheMeta;
+use pingora_http::ResponseHeader;
+
+/// The default configuration on `dir`.
+pub fn config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        dir: dir.to_path_buf(),
+        ..StoreConfig::default()
+    }
+}
+
+/// Open a store for the rest of the test (pingora wants `'static`).
+pub fn open(config: StoreConfig) -> &'static TieredStore {
+    Box::leak(Box::new(
+        TieredStore::open(config, Arc::new(NoopObserver)).unwrap(),
+    ))
+}
+
+/// Open a store with a shared tier behind it.
+pub fn open_shared(config: StoreConfig, shared: Arc<dyn SharedTier>) -> &'static TieredStore {
+    Box::leak(Box::new(
+        TieredStore::open_with_shared(config, Arc::new(NoopObserver), shared).unwrap(),
+    ))
+}
+
+/// The cache key for `name`.
+pub fn key(name: &str) -> CacheKey {
+    CacheKey::new(name.as_bytes().to_vec(), "test")
+}
+
+/// A fresh response meta whose `x-tag` header says `tag`.
+pub fn meta(tag: &str) -> CacheMeta {
+    let mut header = ResponseHeader::build(200, None).unwrap();
+    header.insert_header("x-tag", tag).unwrap();
+    let now = SystemTime::now();
+    CacheMeta::new(now + Duration::from_secs(600), now, 0, 0, header)
+}
+
+/// `len` bytes that differ by `seed` and by position.
+pub fn body(len: usize, seed: u8) -> Bytes {
+    Bytes::from(
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Store `data` under `name` in 64 KiB writes; returns the object's size.
+pub async fn put(store: &'static TieredStore, name: &str, data: &Bytes) -> usize {
+    let span = Span::inactive().handle();
+    let mut miss = store
+        .get_miss_handler(&key(name), &meta(name), &span)
+        .await
+        .unwrap();
+    for chunk in data.chunks(64 * 1024) {
+        miss.write_body(Bytes::copy_from_slice(chunk), false)
+            .await
+            .unwrap();
+    }
+    match miss.finish().await.unwrap() {
+        MissFinishType::Created(size) => size,
+        MissFinishType::Appended(..) => panic!("a new object"),
+    }
+}
+
+/// Read a hit to its end.
+pub async fn read_all(hit: &mut HitHandler) -> pingora_error::Result<Bytes> {
+    let mut all = Vec::new();
+    while let Some(chunk) = hit.read_body().await? {
+        all.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(all))
+}
+
+/// Look `name` up and read it whole.
+pub async fn get(store: &'static TieredStore, name: &str) -> Option<(CacheMeta, Bytes)> {
+    let span = Span::inactive().handle();
+    let (meta, mut hit) = store.lookup(&key(name), &span).await.unwrap()?;
+    Some((meta, read_all(&mut hit).await.unwrap()))
+}
+
+/// Look `name` up and return only its body.
+pub async fn get_body(store: &'static TieredStore, name: &str) -> Option<Bytes> {
+    get(store, name).await.map(|(_, body)| body)
+}
