@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::extract::Request;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use subtle::ConstantTimeEq;
 
 use crate::cache::store::CacheStore;
 use crate::metrics::Metrics;
@@ -35,8 +38,10 @@ pub struct AdminState {
     pub policies: Arc<PolicyRegistry>,
     /// Loads a module now, on the watcher's thread.
     pub reloader: Reloader,
-    /// Where this listener is bound; writes need it to be loopback.
-    pub admin_addr: SocketAddr,
+    /// The bearer token required for everything but the probes, if any.
+    pub token: Option<String>,
+    /// `/metrics` is served without the token.
+    pub metrics_public: bool,
 }
 
 /// The admin HTTP service on a listener bound before the server started, so
@@ -56,33 +61,53 @@ impl AdminService {
     }
 }
 
-/// The admin routes.
+/// The admin routes. `/healthz` and `/readyz` are always open (probes
+/// carry no credentials); `/metrics` is open when `admin.metrics_public`;
+/// everything else needs the bearer token when one is configured.
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    let mut protected = Router::new()
         .route("/policies", get(policies))
         .route("/policies/{module}/reload", post(reload))
         .route("/policies/{module}/kv", get(kv_list))
         .route(
             "/policies/{module}/kv/{key}",
             get(kv_get).put(kv_put).delete(kv_delete),
-        )
-        .with_state(state)
+        );
+    let mut open = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz));
+    if state.metrics_public {
+        open = open.route("/metrics", get(metrics));
+    } else {
+        protected = protected.route("/metrics", get(metrics));
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    open.merge(protected).with_state(state)
 }
 
-/// Writes are refused on a listener reachable from other hosts until admin
-/// authentication exists: an open KV write would let anyone rewrite policy
-/// settings such as a blocklist.
-fn writable(state: &AdminState) -> Result<(), (StatusCode, &'static str)> {
-    if state.admin_addr.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err((
-            StatusCode::FORBIDDEN,
-            "admin writes are only accepted on a loopback admin listener\n",
-        ))
+/// Check `Authorization: Bearer <token>` in constant time: 401 without
+/// credentials, 403 with wrong ones. With no token configured (allowed only
+/// on a loopback listener) every request passes.
+async fn authorize(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token is required\n",
+        )
+            .into_response(),
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
+            next.run(request).await
+        }
+        Some(_) => (StatusCode::FORBIDDEN, "wrong token\n").into_response(),
     }
 }
 
@@ -121,7 +146,6 @@ async fn reload(
     State(state): State<Arc<AdminState>>,
     Path(module): Path<String>,
 ) -> Result<impl IntoResponse, (StatusCode, &'static str)> {
-    writable(&state)?;
     known_module(&module)?;
     state.reloader.reload(&module).await;
     let serving = state.policies.get(&module).map(|m| m.hash.clone());
@@ -155,7 +179,6 @@ async fn kv_put(
     Path((module, key)): Path<(String, String)>,
     value: String,
 ) -> Result<StatusCode, (StatusCode, &'static str)> {
-    writable(&state)?;
     known_module(&module)?;
     state.policies.kv(&module).set(&key, &value);
     Ok(StatusCode::NO_CONTENT)
@@ -165,7 +188,6 @@ async fn kv_delete(
     State(state): State<Arc<AdminState>>,
     Path((module, key)): Path<(String, String)>,
 ) -> Result<StatusCode, (StatusCode, &'static str)> {
-    writable(&state)?;
     known_module(&module)?;
     if state.policies.kv(&module).remove(&key) {
         Ok(StatusCode::NO_CONTENT)

@@ -30,6 +30,8 @@ pub struct Config {
     pub store: edge_cdn_store::StoreConfig,
     /// Logging.
     pub log: Log,
+    /// The admin API's access control.
+    pub admin: Admin,
     /// Where cache policy modules live.
     pub policy: Policy,
     /// The sites this proxy serves, written as `[[site]]` tables.
@@ -154,6 +156,44 @@ impl Default for Cache {
             stale_if_error: Duration::ZERO,
             heuristic_max_ttl: None,
         }
+    }
+}
+
+/// Access to the admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// The bearer token the admin API requires. Prefer `token_env`, which
+    /// keeps it out of the file. Required (here or in the environment)
+    /// whenever `listen.admin` is not on loopback.
+    pub token: Option<String>,
+    /// The environment variable read for the token when `token` is unset.
+    /// Default `STAVKA_ADMIN_TOKEN`.
+    pub token_env: String,
+    /// Serve `/metrics` without the token, for scrapers. Default `true`.
+    pub metrics_public: bool,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            token: None,
+            token_env: "STAVKA_ADMIN_TOKEN".to_owned(),
+            metrics_public: true,
+        }
+    }
+}
+
+impl Admin {
+    /// Shortest token accepted: a guessable token is no protection.
+    pub const MIN_TOKEN_LEN: usize = 16;
+
+    /// The token from the file, else from the environment.
+    pub fn token(&self) -> Option<String> {
+        self.token
+            .clone()
+            .or_else(|| std::env::var(&self.token_env).ok())
+            .filter(|t| !t.is_empty())
     }
 }
 
@@ -338,6 +378,20 @@ impl Config {
                 "listen.admin".into(),
                 format!("must differ from listen.proxy ({})", self.listen.proxy),
             );
+        }
+        match self.admin.token() {
+            Some(t) if t.len() < Admin::MIN_TOKEN_LEN => err(
+                "admin.token".into(),
+                format!("must be at least {} characters", Admin::MIN_TOKEN_LEN),
+            ),
+            None if !self.listen.admin.ip().is_loopback() => err(
+                "admin.token".into(),
+                format!(
+                    "required because listen.admin ({}) is not on loopback; set it, or the {} environment variable",
+                    self.listen.admin, self.admin.token_env
+                ),
+            ),
+            _ => {}
         }
         if self.server.threads == 0 {
             err("server.threads".into(), "must be at least 1".into());
@@ -639,6 +693,18 @@ mod tests {
                 "site[1].origin.sni",
             ]
         );
+    }
+
+    #[test]
+    fn admin_token_is_required_off_loopback_and_must_be_long() {
+        let off_loopback =
+            "[listen]\nadmin = \"0.0.0.0:9090\"\n[admin]\ntoken_env = \"STAVKA_TEST_NO_SUCH_VAR\"\n";
+        assert_eq!(paths(off_loopback), ["admin.token"]);
+        let short = format!("{off_loopback}token = \"short\"\n");
+        assert_eq!(paths(&short), ["admin.token"]);
+        let good = format!("{off_loopback}token = \"a-long-enough-token\"\n");
+        assert!(paths(&good).is_empty());
+        assert!(paths("").is_empty(), "loopback needs no token");
     }
 
     #[test]

@@ -81,7 +81,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             in_flight: in_flight.clone(),
             policies,
             reloader: watcher.reloader(),
-            admin_addr: config.listen.admin,
+            token: config.admin.token(),
+            metrics_public: config.admin.metrics_public,
         },
     );
     server.add_service(proxy_service);

@@ -280,3 +280,67 @@ origin = { address = "no-port" }
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "an empty file is all defaults");
 }
+
+#[tokio::test]
+async fn admin_api_needs_the_bearer_token_and_probes_stay_open() {
+    let origin = Origin::start(Router::new()).await;
+    let stavka = Stavka::in_front_of(
+        &origin,
+        "[admin]\ntoken = \"correct-horse-battery\"\nmetrics_public = false\n",
+    )
+    .await;
+    let call = |token: Option<&str>, path: &str| {
+        let mut req = client().get(stavka.admin_url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    let missing = call(None, "/policies").await;
+    assert_eq!(missing.status(), 401);
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        call(Some("wrong-horse-battery!"), "/policies")
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        call(Some("correct-horse-battery"), "/policies")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        call(None, "/metrics").await.status(),
+        401,
+        "metrics_public = false"
+    );
+    assert_eq!(
+        call(Some("correct-horse-battery"), "/metrics")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(call(None, "/healthz").await.status(), 200);
+    assert_eq!(call(None, "/readyz").await.status(), 200);
+}
+
+#[test]
+fn an_admin_listener_off_loopback_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    std::fs::write(
+        &path,
+        "[listen]\nadmin = \"0.0.0.0:0\"\n[admin]\ntoken_env = \"STAVKA_TEST_NO_SUCH_VAR\"\n",
+    )
+    .unwrap();
+    let out = Command::new(stavka_bin())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("admin.token: required"), "{stderr}");
+}
