@@ -25,6 +25,27 @@ pub const OUTCOMES: [&str; 10] = [
     "unknown-host",
 ];
 
+/// `stavka_cache_lookups_total` by result, resolved once so the request
+/// path increments an atomic.
+pub struct Lookups {
+    /// A fresh entry served.
+    pub hit: IntCounter,
+    /// A stale entry found (served stale, revalidated or refetched).
+    pub stale: IntCounter,
+    /// Nothing usable found.
+    pub miss: IntCounter,
+}
+
+impl Lookups {
+    fn new(family: &IntCounterVec) -> Lookups {
+        Lookups {
+            hit: family.with_label_values(&["hit"]),
+            stale: family.with_label_values(&["stale"]),
+            miss: family.with_label_values(&["miss"]),
+        }
+    }
+}
+
 /// Where the bytes of a response came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -45,8 +66,8 @@ pub struct Metrics {
     origin_errors: IntCounterVec,
     origin_latency: HistogramVec,
     bytes_served: IntCounterVec,
-    /// Cache lookups by result: `hit`, `stale`, `miss`.
-    pub cache_lookups: IntCounterVec,
+    /// Cache lookups by result, resolved once.
+    pub cache_lookups: Lookups,
     /// Objects admitted to the cache.
     pub cache_inserts: IntCounter,
     /// Entries removed by unsafe-method invalidation (RFC 9111 §4.4).
@@ -181,12 +202,12 @@ impl Metrics {
                 "Response body bytes sent to clients, by site and where they came from.",
                 &["site", "source"],
             ),
-            cache_lookups: counter_vec(
+            cache_lookups: Lookups::new(&counter_vec(
                 &r,
                 "stavka_cache_lookups_total",
                 "Cache lookups, by result (hit, stale, miss).",
                 &["result"],
-            ),
+            )),
             cache_inserts: counter(&r, "stavka_cache_inserts_total", "Objects admitted to the cache."),
             cache_invalidations: counter(
                 &r,

@@ -522,27 +522,16 @@ impl ProxyHttp for StavkaProxy {
             .request(outcome, elapsed.as_secs_f64(), source, bytes);
 
         let cache = &session.cache;
+        let lookups = &self.metrics.cache_lookups;
         match cache.phase() {
-            CachePhase::Hit => self.metrics.cache_lookups.with_label_values(&["hit"]).inc(),
+            CachePhase::Hit => lookups.hit.inc(),
             CachePhase::Stale
             | CachePhase::StaleUpdating
             | CachePhase::Expired
             | CachePhase::Revalidated
-            | CachePhase::RevalidatedNoCache(_) => self
-                .metrics
-                .cache_lookups
-                .with_label_values(&["stale"])
-                .inc(),
-            CachePhase::Miss => self
-                .metrics
-                .cache_lookups
-                .with_label_values(&["miss"])
-                .inc(),
-            CachePhase::Disabled(_) if ctx.miss.is_some() => self
-                .metrics
-                .cache_lookups
-                .with_label_values(&["miss"])
-                .inc(),
+            | CachePhase::RevalidatedNoCache(_) => lookups.stale.inc(),
+            CachePhase::Miss => lookups.miss.inc(),
+            CachePhase::Disabled(_) if ctx.miss.is_some() => lookups.miss.inc(),
             _ => {}
         }
         if cache.lock_duration().is_some() {
