@@ -130,12 +130,6 @@ pub fn decide(
     // in `created`, which pingora compares against the primary entry's
     // provenance to tombstone Vary variants and must stay our own clock.
     let epoch = now.checked_sub(initial_age).unwrap_or(now);
-    let fresh_until = if lifetime.is_zero() {
-        // always stale: every use revalidates (no-cache, max-age=0)
-        epoch - Duration::from_secs(1)
-    } else {
-        epoch + lifetime
-    };
     let defaults = CacheMetaDefaults::new(
         |_| None,
         saturating_secs(rules.default_swr),
@@ -143,16 +137,35 @@ pub fn decide(
     );
     let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &defaults);
     let mut stored = resp.clone();
-    // The origin's Age was folded into `created`; a stale copy must not add it twice.
-    stored.remove_header(&header::AGE);
     if let Some(cc) = &cc {
         cc.strip_private_headers(&mut stored);
     }
-    let mut meta = CacheMeta::new(fresh_until, now, swr, sie, stored);
+    RespCacheable::Cacheable(stored_entry(stored, epoch, lifetime, (swr, sie), now))
+}
+
+/// The metadata of a response being stored: fresh for `lifetime` counted
+/// from `epoch` (a zero lifetime is stale at once, so every use
+/// revalidates), with the stale-while-revalidate and stale-if-error windows
+/// `stale`. The origin's `Age` is dropped: the epoch already counts it, and
+/// a stored copy must not add it twice.
+pub fn stored_entry(
+    mut header: ResponseHeader,
+    epoch: SystemTime,
+    lifetime: Duration,
+    stale: (u32, u32),
+    now: SystemTime,
+) -> CacheMeta {
+    header.remove_header(&header::AGE);
+    let fresh_until = if lifetime.is_zero() {
+        epoch - Duration::from_secs(1)
+    } else {
+        epoch + lifetime
+    };
+    let mut meta = CacheMeta::new(fresh_until, now, stale.0, stale.1, header);
     if epoch != now {
         meta.set_epoch_override(epoch);
     }
-    RespCacheable::Cacheable(meta)
+    meta
 }
 
 /// RFC 9111 §3.2 / §4.3.4: a 304 updates every stored header field it

@@ -14,6 +14,7 @@ use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::observe::remaining_ttl;
+use crate::cache::freshness;
 use crate::policy::{
     CallInput, Entry, Failure, HeaderEdits, HitDecision, PolicyModule, Request, RequestDecision,
     RequestInstance, Response, ResponseDecision, Store, Synthetic,
@@ -284,22 +285,19 @@ pub fn entry(meta: &CacheMeta, now: SystemTime) -> Entry {
 /// own headers say.
 pub fn stored_by_policy(resp: &ResponseHeader, store: &Store, now: SystemTime) -> CacheMeta {
     let mut header = resp.clone();
-    header.remove_header(&http::header::AGE);
     if !store.tags.is_empty() {
         if let Ok(value) = HeaderValue::from_str(&store.tags.join(",")) {
             let _ = header.insert_header(TAGS_HEADER, value);
         }
     }
-    let fresh_until = if store.ttl_seconds == 0 {
-        now - Duration::from_secs(1)
-    } else {
-        now + Duration::from_secs(store.ttl_seconds.into())
-    };
-    CacheMeta::new(
-        fresh_until,
-        now,
-        store.stale_while_revalidate_seconds,
-        store.stale_if_error_seconds,
+    freshness::stored_entry(
         header,
+        now,
+        Duration::from_secs(store.ttl_seconds.into()),
+        (
+            store.stale_while_revalidate_seconds,
+            store.stale_if_error_seconds,
+        ),
+        now,
     )
 }
