@@ -88,10 +88,7 @@ pub fn stavka_bin() -> &'static PathBuf {
             return PathBuf::from(path);
         }
         cargo(&["build", "--quiet", "--workspace", "--bins"]);
-        // target/debug/deps/<test> → target/debug/stavka
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-        dir.join("stavka")
+        target_dir().join("debug").join("stavka")
     })
 }
 
@@ -119,6 +116,12 @@ fn cargo(args: &[&str]) {
     assert!(status.success(), "cargo {args:?} failed");
 }
 
+/// The target directory this test runs from: `<target>/debug/deps/<test>`.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().to_path_buf()
+}
+
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -140,14 +143,7 @@ pub fn guests_dir() -> &'static PathBuf {
             "wasm32-wasip2",
             "--release",
         ]);
-        let exe = std::env::current_exe().unwrap();
-        // target/debug/deps/<test> → target/wasm32-wasip2/release
-        let target = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .and_then(|d| d.parent())
-            .unwrap();
-        target.join("wasm32-wasip2").join("release")
+        target_dir().join("wasm32-wasip2").join("release")
     })
 }
 
