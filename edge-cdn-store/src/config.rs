@@ -38,6 +38,10 @@ pub struct StoreConfig {
     pub shared_timeout: Duration,
     /// When objects are written to the shared tier. Default `write-through`.
     pub shared_writes: crate::shared::SharedWrites,
+    /// Response fields whose values are an object's surrogate tags, for
+    /// purging by tag: lists split on commas and whitespace. Default
+    /// `["surrogate-key", "cache-tag"]`.
+    pub tag_headers: Vec<String>,
 }
 
 impl Default for StoreConfig {
@@ -53,6 +57,7 @@ impl Default for StoreConfig {
             fsync: false,
             shared_timeout: Duration::from_millis(50),
             shared_writes: crate::shared::SharedWrites::WriteThrough,
+            tag_headers: vec!["surrogate-key".into(), "cache-tag".into()],
         }
     }
 }
@@ -77,6 +82,13 @@ impl StoreConfig {
                 "memory_max_object",
                 format!("is larger than memory_bytes ({})", self.memory_bytes),
             ));
+        }
+        if let Some(bad) = self
+            .tag_headers
+            .iter()
+            .find(|f| http::HeaderName::from_bytes(f.as_bytes()).is_err())
+        {
+            out.push(("tag_headers", format!("{bad:?} is not a header field name")));
         }
         if self.write_concurrency == 0 {
             out.push(("write_concurrency", "must be at least 1".into()));

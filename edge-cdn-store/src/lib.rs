@@ -20,10 +20,16 @@
 //!   is served but not stored.
 //! - **A seam for a shared tier.** [`SharedTier`] is consulted after a local
 //!   miss and written per [`SharedWrites`]; it fails open to the origin.
+//! - **A catalog for purging.** Each object's primary key bytes and
+//!   surrogate tags (from `tag_headers`) are recorded, persisted in its meta
+//!   file and rebuilt at start-up, so [`TieredStore::select`] finds every
+//!   Vary variant of a URL, every key under a prefix, or every object with a
+//!   tag — the hash-named files alone cannot answer that.
 //! - **Observable.** A [`StoreObserver`] receives every event; Prometheus
 //!   and `tracing` implementations are included. [`TieredStore::health`]
 //!   says whether the disk is writable and how much room is left.
 
+mod catalog;
 mod config;
 mod disk;
 mod error;
@@ -36,6 +42,7 @@ mod partial;
 mod shared;
 mod store;
 
+pub use catalog::{tags_in, Listed, Selector, MAX_TAGS, MAX_TAG_LEN};
 pub use config::StoreConfig;
 pub use disk::Recovered;
 pub use error::StoreError;
@@ -49,4 +56,4 @@ pub mod __bench {
 }
 
 pub use shared::{NoSharedTier, SharedError, SharedObject, SharedTier, SharedWrites};
-pub use store::{Health, TieredStore};
+pub use store::{Described, Health, TieredStore};

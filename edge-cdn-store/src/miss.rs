@@ -10,6 +10,7 @@ use pingora_cache::storage::{HandleMiss, MissFinishType};
 use pingora_error::{Error, ErrorType, Result};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::catalog::Record;
 use crate::disk::BodyWriter;
 use crate::error::StoreError;
 use crate::memory::MemObject;
@@ -25,6 +26,8 @@ pub struct Miss {
     pub(crate) partial: Arc<Partial>,
     pub(crate) writer: Option<BodyWriter>,
     pub(crate) key: Vec<u8>,
+    /// What the catalog records once the object is committed.
+    pub(crate) record: Option<Record>,
     /// The body so far, while it is small enough for the memory tier.
     pub(crate) small: Option<BytesMut>,
     pub(crate) write_tag: [u8; 8],
@@ -104,6 +107,9 @@ impl HandleMiss for Miss {
         })?;
         let size = body_len + meta_len;
         store.index().insert(hash, size);
+        if let Some(record) = self.record.take() {
+            store.catalog().insert(record);
+        }
         match self.small.take() {
             Some(body) if body.len() as u64 == body_len => {
                 let object = Arc::new(MemObject {

@@ -24,6 +24,7 @@ use pingora_cache::CacheMeta;
 use pingora_error::{Error, ErrorType, Result};
 use tokio::sync::Semaphore;
 
+use crate::catalog::{tags_in, Catalog, Listed, Record, Selector};
 use crate::config::StoreConfig;
 use crate::disk::format::MetaHeader;
 use crate::disk::{encode_key, DiskTier, Recovered};
@@ -41,6 +42,7 @@ pub struct TieredStore {
     config: StoreConfig,
     disk: DiskTier,
     index: Index,
+    catalog: Catalog,
     memory: MemoryTier,
     partials: Partials,
     writes: Arc<Semaphore>,
@@ -48,6 +50,17 @@ pub struct TieredStore {
     observer: Arc<dyn StoreObserver>,
     shared: Arc<dyn SharedTier>,
     recovered: Mutex<Vec<Recovered>>,
+}
+
+/// A stored object, as [`TieredStore::describe`] finds it.
+#[derive(Debug)]
+pub struct Described {
+    /// Its meta: response header and freshness.
+    pub meta: CacheMeta,
+    /// The fastest tier holding it (memory objects are on disk too).
+    pub tier: Tier,
+    /// Bytes on disk, body and meta.
+    pub size: u64,
 }
 
 /// Whether the store can take writes, and how full it is.
@@ -90,11 +103,15 @@ impl TieredStore {
         shared: Arc<dyn SharedTier>,
     ) -> Result<TieredStore, StoreError> {
         let disk = DiskTier::open(&config.dir, config.fsync)?;
-        let recovered = disk.recover();
+        let found = disk.recover(&config.tag_headers);
         let index = Index::default();
-        index.reserve(recovered.len());
-        for r in &recovered {
-            index.insert(r.hash, r.size);
+        index.reserve(found.len());
+        let catalog = Catalog::default();
+        let mut recovered = Vec::with_capacity(found.len());
+        for (object, record) in found {
+            index.insert(object.hash, object.size);
+            catalog.insert(record);
+            recovered.push(object);
         }
         let memory_limit = usize::try_from(config.memory_bytes.as_u64()).unwrap_or(usize::MAX);
         Ok(TieredStore {
@@ -103,6 +120,7 @@ impl TieredStore {
             config,
             disk,
             index,
+            catalog,
             partials: Partials::default(),
             next_write: AtomicU64::new(1),
             observer,
@@ -152,6 +170,47 @@ impl TieredStore {
 
     pub(crate) fn index(&self) -> &Index {
         &self.index
+    }
+
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// What the catalog records for `response`'s object under `key`.
+    fn record(&self, key: &CacheKey, meta: &CacheMeta) -> Record {
+        Record {
+            key: key.to_compact(),
+            primary_key: key.primary_key().into(),
+            tags: tags_in(meta.headers(), &self.config.tag_headers),
+        }
+    }
+
+    /// The stored objects `selector` picks: every Vary variant of a primary
+    /// key, every primary key under a prefix, or every object with a tag.
+    /// Cheap for a key or a tag; a prefix walks the catalog one shard at a
+    /// time, never holding a lock the request path waits on for long.
+    pub fn select(&self, selector: Selector<'_>) -> Vec<Listed> {
+        self.catalog.select(selector)
+    }
+
+    /// Objects in the catalog, and distinct surrogate tags.
+    pub fn catalog_totals(&self) -> (usize, usize) {
+        self.catalog.totals()
+    }
+
+    /// One stored object as an operator inspects it: its meta (status,
+    /// headers, freshness), where it is held, its size and tags. `None` if
+    /// it is gone.
+    pub async fn describe(&'static self, listed: &Listed) -> Option<Described> {
+        let hash = hash_of(&listed.key);
+        let tier = if self.memory.get(hash).is_some() {
+            Tier::Memory
+        } else {
+            Tier::Disk
+        };
+        let size = self.index.get(hash)?;
+        let meta = self.stored_meta(hash).await?;
+        Some(Described { meta, tier, size })
     }
 
     pub(crate) fn memory(&self) -> &MemoryTier {
@@ -206,7 +265,8 @@ impl TieredStore {
         let meta = CacheMeta::deserialize(&object.internal, &object.header).ok()?;
         // Keep it locally too, as if this server had fetched it.
         let local = object.clone();
-        let key_blob = encode_key(&key.to_compact());
+        let key_blob = encode_key(key);
+        let record = self.record(key, &meta);
         let stored = tokio::task::spawn_blocking(move || {
             let mut writer = self.disk.begin(hash)?;
             writer.write(&local.body)?;
@@ -215,6 +275,7 @@ impl TieredStore {
         .await;
         if let Ok(Ok((body_len, meta_len))) = stored {
             self.index.insert(hash, body_len + meta_len);
+            self.catalog.insert(record);
             if body_len <= self.memory_max_object() {
                 self.memory.insert(
                     hash,
@@ -248,6 +309,7 @@ impl TieredStore {
 
     /// Remove `hash` from every tier; returns whether it was stored.
     async fn forget(&'static self, hash: u128) -> bool {
+        self.catalog.remove(&hash.to_be_bytes());
         let in_memory = self.memory.remove(hash);
         let in_index = self.index.remove(hash).is_some();
         let on_disk = tokio::task::spawn_blocking(move || self.disk.remove(hash))
@@ -356,6 +418,10 @@ impl TieredStore {
         match written {
             Ok(true) => {
                 self.memory.update_meta(hash, internal, header);
+                self.catalog.retag(
+                    &hash.to_be_bytes(),
+                    tags_in(meta.headers(), &self.config.tag_headers),
+                );
                 Ok(true)
             }
             Ok(false) => Ok(false),
@@ -481,7 +547,8 @@ impl Storage for TieredStore {
             hash,
             partial,
             writer: Some(writer),
-            key: encode_key(&key.to_compact()),
+            key: encode_key(key),
+            record: Some(self.record(key, meta)),
             small: Some(BytesMut::new()),
             write_tag: write_id.to_be_bytes(),
             _permit: permit,

@@ -19,7 +19,7 @@ pub const BLOCK: usize = 64 * 1024;
 /// Identifies a stavka store file.
 const MAGIC: [u8; 4] = *b"ECDS";
 /// Bumped on any incompatible change; older files are then misses.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 const KIND_BODY: u8 = 1;
 const KIND_META: u8 = 2;
 

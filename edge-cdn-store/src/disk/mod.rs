@@ -16,8 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use pingora_cache::key::CompactCacheKey;
+use pingora_cache::key::{CacheKey, CompactCacheKey};
+use pingora_cache::CacheMeta;
 
+use crate::catalog::{tags_in, Record};
 use crate::error::StoreError;
 use format::{BodyHeader, MetaHeader, BLOCK, BODY_HEADER_LEN};
 
@@ -46,46 +48,67 @@ fn io(what: &'static str) -> impl FnOnce(io::Error) -> StoreError {
     move |e| StoreError::Io(what, e)
 }
 
-/// Encode a cache key for the meta file.
-pub fn encode_key(key: &CompactCacheKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(33 + key.user_tag.len());
-    out.extend_from_slice(&key.primary);
-    match &key.variance {
+/// A cache key as the meta file keeps it: the compact key the eviction
+/// manager and purges use, and the primary key's bytes, which the catalog
+/// selects on (the hash alone cannot answer "everything under /img/").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Hashes and user tag.
+    pub compact: CompactCacheKey,
+    /// The bytes the primary hash was computed over.
+    pub primary_key: Box<[u8]>,
+}
+
+/// Encode `key` for the meta file: primary hash, a variance flag and hash,
+/// the user tag (length-prefixed), then the primary key bytes.
+pub fn encode_key(key: &CacheKey) -> Vec<u8> {
+    let compact = key.to_compact();
+    let primary_key = key.primary_key();
+    let mut out = Vec::with_capacity(35 + compact.user_tag.len() + primary_key.len());
+    out.extend_from_slice(&compact.primary);
+    match &compact.variance {
         Some(v) => {
             out.push(1);
             out.extend_from_slice(v.as_ref());
         }
         None => out.push(0),
     }
-    out.extend_from_slice(key.user_tag.as_bytes());
+    let tag = compact.user_tag.as_bytes();
+    let tag = &tag[..tag.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(tag.len() as u16).to_le_bytes());
+    out.extend_from_slice(tag);
+    out.extend_from_slice(primary_key);
     out
 }
 
 /// Decode a cache key written by [`encode_key`].
-pub fn decode_key(bytes: &[u8]) -> Result<CompactCacheKey, StoreError> {
+pub fn decode_key(bytes: &[u8]) -> Result<StoredKey, StoreError> {
     let bad = || StoreError::Corrupt("bad cache key in meta file");
-    let primary: [u8; 16] = bytes
-        .get(..16)
-        .ok_or_else(bad)?
-        .try_into()
-        .map_err(|_| bad())?;
-    let (variance, rest) = match bytes.get(16) {
-        Some(0) => (None, &bytes[17..]),
-        Some(1) => {
-            let v: [u8; 16] = bytes
-                .get(17..33)
-                .ok_or_else(bad)?
-                .try_into()
-                .map_err(|_| bad())?;
-            (Some(Box::new(v)), &bytes[33..])
-        }
+    let hash = |at: usize| -> Result<[u8; 16], StoreError> {
+        bytes
+            .get(at..at + 16)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(bad)
+    };
+    let primary = hash(0)?;
+    let (variance, at) = match bytes.get(16) {
+        Some(0) => (None, 17),
+        Some(1) => (Some(Box::new(hash(17)?)), 33),
         _ => return Err(bad()),
     };
-    let user_tag = std::str::from_utf8(rest).map_err(|_| bad())?;
-    Ok(CompactCacheKey {
-        primary,
-        variance,
-        user_tag: user_tag.into(),
+    let tag_len = bytes
+        .get(at..at + 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+        .ok_or_else(bad)?;
+    let tag = bytes.get(at + 2..at + 2 + tag_len).ok_or_else(bad)?;
+    let user_tag = std::str::from_utf8(tag).map_err(|_| bad())?;
+    Ok(StoredKey {
+        compact: CompactCacheKey {
+            primary,
+            variance,
+            user_tag: user_tag.into(),
+        },
+        primary_key: bytes[at + 2 + tag_len..].into(),
     })
 }
 
@@ -368,9 +391,10 @@ impl DiskTier {
         had
     }
 
-    /// Walk the directory and return every complete object, deleting
-    /// anything incomplete or corrupt.
-    pub fn recover(&self) -> Vec<Recovered> {
+    /// Walk the directory and return every complete object with its
+    /// catalog record (tags read from the fields named in `tag_fields`),
+    /// deleting anything incomplete or corrupt.
+    pub fn recover(&self, tag_fields: &[String]) -> Vec<(Recovered, Record)> {
         let mut found = Vec::new();
         let shards = fs::read_dir(&self.dir).into_iter().flatten().flatten();
         for outer in shards.filter(|e| e.file_name().len() == 2) {
@@ -386,7 +410,7 @@ impl DiskTier {
                         continue;
                     };
                     match path.extension().and_then(|e| e.to_str()) {
-                        Some("meta") => match self.check(hash, &path) {
+                        Some("meta") => match self.check(hash, &path, tag_fields) {
                             Ok(r) => found.push(r),
                             Err(e) => {
                                 tracing::warn!(file = %path.display(), error = %e, "removing unusable cache object");
@@ -404,7 +428,12 @@ impl DiskTier {
         found
     }
 
-    fn check(&self, hash: u128, path: &Path) -> Result<Recovered, StoreError> {
+    fn check(
+        &self,
+        hash: u128,
+        path: &Path,
+        tag_fields: &[String],
+    ) -> Result<(Recovered, Record), StoreError> {
         let mut bytes = Vec::new();
         File::open(path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -414,10 +443,19 @@ impl DiskTier {
             return Err(StoreError::Corrupt("meta file under the wrong name"));
         }
         let body = self.open_body(hash, &meta)?;
-        Ok(Recovered {
+        let key = decode_key(blobs.key)?;
+        let stored = CacheMeta::deserialize(blobs.internal, blobs.header)
+            .map_err(|_| StoreError::Corrupt("undecodable cache meta"))?;
+        let recovered = Recovered {
             hash,
-            key: decode_key(blobs.key)?,
+            key: key.compact.clone(),
             size: body.len + bytes.len() as u64,
-        })
+        };
+        let record = Record {
+            key: key.compact,
+            primary_key: key.primary_key,
+            tags: tags_in(stored.headers(), tag_fields),
+        };
+        Ok((recovered, record))
     }
 }

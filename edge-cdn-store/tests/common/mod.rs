@@ -63,11 +63,18 @@ pub fn body(len: usize, seed: u8) -> Bytes {
 
 /// Store `data` under `name` in 64 KiB writes; returns the object's size.
 pub async fn put(store: &'static TieredStore, name: &str, data: &Bytes) -> usize {
+    put_with(store, &key(name), &meta(name), data).await
+}
+
+/// Store `data` under `key` with `meta`; returns the object's size.
+pub async fn put_with(
+    store: &'static TieredStore,
+    key: &CacheKey,
+    meta: &CacheMeta,
+    data: &Bytes,
+) -> usize {
     let span = Span::inactive().handle();
-    let mut miss = store
-        .get_miss_handler(&key(name), &meta(name), &span)
-        .await
-        .unwrap();
+    let mut miss = store.get_miss_handler(key, meta, &span).await.unwrap();
     for chunk in data.chunks(64 * 1024) {
         miss.write_body(Bytes::copy_from_slice(chunk), false)
             .await
