@@ -456,6 +456,9 @@ impl Config {
             let at = |field: &str| format!("site[{i}].{field}");
             if site.name.trim().is_empty() {
                 err(at("name"), "must not be empty".into());
+            } else if site.name.chars().any(char::is_control) {
+                // A cache key separates its parts with NUL (cache::key).
+                err(at("name"), "must not contain control characters".into());
             } else if let Some(first) = names.insert(site.name.as_str(), i) {
                 err(
                     at("name"),

@@ -23,7 +23,7 @@ use crate::sites::SiteRouter;
 /// stops at once.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let router = SiteRouter::build(&config.sites, &metrics)?;
+    let router = Arc::new(SiteRouter::build(&config.sites, &metrics)?);
     let store = CacheStore::open(&config.cache, &config.store, metrics.registry())?;
 
     // Policies load before the listeners open: the first request already
@@ -62,7 +62,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let proxy = StavkaProxy::new(
         &config,
-        router,
+        router.clone(),
         store,
         metrics.clone(),
         in_flight.clone(),
@@ -77,6 +77,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         AdminState {
             metrics,
             store,
+            sites: router,
             proxy_addr: config.listen.proxy,
             in_flight: in_flight.clone(),
             policies,

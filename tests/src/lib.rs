@@ -56,6 +56,16 @@ impl Origin {
         self.counts.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
+    /// Requests that reached any path starting with `prefix`.
+    pub fn count_prefix(&self, prefix: &str) -> usize {
+        let counts = self.counts.lock().unwrap();
+        counts
+            .iter()
+            .filter(|(path, _)| path.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// The headers of the last request for `path`.
     pub fn last_headers(&self, path: &str) -> Option<http::HeaderMap> {
         self.last_headers.lock().unwrap().get(path).cloned()
@@ -353,6 +363,34 @@ impl Stavka {
                 .parse()
                 .ok()
         })
+    }
+
+    /// POST `body` to the admin `/purge` and return its JSON answer.
+    pub async fn purge(&self, body: serde_json::Value) -> serde_json::Value {
+        let resp = client()
+            .post(self.admin_url("/purge"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "purge {body}");
+        resp.json().await.unwrap()
+    }
+
+    /// The admin `/inspect` answer for `url`.
+    pub async fn inspect(&self, url: &str) -> serde_json::Value {
+        let at =
+            reqwest::Url::parse_with_params(&self.admin_url("/inspect"), [("url", url)]).unwrap();
+        let resp = client().get(at).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "inspect {url}");
+        resp.json().await.unwrap()
+    }
+
+    /// GET an admin path and return its JSON answer.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let resp = client().get(self.admin_url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json().await.unwrap()
     }
 
     /// Send SIGTERM: graceful shutdown.

@@ -154,6 +154,18 @@ async fn ttl_rules_override_ttls_and_normalise_the_cache_key() {
         same.cache_status()
     );
     assert_eq!(origin.count("/page"), 1);
+
+    // The tag the policy set is a purge handle, and not sent downstream.
+    assert_eq!(hit.header("stavka-tags"), "");
+    let purged = stavka.purge(serde_json::json!({ "tag": "static" })).await;
+    assert_eq!(purged["purged"], 1, "{purged}");
+    let refetched = stavka.get("/static/app.css").await;
+    assert!(
+        refetched.cache_status().contains("miss"),
+        "{}",
+        refetched.cache_status()
+    );
+    assert_eq!(origin.count("/static/app.css"), 2);
 }
 
 fn signed(path: &str, secret: &str, expires: u64) -> String {

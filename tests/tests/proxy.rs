@@ -322,6 +322,18 @@ async fn admin_api_needs_the_bearer_token_and_probes_stay_open() {
             .status(),
         200
     );
+    let purge = |token: Option<&str>| {
+        let mut req = client()
+            .post(stavka.admin_url("/purge"))
+            .json(&serde_json::json!({ "tag": "x" }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(purge(None).await, 401);
+    assert_eq!(purge(Some("wrong-horse-battery!")).await, 403);
+    assert_eq!(purge(Some("correct-horse-battery")).await, 200);
     assert_eq!(call(None, "/healthz").await.status(), 200);
     assert_eq!(call(None, "/readyz").await.status(), 200);
 }

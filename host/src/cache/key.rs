@@ -1,8 +1,12 @@
 //! Cache keys and Vary variance.
 //!
-//! A key is the site, the lower-cased host and the path with query, each
-//! length-prefixed so no two different triples frame to the same bytes
-//! (pingora hashes exactly the bytes it is given). GET and HEAD share a key.
+//! A primary key is the site, the lower-cased host and the path with query,
+//! separated by NUL: `site \0 host \0 target`. Site names (checked by the
+//! configuration) and Host values (visible ASCII) cannot contain NUL and
+//! the target comes last, so no two different triples give the same bytes
+//! (pingora hashes exactly the bytes it is given) — and, unlike a
+//! length-prefixed framing, every URL under a path is a byte prefix, which
+//! purging by prefix relies on. GET and HEAD share a key.
 
 use http::HeaderMap;
 use pingora_cache::key::HashBinary;
@@ -10,14 +14,30 @@ use pingora_cache::{CacheKey, CacheMeta, VarianceBuilder};
 
 use super::freshness::vary_fields;
 
+const SEPARATOR: u8 = 0;
+
+/// The primary key bytes of `path_and_query` on `host` within `site`, or
+/// of everything under it when `path_and_query` is a prefix.
+pub fn primary(site: &str, host: &str, path_and_query: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + site.len() + host.len() + path_and_query.len());
+    out.extend_from_slice(site.as_bytes());
+    out.push(SEPARATOR);
+    out.extend_from_slice(host.as_bytes());
+    out.push(SEPARATOR);
+    out.extend_from_slice(path_and_query.as_bytes());
+    out
+}
+
 /// The key for `path_and_query` on `host`, within `site`.
 pub fn cache_key(site: &str, host: &str, path_and_query: &str) -> CacheKey {
-    let mut primary = Vec::with_capacity(12 + site.len() + host.len() + path_and_query.len());
-    for part in [site.as_bytes(), host.as_bytes(), path_and_query.as_bytes()] {
-        primary.extend_from_slice(&(part.len() as u32).to_le_bytes());
-        primary.extend_from_slice(part);
-    }
-    CacheKey::new(primary, site)
+    CacheKey::new(primary(site, host, path_and_query), site)
+}
+
+/// A primary key taken apart again: site, host and target.
+pub fn parts(primary: &[u8]) -> Option<(&str, &str, &str)> {
+    let text = std::str::from_utf8(primary).ok()?;
+    let mut parts = text.splitn(3, char::from(SEPARATOR));
+    Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
 /// The variance of a request against a stored response's `Vary`
@@ -59,10 +79,14 @@ mod tests {
     use std::time::SystemTime;
 
     #[test]
-    fn framing_keeps_parts_apart() {
+    fn framing_keeps_parts_apart_and_paths_prefix() {
         let a = cache_key("s", "ab", "/c").combined();
         let b = cache_key("s", "a", "b/c").combined();
         assert_ne!(a, b);
+        let key = primary("s", "h", "/img/a.png?x=1");
+        assert!(key.starts_with(&primary("s", "h", "/img/")));
+        assert!(!key.starts_with(&primary("s", "h2", "")));
+        assert_eq!(parts(&key), Some(("s", "h", "/img/a.png?x=1")));
         assert_eq!(
             cache_key("s", "h", "/x").combined(),
             cache_key("s", "h", "/x").combined()

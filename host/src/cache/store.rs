@@ -9,13 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use edge_cdn_store::{PrometheusObserver, StoreObserver, TieredStore};
+use edge_cdn_store::{Described, Listed, PrometheusObserver, Selector, StoreObserver, TieredStore};
+use futures_util::StreamExt;
+use http::HeaderMap;
 use pingora_cache::eviction::{lru, EvictionManager};
+use pingora_cache::key::CacheHashKey;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::predictor::{CacheablePredictor, Predictor};
-use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
+use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
 use pingora_cache::{CacheEntryKey, CacheKey, CacheOptionOverrides, HttpCache};
+use pingora_http::ResponseHeader;
 
 use crate::config;
 
@@ -28,6 +32,23 @@ const PREDICTOR_SHARDS: usize = 16;
 const PREDICTOR_SHARD_CAPACITY: usize = 4096;
 /// Where, inside the store directory, the eviction manager's state is kept.
 const EVICTION_STATE: &str = "eviction";
+/// Objects purged at once: enough to keep the disk busy, few enough that a
+/// purge of thousands leaves blocking threads for the proxy's own I/O.
+const PURGE_CONCURRENCY: usize = 16;
+
+/// The stored response field that carries the surrogate tags a policy set.
+/// It is a tag field of the store and never sent downstream.
+pub const POLICY_TAGS: &str = "stavka-tags";
+
+/// What a purge does to each object it selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeMode {
+    /// Remove it: the next request is a miss.
+    Hard,
+    /// Mark it stale, keeping it: the next request revalidates, and
+    /// stale-if-error can still serve it if the origin fails.
+    Soft,
+}
 
 /// Everything a request needs to use the cache, built once and shared.
 pub struct CacheStore {
@@ -38,6 +59,7 @@ pub struct CacheStore {
     lock_wait_timeout: Duration,
     max_object_size: usize,
     eviction_state: PathBuf,
+    tag_fields: Vec<String>,
 }
 
 /// Totals for metrics: the eviction manager's view of the disk tier and
@@ -70,6 +92,15 @@ impl CacheStore {
     ) -> anyhow::Result<&'static CacheStore> {
         let observer: Arc<dyn StoreObserver> =
             Arc::new(PrometheusObserver::new(registry).context("store metrics")?);
+        let mut store = store.clone();
+        if !store
+            .tag_headers
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(POLICY_TAGS))
+        {
+            store.tag_headers.push(POLICY_TAGS.to_owned());
+        }
+        let store = &store;
         let started = std::time::Instant::now();
         let storage: &'static TieredStore = Box::leak(Box::new(
             TieredStore::open(store.clone(), observer)
@@ -126,6 +157,7 @@ impl CacheStore {
             lock_wait_timeout: cache.lock_timeout,
             max_object_size: usize::try_from(store.max_object_size.as_u64()).unwrap_or(usize::MAX),
             eviction_state,
+            tag_fields: store.tag_headers.clone(),
         })))
     }
 
@@ -144,12 +176,72 @@ impl CacheStore {
     }
 
     /// Remove the entry for `key` and all its Vary variants (RFC 9111 §4.4
-    /// invalidation). Returns whether anything was removed.
-    pub async fn invalidate(&'static self, key: CacheKey) -> pingora_error::Result<bool> {
-        let mut cache = HttpCache::new();
-        cache.enable(self.storage, Some(self.eviction), None, None, None);
-        cache.set_cache_key(key);
-        cache.purge().await
+    /// invalidation). Returns how many were removed.
+    pub async fn invalidate(&'static self, key: &CacheKey) -> usize {
+        let objects = self.select(Selector::Primary(&key.primary_bin()));
+        self.purge(objects, PurgeMode::Hard).await
+    }
+
+    /// The stored objects `selector` picks (see [`TieredStore::select`]).
+    pub fn select(&self, selector: Selector<'_>) -> Vec<Listed> {
+        self.storage.select(selector)
+    }
+
+    /// Purge `objects`, a few at a time; returns how many were still
+    /// there to purge. Runs on the caller's runtime and the blocking pool,
+    /// so a purge of thousands does not hold up the proxy's workers.
+    pub async fn purge(&'static self, objects: Vec<Listed>, mode: PurgeMode) -> usize {
+        futures_util::stream::iter(objects)
+            .map(|object| self.purge_one(object, mode))
+            .buffer_unordered(PURGE_CONCURRENCY)
+            .filter(|done| std::future::ready(*done))
+            .count()
+            .await
+    }
+
+    async fn purge_one(&'static self, object: Listed, mode: PurgeMode) -> bool {
+        let span = Span::inactive().handle();
+        let target = PurgeTarget::Active(&object.key);
+        let done = match mode {
+            PurgeMode::Hard => {
+                self.storage
+                    .purge(target, PurgeType::Invalidation, &span)
+                    .await
+            }
+            PurgeMode::Soft => self.storage.expire(target, &span).await,
+        };
+        match done {
+            Ok(PurgeOutcome::Purged(id)) => {
+                self.eviction.remove(target.removed_entry(id));
+                true
+            }
+            Ok(PurgeOutcome::Expired) => true,
+            Ok(PurgeOutcome::NotFound) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "purge failed");
+                false
+            }
+        }
+    }
+
+    /// Remove the tag fields from a response going downstream.
+    pub fn strip_tags(&self, resp: &mut ResponseHeader) {
+        for field in &self.tag_fields {
+            resp.remove_header(field.as_str());
+        }
+    }
+
+    /// A stored object as the inspector shows it, if it is still there.
+    pub async fn describe(&'static self, object: &Listed) -> Option<Described> {
+        self.storage.describe(object).await
+    }
+
+    /// The surrogate tags of a stored response, from every tag field.
+    pub fn tags(&self, headers: &HeaderMap) -> Vec<String> {
+        edge_cdn_store::tags_in(headers, &self.tag_fields)
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
     /// Sizes and eviction totals. Cheap: no filesystem access.

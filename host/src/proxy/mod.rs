@@ -42,7 +42,7 @@ use policy::PolicyCtx;
 
 /// The caching reverse proxy.
 pub struct StavkaProxy {
-    router: SiteRouter,
+    router: Arc<SiteRouter>,
     store: &'static CacheStore,
     rules: FreshnessRules,
     cache_name: String,
@@ -59,7 +59,7 @@ impl StavkaProxy {
     /// Assemble the proxy from a validated configuration.
     pub fn new(
         config: &config::Config,
-        router: SiteRouter,
+        router: Arc<SiteRouter>,
         store: &'static CacheStore,
         metrics: Arc<Metrics>,
         in_flight: Arc<InFlight>,
@@ -114,17 +114,11 @@ impl StavkaProxy {
             }
         }
         for target in targets {
-            match self
+            let removed = self
                 .store
-                .invalidate(cache_key(&site.name, &host, &target))
-                .await
-            {
-                Ok(true) => self.metrics.cache_invalidations.inc(),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(site = %site.name, %target, error = %e, "invalidation failed")
-                }
-            }
+                .invalidate(&cache_key(&site.name, &host, &target))
+                .await;
+            self.metrics.cache_invalidations.inc_by(removed as u64);
         }
     }
 }
@@ -269,7 +263,7 @@ impl ProxyHttp for StavkaProxy {
         let Some(p) = ctx.policy.as_mut() else {
             return Ok(None);
         };
-        let forced = p.decide_hit(meta).await;
+        let forced = p.decide_hit(meta, self.store.tags(meta.headers())).await;
         if matches!(forced, Some(ForcedFreshness::ForceExpired)) {
             ctx.found_stale = true;
         }
@@ -439,7 +433,8 @@ impl ProxyHttp for StavkaProxy {
     ) -> Result<()> {
         // RFC 9213 §2.1: the CDN-targeted field was for us, not for downstream.
         resp.remove_header(CDN_CACHE_CONTROL);
-        resp.remove_header(policy::TAGS_HEADER);
+        // Surrogate tags are for this cache's purges, not for clients.
+        self.store.strip_tags(resp);
         let status = observe::cache_status(&session.cache, ctx);
         let mut value = status.render(&self.cache_name);
         // RFC 9211 §2: caches closer to the client append their member.

@@ -15,14 +15,11 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::observe::remaining_ttl;
 use crate::cache::freshness;
+use crate::cache::store::POLICY_TAGS;
 use crate::policy::{
     CallInput, Entry, Failure, HeaderEdits, HitDecision, PolicyModule, Request, RequestDecision,
     RequestInstance, Response, ResponseDecision, Store, Synthetic,
 };
-
-/// The stored-header field that carries an entry's surrogate tags set by a
-/// policy. Removed from every response before it leaves.
-pub const TAGS_HEADER: &str = "stavka-tags";
 
 /// What a site's policy has decided so far for one request.
 pub struct PolicyCtx {
@@ -138,8 +135,12 @@ impl PolicyCtx {
     /// `on-hit`: how pingora should treat the entry. A synthetic answer is
     /// kept for `proxy_upstream_filter`, which runs once the miss path is
     /// chosen and before any origin request.
-    pub async fn decide_hit(&mut self, meta: &CacheMeta) -> Option<ForcedFreshness> {
-        let entry = entry(meta, SystemTime::now());
+    pub async fn decide_hit(
+        &mut self,
+        meta: &CacheMeta,
+        tags: Vec<String>,
+    ) -> Option<ForcedFreshness> {
+        let entry = entry(meta, tags, SystemTime::now());
         let input = self.response_input(meta.headers());
         let decided = self
             .module
@@ -251,33 +252,13 @@ fn header_pair(name: &str, value: &str) -> pingora_error::Result<(HeaderName, He
     Ok((name, value))
 }
 
-/// Surrogate tags of a stored response: the policy's, and the origin's
-/// `Surrogate-Key` (space-separated) and `Cache-Tag` (comma-separated).
-pub fn tags(headers: &HeaderMap) -> Vec<String> {
-    let list = |name: &str, sep: char| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(move |v| v.split(sep))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
-    let mut all = list(TAGS_HEADER, ',');
-    all.extend(list("surrogate-key", ' '));
-    all.extend(list("cache-tag", ','));
-    all
-}
-
 /// The cached entry as `on-hit` sees it.
-pub fn entry(meta: &CacheMeta, now: SystemTime) -> Entry {
+pub fn entry(meta: &CacheMeta, tags: Vec<String>, now: SystemTime) -> Entry {
     Entry {
         status: meta.response_header().status.as_u16(),
         age_seconds: meta.age().as_secs(),
         ttl_seconds: remaining_ttl(meta, now),
-        tags: tags(meta.headers()),
+        tags,
     }
 }
 
@@ -287,7 +268,7 @@ pub fn stored_by_policy(resp: &ResponseHeader, store: &Store, now: SystemTime) -
     let mut header = resp.clone();
     if !store.tags.is_empty() {
         if let Ok(value) = HeaderValue::from_str(&store.tags.join(",")) {
-            let _ = header.insert_header(TAGS_HEADER, value);
+            let _ = header.insert_header(POLICY_TAGS, value);
         }
     }
     freshness::stored_entry(

@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`.
+//! The admin listener: probes, metrics, purges, inspection, statistics,
+//! policy management and the dashboard.
 //!
 //! It runs as a pingora background service on its own address, so a flood
 //! of proxy traffic does not starve the endpoints an orchestrator polls.
@@ -23,13 +24,18 @@ use crate::cache::store::CacheStore;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyRegistry, Reloader};
 use crate::shutdown::InFlight;
+use crate::sites::SiteRouter;
+
+mod cache;
 
 /// What the admin endpoints read.
 pub struct AdminState {
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
-    /// The cache, for its sizes and readiness.
+    /// The cache: sizes, readiness, purges and inspection.
     pub store: &'static CacheStore,
+    /// Which site serves a host, to find a URL's cache key.
+    pub sites: Arc<SiteRouter>,
     /// The proxy listener, probed by `/readyz`.
     pub proxy_addr: SocketAddr,
     /// Requests in flight, and whether shutdown has begun.
@@ -66,6 +72,8 @@ impl AdminService {
 /// everything else needs the bearer token when one is configured.
 pub fn router(state: Arc<AdminState>) -> Router {
     let mut protected = Router::new()
+        .route("/purge", post(cache::purge))
+        .route("/inspect", get(cache::inspect))
         .route("/policies", get(policies))
         .route("/policies/{module}/reload", post(reload))
         .route("/policies/{module}/kv", get(kv_list))

@@ -1,0 +1,234 @@
+//! `/purge` and `/inspect`: steering and looking into the cache by URL,
+//! URL prefix and surrogate tag.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use edge_cdn_store::{Listed, Selector};
+use pingora_cache::key::CacheHashKey;
+use serde::{Deserialize, Serialize};
+
+use super::AdminState;
+use crate::cache::key::{self, cache_key};
+use crate::cache::store::PurgeMode;
+use crate::sites::strip_port;
+
+/// An error answer: a status and a JSON `{"error": ...}` body.
+pub type ApiError = (StatusCode, Json<serde_json::Value>);
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": message.into() })),
+    )
+}
+
+/// A purge request: exactly one of `url`, `prefix` and `tag`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    url: Option<String>,
+    prefix: Option<String>,
+    tag: Option<String>,
+    #[serde(default)]
+    soft: bool,
+}
+
+/// What a purge did.
+#[derive(Debug, Serialize)]
+pub struct PurgeReport {
+    /// `url`, `prefix` or `tag`.
+    selector: &'static str,
+    /// The URL, prefix or tag as given.
+    value: String,
+    /// `hard` (removed) or `soft` (marked stale).
+    mode: &'static str,
+    /// Entries the selector matched in the catalog.
+    matched: usize,
+    /// Entries removed or marked stale (fewer if some went meanwhile).
+    purged: usize,
+    took_ms: f64,
+}
+
+/// A URL as an operator writes it, resolved to the cache's terms.
+struct Located {
+    site: String,
+    host: String,
+    target: String,
+}
+
+/// Accept `https://host/path?q`, `http://…`, `//host/path` or `host/path`;
+/// the scheme is not part of the cache key. `default_target` is the path
+/// of a bare host: `/` for a URL, empty (everything) for a prefix.
+fn locate(state: &AdminState, url: &str, default_target: &str) -> Result<Located, ApiError> {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &url[8..]
+    } else if lower.starts_with("http://") {
+        &url[7..]
+    } else {
+        url.strip_prefix("//").unwrap_or(url)
+    };
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(split);
+    let host = strip_port(authority)
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(bad_request(format!("{url:?} names no host")));
+    }
+    let target = match target {
+        "" => default_target.to_owned(),
+        t if t.starts_with('?') => format!("/{t}"),
+        t => t.to_owned(),
+    };
+    let site = state
+        .sites
+        .route(Some(&host))
+        .ok_or_else(|| bad_request(format!("no site serves host {host:?}")))?;
+    Ok(Located {
+        site: site.name.clone(),
+        host,
+        target,
+    })
+}
+
+/// Purge by URL (every Vary variant), prefix or tag, hard or soft.
+pub async fn purge(
+    State(state): State<Arc<AdminState>>,
+    Json(request): Json<PurgeRequest>,
+) -> Result<Json<PurgeReport>, ApiError> {
+    let started = Instant::now();
+    let (selector, value, objects) = match (request.url, request.prefix, request.tag) {
+        (Some(url), None, None) => {
+            let at = locate(&state, &url, "/")?;
+            let primary = cache_key(&at.site, &at.host, &at.target).primary_bin();
+            ("url", url, state.store.select(Selector::Primary(&primary)))
+        }
+        (None, Some(prefix), None) => {
+            let at = locate(&state, &prefix, "")?;
+            let bytes = key::primary(&at.site, &at.host, &at.target);
+            (
+                "prefix",
+                prefix,
+                state.store.select(Selector::Prefix(&bytes)),
+            )
+        }
+        (None, None, Some(tag)) if !tag.trim().is_empty() => {
+            let objects = state.store.select(Selector::Tag(tag.trim()));
+            ("tag", tag, objects)
+        }
+        _ => {
+            return Err(bad_request(
+                "give exactly one of \"url\", \"prefix\" and \"tag\"",
+            ))
+        }
+    };
+    let mode = if request.soft {
+        PurgeMode::Soft
+    } else {
+        PurgeMode::Hard
+    };
+    let matched = objects.len();
+    let purged = state.store.purge(objects, mode).await;
+    let report = PurgeReport {
+        selector,
+        value,
+        mode: match mode {
+            PurgeMode::Hard => "hard",
+            PurgeMode::Soft => "soft",
+        },
+        matched,
+        purged,
+        took_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    tracing::info!(selector, value = %report.value, mode = report.mode, matched, purged, "purge");
+    Ok(Json(report))
+}
+
+/// `?url=`: the URL to inspect.
+#[derive(Debug, Deserialize)]
+pub struct InspectQuery {
+    url: String,
+}
+
+/// Every stored entry (Vary variant) of a URL, as the cache holds it.
+pub async fn inspect(
+    State(state): State<Arc<AdminState>>,
+    Query(query): Query<InspectQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let at = locate(&state, &query.url, "/")?;
+    let primary = cache_key(&at.site, &at.host, &at.target).primary_bin();
+    let mut entries = Vec::new();
+    for object in state.store.select(Selector::Primary(&primary)) {
+        if let Some(entry) = describe(&state, &object).await {
+            entries.push(entry);
+        }
+    }
+    Ok(Json(serde_json::json!({
+        "url": query.url,
+        "site": at.site,
+        "host": at.host,
+        "target": at.target,
+        "entries": entries,
+    })))
+}
+
+/// One entry: status, stored headers, age, remaining freshness, the
+/// stale windows (RFC 5861) and which one applies now, tags, size, tier.
+async fn describe(state: &AdminState, object: &Listed) -> Option<serde_json::Value> {
+    let described = state.store.describe(object).await?;
+    let meta = &described.meta;
+    let now = SystemTime::now();
+    let fresh_until = meta.fresh_until();
+    let seconds_after = |t: SystemTime| t.duration_since(now).map_or(0, |d| d.as_secs());
+    let swr = meta.stale_while_revalidate_sec();
+    let sie = meta.stale_if_error_sec();
+    let state_now = if meta.is_fresh(now) {
+        "fresh"
+    } else if meta.serve_stale_while_revalidate(now) {
+        "stale-while-revalidate"
+    } else if meta.serve_stale_if_error(now) {
+        "stale-if-error"
+    } else {
+        "stale"
+    };
+    let header = meta.response_header();
+    let headers: Vec<(String, String)> = header
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let target = key::parts(&object.primary_key).map(|(_, _, t)| t.to_owned());
+    Some(serde_json::json!({
+        "target": target,
+        "variant": object.key.variance.as_ref().map(|v| hex(v.as_ref())),
+        "status": header.status.as_u16(),
+        "headers": headers,
+        "created": httpdate::fmt_http_date(meta.created()),
+        "age_seconds": meta.age().as_secs(),
+        "state": state_now,
+        "ttl_seconds": seconds_after(fresh_until),
+        "stale_while_revalidate_seconds": swr,
+        "stale_if_error_seconds": sie,
+        "stale_while_revalidate_remaining_seconds":
+            seconds_after(fresh_until + std::time::Duration::from_secs(swr.into())),
+        "stale_if_error_remaining_seconds":
+            seconds_after(fresh_until + std::time::Duration::from_secs(sie.into())),
+        "tags": object.tags.iter().map(|t| t.as_ref()).collect::<Vec<_>>(),
+        "size_bytes": described.size,
+        "tier": described.tier.as_str(),
+    }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

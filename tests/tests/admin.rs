@@ -1,0 +1,317 @@
+//! The admin API against the real proxy: purges by URL, prefix and tag,
+//! hard and soft; inspection; statistics; the OpenAPI description.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+use stavka_e2e::{client, Origin, Stavka};
+
+/// `max-age=60`, a body naming the path, and whatever `extra` headers.
+fn cached(extra: &'static [(&'static str, &'static str)]) -> axum::routing::MethodRouter {
+    get(move |uri: axum::http::Uri| async move {
+        let mut resp = format!("body of {}", uri.path()).into_response();
+        resp.headers_mut()
+            .insert("cache-control", "max-age=60".parse().unwrap());
+        for (k, v) in extra {
+            resp.headers_mut().append(*k, v.parse().unwrap());
+        }
+        resp
+    })
+}
+
+fn purged(answer: &serde_json::Value) -> (u64, u64) {
+    (
+        answer["matched"].as_u64().unwrap(),
+        answer["purged"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn hard_purge_by_url_removes_every_vary_variant_and_the_next_request_misses() {
+    let origin = Origin::start(Router::new().route(
+        "/v",
+        cached(&[("vary", "accept-language"), ("surrogate-key", "v")]),
+    ))
+    .await;
+    let stavka = Stavka::in_front_of(&origin, "").await;
+    let get_lang = |lang: &'static str| {
+        let url = stavka.url("/v");
+        async move {
+            let resp = client()
+                .get(url)
+                .header("accept-language", lang)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.headers()["cache-status"].to_str().unwrap().to_owned();
+            assert!(
+                resp.headers().get("surrogate-key").is_none(),
+                "tags are not sent downstream"
+            );
+            status
+        }
+    };
+    get_lang("en").await;
+    get_lang("fr").await;
+    assert!(get_lang("en").await.contains("hit"));
+    assert_eq!(origin.count("/v"), 2);
+
+    let url = format!("http://{}/v", stavka.proxy);
+    let inspected = stavka.inspect(&url).await;
+    assert_eq!(
+        inspected["entries"].as_array().unwrap().len(),
+        2,
+        "{inspected}"
+    );
+
+    let answer = stavka.purge(json!({ "url": url })).await;
+    assert_eq!(purged(&answer), (2, 2), "{answer}");
+    assert_eq!(answer["mode"], "hard");
+    assert!(get_lang("en").await.contains("fwd=uri-miss"));
+    assert!(get_lang("fr").await.contains("miss"));
+    assert_eq!(
+        origin.count("/v"),
+        4,
+        "both variants went back to the origin"
+    );
+
+    // Nothing left to purge is an answer, not an error.
+    let other = stavka.purge(json!({ "url": stavka.url("/nothing") })).await;
+    assert_eq!(purged(&other), (0, 0));
+}
+
+#[tokio::test]
+async fn soft_purge_revalidates_next_and_stale_if_error_still_serves() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let conditional = Arc::new(AtomicUsize::new(0));
+    let (f, c) = (failing.clone(), conditional.clone());
+    let origin = Origin::start(Router::new().route(
+        "/doc",
+        get(move |headers: HeaderMap| {
+            let (f, c) = (f.clone(), c.clone());
+            async move {
+                if f.load(Ordering::SeqCst) {
+                    return StatusCode::BAD_GATEWAY.into_response();
+                }
+                let cc = [
+                    ("cache-control", "max-age=60, stale-if-error=60"),
+                    ("etag", "\"v1\""),
+                ];
+                if headers.get("if-none-match").is_some() {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    return (StatusCode::NOT_MODIFIED, cc).into_response();
+                }
+                (cc, "document").into_response()
+            }
+        }),
+    ))
+    .await;
+    let stavka = Stavka::in_front_of(&origin, "").await;
+    stavka.get("/doc").await;
+    assert!(stavka.get("/doc").await.cache_status().contains("hit"));
+
+    // RFC 9111 §4.3: a soft-purged entry is stale, so it is validated.
+    let answer = stavka
+        .purge(json!({ "url": stavka.url("/doc"), "soft": true }))
+        .await;
+    assert_eq!(purged(&answer), (1, 1), "{answer}");
+    assert_eq!(answer["mode"], "soft");
+    let inspected = stavka.inspect(&stavka.url("/doc")).await;
+    assert_ne!(inspected["entries"][0]["state"], "fresh", "{inspected}");
+    let revalidated = stavka.get("/doc").await;
+    assert_eq!(revalidated.text(), "document");
+    assert!(
+        revalidated.cache_status().contains("fwd=stale"),
+        "{}",
+        revalidated.cache_status()
+    );
+    assert_eq!(
+        conditional.load(Ordering::SeqCst),
+        1,
+        "a conditional request"
+    );
+    assert!(stavka.get("/doc").await.cache_status().contains("hit"));
+
+    // RFC 5861 §4: soft-purged and the origin failing, the stale copy serves.
+    stavka
+        .purge(json!({ "url": stavka.url("/doc"), "soft": true }))
+        .await;
+    failing.store(true, Ordering::SeqCst);
+    let stale = stavka.get("/doc").await;
+    assert_eq!(stale.status, 200, "{}", stale.cache_status());
+    assert_eq!(stale.text(), "document");
+}
+
+#[tokio::test]
+async fn prefix_purge_takes_exactly_the_urls_under_it() {
+    let origin = Origin::start(
+        Router::new()
+            .route("/img/{name}", cached(&[]))
+            .route("/imgx", cached(&[]))
+            .route("/css/site.css", cached(&[])),
+    )
+    .await;
+    let stavka = Stavka::in_front_of(&origin, "").await;
+    let paths = ["/img/a.png", "/img/b.png?w=10", "/imgx", "/css/site.css"];
+    for p in paths {
+        stavka.get(p).await;
+    }
+    let answer = stavka
+        .purge(json!({ "prefix": format!("{}/img/", stavka.proxy) }))
+        .await;
+    assert_eq!(purged(&answer), (2, 2), "{answer}");
+    for (p, hit) in [
+        ("/img/a.png", false),
+        ("/img/b.png?w=10", false),
+        ("/imgx", true),
+        ("/css/site.css", true),
+    ] {
+        let status = stavka.get(p).await.cache_status().to_owned();
+        assert_eq!(status.contains("; hit"), hit, "{p}: {status}");
+    }
+    // A bare host is everything on it.
+    let all = stavka
+        .purge(json!({ "prefix": format!("https://{}", stavka.proxy) }))
+        .await;
+    assert_eq!(purged(&all), (4, 4), "{all}");
+}
+
+#[tokio::test]
+async fn tag_purge_of_thousands_while_traffic_flows() {
+    const OBJECTS: usize = 2000;
+    let origin = Origin::start(
+        Router::new()
+            .route(
+                "/t/{n}",
+                get(|Path(n): Path<usize>| async move {
+                    let tags = format!("all group-{}", n % 2);
+                    (
+                        [
+                            ("cache-control", "max-age=600".to_owned()),
+                            ("surrogate-key", tags),
+                        ],
+                        format!("object {n}"),
+                    )
+                }),
+            )
+            .route("/hot", cached(&[])),
+    )
+    .await;
+    let stavka = Stavka::in_front_of(&origin, "").await;
+    futures_util::future::join_all((0..16).map(|worker| {
+        let stavka = &stavka;
+        async move {
+            for n in (worker..OBJECTS).step_by(16) {
+                assert_eq!(stavka.get(&format!("/t/{n}")).await.status, 200);
+            }
+        }
+    }))
+    .await;
+    assert_eq!(origin.count_prefix("/t/"), OBJECTS);
+    stavka.get("/hot").await;
+
+    // Clients keep asking for a hot object while the purge runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let traffic: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, served, url) = (stop.clone(), served.clone(), stavka.url("/hot"));
+            tokio::spawn(async move {
+                let client = client();
+                let mut worst = Duration::ZERO;
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let resp = client.get(&url).send().await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    resp.bytes().await.unwrap();
+                    worst = worst.max(started.elapsed());
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+                worst
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = served.load(Ordering::SeqCst);
+    let answer = stavka.purge(json!({ "tag": "group-0" })).await;
+    let during = served.load(Ordering::SeqCst) - before;
+    stop.store(true, Ordering::SeqCst);
+    let mut worst = Duration::ZERO;
+    for t in traffic {
+        worst = worst.max(t.await.unwrap());
+    }
+    assert_eq!(purged(&answer), (1000, 1000), "{answer}");
+    assert!(
+        during > 0,
+        "requests were served while the purge ran: {answer}"
+    );
+    println!(
+        "purged 1000 of {OBJECTS} tagged objects in {} ms; {during} hot requests meanwhile, slowest {worst:?}",
+        answer["took_ms"]
+    );
+
+    assert!(stavka.get("/t/0").await.cache_status().contains("miss"));
+    assert!(stavka.get("/t/1").await.cache_status().contains("hit"));
+    assert_eq!(origin.count_prefix("/t/"), OBJECTS + 1);
+    let rest = stavka.purge(json!({ "tag": "all" })).await;
+    assert_eq!(purged(&rest), (1001, 1001), "{rest}");
+}
+
+#[tokio::test]
+async fn inspect_shows_an_entry_as_stored() {
+    let origin = Origin::start(Router::new().route(
+        "/i",
+        get(|| async {
+            (
+                [
+                    (
+                        "cache-control",
+                        "max-age=100, stale-while-revalidate=30, stale-if-error=300",
+                    ),
+                    ("cache-tag", "red,blue"),
+                    ("x-origin", "yes"),
+                    ("age", "10"),
+                ],
+                "inspect me",
+            )
+        }),
+    ))
+    .await;
+    let stavka = Stavka::in_front_of(&origin, "").await;
+    stavka.get("/i?q=1").await;
+    let inspected = stavka.inspect(&format!("{}/i?q=1", stavka.proxy)).await;
+    let entry = &inspected["entries"][0];
+    assert_eq!(inspected["target"], "/i?q=1");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["state"], "fresh");
+    assert!(entry["age_seconds"].as_u64().unwrap() >= 10, "{entry}");
+    let ttl = entry["ttl_seconds"].as_u64().unwrap();
+    assert!(
+        (85..=90).contains(&ttl),
+        "max-age 100 minus age 10: {entry}"
+    );
+    assert_eq!(entry["stale_while_revalidate_seconds"], 30);
+    assert_eq!(entry["stale_if_error_seconds"], 300);
+    assert_eq!(entry["tags"], json!(["red", "blue"]));
+    assert_eq!(entry["tier"], "memory");
+    assert!(entry["size_bytes"].as_u64().unwrap() > 10);
+    let headers = entry["headers"].as_array().unwrap();
+    assert!(headers.contains(&json!(["x-origin", "yes"])), "{entry}");
+
+    let nothing = stavka.inspect(&stavka.url("/absent")).await;
+    assert_eq!(nothing["entries"], json!([]));
+    let bad = client()
+        .post(stavka.admin_url("/purge"))
+        .json(&json!({ "url": "/a", "tag": "b" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
