@@ -84,6 +84,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             reloader: watcher.reloader(),
             token: config.admin.token(),
             metrics_public: config.admin.metrics_public,
+            sampler: Default::default(),
         },
     );
     server.add_service(proxy_service);

@@ -315,3 +315,37 @@ async fn inspect_shows_an_entry_as_stored() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test]
+async fn stats_report_totals_rates_and_tiers() {
+    let origin = Origin::start(Router::new().route("/s", cached(&[]))).await;
+    let stavka = Stavka::in_front_of(&origin, "").await;
+    for _ in 0..10 {
+        assert_eq!(stavka.get("/s").await.status, 200);
+    }
+    // Let the sampler take a snapshot or two, for the series.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..10 {
+        stavka.get("/s").await;
+    }
+    let stats = stavka.admin_json("/stats").await;
+    let totals = &stats["totals"];
+    assert_eq!(totals["requests"], 20, "{stats}");
+    assert_eq!(totals["by_cache_status"]["miss"], 1, "{stats}");
+    assert_eq!(totals["by_cache_status"]["hit"], 19, "{stats}");
+    assert_eq!(totals["hit_ratio"], 0.95, "{stats}");
+    assert_eq!(totals["origin"]["requests"], 1, "{stats}");
+    assert!(totals["origin"]["mean_latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(totals["bytes_served"]["cache"].as_u64().unwrap() >= 19 * 9);
+    assert_eq!(stats["store"]["memory"]["objects"], 1, "{stats}");
+    assert_eq!(stats["store"]["disk"]["objects"], 1, "{stats}");
+    assert_eq!(stats["store"]["catalog"]["objects"], 1, "{stats}");
+    let rate = &stats["rates"]["10s"];
+    assert!(
+        rate["requests_per_second"].as_f64().unwrap() > 0.0,
+        "{stats}"
+    );
+    // Younger than the window: the rate covers everything since start.
+    assert_eq!(rate["hit_ratio"], 0.95, "{stats}");
+    assert!(!stats["series"].as_array().unwrap().is_empty(), "{stats}");
+}

@@ -429,6 +429,19 @@ async fn a_corrupt_or_foreign_module_leaves_the_old_one_serving() {
             .any(|l| l.starts_with("stavka_policy_last_load_error{") && l.contains("p.toml")),
         "the last error is exported"
     );
+    // The listing shows the serving version, its standing error and counters.
+    let listing = stavka.admin_json("/policies").await;
+    let module = &listing["modules"][0];
+    assert_eq!(module["status"], "serving", "{listing}");
+    assert!(
+        module["last_error"].as_str().unwrap().contains("p.toml"),
+        "{listing}"
+    );
+    assert!(
+        module["counters"]["calls"].as_u64().unwrap() >= 3,
+        "{listing}"
+    );
+    assert_eq!(module["counters"]["failures"]["trap"], 0, "{listing}");
 }
 
 async fn wait_for_metric(stavka: &Stavka, sample: &str, at_least: f64) {

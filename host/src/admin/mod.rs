@@ -27,6 +27,7 @@ use crate::shutdown::InFlight;
 use crate::sites::SiteRouter;
 
 mod cache;
+mod stats;
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -48,6 +49,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// `/metrics` is served without the token.
     pub metrics_public: bool,
+    /// Snapshots for `/stats` rates.
+    pub sampler: stats::Sampler,
 }
 
 /// The admin HTTP service on a listener bound before the server started, so
@@ -74,6 +77,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     let mut protected = Router::new()
         .route("/purge", post(cache::purge))
         .route("/inspect", get(cache::inspect))
+        .route("/stats", get(stats::stats))
         .route("/policies", get(policies))
         .route("/policies/{module}/reload", post(reload))
         .route("/policies/{module}/kv", get(kv_list))
@@ -127,15 +131,27 @@ fn known_module(name: &str) -> Result<(), (StatusCode, &'static str)> {
     }
 }
 
-/// Every serving module: version, mode, settings, exported hooks.
+/// Every module: the serving version (hash, mode, load time, settings,
+/// exported hooks), the standing load error, and call counters. A module
+/// whose every version failed to load is listed with its error only.
 async fn policies(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let modules: Vec<_> = state
+    let metrics = state.policies.metrics();
+    let counters = |name: &str| {
+        let (calls, failures) = metrics.call_totals(name);
+        let failures: serde_json::Map<_, _> = failures
+            .iter()
+            .map(|(kind, n)| ((*kind).to_owned(), (*n).into()))
+            .collect();
+        serde_json::json!({ "calls": calls, "failures": failures })
+    };
+    let mut modules: Vec<_> = state
         .policies
         .modules()
         .iter()
         .map(|m| {
             serde_json::json!({
                 "name": m.name(),
+                "status": "serving",
                 "hash": m.hash,
                 "mode": m.settings.mode.as_str(),
                 "loaded_at": httpdate::fmt_http_date(m.loaded_at),
@@ -143,9 +159,15 @@ async fn policies(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
                 "memory_bytes": m.settings.memory,
                 "failure": format!("{:?}", m.settings.failure).to_lowercase(),
                 "hooks": m.exported_hooks(),
+                "last_error": metrics.last_error(m.name()),
+                "counters": counters(m.name()),
             })
         })
         .collect();
+    modules.extend(metrics.failed_only().into_iter().map(|(name, error)| {
+        serde_json::json!({ "name": name, "status": "failed", "last_error": error })
+    }));
+    modules.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     Json(serde_json::json!({ "dir": state.policies.dir(), "modules": modules }))
 }
 
@@ -278,12 +300,14 @@ impl BackgroundService for AdminService {
                 return;
             }
         };
+        let sampling = stats::Sampler::run(self.state.clone());
         let app = router(self.state.clone());
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.changed().await;
             })
             .await;
+        sampling.abort();
         if let Err(e) = served {
             tracing::error!(error = %e, "admin listener failed");
         }

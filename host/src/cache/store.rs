@@ -60,6 +60,8 @@ pub struct CacheStore {
     max_object_size: usize,
     eviction_state: PathBuf,
     tag_fields: Vec<String>,
+    disk_capacity: u64,
+    memory_capacity: u64,
 }
 
 /// Totals for metrics: the eviction manager's view of the disk tier and
@@ -78,6 +80,10 @@ pub struct StoreStats {
     pub memory_objects: usize,
     /// Bytes in the memory tier.
     pub memory_bytes: usize,
+    /// Bytes the disk tier may hold (`store.disk_bytes`).
+    pub disk_capacity: u64,
+    /// Bytes the memory tier may hold (`store.memory_bytes`).
+    pub memory_capacity: u64,
 }
 
 impl CacheStore {
@@ -158,6 +164,8 @@ impl CacheStore {
             max_object_size: usize::try_from(store.max_object_size.as_u64()).unwrap_or(usize::MAX),
             eviction_state,
             tag_fields: store.tag_headers.clone(),
+            disk_capacity: store.disk_bytes.as_u64(),
+            memory_capacity: store.memory_bytes.as_u64(),
         })))
     }
 
@@ -236,6 +244,11 @@ impl CacheStore {
         self.storage.describe(object).await
     }
 
+    /// Objects in the catalog, and distinct surrogate tags.
+    pub fn catalog_totals(&self) -> (usize, usize) {
+        self.storage.catalog_totals()
+    }
+
     /// The surrogate tags of a stored response, from every tag field.
     pub fn tags(&self, headers: &HeaderMap) -> Vec<String> {
         edge_cdn_store::tags_in(headers, &self.tag_fields)
@@ -254,6 +267,8 @@ impl CacheStore {
             evicted_bytes: self.eviction.evicted_size(),
             memory_objects,
             memory_bytes,
+            disk_capacity: self.disk_capacity,
+            memory_capacity: self.memory_capacity,
         }
     }
 

@@ -228,6 +228,49 @@ impl PolicyMetrics {
         let _ = self.loaded_at.remove_label_values(&[module]);
     }
 
+    /// The rejection standing against `module` (its newest file failed to
+    /// load), if any.
+    pub fn last_error(&self, module: &str) -> Option<String> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current.get(module).and_then(|e| e.error.clone())
+    }
+
+    /// Modules that failed to load and have no serving version, with why.
+    pub fn failed_only(&self) -> Vec<(String, String)> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current
+            .iter()
+            .filter(|(_, e)| e.info.is_empty())
+            .filter_map(|(m, e)| Some((m.clone(), e.error.clone()?)))
+            .collect()
+    }
+
+    /// `module`'s calls so far, and its failed calls by kind.
+    pub fn call_totals(&self, module: &str) -> (u64, [(&'static str, u64); 3]) {
+        let calls = HOOKS
+            .iter()
+            .filter_map(|h| {
+                self.calls
+                    .get_metric_with_label_values(&[module, h.as_str()])
+                    .ok()
+            })
+            .map(|c| c.get())
+            .sum();
+        let failures = KINDS.map(|k| {
+            let n = HOOKS
+                .iter()
+                .filter_map(|h| {
+                    self.failures
+                        .get_metric_with_label_values(&[module, h.as_str(), k.as_str()])
+                        .ok()
+                })
+                .map(|c| c.get())
+                .sum();
+            (k.as_str(), n)
+        });
+        (calls, failures)
+    }
+
     /// A guest-defined counter.
     pub fn guest_counter(&self, module: &str, name: &str) -> IntCounter {
         self.guest_counters.with_label_values(&[module, name])

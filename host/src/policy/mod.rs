@@ -91,6 +91,11 @@ impl PolicyRegistry {
         self.kv.for_module(name)
     }
 
+    /// The modules' metrics: call totals and load errors.
+    pub fn metrics(&self) -> &PolicyMetrics {
+        &self.metrics
+    }
+
     /// The directory watched.
     pub fn dir(&self) -> &Path {
         &self.config.dir
