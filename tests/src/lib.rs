@@ -127,7 +127,8 @@ fn cargo(args: &[&str]) {
 }
 
 /// The target directory this test runs from: `<target>/debug/deps/<test>`.
-fn target_dir() -> PathBuf {
+/// The cargo target directory the tests run from.
+pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.ancestors().nth(3).unwrap().to_path_buf()
 }
@@ -171,7 +172,8 @@ pub fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-fn default_site(origin: &Origin, policy: Option<&str>) -> String {
+/// A default site in front of `origin`, decided by module `policy` if given.
+pub fn default_site(origin: &Origin, policy: Option<&str>) -> String {
     let policy = policy
         .map(|p| format!("policy = \"{p}\"\n"))
         .unwrap_or_default();

@@ -349,3 +349,91 @@ async fn stats_report_totals_rates_and_tiers() {
     assert_eq!(rate["hit_ratio"], 0.95, "{stats}");
     assert!(!stats["series"].as_array().unwrap().is_empty(), "{stats}");
 }
+
+/// Every operation the checked-in OpenAPI description lists is served (with
+/// the token where it says one is needed, refused without it), and the
+/// listener serves the same description.
+#[tokio::test]
+async fn the_openapi_description_matches_what_is_served() {
+    const TOKEN: &str = "openapi-test-token";
+    let checked_in: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../host/src/admin/openapi.json"
+    )))
+    .unwrap();
+    let origin = Origin::start(Router::new()).await;
+    let stavka = Stavka::in_front_of(
+        &origin,
+        &format!("[admin]\ntoken = \"{TOKEN}\"\nmetrics_public = false\n"),
+    )
+    .await;
+    let served = client()
+        .get(stavka.admin_url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        served.json::<serde_json::Value>().await.unwrap(),
+        checked_in
+    );
+
+    let open_by_default = checked_in["security"].as_array().unwrap().is_empty();
+    let mut operations = 0;
+    for (path, item) in checked_in["paths"].as_object().unwrap() {
+        let concrete = path.replace("{module}", "p").replace("{key}", "k");
+        for (method, op) in item.as_object().unwrap() {
+            let method = match method.as_str() {
+                "get" => reqwest::Method::GET,
+                "post" => reqwest::Method::POST,
+                "put" => reqwest::Method::PUT,
+                "delete" => reqwest::Method::DELETE,
+                _ => continue,
+            };
+            operations += 1;
+            let url = format!(
+                "{}{}",
+                stavka.admin_url(&concrete),
+                if concrete == "/inspect" {
+                    "?url=x.test/"
+                } else {
+                    ""
+                }
+            );
+            let request = |token: bool| {
+                let mut req = client().request(method.clone(), &url);
+                if concrete == "/purge" {
+                    req = req.json(&json!({ "tag": "t" }));
+                }
+                if token {
+                    req = req.bearer_auth(TOKEN);
+                }
+                req.send()
+            };
+            let with = request(true).await.unwrap();
+            let status = with.status().as_u16();
+            let body = with.text().await.unwrap();
+            assert!(
+                status != 405 && !(status == 404 && body.is_empty()),
+                "{method} {path} is documented but not routed ({status})"
+            );
+            let needs_token = match op.get("security") {
+                // `[]` is open; `[{}, ...]` makes the token optional.
+                Some(s) => {
+                    let s = s.as_array().unwrap();
+                    !s.is_empty()
+                        && s.iter()
+                            .all(|r| r.as_object().is_some_and(|o| !o.is_empty()))
+                }
+                None => !open_by_default,
+            };
+            let without = request(false).await.unwrap().status().as_u16();
+            if needs_token || concrete == "/metrics" {
+                assert_eq!(without, 401, "{method} {path} without a token");
+            } else {
+                assert_ne!(without, 401, "{method} {path} is documented as open");
+            }
+        }
+    }
+    assert!(operations >= 14, "{operations} operations");
+}

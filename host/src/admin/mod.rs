@@ -27,6 +27,7 @@ use crate::shutdown::InFlight;
 use crate::sites::SiteRouter;
 
 mod cache;
+mod dashboard;
 mod stats;
 
 /// What the admin endpoints read.
@@ -71,8 +72,9 @@ impl AdminService {
 }
 
 /// The admin routes. `/healthz` and `/readyz` are always open (probes
-/// carry no credentials); `/metrics` is open when `admin.metrics_public`;
-/// everything else needs the bearer token when one is configured.
+/// carry no credentials), as are the dashboard's static files and the API
+/// description; `/metrics` is open when `admin.metrics_public`; everything
+/// else needs the bearer token when one is configured.
 pub fn router(state: Arc<AdminState>) -> Router {
     let mut protected = Router::new()
         .route("/purge", post(cache::purge))
@@ -85,7 +87,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/policies/{module}/kv/{key}",
             get(kv_get).put(kv_put).delete(kv_delete),
         );
-    let mut open = Router::new()
+    let mut open = dashboard::routes()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz));
     if state.metrics_public {
