@@ -1,5 +1,6 @@
-//! RAM per object with 1 million objects: the store's disk index, and
-//! (separately) pingora's LRU eviction manager tracking the same objects.
+//! RAM per object with 1 million objects: the store's disk index, its
+//! catalog (primary keys and tags, for purges) and, separately, pingora's
+//! LRU eviction manager tracking the same objects.
 //! Counted by a wrapping allocator, so the figures are exact for this
 //! build, not estimates from RSS.
 //!
@@ -9,7 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::SystemTime;
 
-use edge_cdn_store::__bench::Index;
+use edge_cdn_store::__bench::{Catalog, Index, Record};
 use pingora_cache::eviction::{lru, EvictionManager};
 use pingora_cache::key::CompactCacheKey;
 use pingora_cache::CacheEntryKey;
@@ -75,11 +76,36 @@ fn main() {
     let manager_bytes = LIVE.load(Ordering::Relaxed) - before;
     std::hint::black_box(&manager);
 
+    // The catalog: a typical 40-byte primary key (site, host, path) and
+    // two tags per object from a pool of a thousand.
+    let before = LIVE.load(Ordering::Relaxed);
+    let catalog = Catalog::default();
+    for i in 0..OBJECTS {
+        let primary = format!("www\0www.example.com\0/assets/{i:012}.js");
+        let key = CompactCacheKey {
+            primary: hash(i).to_be_bytes(),
+            variance: None,
+            user_tag: "www".into(),
+        };
+        catalog.insert(Record {
+            key,
+            primary_key: primary.into_bytes().into(),
+            tags: vec!["assets".into(), format!("release-{}", i % 1000).into()],
+        });
+    }
+    let catalog_bytes = LIVE.load(Ordering::Relaxed) - before;
+    std::hint::black_box(&catalog);
+
     println!("{OBJECTS} objects on disk");
     println!(
         "  store index        {:>8.1} MiB  {:>6.1} bytes/object  (target < 100)",
         index_bytes as f64 / (1 << 20) as f64,
         index_bytes as f64 / OBJECTS as f64
+    );
+    println!(
+        "  catalog            {:>8.1} MiB  {:>6.1} bytes/object  (40-byte keys, 2 tags each)",
+        catalog_bytes as f64 / (1 << 20) as f64,
+        catalog_bytes as f64 / OBJECTS as f64
     );
     println!(
         "  eviction manager   {:>8.1} MiB  {:>6.1} bytes/object  (pingora lru::Manager, measured separately)",

@@ -337,6 +337,10 @@ fn walkthrough(proxy: SocketAddr, admin: SocketAddr, policy_dir: Option<&Path>) 
          \x20 collapsing:              for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{{time_total}}\\n' {p}/slow & done; wait\n\
          \x20 large streamed body:     curl -s -o /dev/null -w '%{{size_download}} bytes in %{{time_total}} s\\n' {p}/large\n\
          \x20 invalidation by POST:    curl -si -X POST {p}/cacheable ; curl -si {p}/cacheable | grep -i cache-status\n\
+         \x20 purge (hard; add \"soft\":true to mark stale):  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"url\":\"{p}/cacheable\"}}' http://{admin}/purge\n\
+         \x20 inspect an entry:        curl -s 'http://{admin}/inspect?url={p}/vary'\n\
+         \x20 stats:                   curl -s http://{admin}/stats\n\
+         \x20 dashboard:               open http://{admin}/dashboard\n\
          \x20 metrics:                 curl -s http://{admin}/metrics | grep ^stavka_requests\n"
     );
     format!("{basics}{policies}\nCtrl-C stops it.\n")
