@@ -126,19 +126,7 @@ impl Catalog {
             })
             .objects
             .push(hash);
-        let tags = record
-            .tags
-            .iter()
-            .map(|tag| {
-                let mut shard = lock(&self.tags[tag_slot(tag)]);
-                let shared = match shard.get_key_value(&**tag) {
-                    Some((shared, _)) => shared.clone(),
-                    None => Arc::from(&**tag),
-                };
-                shard.entry(shared.clone()).or_default().insert(hash);
-                shared
-            })
-            .collect();
+        let tags = self.link_tags(&hash, &record.tags);
         objects.insert(
             hash,
             Object {
@@ -159,14 +147,41 @@ impl Catalog {
 
     /// Replace `hash`'s tags (its response headers were rewritten).
     pub fn retag(&self, hash: &HashBinary, tags: Vec<Box<str>>) {
-        let Some(listed) = self.get(hash) else {
-            return;
-        };
-        self.insert(Record {
-            key: listed.key,
-            primary_key: listed.primary_key,
-            tags,
-        });
+        let mut objects = lock(&self.objects[slot(hash)]);
+        if let Some(object) = objects.get_mut(hash) {
+            self.unlink_tags(hash, &object.tags);
+            object.tags = self.link_tags(hash, &tags);
+        }
+    }
+
+    /// Add `hash` to each tag's set, sharing one allocation per tag name.
+    /// Called with its object shard locked.
+    fn link_tags(&self, hash: &HashBinary, tags: &[Box<str>]) -> Box<[Arc<str>]> {
+        tags.iter()
+            .map(|tag| {
+                let mut shard = lock(&self.tags[tag_slot(tag)]);
+                let shared = match shard.get_key_value(&**tag) {
+                    Some((shared, _)) => shared.clone(),
+                    None => Arc::from(&**tag),
+                };
+                shard.entry(shared.clone()).or_default().insert(*hash);
+                shared
+            })
+            .collect()
+    }
+
+    /// Remove `hash` from each tag's set, dropping sets left empty. Called
+    /// with its object shard locked.
+    fn unlink_tags(&self, hash: &HashBinary, tags: &[Arc<str>]) {
+        for tag in tags {
+            let mut shard = lock(&self.tags[tag_slot(tag)]);
+            if let Some(set) = shard.get_mut(&**tag) {
+                set.remove(hash);
+                if set.is_empty() {
+                    shard.remove(&**tag);
+                }
+            }
+        }
     }
 
     /// Drop `object`'s references from the primary and tag maps. Called
@@ -180,15 +195,7 @@ impl Catalog {
             }
         }
         drop(primaries);
-        for tag in object.tags.iter() {
-            let mut shard = lock(&self.tags[tag_slot(tag)]);
-            if let Some(set) = shard.get_mut(&**tag) {
-                set.remove(hash);
-                if set.is_empty() {
-                    shard.remove(&**tag);
-                }
-            }
-        }
+        self.unlink_tags(hash, &object.tags);
     }
 
     /// What is recorded for `hash`.
