@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use edge_cdn_store::{Listed, Selector};
-use pingora_cache::key::CacheHashKey;
+use pingora_cache::key::{CacheHashKey, HashBinary};
 use serde::{Deserialize, Serialize};
 
 use super::AdminState;
@@ -60,6 +60,13 @@ struct Located {
     target: String,
 }
 
+impl Located {
+    /// The primary key hash of exactly this URL.
+    fn primary_hash(&self) -> HashBinary {
+        cache_key(&self.site, &self.host, &self.target).primary_bin()
+    }
+}
+
 /// Accept `https://host/path?q`, `http://…`, `//host/path` or `host/path`;
 /// the scheme is not part of the cache key. `default_target` is the path
 /// of a bare host: `/` for a URL, empty (everything) for a prefix.
@@ -104,8 +111,7 @@ pub async fn purge(
     let started = Instant::now();
     let (selector, value, objects) = match (request.url, request.prefix, request.tag) {
         (Some(url), None, None) => {
-            let at = locate(&state, &url, "/")?;
-            let primary = cache_key(&at.site, &at.host, &at.target).primary_bin();
+            let primary = locate(&state, &url, "/")?.primary_hash();
             ("url", url, state.store.select(Selector::Primary(&primary)))
         }
         (None, Some(prefix), None) => {
@@ -161,7 +167,7 @@ pub async fn inspect(
     Query(query): Query<InspectQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let at = locate(&state, &query.url, "/")?;
-    let primary = cache_key(&at.site, &at.host, &at.target).primary_bin();
+    let primary = at.primary_hash();
     let mut entries = Vec::new();
     for object in state.store.select(Selector::Primary(&primary)) {
         if let Some(entry) = describe(&state, &object).await {

@@ -12,7 +12,27 @@ use axum::Router;
 /// The checked-in OpenAPI 3.1 description of the admin API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse + Clone {
+/// Path, content type and body of each static file.
+const ASSETS: [(&str, &str, &str); 4] = [
+    (
+        "/dashboard",
+        "text/html; charset=utf-8",
+        include_str!("dashboard/index.html"),
+    ),
+    (
+        "/dashboard/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/app.js"),
+    ),
+    (
+        "/dashboard/style.css",
+        "text/css; charset=utf-8",
+        include_str!("dashboard/style.css"),
+    ),
+    ("/openapi.json", "application/json", OPENAPI),
+];
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -30,37 +50,10 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse + 
 /// `/` (redirects to the dashboard), `/dashboard` and its assets, and
 /// `/openapi.json`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/dashboard") }))
-        .route(
-            "/dashboard",
-            get(|| async {
-                asset(
-                    "text/html; charset=utf-8",
-                    include_str!("dashboard/index.html"),
-                )
-            }),
-        )
-        .route(
-            "/dashboard/app.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("dashboard/app.js"),
-                )
-            }),
-        )
-        .route(
-            "/dashboard/style.css",
-            get(|| async {
-                asset(
-                    "text/css; charset=utf-8",
-                    include_str!("dashboard/style.css"),
-                )
-            }),
-        )
-        .route(
-            "/openapi.json",
-            get(|| async { asset("application/json", OPENAPI) }),
-        )
+    ASSETS.into_iter().fold(
+        Router::new().route("/", get(|| async { Redirect::to("/dashboard") })),
+        |router, (path, content_type, body)| {
+            router.route(path, get(move || async move { asset(content_type, body) }))
+        },
+    )
 }

@@ -87,6 +87,7 @@ impl Sample {
                 .iter()
                 .map(|m| (m, m.get_counter().get_value()))
         };
+        let total = || counters().map(|(_, v)| v).sum::<f64>();
         match family.get_name() {
             "stavka_requests_total" => {
                 for (m, v) in counters() {
@@ -105,21 +106,11 @@ impl Sample {
                     }
                 }
             }
-            "stavka_origin_requests_total" => {
-                self.origin_requests += counters().map(|c| c.1).sum::<f64>()
-            }
-            "stavka_origin_errors_total" => {
-                self.origin_errors += counters().map(|c| c.1).sum::<f64>()
-            }
-            "stavka_collapsed_requests_total" => {
-                self.collapsed += counters().map(|c| c.1).sum::<f64>()
-            }
-            "stavka_policy_calls_total" => {
-                self.policy_calls += counters().map(|c| c.1).sum::<f64>()
-            }
-            "stavka_policy_failures_total" => {
-                self.policy_failures += counters().map(|c| c.1).sum::<f64>()
-            }
+            "stavka_origin_requests_total" => self.origin_requests += total(),
+            "stavka_origin_errors_total" => self.origin_errors += total(),
+            "stavka_collapsed_requests_total" => self.collapsed += total(),
+            "stavka_policy_calls_total" => self.policy_calls += total(),
+            "stavka_policy_failures_total" => self.policy_failures += total(),
             "stavka_origin_response_seconds" => {
                 for m in family.get_metric() {
                     self.origin_latency_sum += m.get_histogram().get_sample_sum();
