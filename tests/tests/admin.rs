@@ -328,7 +328,16 @@ async fn stats_report_totals_rates_and_tiers() {
     for _ in 0..10 {
         stavka.get("/s").await;
     }
-    let stats = stavka.admin_json("/stats").await;
+    // A request is counted in pingora's logging phase, just after its
+    // response reached the client: wait for the last one to land.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stats = loop {
+        let stats = stavka.admin_json("/stats").await;
+        if stats["totals"]["requests"] == 20 || Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let totals = &stats["totals"];
     assert_eq!(totals["requests"], 20, "{stats}");
     assert_eq!(totals["by_cache_status"]["miss"], 1, "{stats}");
