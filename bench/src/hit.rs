@@ -1,0 +1,52 @@
+//! Cache-hit throughput and latency: one object, stored by two requests,
+//! then keep-alive load from wrk. The origin's counter proves every request
+//! under load was a hit.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+
+use crate::origin::Origin;
+use crate::server::Running;
+use crate::wrk::{self, Load};
+
+/// wrk runs this long first, unmeasured, so connections, caches and
+/// instance pools are warm.
+pub const WARMUP: Duration = Duration::from_secs(1);
+
+/// Hit load on a `size`-byte object, stored under the fresh name `name`.
+pub async fn run(
+    origin: &Origin,
+    server: &Running,
+    name: &str,
+    size: usize,
+    connections: usize,
+    duration: Duration,
+) -> Result<Load> {
+    let path = format!("/obj/{size}/{name}");
+    let url = server.url(&path);
+    let client = crate::client(1);
+    for _ in 0..2 {
+        let body = client
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        ensure!(
+            body.len() == size,
+            "{url}: {} bytes, expected {size}",
+            body.len()
+        );
+    }
+    wrk::run(&url, connections, WARMUP).await?;
+    let load = wrk::run(&url, connections, duration).await?;
+    let fetched = origin.record(&path).requests;
+    ensure!(
+        fetched == 1,
+        "{}: {path} reached the origin {fetched} times; hits were not hits",
+        server.contender.as_str()
+    );
+    Ok(load)
+}

@@ -1,0 +1,286 @@
+//! `stavka-bench`: stavka, nginx `proxy_cache` and Varnish in front of one
+//! origin on loopback, measured in one run, reported as one set of tables.
+//!
+//! The servers run pinned to `--server-cpus`, the driver (origin, clients,
+//! wrk) to `--client-cpus`, so the load generator never competes with the
+//! server it measures. Contenders take turns within each round, so drift in
+//! the machine affects them alike; each figure is the median over rounds.
+//! `./x bench` installs the peers and wrk, builds everything and runs this.
+
+mod hit;
+mod memory;
+mod miss;
+mod origin;
+mod profile;
+mod report;
+mod server;
+mod wrk;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+
+use crate::report::Results;
+use crate::server::{Contender, Tools};
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Hit throughput and latency, 1 KiB and 100 KiB.
+    Hit,
+    /// Time to first byte of a slow 50 MiB miss, alone and collapsed.
+    Miss,
+    /// Concurrent cold requests for one key.
+    Collapse,
+    /// Resident memory per cached object.
+    Memory,
+}
+
+#[derive(Parser)]
+#[command(about = "stavka against nginx proxy_cache and Varnish, in one run")]
+struct Args {
+    /// Rounds; every figure is the median over them.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds of measured load per hit run.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// wrk's keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Objects stored for the memory scenario.
+    #[arg(long, default_value_t = 100_000)]
+    objects: usize,
+    /// Clients of the collapsed slow miss.
+    #[arg(long, default_value_t = 20)]
+    collapsed: usize,
+    /// Clients of the collapsing scenario.
+    #[arg(long, default_value_t = 100)]
+    collapsing: usize,
+    /// Scenarios to run (default: all).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<Scenario>,
+    /// Contenders to run (default: all that each scenario takes).
+    #[arg(long, value_delimiter = ',')]
+    contenders: Vec<Contender>,
+    /// CPUs for the servers, as taskset takes them.
+    #[arg(long, default_value = "0")]
+    server_cpus: String,
+    /// CPUs for the driver: origin, clients and wrk.
+    #[arg(long, default_value = "1")]
+    client_cpus: String,
+    /// Also profile this stavka configuration's 1 KiB hit path with `perf`.
+    #[arg(long)]
+    profile: Option<Contender>,
+    /// Where the Markdown tables go (besides stdout).
+    #[arg(long, default_value = "target/bench/results.md")]
+    out: PathBuf,
+}
+
+/// Hit object sizes.
+const HIT_SIZES: [usize; 2] = [1024, 100 * 1024];
+
+/// A client for `connections` concurrent requests, no proxy from the
+/// environment, no decompression.
+fn client(connections: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(connections)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("a client with no TLS or proxy settings builds")
+}
+
+/// A name no earlier request has used, so every scenario starts cold.
+fn fresh(tag: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{tag}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Scenario {
+    /// Who takes part: hits compare policy modes; misses and collapsing
+    /// take the per-request policy too; memory compares storage layouts.
+    fn contenders(self) -> &'static [Contender] {
+        use Contender::*;
+        match self {
+            Scenario::Hit => &[Stavka, StavkaPerRequest, StavkaLongLived, Nginx, Varnish],
+            Scenario::Miss | Scenario::Collapse => &[Stavka, StavkaPerRequest, Nginx, Varnish],
+            Scenario::Memory => &[Stavka, StavkaDiskOnly, Nginx, Varnish],
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    pin_self(&args.client_cpus)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+/// Pin this process (and so wrk, which it spawns) to `cpus`.
+fn pin_self(cpus: &str) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset (util-linux)")?;
+    anyhow::ensure!(status.success(), "taskset -c {cpus} failed");
+    Ok(())
+}
+
+async fn run(args: Args) -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("stavka-bench runs from target/<profile>/")?;
+    let tools = Tools {
+        configs: root.join("bench/configs"),
+        stavka: exe.with_file_name("stavka"),
+        guest: target.join("wasm32-wasip2/release/ttl_rules.wasm"),
+        work: target.join("bench/work"),
+        cpus: args.server_cpus.clone(),
+    };
+    let origin = origin::Origin::start().await?;
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::value_variants().to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let takes = |s: Scenario, c: Contender| {
+        scenarios.contains(&s)
+            && s.contenders().contains(&c)
+            && (args.contenders.is_empty() || args.contenders.contains(&c))
+    };
+    let duration = Duration::from_secs(args.duration);
+    let mut results = Results::default();
+    for round in 1..=args.runs {
+        for &contender in Contender::value_variants() {
+            let load = [Scenario::Hit, Scenario::Miss, Scenario::Collapse];
+            if load.iter().any(|s| takes(*s, contender)) {
+                eprintln!("round {round}/{}: {}", args.runs, contender.as_str());
+                let server = tools.start(contender, origin.addr).await?;
+                if takes(Scenario::Hit, contender) {
+                    for size in HIT_SIZES {
+                        let load = hit::run(
+                            &origin,
+                            &server,
+                            &fresh("hot"),
+                            size,
+                            args.connections,
+                            duration,
+                        )
+                        .await?;
+                        results
+                            .hits
+                            .entry((contender, size))
+                            .or_default()
+                            .push(load);
+                    }
+                }
+                if takes(Scenario::Miss, contender) {
+                    for clients in [1, args.collapsed] {
+                        let ttfb =
+                            miss::first_byte(&origin, &server, &fresh("slow"), clients).await?;
+                        results
+                            .first_byte
+                            .entry((contender, clients))
+                            .or_default()
+                            .push(ttfb);
+                    }
+                }
+                if takes(Scenario::Collapse, contender) {
+                    let collapse =
+                        miss::collapse(&origin, &server, &fresh("cold"), args.collapsing).await?;
+                    results
+                        .collapse
+                        .entry((contender, args.collapsing))
+                        .or_default()
+                        .push(collapse);
+                }
+                server.stop().await?;
+            }
+            if takes(Scenario::Memory, contender) {
+                eprintln!("round {round}/{}: {} memory", args.runs, contender.as_str());
+                let server = tools.start(contender, origin.addr).await?;
+                let memory = memory::fill(&origin, &server, &fresh("m"), args.objects).await?;
+                results
+                    .memory
+                    .entry((contender, args.objects))
+                    .or_default()
+                    .push(memory);
+                server.stop().await?;
+            }
+        }
+    }
+    let tables = results.markdown(args.connections, args.duration);
+    let report = format!("{}\n{tables}", machine().await);
+    println!("{report}");
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, &report)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("tables written to {}", args.out.display());
+    if let Some(contender) = args.profile {
+        let server = tools.start(contender, origin.addr).await?;
+        let out = args.out.with_file_name("hit-profile.txt");
+        profile::hit_path(
+            &server,
+            &fresh("profiled"),
+            args.connections,
+            duration,
+            &out,
+        )
+        .await?;
+        server.stop().await?;
+        eprintln!("profile written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// The machine and the versions measured, for the report's header.
+async fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let version = |program: &'static str, args: &'static [&'static str]| async move {
+        let out = tokio::process::Command::new(program)
+            .args(args)
+            .output()
+            .await;
+        out.map(|o| {
+            let text = [o.stdout, o.stderr].concat();
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_else(|_| format!("{program}: not found"))
+    };
+    format!(
+        "## Machine\n\n- CPU: {cpu}, {} logical CPUs\n- kernel: {}\n- {}\n- {}\n- {}\n- stavka at commit {}\n",
+        // Not available_parallelism: this process is pinned.
+        std::fs::read_to_string("/proc/cpuinfo")
+            .map_or(0, |s| s.lines().filter(|l| l.starts_with("processor")).count()),
+        version("uname", &["-r"]).await,
+        version("nginx", &["-v"]).await,
+        version("varnishd", &["-V"]).await,
+        version("wrk", &["-v"]).await,
+        version("git", &["rev-parse", "--short", "HEAD"]).await,
+    )
+}

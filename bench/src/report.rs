@@ -1,0 +1,284 @@
+//! The results of every run, reduced to medians and written as Markdown
+//! tables with ratios against nginx and Varnish.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::hit;
+use crate::memory::{Memory, OBJECT_SIZE};
+use crate::miss::{Collapse, FirstByte, COLLAPSE_DELAY_MS};
+use crate::server::Contender;
+use crate::wrk::Load;
+
+/// Every run's figures, by contender and scenario parameter.
+#[derive(Default)]
+pub struct Results {
+    /// Hit load by object size.
+    pub hits: BTreeMap<(Contender, usize), Vec<Load>>,
+    /// Slow-object misses by number of clients.
+    pub first_byte: BTreeMap<(Contender, usize), Vec<FirstByte>>,
+    /// Collapsing, by number of clients.
+    pub collapse: BTreeMap<(Contender, usize), Vec<Collapse>>,
+    /// Memory fills, by number of objects.
+    pub memory: BTreeMap<(Contender, usize), Vec<Memory>>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The median of one field over runs.
+fn med<T>(runs: &[T], field: impl Fn(&T) -> f64) -> f64 {
+    median(runs.iter().map(field).collect())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn size_name(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b % 1024 == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
+fn ratio(value: f64, against: Option<f64>) -> String {
+    match against {
+        Some(base) if base > 0.0 => format!("{:.2}", value / base),
+        _ => "–".into(),
+    }
+}
+
+impl Results {
+    fn hit_rps(&self, contender: Contender, size: usize) -> Option<f64> {
+        self.hits
+            .get(&(contender, size))
+            .map(|runs| med(runs, |l| l.rps))
+    }
+
+    /// All tables, in the order docs/benchmarks.md presents them.
+    pub fn markdown(&self, connections: usize, seconds: u64) -> String {
+        let mut out = String::new();
+        self.hit_table(&mut out, connections, seconds);
+        self.overhead_table(&mut out);
+        self.first_byte_table(&mut out);
+        self.collapse_table(&mut out);
+        self.memory_table(&mut out);
+        out
+    }
+
+    fn hit_table(&self, out: &mut String, connections: usize, seconds: u64) {
+        let mut sizes: Vec<usize> = self.hits.keys().map(|k| k.1).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        if sizes.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "### Cache hits\n\nOne object, {connections} keep-alive connections, {seconds} s per run after {} s of warm-up; req/s and the ratio to nginx and Varnish (higher is better), latency in ms.\n",
+            hit::WARMUP.as_secs()
+        );
+        let mut header = "| server |".to_owned();
+        let mut rule = "|---|".to_owned();
+        for size in &sizes {
+            let s = size_name(*size);
+            let _ = write!(header, " {s} req/s | ÷ nginx | ÷ Varnish | p50 | p99 |");
+            rule.push_str("---:|---:|---:|---:|---:|");
+        }
+        let _ = writeln!(out, "{header}\n{rule}");
+        for contender in self.contenders(|c| self.hits.contains_key(&(c, sizes[0]))) {
+            let mut row = format!("| {} |", contender.as_str());
+            for size in &sizes {
+                match self.hits.get(&(contender, *size)) {
+                    Some(runs) => {
+                        let rps = med(runs, |l| l.rps);
+                        let _ = write!(
+                            row,
+                            " {rps:.0} | {} | {} | {:.2} | {:.2} |",
+                            ratio(rps, self.hit_rps(Contender::Nginx, *size)),
+                            ratio(rps, self.hit_rps(Contender::Varnish, *size)),
+                            med(runs, |l| ms(l.p50)),
+                            med(runs, |l| ms(l.p99)),
+                        );
+                    }
+                    None => row.push_str(" – | – | – | – | – |"),
+                }
+            }
+            let _ = writeln!(out, "{row}");
+        }
+        out.push('\n');
+    }
+
+    fn overhead_table(&self, out: &mut String) {
+        let modes = [Contender::StavkaPerRequest, Contender::StavkaLongLived];
+        let sizes: Vec<usize> = self
+            .hits
+            .keys()
+            .filter(|k| k.0 == Contender::Stavka)
+            .map(|k| k.1)
+            .collect();
+        if sizes.is_empty() || !modes.iter().any(|m| self.hit_rps(*m, sizes[0]).is_some()) {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "### Policy overhead\n\nHit throughput with the ttl-rules policy as a share of stavka's without a policy, and the throughput lost.\n"
+        );
+        let mut header = "| policy |".to_owned();
+        let mut rule = "|---|".to_owned();
+        for size in &sizes {
+            let _ = write!(header, " {} ratio | lost |", size_name(*size));
+            rule.push_str("---:|---:|");
+        }
+        let _ = writeln!(out, "{header}\n{rule}");
+        for mode in modes {
+            let mut row = format!("| {} |", mode.as_str());
+            for size in &sizes {
+                match (
+                    self.hit_rps(mode, *size),
+                    self.hit_rps(Contender::Stavka, *size),
+                ) {
+                    (Some(with), Some(without)) => {
+                        let _ = write!(
+                            row,
+                            " {:.3} | {:.1}% |",
+                            with / without,
+                            (1.0 - with / without) * 100.0
+                        );
+                    }
+                    _ => row.push_str(" – | – |"),
+                }
+            }
+            let _ = writeln!(out, "{row}");
+        }
+        out.push('\n');
+    }
+
+    fn first_byte_table(&self, out: &mut String) {
+        if self.first_byte.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "### Miss, time to first byte\n\nCold requests for a {} object the origin starts sending after 20 ms and paces at about 25 MiB/s. \"Added\" is a client's first body byte minus the origin's first byte (ms); \"done\" is when the last client had the whole body.\n\n| server | clients | origin fetches | origin first byte | added, median client | added, slowest client | last done |\n|---|---:|---:|---:|---:|---:|---:|",
+            size_name(crate::origin::SLOW_SIZE)
+        );
+        for ((contender, clients), runs) in &self.first_byte {
+            let _ = writeln!(
+                out,
+                "| {} | {clients} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} |",
+                contender.as_str(),
+                med(runs, |r| r.origin_requests as f64),
+                med(runs, |r| ms(r.origin)),
+                med(runs, |r| ms(r.added_p50)),
+                med(runs, |r| ms(r.added_max)),
+                med(runs, |r| ms(r.last_done)),
+            );
+        }
+        out.push('\n');
+    }
+
+    fn collapse_table(&self, out: &mut String) {
+        if self.collapse.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "### Collapsing\n\nConcurrent cold requests for one 1 KiB object the origin takes {COLLAPSE_DELAY_MS} ms to produce.\n\n| server | clients | origin requests | last client done (ms) |\n|---|---:|---:|---:|"
+        );
+        for ((contender, clients), runs) in &self.collapse {
+            let _ = writeln!(
+                out,
+                "| {} | {clients} | {:.0} | {:.0} |",
+                contender.as_str(),
+                med(runs, |r| r.origin_requests as f64),
+                med(runs, |r| ms(r.last_done)),
+            );
+        }
+        out.push('\n');
+    }
+
+    fn memory_table(&self, out: &mut String) {
+        if self.memory.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "### Memory\n\n{} objects filled through the proxy; PSS of the whole process tree (shared pages counted once). Bodies held in memory count: stavka's memory tier and Varnish's malloc storage hold them, nginx keeps them in files (the page cache is not in PSS).\n\n| server | objects | PSS (MiB) | bytes per object | fill (misses/s) |\n|---|---:|---:|---:|---:|",
+            size_name(OBJECT_SIZE)
+        );
+        for ((contender, objects), runs) in &self.memory {
+            let _ = writeln!(
+                out,
+                "| {} | {objects} | {:.1} | {:.0} | {:.0} |",
+                contender.as_str(),
+                med(runs, |r| r.pss as f64 / (1 << 20) as f64),
+                med(runs, |r| r.bytes_per_object),
+                med(runs, |r| r.fill_rps),
+            );
+        }
+        out.push('\n');
+    }
+
+    /// Contenders with results, in declaration order.
+    fn contenders(&self, has: impl Fn(Contender) -> bool) -> Vec<Contender> {
+        <Contender as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
+            .filter(|c| has(*c))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn hit_table_has_ratios_against_both_peers() {
+        let load = |rps| Load {
+            rps,
+            p50: Duration::from_micros(500),
+            p99: Duration::from_millis(2),
+        };
+        let mut results = Results::default();
+        results.hits.insert(
+            (Contender::Stavka, 1024),
+            vec![load(60_000.0), load(80_000.0), load(70_000.0)],
+        );
+        results
+            .hits
+            .insert((Contender::StavkaPerRequest, 1024), vec![load(63_000.0)]);
+        results
+            .hits
+            .insert((Contender::Nginx, 1024), vec![load(35_000.0)]);
+        results
+            .hits
+            .insert((Contender::Varnish, 1024), vec![load(70_000.0)]);
+        let table = results.markdown(64, 5);
+        assert!(
+            table.contains("| stavka | 70000 | 2.00 | 1.00 | 0.50 | 2.00 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| stavka + per-request policy | 0.900 | 10.0% |"),
+            "{table}"
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! The contenders: stavka in its configurations, nginx and Varnish, each
+//! started from the configuration checked in under `bench/configs/`, pinned
+//! to the server CPUs, and stopped (with every process it forked) when the
+//! scenario is done.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::process::{Child, Command};
+
+/// One server configuration under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Contender {
+    /// stavka with no policy.
+    Stavka,
+    /// stavka with the ttl-rules policy, a fresh instance per request.
+    StavkaPerRequest,
+    /// stavka with the ttl-rules policy, reused instances.
+    StavkaLongLived,
+    /// stavka with no memory tier: what it keeps in memory per object
+    /// besides bodies (memory scenario only).
+    StavkaDiskOnly,
+    /// nginx `proxy_cache`.
+    Nginx,
+    /// Varnish with its built-in VCL.
+    Varnish,
+}
+
+impl Contender {
+    /// Its name in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contender::Stavka => "stavka",
+            Contender::StavkaPerRequest => "stavka + per-request policy",
+            Contender::StavkaLongLived => "stavka + long-lived policy",
+            Contender::StavkaDiskOnly => "stavka, disk tier only",
+            Contender::Nginx => "nginx",
+            Contender::Varnish => "Varnish",
+        }
+    }
+
+    /// The stavka policy sidecar under `bench/configs/`, if any.
+    fn sidecar(self) -> Option<&'static str> {
+        match self {
+            Contender::StavkaPerRequest => Some("per-request.toml"),
+            Contender::StavkaLongLived => Some("long-lived.toml"),
+            _ => None,
+        }
+    }
+}
+
+/// Where the programs and configurations are.
+pub struct Tools {
+    /// `bench/configs/`.
+    pub configs: PathBuf,
+    /// The release `stavka` binary.
+    pub stavka: PathBuf,
+    /// The ttl-rules guest, built for wasm32-wasip2.
+    pub guest: PathBuf,
+    /// Scratch space; each start wipes its own subdirectory.
+    pub work: PathBuf,
+    /// `taskset` CPU list for servers.
+    pub cpus: String,
+}
+
+/// A started contender.
+pub struct Running {
+    /// Which one.
+    pub contender: Contender,
+    /// Its proxy listener.
+    pub addr: SocketAddr,
+    child: Child,
+    pid: u32,
+}
+
+fn free_addr() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Fill `{{name}}` placeholders; a placeholder left over is a bug in the
+/// template or here, so it fails loudly.
+fn render(template: &Path, vars: &[(&str, String)]) -> Result<String> {
+    let mut text = std::fs::read_to_string(template)
+        .with_context(|| format!("reading {}", template.display()))?;
+    for (name, value) in vars {
+        text = text.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    if let Some(at) = text.find("{{") {
+        bail!("{}: unfilled placeholder at byte {at}", template.display());
+    }
+    Ok(text)
+}
+
+impl Tools {
+    /// Start `contender` in front of `origin` and wait until it answers.
+    pub async fn start(&self, contender: Contender, origin: SocketAddr) -> Result<Running> {
+        let dir = self.work.join(format!("{contender:?}").to_lowercase());
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let addr = free_addr()?;
+        let (program, args) = match contender {
+            Contender::Nginx => self.nginx(&dir, addr, origin)?,
+            Contender::Varnish => self.varnish(&dir, addr, origin)?,
+            _ => self.stavka(contender, &dir, addr, origin)?,
+        };
+        let log = std::fs::File::create(dir.join("server.log"))?;
+        let child = Command::new("taskset")
+            .arg("-c")
+            .arg(&self.cpus)
+            .arg(&program)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let pid = child.id().context("child has no pid")?;
+        let mut running = Running {
+            contender,
+            addr,
+            child,
+            pid,
+        };
+        running.wait_ready().await.with_context(|| {
+            format!(
+                "{} did not start; see {}",
+                contender.as_str(),
+                dir.join("server.log").display()
+            )
+        })?;
+        Ok(running)
+    }
+
+    fn stavka(
+        &self,
+        contender: Contender,
+        dir: &Path,
+        addr: SocketAddr,
+        origin: SocketAddr,
+    ) -> Result<(PathBuf, Vec<String>)> {
+        let policies = dir.join("policies");
+        std::fs::create_dir_all(&policies)?;
+        let policy = match contender.sidecar() {
+            Some(sidecar) => {
+                std::fs::copy(self.configs.join(sidecar), policies.join("p.toml"))?;
+                std::fs::copy(&self.guest, policies.join("p.wasm"))
+                    .with_context(|| format!("copying {}", self.guest.display()))?;
+                "policy = \"p\"".to_owned()
+            }
+            None => String::new(),
+        };
+        let (memory_bytes, memory_max_object) = match contender {
+            Contender::StavkaDiskOnly => ("0", "0"),
+            _ => ("256MiB", "256KiB"),
+        };
+        let config = render(
+            &self.configs.join("stavka.toml"),
+            &[
+                ("listen", addr.to_string()),
+                ("admin", free_addr()?.to_string()),
+                ("origin", origin.to_string()),
+                ("dir", dir.display().to_string()),
+                ("memory_bytes", memory_bytes.to_owned()),
+                ("memory_max_object", memory_max_object.to_owned()),
+                ("policy", policy),
+            ],
+        )?;
+        let path = dir.join("stavka.toml");
+        std::fs::write(&path, config)?;
+        Ok((
+            self.stavka.clone(),
+            vec!["--config".into(), path.display().to_string()],
+        ))
+    }
+
+    fn nginx(
+        &self,
+        dir: &Path,
+        addr: SocketAddr,
+        origin: SocketAddr,
+    ) -> Result<(PathBuf, Vec<String>)> {
+        let config = render(
+            &self.configs.join("nginx.conf"),
+            &[
+                ("listen", addr.to_string()),
+                ("origin", origin.to_string()),
+                ("dir", dir.display().to_string()),
+            ],
+        )?;
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, config)?;
+        let args = ["-e", "error.log", "-p", &dir.display().to_string(), "-c"];
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.push(path.display().to_string());
+        Ok(("nginx".into(), args))
+    }
+
+    fn varnish(
+        &self,
+        dir: &Path,
+        addr: SocketAddr,
+        origin: SocketAddr,
+    ) -> Result<(PathBuf, Vec<String>)> {
+        let vcl = render(
+            &self.configs.join("varnish.vcl"),
+            &[
+                ("origin_host", origin.ip().to_string()),
+                ("origin_port", origin.port().to_string()),
+            ],
+        )?;
+        let path = dir.join("varnish.vcl");
+        std::fs::write(&path, vcl)?;
+        let args = [
+            "-F".to_owned(),
+            "-j".into(),
+            "none".into(),
+            "-n".into(),
+            dir.join("varnish").display().to_string(),
+            "-a".into(),
+            addr.to_string(),
+            "-T".into(),
+            "none".into(),
+            "-f".into(),
+            path.display().to_string(),
+            "-s".into(),
+            "malloc,256m".into(),
+            "-p".into(),
+            "thread_pools=1".into(),
+            "-p".into(),
+            "default_grace=0".into(),
+            "-p".into(),
+            "default_keep=0".into(),
+        ];
+        Ok(("varnishd".into(), args.into()))
+    }
+}
+
+impl Running {
+    async fn wait_ready(&mut self) -> Result<()> {
+        let client = crate::client(1);
+        let url = self.url("/obj/16/ready");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("exited during start-up: {status}");
+            }
+            if let Ok(resp) = client.get(&url).send().await {
+                if resp.status() == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("not answering {url} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A URL on its proxy listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The process and every process it forked (nginx's workers, Varnish's
+    /// child), found through `/proc/<pid>/task/*/children`.
+    fn tree(&self) -> Vec<u32> {
+        let mut pids = vec![self.pid];
+        let mut i = 0;
+        while i < pids.len() {
+            let tasks = std::fs::read_dir(format!("/proc/{}/task", pids[i]));
+            for task in tasks.into_iter().flatten().flatten() {
+                let children = std::fs::read_to_string(task.path().join("children"));
+                pids.extend(
+                    children
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+            i += 1;
+        }
+        pids
+    }
+
+    /// Proportional set size of the whole process tree: resident memory with
+    /// shared pages (nginx's key zone, Varnish's shared log) counted once.
+    pub fn pss_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for pid in self.tree() {
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                .with_context(|| format!("reading /proc/{pid}/smaps_rollup"))?;
+            let kib: u64 = rollup
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("no Pss line for pid {pid}"))?;
+            total += kib * 1024;
+        }
+        Ok(total)
+    }
+
+    /// The main process id, for profiling.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// SIGTERM (nginx's master and Varnish's manager stop their workers
+    /// before exiting), then SIGKILL to the whole tree after 10 s.
+    pub async fn stop(mut self) -> Result<()> {
+        let tree = self.tree();
+        signal(self.pid, libc::SIGTERM);
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            for pid in &tree {
+                signal(*pid, libc::SIGKILL);
+            }
+            self.child.wait().await?;
+        }
+        Ok(())
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; a pid that has
+    // already gone makes it fail with ESRCH, which is what we want.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
