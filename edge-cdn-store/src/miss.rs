@@ -110,19 +110,22 @@ impl HandleMiss for Miss {
         if let Some(record) = self.record.take() {
             store.catalog().insert(record);
         }
-        match self.small.take() {
-            Some(body) if body.len() as u64 == body_len => {
-                let object = Arc::new(MemObject {
-                    internal: self.partial.internal.clone(),
-                    header: self.partial.header.clone(),
-                    body: body.freeze(),
-                });
+        let held = match self.small.take() {
+            Some(body) if body.len() as u64 == body_len => MemObject::new(
+                self.partial.internal.clone(),
+                self.partial.header.clone(),
+                body.freeze(),
+            ),
+            _ => None,
+        };
+        match held.map(Arc::new) {
+            Some(object) => {
                 store.memory().insert(hash, object.clone());
                 if store.shared_writes() == SharedWrites::WriteThrough {
                     store.share(hash, &object);
                 }
             }
-            _ => {
+            None => {
                 store.memory().remove(hash);
             }
         }

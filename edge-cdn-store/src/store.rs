@@ -277,14 +277,14 @@ impl TieredStore {
             self.index.insert(hash, body_len + meta_len);
             self.catalog.insert(record);
             if body_len <= self.memory_max_object() {
-                self.memory.insert(
-                    hash,
-                    Arc::new(MemObject {
-                        internal: object.internal.clone(),
-                        header: object.header.clone(),
-                        body: object.body.clone(),
-                    }),
+                let held = MemObject::new(
+                    object.internal.clone(),
+                    object.header.clone(),
+                    object.body.clone(),
                 );
+                if let Some(held) = held {
+                    self.memory.insert(hash, Arc::new(held));
+                }
             }
         }
         self.observe(StoreEvent::Hit(Tier::Shared));
@@ -376,12 +376,10 @@ impl TieredStore {
         let handler: HitHandler = match whole {
             Some(body) => {
                 self.observe(StoreEvent::BytesRead(body.len() as u64));
-                if body.len() as u64 <= self.memory_max_object() {
-                    let object = Arc::new(MemObject {
-                        internal,
-                        header,
-                        body: body.clone(),
-                    });
+                let held = (body.len() as u64 <= self.memory_max_object())
+                    .then(|| MemObject::new(internal, header, body.clone()))
+                    .flatten();
+                if let Some(object) = held.map(Arc::new) {
                     self.memory.insert(hash, object.clone());
                     self.observe(StoreEvent::Promotion);
                     if self.shared_writes() == SharedWrites::OnPromotion {
@@ -436,7 +434,7 @@ impl TieredStore {
     /// The stored meta of `hash`, from memory or disk.
     async fn stored_meta(&'static self, hash: u128) -> Option<CacheMeta> {
         if let Some(object) = self.memory.get(hash) {
-            return CacheMeta::deserialize(&object.internal, &object.header).ok();
+            return object.meta().ok();
         }
         let bytes = tokio::task::spawn_blocking(move || self.disk.read_meta(hash))
             .await
@@ -479,7 +477,7 @@ impl Storage for TieredStore {
             }
         }
         if let Some(object) = self.memory.get(hash) {
-            if let Ok(meta) = CacheMeta::deserialize(&object.internal, &object.header) {
+            if let Ok(meta) = object.meta() {
                 self.observe(StoreEvent::Hit(Tier::Memory));
                 return Ok(Some((meta, Box::new(MemoryHit::new(object.body.clone())))));
             }

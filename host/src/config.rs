@@ -239,7 +239,8 @@ pub struct Policy {
     /// file being written is read once, whole. Default `200ms`.
     #[serde(with = "humantime_serde")]
     pub debounce: Duration,
-    /// Wall-clock budget of one hook call. Default `5ms`.
+    /// CPU time one hook call may use (its wall time is capped at ten
+    /// times this). Default `5ms`.
     #[serde(with = "humantime_serde")]
     pub deadline: Duration,
     /// Largest linear memory an instance may use. Default `32MiB`, at most

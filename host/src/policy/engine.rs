@@ -5,8 +5,8 @@
 //! instantiate on every request: the pooling allocator with memory and
 //! tables kept resident, and PAGEMAP_SCAN to reset only dirtied pages.
 //! Deadlines use epoch interruption, advanced by one thread every
-//! [`EPOCH_TICK`]; when a call's epoch deadline passes, its CPU time decides
-//! whether it is stopped (see `host::CallBudget`).
+//! [`EPOCH_TICK`]; at each tick a running call's CPU time decides whether it
+//! is stopped (see `host::CallBudget`).
 
 use std::time::Duration;
 
@@ -74,12 +74,6 @@ impl Runtime {
         Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| wasmtime_error("linking the host interface", &e))?;
         Ok(Runtime { engine, linker })
-    }
-
-    /// Epoch ticks for a deadline: rounded up, plus one because the current
-    /// tick may be about to end.
-    pub fn deadline_ticks(deadline: Duration) -> u64 {
-        deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1
     }
 }
 

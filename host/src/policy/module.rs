@@ -92,7 +92,6 @@ pub struct PolicyModule {
     pub loaded_at: SystemTime,
     pre: InstancePre<HostState>,
     hooks: Hooks,
-    deadline_ticks: u64,
     metrics: ModuleCallMetrics,
     /// Idle initialised instances of a long-lived module.
     pool: Mutex<Vec<Live>>,
@@ -137,7 +136,6 @@ impl PolicyModule {
             metrics: metrics.module(&shared.name),
             shared,
             hash,
-            deadline_ticks: Runtime::deadline_ticks(settings.deadline),
             settings,
             loaded_at: SystemTime::now(),
             pre,
@@ -198,8 +196,8 @@ impl PolicyModule {
         let state = HostState::new(self.shared.clone(), self.settings.memory);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_callback(|store| {
-            Ok(if store.data().budget.spent() {
+        store.epoch_deadline_callback(|mut store| {
+            Ok(if store.data_mut().budget.spent() {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Continue(1)
@@ -240,7 +238,8 @@ impl PolicyModule {
     /// Arm the deadline for one call (or instantiation).
     fn start_call(&self, store: &mut Store<HostState>) {
         store.data_mut().budget.start(self.settings.deadline);
-        store.set_epoch_deadline(self.deadline_ticks);
+        // The next tick checks the budget (see `CallBudget`).
+        store.set_epoch_deadline(1);
     }
 
     fn failure(

@@ -58,7 +58,7 @@ struct SidecarFile {
 pub struct Settings {
     /// Instance lifetime.
     pub mode: Mode,
-    /// Wall-clock budget of one hook call.
+    /// CPU time one hook call may use (wall time capped at ten times it).
     pub deadline: Duration,
     /// Largest linear memory an instance may grow to.
     pub memory: usize,
