@@ -75,6 +75,11 @@ struct Args {
     /// Also profile this stavka configuration's 1 KiB hit path with `perf`.
     #[arg(long)]
     profile: Option<Contender>,
+    /// Where the servers keep their caches and logs. tmpfs by default, so
+    /// the comparison measures the servers rather than the machine's
+    /// filesystem (see docs/benchmarks.md).
+    #[arg(long, default_value = "/dev/shm/stavka-bench")]
+    work_dir: PathBuf,
     /// Where the Markdown tables go (besides stdout).
     #[arg(long, default_value = "target/bench/results.md")]
     out: PathBuf,
@@ -145,7 +150,7 @@ async fn run(args: Args) -> Result<()> {
         configs: root.join("bench/configs"),
         stavka: exe.with_file_name("stavka"),
         guest: target.join("wasm32-wasip2/release/ttl_rules.wasm"),
-        work: target.join("bench/work"),
+        work: args.work_dir.clone(),
         cpus: args.server_cpus.clone(),
     };
     let origin = origin::Origin::start().await?;

@@ -137,7 +137,7 @@ async fn corrupt_files_are_misses_and_are_removed_never_served() {
 }
 
 #[tokio::test]
-async fn truncated_and_foreign_files_are_cleaned_up_at_start() {
+async fn truncated_foreign_and_old_layout_files_are_cleaned_up_at_start() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(config(dir.path()));
@@ -166,9 +166,14 @@ async fn truncated_and_foreign_files_are_cleaned_up_at_start() {
         .find(|b| **b != other && b.with_extension("meta") != metas[0])
         .unwrap();
     std::fs::remove_file(third.with_extension("meta")).unwrap();
+    // The two-level `xx/yy/` layout of earlier versions.
+    let old_layout = dir.path().join("ab").join("cd");
+    std::fs::create_dir_all(&old_layout).unwrap();
+    std::fs::copy(&other, old_layout.join("x.body")).unwrap();
     let store = open(config(dir.path()));
     assert!(store.take_recovered().is_empty());
     assert!(files(dir.path(), "meta").is_empty() && files(dir.path(), "body").is_empty());
+    assert!(!old_layout.exists());
 }
 
 #[tokio::test]

@@ -279,7 +279,7 @@ impl DiskTier {
     /// Meta and body paths of `hash`'s object.
     pub fn paths(&self, hash: u128) -> (PathBuf, PathBuf) {
         let name = hex(hash);
-        let shard = self.dir.join(&name[0..2]).join(&name[2..4]);
+        let shard = self.dir.join(&name[0..2]);
         (
             shard.join(format!("{name}.meta")),
             shard.join(format!("{name}.body")),
@@ -397,31 +397,35 @@ impl DiskTier {
     pub fn recover(&self, tag_fields: &[String]) -> Vec<(Recovered, Record)> {
         let mut found = Vec::new();
         let shards = fs::read_dir(&self.dir).into_iter().flatten().flatten();
-        for outer in shards.filter(|e| e.file_name().len() == 2) {
-            for inner in fs::read_dir(outer.path()).into_iter().flatten().flatten() {
-                for file in fs::read_dir(inner.path()).into_iter().flatten().flatten() {
-                    let path = file.path();
-                    let Some(hash) = path
-                        .file_stem()
-                        .and_then(|s| s.to_str())
-                        .and_then(|s| u128::from_str_radix(s, 16).ok())
-                    else {
-                        let _ = fs::remove_file(&path);
-                        continue;
-                    };
-                    match path.extension().and_then(|e| e.to_str()) {
-                        Some("meta") => match self.check(hash, &path, tag_fields) {
-                            Ok(r) => found.push(r),
-                            Err(e) => {
-                                tracing::warn!(file = %path.display(), error = %e, "removing unusable cache object");
-                                self.remove(hash);
-                            }
-                        },
-                        Some("body") if !path.with_extension("meta").exists() => {
-                            let _ = fs::remove_file(&path);
+        for shard in shards.filter(|e| e.file_name().len() == 2) {
+            for file in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                let path = file.path();
+                if file.file_type().is_ok_and(|t| t.is_dir()) {
+                    // The two-level layout stores used before: its objects
+                    // are dropped, as after a format change.
+                    let _ = fs::remove_dir_all(&path);
+                    continue;
+                }
+                let Some(hash) = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| u128::from_str_radix(s, 16).ok())
+                else {
+                    let _ = fs::remove_file(&path);
+                    continue;
+                };
+                match path.extension().and_then(|e| e.to_str()) {
+                    Some("meta") => match self.check(hash, &path, tag_fields) {
+                        Ok(r) => found.push(r),
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), error = %e, "removing unusable cache object");
+                            self.remove(hash);
                         }
-                        _ => {}
+                    },
+                    Some("body") if !path.with_extension("meta").exists() => {
+                        let _ = fs::remove_file(&path);
                     }
+                    _ => {}
                 }
             }
         }
