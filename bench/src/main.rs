@@ -248,6 +248,10 @@ async fn run(args: Args) -> Result<()> {
         server.stop().await?;
         eprintln!("profile written to {}", out.display());
     }
+    // The caches are on tmpfs by default: give the memory back. After a
+    // failure they stay, with each server's log, for a look.
+    std::fs::remove_dir_all(&tools.work)
+        .with_context(|| format!("removing {}", tools.work.display()))?;
     Ok(())
 }
 

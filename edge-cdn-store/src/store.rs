@@ -548,6 +548,7 @@ impl Storage for TieredStore {
             key: encode_key(key),
             record: Some(self.record(key, meta)),
             small: Some(BytesMut::new()),
+            last: None,
             write_tag: write_id.to_be_bytes(),
             _permit: permit,
         }))
