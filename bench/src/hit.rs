@@ -25,21 +25,7 @@ pub async fn run(
 ) -> Result<Load> {
     let path = format!("/obj/{size}/{name}");
     let url = server.url(&path);
-    let client = crate::client(1);
-    for _ in 0..2 {
-        let body = client
-            .get(&url)
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
-        ensure!(
-            body.len() == size,
-            "{url}: {} bytes, expected {size}",
-            body.len()
-        );
-    }
+    crate::store(&url, size).await?;
     wrk::run(&url, connections, WARMUP).await?;
     let load = wrk::run(&url, connections, duration).await?;
     let fetched = origin.record(&path).requests;

@@ -99,6 +99,32 @@ fn client(connections: usize) -> reqwest::Client {
         .expect("a client with no TLS or proxy settings builds")
 }
 
+/// GET `url` and check that the body is `size` bytes.
+async fn fetch(client: &reqwest::Client, url: &str, size: usize) -> Result<()> {
+    let body = client
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    anyhow::ensure!(
+        body.len() == size,
+        "{url}: {} bytes, expected {size}",
+        body.len()
+    );
+    Ok(())
+}
+
+/// Get `url` (`size` bytes) stored: two requests, the second a hit.
+async fn store(url: &str, size: usize) -> Result<()> {
+    let client = client(1);
+    for _ in 0..2 {
+        fetch(&client, url, size).await?;
+    }
+    Ok(())
+}
+
 /// A name no earlier request has used, so every scenario starts cold.
 fn fresh(tag: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);

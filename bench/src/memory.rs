@@ -40,17 +40,7 @@ pub async fn fill(
     let client = crate::client(FILL_CONCURRENCY);
     let get = |i: usize| {
         let (client, url) = (client.clone(), server.url(&path(i)));
-        async move {
-            let body = client
-                .get(&url)
-                .send()
-                .await?
-                .error_for_status()?
-                .bytes()
-                .await?;
-            ensure!(body.len() == OBJECT_SIZE, "{url}: {} bytes", body.len());
-            anyhow::Ok(())
-        }
+        async move { crate::fetch(&client, &url, OBJECT_SIZE).await }
     };
     let before = server.pss_bytes()?;
     let start = Instant::now();

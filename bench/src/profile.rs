@@ -22,16 +22,7 @@ pub async fn hit_path(
     out: &Path,
 ) -> Result<()> {
     let url = server.url(&format!("/obj/1024/{name}"));
-    let client = crate::client(1);
-    for _ in 0..2 {
-        client
-            .get(&url)
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
-    }
+    crate::store(&url, 1024).await?;
     wrk::run(&url, connections, Duration::from_secs(1)).await?;
     let data = out.with_extension("data");
     let mut perf = Command::new("perf")
