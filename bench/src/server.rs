@@ -336,3 +336,51 @@ fn signal(pid: u32, sig: libc::c_int) {
         libc::kill(pid as libc::pid_t, sig);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every contender's configuration renders from the checked-in files
+    /// with nothing left unfilled (a stale placeholder would only show as a
+    /// server refusing to start, in a benchmark run CI does not make).
+    #[test]
+    fn every_configuration_renders_completely() {
+        let work = std::env::temp_dir().join(format!("stavka-bench-test-{}", std::process::id()));
+        let tools = Tools {
+            configs: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs"),
+            stavka: "stavka".into(),
+            guest: work.join("guest.wasm"),
+            work: work.clone(),
+            cpus: "0".into(),
+        };
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(&tools.guest, b"\0asm").unwrap();
+        let (addr, origin): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:8001".parse().unwrap(),
+            "127.0.0.1:9001".parse().unwrap(),
+        );
+        for contender in <Contender as clap::ValueEnum>::value_variants() {
+            let dir = work.join(format!("{contender:?}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (_, args) = match contender {
+                Contender::Nginx => tools.nginx(&dir, addr, origin),
+                Contender::Varnish => tools.varnish(&dir, addr, origin),
+                _ => tools.stavka(*contender, &dir, addr, origin),
+            }
+            .unwrap();
+            let file = args
+                .iter()
+                .rev()
+                .find(|a| a.starts_with(&*dir.to_string_lossy()));
+            let text = std::fs::read_to_string(file.expect("a config file argument")).unwrap();
+            assert!(text.contains("9001"), "{contender:?} names the origin");
+            assert_eq!(
+                contender.sidecar().is_some(),
+                text.contains("policy = \"p\""),
+                "{contender:?}"
+            );
+        }
+        std::fs::remove_dir_all(&work).unwrap();
+    }
+}
