@@ -69,15 +69,20 @@ struct Exports {
     on_hit: Option<on_hit::Guest>,
 }
 
-/// The export in `slot`, resolving it with `load` the first time.
-fn resolved<G>(
-    slot: &mut Option<G>,
-    load: impl FnOnce() -> wasmtime::Result<G>,
-) -> wasmtime::Result<&G> {
-    if slot.is_none() {
-        *slot = Some(load()?);
+impl Live {
+    /// The export kept in the `slot` of its exports (resolved with `load`
+    /// the first time), and the store to call it in.
+    fn export<G>(
+        &mut self,
+        slot: impl FnOnce(&mut Exports) -> &mut Option<G>,
+        load: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<G>,
+    ) -> wasmtime::Result<(&G, &mut Store<HostState>)> {
+        let slot = slot(&mut self.exports);
+        if slot.is_none() {
+            *slot = Some(load(&mut self.store, &self.instance)?);
+        }
+        Ok((slot.as_ref().expect("resolved just above"), &mut self.store))
     }
-    Ok(slot.as_ref().expect("resolved just above"))
 }
 
 /// The instance a per-request module's hooks share within one request:
@@ -202,19 +207,14 @@ impl PolicyModule {
 
     /// Resolve every exported hook of `live`, which checks its type.
     fn check_types(&self, live: &mut Live) -> wasmtime::Result<()> {
-        let Live {
-            store,
-            instance,
-            exports,
-        } = live;
         if let Some(i) = &self.hooks.on_request {
-            resolved(&mut exports.on_request, || i.load(&mut *store, instance))?;
+            live.export(|e| &mut e.on_request, |s, inst| i.load(s, inst))?;
         }
         if let Some(i) = &self.hooks.on_response {
-            resolved(&mut exports.on_response, || i.load(&mut *store, instance))?;
+            live.export(|e| &mut e.on_response, |s, inst| i.load(s, inst))?;
         }
         if let Some(i) = &self.hooks.on_hit {
-            resolved(&mut exports.on_hit, || i.load(&mut *store, instance))?;
+            live.export(|e| &mut e.on_hit, |s, inst| i.load(s, inst))?;
         }
         Ok(())
     }
@@ -358,14 +358,8 @@ impl PolicyModule {
     ) -> Option<Result<RequestOutcome, CallFailure>> {
         let hook = self.hooks.on_request.as_ref()?;
         let call = async |live: &mut Live| {
-            let Live {
-                store,
-                instance,
-                exports,
-            } = live;
-            resolved(&mut exports.on_request, || hook.load(&mut *store, instance))?
-                .call_decide(store, req)
-                .await
+            let (guest, store) = live.export(|e| &mut e.on_request, |s, i| hook.load(s, i))?;
+            guest.call_decide(store, req).await
         };
         Some(self.call(Hook::Request, slot, input, call).await)
     }
@@ -380,16 +374,8 @@ impl PolicyModule {
     ) -> Option<Result<ResponseOutcome, CallFailure>> {
         let hook = self.hooks.on_response.as_ref()?;
         let call = async |live: &mut Live| {
-            let Live {
-                store,
-                instance,
-                exports,
-            } = live;
-            resolved(&mut exports.on_response, || {
-                hook.load(&mut *store, instance)
-            })?
-            .call_decide(store, req, resp)
-            .await
+            let (guest, store) = live.export(|e| &mut e.on_response, |s, i| hook.load(s, i))?;
+            guest.call_decide(store, req, resp).await
         };
         Some(self.call(Hook::Response, slot, input, call).await)
     }
@@ -404,14 +390,8 @@ impl PolicyModule {
     ) -> Option<Result<HitDecision, CallFailure>> {
         let hook = self.hooks.on_hit.as_ref()?;
         let call = async |live: &mut Live| {
-            let Live {
-                store,
-                instance,
-                exports,
-            } = live;
-            resolved(&mut exports.on_hit, || hook.load(&mut *store, instance))?
-                .call_decide(store, req, entry)
-                .await
+            let (guest, store) = live.export(|e| &mut e.on_hit, |s, i| hook.load(s, i))?;
+            guest.call_decide(store, req, entry).await
         };
         Some(self.call(Hook::Hit, slot, input, call).await)
     }
