@@ -70,6 +70,7 @@ pub mod bindings {
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
+pub use bindings::exports::stavka::policy::hooks::HookSet;
 use bindings::stavka::policy::host;
 pub use bindings::stavka::policy::host::Level;
 pub use bindings::stavka::policy::types::{
@@ -78,8 +79,15 @@ pub use bindings::stavka::policy::types::{
 };
 
 /// A cache policy. Every hook has a default that leaves the decision to
-/// HTTP caching, so implement only the ones you need.
+/// HTTP caching, so implement only the ones you need, and name them in
+/// [`Policy::HOOKS`] so the host does not call the others.
 pub trait Policy {
+    /// The hooks this policy implements. The module exports every hook
+    /// whatever this says; the host calls only these, so a hook left at its
+    /// default costs nothing (each call copies the request into the guest).
+    /// Default: all three.
+    const HOOKS: HookSet = HookSet::all();
+
     /// Runs once per instance of a long-lived module, with the `[init]`
     /// table of its sidecar file. An error rejects this module version and
     /// the previous one keeps serving.
@@ -114,6 +122,11 @@ macro_rules! export_policy {
         impl $crate::bindings::exports::stavka::policy::lifecycle::Guest for __StavkaPolicyExport {
             fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>) -> ::std::result::Result<(), ::std::string::String> {
                 <$policy as $crate::Policy>::init(&config)
+            }
+        }
+        impl $crate::bindings::exports::stavka::policy::hooks::Guest for __StavkaPolicyExport {
+            fn implemented() -> $crate::HookSet {
+                <$policy as $crate::Policy>::HOOKS
             }
         }
         impl $crate::bindings::exports::stavka::policy::on_request::Guest for __StavkaPolicyExport {

@@ -1,8 +1,9 @@
 //! What a policy adds to a request, per instance mode: p50 and p99 of the
 //! policy work a cache hit does (copy the request headers for the guest,
-//! `on-request`, `on-hit`), against the same loop with no policy, in one run.
+//! `on-request`, and `on-hit` if the policy decides hits — the ttl-rules
+//! example does not), against the same loop with no policy, in one run.
 //!
-//! Needs the example guests built (`./x bench` does it):
+//! Needs the example guests built (`./x bench-policy` does it):
 //! `cargo bench -p stavka --bench policy_overhead`.
 
 use std::path::PathBuf;
@@ -92,7 +93,7 @@ fn main() {
     let response: Arc<HeaderMap> = Arc::new(HeaderMap::new());
 
     println!(
-        "policy work per cache hit (header copy + on-request + on-hit), {SAMPLES} samples each"
+        "policy work per cache hit (header copy + on-request + on-hit if the policy decides hits), {SAMPLES} samples each"
     );
     println!(
         "{:<14} {:>10} {:>10} {:>14} {:>14}",
@@ -114,12 +115,14 @@ fn main() {
                     };
                     let outcome = module.on_request(&mut instance, &req, input).await;
                     std::hint::black_box(outcome.expect("exported").expect("no failure"));
-                    let input = CallInput {
-                        request: Some(Arc::new(headers.clone())),
-                        response: Some(response.clone()),
-                    };
-                    let decision = module.on_hit(&mut instance, &req, &entry, input).await;
-                    std::hint::black_box(decision.expect("exported").expect("no failure"));
+                    if module.decides_hits() {
+                        let input = CallInput {
+                            request: Some(Arc::new(headers.clone())),
+                            response: Some(response.clone()),
+                        };
+                        let decision = module.on_hit(&mut instance, &req, &entry, input).await;
+                        std::hint::black_box(decision.expect("exported").expect("no failure"));
+                    }
                 } else {
                     std::hint::black_box(&req);
                 }

@@ -140,6 +140,17 @@ async fn ttl_rules_override_ttls_and_normalise_the_cache_key() {
     assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
     assert_eq!(origin.count("/static/app.css"), 1);
 
+    // ttl-rules declares (`Policy::HOOKS`) that it leaves hits alone: the
+    // SDK exports `on-hit` anyway, and the host does not call it.
+    let calls = |hook: &str| format!("stavka_policy_calls_total{{hook=\"{hook}\",module=\"p\"}}");
+    assert_eq!(stavka.metric(&calls("on-request")).await, Some(2.0));
+    assert_eq!(stavka.metric(&calls("on-hit")).await, Some(0.0));
+    let listing = stavka.admin_json("/policies").await;
+    assert_eq!(
+        listing["modules"][0]["hooks"],
+        serde_json::json!(["on-request", "on-response", "init"])
+    );
+
     // on-response `no-store`: never stored although the origin said max-age.
     stavka.get("/api/items").await;
     stavka.get("/api/items").await;

@@ -10,8 +10,8 @@
 //! Stateless: run it per request.
 
 use stavka_policy::{
-    days, export_policy, minutes, path_matches, Policy, Request, RequestOutcome, Response,
-    ResponseOutcome,
+    days, export_policy, minutes, path_matches, HookSet, Policy, Request, RequestOutcome,
+    Response, ResponseOutcome,
 };
 
 struct TtlRules;
@@ -19,6 +19,9 @@ struct TtlRules;
 const TRACKING: &[&str] = &["utm_*", "fbclid", "gclid"];
 
 impl Policy for TtlRules {
+    // No `on_hit`: hits are served without calling into the module.
+    const HOOKS: HookSet = HookSet::ON_REQUEST.union(HookSet::ON_RESPONSE);
+
     fn on_request(req: &Request) -> RequestOutcome {
         RequestOutcome::lookup_key(req.normalized_path_and_query(TRACKING))
     }

@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Instance, InstancePre};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::exports::stavka::policy::{lifecycle, on_hit, on_request, on_response};
+use super::bindings::exports::stavka::policy::hooks::HookSet;
+use super::bindings::exports::stavka::policy::{hooks, lifecycle, on_hit, on_request, on_response};
 use super::bindings::stavka::policy::types::{
     Entry, HitDecision, Request, RequestOutcome, Response, ResponseOutcome,
 };
@@ -29,6 +30,7 @@ const ON_REQUEST: &str = "stavka:policy/on-request@0.1.0";
 const ON_RESPONSE: &str = "stavka:policy/on-response@0.1.0";
 const ON_HIT: &str = "stavka:policy/on-hit@0.1.0";
 const LIFECYCLE: &str = "stavka:policy/lifecycle@0.1.0";
+const HOOKS: &str = "stavka:policy/hooks@0.1.0";
 
 /// A hook call that did not complete.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -50,6 +52,21 @@ struct Hooks {
     on_response: Option<on_response::GuestIndices>,
     on_hit: Option<on_hit::GuestIndices>,
     lifecycle: Option<lifecycle::GuestIndices>,
+}
+
+impl Hooks {
+    /// Forget the exported hooks the component says it does not implement.
+    fn keep(&mut self, implemented: HookSet) {
+        if !implemented.contains(HookSet::ON_REQUEST) {
+            self.on_request = None;
+        }
+        if !implemented.contains(HookSet::ON_RESPONSE) {
+            self.on_response = None;
+        }
+        if !implemented.contains(HookSet::ON_HIT) {
+            self.on_hit = None;
+        }
+    }
 }
 
 /// An instance and its store, with its hook exports resolved at most once:
@@ -140,7 +157,7 @@ impl PolicyModule {
             .map_err(|e| format!("not a valid component: {}", root_cause(&e)))?;
         for (name, _) in component.component_type().exports(&runtime.engine) {
             if name.starts_with(PACKAGE)
-                && ![ON_REQUEST, ON_RESPONSE, ON_HIT, LIFECYCLE].contains(&name)
+                && ![ON_REQUEST, ON_RESPONSE, ON_HIT, LIFECYCLE, HOOKS].contains(&name)
             {
                 return Err(format!(
                     "exports {name}, which this host does not speak (it speaks stavka:policy@0.1.0)"
@@ -159,7 +176,8 @@ impl PolicyModule {
             on_hit: on_hit::GuestIndices::new(&pre).ok(),
             lifecycle: lifecycle::GuestIndices::new(&pre).ok(),
         };
-        let module = PolicyModule {
+        let declared = hooks::GuestIndices::new(&pre).ok();
+        let mut module = PolicyModule {
             metrics: metrics.module(&shared.name),
             shared,
             hash,
@@ -175,6 +193,15 @@ impl PolicyModule {
         module
             .check_types(&mut live)
             .map_err(|e| format!("hook signature mismatch: {}", root_cause(&e)))?;
+        if let Some(declared) = declared {
+            module.start_call(&mut live.store);
+            let implemented = match declared.load(&mut live.store, &live.instance) {
+                Ok(hooks) => hooks.call_implemented(&mut live.store).await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| format!("hooks.implemented failed: {}", root_cause(&e)))?;
+            module.hooks.keep(implemented);
+        }
         if module.settings.mode == Mode::LongLived {
             module
                 .pool
@@ -190,7 +217,13 @@ impl PolicyModule {
         &self.shared.name
     }
 
-    /// Which hooks it exports, for listings.
+    /// Whether hits go through `on-hit`: exported, and not disclaimed by
+    /// the module's `hooks` export.
+    pub fn decides_hits(&self) -> bool {
+        self.hooks.on_hit.is_some()
+    }
+
+    /// Which hooks it exports (less those it disclaims), for listings.
     pub fn exported_hooks(&self) -> Vec<&'static str> {
         let h = &self.hooks;
         [

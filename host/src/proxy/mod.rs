@@ -263,7 +263,7 @@ impl ProxyHttp for StavkaProxy {
         let Some(p) = ctx.policy.as_mut() else {
             return Ok(None);
         };
-        let forced = p.decide_hit(meta, self.store.tags(meta.headers())).await;
+        let forced = p.decide_hit(meta, || self.store.tags(meta.headers())).await;
         if matches!(forced, Some(ForcedFreshness::ForceExpired)) {
             ctx.found_stale = true;
         }

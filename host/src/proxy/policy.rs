@@ -138,9 +138,14 @@ impl PolicyCtx {
     pub async fn decide_hit(
         &mut self,
         meta: &CacheMeta,
-        tags: Vec<String>,
+        tags: impl FnOnce() -> Vec<String>,
     ) -> Option<ForcedFreshness> {
-        let entry = entry(meta, tags, SystemTime::now());
+        if !self.module.decides_hits() {
+            // Nothing to ask: skip building the entry and copying headers.
+            self.instance.release();
+            return None;
+        }
+        let entry = entry(meta, tags(), SystemTime::now());
         let input = self.response_input(meta.headers());
         let decided = self
             .module
