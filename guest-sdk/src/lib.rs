@@ -2,7 +2,9 @@
 //!
 //! A policy is a type implementing [`Policy`], exported with
 //! [`export_policy!`] and built for `wasm32-wasip2`. Implement only the hooks
-//! you need: the others keep what HTTP caching would do anyway.
+//! you need: the others keep what HTTP caching would do anyway. Name the
+//! ones you implement in [`Policy::HOOKS`] and the host will not call the
+//! rest (the example below implements all three, the default).
 //!
 //! ```no_run
 //! use stavka_policy::{export_policy, hours, Entry, HitDecision, Policy, Request,

@@ -12,7 +12,8 @@
 use std::cell::RefCell;
 
 use stavka_policy::{
-    counter, export_policy, kv, path_matches, Entry, HitDecision, Policy, Request, Synthetic,
+    counter, export_policy, kv, path_matches, Entry, HitDecision, HookSet, Policy, Request,
+    Synthetic,
 };
 
 struct Blocklist;
@@ -29,6 +30,8 @@ thread_local! {
 }
 
 impl Policy for Blocklist {
+    const HOOKS: HookSet = HookSet::ON_HIT;
+
     fn init(config: &[(String, String)]) -> Result<(), String> {
         for (key, value) in config {
             match key.as_str() {

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use stavka_policy::{
-    counter, export_policy, gauge, now_ms, Policy, Request, RequestOutcome, Synthetic,
+    counter, export_policy, gauge, now_ms, HookSet, Policy, Request, RequestOutcome, Synthetic,
 };
 
 struct ClientBudget;
@@ -29,6 +29,8 @@ thread_local! {
 }
 
 impl Policy for ClientBudget {
+    const HOOKS: HookSet = HookSet::ON_REQUEST;
+
     fn init(config: &[(String, String)]) -> Result<(), String> {
         STATE.with(|s| {
             let mut s = s.borrow_mut();

@@ -13,7 +13,9 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use stavka_policy::{export_policy, kv, now_ms, Policy, Request, RequestOutcome, Synthetic};
+use stavka_policy::{
+    export_policy, kv, now_ms, HookSet, Policy, Request, RequestOutcome, Synthetic,
+};
 
 struct TokenAuth;
 
@@ -54,6 +56,8 @@ fn bearer_valid(req: &Request) -> bool {
 }
 
 impl Policy for TokenAuth {
+    const HOOKS: HookSet = HookSet::ON_REQUEST;
+
     fn on_request(req: &Request) -> RequestOutcome {
         if !req.path.starts_with("/private/") {
             return RequestOutcome::lookup();
