@@ -48,20 +48,19 @@ impl HandleMiss for Miss {
         if data.is_empty() {
             return Ok(());
         }
-        let written = match (&self.writer, &self.last) {
-            (Some(writer), None) => writer.written(),
-            _ => {
-                return Err(Error::explain(
-                    ErrorType::InternalError,
-                    "write after failure or end",
-                ))
-            }
-        };
-        let total = written + data.len() as u64;
+        if self.last.is_some() {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "write after the end of the body",
+            ));
+        }
+        let mut writer = self
+            .writer
+            .take()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "write after failure"))?;
+        let total = writer.written() + data.len() as u64;
         if total > self.store.max_object_size() {
-            if let Some(writer) = self.writer.take() {
-                writer.abandon();
-            }
+            writer.abandon();
             return Err(StoreError::TooLarge(total).into_pingora());
         }
         if let Some(small) = &mut self.small {
@@ -72,15 +71,10 @@ impl HandleMiss for Miss {
             }
         }
         if eof {
+            self.writer = Some(writer);
             self.last = Some(data);
             return Ok(());
         }
-        let Some(mut writer) = self.writer.take() else {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "write after failure",
-            ));
-        };
         let started = std::time::Instant::now();
         let len = data.len() as u64;
         let (writer, result) = tokio::task::spawn_blocking(move || {
