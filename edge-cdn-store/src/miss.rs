@@ -38,6 +38,17 @@ pub struct Miss {
     pub(crate) _permit: OwnedSemaphorePermit,
 }
 
+/// Remove `writer`'s temporary file off the runtime's workers (it is file
+/// I/O), or here when there is no runtime.
+fn abandon(writer: BodyWriter) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(move || writer.abandon());
+        }
+        Err(_) => writer.abandon(),
+    }
+}
+
 fn join_error(e: tokio::task::JoinError) -> Box<Error> {
     Error::explain(ErrorType::InternalError, format!("disk task failed: {e}"))
 }
@@ -60,7 +71,7 @@ impl HandleMiss for Miss {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "write after failure"))?;
         let total = writer.written() + data.len() as u64;
         if total > self.store.max_object_size() {
-            writer.abandon();
+            abandon(writer);
             return Err(StoreError::TooLarge(total).into_pingora());
         }
         if let Some(small) = &mut self.small {
@@ -94,7 +105,7 @@ impl HandleMiss for Miss {
             }
             Err(e) => {
                 self.store.observe(StoreEvent::Error("write"));
-                writer.abandon();
+                abandon(writer);
                 Err(e.into_pingora())
             }
         }
@@ -176,12 +187,7 @@ impl Drop for Miss {
             self.store
                 .partials()
                 .remove(self.hash, self.partial.write_id);
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn_blocking(move || writer.abandon());
-                }
-                Err(_) => writer.abandon(),
-            }
+            abandon(writer);
         } else if !matches!(*self.partial.subscribe().borrow(), Progress::Done(_)) {
             self.partial.publish(Progress::Abandoned);
             self.store

@@ -318,9 +318,15 @@ impl TieredStore {
         in_memory || in_index || on_disk
     }
 
-    fn partial_hit(&'static self, partial: Arc<Partial>) -> Option<(CacheMeta, HitHandler)> {
+    /// Follow a write in progress. Opening its temporary file is file I/O,
+    /// so it runs on the blocking pool like every other.
+    async fn partial_hit(&'static self, partial: Arc<Partial>) -> Option<(CacheMeta, HitHandler)> {
         let meta = CacheMeta::deserialize(&partial.internal, &partial.header).ok()?;
-        let file = File::open(&partial.temp).ok()?;
+        let temp = partial.temp.clone();
+        let file = tokio::task::spawn_blocking(move || File::open(temp))
+            .await
+            .ok()?
+            .ok()?;
         self.observe(StoreEvent::Hit(Tier::Partial));
         Some((meta, Box::new(PartialHit::new(partial, file))))
     }
@@ -472,7 +478,7 @@ impl Storage for TieredStore {
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = hash_of(key);
         if let Some(partial) = self.partials.get(hash, None) {
-            if let Some(hit) = self.partial_hit(partial) {
+            if let Some(hit) = self.partial_hit(partial).await {
                 return Ok(Some(hit));
             }
         }
@@ -506,10 +512,11 @@ impl Storage for TieredStore {
         let write_id = <[u8; 8]>::try_from(tag).map(u64::from_be_bytes).ok();
         // pingora panics on `None` here: the writer just created this write,
         // so its absence is an error, not a miss.
-        self.partials
-            .get(hash_of(key), write_id)
-            .and_then(|partial| self.partial_hit(partial))
-            .map(Some)
+        let hit = match self.partials.get(hash_of(key), write_id) {
+            Some(partial) => self.partial_hit(partial).await,
+            None => None,
+        };
+        hit.map(Some)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "streaming write not found"))
     }
 
