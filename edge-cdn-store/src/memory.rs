@@ -55,17 +55,23 @@ impl MemObject {
     /// Hold `body` with its meta blobs; `None` if the blobs do not decode.
     pub fn new(internal: Bytes, header: Bytes, body: Bytes) -> Option<MemObject> {
         let meta = CacheMeta::deserialize(&internal, &header).ok()?;
+        Some(MemObject::decoded(internal, header, body, &meta))
+    }
+
+    /// Hold `body` with its meta blobs, which the caller has decoded as
+    /// `meta` already.
+    pub fn decoded(internal: Bytes, header: Bytes, body: Bytes, meta: &CacheMeta) -> MemObject {
         let response = meta.response_header();
         let mut fields = Vec::new();
         response.header_to_h1_wire(&mut fields);
         fields.extend_from_slice(b"\r\n");
-        Some(MemObject {
+        MemObject {
             internal,
             header,
             body,
             status: response.status.as_u16(),
             fields: fields.into(),
-        })
+        }
     }
 
     fn weight(&self) -> usize {

@@ -277,14 +277,13 @@ impl TieredStore {
             self.index.insert(hash, body_len + meta_len);
             self.catalog.insert(record);
             if body_len <= self.memory_max_object() {
-                let held = MemObject::new(
+                let held = MemObject::decoded(
                     object.internal.clone(),
                     object.header.clone(),
                     object.body.clone(),
+                    &meta,
                 );
-                if let Some(held) = held {
-                    self.memory.insert(hash, Arc::new(held));
-                }
+                self.memory.insert(hash, Arc::new(held));
             }
         }
         self.observe(StoreEvent::Hit(Tier::Shared));
@@ -382,10 +381,9 @@ impl TieredStore {
         let handler: HitHandler = match whole {
             Some(body) => {
                 self.observe(StoreEvent::BytesRead(body.len() as u64));
-                let held = (body.len() as u64 <= self.memory_max_object())
-                    .then(|| MemObject::new(internal, header, body.clone()))
-                    .flatten();
-                if let Some(object) = held.map(Arc::new) {
+                if body.len() as u64 <= self.memory_max_object() {
+                    let object =
+                        Arc::new(MemObject::decoded(internal, header, body.clone(), &meta));
                     self.memory.insert(hash, object.clone());
                     self.observe(StoreEvent::Promotion);
                     if self.shared_writes() == SharedWrites::OnPromotion {
