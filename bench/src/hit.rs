@@ -25,8 +25,7 @@ pub async fn run(
 ) -> Result<Load> {
     let path = format!("/obj/{size}/{name}");
     let url = server.url(&path);
-    crate::store(&url, size).await?;
-    wrk::run(&url, connections, WARMUP).await?;
+    warm(&url, size, connections).await?;
     let load = wrk::run(&url, connections, duration).await?;
     let fetched = origin.record(&path).requests;
     ensure!(
@@ -35,4 +34,12 @@ pub async fn run(
         server.contender.as_str()
     );
     Ok(load)
+}
+
+/// Store the `size`-byte object at `url`, then load it unmeasured for
+/// [`WARMUP`], so connections, caches and instance pools are warm.
+pub async fn warm(url: &str, size: usize, connections: usize) -> Result<()> {
+    crate::store(url, size).await?;
+    wrk::run(url, connections, WARMUP).await?;
+    Ok(())
 }

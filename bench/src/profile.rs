@@ -22,8 +22,7 @@ pub async fn hit_path(
     out: &Path,
 ) -> Result<()> {
     let url = server.url(&format!("/obj/1024/{name}"));
-    crate::store(&url, 1024).await?;
-    wrk::run(&url, connections, Duration::from_secs(1)).await?;
+    crate::hit::warm(&url, 1024, connections).await?;
     let data = out.with_extension("data");
     let mut perf = Command::new("perf")
         .args(["record", "-e", "cpu-clock", "-F", "2000", "-o"])
