@@ -8,6 +8,8 @@ pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod error_kind;
+pub mod host_name;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -8,53 +8,23 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::cache::outcome::{Lookup, Outcome, Source};
 use crate::cache::store::StoreStats;
-
-/// Every `cache_status` label value, the outcomes of
-/// [`crate::cache::status::CacheStatus::outcome`].
-pub const OUTCOMES: [&str; 10] = [
-    "hit",
-    "stale",
-    "miss",
-    "expired",
-    "revalidated",
-    "collapsed",
-    "bypass",
-    "error",
-    "local",
-    "unknown-host",
-];
+use crate::error_kind::ErrorKind;
 
 /// `stavka_cache_lookups_total` by result, resolved once so the request
 /// path increments an atomic.
-pub struct Lookups {
-    /// A fresh entry served.
-    pub hit: IntCounter,
-    /// A stale entry found (served stale, revalidated or refetched).
-    pub stale: IntCounter,
-    /// Nothing usable found.
-    pub miss: IntCounter,
-}
+pub struct Lookups([IntCounter; Lookup::ALL.len()]);
 
 impl Lookups {
     fn new(family: &IntCounterVec) -> Lookups {
-        Lookups {
-            hit: family.with_label_values(&["hit"]),
-            stale: family.with_label_values(&["stale"]),
-            miss: family.with_label_values(&["miss"]),
-        }
+        Lookups(Lookup::ALL.map(|l| family.with_label_values(&[l.as_str()])))
     }
-}
 
-/// Where the bytes of a response came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// The cache.
-    Cache,
-    /// The origin, through this proxy.
-    Origin,
-    /// Generated here: errors and synthetic answers.
-    Local,
+    /// Count one lookup.
+    pub fn inc(&self, result: Lookup) {
+        self.0[result as usize].inc();
+    }
 }
 
 /// The process's metrics registry and its families.
@@ -88,33 +58,30 @@ pub struct Metrics {
 /// A site's metric handles.
 #[derive(Clone)]
 pub struct SiteMetrics {
-    requests: Vec<IntCounter>,
-    durations: Vec<Histogram>,
+    requests: [IntCounter; Outcome::ALL.len()],
+    durations: [Histogram; Outcome::ALL.len()],
     /// Requests sent to the origin.
     pub origin_requests: IntCounter,
     /// Time from sending the request to the origin's response header.
     pub origin_latency: Histogram,
     origin_errors: IntCounterVec,
     site: String,
-    bytes: [IntCounter; 3],
+    bytes: [IntCounter; Source::ALL.len()],
 }
 
 impl SiteMetrics {
     /// Count one finished request.
-    pub fn request(&self, outcome: &str, seconds: f64, source: Source, bytes: usize) {
-        let i = OUTCOMES
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(OUTCOMES.len() - 2);
+    pub fn request(&self, outcome: Outcome, seconds: f64, source: Source, bytes: usize) {
+        let i = outcome.index();
         self.requests[i].inc();
         self.durations[i].observe(seconds);
         self.bytes[source as usize].inc_by(bytes as u64);
     }
 
-    /// Count an origin failure, by kind (`refused`, `timeout`, ...).
-    pub fn origin_error(&self, kind: &str) {
+    /// Count an origin failure, by kind.
+    pub fn origin_error(&self, kind: ErrorKind) {
         self.origin_errors
-            .with_label_values(&[&self.site, kind])
+            .with_label_values(&[&self.site, kind.as_str()])
             .inc();
     }
 }
@@ -239,28 +206,14 @@ impl Metrics {
     /// Resolve the handles for one site (or `-` for requests that matched none).
     pub fn for_site(&self, site: &str) -> SiteMetrics {
         SiteMetrics {
-            requests: OUTCOMES
-                .iter()
-                .map(|o| self.requests.with_label_values(&[site, o]))
-                .collect(),
-            durations: OUTCOMES
-                .iter()
-                .map(|o| self.request_duration.with_label_values(&[site, o]))
-                .collect(),
+            requests: Outcome::ALL.map(|o| self.requests.with_label_values(&[site, o.as_str()])),
+            durations: Outcome::ALL
+                .map(|o| self.request_duration.with_label_values(&[site, o.as_str()])),
             origin_requests: self.origin_requests.with_label_values(&[site]),
             origin_latency: self.origin_latency.with_label_values(&[site]),
             origin_errors: self.origin_errors.clone(),
             site: site.to_owned(),
-            bytes: [Source::Cache, Source::Origin, Source::Local].map(|s| {
-                self.bytes_served.with_label_values(&[
-                    site,
-                    match s {
-                        Source::Cache => "cache",
-                        Source::Origin => "origin",
-                        Source::Local => "local",
-                    },
-                ])
-            }),
+            bytes: Source::ALL.map(|s| self.bytes_served.with_label_values(&[site, s.as_str()])),
         }
     }
 

@@ -12,6 +12,7 @@ use anyhow::{anyhow, Context};
 use http::HeaderValue;
 
 use crate::config::{self, normalize_host_pattern, split_host_port};
+use crate::host_name;
 use crate::metrics::{Metrics, SiteMetrics};
 
 /// A configured site with its origin resolved.
@@ -113,17 +114,10 @@ impl SiteRouter {
     /// dot): an exact name first, then the most specific wildcard, then the
     /// default site.
     pub fn route(&self, host: Option<&str>) -> Option<&Arc<Site>> {
-        let Some(host) = host.map(strip_port) else {
+        let Some(host) = host.map(host_name::normalize) else {
             return self.default.as_ref();
         };
-        let host = host.trim_end_matches('.');
-        let lowered;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = host.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            host
-        };
+        let host = host.as_ref();
         if let Some(site) = self.exact.get(host) {
             return Some(site);
         }
@@ -138,14 +132,6 @@ impl SiteRouter {
         }
         self.default.as_ref()
     }
-}
-
-/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
-pub fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::AdminState;
 use crate::cache::key::{self, cache_key};
 use crate::cache::store::PurgeMode;
-use crate::sites::strip_port;
+use crate::host_name;
 
 /// An error answer: a status and a JSON `{"error": ...}` body.
 pub type ApiError = (StatusCode, Json<serde_json::Value>);
@@ -81,9 +81,7 @@ fn locate(state: &AdminState, url: &str, default_target: &str) -> Result<Located
     };
     let split = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, target) = rest.split_at(split);
-    let host = strip_port(authority)
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let host = host_name::normalize(authority).into_owned();
     if host.is_empty() {
         return Err(bad_request(format!("{url:?} names no host")));
     }

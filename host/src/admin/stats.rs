@@ -16,7 +16,7 @@ use prometheus::proto::MetricFamily;
 use serde_json::{json, Value};
 
 use super::AdminState;
-use crate::metrics::OUTCOMES;
+use crate::cache::outcome::{Outcome, Source};
 
 /// Snapshots kept: one a second, five minutes.
 const KEPT: usize = 300;
@@ -24,24 +24,13 @@ const KEPT: usize = 300;
 const SERIES: usize = 120;
 /// The windows rates are reported over, in seconds.
 const WINDOWS: [u64; 2] = [10, 60];
-/// Outcomes answered from the cache without the origin's body.
-const FROM_CACHE: [&str; 3] = ["hit", "stale", "collapsed"];
-/// Outcomes that looked in the cache: the hit ratio's denominator.
-const LOOKED_UP: [&str; 6] = [
-    "hit",
-    "stale",
-    "collapsed",
-    "miss",
-    "expired",
-    "revalidated",
-];
 
 /// Cumulative counters at one instant.
 #[derive(Debug, Clone, Default)]
 struct Sample {
     /// Unix seconds.
     at: f64,
-    requests: [f64; OUTCOMES.len()],
+    requests: [f64; Outcome::ALL.len()],
     bytes_cache: f64,
     bytes_origin: f64,
     bytes_local: f64,
@@ -91,18 +80,17 @@ impl Sample {
         match family.get_name() {
             "stavka_requests_total" => {
                 for (m, v) in counters() {
-                    let outcome = label(m, "cache_status").unwrap_or_default();
-                    if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
-                        self.requests[i] += v;
+                    if let Some(o) = label(m, "cache_status").and_then(Outcome::from_label) {
+                        self.requests[o.index()] += v;
                     }
                 }
             }
             "stavka_served_bytes_total" => {
                 for (m, v) in counters() {
-                    match label(m, "source") {
-                        Some("cache") => self.bytes_cache += v,
-                        Some("origin") => self.bytes_origin += v,
-                        _ => self.bytes_local += v,
+                    match label(m, "source").and_then(Source::from_label) {
+                        Some(Source::Cache) => self.bytes_cache += v,
+                        Some(Source::Origin) => self.bytes_origin += v,
+                        Some(Source::Local) | None => self.bytes_local += v,
                     }
                 }
             }
@@ -121,11 +109,13 @@ impl Sample {
         }
     }
 
-    fn outcome(&self, outcome: &str) -> f64 {
-        OUTCOMES
-            .iter()
-            .position(|o| *o == outcome)
-            .map_or(0.0, |i| self.requests[i])
+    /// Requests with an outcome that `counts`.
+    fn requests_where(&self, counts: fn(Outcome) -> bool) -> f64 {
+        Outcome::ALL
+            .into_iter()
+            .filter(|o| counts(*o))
+            .map(|o| self.requests[o.index()])
+            .sum()
     }
 
     fn total_requests(&self) -> f64 {
@@ -135,13 +125,9 @@ impl Sample {
     /// Hits over lookups, between `self` and an `earlier` sample (or since
     /// start); `None` without lookups.
     fn hit_ratio(&self, earlier: &Sample) -> Option<f64> {
-        let delta = |set: &[&str]| -> f64 {
-            set.iter()
-                .map(|o| self.outcome(o) - earlier.outcome(o))
-                .sum()
-        };
-        let looked_up = delta(&LOOKED_UP);
-        (looked_up > 0.0).then(|| delta(&FROM_CACHE) / looked_up)
+        let delta = |counts| self.requests_where(counts) - earlier.requests_where(counts);
+        let looked_up = delta(Outcome::looked_up);
+        (looked_up > 0.0).then(|| delta(Outcome::served_from_cache) / looked_up)
     }
 
     /// Rates between `earlier` and `self`.
@@ -236,10 +222,10 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Value> {
             })
         })
         .collect();
-    let by_status: serde_json::Map<String, Value> = OUTCOMES
+    let by_status: serde_json::Map<String, Value> = Outcome::ALL
         .iter()
         .zip(now.requests)
-        .map(|(o, n)| ((*o).to_owned(), json!(n as u64)))
+        .map(|(o, n)| (o.as_str().to_owned(), json!(n as u64)))
         .collect();
     let store = state.store.stats();
     let (catalog_objects, catalog_tags) = state.store.catalog_totals();

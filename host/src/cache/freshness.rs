@@ -45,6 +45,14 @@ pub mod reason {
     pub const NO_FRESHNESS: NoCacheReason = NoCacheReason::Custom("no-freshness");
 }
 
+/// Remaining freshness in whole seconds; negative once stale.
+pub fn remaining_ttl(meta: &CacheMeta, now: SystemTime) -> i64 {
+    match meta.fresh_until().duration_since(now) {
+        Ok(left) => left.as_secs() as i64,
+        Err(past) => -(past.duration().as_secs() as i64),
+    }
+}
+
 /// The response's age when it reached us (RFC 9111 §4.2.3), from the
 /// origin's `Age` and `Date` and the time the request was sent.
 pub fn corrected_initial_age(

@@ -16,6 +16,11 @@ use super::freshness::vary_fields;
 
 const SEPARATOR: u8 = 0;
 
+/// The path and query of `uri`, as a cache key's target (`/` when absent).
+pub fn target(uri: &http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |pq| pq.as_str())
+}
+
 /// The primary key bytes of `path_and_query` on `host` within `site`, or
 /// of everything under it when `path_and_query` is a prefix.
 pub fn primary(site: &str, host: &str, path_and_query: &str) -> Vec<u8> {

@@ -1,6 +1,8 @@
 //! HTTP caching decisions and the storage seam.
 
 pub mod freshness;
+pub mod invalidate;
 pub mod key;
+pub mod outcome;
 pub mod status;
 pub mod store;

@@ -6,6 +6,11 @@
 
 use std::fmt;
 
+use pingora_cache::NoCacheReason;
+
+use super::outcome::{Outcome, Source};
+use crate::error_kind::ErrorKind;
+
 /// Why the request went forward (RFC 9211 §2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fwd {
@@ -52,26 +57,91 @@ pub struct CacheStatus {
     /// The request waited for another request's fetch of the same object.
     pub collapsed: bool,
     /// A short implementation-specific note (RFC 9211 §2.8).
-    pub detail: Option<&'static str>,
+    pub detail: Option<Detail>,
+}
+
+/// The implementation-specific `detail` of RFC 9211 §2.8: why the response
+/// is what it is when the other parameters cannot say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// A stale response served while it revalidates in the background (RFC 5861 §3).
+    StaleWhileRevalidate,
+    /// A stale response served because the origin failed (RFC 5861 §4).
+    StaleIfError,
+    /// No site serves the request's host.
+    UnknownHost,
+    /// The site's policy answered with a response of its own.
+    PolicyResponse,
+    /// pingora's predictor remembered the URI as uncacheable.
+    PredictedUncacheable,
+    /// The response was not stored, and why.
+    NotStored(NoCacheReason),
+    /// The request failed.
+    Error(ErrorKind),
+}
+
+impl Detail {
+    /// The token written after `detail=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detail::StaleWhileRevalidate => "stale-while-revalidate",
+            Detail::StaleIfError => "stale-if-error",
+            Detail::UnknownHost => "unknown-host",
+            Detail::PolicyResponse => "policy-response",
+            Detail::PredictedUncacheable => "predicted-uncacheable",
+            Detail::NotStored(reason) => not_stored_detail(reason),
+            Detail::Error(kind) => kind.as_str(),
+        }
+    }
+}
+
+/// A short name for why the cache was not used.
+fn not_stored_detail(reason: NoCacheReason) -> &'static str {
+    match reason {
+        NoCacheReason::OriginNotCache => "origin-not-cacheable",
+        NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge => "too-large",
+        NoCacheReason::StorageError => "storage-error",
+        NoCacheReason::InternalError => "internal-error",
+        NoCacheReason::Deferred => "deferred",
+        NoCacheReason::UpstreamError => "origin-error",
+        NoCacheReason::CacheLockGiveUp => "uncacheable",
+        NoCacheReason::CacheLockTimeout => "lock-timeout",
+        NoCacheReason::CacheLockRetryLimit => "lock-retries",
+        NoCacheReason::Custom(why) => why,
+        NoCacheReason::NeverEnabled | NoCacheReason::DeclinedToUpstream => "not-cached",
+    }
 }
 
 impl CacheStatus {
     /// The low-cardinality outcome used as the `cache_status` metric label
     /// and in the access log.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         match (self.hit, self.fwd) {
-            (true, _) if self.detail == Some(STALE_WHILE_REVALIDATE) => "stale",
-            (true, _) => "hit",
-            (false, Some(_)) if self.detail == Some(STALE_IF_ERROR) => "stale",
+            _ if self.detail == Some(Detail::UnknownHost) => Outcome::UnknownHost,
+            (true, _) if self.detail == Some(Detail::StaleWhileRevalidate) => Outcome::Stale,
+            (true, _) => Outcome::Hit,
+            (false, Some(_)) if self.detail == Some(Detail::StaleIfError) => Outcome::Stale,
             (false, _) if self.fwd_status.is_some_and(|s| s >= 500) && self.fwd.is_some() => {
-                "error"
+                Outcome::Error
             }
-            (false, Some(_)) if self.collapsed => "collapsed",
-            (false, Some(Fwd::Stale)) if self.fwd_status == Some(304) => "revalidated",
-            (false, Some(Fwd::Stale)) => "expired",
-            (false, Some(Fwd::Bypass)) => "bypass",
-            (false, Some(_)) => "miss",
-            (false, None) => "local",
+            (false, Some(_)) if self.collapsed => Outcome::Collapsed,
+            (false, Some(Fwd::Stale)) if self.fwd_status == Some(304) => Outcome::Revalidated,
+            (false, Some(Fwd::Stale)) => Outcome::Expired,
+            (false, Some(Fwd::Bypass)) => Outcome::Bypass,
+            (false, Some(_)) => Outcome::Miss,
+            (false, None) => Outcome::Local,
+        }
+    }
+
+    /// Where the response's body came from.
+    pub fn source(&self) -> Source {
+        let outcome = self.outcome();
+        if self.hit || self.collapsed || matches!(outcome, Outcome::Stale | Outcome::Revalidated) {
+            Source::Cache
+        } else if self.fwd.is_some() && outcome != Outcome::Error {
+            Source::Origin
+        } else {
+            Source::Local
         }
     }
 
@@ -80,11 +150,6 @@ impl CacheStatus {
         format!("{cache_name}{self}")
     }
 }
-
-/// `detail` when a stale response is served while it revalidates in the background.
-pub const STALE_WHILE_REVALIDATE: &str = "stale-while-revalidate";
-/// `detail` when a stale response is served because the origin failed.
-pub const STALE_IF_ERROR: &str = "stale-if-error";
 
 impl fmt::Display for CacheStatus {
     /// Everything after the cache name, each parameter preceded by `; `.
@@ -108,7 +173,7 @@ impl fmt::Display for CacheStatus {
             f.write_str("; collapsed")?;
         }
         if let Some(detail) = self.detail {
-            write!(f, "; detail={detail}")?;
+            write!(f, "; detail={}", detail.as_str())?;
         }
         Ok(())
     }
@@ -126,7 +191,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(hit.render("stavka"), "stavka; hit; ttl=42");
-        assert_eq!(hit.outcome(), "hit");
+        assert_eq!(hit.outcome(), Outcome::Hit);
         let miss = CacheStatus {
             fwd: Some(Fwd::UriMiss),
             fwd_status: Some(200),
@@ -138,25 +203,25 @@ mod tests {
             miss.render("edge"),
             "edge; fwd=uri-miss; fwd-status=200; ttl=60; stored"
         );
-        assert_eq!(miss.outcome(), "miss");
+        assert_eq!(miss.outcome(), Outcome::Miss);
         let sie = CacheStatus {
             fwd: Some(Fwd::Stale),
             fwd_status: Some(503),
             ttl: Some(-3),
-            detail: Some(STALE_IF_ERROR),
+            detail: Some(Detail::StaleIfError),
             ..Default::default()
         };
         assert_eq!(
             sie.render("stavka"),
             "stavka; fwd=stale; fwd-status=503; ttl=-3; detail=stale-if-error"
         );
-        assert_eq!(sie.outcome(), "stale");
+        assert_eq!(sie.outcome(), Outcome::Stale);
         let reval = CacheStatus {
             fwd: Some(Fwd::Stale),
             fwd_status: Some(304),
             ..Default::default()
         };
-        assert_eq!(reval.outcome(), "revalidated");
+        assert_eq!(reval.outcome(), Outcome::Revalidated);
         assert_eq!(CacheStatus::default().render("stavka"), "stavka");
     }
 }

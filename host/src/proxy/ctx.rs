@@ -5,16 +5,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pingora_cache::NoCacheReason;
 
+use super::decisions::PolicyDecisions;
 use crate::cache::status::{CacheStatus, Fwd};
 use crate::shutdown::InFlightGuard;
-
-use super::policy::PolicyCtx;
 use crate::sites::Site;
 
 /// What one request has learned so far. Created empty by `new_ctx`.
 pub struct RequestCtx {
     /// When the request arrived.
     pub started: Instant,
+    /// The request's host, normalised once (see [`crate::host_name`]) for
+    /// routing, the cache key, invalidation and the access log; `None` when
+    /// the request named none.
+    pub host: Option<String>,
     /// The site its Host routed to; `None` until `request_filter` ran, and
     /// for requests answered locally because no site matched.
     pub site: Option<Arc<Site>>,
@@ -41,7 +44,7 @@ pub struct RequestCtx {
     /// What the response said in `Cache-Status`, kept for the access log.
     pub cache_status: Option<CacheStatus>,
     /// The site's policy module and what it decided, when the site has one.
-    pub policy: Option<PolicyCtx>,
+    pub policy: Option<PolicyDecisions>,
     /// Counts this request as in flight until the context is dropped.
     _in_flight: InFlightGuard,
 }
@@ -51,6 +54,7 @@ impl RequestCtx {
     pub fn new(in_flight: InFlightGuard) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            host: None,
             site: None,
             sent_upstream: None,
             origin_ttfb: None,

@@ -1,9 +1,14 @@
-//! Responses this proxy writes itself: unknown hosts and origin failures.
+//! Responses this proxy writes itself: unknown hosts, origin failures and
+//! policies' synthetic answers.
 
 use bytes::Bytes;
-use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+
+use crate::cache::status::{CacheStatus, Detail};
+use crate::error_kind::ErrorKind;
+use crate::policy::Synthetic;
 
 /// Write a complete plain-text response with our `Cache-Status`.
 pub async fn respond(
@@ -49,43 +54,28 @@ pub async fn respond_with(
     Ok(())
 }
 
-/// The status to answer for an error, and a short kind for metrics and
-/// `Cache-Status` detail. Status 0 means the client is gone: answer nothing.
-pub fn error_status(e: &Error) -> (u16, &'static str) {
-    match (e.etype(), e.esource()) {
-        (ErrorType::HTTPStatus(code), _) => (*code, "status"),
-        (ErrorType::CustomCode(kind, code), _) => (*code, kind),
-        (ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout, ErrorSource::Upstream) => {
-            (504, "origin-connect-timeout")
-        }
-        (ErrorType::ReadTimedout | ErrorType::WriteTimedout, ErrorSource::Upstream) => {
-            (504, "origin-timeout")
-        }
-        (ErrorType::ConnectRefused, ErrorSource::Upstream) => (502, "origin-refused"),
-        (ErrorType::ConnectNoRoute, ErrorSource::Upstream) => (502, "origin-unreachable"),
-        (ErrorType::ConnectionClosed, ErrorSource::Upstream) => (502, "origin-closed"),
-        (_, ErrorSource::Upstream) => (502, "origin-error"),
-        (
-            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
-            ErrorSource::Downstream,
-        ) => (0, "client-gone"),
-        (_, ErrorSource::Downstream) => (400, "bad-request"),
-        _ => (500, "internal-error"),
-    }
+/// Answer with a policy's synthetic response; returns what `Cache-Status` said.
+pub async fn respond_synthetic(
+    session: &mut Session,
+    synthetic: &Synthetic,
+    cache_name: &str,
+) -> Result<CacheStatus> {
+    let status = CacheStatus {
+        detail: Some(Detail::PolicyResponse),
+        ..CacheStatus::default()
+    };
+    respond_with(
+        session,
+        synthetic.status,
+        &synthetic.headers,
+        Bytes::copy_from_slice(&synthetic.body),
+        &status.render(cache_name),
+    )
+    .await?;
+    Ok(status)
 }
 
 /// A body that tells an operator what happened without leaking internals.
-pub fn error_body(code: u16, kind: &str, site: &str) -> String {
-    let what = match kind {
-        "origin-connect-timeout" => "the origin did not accept the connection in time",
-        "origin-timeout" => "the origin did not answer in time",
-        "origin-refused" => "the origin refused the connection",
-        "origin-unreachable" => "the origin is unreachable",
-        "origin-closed" => "the origin closed the connection",
-        "origin-error" => "the origin failed",
-        "bad-request" => "the request could not be read",
-        "policy-failed" => "the site's cache policy failed",
-        _ => "the request failed",
-    };
-    format!("stavka: {what} (site {site}, status {code})\n")
+pub fn error_body(code: u16, kind: ErrorKind, site: &str) -> String {
+    format!("stavka: {} (site {site}, status {code})\n", kind.explain())
 }

@@ -8,19 +8,18 @@
 //! `response_cache_filter` → `response_filter` → `logging`.
 
 mod ctx;
+mod decisions;
 mod local;
 mod observe;
-mod policy;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::{header, Method};
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::{
-    CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
+    CacheKey, CacheMeta, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
 };
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -30,15 +29,19 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 pub use ctx::RequestCtx;
 
 use crate::cache::freshness::{self, FreshnessRules, CDN_CACHE_CONTROL};
-use crate::cache::key::{cache_key, variance};
-use crate::cache::status::{CacheStatus, Fwd};
+use crate::cache::invalidate;
+use crate::cache::key::{cache_key, target, variance};
+use crate::cache::status::{CacheStatus, Detail, Fwd};
 use crate::cache::store::CacheStore;
 use crate::config::{self, OriginTimeouts};
-use crate::metrics::{Metrics, SiteMetrics, Source};
-use crate::policy::{PolicyRegistry, ResponseDecision, Synthetic};
+use crate::error_kind::ErrorKind;
+use crate::host_name;
+use crate::metrics::Metrics;
+use crate::policy::{PolicyRegistry, ResponseDecision};
 use crate::shutdown::InFlight;
-use crate::sites::{strip_port, Site, SiteRouter};
-use policy::PolicyCtx;
+use crate::sites::SiteRouter;
+use decisions::{AfterHit, PolicyDecisions};
+use observe::Recorder;
 
 /// The caching reverse proxy.
 pub struct StavkaProxy {
@@ -47,10 +50,7 @@ pub struct StavkaProxy {
     rules: FreshnessRules,
     cache_name: String,
     timeouts: OriginTimeouts,
-    metrics: Arc<Metrics>,
-    /// Handles for requests that matched no site.
-    unrouted: SiteMetrics,
-    access_log: bool,
+    recorder: Recorder,
     in_flight: Arc<InFlight>,
     policies: Arc<PolicyRegistry>,
 }
@@ -75,95 +75,21 @@ impl StavkaProxy {
             },
             cache_name: config.cache.name.clone(),
             timeouts: config.origin.clone(),
-            unrouted: metrics.for_site("-"),
-            metrics,
-            access_log: config.log.access_log,
+            recorder: Recorder::new(metrics, config.log.access_log, config.cache.name.clone()),
             in_flight,
             policies,
         }
     }
-
-    fn site_metrics<'a>(&'a self, ctx: &'a RequestCtx) -> &'a SiteMetrics {
-        ctx.site.as_ref().map_or(&self.unrouted, |s| &s.metrics)
-    }
-
-    /// Remove the cached responses an unsafe request may have changed:
-    /// its target URI and same-host Location / Content-Location (RFC 9111 §4.4).
-    async fn invalidate_after_unsafe(
-        &self,
-        req: &RequestHeader,
-        resp: &ResponseHeader,
-        site: &Site,
-    ) {
-        let Some(host) = request_host(req) else {
-            return;
-        };
-        let mut targets = vec![path_and_query(&req.uri).to_owned()];
-        for field in [header::LOCATION, header::CONTENT_LOCATION] {
-            let Some(uri) = resp.headers.get(&field).and_then(|v| v.to_str().ok()) else {
-                continue;
-            };
-            let Ok(uri) = uri.parse::<http::Uri>() else {
-                continue;
-            };
-            let same_host = uri
-                .host()
-                .is_none_or(|h| h.eq_ignore_ascii_case(strip_port(&host)));
-            if same_host && uri.path().starts_with('/') {
-                targets.push(path_and_query(&uri).to_owned());
-            }
-        }
-        for target in targets {
-            let removed = self
-                .store
-                .invalidate(&cache_key(&site.name, &host, &target))
-                .await;
-            self.metrics.cache_invalidations.inc_by(removed as u64);
-        }
-    }
 }
 
-/// Answer with a policy's synthetic response.
-async fn respond_synthetic(
-    session: &mut Session,
-    synthetic: &Synthetic,
-    cache_name: &str,
-) -> Result<CacheStatus> {
-    let status = CacheStatus {
-        detail: Some("policy-response"),
-        ..CacheStatus::default()
-    };
-    local::respond_with(
-        session,
-        synthetic.status,
-        &synthetic.headers,
-        Bytes::copy_from_slice(&synthetic.body),
-        &status.render(cache_name),
-    )
-    .await?;
-    Ok(status)
-}
-
-/// The request's host, lower-cased and without port: from the URI (HTTP/2,
-/// absolute-form) or the Host header.
+/// The request's host, normalised: from the URI (HTTP/2, absolute-form) or
+/// the Host header.
 fn request_host(req: &RequestHeader) -> Option<String> {
     let host = req
         .uri
         .host()
         .or_else(|| req.headers.get(header::HOST)?.to_str().ok())?;
-    Some(strip_port(host).trim_end_matches('.').to_ascii_lowercase())
-}
-
-fn path_and_query(uri: &http::Uri) -> &str {
-    uri.path_and_query().map_or("/", |pq| pq.as_str())
-}
-
-/// RFC 9110 §9.2.1: the methods that change state on the origin.
-fn is_unsafe(method: &Method) -> bool {
-    !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
+    Some(host_name::normalize(host).into_owned())
 }
 
 #[async_trait]
@@ -175,43 +101,40 @@ impl ProxyHttp for StavkaProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let host = request_host(session.req_header());
-        match self.router.route(host.as_deref()) {
-            Some(site) => {
-                ctx.site = Some(site.clone());
-                let Some(module) = site.policy.as_deref().and_then(|n| self.policies.get(n)) else {
-                    return Ok(false);
-                };
-                let client = session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip().to_string());
-                let host = host.as_deref().unwrap_or("");
-                let mut p = PolicyCtx::new(module, session.req_header(), host, client);
-                let synthetic = p.decide_request().await?;
-                ctx.policy = Some(p);
-                if let Some(synthetic) = synthetic {
-                    let status = respond_synthetic(session, &synthetic, &self.cache_name).await?;
-                    ctx.cache_status = Some(status);
-                    return Ok(true);
+        ctx.host = request_host(session.req_header());
+        let Some(site) = self.router.route(ctx.host.as_deref()) else {
+            let body = match &ctx.host {
+                Some(host) => format!("stavka: no site is configured for host {host:?}\n"),
+                None => {
+                    "stavka: the request has no Host and no default site is configured\n".to_owned()
                 }
-                Ok(false)
-            }
-            None => {
-                let body = match host {
-                    Some(host) => format!("stavka: no site is configured for host {host:?}\n"),
-                    None => "stavka: the request has no Host and no default site is configured\n"
-                        .to_owned(),
-                };
-                let status = CacheStatus {
-                    detail: Some("unknown-host"),
-                    ..CacheStatus::default()
-                };
-                local::respond(session, 421, body, &status.render(&self.cache_name)).await?;
-                ctx.cache_status = Some(status);
-                Ok(true)
-            }
+            };
+            let status = CacheStatus {
+                detail: Some(Detail::UnknownHost),
+                ..CacheStatus::default()
+            };
+            local::respond(session, 421, body, &status.render(&self.cache_name)).await?;
+            ctx.cache_status = Some(status);
+            return Ok(true);
+        };
+        ctx.site = Some(site.clone());
+        let Some(module) = site.policy.as_deref().and_then(|n| self.policies.get(n)) else {
+            return Ok(false);
+        };
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        let host = ctx.host.as_deref().unwrap_or("");
+        let mut p = PolicyDecisions::new(module, session.req_header(), host, client);
+        let synthetic = p.decide_request().await?;
+        ctx.policy = Some(p);
+        if let Some(synthetic) = synthetic {
+            let status = local::respond_synthetic(session, &synthetic, &self.cache_name).await?;
+            ctx.cache_status = Some(status);
+            return Ok(true);
         }
+        Ok(false)
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
@@ -229,13 +152,13 @@ impl ProxyHttp for StavkaProxy {
         let site = ctx.site.as_ref().ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "cache enabled without a site")
         })?;
-        let host = request_host(req).unwrap_or_default();
+        let host = ctx.host.as_deref().unwrap_or_default();
         let target = ctx
             .policy
             .as_ref()
             .and_then(|p| p.key.as_deref())
-            .unwrap_or_else(|| path_and_query(&req.uri));
-        Ok(cache_key(&site.name, &host, target))
+            .unwrap_or_else(|| target(&req.uri));
+        Ok(cache_key(&site.name, host, target))
     }
 
     fn cache_miss(&self, session: &mut Session, ctx: &mut RequestCtx) {
@@ -278,15 +201,16 @@ impl ProxyHttp for StavkaProxy {
         let Some(p) = ctx.policy.as_mut() else {
             return Ok(true);
         };
-        if p.failed_closed {
-            return Err(policy::failed_closed());
+        match p.take_after_hit() {
+            AfterHit::Proceed => Ok(true),
+            AfterHit::FailClosed => Err(decisions::failed_closed()),
+            AfterHit::Respond(synthetic) => {
+                let status =
+                    local::respond_synthetic(session, &synthetic, &self.cache_name).await?;
+                ctx.cache_status = Some(status);
+                Ok(false)
+            }
         }
-        if let Some(synthetic) = p.hit_response.take() {
-            let status = respond_synthetic(session, &synthetic, &self.cache_name).await?;
-            ctx.cache_status = Some(status);
-            return Ok(false);
-        }
-        Ok(true)
     }
 
     fn cache_vary_filter(
@@ -333,7 +257,7 @@ impl ProxyHttp for StavkaProxy {
             upstream_request.insert_header(header::HOST, host)?;
         }
         if let Some(edits) = ctx.policy.as_ref().and_then(|p| p.origin_edits.as_ref()) {
-            policy::apply_edits(upstream_request, edits)?;
+            decisions::apply_edits(upstream_request, edits)?;
         }
         Ok(())
     }
@@ -391,7 +315,7 @@ impl ProxyHttp for StavkaProxy {
                 RespCacheable::Uncacheable(NoCacheReason::Custom("policy-no-store"))
             }
             Some(ResponseDecision::Store(store)) => {
-                RespCacheable::Cacheable(policy::stored_by_policy(resp, store, now))
+                RespCacheable::Cacheable(decisions::stored_by_policy(resp, store, now))
             }
             Some(ResponseDecision::Default) | None => {
                 freshness::decide(resp, authorization, ctx.initial_age, &self.rules, now)
@@ -418,7 +342,7 @@ impl ProxyHttp for StavkaProxy {
         let status = match error.etype() {
             ErrorType::HTTPStatus(code @ (500 | 502 | 503 | 504)) => Some(*code),
             ErrorType::HTTPStatus(_) => None,
-            _ if error.esource() == &ErrorSource::Upstream => Some(local::error_status(error).0),
+            _ if error.esource() == &ErrorSource::Upstream => Some(ErrorKind::classify(error).0),
             _ => None,
         };
         ctx.stale_error_status = status;
@@ -450,9 +374,14 @@ impl ProxyHttp for StavkaProxy {
 
         let req = session.req_header();
         let succeeded = resp.status.is_success() || resp.status.is_redirection();
-        if is_unsafe(&req.method) && succeeded && ctx.upstream_status.is_some() {
-            if let Some(site) = ctx.site.clone() {
-                self.invalidate_after_unsafe(req, resp, &site).await;
+        if invalidate::is_unsafe(&req.method) && succeeded && ctx.upstream_status.is_some() {
+            if let (Some(site), Some(host)) = (&ctx.site, &ctx.host) {
+                let removed =
+                    invalidate::after_unsafe(self.store, &site.name, host, req, resp).await;
+                self.recorder
+                    .metrics()
+                    .cache_invalidations
+                    .inc_by(removed as u64);
             }
         }
         Ok(())
@@ -464,7 +393,7 @@ impl ProxyHttp for StavkaProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let (code, kind) = local::error_status(e);
+        let (code, kind) = ErrorKind::classify(e);
         if code == 0 {
             return FailToProxy {
                 error_code: 0,
@@ -472,14 +401,14 @@ impl ProxyHttp for StavkaProxy {
             };
         }
         if e.esource() == &ErrorSource::Upstream {
-            self.site_metrics(ctx).origin_error(kind);
+            self.recorder.site_metrics(ctx).origin_error(kind);
         }
         let mut status = observe::cache_status(&session.cache, ctx);
         status.hit = false;
         status.stored = false;
         status.fwd = Some(status.fwd.unwrap_or(Fwd::Miss));
         status.fwd_status = Some(code);
-        status.detail = Some(kind);
+        status.detail = Some(Detail::Error(kind));
         let site = ctx.site.as_ref().map_or("-", |s| s.name.as_str());
         let body = local::error_body(code, kind, site);
         if session.response_written().is_none() {
@@ -497,68 +426,6 @@ impl ProxyHttp for StavkaProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let elapsed = ctx.started.elapsed();
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let outcome = match &ctx.cache_status {
-            Some(s) if s.detail == Some("unknown-host") => "unknown-host",
-            Some(s) => s.outcome(),
-            None if e.is_some() => "error",
-            None => "local",
-        };
-        let source = match &ctx.cache_status {
-            Some(s) if s.hit || outcome == "stale" || outcome == "revalidated" || s.collapsed => {
-                Source::Cache
-            }
-            Some(s) if s.fwd.is_some() && outcome != "error" => Source::Origin,
-            _ => Source::Local,
-        };
-        let bytes = session.body_bytes_sent();
-        self.site_metrics(ctx)
-            .request(outcome, elapsed.as_secs_f64(), source, bytes);
-
-        let cache = &session.cache;
-        let lookups = &self.metrics.cache_lookups;
-        match cache.phase() {
-            CachePhase::Hit => lookups.hit.inc(),
-            CachePhase::Stale
-            | CachePhase::StaleUpdating
-            | CachePhase::Expired
-            | CachePhase::Revalidated
-            | CachePhase::RevalidatedNoCache(_) => lookups.stale.inc(),
-            CachePhase::Miss => lookups.miss.inc(),
-            CachePhase::Disabled(_) if ctx.miss.is_some() => lookups.miss.inc(),
-            _ => {}
-        }
-        if cache.lock_duration().is_some() {
-            self.metrics.collapsed_requests.inc();
-        }
-        if e.is_none() && ctx.cache_status.as_ref().is_some_and(|s| s.stored) {
-            self.metrics.cache_inserts.inc();
-        }
-
-        if self.access_log {
-            let req = session.req_header();
-            let cache_status = ctx
-                .cache_status
-                .as_ref()
-                .map(|s| s.render(&self.cache_name))
-                .unwrap_or_default();
-            tracing::info!(
-                target: "stavka::access",
-                client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
-                site = ctx.site.as_ref().map_or("-", |s| s.name.as_str()),
-                method = %req.method,
-                host = request_host(req).as_deref().unwrap_or("-"),
-                path = path_and_query(&req.uri),
-                status,
-                cache = %cache_status,
-                outcome,
-                bytes,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                origin_ms = ctx.origin_ttfb.map(|d| d.as_secs_f64() * 1000.0),
-                error = e.map(|e| e.to_string()),
-                "request"
-            );
-        }
+        self.recorder.finish(session, e, ctx);
     }
 }

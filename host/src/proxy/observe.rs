@@ -1,43 +1,28 @@
-//! Reading what the cache did for a request, for `Cache-Status`, metrics
-//! and the access log. pingora's cache phase says most of it; the request
-//! context fills in what the phase cannot (why it missed, why stale was served).
+//! Reading what the cache did for a request, and recording it: `Cache-Status`,
+//! metrics and the access log. pingora's cache phase says most of it; the
+//! request context fills in what the phase cannot (why it missed, why stale
+//! was served).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use pingora_cache::{CacheMeta, CachePhase, HttpCache, NoCacheReason};
+use pingora_cache::{CachePhase, HttpCache, NoCacheReason};
+use pingora_error::Error;
+use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
-use crate::cache::status::{CacheStatus, Fwd, STALE_IF_ERROR, STALE_WHILE_REVALIDATE};
-
-/// Remaining freshness in whole seconds; negative once stale.
-pub fn remaining_ttl(meta: &CacheMeta, now: SystemTime) -> i64 {
-    match meta.fresh_until().duration_since(now) {
-        Ok(left) => left.as_secs() as i64,
-        Err(past) => -(past.duration().as_secs() as i64),
-    }
-}
-
-/// A short name for why the cache was not used, for `detail=`.
-pub fn reason_detail(reason: NoCacheReason) -> &'static str {
-    match reason {
-        NoCacheReason::OriginNotCache => "origin-not-cacheable",
-        NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge => "too-large",
-        NoCacheReason::StorageError => "storage-error",
-        NoCacheReason::InternalError => "internal-error",
-        NoCacheReason::Deferred => "deferred",
-        NoCacheReason::UpstreamError => "origin-error",
-        NoCacheReason::CacheLockGiveUp => "uncacheable",
-        NoCacheReason::CacheLockTimeout => "lock-timeout",
-        NoCacheReason::CacheLockRetryLimit => "lock-retries",
-        NoCacheReason::Custom(why) => why,
-        NoCacheReason::NeverEnabled | NoCacheReason::DeclinedToUpstream => "not-cached",
-    }
-}
+use crate::cache::freshness;
+use crate::cache::key::target;
+use crate::cache::outcome::{Lookup, Outcome, Source};
+use crate::cache::status::{CacheStatus, Detail, Fwd};
+use crate::metrics::{Metrics, SiteMetrics};
 
 /// What the cache did, as far as it is known when the response header goes out.
 pub fn cache_status(cache: &HttpCache, ctx: &RequestCtx) -> CacheStatus {
     let now = SystemTime::now();
-    let ttl = cache.maybe_cache_meta().map(|m| remaining_ttl(m, now));
+    let ttl = cache
+        .maybe_cache_meta()
+        .map(|m| freshness::remaining_ttl(m, now));
     let fwd_status = ctx.upstream_status;
     let stored = matches!(ctx.store_decision, Some(Ok(()))) && cache.enabled();
     let miss = ctx.miss.unwrap_or(if ctx.found_stale {
@@ -67,12 +52,12 @@ pub fn cache_status(cache: &HttpCache, ctx: &RequestCtx) -> CacheStatus {
         CachePhase::StaleUpdating => CacheStatus {
             hit: true,
             ttl,
-            detail: Some(STALE_WHILE_REVALIDATE),
+            detail: Some(Detail::StaleWhileRevalidate),
             ..CacheStatus::default()
         },
         CachePhase::Stale => CacheStatus {
             fwd_status: ctx.stale_error_status.or(fwd_status),
-            detail: Some(STALE_IF_ERROR),
+            detail: Some(Detail::StaleIfError),
             stored: false,
             ..forwarded(Fwd::Stale)
         },
@@ -84,7 +69,7 @@ pub fn cache_status(cache: &HttpCache, ctx: &RequestCtx) -> CacheStatus {
         },
         CachePhase::Miss => forwarded(miss),
         CachePhase::Bypass => CacheStatus {
-            detail: Some("predicted-uncacheable"),
+            detail: Some(Detail::PredictedUncacheable),
             ..forwarded(Fwd::Bypass)
         },
         CachePhase::Disabled(NoCacheReason::NeverEnabled) => CacheStatus {
@@ -93,11 +78,100 @@ pub fn cache_status(cache: &HttpCache, ctx: &RequestCtx) -> CacheStatus {
             ..CacheStatus::default()
         },
         CachePhase::Disabled(reason) => CacheStatus {
-            detail: Some(reason_detail(reason)),
+            detail: Some(Detail::NotStored(reason)),
             ttl: None,
             stored: false,
             ..forwarded(miss)
         },
         CachePhase::Uninit | CachePhase::CacheKey => CacheStatus::default(),
+    }
+}
+
+/// Records finished requests in metrics and the access log.
+pub struct Recorder {
+    metrics: Arc<Metrics>,
+    /// Handles for requests that matched no site.
+    unrouted: SiteMetrics,
+    access_log: bool,
+    cache_name: String,
+}
+
+impl Recorder {
+    /// Record into `metrics`; write access log lines when `access_log`.
+    pub fn new(metrics: Arc<Metrics>, access_log: bool, cache_name: String) -> Recorder {
+        Recorder {
+            unrouted: metrics.for_site("-"),
+            metrics,
+            access_log,
+            cache_name,
+        }
+    }
+
+    /// The process-wide metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The metric handles of the request's site, or of "no site".
+    pub fn site_metrics<'a>(&'a self, ctx: &'a RequestCtx) -> &'a SiteMetrics {
+        ctx.site.as_ref().map_or(&self.unrouted, |s| &s.metrics)
+    }
+
+    /// Count a finished request and write its access log line.
+    pub fn finish(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+        let elapsed = ctx.started.elapsed();
+        let (outcome, source) = match &ctx.cache_status {
+            Some(s) => (s.outcome(), s.source()),
+            None if e.is_some() => (Outcome::Error, Source::Local),
+            None => (Outcome::Local, Source::Local),
+        };
+        let bytes = session.body_bytes_sent();
+        self.site_metrics(ctx)
+            .request(outcome, elapsed.as_secs_f64(), source, bytes);
+
+        let cache = &session.cache;
+        let lookups = &self.metrics.cache_lookups;
+        match cache.phase() {
+            CachePhase::Hit => lookups.inc(Lookup::Hit),
+            CachePhase::Stale
+            | CachePhase::StaleUpdating
+            | CachePhase::Expired
+            | CachePhase::Revalidated
+            | CachePhase::RevalidatedNoCache(_) => lookups.inc(Lookup::Stale),
+            CachePhase::Miss => lookups.inc(Lookup::Miss),
+            CachePhase::Disabled(_) if ctx.miss.is_some() => lookups.inc(Lookup::Miss),
+            _ => {}
+        }
+        if cache.lock_duration().is_some() {
+            self.metrics.collapsed_requests.inc();
+        }
+        if e.is_none() && ctx.cache_status.as_ref().is_some_and(|s| s.stored) {
+            self.metrics.cache_inserts.inc();
+        }
+
+        if self.access_log {
+            let req = session.req_header();
+            let cache_status = ctx
+                .cache_status
+                .as_ref()
+                .map(|s| s.render(&self.cache_name))
+                .unwrap_or_default();
+            tracing::info!(
+                target: "stavka::access",
+                client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+                site = ctx.site.as_ref().map_or("-", |s| s.name.as_str()),
+                method = %req.method,
+                host = ctx.host.as_deref().unwrap_or("-"),
+                path = target(&req.uri),
+                status = session.response_written().map_or(0, |r| r.status.as_u16()),
+                cache = %cache_status,
+                outcome = outcome.as_str(),
+                bytes,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                origin_ms = ctx.origin_ttfb.map(|d| d.as_secs_f64() * 1000.0),
+                error = e.map(|e| e.to_string()),
+                "request"
+            );
+        }
     }
 }

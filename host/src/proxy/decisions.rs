@@ -1,4 +1,4 @@
-//! Carrying a policy module's decisions through one request.
+//! Carrying a policy module's decisions between the phases of one request.
 //!
 //! pingora's cache hooks are synchronous, so the module is called from the
 //! async phase before each (`request_filter`, `upstream_response_filter`,
@@ -13,16 +13,16 @@ use pingora_cache::{CacheMeta, ForcedFreshness};
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::observe::remaining_ttl;
 use crate::cache::freshness;
 use crate::cache::store::POLICY_TAGS;
+use crate::error_kind::ErrorKind;
 use crate::policy::{
     CallInput, Entry, Failure, HeaderEdits, HitDecision, PolicyModule, Request, RequestDecision,
     RequestInstance, Response, ResponseDecision, Store, Synthetic,
 };
 
 /// What a site's policy has decided so far for one request.
-pub struct PolicyCtx {
+pub struct PolicyDecisions {
     /// The module version this request started with; it finishes on it even
     /// if a new version is published meanwhile.
     pub module: Arc<PolicyModule>,
@@ -41,21 +41,32 @@ pub struct PolicyCtx {
     pub origin_edits: Option<HeaderEdits>,
     /// What `on-response` decided about storing.
     pub response: Option<ResponseDecision>,
-    /// `on-hit` chose to answer with this instead of the entry.
-    pub hit_response: Option<Synthetic>,
-    /// A fail-closed module failed on a cache hit; answer 503.
-    pub failed_closed: bool,
+    /// What `on-hit` asked of the miss path, when it steered a hit there.
+    pub after_hit: AfterHit,
 }
 
-impl PolicyCtx {
+/// What `on-hit` asks `proxy_upstream_filter` to do, once pingora has taken
+/// the miss path it steered to (the hit hook can only steer the cache).
+#[derive(Default)]
+pub enum AfterHit {
+    /// Nothing: go to the origin as usual.
+    #[default]
+    Proceed,
+    /// Answer with this instead of the entry.
+    Respond(Synthetic),
+    /// A fail-closed module failed: answer 503.
+    FailClosed,
+}
+
+impl PolicyDecisions {
     /// Start deciding `req` (from `client`) with `module`.
     pub fn new(
         module: Arc<PolicyModule>,
         req: &RequestHeader,
         host: &str,
         client: Option<String>,
-    ) -> PolicyCtx {
-        PolicyCtx {
+    ) -> PolicyDecisions {
+        PolicyDecisions {
             module,
             request: Request {
                 method: req.method.as_str().to_owned(),
@@ -72,8 +83,7 @@ impl PolicyCtx {
             bypass: false,
             origin_edits: None,
             response: None,
-            hit_response: None,
-            failed_closed: false,
+            after_hit: AfterHit::Proceed,
         }
     }
 
@@ -94,7 +104,7 @@ impl PolicyCtx {
     }
 }
 
-impl PolicyCtx {
+impl PolicyDecisions {
     /// A failed call: carry on without the module's opinion (fail-open), or
     /// fail the request with 503 (fail-closed).
     fn on_failure(&self) -> pingora_error::Result<()> {
@@ -102,6 +112,11 @@ impl PolicyCtx {
             Failure::Open => Ok(()),
             Failure::Closed => Err(failed_closed()),
         }
+    }
+
+    /// What `on-hit` left for the miss path, taken so it acts once.
+    pub fn take_after_hit(&mut self) -> AfterHit {
+        std::mem::take(&mut self.after_hit)
     }
 
     /// `on-request`: records the key, variance, bypass and origin edits;
@@ -158,14 +173,13 @@ impl PolicyCtx {
             None | Some(Ok(HitDecision::Serve)) => None,
             Some(Ok(HitDecision::Revalidate)) => Some(ForcedFreshness::ForceExpired),
             Some(Ok(HitDecision::Respond(synthetic))) => {
-                self.hit_response = Some(synthetic);
+                self.after_hit = AfterHit::Respond(synthetic);
                 Some(ForcedFreshness::ForceMiss)
             }
             Some(Err(_)) => {
-                // Failing the request is `proxy_upstream_filter`'s job: this
-                // hook can only steer the cache.
-                self.failed_closed = self.on_failure().is_err();
-                self.failed_closed.then_some(ForcedFreshness::ForceMiss)
+                self.on_failure().err()?;
+                self.after_hit = AfterHit::FailClosed;
+                Some(ForcedFreshness::ForceMiss)
             }
         }
     }
@@ -198,10 +212,7 @@ impl PolicyCtx {
 
 /// The error that turns into a 503 when a fail-closed module fails.
 pub fn failed_closed() -> Box<Error> {
-    Error::explain(
-        ErrorType::CustomCode("policy-failed", 503),
-        "the site's policy failed",
-    )
+    ErrorKind::PolicyFailed.error(503, "the site's policy failed")
 }
 
 /// A request or response header that policy edits apply to.
@@ -262,7 +273,7 @@ pub fn entry(meta: &CacheMeta, tags: Vec<String>, now: SystemTime) -> Entry {
     Entry {
         status: meta.response_header().status.as_u16(),
         age_seconds: meta.age().as_secs(),
-        ttl_seconds: remaining_ttl(meta, now),
+        ttl_seconds: freshness::remaining_ttl(meta, now),
         tags,
     }
 }
