@@ -116,9 +116,8 @@ impl ResourceLimiter for MemoryCap {
 /// indefinitely.
 ///
 /// The thread's CPU clock is a system call (CLOCK_THREAD_CPUTIME_ID has no
-/// vDSO path), and reading it at the start of every call was the largest
-/// single cost of a policy call in the benchmark profile. So it is read
-/// only from the epoch callback, which runs only for calls still going at
+/// vDSO path), too dear to read on every call (docs/benchmarks.md). So it is
+/// read only from the epoch callback, which runs only for calls still going at
 /// the next epoch tick — almost none do. A running guest notices a tick
 /// within microseconds (wasmtime checks the epoch at every function entry
 /// and loop back-edge), so before its first callback it has used at most

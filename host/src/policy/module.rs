@@ -69,9 +69,9 @@ impl Hooks {
     }
 }
 
-/// An instance and its store, with its hook exports resolved at most once:
-/// resolving them on every call was 2% of a hit's CPU in the benchmark
-/// profile, which a reused long-lived instance need not pay again.
+/// An instance and its store, with its hook exports resolved at most once,
+/// so a reused instance does not look them up again on every call (the
+/// measurements are in docs/benchmarks.md).
 struct Live {
     store: Store<HostState>,
     instance: Instance,
