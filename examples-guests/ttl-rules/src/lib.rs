@@ -10,8 +10,8 @@
 //! Stateless: run it per request.
 
 use stavka_policy::{
-    days, export_policy, minutes, path_matches, HookSet, Policy, Request, RequestOutcome,
-    Response, ResponseOutcome,
+    days, export_policy, minutes, path_matches, HookSet, Policy, Request, RequestOutcome, Response,
+    ResponseOutcome,
 };
 
 struct TtlRules;
