@@ -54,7 +54,8 @@ async fn sites_route_by_exact_and_wildcard_host_and_unknown_host_is_421() {
 
     assert_eq!(
         get_host(&stavka, "A.Example:8080", "/who").await.text(),
-        "host=A.Example:8080"
+        "host=a.example",
+        "the origin sees the host the entry is keyed on"
     );
     assert_eq!(a.count("/who"), 1);
     let via_b = get_host(&stavka, "img.b.example", "/who").await;

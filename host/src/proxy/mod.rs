@@ -82,16 +82,6 @@ impl StavkaProxy {
     }
 }
 
-/// The request's host, normalised: from the URI (HTTP/2, absolute-form) or
-/// the Host header.
-fn request_host(req: &RequestHeader) -> Option<String> {
-    let host = req
-        .uri
-        .host()
-        .or_else(|| req.headers.get(header::HOST)?.to_str().ok())?;
-    Some(host_name::normalize(host).into_owned())
-}
-
 #[async_trait]
 impl ProxyHttp for StavkaProxy {
     type CTX = RequestCtx;
@@ -101,7 +91,19 @@ impl ProxyHttp for StavkaProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.host = request_host(session.req_header());
+        ctx.host = match host_name::request_host(session.req_header()) {
+            Ok(host) => host,
+            Err(bad) => {
+                let status = CacheStatus {
+                    detail: Some(Detail::Error(ErrorKind::BadRequest)),
+                    ..CacheStatus::default()
+                };
+                let body = format!("stavka: {bad}\n");
+                local::respond(session, 400, body, &status.render(&self.cache_name)).await?;
+                ctx.cache_status = Some(status);
+                return Ok(true);
+            }
+        };
         let Some(site) = self.router.route(ctx.host.as_deref()) else {
             let body = match &ctx.host {
                 Some(host) => format!("stavka: no site is configured for host {host:?}\n"),
@@ -141,7 +143,8 @@ impl ProxyHttp for StavkaProxy {
         // RFC 9111 §4: only GET and HEAD are answered from cache.
         let cacheable = matches!(session.req_header().method, Method::GET | Method::HEAD);
         let bypass = ctx.policy.as_ref().is_some_and(|p| p.bypass);
-        if cacheable && ctx.site.is_some() && !bypass {
+        // A request that names no host (HTTP/1.0) has no shared entry to use.
+        if cacheable && ctx.site.is_some() && ctx.host.is_some() && !bypass {
             self.store.enable(&mut session.cache);
         }
         Ok(())
@@ -253,8 +256,28 @@ impl ProxyHttp for StavkaProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(host) = ctx.site.as_ref().and_then(|s| s.host_header.clone()) {
-            upstream_request.insert_header(header::HOST, host)?;
+        // The origin sees the host the entry is keyed on, never a port or
+        // spelling the client chose (an origin that reflects Host would
+        // otherwise poison the shared entry), in origin-form.
+        match (
+            ctx.site.as_ref().and_then(|s| s.host_header.clone()),
+            &ctx.host,
+        ) {
+            (Some(configured), _) => upstream_request.insert_header(header::HOST, configured)?,
+            (None, Some(host))
+                if upstream_request
+                    .headers
+                    .get(header::HOST)
+                    .is_none_or(|h| h != host.as_str()) =>
+            {
+                upstream_request.insert_header(header::HOST, host.as_str())?
+            }
+            _ => {}
+        }
+        if !upstream_request.raw_path().starts_with(b"/") {
+            let origin_form = http::Uri::try_from(target(&upstream_request.uri))
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request target", e))?;
+            upstream_request.set_uri(origin_form);
         }
         if let Some(edits) = ctx.policy.as_ref().and_then(|p| p.origin_edits.as_ref()) {
             decisions::apply_edits(upstream_request, edits)?;
