@@ -40,6 +40,10 @@ pub struct Metrics {
     pub cache_lookups: Lookups,
     /// Objects admitted to the cache.
     pub cache_inserts: IntCounter,
+    /// Responses whose storing began and was given up: the origin failed
+    /// mid-body, the body outgrew the size limit, or the store could not
+    /// write. The client's response is unaffected.
+    pub cache_stores_abandoned: IntCounter,
     /// Entries removed by unsafe-method invalidation (RFC 9111 §4.4).
     pub cache_invalidations: IntCounter,
     /// Requests that waited on another request's fetch of the same object.
@@ -176,6 +180,11 @@ impl Metrics {
                 &["result"],
             )),
             cache_inserts: counter(&r, "stavka_cache_inserts_total", "Objects admitted to the cache."),
+            cache_stores_abandoned: counter(
+                &r,
+                "stavka_cache_stores_abandoned_total",
+                "Responses whose storing began and was given up (origin failed mid-body, too large, store write failed); the client's response is unaffected.",
+            ),
             cache_invalidations: counter(
                 &r,
                 "stavka_cache_invalidations_total",

@@ -174,12 +174,17 @@ pub fn free_addr() -> SocketAddr {
 
 /// A default site in front of `origin`, decided by module `policy` if given.
 pub fn default_site(origin: &Origin, policy: Option<&str>) -> String {
+    default_site_at(origin.addr, policy)
+}
+
+/// A default site in front of the origin at `addr`, decided by module
+/// `policy` if given.
+pub fn default_site_at(addr: SocketAddr, policy: Option<&str>) -> String {
     let policy = policy
         .map(|p| format!("policy = \"{p}\"\n"))
         .unwrap_or_default();
     format!(
-        "[[site]]\nname = \"test\"\nhosts = [\"test.example\"]\ndefault = true\n{policy}origin = {{ address = \"{}\" }}\n",
-        origin.addr
+        "[[site]]\nname = \"test\"\nhosts = [\"test.example\"]\ndefault = true\n{policy}origin = {{ address = \"{addr}\" }}\n"
     )
 }
 
@@ -507,4 +512,75 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> 
     let mut out = Vec::new();
     let _ = tokio::time::timeout(limit, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An origin that answers every request with bytes the test wrote by hand:
+/// for responses no server library would send (connection-specific fields,
+/// interim responses, a body cut short). Counts requests; the connection is
+/// closed after each answer.
+pub struct RawOrigin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawOrigin {
+    /// Listen on an ephemeral loopback port and answer each request with
+    /// `answer`, written in `chunks` separated by `pause`.
+    pub async fn start(answer: Vec<Vec<u8>>, pause: Duration) -> RawOrigin {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        let answer = Arc::new(answer);
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counted = counted.clone();
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    for (i, chunk) in answer.iter().enumerate() {
+                        if i > 0 {
+                            tokio::time::sleep(pause).await;
+                        }
+                        if stream.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        RawOrigin {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    /// Requests received so far.
+    pub fn count(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A default site in front of this origin.
+    pub fn site(&self) -> String {
+        default_site_at(self.addr, None)
+    }
+}
+
+impl Drop for RawOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

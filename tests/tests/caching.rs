@@ -451,7 +451,7 @@ async fn rfc9111_4_4_unsafe_methods_invalidate_uri_and_location() {
 }
 
 #[tokio::test]
-async fn rfc9213_cdn_cache_control_takes_precedence_and_is_not_forwarded() {
+async fn rfc9213_cdn_cache_control_takes_precedence_and_is_forwarded() {
     let origin = Origin::start(
         Router::new()
             .route(
@@ -480,8 +480,8 @@ async fn rfc9213_cdn_cache_control_takes_precedence_and_is_not_forwarded() {
     let first = stavka.get("/cdn-yes").await;
     assert_eq!(
         first.header("cdn-cache-control"),
-        "",
-        "not forwarded downstream"
+        "max-age=60",
+        "forwarded downstream, for CDNs further down (RFC 9213 §2.1)"
     );
     assert_eq!(
         first.header("cache-control"),
@@ -494,7 +494,7 @@ async fn rfc9213_cdn_cache_control_takes_precedence_and_is_not_forwarded() {
         "{}",
         second.cache_status()
     );
-    assert_eq!(second.header("cdn-cache-control"), "");
+    assert_eq!(second.header("cdn-cache-control"), "max-age=60");
     assert_eq!(origin.count("/cdn-yes"), 1);
 
     stavka.get("/cdn-no").await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
-use stavka_e2e::{client, raw_exchange, Fetched, Origin, Stavka};
+use stavka_e2e::{client, raw_exchange, Fetched, Origin, RawOrigin, Stavka};
 
 async fn get_host(stavka: &Stavka, host: &str, path: &str) -> Fetched {
     Fetched::from(
@@ -55,7 +55,11 @@ async fn rfc9112_3_2_a_port_in_host_cannot_poison_the_shared_entry() {
         "the origin sees the host the entry is keyed on"
     );
     let clean = get_host(&stavka, "test.example", "/login").await;
-    assert!(clean.cache_status().contains("hit"), "{}", clean.cache_status());
+    assert!(
+        clean.cache_status().contains("hit"),
+        "{}",
+        clean.cache_status()
+    );
     assert_eq!(clean.header("location"), "http://test.example/login/form");
     assert_eq!(origin.count("/login"), 1);
 }
@@ -95,4 +99,156 @@ async fn rfc9112_3_2_missing_empty_or_invalid_host_is_400() {
         assert!(!old.to_ascii_lowercase().contains("hit"), "{old}");
     }
     assert_eq!(origin.count("/login"), 2);
+}
+
+fn response(head: &str, body: &str) -> Vec<u8> {
+    format!("{head}\r\n\r\n{body}").into_bytes()
+}
+
+/// RFC 9111 §5.1 and §4.2.3: the origin's Age is passed on; once stored, the
+/// response carries this cache's corrected age, on the miss and on hits.
+#[tokio::test]
+async fn rfc9111_5_1_the_origins_age_is_forwarded_and_corrected() {
+    let stored = RawOrigin::start(
+        vec![response(
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nAge: 30\r\nContent-Length: 2",
+            "ok",
+        )],
+        Duration::ZERO,
+    )
+    .await;
+    let stavka = Stavka::start(&stored.site()).await;
+    let miss = stavka.get("/aged").await;
+    assert!(
+        miss.cache_status().contains("stored"),
+        "{}",
+        miss.cache_status()
+    );
+    let age: u64 = miss.header("age").parse().expect("an Age on the miss");
+    assert!((30..60).contains(&age), "age {age}");
+    let hit = stavka.get("/aged").await;
+    assert!(hit.cache_status().contains("hit"));
+    let age: u64 = hit.header("age").parse().expect("an Age on the hit");
+    assert!((30..60).contains(&age), "age {age}");
+
+    let passed = RawOrigin::start(
+        vec![response(
+            "HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nAge: 30\r\nContent-Length: 2",
+            "ok",
+        )],
+        Duration::ZERO,
+    )
+    .await;
+    let stavka = Stavka::start(&passed.site()).await;
+    assert_eq!(stavka.get("/aged").await.header("age"), "30");
+}
+
+/// RFC 9110 §7.6.1, RFC 9111 §3.1: fields the origin's Connection names are
+/// for that connection only: never forwarded, never stored for later hits.
+#[tokio::test]
+async fn rfc9111_3_1_fields_named_in_connection_are_not_stored_or_forwarded() {
+    let origin = RawOrigin::start(
+        vec![response(
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nConnection: X-Session-Secret\r\nX-Session-Secret: origin-to-proxy\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\nContent-Length: 2",
+            "ok",
+        )],
+        Duration::ZERO,
+    )
+    .await;
+    let stavka = Stavka::start(&origin.site()).await;
+    for expect in ["stored", "hit"] {
+        let r = stavka.get("/hop").await;
+        assert!(r.cache_status().contains(expect), "{}", r.cache_status());
+        assert_eq!(r.header("x-session-secret"), "");
+        assert_eq!(r.header("keep-alive"), "");
+        assert_eq!(r.header("x-kept"), "yes");
+    }
+    assert_eq!(origin.count(), 1);
+}
+
+/// RFC 9213 §2.1: CDN-Cache-Control goes on to caches further down, and one
+/// that is not a valid dictionary of well-typed directives is ignored whole,
+/// so Cache-Control decides.
+#[tokio::test]
+async fn rfc9213_cdn_cache_control_is_forwarded_and_an_invalid_one_is_ignored() {
+    let valid = RawOrigin::start(
+        vec![response(
+            "HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nCDN-Cache-Control: max-age=60\r\nContent-Length: 2",
+            "ok",
+        )],
+        Duration::ZERO,
+    )
+    .await;
+    let stavka = Stavka::start(&valid.site()).await;
+    let miss = stavka.get("/targeted").await;
+    assert_eq!(miss.header("cdn-cache-control"), "max-age=60");
+    let hit = stavka.get("/targeted").await;
+    assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
+    assert_eq!(hit.header("cdn-cache-control"), "max-age=60");
+    assert_eq!(valid.count(), 1);
+
+    for invalid in [
+        "max-age=\"60\"",
+        "max-age=60, no-store=3",
+        "max-age=60;;",
+        "max-age=-1",
+    ] {
+        let origin = RawOrigin::start(
+            vec![response(
+                &format!("HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nCDN-Cache-Control: {invalid}\r\nContent-Length: 2"),
+                "ok",
+            )],
+            Duration::ZERO,
+        )
+        .await;
+        let stavka = Stavka::start(&origin.site()).await;
+        stavka.get("/targeted").await;
+        let again = stavka.get("/targeted").await;
+        assert!(
+            !again.cache_status().contains("hit"),
+            "{invalid}: {}",
+            again.cache_status()
+        );
+        assert_eq!(origin.count(), 2, "{invalid}");
+    }
+}
+
+/// RFC 9111 §3.3: a response cut short is not stored; the store counts the
+/// abandoned write, and the next request goes to the origin again.
+#[tokio::test]
+async fn rfc9111_3_3_a_truncated_response_is_not_stored() {
+    let origin = RawOrigin::start(
+        vec![
+            response(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100",
+                "only half of it ",
+            ),
+            b"and then the origin goes away".to_vec(),
+        ],
+        Duration::from_millis(100),
+    )
+    .await;
+    let stavka = Stavka::start(&origin.site()).await;
+    for _ in 0..2 {
+        let r = client().get(stavka.url("/cut")).send().await.unwrap();
+        let said = r.headers()["cache-status"].to_str().unwrap().to_owned();
+        assert!(
+            said.contains("stored"),
+            "the header went out before the cut: {said}"
+        );
+        assert!(r.bytes().await.is_err(), "the client sees the truncation");
+    }
+    assert_eq!(origin.count(), 2, "nothing was stored");
+    // The request is counted once pingora has logged it, just after the
+    // client saw the connection close.
+    let mut abandoned = None;
+    for _ in 0..100 {
+        abandoned = stavka.metric("stavka_cache_stores_abandoned_total").await;
+        if abandoned == Some(2.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(abandoned, Some(2.0));
+    assert_eq!(stavka.metric("stavka_cache_inserts_total").await, Some(0.0));
 }

@@ -53,6 +53,52 @@ pub fn remaining_ttl(meta: &CacheMeta, now: SystemTime) -> i64 {
     }
 }
 
+/// CDN-Cache-Control when it is a valid Structured Field dictionary whose
+/// known directives have the types RFC 9111 gives them (RFC 9213 §2.1):
+/// anything else is ignored as a whole, and Cache-Control decides.
+fn targeted_cache_control(resp: &ResponseHeader) -> Option<CacheControl> {
+    let mut lines = resp.headers.get_all(CDN_CACHE_CONTROL).iter().peekable();
+    lines.peek()?;
+    let mut joined = Vec::new();
+    for line in lines {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(line.as_bytes());
+    }
+    let dictionary = sfv::Parser::parse_dictionary(&joined).ok()?;
+    if dictionary.is_empty() || !dictionary.iter().all(|(k, v)| well_typed(k, v)) {
+        return None;
+    }
+    CacheControl::from_resp_headers_named(CDN_CACHE_CONTROL, resp)
+}
+
+/// Whether a targeted directive's value has its RFC 9111 type: delta-seconds
+/// are non-negative integers, flags are bare (true), `no-cache` and `private`
+/// are bare or a list of field names; unknown directives may be anything.
+fn well_typed(name: &str, value: &sfv::ListEntry) -> bool {
+    use sfv::{BareItem, ListEntry};
+    let item = match value {
+        ListEntry::Item(item) => Some(&item.bare_item),
+        ListEntry::InnerList(_) => None,
+    };
+    match name {
+        "max-age" | "s-maxage" | "stale-while-revalidate" | "stale-if-error" => {
+            matches!(item, Some(BareItem::Integer(n)) if *n >= 0)
+        }
+        "must-revalidate" | "proxy-revalidate" | "no-store" | "public" | "no-transform"
+        | "immutable" | "must-understand" => matches!(item, Some(BareItem::Boolean(true))),
+        "no-cache" | "private" => match value {
+            ListEntry::Item(item) => matches!(item.bare_item, BareItem::Boolean(true)),
+            ListEntry::InnerList(list) => list
+                .items
+                .iter()
+                .all(|i| matches!(i.bare_item, BareItem::String(_) | BareItem::Token(_))),
+        },
+        _ => true,
+    }
+}
+
 /// The response's age when it reached us (RFC 9111 §4.2.3), from the
 /// origin's `Age` and `Date` and the time the request was sent.
 pub fn corrected_initial_age(
@@ -99,7 +145,7 @@ pub fn decide(
         return Uncacheable(reason::VARY_STAR);
     }
     // RFC 9213 §2.1: a valid CDN-Cache-Control replaces Cache-Control here.
-    let cdn_cc = CacheControl::from_resp_headers_named(CDN_CACHE_CONTROL, resp);
+    let cdn_cc = targeted_cache_control(resp);
     let targeted = cdn_cc.is_some();
     let cc = cdn_cc.or_else(|| CacheControl::from_resp_headers(resp));
 

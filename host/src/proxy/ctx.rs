@@ -28,6 +28,8 @@ pub struct RequestCtx {
     pub origin_ttfb: Option<Duration>,
     /// The origin's response status.
     pub upstream_status: Option<u16>,
+    /// The origin's `Age`, to pass on when the response is forwarded.
+    pub origin_age: Option<http::HeaderValue>,
     /// RFC 9111 §4.2.3 corrected initial age of the origin's response.
     pub initial_age: Duration,
     /// The header fields of the origin's 304, to merge into the stored
@@ -59,6 +61,7 @@ impl RequestCtx {
             sent_upstream: None,
             origin_ttfb: None,
             upstream_status: None,
+            origin_age: None,
             initial_age: Duration::ZERO,
             not_modified: None,
             miss: None,

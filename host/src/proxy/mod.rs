@@ -9,6 +9,7 @@
 
 mod ctx;
 mod decisions;
+mod hop_by_hop;
 mod local;
 mod observe;
 
@@ -28,7 +29,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use ctx::RequestCtx;
 
-use crate::cache::freshness::{self, FreshnessRules, CDN_CACHE_CONTROL};
+use crate::cache::freshness::{self, FreshnessRules};
 use crate::cache::invalidate;
 use crate::cache::key::{cache_key, target, variance};
 use crate::cache::status::{CacheStatus, Detail, Fwd};
@@ -292,6 +293,8 @@ impl ProxyHttp for StavkaProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        hop_by_hop::strip(upstream_response);
+        ctx.origin_age = upstream_response.headers.get(header::AGE).cloned();
         if upstream_response.status == http::StatusCode::NOT_MODIFIED {
             ctx.not_modified = Some(upstream_response.headers.clone());
         }
@@ -378,8 +381,6 @@ impl ProxyHttp for StavkaProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // RFC 9213 §2.1: the CDN-targeted field was for us, not for downstream.
-        resp.remove_header(CDN_CACHE_CONTROL);
         // Surrogate tags are for this cache's purges, not for clients.
         self.store.strip_tags(resp);
         let status = observe::cache_status(&session.cache, ctx);
@@ -393,6 +394,16 @@ impl ProxyHttp for StavkaProxy {
             value = format!("{upstream}, {value}");
         }
         resp.insert_header("cache-status", value)?;
+        // RFC 9111 §5.1: a forwarded response keeps the origin's Age; once
+        // stored it is this cache's estimate, the corrected age (§4.2.3).
+        let forwarded = !status.hit && status.fwd_status == Some(resp.status.as_u16());
+        if let (true, Some(origin_age)) = (forwarded, &ctx.origin_age) {
+            if status.stored {
+                resp.insert_header(header::AGE, ctx.initial_age.as_secs())?;
+            } else {
+                resp.insert_header(header::AGE, origin_age.clone())?;
+            }
+        }
         ctx.cache_status = Some(status);
 
         let req = session.req_header();
@@ -425,6 +436,8 @@ impl ProxyHttp for StavkaProxy {
         }
         if e.esource() == &ErrorSource::Upstream {
             self.recorder.site_metrics(ctx).origin_error(kind);
+            self.recorder
+                .abandon_store(ctx, NoCacheReason::UpstreamError);
         }
         let mut status = observe::cache_status(&session.cache, ctx);
         status.hit = false;

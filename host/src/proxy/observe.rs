@@ -117,9 +117,26 @@ impl Recorder {
         ctx.site.as_ref().map_or(&self.unrouted, |s| &s.metrics)
     }
 
-    /// Count a finished request and write its access log line.
-    pub fn finish(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    /// A response whose `Cache-Status` said `stored` was not stored after
+    /// all (the origin failed mid-body, it outgrew the size limit, the store
+    /// failed): say so in what is logged, and count it.
+    pub fn abandon_store(&self, ctx: &mut RequestCtx, reason: NoCacheReason) {
+        if let Some(status) = ctx.cache_status.as_mut().filter(|s| s.stored) {
+            status.stored = false;
+            status.detail = Some(Detail::NotStored(reason));
+            self.metrics.cache_stores_abandoned.inc();
+        }
+    }
+
+    /// Count a finished request and write its access log line. The
+    /// `Cache-Status` sent with the header said what was known then; a
+    /// response that failed or was given up on mid-body was not stored after
+    /// all, and the log and metrics say so.
+    pub fn finish(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let elapsed = ctx.started.elapsed();
+        if let CachePhase::Disabled(reason) = session.cache.phase() {
+            self.abandon_store(ctx, reason);
+        }
         let (outcome, source) = match &ctx.cache_status {
             Some(s) => (s.outcome(), s.source()),
             None if e.is_some() => (Outcome::Error, Source::Local),
@@ -145,7 +162,7 @@ impl Recorder {
         if cache.lock_duration().is_some() {
             self.metrics.collapsed_requests.inc();
         }
-        if e.is_none() && ctx.cache_status.as_ref().is_some_and(|s| s.stored) {
+        if ctx.cache_status.as_ref().is_some_and(|s| s.stored) {
             self.metrics.cache_inserts.inc();
         }
 

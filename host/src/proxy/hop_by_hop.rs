@@ -1,0 +1,61 @@
+//! Connection-specific fields (RFC 9110 §7.6.1): a proxy removes the
+//! `Connection` field and every field it names before forwarding, and a cache
+//! before storing (RFC 9111 §3.1), so they never reach a client of a later hit.
+
+use http::header;
+use pingora_http::ResponseHeader;
+
+/// Fields that only ever describe one connection, removed whether or not
+/// `Connection` names them.
+const ALWAYS: [&str; 4] = ["keep-alive", "proxy-connection", "te", "upgrade"];
+
+/// Remove `Connection`, the fields it names and the other connection-specific
+/// fields from `resp`. Framing (`Content-Length`, `Transfer-Encoding`) is
+/// pingora's to manage and is never removed here, whatever `Connection` says;
+/// nor is anything from a `101 Switching Protocols`, whose `Upgrade` is the
+/// point.
+pub fn strip(resp: &mut ResponseHeader) {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    let named: Vec<String> = resp
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| {
+            !name.is_empty()
+                && name != header::CONTENT_LENGTH.as_str()
+                && name != header::TRANSFER_ENCODING.as_str()
+        })
+        .collect();
+    for name in named.iter().map(String::as_str).chain(ALWAYS) {
+        resp.remove_header(name);
+    }
+    resp.remove_header(&header::CONNECTION);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc9110_7_6_1_named_and_connection_specific_fields_go() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (name, value) in [
+            ("connection", "X-Secret, close"),
+            ("connection", "transfer-encoding"),
+            ("x-secret", "token"),
+            ("keep-alive", "timeout=5"),
+            ("x-kept", "yes"),
+            ("content-length", "3"),
+        ] {
+            resp.append_header(name, value).unwrap();
+        }
+        strip(&mut resp);
+        let names: Vec<&str> = resp.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept", "content-length"]);
+    }
+}
