@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod metrics;
 pub mod policy;
+pub mod policy_settings;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;

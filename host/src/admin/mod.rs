@@ -126,7 +126,7 @@ async fn authorize(State(state): State<Arc<AdminState>>, request: Request, next:
 }
 
 fn known_module(name: &str) -> Result<(), (StatusCode, &'static str)> {
-    if crate::policy::is_module_name(name) {
+    if crate::policy_settings::is_module_name(name) {
         Ok(())
     } else {
         Err((StatusCode::BAD_REQUEST, "not a module name\n"))

@@ -33,19 +33,14 @@ pub use host::CallInput;
 pub use kv::{Kv, KvStores};
 pub use metrics::{FailureKind, PolicyMetrics};
 pub use module::{CallFailure, PolicyModule, RequestInstance};
-pub use sidecar::{Failure, Mode, Settings};
+pub use sidecar::{Mode, Settings};
 pub use watch::{Reloader, Watcher};
 
-use crate::config;
-use host::ModuleShared;
+pub use crate::policy_settings::Failure;
 
-/// Whether `name` can name a module file: letters, digits, `-`, `_`.
-pub fn is_module_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
+use crate::config;
+use crate::policy_settings::is_module_name;
+use host::ModuleShared;
 
 /// The serving version of every module in the policy directory.
 pub struct PolicyRegistry {
@@ -142,12 +137,13 @@ impl PolicyRegistry {
             }
             Err(e) => return self.reject(name, &format!("cannot read {}: {e}", wasm.display())),
         };
+        let defaults = self.config.limits();
         let settings = match std::fs::read_to_string(self.module_path(name, "toml")) {
-            Ok(text) => match Settings::parse(&text, &self.config) {
+            Ok(text) => match Settings::parse(&text, &defaults) {
                 Ok(s) => s,
                 Err(e) => return self.reject(name, &format!("{name}.toml: {e}")),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::defaults(&self.config),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::defaults(&defaults),
             Err(e) => return self.reject(name, &format!("cannot read {name}.toml: {e}")),
         };
         if let Some(current) = self.get(name) {
