@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use crate::policy_settings::{Failure, PolicyLimits};
+use crate::policy_settings::{Failure, LimitProblem, PolicyLimits};
 
 /// How long an instance lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -26,6 +26,26 @@ impl Mode {
             Mode::LongLived => "long-lived",
         }
     }
+}
+
+/// Why a sidecar file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SidecarError {
+    /// Not TOML, an unknown field, or a value of the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// Limits out of range, each with its field.
+    #[error("{}", limits(.0))]
+    Limits(Vec<LimitProblem>),
+}
+
+/// `deadline: must be …; memory: must be …`.
+fn limits(problems: &[LimitProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}: {p}", p.field()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The sidecar file as written; absent fields take the `[policy]` defaults.
@@ -78,8 +98,9 @@ impl Settings {
     }
 
     /// Parse a sidecar file over the `[policy]` limits.
-    pub fn parse(text: &str, defaults: &PolicyLimits) -> Result<Settings, String> {
-        let file: SidecarFile = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+    pub fn parse(text: &str, defaults: &PolicyLimits) -> Result<Settings, SidecarError> {
+        let file: SidecarFile =
+            toml::from_str(text).map_err(|e| SidecarError::Syntax(e.message().to_owned()))?;
         let limits = PolicyLimits {
             deadline: file.deadline.unwrap_or(defaults.deadline),
             memory: file.memory.unwrap_or(defaults.memory),
@@ -88,11 +109,7 @@ impl Settings {
         };
         let problems = limits.validate();
         if !problems.is_empty() {
-            return Err(problems
-                .iter()
-                .map(|p| format!("{}: {p}", p.field()))
-                .collect::<Vec<_>>()
-                .join("; "));
+            return Err(SidecarError::Limits(problems));
         }
         let init = file
             .init
@@ -133,7 +150,10 @@ mod tests {
             s.init,
             vec![("name".into(), "x".into()), ("requests".into(), "5".into())]
         );
-        assert!(Settings::parse("mode = \"forever\"", &d).is_err());
+        assert!(matches!(
+            Settings::parse("mode = \"forever\"", &d),
+            Err(SidecarError::Syntax(_))
+        ));
         assert!(Settings::parse("bogus = 1", &d).is_err());
         let e = Settings::parse("memory = \"1KiB\"\ninstances = 0", &d).unwrap_err();
         assert_eq!(
