@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The engine-wide ceiling on one instance's memory (256 MiB): the pooling
 /// allocator reserves address space for it per slot.
@@ -27,7 +27,7 @@ pub fn is_module_name(name: &str) -> bool {
 
 /// What a request gets when its policy traps, overruns its deadline or
 /// exceeds its memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Failure {
     /// Carry on as if the module had no opinion.

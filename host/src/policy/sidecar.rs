@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy_settings::{Failure, LimitProblem, PolicyLimits};
 
 /// How long an instance lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// A fresh instance for every request; nothing carries over.
@@ -160,5 +160,12 @@ mod tests {
             e.to_string(),
             "memory: must be between 64KiB (one Wasm page) and 256MiB; instances: must be at least 1"
         );
+    }
+
+    #[test]
+    fn mode_serializes_as_its_name() {
+        for mode in [Mode::PerRequest, Mode::LongLived] {
+            assert_eq!(serde_json::to_value(mode).unwrap(), mode.as_str());
+        }
     }
 }
