@@ -12,6 +12,7 @@ pub mod error_kind;
 pub mod host_name;
 pub mod metrics;
 pub mod policy;
+pub mod policy_settings;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;

@@ -446,3 +446,277 @@ async fn the_openapi_description_matches_what_is_served() {
     }
     assert!(operations >= 14, "{operations} operations");
 }
+
+/// The checked-in OpenAPI description.
+fn openapi() -> serde_json::Value {
+    serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../host/src/admin/openapi.json"
+    )))
+    .unwrap()
+}
+
+/// The schema `spec` documents for a `status` answer to `method` on the
+/// path `template`, `$ref`s to `#/components/responses` followed; `None`
+/// when that answer has no JSON body.
+fn documented_schema(
+    spec: &serde_json::Value,
+    method: &str,
+    template: &str,
+    status: u16,
+) -> Option<serde_json::Value> {
+    let responses = &spec["paths"][template][method]["responses"];
+    let mut response = &responses[status.to_string()];
+    assert!(
+        !response.is_null(),
+        "{method} {template}: {status} is not documented"
+    );
+    if let Some(reference) = response["$ref"].as_str() {
+        let name = reference.strip_prefix("#/components/responses/").unwrap();
+        response = &spec["components"]["responses"][name];
+    }
+    let schema = &response["content"]["application/json"]["schema"];
+    (!schema.is_null()).then(|| schema.clone())
+}
+
+/// Check one answer against the description: a JSON body must match the
+/// schema documented for its status (`$ref`s resolved into
+/// `components/schemas`), and a documented JSON schema must get a JSON body.
+async fn check_answer(
+    spec: &serde_json::Value,
+    method: &str,
+    template: &str,
+    resp: reqwest::Response,
+) -> (u16, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let is_json = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("application/json"));
+    let text = resp.text().await.unwrap();
+    let schema = documented_schema(spec, method, template, status);
+    let Some(schema) = schema else {
+        assert!(
+            !is_json,
+            "{method} {template} {status} answered JSON it does not document: {text}"
+        );
+        return (status, serde_json::Value::Null);
+    };
+    assert!(
+        is_json,
+        "{method} {template} {status} is documented as JSON: {text}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": spec["components"],
+        "allOf": [schema],
+    });
+    let validator = jsonschema::draft202012::new(&root).unwrap();
+    let problems: Vec<String> = validator
+        .iter_errors(&body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{method} {template} {status} does not match its schema:\n{}\n{body:#}",
+        problems.join("\n")
+    );
+    (status, body)
+}
+
+/// Every documented operation is called, successfully and (where it can
+/// fail) unsuccessfully, and every JSON answer — errors included — matches
+/// the schema `openapi.json` documents for its status.
+#[tokio::test]
+async fn every_answer_matches_its_schema_in_the_openapi_description() {
+    const TOKEN: &str = "schema-test-token";
+    let spec = openapi();
+    let origin = Origin::start(Router::new().route("/c", cached(&[("surrogate-key", "t")]))).await;
+    let stavka = Stavka::start_with_modules(
+        &format!(
+            "[admin]\ntoken = \"{TOKEN}\"\nmetrics_public = false\n{}",
+            stavka_e2e::default_site(&origin, None)
+        ),
+        // Loaded and listed, though no site asks it.
+        &[("p", "counter", "mode = \"long-lived\"\n")],
+    )
+    .await;
+    stavka_e2e::install(&stavka.policy_dir, "broken", b"not a component", "");
+    assert_eq!(stavka.get("/c").await.status, 200);
+    assert_eq!(stavka.get("/c").await.status, 200);
+    // A snapshot or two for the rates and the series.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let cached_url = stavka.url("/c");
+    // (method, documented path, concrete path and query, JSON body, expected status)
+    let calls: Vec<(&str, &str, String, Option<serde_json::Value>, u16)> = vec![
+        ("get", "/healthz", "/healthz".into(), None, 200),
+        ("get", "/readyz", "/readyz".into(), None, 200),
+        ("get", "/metrics", "/metrics".into(), None, 200),
+        ("get", "/openapi.json", "/openapi.json".into(), None, 200),
+        ("get", "/dashboard", "/dashboard".into(), None, 200),
+        ("get", "/stats", "/stats".into(), None, 200),
+        (
+            "post",
+            "/policies/{module}/reload",
+            "/policies/broken/reload".into(),
+            None,
+            200,
+        ),
+        (
+            "post",
+            "/policies/{module}/reload",
+            "/policies/p/reload".into(),
+            None,
+            200,
+        ),
+        (
+            "post",
+            "/policies/{module}/reload",
+            "/policies/no.such/reload".into(),
+            None,
+            400,
+        ),
+        ("get", "/policies", "/policies".into(), None, 200),
+        (
+            "put",
+            "/policies/{module}/kv/{key}",
+            "/policies/p/kv/k".into(),
+            None,
+            204,
+        ),
+        (
+            "get",
+            "/policies/{module}/kv/{key}",
+            "/policies/p/kv/k".into(),
+            None,
+            200,
+        ),
+        (
+            "get",
+            "/policies/{module}/kv/{key}",
+            "/policies/p/kv/absent".into(),
+            None,
+            404,
+        ),
+        (
+            "get",
+            "/policies/{module}/kv/{key}",
+            "/policies/a.b/kv/k".into(),
+            None,
+            400,
+        ),
+        (
+            "get",
+            "/policies/{module}/kv",
+            "/policies/p/kv".into(),
+            None,
+            200,
+        ),
+        (
+            "get",
+            "/policies/{module}/kv",
+            "/policies/a.b/kv".into(),
+            None,
+            400,
+        ),
+        (
+            "delete",
+            "/policies/{module}/kv/{key}",
+            "/policies/p/kv/k".into(),
+            None,
+            204,
+        ),
+        (
+            "delete",
+            "/policies/{module}/kv/{key}",
+            "/policies/p/kv/k".into(),
+            None,
+            404,
+        ),
+        (
+            "get",
+            "/inspect",
+            format!("/inspect?url={cached_url}"),
+            None,
+            200,
+        ),
+        ("get", "/inspect", "/inspect?url=/no-host".into(), None, 400),
+        ("get", "/inspect", "/inspect".into(), None, 400),
+        (
+            "post",
+            "/purge",
+            "/purge".into(),
+            Some(json!({ "tag": "t" })),
+            200,
+        ),
+        (
+            "post",
+            "/purge",
+            "/purge".into(),
+            Some(json!({ "url": "/a", "tag": "b" })),
+            400,
+        ),
+        (
+            "post",
+            "/purge",
+            "/purge".into(),
+            Some(json!({ "tags": "t" })),
+            422,
+        ),
+        ("post", "/purge", "/purge".into(), None, 415),
+    ];
+    let mut called = std::collections::BTreeSet::new();
+    for (method, template, path, body, expected) in calls {
+        let mut req = client()
+            .request(
+                method.to_uppercase().parse().unwrap(),
+                stavka.admin_url(&path),
+            )
+            .bearer_auth(TOKEN);
+        if let Some(body) = &body {
+            req = req.json(body);
+        }
+        let (status, answer) =
+            check_answer(&spec, method, template, req.send().await.unwrap()).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        called.insert((method, template));
+        if template == "/policies" {
+            let modules = &answer["modules"];
+            assert_eq!(modules[0]["status"], "failed", "{answer}");
+            assert_eq!(modules[1]["status"], "serving", "{answer}");
+            assert_eq!(modules[1]["mode"], "long-lived", "{answer}");
+            assert_eq!(modules[1]["failure"], "open", "{answer}");
+        }
+        if template == "/inspect" && status == 200 {
+            assert_eq!(answer["entries"].as_array().unwrap().len(), 1, "{answer}");
+        }
+    }
+
+    // Refused without the token, and with a wrong one.
+    for token in [None, Some("wrong-token-wrong-token")] {
+        let mut req = client().get(stavka.admin_url("/stats"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let (status, answer) =
+            check_answer(&spec, "get", "/stats", req.send().await.unwrap()).await;
+        assert_eq!(status, if token.is_some() { 403 } else { 401 });
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+
+    let documented: std::collections::BTreeSet<(&str, &str)> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| ["get", "post", "put", "delete"].contains(&m.as_str()))
+                .map(move |m| (m.as_str(), path.as_str()))
+        })
+        .collect();
+    assert_eq!(called, documented, "every documented operation is called");
+}

@@ -4,27 +4,18 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::Json;
 use edge_cdn_store::{Listed, Selector};
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use serde::{Deserialize, Serialize};
 
+use super::error::ApiError;
 use super::AdminState;
 use crate::cache::key::{self, cache_key};
 use crate::cache::store::PurgeMode;
 use crate::host_name;
-
-/// An error answer: a status and a JSON `{"error": ...}` body.
-pub type ApiError = (StatusCode, Json<serde_json::Value>);
-
-fn bad_request(message: impl Into<String>) -> ApiError {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(serde_json::json!({ "error": message.into() })),
-    )
-}
 
 /// A purge request: exactly one of `url`, `prefix` and `tag`.
 #[derive(Debug, Deserialize)]
@@ -37,7 +28,7 @@ pub struct PurgeRequest {
     soft: bool,
 }
 
-/// What a purge did.
+/// What a purge did: `#/components/schemas/PurgeReport`.
 #[derive(Debug, Serialize)]
 pub struct PurgeReport {
     /// `url`, `prefix` or `tag`.
@@ -50,7 +41,57 @@ pub struct PurgeReport {
     matched: usize,
     /// Entries removed or marked stale (fewer if some went meanwhile).
     purged: usize,
+    /// How long the purge took.
     took_ms: f64,
+}
+
+/// Every stored entry of a URL: `#/components/schemas/Inspection`.
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    /// The URL as given.
+    url: String,
+    /// The site serving its host.
+    site: String,
+    /// The host, as the cache key holds it.
+    host: String,
+    /// Path and query, as the cache key holds it.
+    target: String,
+    /// One per stored Vary variant.
+    entries: Vec<Entry>,
+}
+
+/// One stored entry: `#/components/schemas/Entry`.
+#[derive(Debug, Serialize)]
+struct Entry {
+    target: Option<String>,
+    variant: Option<String>,
+    status: u16,
+    headers: Vec<(String, String)>,
+    created: String,
+    age_seconds: u64,
+    state: Freshness,
+    ttl_seconds: u64,
+    stale_while_revalidate_seconds: u32,
+    stale_if_error_seconds: u32,
+    stale_while_revalidate_remaining_seconds: u64,
+    stale_if_error_remaining_seconds: u64,
+    tags: Vec<String>,
+    size_bytes: u64,
+    tier: &'static str,
+}
+
+/// Which of its lifetimes (RFC 9111, RFC 5861) an entry is in now.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Freshness {
+    /// Served as is.
+    Fresh,
+    /// Served while one request revalidates it.
+    StaleWhileRevalidate,
+    /// Served only if the origin fails.
+    StaleIfError,
+    /// Not served without revalidation.
+    Stale,
 }
 
 /// A URL as an operator writes it, resolved to the cache's terms.
@@ -83,7 +124,7 @@ fn locate(state: &AdminState, url: &str, default_target: &str) -> Result<Located
     let (authority, target) = rest.split_at(split);
     let host = host_name::normalize(authority).into_owned();
     if host.is_empty() {
-        return Err(bad_request(format!("{url:?} names no host")));
+        return Err(ApiError::BadRequest(format!("{url:?} names no host")));
     }
     let target = match target {
         "" => default_target.to_owned(),
@@ -93,7 +134,7 @@ fn locate(state: &AdminState, url: &str, default_target: &str) -> Result<Located
     let site = state
         .sites
         .route(Some(&host))
-        .ok_or_else(|| bad_request(format!("no site serves host {host:?}")))?;
+        .ok_or_else(|| ApiError::BadRequest(format!("no site serves host {host:?}")))?;
     Ok(Located {
         site: site.name.clone(),
         host,
@@ -104,8 +145,9 @@ fn locate(state: &AdminState, url: &str, default_target: &str) -> Result<Located
 /// Purge by URL (every Vary variant), prefix or tag, hard or soft.
 pub async fn purge(
     State(state): State<Arc<AdminState>>,
-    Json(request): Json<PurgeRequest>,
+    request: Result<Json<PurgeRequest>, JsonRejection>,
 ) -> Result<Json<PurgeReport>, ApiError> {
+    let Json(request) = request?;
     let started = Instant::now();
     let (selector, value, objects) = match (request.url, request.prefix, request.tag) {
         (Some(url), None, None) => {
@@ -126,8 +168,8 @@ pub async fn purge(
             ("tag", tag, objects)
         }
         _ => {
-            return Err(bad_request(
-                "give exactly one of \"url\", \"prefix\" and \"tag\"",
+            return Err(ApiError::BadRequest(
+                "give exactly one of \"url\", \"prefix\" and \"tag\"".into(),
             ))
         }
     };
@@ -162,8 +204,9 @@ pub struct InspectQuery {
 /// Every stored entry (Vary variant) of a URL, as the cache holds it.
 pub async fn inspect(
     State(state): State<Arc<AdminState>>,
-    Query(query): Query<InspectQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    query: Result<Query<InspectQuery>, QueryRejection>,
+) -> Result<Json<Inspection>, ApiError> {
+    let Query(query) = query?;
     let at = locate(&state, &query.url, "/")?;
     let primary = at.primary_hash();
     let mut entries = Vec::new();
@@ -172,18 +215,18 @@ pub async fn inspect(
             entries.push(entry);
         }
     }
-    Ok(Json(serde_json::json!({
-        "url": query.url,
-        "site": at.site,
-        "host": at.host,
-        "target": at.target,
-        "entries": entries,
-    })))
+    Ok(Json(Inspection {
+        url: query.url,
+        site: at.site,
+        host: at.host,
+        target: at.target,
+        entries,
+    }))
 }
 
 /// One entry: status, stored headers, age, remaining freshness, the
 /// stale windows (RFC 5861) and which one applies now, tags, size, tier.
-async fn describe(state: &AdminState, object: &Listed) -> Option<serde_json::Value> {
+async fn describe(state: &AdminState, object: &Listed) -> Option<Entry> {
     let described = state.store.describe(object).await?;
     let meta = &described.meta;
     let now = SystemTime::now();
@@ -192,13 +235,13 @@ async fn describe(state: &AdminState, object: &Listed) -> Option<serde_json::Val
     let swr = meta.stale_while_revalidate_sec();
     let sie = meta.stale_if_error_sec();
     let state_now = if meta.is_fresh(now) {
-        "fresh"
+        Freshness::Fresh
     } else if meta.serve_stale_while_revalidate(now) {
-        "stale-while-revalidate"
+        Freshness::StaleWhileRevalidate
     } else if meta.serve_stale_if_error(now) {
-        "stale-if-error"
+        Freshness::StaleIfError
     } else {
-        "stale"
+        Freshness::Stale
     };
     let header = meta.response_header();
     let headers: Vec<(String, String)> = header
@@ -212,25 +255,27 @@ async fn describe(state: &AdminState, object: &Listed) -> Option<serde_json::Val
         })
         .collect();
     let target = key::parts(&object.primary_key).map(|(_, _, t)| t.to_owned());
-    Some(serde_json::json!({
-        "target": target,
-        "variant": object.key.variance.as_ref().map(|v| hex(v.as_ref())),
-        "status": header.status.as_u16(),
-        "headers": headers,
-        "created": httpdate::fmt_http_date(meta.created()),
-        "age_seconds": meta.age().as_secs(),
-        "state": state_now,
-        "ttl_seconds": seconds_after(fresh_until),
-        "stale_while_revalidate_seconds": swr,
-        "stale_if_error_seconds": sie,
-        "stale_while_revalidate_remaining_seconds":
-            seconds_after(fresh_until + std::time::Duration::from_secs(swr.into())),
-        "stale_if_error_remaining_seconds":
-            seconds_after(fresh_until + std::time::Duration::from_secs(sie.into())),
-        "tags": object.tags.iter().map(|t| t.as_ref()).collect::<Vec<_>>(),
-        "size_bytes": described.size,
-        "tier": described.tier.as_str(),
-    }))
+    Some(Entry {
+        target,
+        variant: object.key.variance.as_ref().map(|v| hex(v.as_ref())),
+        status: header.status.as_u16(),
+        headers,
+        created: httpdate::fmt_http_date(meta.created()),
+        age_seconds: meta.age().as_secs(),
+        state: state_now,
+        ttl_seconds: seconds_after(fresh_until),
+        stale_while_revalidate_seconds: swr,
+        stale_if_error_seconds: sie,
+        stale_while_revalidate_remaining_seconds: seconds_after(
+            fresh_until + std::time::Duration::from_secs(swr.into()),
+        ),
+        stale_if_error_remaining_seconds: seconds_after(
+            fresh_until + std::time::Duration::from_secs(sie.into()),
+        ),
+        tags: object.tags.iter().map(|t| t.to_string()).collect(),
+        size_bytes: described.size,
+        tier: described.tier.as_str(),
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -6,14 +6,14 @@
 //! Sampling gathers the registry once a second on the admin listener's
 //! runtime; the request path only ever increments its counters.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::Json;
 use prometheus::proto::MetricFamily;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::AdminState;
 use crate::cache::outcome::{Outcome, Source};
@@ -131,29 +131,138 @@ impl Sample {
     }
 
     /// Rates between `earlier` and `self`.
-    fn rates(&self, earlier: &Sample) -> Value {
+    fn rates(&self, earlier: &Sample) -> Rates {
         let dt = (self.at - earlier.at).max(1e-3);
         let per_second = |now: f64, then: f64| (now - then) / dt;
         let latency_count = self.origin_latency_count - earlier.origin_latency_count;
-        json!({
-            "seconds": dt,
-            "requests_per_second": per_second(self.total_requests(), earlier.total_requests()),
-            "hit_ratio": self.hit_ratio(earlier),
-            "bytes_per_second": {
-                "cache": per_second(self.bytes_cache, earlier.bytes_cache),
-                "origin": per_second(self.bytes_origin, earlier.bytes_origin),
+        Rates {
+            seconds: dt,
+            requests_per_second: per_second(self.total_requests(), earlier.total_requests()),
+            hit_ratio: self.hit_ratio(earlier),
+            bytes_per_second: BytesPerSecond {
+                cache: per_second(self.bytes_cache, earlier.bytes_cache),
+                origin: per_second(self.bytes_origin, earlier.bytes_origin),
             },
-            "origin_requests_per_second": per_second(self.origin_requests, earlier.origin_requests),
-            "origin_errors_per_second": per_second(self.origin_errors, earlier.origin_errors),
-            "origin_mean_latency_ms": (latency_count > 0.0).then(|| {
+            origin_requests_per_second: per_second(self.origin_requests, earlier.origin_requests),
+            origin_errors_per_second: per_second(self.origin_errors, earlier.origin_errors),
+            origin_mean_latency_ms: (latency_count > 0.0).then(|| {
                 (self.origin_latency_sum - earlier.origin_latency_sum) / latency_count * 1000.0
             }),
-            "collapsed_per_second": per_second(self.collapsed, earlier.collapsed),
-            "evictions_per_second": per_second(self.evicted_objects, earlier.evicted_objects),
-            "policy_calls_per_second": per_second(self.policy_calls, earlier.policy_calls),
-            "policy_failures_per_second": per_second(self.policy_failures, earlier.policy_failures),
-        })
+            collapsed_per_second: per_second(self.collapsed, earlier.collapsed),
+            evictions_per_second: per_second(self.evicted_objects, earlier.evicted_objects),
+            policy_calls_per_second: per_second(self.policy_calls, earlier.policy_calls),
+            policy_failures_per_second: per_second(self.policy_failures, earlier.policy_failures),
+        }
     }
+}
+
+/// `GET /stats`: `#/components/schemas/Stats`.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    /// Unix seconds.
+    at: f64,
+    totals: Totals,
+    store: Store,
+    /// Keyed by window (`10s`, `60s`); null before the first snapshot.
+    rates: BTreeMap<String, Option<Rates>>,
+    series: Vec<Point>,
+}
+
+/// Counters since start.
+#[derive(Debug, Serialize)]
+struct Totals {
+    requests: u64,
+    by_cache_status: BTreeMap<&'static str, u64>,
+    hit_ratio: Option<f64>,
+    bytes_served: BytesServed,
+    origin: OriginTotals,
+    collapsed_requests: u64,
+    evictions: Evictions,
+    policy: PolicyTotals,
+}
+
+/// Bytes served, by where they came from.
+#[derive(Debug, Serialize)]
+struct BytesServed {
+    cache: u64,
+    origin: u64,
+    local: u64,
+}
+
+/// Requests to origins.
+#[derive(Debug, Serialize)]
+struct OriginTotals {
+    requests: u64,
+    errors: u64,
+    mean_latency_ms: Option<f64>,
+}
+
+/// Objects and bytes evicted.
+#[derive(Debug, Serialize)]
+struct Evictions {
+    objects: usize,
+    bytes: usize,
+}
+
+/// Policy hook calls.
+#[derive(Debug, Serialize)]
+struct PolicyTotals {
+    calls: u64,
+    failures: u64,
+}
+
+/// The store's tiers and catalog.
+#[derive(Debug, Serialize)]
+struct Store {
+    memory: Tier,
+    disk: Tier,
+    catalog: Catalog,
+}
+
+/// One tier: `#/components/schemas/Tier`.
+#[derive(Debug, Serialize)]
+struct Tier {
+    objects: usize,
+    bytes: usize,
+    capacity_bytes: u64,
+}
+
+/// What the catalog indexes.
+#[derive(Debug, Serialize)]
+struct Catalog {
+    objects: usize,
+    tags: usize,
+}
+
+/// Rates over one window: `#/components/schemas/Rates`.
+#[derive(Debug, Serialize)]
+struct Rates {
+    seconds: f64,
+    requests_per_second: f64,
+    hit_ratio: Option<f64>,
+    bytes_per_second: BytesPerSecond,
+    origin_requests_per_second: f64,
+    origin_errors_per_second: f64,
+    origin_mean_latency_ms: Option<f64>,
+    collapsed_per_second: f64,
+    evictions_per_second: f64,
+    policy_calls_per_second: f64,
+    policy_failures_per_second: f64,
+}
+
+/// Bytes served per second, by where they came from.
+#[derive(Debug, Serialize)]
+struct BytesPerSecond {
+    cache: f64,
+    origin: f64,
+}
+
+/// One second of the series.
+#[derive(Debug, Serialize)]
+struct Point {
+    t: f64,
+    requests_per_second: f64,
+    hit_ratio: Option<f64>,
 }
 
 /// One snapshot a second, for rates and charts.
@@ -188,7 +297,7 @@ impl Sampler {
 
 /// Totals since start, rates over the last 10 and 60 seconds, per-tier
 /// sizes, and a per-second series of request rate and hit ratio.
-pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Value> {
+pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Stats> {
     let now = Sample::take(&state);
     let samples = state
         .sampler
@@ -196,7 +305,7 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Value> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let mut rates = serde_json::Map::new();
+    let mut rates = BTreeMap::new();
     for window in WINDOWS {
         let since = now.at - window as f64;
         // The newest snapshot at least a window old, else the oldest.
@@ -205,65 +314,70 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Value> {
             .rev()
             .find(|s| s.at <= since)
             .or_else(|| samples.front());
-        rates.insert(
-            format!("{window}s"),
-            earlier.map_or(Value::Null, |e| now.rates(e)),
-        );
+        rates.insert(format!("{window}s"), earlier.map(|e| now.rates(e)));
     }
-    let series: Vec<Value> = samples
+    let series: Vec<Point> = samples
         .iter()
         .zip(samples.iter().skip(1))
         .skip(samples.len().saturating_sub(SERIES + 1))
-        .map(|(a, b)| {
-            json!({
-                "t": b.at,
-                "requests_per_second": (b.total_requests() - a.total_requests()) / (b.at - a.at).max(1e-3),
-                "hit_ratio": b.hit_ratio(a),
-            })
+        .map(|(a, b)| Point {
+            t: b.at,
+            requests_per_second: (b.total_requests() - a.total_requests())
+                / (b.at - a.at).max(1e-3),
+            hit_ratio: b.hit_ratio(a),
         })
         .collect();
-    let by_status: serde_json::Map<String, Value> = Outcome::ALL
+    let by_cache_status = Outcome::ALL
         .iter()
         .zip(now.requests)
-        .map(|(o, n)| (o.as_str().to_owned(), json!(n as u64)))
+        .map(|(o, n)| (o.as_str(), n as u64))
         .collect();
     let store = state.store.stats();
     let (catalog_objects, catalog_tags) = state.store.catalog_totals();
-    Json(json!({
-        "at": now.at,
-        "totals": {
-            "requests": now.total_requests() as u64,
-            "by_cache_status": by_status,
-            "hit_ratio": now.hit_ratio(&Sample::default()),
-            "bytes_served": {
-                "cache": now.bytes_cache as u64,
-                "origin": now.bytes_origin as u64,
-                "local": now.bytes_local as u64,
+    Json(Stats {
+        at: now.at,
+        totals: Totals {
+            requests: now.total_requests() as u64,
+            by_cache_status,
+            hit_ratio: now.hit_ratio(&Sample::default()),
+            bytes_served: BytesServed {
+                cache: now.bytes_cache as u64,
+                origin: now.bytes_origin as u64,
+                local: now.bytes_local as u64,
             },
-            "origin": {
-                "requests": now.origin_requests as u64,
-                "errors": now.origin_errors as u64,
-                "mean_latency_ms": (now.origin_latency_count > 0.0)
+            origin: OriginTotals {
+                requests: now.origin_requests as u64,
+                errors: now.origin_errors as u64,
+                mean_latency_ms: (now.origin_latency_count > 0.0)
                     .then(|| now.origin_latency_sum / now.origin_latency_count * 1000.0),
             },
-            "collapsed_requests": now.collapsed as u64,
-            "evictions": { "objects": store.evicted_objects, "bytes": store.evicted_bytes },
-            "policy": { "calls": now.policy_calls as u64, "failures": now.policy_failures as u64 },
-        },
-        "store": {
-            "memory": {
-                "objects": store.memory_objects,
-                "bytes": store.memory_bytes,
-                "capacity_bytes": store.memory_capacity,
+            collapsed_requests: now.collapsed as u64,
+            evictions: Evictions {
+                objects: store.evicted_objects,
+                bytes: store.evicted_bytes,
             },
-            "disk": {
-                "objects": store.objects,
-                "bytes": store.bytes,
-                "capacity_bytes": store.disk_capacity,
+            policy: PolicyTotals {
+                calls: now.policy_calls as u64,
+                failures: now.policy_failures as u64,
             },
-            "catalog": { "objects": catalog_objects, "tags": catalog_tags },
         },
-        "rates": rates,
-        "series": series,
-    }))
+        store: Store {
+            memory: Tier {
+                objects: store.memory_objects,
+                bytes: store.memory_bytes,
+                capacity_bytes: store.memory_capacity,
+            },
+            disk: Tier {
+                objects: store.objects,
+                bytes: store.bytes,
+                capacity_bytes: store.disk_capacity,
+            },
+            catalog: Catalog {
+                objects: catalog_objects,
+                tags: catalog_tags,
+            },
+        },
+        rates,
+        series,
+    })
 }

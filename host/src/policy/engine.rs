@@ -16,7 +16,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use super::bindings::Policy;
 use super::host::HostState;
-use crate::config;
+use crate::policy_settings::MAX_MEMORY;
 
 /// How often the epoch advances: the resolution of every deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -46,7 +46,7 @@ impl Runtime {
             .total_memories(MAX_INSTANCES)
             .total_tables(4 * MAX_INSTANCES)
             .total_stacks(MAX_INSTANCES)
-            .max_memory_size(config::Policy::MAX_MEMORY)
+            .max_memory_size(MAX_MEMORY)
             .linear_memory_keep_resident(1 << 20)
             .table_keep_resident(1 << 16)
             .pagemap_scan(Enabled::Auto);

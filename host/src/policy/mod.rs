@@ -10,6 +10,7 @@
 
 mod bindings;
 mod engine;
+mod error;
 mod host;
 pub mod kv;
 pub mod metrics;
@@ -29,23 +30,19 @@ pub use bindings::stavka::policy::types::{
     ResponseDecision, ResponseOutcome, Store, Synthetic,
 };
 pub use engine::Runtime;
+pub use error::LoadError;
 pub use host::CallInput;
 pub use kv::{Kv, KvStores};
 pub use metrics::{FailureKind, PolicyMetrics};
 pub use module::{CallFailure, PolicyModule, RequestInstance};
-pub use sidecar::{Failure, Mode, Settings};
+pub use sidecar::{Mode, Settings, SidecarError};
 pub use watch::{Reloader, Watcher};
 
-use crate::config;
-use host::ModuleShared;
+pub use crate::policy_settings::Failure;
 
-/// Whether `name` can name a module file: letters, digits, `-`, `_`.
-pub fn is_module_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
+use crate::config;
+use crate::policy_settings::is_module_name;
+use host::ModuleShared;
 
 /// The serving version of every module in the policy directory.
 pub struct PolicyRegistry {
@@ -140,15 +137,11 @@ impl PolicyRegistry {
                 }
                 return;
             }
-            Err(e) => return self.reject(name, &format!("cannot read {}: {e}", wasm.display())),
+            Err(e) => return self.reject(name, &LoadError::read(wasm, &e)),
         };
-        let settings = match std::fs::read_to_string(self.module_path(name, "toml")) {
-            Ok(text) => match Settings::parse(&text, &self.config) {
-                Ok(s) => s,
-                Err(e) => return self.reject(name, &format!("{name}.toml: {e}")),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::defaults(&self.config),
-            Err(e) => return self.reject(name, &format!("cannot read {name}.toml: {e}")),
+        let settings = match self.settings(name) {
+            Ok(settings) => settings,
+            Err(e) => return self.reject(name, &e),
         };
         if let Some(current) = self.get(name) {
             let hash = module::content_hash(&bytes);
@@ -178,10 +171,25 @@ impl PolicyRegistry {
         }
     }
 
-    fn reject(&self, name: &str, error: &str) {
+    /// `name`'s settings: its sidecar over the `[policy]` limits, or those
+    /// limits alone when it has none.
+    fn settings(&self, name: &str) -> Result<Settings, LoadError> {
+        let path = self.module_path(name, "toml");
+        let defaults = self.config.limits();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Settings::parse(&text, &defaults).map_err(|error| LoadError::Sidecar {
+                file: format!("{name}.toml"),
+                error,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::defaults(&defaults)),
+            Err(e) => Err(LoadError::read(path, &e)),
+        }
+    }
+
+    fn reject(&self, name: &str, error: &LoadError) {
         let serving = self.get(name).map(|m| m.hash.clone());
-        tracing::error!(module = name, error, serving = ?serving, "policy module rejected; the previous version keeps serving");
-        self.metrics.rejected(name, error);
+        tracing::error!(module = name, %error, serving = ?serving, "policy module rejected; the previous version keeps serving");
+        self.metrics.rejected(name, &error.to_string());
     }
 
     /// Swap in (or remove) `name`'s version; returns whether one was there.

@@ -19,6 +19,7 @@ use super::bindings::stavka::policy::types::{
     Entry, HitDecision, Request, RequestOutcome, Response, ResponseOutcome,
 };
 use super::engine::Runtime;
+use super::error::LoadError;
 use super::host::{CallInput, HostState, ModuleShared};
 use super::metrics::{FailureKind, Hook, ModuleCallMetrics, PolicyMetrics};
 use super::sidecar::{Mode, Settings};
@@ -34,7 +35,7 @@ const HOOKS: &str = "stavka:policy/hooks@0.1.0";
 
 /// A hook call that did not complete.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("policy {module} {hook}: {kind:?}: {message}")]
+#[error("policy {module} {hook}: {}: {message}", .kind.as_str())]
 pub struct CallFailure {
     /// The module.
     pub module: Arc<str>,
@@ -151,25 +152,21 @@ impl PolicyModule {
         bytes: &[u8],
         settings: Settings,
         metrics: &PolicyMetrics,
-    ) -> Result<PolicyModule, String> {
+    ) -> Result<PolicyModule, LoadError> {
         let hash = content_hash(bytes);
         let component = Component::from_binary(&runtime.engine, bytes)
-            .map_err(|e| format!("not a valid component: {}", root_cause(&e)))?;
+            .map_err(|e| LoadError::NotAComponent(root_cause(&e)))?;
         for (name, _) in component.component_type().exports(&runtime.engine) {
             if name.starts_with(PACKAGE)
                 && ![ON_REQUEST, ON_RESPONSE, ON_HIT, LIFECYCLE, HOOKS].contains(&name)
             {
-                return Err(format!(
-                    "exports {name}, which this host does not speak (it speaks stavka:policy@0.1.0)"
-                ));
+                return Err(LoadError::ForeignInterface(name.to_owned()));
             }
         }
-        let pre = runtime.linker.instantiate_pre(&component).map_err(|e| {
-            format!(
-                "does not satisfy the stavka:policy world: {}",
-                root_cause(&e)
-            )
-        })?;
+        let pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WorldMismatch(root_cause(&e)))?;
         let hooks = Hooks {
             on_request: on_request::GuestIndices::new(&pre).ok(),
             on_response: on_response::GuestIndices::new(&pre).ok(),
@@ -189,17 +186,20 @@ impl PolicyModule {
         };
         // Instantiate once: exports with the right names but wrong types,
         // and a failing `init`, are caught here rather than on a request.
-        let mut live = module.instantiate().await.map_err(|e| e.message)?;
+        let mut live = module
+            .instantiate()
+            .await
+            .map_err(LoadError::FirstInstance)?;
         module
             .check_types(&mut live)
-            .map_err(|e| format!("hook signature mismatch: {}", root_cause(&e)))?;
+            .map_err(|e| LoadError::Signature(root_cause(&e)))?;
         if let Some(declared) = declared {
             module.start_call(&mut live.store);
             let implemented = match declared.load(&mut live.store, &live.instance) {
                 Ok(hooks) => hooks.call_implemented(&mut live.store).await,
                 Err(e) => Err(e),
             }
-            .map_err(|e| format!("hooks.implemented failed: {}", root_cause(&e)))?;
+            .map_err(|e| LoadError::Implemented(root_cause(&e)))?;
             module.hooks.keep(implemented);
         }
         if module.settings.mode == Mode::LongLived {

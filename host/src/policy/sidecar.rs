@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config;
+use crate::policy_settings::{Failure, LimitProblem, PolicyLimits};
 
 /// How long an instance lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// A fresh instance for every request; nothing carries over.
@@ -28,15 +28,24 @@ impl Mode {
     }
 }
 
-/// What a request gets when its policy traps, overruns its deadline or
-/// exceeds its memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Failure {
-    /// Carry on as if the module had no opinion.
-    Open,
-    /// Answer 503.
-    Closed,
+/// Why a sidecar file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SidecarError {
+    /// Not TOML, an unknown field, or a value of the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// Limits out of range, each with its field.
+    #[error("{}", limits(.0))]
+    Limits(Vec<LimitProblem>),
+}
+
+/// `deadline: must be …; memory: must be …`.
+fn limits(problems: &[LimitProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}: {p}", p.field()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The sidecar file as written; absent fields take the `[policy]` defaults.
@@ -71,58 +80,53 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The defaults, for a module without a sidecar.
-    pub fn defaults(d: &config::Policy) -> Settings {
+    /// The defaults, for a module without a sidecar: per-request, under
+    /// the `[policy]` limits.
+    pub fn defaults(limits: &PolicyLimits) -> Settings {
+        Settings::new(Mode::PerRequest, limits, Vec::new())
+    }
+
+    fn new(mode: Mode, limits: &PolicyLimits, init: Vec<(String, String)>) -> Settings {
         Settings {
-            mode: Mode::PerRequest,
-            deadline: d.deadline,
-            memory: usize::try_from(d.memory.as_u64()).unwrap_or(usize::MAX),
-            failure: d.failure,
-            instances: d.instances,
-            init: Vec::new(),
+            mode,
+            deadline: limits.deadline,
+            memory: limits.memory_bytes(),
+            failure: limits.failure,
+            instances: limits.instances,
+            init,
         }
     }
 
-    /// Parse a sidecar file over the defaults.
-    pub fn parse(text: &str, d: &config::Policy) -> Result<Settings, String> {
-        let file: SidecarFile = toml::from_str(text).map_err(|e| e.message().to_owned())?;
-        let base = Settings::defaults(d);
-        let settings = Settings {
-            mode: file.mode.unwrap_or(base.mode),
-            deadline: file.deadline.unwrap_or(base.deadline),
-            memory: file.memory.map_or(base.memory, |m| {
-                usize::try_from(m.as_u64()).unwrap_or(usize::MAX)
-            }),
-            failure: file.failure.unwrap_or(base.failure),
-            instances: file.instances.unwrap_or(base.instances),
-            init: file
-                .init
-                .into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        toml::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (k, v)
-                })
-                .collect(),
+    /// Parse a sidecar file over the `[policy]` limits.
+    pub fn parse(text: &str, defaults: &PolicyLimits) -> Result<Settings, SidecarError> {
+        let file: SidecarFile =
+            toml::from_str(text).map_err(|e| SidecarError::Syntax(e.message().to_owned()))?;
+        let limits = PolicyLimits {
+            deadline: file.deadline.unwrap_or(defaults.deadline),
+            memory: file.memory.unwrap_or(defaults.memory),
+            failure: file.failure.unwrap_or(defaults.failure),
+            instances: file.instances.unwrap_or(defaults.instances),
         };
-        if settings.deadline.is_zero() {
-            return Err("deadline must be greater than 0".into());
+        let problems = limits.validate();
+        if !problems.is_empty() {
+            return Err(SidecarError::Limits(problems));
         }
-        if settings.memory < 65536 {
-            return Err("memory must be at least 64KiB (one Wasm page)".into());
-        }
-        if settings.memory > config::Policy::MAX_MEMORY {
-            return Err(format!(
-                "memory may be at most {}",
-                ByteSize(config::Policy::MAX_MEMORY as u64)
-            ));
-        }
-        if settings.instances == 0 {
-            return Err("instances must be at least 1".into());
-        }
-        Ok(settings)
+        let init = file
+            .init
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect();
+        Ok(Settings::new(
+            file.mode.unwrap_or(Mode::PerRequest),
+            &limits,
+            init,
+        ))
     }
 }
 
@@ -132,7 +136,7 @@ mod tests {
 
     #[test]
     fn sidecar_over_defaults() {
-        let d = config::Policy::default();
+        let d = crate::config::Policy::default().limits();
         let s = Settings::parse(
             "mode = \"long-lived\"\ndeadline = \"2ms\"\nfailure = \"closed\"\n[init]\nrequests = 5\nname = \"x\"\n",
             &d,
@@ -141,12 +145,27 @@ mod tests {
         assert_eq!(s.mode, Mode::LongLived);
         assert_eq!(s.deadline, Duration::from_millis(2));
         assert_eq!(s.failure, Failure::Closed);
+        assert_eq!(s.memory, 32 << 20, "the [policy] default");
         assert_eq!(
             s.init,
             vec![("name".into(), "x".into()), ("requests".into(), "5".into())]
         );
-        assert!(Settings::parse("mode = \"forever\"", &d).is_err());
-        assert!(Settings::parse("memory = \"1KiB\"", &d).is_err());
+        assert!(matches!(
+            Settings::parse("mode = \"forever\"", &d),
+            Err(SidecarError::Syntax(_))
+        ));
         assert!(Settings::parse("bogus = 1", &d).is_err());
+        let e = Settings::parse("memory = \"1KiB\"\ninstances = 0", &d).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "memory: must be between 64KiB (one Wasm page) and 256MiB; instances: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn mode_serializes_as_its_name() {
+        for mode in [Mode::PerRequest, Mode::LongLived] {
+            assert_eq!(serde_json::to_value(mode).unwrap(), mode.as_str());
+        }
     }
 }

@@ -1,0 +1,212 @@
+//! `[[site]]`: the sites this proxy serves, and the rules for their host
+//! names and origin addresses.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::policy_settings::is_module_name;
+
+/// One site: the Host names it answers and the origin behind them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Names the site in metrics and logs; unique.
+    pub name: String,
+    /// Exact names (`example.com`) and wildcards (`*.example.com`, which
+    /// matches any name ending in `.example.com`). Matched case-insensitively,
+    /// without the port.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Serve requests whose Host matches no site. At most one site may say so.
+    #[serde(default)]
+    pub default: bool,
+    /// Where requests that the cache cannot answer go.
+    pub origin: Origin,
+    /// The policy module (`<policy.dir>/<name>.wasm`) that decides for this
+    /// site. Default: none, plain HTTP caching.
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+/// An origin server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// `host:port`; a name is resolved once, at start-up.
+    pub address: String,
+    /// Speak TLS to the origin. Default `false`.
+    #[serde(default)]
+    pub tls: bool,
+    /// The TLS server name; defaults to the host part of `address`.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// The Host header sent to the origin; defaults to the client's Host.
+    #[serde(default)]
+    pub host_header: Option<String>,
+}
+
+/// Problems with the sites, each with its full path (`site[1].hosts[0]`):
+/// each site's own, and names, hosts and defaults claimed twice.
+pub fn problems(sites: &[Site]) -> Vec<(String, String)> {
+    let mut seen = Seen::default();
+    let mut out = Vec::new();
+    for (i, site) in sites.iter().enumerate() {
+        site.check(i, &mut seen, &mut |field, message| {
+            out.push((format!("site[{i}].{field}"), message));
+        });
+    }
+    out
+}
+
+/// What earlier sites claimed: names, host patterns and the default.
+#[derive(Default)]
+struct Seen<'a> {
+    names: HashMap<&'a str, usize>,
+    hosts: HashMap<String, String>,
+    default: Option<usize>,
+}
+
+impl Site {
+    /// Report this site's problems, as site `i` after the `seen` ones, to
+    /// `err(field, message)`.
+    fn check<'a>(&'a self, i: usize, seen: &mut Seen<'a>, err: &mut dyn FnMut(String, String)) {
+        if self.name.trim().is_empty() {
+            err("name".into(), "must not be empty".into());
+        } else if self.name.chars().any(char::is_control) {
+            // A cache key separates its parts with NUL (cache::key).
+            err("name".into(), "must not contain control characters".into());
+        } else if let Some(first) = seen.names.insert(self.name.as_str(), i) {
+            err(
+                "name".into(),
+                format!("{:?} is already the name of site[{first}]", self.name),
+            );
+        }
+        if self.hosts.is_empty() && !self.default {
+            err(
+                "hosts".into(),
+                "list at least one host name, or set default = true".into(),
+            );
+        }
+        for (j, host) in self.hosts.iter().enumerate() {
+            let field = format!("hosts[{j}]");
+            match normalize_host_pattern(host) {
+                Err(why) => err(field, format!("{host:?} {why}")),
+                Ok(pattern) => {
+                    let at = format!("site[{i}].{field}");
+                    if let Some(first) = seen.hosts.insert(pattern, at) {
+                        err(field, format!("{host:?} is already listed at {first}"));
+                    }
+                }
+            }
+        }
+        if self.default {
+            match seen.default {
+                Some(first) => err(
+                    "default".into(),
+                    format!("site[{first}] is already the default; only one may be"),
+                ),
+                None => seen.default = Some(i),
+            }
+        }
+        self.origin.check(err);
+        if let Some(name) = &self.policy {
+            if !is_module_name(name) {
+                err(
+                    "policy".into(),
+                    format!("{name:?} is not a module name: use letters, digits, '-' and '_'"),
+                );
+            }
+        }
+    }
+}
+
+impl Origin {
+    /// Report problems with the origin to `err(field, message)`, its fields
+    /// under `origin.`.
+    fn check(&self, err: &mut dyn FnMut(String, String)) {
+        match split_host_port(&self.address) {
+            Err(why) => err("origin.address".into(), format!("{:?} {why}", self.address)),
+            Ok((host, _)) => {
+                if self.tls && self.sni.is_none() && host.parse::<std::net::IpAddr>().is_ok() {
+                    err(
+                        "origin.sni".into(),
+                        "required when origin.tls = true and origin.address is an IP address"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if let Some(h) = &self.host_header {
+            if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
+                err(
+                    "origin.host_header".into(),
+                    format!("{h:?} is not a valid header value"),
+                );
+            }
+        }
+    }
+}
+
+/// A host pattern in the form the router matches: lower case, no trailing dot.
+/// `*.example.com` keeps its `*.` prefix.
+pub fn normalize_host_pattern(pattern: &str) -> Result<String, &'static str> {
+    let lower = pattern.trim_end_matches('.').to_ascii_lowercase();
+    let name = lower.strip_prefix("*.").unwrap_or(&lower);
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.contains('*') {
+        return Err("may only use a wildcard as its first label, as in *.example.com");
+    }
+    if name.contains(':') {
+        return Err("must not carry a port: Host is matched without it");
+    }
+    if !name.split('.').all(|label| {
+        !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    }) {
+        return Err("is not a valid host name");
+    }
+    Ok(lower)
+}
+
+/// Split `host:port` (or `[v6]:port`) and check the port.
+pub fn split_host_port(address: &str) -> Result<(&str, u16), &'static str> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or("needs a port, as in origin.example.com:443")?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err("needs a host before the port");
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or("has an invalid port (1-65535)")?;
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        assert_eq!(
+            normalize_host_pattern("WWW.Example.com.").unwrap(),
+            "www.example.com"
+        );
+        assert_eq!(
+            normalize_host_pattern("*.example.com").unwrap(),
+            "*.example.com"
+        );
+        assert!(normalize_host_pattern("example.com:80").is_err());
+        assert!(normalize_host_pattern("*").is_err());
+        assert_eq!(split_host_port("[::1]:80").unwrap(), ("::1", 80));
+        assert!(split_host_port("host:0").is_err());
+    }
+}
