@@ -275,6 +275,8 @@ pub fn config(
             host_header: None,
         },
         policy: policy.map(str::to_owned),
+        serve_stale_on_error: None,
+        strip_cdn_cache_control: false,
     };
     config.sites.push(site("demo", "localhost", true, None));
     if let Some(dir) = policy_dir {

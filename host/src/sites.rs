@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use http::HeaderValue;
@@ -32,6 +33,10 @@ pub struct Site {
     pub metrics: SiteMetrics,
     /// The policy module that decides for this site, by name.
     pub policy: Option<String>,
+    /// The stale-if-error window for responses that do not set one.
+    pub serve_stale_on_error: Option<Duration>,
+    /// Remove CDN-Cache-Control before responses go downstream.
+    pub strip_cdn_cache_control: bool,
 }
 
 impl std::fmt::Debug for SiteMetrics {
@@ -94,6 +99,8 @@ impl SiteRouter {
                 host_header,
                 metrics: metrics.for_site(&cfg.name),
                 policy: cfg.policy.clone(),
+                serve_stale_on_error: cfg.serve_stale_on_error,
+                strip_cdn_cache_control: cfg.strip_cdn_cache_control,
             });
             for pattern in &cfg.hosts {
                 let pattern = normalize_host_pattern(pattern)
@@ -150,6 +157,8 @@ mod tests {
                 host_header: None,
             },
             policy: None,
+            serve_stale_on_error: None,
+            strip_cdn_cache_control: false,
         }
     }
 

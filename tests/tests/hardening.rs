@@ -252,3 +252,86 @@ async fn rfc9111_3_3_a_truncated_response_is_not_stored() {
     assert_eq!(abandoned, Some(2.0));
     assert_eq!(stavka.metric("stavka_cache_inserts_total").await, Some(0.0));
 }
+
+fn fixed(
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
+) -> axum::routing::MethodRouter {
+    get(move || async move {
+        let mut resp = axum::response::IntoResponse::into_response(body);
+        for (k, v) in headers {
+            resp.headers_mut().append(*k, v.parse().unwrap());
+        }
+        resp
+    })
+}
+
+/// RFC 9111 §4.2.4: with the site's `serve_stale_on_error`, a stale response
+/// stands in for an unreachable origin even without `stale-if-error`, but
+/// never where must-revalidate, proxy-revalidate or s-maxage forbids it.
+#[tokio::test]
+async fn rfc9111_4_2_4_serve_stale_on_error_is_a_site_bound() {
+    let origin = Origin::start(
+        Router::new()
+            .route("/plain", fixed(&[("cache-control", "max-age=1")], "old"))
+            .route(
+                "/must",
+                fixed(&[("cache-control", "max-age=1, must-revalidate")], "old"),
+            )
+            .route("/shared", fixed(&[("cache-control", "s-maxage=1")], "old"))
+            .route(
+                "/proxy",
+                fixed(&[("cache-control", "max-age=1, proxy-revalidate")], "old"),
+            ),
+    )
+    .await;
+    let site = format!(
+        "{}serve_stale_on_error = \"1h\"\n",
+        stavka_e2e::default_site(&origin, None)
+    );
+    let stavka = Stavka::start(&site).await;
+    for path in ["/plain", "/must", "/shared", "/proxy"] {
+        assert_eq!(stavka.get(path).await.status, 200);
+    }
+    origin.stop().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let stale = stavka.get("/plain").await;
+    assert_eq!((stale.status, stale.text().as_str()), (200, "old"));
+    assert!(
+        stale.cache_status().contains("detail=stale-if-error"),
+        "{}",
+        stale.cache_status()
+    );
+    for forbidden in ["/must", "/shared", "/proxy"] {
+        assert_eq!(stavka.get(forbidden).await.status, 502, "{forbidden}");
+    }
+}
+
+/// RFC 9213: a site that is the last CDN hop may keep CDN-Cache-Control
+/// from browsers; the cache still obeys it.
+#[tokio::test]
+async fn rfc9213_a_site_may_strip_cdn_cache_control() {
+    let origin = Origin::start(Router::new().route(
+        "/t",
+        fixed(
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60"),
+            ],
+            "t",
+        ),
+    ))
+    .await;
+    let site = format!(
+        "{}strip_cdn_cache_control = true\n",
+        stavka_e2e::default_site(&origin, None)
+    );
+    let stavka = Stavka::start(&site).await;
+    for expect in ["stored", "hit"] {
+        let r = stavka.get("/t").await;
+        assert!(r.cache_status().contains(expect), "{}", r.cache_status());
+        assert_eq!(r.header("cdn-cache-control"), "");
+    }
+    assert_eq!(origin.count("/t"), 1);
+}

@@ -18,8 +18,8 @@ use pingora_http::ResponseHeader;
 /// (and Expires) for this cache, and it is not forwarded downstream.
 pub const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
 
-/// The cache-wide rules that responses do not carry themselves.
-#[derive(Debug, Clone)]
+/// The rules that responses do not carry themselves.
+#[derive(Debug, Clone, Copy)]
 pub struct FreshnessRules {
     /// stale-while-revalidate when the response does not say.
     pub default_swr: Duration,
@@ -190,6 +190,17 @@ pub fn decide(
         saturating_secs(rules.default_sie),
     );
     let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &defaults);
+    // RFC 9111 §4.2.4: `no-cache` forbids serving stale unless the response
+    // itself allows it (pingora checks the other prohibiting directives).
+    let (swr, sie) = match &cc {
+        Some(cc) if cc.no_cache() => (
+            cc.serve_stale_while_revalidate_duration()
+                .map_or(0, |d| saturating_secs(d)),
+            cc.serve_stale_if_error_duration()
+                .map_or(0, |d| saturating_secs(d)),
+        ),
+        _ => (swr, sie),
+    };
     let mut stored = resp.clone();
     if let Some(cc) = &cc {
         cc.strip_private_headers(&mut stored);

@@ -27,6 +27,20 @@ pub struct Site {
     /// site. Default: none, plain HTTP caching.
     #[serde(default)]
     pub policy: Option<String>,
+    /// Serve a stored response up to this long past its freshness when the
+    /// origin fails (connect error, timeout, 5xx), even if the response did
+    /// not say `stale-if-error`: RFC 9111 §4.2.4 allows it unless
+    /// `must-revalidate`, `proxy-revalidate`, `no-cache` or `s-maxage`
+    /// forbids it, and those are honoured. A response's own `stale-if-error`
+    /// wins. Default: `cache.stale_if_error` (itself off by default).
+    #[serde(default, with = "humantime_serde")]
+    pub serve_stale_on_error: Option<std::time::Duration>,
+    /// Remove `CDN-Cache-Control` before responses go to clients. RFC 9213
+    /// expects a CDN to pass it on for caches further down, so the default
+    /// is `false`; set it when this cache is the last CDN hop and the field
+    /// should not leak to browsers.
+    #[serde(default)]
+    pub strip_cdn_cache_control: bool,
 }
 
 /// An origin server.

@@ -344,7 +344,15 @@ impl ProxyHttp for StavkaProxy {
                 RespCacheable::Cacheable(decisions::stored_by_policy(resp, store, now))
             }
             Some(ResponseDecision::Default) | None => {
-                freshness::decide(resp, authorization, ctx.initial_age, &self.rules, now)
+                let rules = FreshnessRules {
+                    default_sie: ctx
+                        .site
+                        .as_ref()
+                        .and_then(|s| s.serve_stale_on_error)
+                        .unwrap_or(self.rules.default_sie),
+                    ..self.rules
+                };
+                freshness::decide(resp, authorization, ctx.initial_age, &rules, now)
             }
         };
         ctx.store_decision = Some(match &decision {
@@ -381,6 +389,9 @@ impl ProxyHttp for StavkaProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.site.as_ref().is_some_and(|s| s.strip_cdn_cache_control) {
+            resp.remove_header(freshness::CDN_CACHE_CONTROL);
+        }
         // Surrogate tags are for this cache's purges, not for clients.
         self.store.strip_tags(resp);
         let status = observe::cache_status(&session.cache, ctx);
