@@ -39,6 +39,7 @@ mod memory;
 mod miss;
 mod observer;
 mod partial;
+mod sharded;
 mod shared;
 mod store;
 

@@ -8,10 +8,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::watch;
+
+use crate::sharded::Sharded;
 
 /// Where a write stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,22 +68,20 @@ const SHARDS: usize = 16;
 
 /// Writes in progress by key hash.
 pub struct Partials {
-    shards: Vec<Mutex<HashMap<u128, Arc<Partial>>>>,
+    shards: Sharded<HashMap<u128, Arc<Partial>>>,
 }
 
 impl Default for Partials {
     fn default() -> Self {
         Partials {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: Sharded::new(SHARDS),
         }
     }
 }
 
 impl Partials {
-    fn shard(&self, hash: u128) -> std::sync::MutexGuard<'_, HashMap<u128, Arc<Partial>>> {
-        self.shards[(hash as usize) % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, hash: u128) -> MutexGuard<'_, HashMap<u128, Arc<Partial>>> {
+        self.shards.lock(hash as usize)
     }
 
     /// Register a write; a later write of the same key replaces it for new readers.
