@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::disk::format::{BLOCK, BODY_HEADER_LEN};
 use crate::disk::BodyReader;
 use crate::error::StoreError;
+use crate::io;
 use crate::observer::StoreEvent;
 use crate::partial::{Partial, Progress};
 use crate::store::TieredStore;
@@ -135,13 +136,12 @@ impl HandleHit for DiskHit {
         let index = self.pos / BLOCK;
         let reader = self.reader.clone();
         let started = std::time::Instant::now();
-        let block = tokio::task::spawn_blocking(move || reader.block(index))
-            .await
-            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        let block = io::blocking(move || reader.block(index)).await;
         self.store
             .observe(StoreEvent::DiskLatency("read", started.elapsed()));
         let block = match block {
             Ok(block) => block,
+            Err(e @ StoreError::Blocking(_)) => return Err(e.into_pingora()),
             Err(e) => {
                 self.store.discard_corrupt(self.hash, &e).await;
                 return Err(e.into_pingora());
@@ -224,13 +224,14 @@ impl HandleHit for PartialHit {
             if self.pos < readable {
                 let len = (readable - self.pos).min(PARTIAL_CHUNK) as usize;
                 let (file, at) = (self.file.clone(), BODY_HEADER_LEN as u64 + self.pos);
-                let chunk = tokio::task::spawn_blocking(move || {
+                let chunk = io::blocking(move || {
                     let mut buf = vec![0u8; len];
-                    file.read_exact_at(&mut buf, at).map(|()| buf)
+                    file.read_exact_at(&mut buf, at)
+                        .map(|()| buf)
+                        .map_err(|e| StoreError::Io("read partial body", e))
                 })
                 .await
-                .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?
-                .map_err(|e| StoreError::Io("read partial body", e).into_pingora())?;
+                .map_err(StoreError::into_pingora)?;
                 self.pos += len as u64;
                 return Ok(Some(Bytes::from(chunk)));
             }

@@ -35,6 +35,7 @@ mod disk;
 mod error;
 mod hit;
 mod index;
+mod io;
 mod memory;
 mod miss;
 mod observer;

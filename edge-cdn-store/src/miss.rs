@@ -13,6 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::catalog::Record;
 use crate::disk::BodyWriter;
 use crate::error::StoreError;
+use crate::io;
 use crate::memory::MemObject;
 use crate::observer::StoreEvent;
 use crate::partial::{Partial, Progress};
@@ -39,18 +40,9 @@ pub struct Miss {
 }
 
 /// Remove `writer`'s temporary file off the runtime's workers (it is file
-/// I/O), or here when there is no runtime.
+/// I/O).
 fn abandon(writer: BodyWriter) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
-            handle.spawn_blocking(move || writer.abandon());
-        }
-        Err(_) => writer.abandon(),
-    }
-}
-
-fn join_error(e: tokio::task::JoinError) -> Box<Error> {
-    Error::explain(ErrorType::InternalError, format!("disk task failed: {e}"))
+    io::detach(move || writer.abandon());
 }
 
 #[async_trait]
@@ -88,12 +80,12 @@ impl HandleMiss for Miss {
         }
         let started = std::time::Instant::now();
         let len = data.len() as u64;
-        let (writer, result) = tokio::task::spawn_blocking(move || {
+        let (writer, result) = io::blocking(move || {
             let result = writer.write(&data);
-            (writer, result)
+            Ok((writer, result))
         })
         .await
-        .map_err(join_error)?;
+        .map_err(StoreError::into_pingora)?;
         self.store
             .observe(StoreEvent::DiskLatency("write", started.elapsed()));
         match result {
@@ -122,7 +114,7 @@ impl HandleMiss for Miss {
         let last = self.last.take();
         let last_len = last.as_ref().map_or(0, |d| d.len() as u64);
         let started = std::time::Instant::now();
-        let committed = tokio::task::spawn_blocking(move || {
+        let committed = io::blocking(move || {
             let mut writer = writer;
             if let Some(data) = last {
                 if let Err(e) = writer.write(&data) {
@@ -132,8 +124,7 @@ impl HandleMiss for Miss {
             }
             writer.commit(store.disk(), &internal, &header, &key)
         })
-        .await
-        .map_err(join_error)?;
+        .await;
         self.store
             .observe(StoreEvent::DiskLatency("commit", started.elapsed()));
         let (body_len, meta_len) = committed.map_err(|e| {

@@ -31,6 +31,7 @@ use crate::disk::{encode_key, DiskTier, Recovered};
 use crate::error::StoreError;
 use crate::hit::{DiskHit, MemoryHit, PartialHit};
 use crate::index::Index;
+use crate::io;
 use crate::memory::{MemObject, MemoryTier};
 use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
@@ -267,13 +268,13 @@ impl TieredStore {
         let local = object.clone();
         let key_blob = encode_key(key);
         let record = self.record(key, &meta);
-        let stored = tokio::task::spawn_blocking(move || {
+        let stored = io::blocking(move || {
             let mut writer = self.disk.begin(hash)?;
             writer.write(&local.body)?;
             writer.commit(&self.disk, &local.internal, &local.header, &key_blob)
         })
         .await;
-        if let Ok(Ok((body_len, meta_len))) = stored {
+        if let Ok((body_len, meta_len)) = stored {
             self.index.insert(hash, body_len + meta_len);
             self.catalog.insert(record);
             if body_len <= self.memory_max_object() {
@@ -311,7 +312,7 @@ impl TieredStore {
         self.catalog.remove(&hash.to_be_bytes());
         let in_memory = self.memory.remove(hash);
         let in_index = self.index.remove(hash).is_some();
-        let on_disk = tokio::task::spawn_blocking(move || self.disk.remove(hash))
+        let on_disk = io::blocking(move || Ok(self.disk.remove(hash)))
             .await
             .unwrap_or(false);
         in_memory || in_index || on_disk
@@ -322,10 +323,11 @@ impl TieredStore {
     async fn partial_hit(&'static self, partial: Arc<Partial>) -> Option<(CacheMeta, HitHandler)> {
         let meta = CacheMeta::deserialize(&partial.internal, &partial.header).ok()?;
         let temp = partial.temp.clone();
-        let file = tokio::task::spawn_blocking(move || File::open(temp))
-            .await
-            .ok()?
-            .ok()?;
+        let file = io::blocking(move || {
+            File::open(temp).map_err(|e| StoreError::Io("open partial body", e))
+        })
+        .await
+        .ok()?;
         self.observe(StoreEvent::Hit(Tier::Partial));
         Some((meta, Box::new(PartialHit::new(partial, file))))
     }
@@ -335,7 +337,7 @@ impl TieredStore {
     async fn disk_lookup(&'static self, hash: u128) -> Result<Option<(CacheMeta, HitHandler)>> {
         let verify_whole = self.config.verify_whole_below.as_u64();
         let started = Instant::now();
-        let opened = tokio::task::spawn_blocking(move || {
+        let opened = io::blocking(move || {
             let Some(bytes) = self.disk.read_meta(hash)? else {
                 return Ok(None);
             };
@@ -346,15 +348,14 @@ impl TieredStore {
             } else {
                 None
             };
-            Ok::<_, StoreError>(Some((
+            Ok(Some((
                 Bytes::copy_from_slice(blobs.internal),
                 Bytes::copy_from_slice(blobs.header),
                 body,
                 whole,
             )))
         })
-        .await
-        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        .await;
         self.observe(StoreEvent::DiskLatency("open", started.elapsed()));
         let (internal, header, body, whole) = match opened {
             Ok(Some(found)) => found,
@@ -402,7 +403,7 @@ impl TieredStore {
         let (internal, header) = meta.serialize()?;
         let (internal, header) = (Bytes::from(internal), Bytes::from(header));
         let (i, h) = (internal.clone(), header.clone());
-        let written = tokio::task::spawn_blocking(move || {
+        let written = io::blocking(move || {
             let Some(bytes) = self.disk.read_meta(hash)? else {
                 return Ok(false);
             };
@@ -413,10 +414,9 @@ impl TieredStore {
                 ..old
             };
             self.disk.commit_meta(hash, &new, &i, &h, blobs.key)?;
-            Ok::<_, StoreError>(true)
+            Ok(true)
         })
-        .await
-        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        .await;
         match written {
             Ok(true) => {
                 self.memory.update_meta(hash, internal, header);
@@ -440,9 +440,8 @@ impl TieredStore {
         if let Some(object) = self.memory.get(hash) {
             return object.meta().ok();
         }
-        let bytes = tokio::task::spawn_blocking(move || self.disk.read_meta(hash))
+        let bytes = io::blocking(move || self.disk.read_meta(hash))
             .await
-            .ok()?
             .ok()??;
         let (_, blobs) = MetaHeader::decode(&bytes).ok()?;
         CacheMeta::deserialize(blobs.internal, blobs.header).ok()
@@ -530,9 +529,8 @@ impl Storage for TieredStore {
         };
         let hash = hash_of(key);
         let (internal, header) = meta.serialize()?;
-        let writer = tokio::task::spawn_blocking(move || self.disk.begin(hash))
+        let writer = io::blocking(move || self.disk.begin(hash))
             .await
-            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?
             .map_err(|e| {
                 self.observe(StoreEvent::Error("begin"));
                 e.into_pingora()

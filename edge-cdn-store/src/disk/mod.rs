@@ -1,6 +1,6 @@
 //! The disk tier: where object files live, and the blocking operations on
-//! them. Every function here blocks; the store calls them from
-//! `spawn_blocking`, never on an async worker.
+//! them. Every function here blocks; the store calls them through its one
+//! blocking I/O seam (`crate::io`), never on an async worker.
 //!
 //! Files are `<dir>/<h0h1>/<h2h3>/<hash>.{meta,body}` where `<hash>` is the
 //! hex of the 128-bit cache key hash — never the raw key — and writes go to
