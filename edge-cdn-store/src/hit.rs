@@ -20,7 +20,7 @@ use crate::error::StoreError;
 use crate::io;
 use crate::observer::StoreEvent;
 use crate::partial::{Partial, Progress};
-use crate::store::TieredStore;
+use crate::tiers::Tiers;
 
 /// A byte range within a body, from a seek.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +106,7 @@ impl HandleHit for MemoryHit {
 /// A large body read from disk a block at a time; each block's checksum is
 /// checked before any of it is returned.
 pub struct DiskHit {
-    store: &'static TieredStore,
+    tiers: &'static Tiers,
     hash: u128,
     reader: Arc<BodyReader>,
     range: Range,
@@ -115,10 +115,10 @@ pub struct DiskHit {
 
 impl DiskHit {
     /// Serve the body `reader` opened.
-    pub fn new(store: &'static TieredStore, hash: u128, reader: BodyReader) -> DiskHit {
+    pub fn new(tiers: &'static Tiers, hash: u128, reader: BodyReader) -> DiskHit {
         let len = reader.len as usize;
         DiskHit {
-            store,
+            tiers,
             hash,
             reader: Arc::new(reader),
             range: Range::whole(len),
@@ -129,6 +129,12 @@ impl DiskHit {
 
 #[async_trait]
 impl HandleHit for DiskHit {
+    /// The next block, checked.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the position advances only when a block is returned,
+    /// so a call after a dropped one reads the same bytes.
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
         if self.pos >= self.range.end {
             return Ok(None);
@@ -137,17 +143,17 @@ impl HandleHit for DiskHit {
         let reader = self.reader.clone();
         let started = std::time::Instant::now();
         let block = io::blocking(move || reader.block(index)).await;
-        self.store
+        self.tiers
             .observe(StoreEvent::DiskLatency("read", started.elapsed()));
         let block = match block {
             Ok(block) => block,
             Err(e @ StoreError::Blocking(_)) => return Err(e.into_pingora()),
             Err(e) => {
-                self.store.discard_corrupt(self.hash, &e).await;
+                self.tiers.discard_corrupt(self.hash, &e).await;
                 return Err(e.into_pingora());
             }
         };
-        self.store
+        self.tiers
             .observe(StoreEvent::BytesRead(block.len() as u64));
         let block_start = index * BLOCK;
         let from = self.pos - block_start;
@@ -214,6 +220,13 @@ impl PartialHit {
 
 #[async_trait]
 impl HandleHit for PartialHit {
+    /// The next bytes written, waiting for them if need be; an error if the
+    /// writer gives up.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the position advances only when bytes are returned,
+    /// so a call after a dropped one reads the same bytes.
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
         loop {
             let readable = match *self.progress.borrow_and_update() {

@@ -43,6 +43,8 @@ mod partial;
 mod sharded;
 mod shared;
 mod store;
+mod tiers;
+mod write;
 
 pub use catalog::{tags_in, Listed, Selector, MAX_TAGS, MAX_TAG_LEN};
 pub use config::StoreConfig;

@@ -151,6 +151,11 @@ impl BodyReader {
 }
 
 /// A body being written to a temporary file.
+///
+/// Dropped before its commit renamed the file into place, it removes the
+/// temporary file: a failed, cancelled or abandoned write leaves nothing
+/// behind, wherever it is dropped. That removal is file I/O like the rest
+/// of this module, so an async caller drops a writer on the blocking pool.
 pub struct BodyWriter {
     file: File,
     temp: PathBuf,
@@ -160,12 +165,18 @@ pub struct BodyWriter {
     block: crc32fast::Hasher,
     block_fill: usize,
     crcs: Vec<u32>,
+    committed: bool,
 }
 
 impl BodyWriter {
     /// Bytes of body written so far.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// The key hash this body is written for.
+    pub fn hash(&self) -> u128 {
+        self.hash
     }
 
     /// The temporary file, for readers following the write.
@@ -216,6 +227,7 @@ impl BodyWriter {
         let (_, body) = disk.paths(self.hash);
         fs::create_dir_all(body.parent().expect("sharded path")).map_err(io("create shard dir"))?;
         fs::rename(&self.temp, &body).map_err(io("commit body"))?;
+        self.committed = true;
         Ok((self.written, crc32fast::hash(&table)))
     }
 
@@ -242,10 +254,13 @@ impl BodyWriter {
         let meta_len = disk.commit_meta(hash, &meta, internal, header, key)?;
         Ok((body_len, meta_len))
     }
+}
 
-    /// Give up: remove the temporary file.
-    pub fn abandon(self) {
-        let _ = fs::remove_file(&self.temp);
+impl Drop for BodyWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temp);
+        }
     }
 }
 
@@ -309,6 +324,7 @@ impl DiskTier {
             block: crc32fast::Hasher::new(),
             block_fill: 0,
             crcs: Vec::new(),
+            committed: false,
         })
     }
 
