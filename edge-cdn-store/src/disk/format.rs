@@ -1,11 +1,13 @@
 //! The on-disk format: two files per object, named by the key's hash.
 //!
 //! `<hash>.body` is `BodyHeader`, then the body, then one CRC32 per
-//! [`BLOCK`] bytes of body. `<hash>.meta` is `MetaHeader`, then pingora's two
-//! serialized meta blobs. Both headers carry the key and a *generation*; an
-//! object exists when both files exist and agree. The meta file is written
-//! last, so it is the commit: a crash before it leaves an orphan body that
-//! recovery deletes. A 304 rewrites only the (small) meta file.
+//! [`BLOCK`] bytes of body. `<hash>.meta` is `MetaHeader`, then three blobs:
+//! pingora's two serialized meta blobs (internal, then response header) and
+//! the encoded cache key (`super::encode_key`). Both headers carry the key
+//! and a *generation*; an object exists when both files exist and agree.
+//! The meta file is written last, so it is the commit: a crash before it
+//! leaves an orphan body that recovery deletes. A 304 rewrites only the
+//! (small) meta file.
 //!
 //! Every integer is little-endian. Every header ends with a CRC32 of the
 //! bytes before it (and, for the meta file, of the blobs after it), so a

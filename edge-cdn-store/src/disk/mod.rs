@@ -2,9 +2,10 @@
 //! them. Every function here blocks; the store calls them through its one
 //! blocking I/O seam (`crate::io`), never on an async worker.
 //!
-//! Files are `<dir>/<h0h1>/<h2h3>/<hash>.{meta,body}` where `<hash>` is the
-//! hex of the 128-bit cache key hash — never the raw key — and writes go to
-//! `<dir>/tmp/` first and are renamed into place.
+//! Files are `<dir>/<h0h1>/<hash>.{meta,body}`: one level of 256 shard
+//! directories named by the first byte of `<hash>`, the hex of the 128-bit
+//! cache key hash — never the raw key. Writes go to `<dir>/tmp/` first and
+//! are renamed into place.
 
 pub mod format;
 
@@ -30,7 +31,9 @@ pub struct DiskTier {
     generation: AtomicU64,
 }
 
-/// An object found by [`DiskTier::recover`].
+/// An object found on disk when the store was opened, as
+/// [`TieredStore::take_recovered`](crate::TieredStore::take_recovered)
+/// hands it to the eviction manager.
 pub struct Recovered {
     /// Its key hash.
     pub hash: u128,
