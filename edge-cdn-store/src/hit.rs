@@ -1,5 +1,6 @@
 //! Reading a cached body: from memory, from disk (checked block by block),
-//! or from a write still in progress.
+//! or from a write still in progress. [`Hit`] is the one `HandleHit` pingora
+//! sees; each kind of body says only how it reads and seeks.
 
 use std::any::Any;
 use std::fs::File;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::key::CacheKey;
-use pingora_cache::storage::{HandleHit, Storage};
+use pingora_cache::storage::{HandleHit, HitHandler, Storage};
 use pingora_cache::trace::SpanHandle;
 use pingora_error::{Error, ErrorType, Result};
 use tokio::sync::watch;
@@ -21,6 +22,86 @@ use crate::io;
 use crate::observer::StoreEvent;
 use crate::partial::{Partial, Progress};
 use crate::tiers::Tiers;
+
+/// A cache hit as pingora reads it.
+pub enum Hit {
+    /// A body held in memory.
+    Memory(MemoryHit),
+    /// A large body read from disk a block at a time.
+    Disk(DiskHit),
+    /// A body still being written.
+    Partial(PartialHit),
+}
+
+impl Hit {
+    /// As the handler pingora takes.
+    pub fn boxed(self) -> HitHandler {
+        Box::new(self)
+    }
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    /// The next bytes of the body; `None` at its end.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the position advances only when bytes are returned, so
+    /// a call after a dropped one reads the same bytes.
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            Hit::Memory(hit) => Ok(hit.read()),
+            Hit::Disk(hit) => hit.read().await,
+            Hit::Partial(hit) => hit.read().await,
+        }
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _: &'static (dyn Storage + Sync),
+        _: &CacheKey,
+        _: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whole bodies seek; a write in progress does not.
+    fn can_seek(&self) -> bool {
+        !matches!(self, Hit::Partial(_))
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        match self {
+            Hit::Memory(hit) => hit.seek(start, end),
+            Hit::Disk(hit) => hit.seek(start, end),
+            Hit::Partial(_) => {
+                Error::e_explain(ErrorType::InternalError, "a write in progress cannot seek")
+            }
+        }
+    }
+
+    /// A reader following a write is not an access: the write itself is
+    /// admitted to the eviction manager when it commits.
+    fn should_count_access(&self) -> bool {
+        !matches!(self, Hit::Partial(_))
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        match self {
+            Hit::Memory(hit) => hit.body.len(),
+            Hit::Disk(hit) => hit.reader.len as usize,
+            Hit::Partial(_) => 0,
+        }
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
 
 /// A byte range within a body, from a seek.
 #[derive(Debug, Clone, Copy)]
@@ -59,47 +140,19 @@ impl MemoryHit {
             done: false,
         }
     }
-}
 
-#[async_trait]
-impl HandleHit for MemoryHit {
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+    fn read(&mut self) -> Option<Bytes> {
         if self.done {
-            return Ok(None);
+            return None;
         }
         self.done = true;
-        Ok(Some(self.body.slice(self.range.start..self.range.end)))
-    }
-
-    async fn finish(
-        self: Box<Self>,
-        _: &'static (dyn Storage + Sync),
-        _: &CacheKey,
-        _: &SpanHandle,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn can_seek(&self) -> bool {
-        true
+        Some(self.body.slice(self.range.start..self.range.end))
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
         self.range = Range::seek(self.body.len(), start, end)?;
         self.done = false;
         Ok(())
-    }
-
-    fn get_eviction_weight(&self) -> usize {
-        self.body.len()
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
-        self
     }
 }
 
@@ -125,17 +178,8 @@ impl DiskHit {
             pos: 0,
         }
     }
-}
 
-#[async_trait]
-impl HandleHit for DiskHit {
-    /// The next block, checked.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: the position advances only when a block is returned,
-    /// so a call after a dropped one reads the same bytes.
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+    async fn read(&mut self) -> Result<Option<Bytes>> {
         if self.pos >= self.range.end {
             return Ok(None);
         }
@@ -162,35 +206,10 @@ impl HandleHit for DiskHit {
         Ok(Some(block.slice(from..to)))
     }
 
-    async fn finish(
-        self: Box<Self>,
-        _: &'static (dyn Storage + Sync),
-        _: &CacheKey,
-        _: &SpanHandle,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn can_seek(&self) -> bool {
-        true
-    }
-
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
         self.range = Range::seek(self.reader.len as usize, start, end)?;
         self.pos = self.range.start;
         Ok(())
-    }
-
-    fn get_eviction_weight(&self) -> usize {
-        self.reader.len as usize
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
-        self
     }
 }
 
@@ -216,18 +235,8 @@ impl PartialHit {
             _partial: partial,
         }
     }
-}
 
-#[async_trait]
-impl HandleHit for PartialHit {
-    /// The next bytes written, waiting for them if need be; an error if the
-    /// writer gives up.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: the position advances only when bytes are returned,
-    /// so a call after a dropped one reads the same bytes.
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+    async fn read(&mut self) -> Result<Option<Bytes>> {
         loop {
             let readable = match *self.progress.borrow_and_update() {
                 Progress::Abandoned => return Err(StoreError::WriteAbandoned.into_pingora()),
@@ -255,26 +264,5 @@ impl HandleHit for PartialHit {
                 }
             }
         }
-    }
-
-    async fn finish(
-        self: Box<Self>,
-        _: &'static (dyn Storage + Sync),
-        _: &CacheKey,
-        _: &SpanHandle,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn should_count_access(&self) -> bool {
-        false
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
-        self
     }
 }

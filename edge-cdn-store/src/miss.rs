@@ -12,6 +12,7 @@ use pingora_error::{Error, ErrorType, Result};
 
 use crate::catalog::Record;
 use crate::disk::encode_key;
+use crate::disk::format::MetaBlobs;
 use crate::error::StoreError;
 use crate::io;
 use crate::memory::MemObject;
@@ -185,8 +186,12 @@ impl HandleMiss for Miss {
                 write.write(&data)?;
             }
             let partial = readers.partial();
-            let (body_len, meta_len) =
-                write.commit(&tiers.disk, &partial.internal, &partial.header, &key)?;
+            let blobs = MetaBlobs {
+                internal: &partial.internal,
+                header: &partial.header,
+                key: &key,
+            };
+            let (body_len, meta_len) = write.commit(&tiers.disk, blobs)?;
             if last_len > 0 {
                 tiers.observe(StoreEvent::BytesWritten(last_len));
             }

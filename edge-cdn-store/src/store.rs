@@ -24,10 +24,10 @@ use pingora_error::{Error, ErrorType, Result};
 
 use crate::catalog::{tags_in, Catalog, Listed, Selector};
 use crate::config::StoreConfig;
-use crate::disk::format::MetaHeader;
+use crate::disk::format::{MetaBlobs, MetaHeader};
 use crate::disk::{encode_key, DiskTier, Recovered};
 use crate::error::StoreError;
-use crate::hit::{DiskHit, MemoryHit, PartialHit};
+use crate::hit::{DiskHit, Hit, MemoryHit, PartialHit};
 use crate::index::Index;
 use crate::io;
 use crate::memory::{MemObject, MemoryTier};
@@ -207,7 +207,7 @@ impl TieredStore {
         let meta = CacheMeta::deserialize(&object.internal, &object.header).ok()?;
         self.keep_shared(key, hash, &object, &meta).await;
         self.tiers.observe(StoreEvent::Hit(Tier::Shared));
-        Some((meta, Box::new(MemoryHit::new(object.body))))
+        Some((meta, Hit::Memory(MemoryHit::new(object.body)).boxed()))
     }
 
     /// Store a shared tier's `object` locally too, as if this server had
@@ -241,8 +241,12 @@ impl TieredStore {
         let _ = io::blocking(move || {
             let mut write = admitted.begin(&tiers.disk, hash)?;
             write.write(&local.body)?;
-            let (body_len, meta_len) =
-                write.commit(&tiers.disk, &local.internal, &local.header, &key_blob)?;
+            let blobs = MetaBlobs {
+                internal: &local.internal,
+                header: &local.header,
+                key: &key_blob,
+            };
+            let (body_len, meta_len) = write.commit(&tiers.disk, blobs)?;
             tiers.install_committed(hash, body_len + meta_len, record, held);
             Ok(())
         })
@@ -260,7 +264,7 @@ impl TieredStore {
         .await
         .ok()?;
         self.tiers.observe(StoreEvent::Hit(Tier::Partial));
-        Some((meta, Box::new(PartialHit::new(partial, file))))
+        Some((meta, Hit::Partial(PartialHit::new(partial, file)).boxed()))
     }
 
     /// Read `hash`'s object from disk. Small bodies are read whole and
@@ -324,9 +328,9 @@ impl TieredStore {
                         self.tiers.share(hash, &object);
                     }
                 }
-                Box::new(MemoryHit::new(body))
+                Hit::Memory(MemoryHit::new(body)).boxed()
             }
-            None => Box::new(DiskHit::new(&self.tiers, hash, body)),
+            None => Hit::Disk(DiskHit::new(&self.tiers, hash, body)).boxed(),
         };
         Ok(Some((meta, handler)))
     }
@@ -425,7 +429,10 @@ impl Storage for TieredStore {
         if let Some(object) = self.tiers.memory.get(hash) {
             if let Ok(meta) = object.meta() {
                 self.tiers.observe(StoreEvent::Hit(Tier::Memory));
-                return Ok(Some((meta, Box::new(MemoryHit::new(object.body.clone())))));
+                return Ok(Some((
+                    meta,
+                    Hit::Memory(MemoryHit::new(object.body.clone())).boxed(),
+                )));
             }
         }
         if self.tiers.index.get(hash).is_some() {

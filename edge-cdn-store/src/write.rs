@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::disk::format::MetaBlobs;
 use crate::disk::{BodyWriter, DiskTier};
 use crate::error::StoreError;
 use crate::io;
@@ -85,17 +86,11 @@ impl Write {
         self.body.write(data)
     }
 
-    /// Commit the object with its meta blobs and encoded key; returns the
-    /// body and meta file lengths. Blocking. The permit is released when
-    /// this returns, committed or not.
-    pub fn commit(
-        self,
-        disk: &DiskTier,
-        internal: &[u8],
-        header: &[u8],
-        key: &[u8],
-    ) -> Result<(u64, u64), StoreError> {
-        self.body.commit(disk, internal, header, key)
+    /// Commit the object with its meta file's `blobs`; returns the body
+    /// and meta file lengths. Blocking. The permit is released when this
+    /// returns, committed or not.
+    pub fn commit(self, disk: &DiskTier, blobs: MetaBlobs<'_>) -> Result<(u64, u64), StoreError> {
+        self.body.commit(disk, blobs)
     }
 
     /// Give up from async code: the permit is released now, so the next

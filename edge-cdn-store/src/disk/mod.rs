@@ -22,7 +22,7 @@ use pingora_cache::CacheMeta;
 
 use crate::catalog::{tags_in, Record};
 use crate::error::StoreError;
-use format::{BodyHeader, MetaHeader, BLOCK, BODY_HEADER_LEN};
+use format::{BodyHeader, MetaBlobs, MetaHeader, BLOCK, BODY_HEADER_LEN};
 
 /// The store's directory and how it writes.
 pub struct DiskTier {
@@ -236,13 +236,12 @@ impl BodyWriter {
 
     /// Finish the body and write its meta file: commit the object.
     /// Returns the body and meta file lengths.
-    pub fn commit(
-        self,
-        disk: &DiskTier,
-        internal: &[u8],
-        header: &[u8],
-        key: &[u8],
-    ) -> Result<(u64, u64), StoreError> {
+    pub fn commit(self, disk: &DiskTier, blobs: MetaBlobs<'_>) -> Result<(u64, u64), StoreError> {
+        let MetaBlobs {
+            internal,
+            header,
+            key,
+        } = blobs;
         let (hash, generation) = (self.hash, self.generation);
         let (body_len, table_crc) = self.finish(disk)?;
         let meta = MetaHeader {
