@@ -17,6 +17,7 @@ use common::{body, get_body, key, meta, open, read_all};
 use edge_cdn_store::{StoreConfig, TieredStore};
 use pingora_cache::storage::{HitHandler, MissHandler, Storage};
 use pingora_cache::trace::Span;
+use tempfile::TempDir;
 use tokio::sync::Notify;
 
 /// One writer at a time, so a leaked permit shows as a refused writer.
@@ -58,23 +59,31 @@ fn temp_files(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("tmp")).unwrap().count()
 }
 
-async fn miss(store: &'static TieredStore, name: &str) -> MissHandler {
-    let span = Span::inactive().handle();
-    store
-        .get_miss_handler(&key(name), &meta(name), &span)
-        .await
-        .unwrap()
+/// A store in a fresh directory.
+fn fresh() -> (TempDir, &'static TieredStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    (dir, store)
 }
 
-/// A reader following `name`'s write in progress.
-async fn follow(store: &'static TieredStore, name: &str) -> HitHandler {
+/// A write of `name` with `first` written, and a reader following it.
+async fn followed_write(
+    store: &'static TieredStore,
+    name: &str,
+    first: Bytes,
+) -> (MissHandler, HitHandler) {
     let span = Span::inactive().handle();
-    let (_, hit) = store
+    let mut miss = store
+        .get_miss_handler(&key(name), &meta(name), &span)
+        .await
+        .unwrap();
+    miss.write_body(first, false).await.unwrap();
+    let (_, reader) = store
         .lookup(&key(name), &span)
         .await
         .unwrap()
         .expect("a partial hit");
-    hit
+    (miss, reader)
 }
 
 /// The reader's outcome, bounded so a reader left waiting fails the test.
@@ -104,11 +113,8 @@ async fn assert_abandoned(store: &'static TieredStore, dir: &Path, name: &str) {
 
 #[tokio::test]
 async fn a_write_future_dropped_mid_write_abandons_the_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(config(dir.path()));
-    let mut miss = miss(store, "/w").await;
-    miss.write_body(body(100_000, 1), false).await.unwrap();
-    let reader = follow(store, "/w").await;
+    let (dir, store) = fresh();
+    let (mut miss, reader) = followed_write(store, "/w", body(100_000, 1)).await;
 
     poll_once_and_drop(miss.write_body(big_chunk(), false));
 
@@ -125,15 +131,12 @@ async fn a_write_future_dropped_mid_write_abandons_the_write() {
 
 #[tokio::test]
 async fn a_write_that_times_out_abandons_the_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(config(dir.path()));
+    let (dir, store) = fresh();
     // The deadline races the write: on a busy machine the write can win,
     // so try again (a new key each time) until the deadline passes first.
     for attempt in 0..20 {
         let name = format!("/t{attempt}");
-        let mut miss = miss(store, &name).await;
-        miss.write_body(body(100_000, 1), false).await.unwrap();
-        let reader = follow(store, &name).await;
+        let (mut miss, reader) = followed_write(store, &name, body(100_000, 1)).await;
 
         let timed = tokio::time::timeout(Duration::ZERO, miss.write_body(big_chunk(), false)).await;
         drop(miss);
@@ -149,13 +152,10 @@ async fn a_write_that_times_out_abandons_the_write() {
 
 #[tokio::test]
 async fn a_handler_dropped_before_finish_abandons_the_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(config(dir.path()));
-    let mut miss = miss(store, "/h").await;
-    miss.write_body(body(100_000, 1), false).await.unwrap();
+    let (dir, store) = fresh();
+    let (mut miss, reader) = followed_write(store, "/h", body(100_000, 1)).await;
     // The last chunk waits in the handler for the commit.
     miss.write_body(body(1_000, 2), true).await.unwrap();
-    let reader = follow(store, "/h").await;
 
     drop(miss);
 
@@ -165,11 +165,8 @@ async fn a_handler_dropped_before_finish_abandons_the_write() {
 
 #[tokio::test]
 async fn an_aborted_writing_task_abandons_the_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(config(dir.path()));
-    let mut miss = miss(store, "/a").await;
-    miss.write_body(body(100_000, 1), false).await.unwrap();
-    let reader = follow(store, "/a").await;
+    let (dir, store) = fresh();
+    let (mut miss, reader) = followed_write(store, "/a", body(100_000, 1)).await;
 
     let wrote = Arc::new(Notify::new());
     let writing = tokio::spawn({
@@ -191,15 +188,12 @@ async fn an_aborted_writing_task_abandons_the_write() {
 
 #[tokio::test]
 async fn a_finish_future_dropped_mid_commit_still_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(config(dir.path()));
+    let (dir, store) = fresh();
     let data = [body(100_000, 4), big_chunk()].concat();
     let data = Bytes::from(data);
-    let mut miss = miss(store, "/f").await;
-    miss.write_body(data.slice(..100_000), false).await.unwrap();
+    let (mut miss, reader) = followed_write(store, "/f", data.slice(..100_000)).await;
     // The last chunk is written by `finish`, with the commit.
     miss.write_body(data.slice(100_000..), true).await.unwrap();
-    let reader = follow(store, "/f").await;
 
     poll_once_and_drop(miss.finish());
 
