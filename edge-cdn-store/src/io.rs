@@ -29,8 +29,11 @@ where
 
 /// Run `work` on the blocking pool without waiting for it: for cleanup
 /// that is file I/O but has no result, such as removing an abandoned
-/// write's temporary file from a `Drop`. Outside a runtime (a store dropped
-/// after its runtime) it runs here, on the calling thread.
+/// write's temporary file. Outside a runtime (a store dropped after its
+/// runtime) it runs here, on the calling thread. A runtime shutting down
+/// may drop `work` without running it, so cleanup that must happen belongs
+/// in the `Drop` of what `work` owns (as `BodyWriter`'s removal of its
+/// temporary file does).
 pub fn detach<F>(work: F)
 where
     F: FnOnce() + Send + 'static,
