@@ -15,9 +15,11 @@
 //! the index.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
+
+use crate::sharded::Sharded;
 
 const SHARDS: usize = 16;
 /// Tags kept per object; more are ignored (a response header cannot
@@ -71,39 +73,30 @@ struct Primary {
     objects: Vec<HashBinary>,
 }
 
-type Shards<T> = Box<[Mutex<T>]>;
-
-fn shards<T: Default>() -> Shards<T> {
-    (0..SHARDS).map(|_| Mutex::default()).collect()
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
+/// The shard slot of an object or primary hash: its last byte, the low
+/// bits of the `u128` the other maps shard on.
 fn slot(hash: &HashBinary) -> usize {
-    hash[15] as usize % SHARDS
+    hash[15] as usize
 }
 
 fn tag_slot(tag: &str) -> usize {
     tag.bytes()
         .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
-        % SHARDS
 }
 
 /// The secondary index of stored objects.
 pub struct Catalog {
-    objects: Shards<HashMap<HashBinary, Object>>,
-    primaries: Shards<HashMap<HashBinary, Primary>>,
-    tags: Shards<HashMap<Arc<str>, HashSet<HashBinary>>>,
+    objects: Sharded<HashMap<HashBinary, Object>>,
+    primaries: Sharded<HashMap<HashBinary, Primary>>,
+    tags: Sharded<HashMap<Arc<str>, HashSet<HashBinary>>>,
 }
 
 impl Default for Catalog {
     fn default() -> Self {
         Catalog {
-            objects: shards(),
-            primaries: shards(),
-            tags: shards(),
+            objects: Sharded::new(SHARDS),
+            primaries: Sharded::new(SHARDS),
+            tags: Sharded::new(SHARDS),
         }
     }
 }
@@ -112,12 +105,13 @@ impl Catalog {
     /// Record a committed object, replacing what was recorded for its hash.
     pub fn insert(&self, record: Record) {
         let hash = record.key.combined_bin();
-        let mut objects = lock(&self.objects[slot(&hash)]);
+        let mut objects = self.objects.lock(slot(&hash));
         if let Some(old) = objects.remove(&hash) {
             self.unlink(&hash, &old);
         }
         let primary = record.key.primary;
-        lock(&self.primaries[slot(&primary)])
+        self.primaries
+            .lock(slot(&primary))
             .entry(primary)
             .or_insert_with(|| Primary {
                 key: record.primary_key,
@@ -139,7 +133,7 @@ impl Catalog {
 
     /// Forget `hash`'s object.
     pub fn remove(&self, hash: &HashBinary) {
-        let mut objects = lock(&self.objects[slot(hash)]);
+        let mut objects = self.objects.lock(slot(hash));
         if let Some(old) = objects.remove(hash) {
             self.unlink(hash, &old);
         }
@@ -147,7 +141,7 @@ impl Catalog {
 
     /// Replace `hash`'s tags (its response headers were rewritten).
     pub fn retag(&self, hash: &HashBinary, tags: Vec<Box<str>>) {
-        let mut objects = lock(&self.objects[slot(hash)]);
+        let mut objects = self.objects.lock(slot(hash));
         if let Some(object) = objects.get_mut(hash) {
             self.unlink_tags(hash, &object.tags);
             object.tags = self.link_tags(hash, &tags);
@@ -159,7 +153,7 @@ impl Catalog {
     fn link_tags(&self, hash: &HashBinary, tags: &[Box<str>]) -> Box<[Arc<str>]> {
         tags.iter()
             .map(|tag| {
-                let mut shard = lock(&self.tags[tag_slot(tag)]);
+                let mut shard = self.tags.lock(tag_slot(tag));
                 let shared = match shard.get_key_value(&**tag) {
                     Some((shared, _)) => shared.clone(),
                     None => Arc::from(&**tag),
@@ -174,7 +168,7 @@ impl Catalog {
     /// with its object shard locked.
     fn unlink_tags(&self, hash: &HashBinary, tags: &[Arc<str>]) {
         for tag in tags {
-            let mut shard = lock(&self.tags[tag_slot(tag)]);
+            let mut shard = self.tags.lock(tag_slot(tag));
             if let Some(set) = shard.get_mut(&**tag) {
                 set.remove(hash);
                 if set.is_empty() {
@@ -187,7 +181,7 @@ impl Catalog {
     /// Drop `object`'s references from the primary and tag maps. Called
     /// with its object shard locked.
     fn unlink(&self, hash: &HashBinary, object: &Object) {
-        let mut primaries = lock(&self.primaries[slot(&object.primary)]);
+        let mut primaries = self.primaries.lock(slot(&object.primary));
         if let Some(primary) = primaries.get_mut(&object.primary) {
             primary.objects.retain(|h| h != hash);
             if primary.objects.is_empty() {
@@ -201,11 +195,11 @@ impl Catalog {
     /// What is recorded for `hash`.
     pub fn get(&self, hash: &HashBinary) -> Option<Listed> {
         let (primary, variance, tags) = {
-            let objects = lock(&self.objects[slot(hash)]);
+            let objects = self.objects.lock(slot(hash));
             let object = objects.get(hash)?;
             (object.primary, object.variance, object.tags.to_vec())
         };
-        let primaries = lock(&self.primaries[slot(&primary)]);
+        let primaries = self.primaries.lock(slot(&primary));
         let p = primaries.get(&primary)?;
         Some(Listed {
             key: CompactCacheKey {
@@ -221,22 +215,26 @@ impl Catalog {
     /// The objects `selector` picks, as they are recorded now.
     pub fn select(&self, selector: Selector<'_>) -> Vec<Listed> {
         let hashes: Vec<HashBinary> = match selector {
-            Selector::Primary(primary) => lock(&self.primaries[slot(primary)])
+            Selector::Primary(primary) => self
+                .primaries
+                .lock(slot(primary))
                 .get(primary)
                 .map(|p| p.objects.clone())
                 .unwrap_or_default(),
             Selector::Prefix(prefix) => self
                 .primaries
-                .iter()
+                .each()
                 .flat_map(|shard| {
-                    lock(shard)
+                    shard
                         .values()
                         .filter(|p| p.key.starts_with(prefix))
                         .flat_map(|p| p.objects.iter().copied())
                         .collect::<Vec<_>>()
                 })
                 .collect(),
-            Selector::Tag(tag) => lock(&self.tags[tag_slot(tag)])
+            Selector::Tag(tag) => self
+                .tags
+                .lock(tag_slot(tag))
                 .get(tag)
                 .map(|set| set.iter().copied().collect())
                 .unwrap_or_default(),
@@ -246,8 +244,8 @@ impl Catalog {
 
     /// Objects recorded, and distinct tags.
     pub fn totals(&self) -> (usize, usize) {
-        fn count<K, V>(shards: &[Mutex<HashMap<K, V>>]) -> usize {
-            shards.iter().map(|s| lock(s).len()).sum()
+        fn count<K, V>(shards: &Sharded<HashMap<K, V>>) -> usize {
+            shards.each().map(|s| s.len()).sum()
         }
         (count(&self.objects), count(&self.tags))
     }

@@ -22,8 +22,8 @@ pub struct StoreConfig {
     pub memory_max_object: ByteSize,
     /// Larger objects are not stored. Default `64MiB`, at most `4GiB`.
     pub max_object_size: ByteSize,
-    /// Objects being written to disk at once; a miss beyond it is served but
-    /// not stored. Default 64.
+    /// Objects being written to disk at once, by misses and shared-tier
+    /// fills alike; an object beyond it is served but not stored. Default 64.
     pub write_concurrency: usize,
     /// Bodies up to this size are checked whole before a lookup reports a
     /// hit, so their corruption is a miss; larger ones are checked block by

@@ -21,6 +21,10 @@ pub enum StoreError {
     /// A filesystem operation failed.
     #[error("{0}: {1}")]
     Io(&'static str, #[source] std::io::Error),
+    /// A blocking I/O task panicked, or was cancelled by the runtime
+    /// shutting down.
+    #[error("disk task failed: {0}")]
+    Blocking(#[from] tokio::task::JoinError),
 }
 
 impl StoreError {

@@ -1,5 +1,6 @@
 //! Reading a cached body: from memory, from disk (checked block by block),
-//! or from a write still in progress.
+//! or from a write still in progress. [`Hit`] is the one `HandleHit` pingora
+//! sees; each kind of body says only how it reads and seeks.
 
 use std::any::Any;
 use std::fs::File;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::key::CacheKey;
-use pingora_cache::storage::{HandleHit, Storage};
+use pingora_cache::storage::{HandleHit, HitHandler, Storage};
 use pingora_cache::trace::SpanHandle;
 use pingora_error::{Error, ErrorType, Result};
 use tokio::sync::watch;
@@ -17,9 +18,90 @@ use tokio::sync::watch;
 use crate::disk::format::{BLOCK, BODY_HEADER_LEN};
 use crate::disk::BodyReader;
 use crate::error::StoreError;
+use crate::io;
 use crate::observer::StoreEvent;
 use crate::partial::{Partial, Progress};
-use crate::store::TieredStore;
+use crate::tiers::Tiers;
+
+/// A cache hit as pingora reads it.
+pub enum Hit {
+    /// A body held in memory.
+    Memory(MemoryHit),
+    /// A large body read from disk a block at a time.
+    Disk(DiskHit),
+    /// A body still being written.
+    Partial(PartialHit),
+}
+
+impl Hit {
+    /// As the handler pingora takes.
+    pub fn boxed(self) -> HitHandler {
+        Box::new(self)
+    }
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    /// The next bytes of the body; `None` at its end.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the position advances only when bytes are returned, so
+    /// a call after a dropped one reads the same bytes.
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            Hit::Memory(hit) => Ok(hit.read()),
+            Hit::Disk(hit) => hit.read().await,
+            Hit::Partial(hit) => hit.read().await,
+        }
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _: &'static (dyn Storage + Sync),
+        _: &CacheKey,
+        _: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whole bodies seek; a write in progress does not.
+    fn can_seek(&self) -> bool {
+        !matches!(self, Hit::Partial(_))
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        match self {
+            Hit::Memory(hit) => hit.seek(start, end),
+            Hit::Disk(hit) => hit.seek(start, end),
+            Hit::Partial(_) => {
+                Error::e_explain(ErrorType::InternalError, "a write in progress cannot seek")
+            }
+        }
+    }
+
+    /// A reader following a write is not an access: the write itself is
+    /// admitted to the eviction manager when it commits.
+    fn should_count_access(&self) -> bool {
+        !matches!(self, Hit::Partial(_))
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        match self {
+            Hit::Memory(hit) => hit.body.len(),
+            Hit::Disk(hit) => hit.reader.len as usize,
+            Hit::Partial(_) => 0,
+        }
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
 
 /// A byte range within a body, from a seek.
 #[derive(Debug, Clone, Copy)]
@@ -58,29 +140,13 @@ impl MemoryHit {
             done: false,
         }
     }
-}
 
-#[async_trait]
-impl HandleHit for MemoryHit {
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+    fn read(&mut self) -> Option<Bytes> {
         if self.done {
-            return Ok(None);
+            return None;
         }
         self.done = true;
-        Ok(Some(self.body.slice(self.range.start..self.range.end)))
-    }
-
-    async fn finish(
-        self: Box<Self>,
-        _: &'static (dyn Storage + Sync),
-        _: &CacheKey,
-        _: &SpanHandle,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn can_seek(&self) -> bool {
-        true
+        Some(self.body.slice(self.range.start..self.range.end))
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
@@ -88,24 +154,12 @@ impl HandleHit for MemoryHit {
         self.done = false;
         Ok(())
     }
-
-    fn get_eviction_weight(&self) -> usize {
-        self.body.len()
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
-        self
-    }
 }
 
 /// A large body read from disk a block at a time; each block's checksum is
 /// checked before any of it is returned.
 pub struct DiskHit {
-    store: &'static TieredStore,
+    tiers: &'static Tiers,
     hash: u128,
     reader: Arc<BodyReader>,
     range: Range,
@@ -114,40 +168,36 @@ pub struct DiskHit {
 
 impl DiskHit {
     /// Serve the body `reader` opened.
-    pub fn new(store: &'static TieredStore, hash: u128, reader: BodyReader) -> DiskHit {
+    pub fn new(tiers: &'static Tiers, hash: u128, reader: BodyReader) -> DiskHit {
         let len = reader.len as usize;
         DiskHit {
-            store,
+            tiers,
             hash,
             reader: Arc::new(reader),
             range: Range::whole(len),
             pos: 0,
         }
     }
-}
 
-#[async_trait]
-impl HandleHit for DiskHit {
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+    async fn read(&mut self) -> Result<Option<Bytes>> {
         if self.pos >= self.range.end {
             return Ok(None);
         }
         let index = self.pos / BLOCK;
         let reader = self.reader.clone();
         let started = std::time::Instant::now();
-        let block = tokio::task::spawn_blocking(move || reader.block(index))
-            .await
-            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
-        self.store
+        let block = io::blocking(move || reader.block(index)).await;
+        self.tiers
             .observe(StoreEvent::DiskLatency("read", started.elapsed()));
         let block = match block {
             Ok(block) => block,
+            Err(e @ StoreError::Blocking(_)) => return Err(e.into_pingora()),
             Err(e) => {
-                self.store.discard_corrupt(self.hash, &e).await;
+                self.tiers.discard_corrupt(self.hash, &e).await;
                 return Err(e.into_pingora());
             }
         };
-        self.store
+        self.tiers
             .observe(StoreEvent::BytesRead(block.len() as u64));
         let block_start = index * BLOCK;
         let from = self.pos - block_start;
@@ -156,35 +206,10 @@ impl HandleHit for DiskHit {
         Ok(Some(block.slice(from..to)))
     }
 
-    async fn finish(
-        self: Box<Self>,
-        _: &'static (dyn Storage + Sync),
-        _: &CacheKey,
-        _: &SpanHandle,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn can_seek(&self) -> bool {
-        true
-    }
-
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
         self.range = Range::seek(self.reader.len as usize, start, end)?;
         self.pos = self.range.start;
         Ok(())
-    }
-
-    fn get_eviction_weight(&self) -> usize {
-        self.reader.len as usize
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
-        self
     }
 }
 
@@ -210,11 +235,8 @@ impl PartialHit {
             _partial: partial,
         }
     }
-}
 
-#[async_trait]
-impl HandleHit for PartialHit {
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+    async fn read(&mut self) -> Result<Option<Bytes>> {
         loop {
             let readable = match *self.progress.borrow_and_update() {
                 Progress::Abandoned => return Err(StoreError::WriteAbandoned.into_pingora()),
@@ -224,13 +246,14 @@ impl HandleHit for PartialHit {
             if self.pos < readable {
                 let len = (readable - self.pos).min(PARTIAL_CHUNK) as usize;
                 let (file, at) = (self.file.clone(), BODY_HEADER_LEN as u64 + self.pos);
-                let chunk = tokio::task::spawn_blocking(move || {
+                let chunk = io::blocking(move || {
                     let mut buf = vec![0u8; len];
-                    file.read_exact_at(&mut buf, at).map(|()| buf)
+                    file.read_exact_at(&mut buf, at)
+                        .map(|()| buf)
+                        .map_err(|e| StoreError::Io("read partial body", e))
                 })
                 .await
-                .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?
-                .map_err(|e| StoreError::Io("read partial body", e).into_pingora())?;
+                .map_err(StoreError::into_pingora)?;
                 self.pos += len as u64;
                 return Ok(Some(Bytes::from(chunk)));
             }
@@ -241,26 +264,5 @@ impl HandleHit for PartialHit {
                 }
             }
         }
-    }
-
-    async fn finish(
-        self: Box<Self>,
-        _: &'static (dyn Storage + Sync),
-        _: &CacheKey,
-        _: &SpanHandle,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn should_count_access(&self) -> bool {
-        false
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
-        self
     }
 }

@@ -8,28 +8,28 @@
 //! for a single probe.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::MutexGuard;
+
+use crate::sharded::Sharded;
 
 const SHARDS: usize = 64;
 
 /// Key hash → bytes on disk.
 pub struct Index {
-    shards: Vec<Mutex<HashMap<[u8; 16], u32>>>,
+    shards: Sharded<HashMap<[u8; 16], u32>>,
 }
 
 impl Default for Index {
     fn default() -> Self {
         Index {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: Sharded::new(SHARDS),
         }
     }
 }
 
 impl Index {
-    fn shard(&self, key: u128) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], u32>> {
-        self.shards[(key as usize) % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, key: u128) -> MutexGuard<'_, HashMap<[u8; 16], u32>> {
+        self.shards.lock(key as usize)
     }
 
     /// The size of `key`'s object, if one is on disk.
@@ -55,8 +55,7 @@ impl Index {
 
     /// Objects and bytes recorded.
     pub fn totals(&self) -> (usize, u64) {
-        self.shards.iter().fold((0, 0), |(n, b), s| {
-            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+        self.shards.each().fold((0, 0), |(n, b), s| {
             (
                 n + s.len(),
                 b + s.values().map(|v| u64::from(*v)).sum::<u64>(),
@@ -66,10 +65,8 @@ impl Index {
 
     /// Reserve room for `n` more entries (recovery knows how many it found).
     pub fn reserve(&self, n: usize) {
-        for s in &self.shards {
-            s.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .reserve(n / SHARDS + 1);
+        for mut shard in self.shards.each() {
+            shard.reserve(n / self.shards.count() + 1);
         }
     }
 }

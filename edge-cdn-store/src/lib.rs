@@ -15,9 +15,13 @@
 //! - **Streaming partial writes.** Requests collapsed behind a miss read the
 //!   body as it is written; a writer that gives up is an error to them, not
 //!   a clean (truncated) end.
-//! - **Never blocks the runtime.** File I/O runs in `spawn_blocking`; at most
-//!   `write_concurrency` objects are written at once, and a miss beyond that
-//!   is served but not stored.
+//! - **Never blocks the runtime.** File I/O runs on the blocking pool through
+//!   one seam; at most `write_concurrency` objects are written at once (misses
+//!   and shared-tier fills alike), and an object beyond that is served but
+//!   not stored.
+//! - **Cancel safe.** Dropping a store future mid-write removes the
+//!   temporary file, releases the write permit and tells the readers
+//!   following the write; each async method says what dropping it means.
 //! - **A seam for a shared tier.** [`SharedTier`] is consulted after a local
 //!   miss and written per [`SharedWrites`]; it fails open to the origin.
 //! - **A catalog for purging.** Each object's primary key bytes and
@@ -35,12 +39,16 @@ mod disk;
 mod error;
 mod hit;
 mod index;
+mod io;
 mod memory;
 mod miss;
 mod observer;
 mod partial;
+mod sharded;
 mod shared;
 mod store;
+mod tiers;
+mod write;
 
 pub use catalog::{tags_in, Listed, Selector, MAX_TAGS, MAX_TAG_LEN};
 pub use config::StoreConfig;

@@ -1,13 +1,15 @@
 //! The memory tier: small, hot objects, bounded in bytes by a sharded LRU.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use pingora_cache::CacheMeta;
 use pingora_http::ResponseHeader;
 use pingora_lru::Lru;
+
+use crate::sharded::Sharded;
 
 const SHARDS: usize = 16;
 
@@ -111,7 +113,7 @@ impl MemObject {
 
 /// Objects in memory, bounded by total weight.
 pub struct MemoryTier {
-    objects: Vec<Mutex<HashMap<u128, Arc<MemObject>>>>,
+    objects: Sharded<HashMap<u128, Arc<MemObject>>>,
     lru: Lru<u128, SHARDS>,
 }
 
@@ -119,15 +121,13 @@ impl MemoryTier {
     /// A tier holding at most `limit` bytes.
     pub fn new(limit: usize) -> MemoryTier {
         MemoryTier {
-            objects: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            objects: Sharded::new(SHARDS),
             lru: Lru::with_capacity(limit, 1024),
         }
     }
 
-    fn shard(&self, key: u128) -> std::sync::MutexGuard<'_, HashMap<u128, Arc<MemObject>>> {
-        self.objects[(key as usize) % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, key: u128) -> MutexGuard<'_, HashMap<u128, Arc<MemObject>>> {
+        self.objects.lock(key as usize)
     }
 
     /// The object for `key`, marking it recently used.

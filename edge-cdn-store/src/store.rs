@@ -9,46 +9,38 @@
 use std::any::Any;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
-use pingora_cache::key::{CacheHashKey, CacheKey};
+use bytes::Bytes;
+use pingora_cache::key::CacheKey;
 use pingora_cache::storage::{
     HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
 };
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::CacheMeta;
 use pingora_error::{Error, ErrorType, Result};
-use tokio::sync::Semaphore;
 
-use crate::catalog::{tags_in, Catalog, Listed, Record, Selector};
+use crate::catalog::{tags_in, Catalog, Listed, Selector};
 use crate::config::StoreConfig;
-use crate::disk::format::MetaHeader;
+use crate::disk::format::{MetaBlobs, MetaHeader};
 use crate::disk::{encode_key, DiskTier, Recovered};
 use crate::error::StoreError;
-use crate::hit::{DiskHit, MemoryHit, PartialHit};
+use crate::hit::{DiskHit, Hit, MemoryHit, PartialHit};
 use crate::index::Index;
+use crate::io;
 use crate::memory::{MemObject, MemoryTier};
 use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
 use crate::partial::{Partial, Partials};
 use crate::shared::{NoSharedTier, SharedObject, SharedTier, SharedWrites};
+use crate::tiers::{hash_of, Tiers};
+use crate::write::Writers;
 
 /// A memory + disk storage backend for pingora-cache.
 pub struct TieredStore {
-    config: StoreConfig,
-    disk: DiskTier,
-    index: Index,
-    catalog: Catalog,
-    memory: MemoryTier,
-    partials: Partials,
-    writes: Arc<Semaphore>,
-    next_write: AtomicU64,
-    observer: Arc<dyn StoreObserver>,
-    shared: Arc<dyn SharedTier>,
+    tiers: Tiers,
     recovered: Mutex<Vec<Recovered>>,
 }
 
@@ -78,10 +70,6 @@ pub struct Health {
     pub memory_objects: usize,
     /// Bytes in memory.
     pub memory_bytes: usize,
-}
-
-fn hash_of(key: &impl CacheHashKey) -> u128 {
-    u128::from_be_bytes(key.combined_bin())
 }
 
 impl TieredStore {
@@ -115,16 +103,17 @@ impl TieredStore {
         }
         let memory_limit = usize::try_from(config.memory_bytes.as_u64()).unwrap_or(usize::MAX);
         Ok(TieredStore {
-            memory: MemoryTier::new(memory_limit),
-            writes: Arc::new(Semaphore::new(config.write_concurrency)),
-            config,
-            disk,
-            index,
-            catalog,
-            partials: Partials::default(),
-            next_write: AtomicU64::new(1),
-            observer,
-            shared,
+            tiers: Tiers {
+                memory: MemoryTier::new(memory_limit),
+                writers: Writers::new(config.write_concurrency),
+                config,
+                disk,
+                index,
+                catalog,
+                partials: Partials::default(),
+                observer,
+                shared,
+            },
             recovered: Mutex::new(recovered),
         })
     }
@@ -139,15 +128,15 @@ impl TieredStore {
     /// Whether the disk tier is writable and how much room is left.
     /// Blocking (it touches the filesystem).
     pub fn health(&self) -> Health {
-        let probe = self.disk.dir().join("tmp").join(".health");
+        let probe = self.tiers.disk.dir().join("tmp").join(".health");
         let writable = File::create(&probe)
             .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| format!("{}: {e}", self.disk.dir().display()));
-        let (disk_objects, disk_bytes) = self.index.totals();
-        let (memory_objects, memory_bytes) = self.memory.totals();
+            .map_err(|e| format!("{}: {e}", self.tiers.disk.dir().display()));
+        let (disk_objects, disk_bytes) = self.tiers.index.totals();
+        let (memory_objects, memory_bytes) = self.tiers.memory.totals();
         Health {
             writable,
-            free_bytes: free_bytes(self.disk.dir()),
+            free_bytes: free_bytes(self.tiers.disk.dir()),
             disk_objects,
             disk_bytes,
             memory_objects,
@@ -157,32 +146,7 @@ impl TieredStore {
 
     /// Objects and bytes in the memory tier. Cheap: no filesystem access.
     pub fn memory_totals(&self) -> (usize, usize) {
-        self.memory.totals()
-    }
-
-    pub(crate) fn observe(&self, event: StoreEvent) {
-        self.observer.event(event);
-    }
-
-    pub(crate) fn disk(&self) -> &DiskTier {
-        &self.disk
-    }
-
-    pub(crate) fn index(&self) -> &Index {
-        &self.index
-    }
-
-    pub(crate) fn catalog(&self) -> &Catalog {
-        &self.catalog
-    }
-
-    /// What the catalog records for `response`'s object under `key`.
-    fn record(&self, key: &CacheKey, meta: &CacheMeta) -> Record {
-        Record {
-            key: key.to_compact(),
-            primary_key: key.primary_key().into(),
-            tags: tags_in(meta.headers(), &self.config.tag_headers),
-        }
+        self.tiers.memory.totals()
     }
 
     /// The stored objects `selector` picks: every Vary variant of a primary
@@ -190,57 +154,31 @@ impl TieredStore {
     /// Cheap for a key or a tag; a prefix walks the catalog one shard at a
     /// time, never holding a lock the request path waits on for long.
     pub fn select(&self, selector: Selector<'_>) -> Vec<Listed> {
-        self.catalog.select(selector)
+        self.tiers.catalog.select(selector)
     }
 
     /// Objects in the catalog, and distinct surrogate tags.
     pub fn catalog_totals(&self) -> (usize, usize) {
-        self.catalog.totals()
+        self.tiers.catalog.totals()
     }
 
     /// One stored object as an operator inspects it: its meta (status,
     /// headers, freshness), where it is held, its size and tags. `None` if
     /// it is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn describe(&'static self, listed: &Listed) -> Option<Described> {
         let hash = hash_of(&listed.key);
-        let tier = if self.memory.get(hash).is_some() {
+        let tier = if self.tiers.memory.get(hash).is_some() {
             Tier::Memory
         } else {
             Tier::Disk
         };
-        let size = self.index.get(hash)?;
+        let size = self.tiers.index.get(hash)?;
         let meta = self.stored_meta(hash).await?;
         Some(Described { meta, tier, size })
-    }
-
-    pub(crate) fn memory(&self) -> &MemoryTier {
-        &self.memory
-    }
-
-    pub(crate) fn partials(&self) -> &Partials {
-        &self.partials
-    }
-
-    pub(crate) fn shared_writes(&self) -> SharedWrites {
-        self.config.shared_writes
-    }
-
-    /// Copy `object` to the shared tier in the background; a failure is
-    /// only counted.
-    pub(crate) fn share(&'static self, hash: u128, object: &MemObject) {
-        if !self.shared.enabled() {
-            return;
-        }
-        let object = SharedObject {
-            internal: object.internal.clone(),
-            header: object.header.clone(),
-            body: object.body.clone(),
-        };
-        tokio::spawn(async move {
-            if self.shared.put(hash, object).await.is_err() {
-                self.observe(StoreEvent::SharedUnavailable);
-            }
-        });
     }
 
     /// After a local miss: the shared tier's copy, stored locally and
@@ -250,71 +188,69 @@ impl TieredStore {
         key: &CacheKey,
         hash: u128,
     ) -> Option<(CacheMeta, HitHandler)> {
-        if !self.shared.enabled() {
+        if !self.tiers.shared.enabled() {
             return None;
         }
-        let object =
-            match tokio::time::timeout(self.config.shared_timeout, self.shared.get(hash)).await {
-                Ok(Ok(Some(object))) => object,
-                Ok(Ok(None)) => return None,
-                Ok(Err(_)) | Err(_) => {
-                    self.observe(StoreEvent::SharedUnavailable);
-                    return None;
-                }
-            };
+        let object = match tokio::time::timeout(
+            self.tiers.config.shared_timeout,
+            self.tiers.shared.get(hash),
+        )
+        .await
+        {
+            Ok(Ok(Some(object))) => object,
+            Ok(Ok(None)) => return None,
+            Ok(Err(_)) | Err(_) => {
+                self.tiers.observe(StoreEvent::SharedUnavailable);
+                return None;
+            }
+        };
         let meta = CacheMeta::deserialize(&object.internal, &object.header).ok()?;
-        // Keep it locally too, as if this server had fetched it.
-        let local = object.clone();
-        let key_blob = encode_key(key);
-        let record = self.record(key, &meta);
-        let stored = tokio::task::spawn_blocking(move || {
-            let mut writer = self.disk.begin(hash)?;
-            writer.write(&local.body)?;
-            writer.commit(&self.disk, &local.internal, &local.header, &key_blob)
-        })
-        .await;
-        if let Ok(Ok((body_len, meta_len))) = stored {
-            self.index.insert(hash, body_len + meta_len);
-            self.catalog.insert(record);
-            if body_len <= self.memory_max_object() {
-                let held = MemObject::decoded(
+        self.keep_shared(key, hash, &object, &meta).await;
+        self.tiers.observe(StoreEvent::Hit(Tier::Shared));
+        Some((meta, Hit::Memory(MemoryHit::new(object.body)).boxed()))
+    }
+
+    /// Store a shared tier's `object` locally too, as if this server had
+    /// fetched it, if a writer is admitted; a failure only loses the copy.
+    /// The write, the commit and the install are one trip to the blocking
+    /// pool, so a lookup dropped while it runs leaves no object behind that
+    /// the index does not know.
+    async fn keep_shared(
+        &'static self,
+        key: &CacheKey,
+        hash: u128,
+        object: &SharedObject,
+        meta: &CacheMeta,
+    ) {
+        let tiers = &self.tiers;
+        let Ok(admitted) = tiers.admit() else {
+            return;
+        };
+        let held =
+            (object.body.len() as u64 <= tiers.config.memory_max_object.as_u64()).then(|| {
+                let (internal, header, body) = (
                     object.internal.clone(),
                     object.header.clone(),
                     object.body.clone(),
-                    &meta,
                 );
-                self.memory.insert(hash, Arc::new(held));
-            }
-        }
-        self.observe(StoreEvent::Hit(Tier::Shared));
-        Some((meta, Box::new(MemoryHit::new(object.body))))
-    }
-
-    pub(crate) fn max_object_size(&self) -> u64 {
-        self.config.max_object_size.as_u64()
-    }
-
-    pub(crate) fn memory_max_object(&self) -> u64 {
-        self.config.memory_max_object.as_u64()
-    }
-
-    /// A file failed its checks: remove the object so the next lookup is a
-    /// clean miss.
-    pub(crate) async fn discard_corrupt(&'static self, hash: u128, error: &StoreError) {
-        tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "corrupt cache object removed");
-        self.observe(StoreEvent::Corrupt);
-        self.forget(hash).await;
-    }
-
-    /// Remove `hash` from every tier; returns whether it was stored.
-    async fn forget(&'static self, hash: u128) -> bool {
-        self.catalog.remove(&hash.to_be_bytes());
-        let in_memory = self.memory.remove(hash);
-        let in_index = self.index.remove(hash).is_some();
-        let on_disk = tokio::task::spawn_blocking(move || self.disk.remove(hash))
-            .await
-            .unwrap_or(false);
-        in_memory || in_index || on_disk
+                Arc::new(MemObject::decoded(internal, header, body, meta))
+            });
+        let local = object.clone();
+        let key_blob = encode_key(key);
+        let record = tiers.record(key, meta);
+        let _ = io::blocking(move || {
+            let mut write = admitted.begin(&tiers.disk, hash)?;
+            write.write(&local.body)?;
+            let blobs = MetaBlobs {
+                internal: &local.internal,
+                header: &local.header,
+                key: &key_blob,
+            };
+            let (body_len, meta_len) = write.commit(&tiers.disk, blobs)?;
+            tiers.install_committed(hash, body_len + meta_len, record, held);
+            Ok(())
+        })
+        .await;
     }
 
     /// Follow a write in progress. Opening its temporary file is file I/O,
@@ -322,49 +258,50 @@ impl TieredStore {
     async fn partial_hit(&'static self, partial: Arc<Partial>) -> Option<(CacheMeta, HitHandler)> {
         let meta = CacheMeta::deserialize(&partial.internal, &partial.header).ok()?;
         let temp = partial.temp.clone();
-        let file = tokio::task::spawn_blocking(move || File::open(temp))
-            .await
-            .ok()?
-            .ok()?;
-        self.observe(StoreEvent::Hit(Tier::Partial));
-        Some((meta, Box::new(PartialHit::new(partial, file))))
+        let file = io::blocking(move || {
+            File::open(temp).map_err(|e| StoreError::Io("open partial body", e))
+        })
+        .await
+        .ok()?;
+        self.tiers.observe(StoreEvent::Hit(Tier::Partial));
+        Some((meta, Hit::Partial(PartialHit::new(partial, file)).boxed()))
     }
 
     /// Read `hash`'s object from disk. Small bodies are read whole and
     /// checked here; large ones are checked as they stream.
     async fn disk_lookup(&'static self, hash: u128) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let verify_whole = self.config.verify_whole_below.as_u64();
+        let verify_whole = self.tiers.config.verify_whole_below.as_u64();
         let started = Instant::now();
-        let opened = tokio::task::spawn_blocking(move || {
-            let Some(bytes) = self.disk.read_meta(hash)? else {
+        let opened = io::blocking(move || {
+            let Some(bytes) = self.tiers.disk.read_meta(hash)? else {
                 return Ok(None);
             };
             let (meta, blobs) = MetaHeader::decode(&bytes)?;
-            let body = self.disk.open_body(hash, &meta)?;
+            let body = self.tiers.disk.open_body(hash, &meta)?;
             let whole = if body.len <= verify_whole {
                 Some(body.read_all()?)
             } else {
                 None
             };
-            Ok::<_, StoreError>(Some((
+            Ok(Some((
                 Bytes::copy_from_slice(blobs.internal),
                 Bytes::copy_from_slice(blobs.header),
                 body,
                 whole,
             )))
         })
-        .await
-        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
-        self.observe(StoreEvent::DiskLatency("open", started.elapsed()));
+        .await;
+        self.tiers
+            .observe(StoreEvent::DiskLatency("open", started.elapsed()));
         let (internal, header, body, whole) = match opened {
             Ok(Some(found)) => found,
             Ok(None) => {
                 // Indexed but gone (removed behind our back): forget it.
-                self.index.remove(hash);
+                self.tiers.index.remove(hash);
                 return Ok(None);
             }
             Err(e @ StoreError::Corrupt(_)) => {
-                self.discard_corrupt(hash, &e).await;
+                self.tiers.discard_corrupt(hash, &e).await;
                 return Ok(None);
             }
             Err(e) => return Err(e.into_pingora()),
@@ -372,63 +309,63 @@ impl TieredStore {
         let meta = match CacheMeta::deserialize(&internal, &header) {
             Ok(meta) => meta,
             Err(_) => {
-                self.discard_corrupt(hash, &StoreError::Corrupt("undecodable cache meta"))
+                self.tiers
+                    .discard_corrupt(hash, &StoreError::Corrupt("undecodable cache meta"))
                     .await;
                 return Ok(None);
             }
         };
-        self.observe(StoreEvent::Hit(Tier::Disk));
+        self.tiers.observe(StoreEvent::Hit(Tier::Disk));
         let handler: HitHandler = match whole {
             Some(body) => {
-                self.observe(StoreEvent::BytesRead(body.len() as u64));
-                if body.len() as u64 <= self.memory_max_object() {
+                self.tiers.observe(StoreEvent::BytesRead(body.len() as u64));
+                if body.len() as u64 <= self.tiers.config.memory_max_object.as_u64() {
                     let object =
                         Arc::new(MemObject::decoded(internal, header, body.clone(), &meta));
-                    self.memory.insert(hash, object.clone());
-                    self.observe(StoreEvent::Promotion);
-                    if self.shared_writes() == SharedWrites::OnPromotion {
-                        self.share(hash, &object);
+                    self.tiers.memory.insert(hash, object.clone());
+                    self.tiers.observe(StoreEvent::Promotion);
+                    if self.tiers.config.shared_writes == SharedWrites::OnPromotion {
+                        self.tiers.share(hash, &object);
                     }
                 }
-                Box::new(MemoryHit::new(body))
+                Hit::Memory(MemoryHit::new(body)).boxed()
             }
-            None => Box::new(DiskHit::new(self, hash, body)),
+            None => Hit::Disk(DiskHit::new(&self.tiers, hash, body)).boxed(),
         };
         Ok(Some((meta, handler)))
     }
 
-    /// Rewrite `hash`'s meta file, keeping its body: a 304 refresh or an expiry.
+    /// Rewrite `hash`'s meta file, keeping its body: a 304 refresh or an
+    /// expiry. The memory tier and the catalog are updated with the file,
+    /// on the blocking pool, so a caller that stops waiting cannot leave
+    /// them holding the old meta.
     async fn rewrite_meta(&'static self, hash: u128, meta: &CacheMeta) -> Result<bool> {
+        let tiers = &self.tiers;
         let (internal, header) = meta.serialize()?;
         let (internal, header) = (Bytes::from(internal), Bytes::from(header));
-        let (i, h) = (internal.clone(), header.clone());
-        let written = tokio::task::spawn_blocking(move || {
-            let Some(bytes) = self.disk.read_meta(hash)? else {
+        let tags = tags_in(meta.headers(), &tiers.config.tag_headers);
+        let written = io::blocking(move || {
+            let Some(bytes) = tiers.disk.read_meta(hash)? else {
                 return Ok(false);
             };
             let (old, blobs) = MetaHeader::decode(&bytes)?;
             let new = MetaHeader {
-                internal_len: i.len() as u32,
-                header_len: h.len() as u32,
+                internal_len: internal.len() as u32,
+                header_len: header.len() as u32,
                 ..old
             };
-            self.disk.commit_meta(hash, &new, &i, &h, blobs.key)?;
-            Ok::<_, StoreError>(true)
+            tiers
+                .disk
+                .commit_meta(hash, &new, &internal, &header, blobs.key)?;
+            tiers.memory.update_meta(hash, internal, header);
+            tiers.catalog.retag(&hash.to_be_bytes(), tags);
+            Ok(true)
         })
-        .await
-        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        .await;
         match written {
-            Ok(true) => {
-                self.memory.update_meta(hash, internal, header);
-                self.catalog.retag(
-                    &hash.to_be_bytes(),
-                    tags_in(meta.headers(), &self.config.tag_headers),
-                );
-                Ok(true)
-            }
-            Ok(false) => Ok(false),
+            Ok(written) => Ok(written),
             Err(e @ StoreError::Corrupt(_)) => {
-                self.discard_corrupt(hash, &e).await;
+                self.tiers.discard_corrupt(hash, &e).await;
                 Ok(false)
             }
             Err(e) => Err(e.into_pingora()),
@@ -437,12 +374,11 @@ impl TieredStore {
 
     /// The stored meta of `hash`, from memory or disk.
     async fn stored_meta(&'static self, hash: u128) -> Option<CacheMeta> {
-        if let Some(object) = self.memory.get(hash) {
+        if let Some(object) = self.tiers.memory.get(hash) {
             return object.meta().ok();
         }
-        let bytes = tokio::task::spawn_blocking(move || self.disk.read_meta(hash))
+        let bytes = io::blocking(move || self.tiers.disk.read_meta(hash))
             .await
-            .ok()?
             .ok()??;
         let (_, blobs) = MetaHeader::decode(&bytes).ok()?;
         CacheMeta::deserialize(blobs.internal, blobs.header).ok()
@@ -469,24 +405,37 @@ fn free_bytes(dir: &Path) -> u64 {
 
 #[async_trait]
 impl Storage for TieredStore {
+    /// A write in progress, the memory tier, the disk, then the shared tier.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. A lookup dropped while it stores a shared tier's copy
+    /// locally leaves the copy stored and indexed, or not stored at all:
+    /// the write, the commit and the install are one task on the blocking
+    /// pool. One dropped while removing a corrupt object still removes its
+    /// files; its skipped bookkeeping (a promotion to memory, forgetting a
+    /// file removed behind the store's back) is redone by the next lookup.
     async fn lookup(
         &'static self,
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = hash_of(key);
-        if let Some(partial) = self.partials.get(hash, None) {
+        if let Some(partial) = self.tiers.partials.get(hash, None) {
             if let Some(hit) = self.partial_hit(partial).await {
                 return Ok(Some(hit));
             }
         }
-        if let Some(object) = self.memory.get(hash) {
+        if let Some(object) = self.tiers.memory.get(hash) {
             if let Ok(meta) = object.meta() {
-                self.observe(StoreEvent::Hit(Tier::Memory));
-                return Ok(Some((meta, Box::new(MemoryHit::new(object.body.clone())))));
+                self.tiers.observe(StoreEvent::Hit(Tier::Memory));
+                return Ok(Some((
+                    meta,
+                    Hit::Memory(MemoryHit::new(object.body.clone())).boxed(),
+                )));
             }
         }
-        if self.index.get(hash).is_some() {
+        if self.tiers.index.get(hash).is_some() {
             if let Some(hit) = self.disk_lookup(hash).await? {
                 return Ok(Some(hit));
             }
@@ -494,10 +443,15 @@ impl Storage for TieredStore {
         if let Some(hit) = self.shared_lookup(key, hash).await {
             return Ok(Some(hit));
         }
-        self.observe(StoreEvent::Miss);
+        self.tiers.observe(StoreEvent::Miss);
         Ok(None)
     }
 
+    /// The write `streaming_write_tag` names, for the request writing it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: as [`TieredStore::lookup`](Storage::lookup).
     async fn lookup_streaming_write(
         &'static self,
         key: &CacheKey,
@@ -510,7 +464,7 @@ impl Storage for TieredStore {
         let write_id = <[u8; 8]>::try_from(tag).map(u64::from_be_bytes).ok();
         // pingora panics on `None` here: the writer just created this write,
         // so its absence is an error, not a miss.
-        let hit = match self.partials.get(hash_of(key), write_id) {
+        let hit = match self.tiers.partials.get(hash_of(key), write_id) {
             Some(partial) => self.partial_hit(partial).await,
             None => None,
         };
@@ -518,47 +472,43 @@ impl Storage for TieredStore {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "streaming write not found"))
     }
 
+    /// Admit a writer and start its temporary file; refused with
+    /// [`StoreError::Saturated`] when `write_concurrency` writes are in
+    /// flight.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while the temporary file is created, the file
+    /// is removed and the permit released when that finishes.
     async fn get_miss_handler(
         &'static self,
         key: &CacheKey,
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let Ok(permit) = self.writes.clone().try_acquire_owned() else {
-            self.observe(StoreEvent::Skipped);
-            return Err(StoreError::Saturated.into_pingora());
-        };
+        let tiers = &self.tiers;
+        let admitted = tiers.admit().map_err(StoreError::into_pingora)?;
         let hash = hash_of(key);
         let (internal, header) = meta.serialize()?;
-        let writer = tokio::task::spawn_blocking(move || self.disk.begin(hash))
+        let write = io::blocking(move || admitted.begin(&tiers.disk, hash))
             .await
-            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?
             .map_err(|e| {
-                self.observe(StoreEvent::Error("begin"));
+                tiers.observe(StoreEvent::Error("begin"));
                 e.into_pingora()
             })?;
-        let write_id = self.next_write.fetch_add(1, Ordering::Relaxed);
-        let partial = Arc::new(Partial::new(
-            write_id,
-            Bytes::from(internal),
-            Bytes::from(header),
-            writer.temp_path().to_path_buf(),
-        ));
-        self.partials.insert(hash, partial.clone());
-        Ok(Box::new(Miss {
-            store: self,
-            hash,
-            partial,
-            writer: Some(writer),
-            key: encode_key(key),
-            record: Some(self.record(key, meta)),
-            small: Some(BytesMut::new()),
-            last: None,
-            write_tag: write_id.to_be_bytes(),
-            _permit: permit,
-        }))
+        let record = tiers.record(key, meta);
+        let blobs = (Bytes::from(internal), Bytes::from(header));
+        Ok(Box::new(Miss::new(tiers, key, record, blobs, write)))
     }
 
+    /// Remove an object from every tier (an invalidation also from the
+    /// shared tier).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while the shared tier deletes, nothing local has changed;
+    /// once the local removal starts, its files are removed whether or not
+    /// the caller waits.
     async fn purge(
         &'static self,
         target: PurgeTarget<'_>,
@@ -566,22 +516,29 @@ impl Storage for TieredStore {
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         let hash = hash_of(target.key());
-        if matches!(purge_type, PurgeType::Invalidation) && self.shared.enabled() {
+        if matches!(purge_type, PurgeType::Invalidation) && self.tiers.shared.enabled() {
             // An invalidation is for every server; an eviction is only ours.
-            if self.shared.delete(hash).await.is_err() {
-                self.observe(StoreEvent::SharedUnavailable);
+            if self.tiers.shared.delete(hash).await.is_err() {
+                self.tiers.observe(StoreEvent::SharedUnavailable);
             }
         }
-        if !self.forget(hash).await {
+        if !self.tiers.forget(hash).await {
             return Ok(PurgeOutcome::NotFound);
         }
-        self.observe(match purge_type {
+        self.tiers.observe(match purge_type {
             PurgeType::Eviction => StoreEvent::Eviction,
             PurgeType::Invalidation => StoreEvent::Purge,
         });
         Ok(PurgeOutcome::Purged(None))
     }
 
+    /// Keep an object but mark it stale.
+    ///
+    /// # Cancel safety
+    ///
+    /// The meta file, the memory tier and the catalog are updated in one
+    /// task on the blocking pool: dropped, the rewrite completes whole or
+    /// never starts.
     async fn expire(
         &'static self,
         target: PurgeTarget<'_>,
@@ -595,10 +552,15 @@ impl Storage for TieredStore {
         if !self.rewrite_meta(hash, &meta).await? {
             return Ok(PurgeOutcome::NotFound);
         }
-        self.observe(StoreEvent::Purge);
+        self.tiers.observe(StoreEvent::Purge);
         Ok(PurgeOutcome::Expired)
     }
 
+    /// Rewrite an object's meta after a 304, keeping its body.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`TieredStore::expire`](Storage::expire).
     async fn update_meta(
         &'static self,
         key: &CacheKey,

@@ -109,6 +109,44 @@ async fn a_local_miss_is_filled_from_the_shared_tier_and_kept_locally() {
 }
 
 #[tokio::test]
+async fn a_shared_fill_is_admitted_like_any_writer() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let shared = Arc::new(InProcess::default());
+    let a = open(a_dir.path(), shared.clone(), SharedWrites::WriteThrough);
+    put(a, "/s", b"shared body").await;
+    until(|| !shared.objects.lock().unwrap().is_empty()).await;
+    let b = open_shared(
+        StoreConfig {
+            write_concurrency: 1,
+            ..config(b_dir.path())
+        },
+        shared.clone(),
+    );
+    let span = Span::inactive().handle();
+    let busy = b
+        .get_miss_handler(&key("/other"), &common::meta("other"), &span)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        get_body(b, "/s").await.as_deref(),
+        Some(&b"shared body"[..]),
+        "served from the shared tier"
+    );
+    assert_eq!(
+        b.health().disk_objects,
+        0,
+        "not stored while the only write permit is taken"
+    );
+    drop(busy);
+    assert_eq!(
+        get_body(b, "/s").await.as_deref(),
+        Some(&b"shared body"[..])
+    );
+    assert_eq!(b.health().disk_objects, 1, "stored once a permit is free");
+}
+
+#[tokio::test]
 async fn invalidation_reaches_the_shared_tier_and_eviction_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let shared = Arc::new(InProcess::default());

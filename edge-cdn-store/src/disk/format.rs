@@ -1,11 +1,13 @@
 //! The on-disk format: two files per object, named by the key's hash.
 //!
 //! `<hash>.body` is `BodyHeader`, then the body, then one CRC32 per
-//! [`BLOCK`] bytes of body. `<hash>.meta` is `MetaHeader`, then pingora's two
-//! serialized meta blobs. Both headers carry the key and a *generation*; an
-//! object exists when both files exist and agree. The meta file is written
-//! last, so it is the commit: a crash before it leaves an orphan body that
-//! recovery deletes. A 304 rewrites only the (small) meta file.
+//! [`BLOCK`] bytes of body. `<hash>.meta` is `MetaHeader`, then three blobs:
+//! pingora's two serialized meta blobs (internal, then response header) and
+//! the encoded cache key (`super::encode_key`). Both headers carry the key
+//! and a *generation*; an object exists when both files exist and agree.
+//! The meta file is written last, so it is the commit: a crash before it
+//! leaves an orphan body that recovery deletes. A 304 rewrites only the
+//! (small) meta file.
 //!
 //! Every integer is little-endian. Every header ends with a CRC32 of the
 //! bytes before it (and, for the meta file, of the blobs after it), so a
@@ -48,10 +50,7 @@ impl BodyHeader {
     /// Encode, with the trailing header checksum.
     pub fn encode(&self) -> [u8; BODY_HEADER_LEN] {
         let mut out = [0u8; BODY_HEADER_LEN];
-        let mut w = Writer(&mut out[..], 0);
-        w.put(&MAGIC);
-        w.put(&VERSION.to_le_bytes());
-        w.put(&[KIND_BODY, 0]);
+        let mut w = Writer::new(&mut out[..], KIND_BODY);
         w.put(&self.key);
         w.put(&self.generation.to_le_bytes());
         w.put(&self.body_len.to_le_bytes());
@@ -97,10 +96,7 @@ impl MetaHeader {
     /// Encode, with a checksum over the header and the three blobs.
     pub fn encode(&self, internal: &[u8], header: &[u8], key: &[u8]) -> Vec<u8> {
         let mut out = vec![0u8; META_HEADER_LEN];
-        let mut w = Writer(&mut out[..], 0);
-        w.put(&MAGIC);
-        w.put(&VERSION.to_le_bytes());
-        w.put(&[KIND_META, 0]);
+        let mut w = Writer::new(&mut out[..], KIND_META);
         w.put(&self.key);
         w.put(&self.generation.to_le_bytes());
         w.put(&self.body_len.to_le_bytes());
@@ -155,7 +151,7 @@ impl MetaHeader {
 }
 
 /// The variable parts of a meta file.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetaBlobs<'a> {
     /// pingora's internal meta.
     pub internal: &'a [u8],
@@ -187,7 +183,17 @@ pub fn decode_table(bytes: &[u8], n: usize, expected_crc: u32) -> Result<Vec<u32
 
 struct Writer<'a>(&'a mut [u8], usize);
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    /// Start a header of `kind`: magic, version, kind and a reserved byte,
+    /// what [`Reader::new`] checks.
+    fn new(out: &'a mut [u8], kind: u8) -> Writer<'a> {
+        let mut w = Writer(out, 0);
+        w.put(&MAGIC);
+        w.put(&VERSION.to_le_bytes());
+        w.put(&[kind, 0]);
+        w
+    }
+
     fn put(&mut self, bytes: &[u8]) {
         self.0[self.1..self.1 + bytes.len()].copy_from_slice(bytes);
         self.1 += bytes.len();

@@ -1,10 +1,11 @@
 //! The disk tier: where object files live, and the blocking operations on
-//! them. Every function here blocks; the store calls them from
-//! `spawn_blocking`, never on an async worker.
+//! them. Every function here blocks; the store calls them through its one
+//! blocking I/O seam (`crate::io`), never on an async worker.
 //!
-//! Files are `<dir>/<h0h1>/<h2h3>/<hash>.{meta,body}` where `<hash>` is the
-//! hex of the 128-bit cache key hash — never the raw key — and writes go to
-//! `<dir>/tmp/` first and are renamed into place.
+//! Files are `<dir>/<h0h1>/<hash>.{meta,body}`: one level of 256 shard
+//! directories named by the first byte of `<hash>`, the hex of the 128-bit
+//! cache key hash — never the raw key. Writes go to `<dir>/tmp/` first and
+//! are renamed into place.
 
 pub mod format;
 
@@ -21,7 +22,7 @@ use pingora_cache::CacheMeta;
 
 use crate::catalog::{tags_in, Record};
 use crate::error::StoreError;
-use format::{BodyHeader, MetaHeader, BLOCK, BODY_HEADER_LEN};
+use format::{BodyHeader, MetaBlobs, MetaHeader, BLOCK, BODY_HEADER_LEN};
 
 /// The store's directory and how it writes.
 pub struct DiskTier {
@@ -30,7 +31,9 @@ pub struct DiskTier {
     generation: AtomicU64,
 }
 
-/// An object found by [`DiskTier::recover`].
+/// An object found on disk when the store was opened, as
+/// [`TieredStore::take_recovered`](crate::TieredStore::take_recovered)
+/// hands it to the eviction manager.
 pub struct Recovered {
     /// Its key hash.
     pub hash: u128,
@@ -151,6 +154,11 @@ impl BodyReader {
 }
 
 /// A body being written to a temporary file.
+///
+/// Dropped before its commit renamed the file into place, it removes the
+/// temporary file: a failed, cancelled or abandoned write leaves nothing
+/// behind, wherever it is dropped. That removal is file I/O like the rest
+/// of this module, so an async caller drops a writer on the blocking pool.
 pub struct BodyWriter {
     file: File,
     temp: PathBuf,
@@ -160,12 +168,18 @@ pub struct BodyWriter {
     block: crc32fast::Hasher,
     block_fill: usize,
     crcs: Vec<u32>,
+    committed: bool,
 }
 
 impl BodyWriter {
     /// Bytes of body written so far.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// The key hash this body is written for.
+    pub fn hash(&self) -> u128 {
+        self.hash
     }
 
     /// The temporary file, for readers following the write.
@@ -216,18 +230,18 @@ impl BodyWriter {
         let (_, body) = disk.paths(self.hash);
         fs::create_dir_all(body.parent().expect("sharded path")).map_err(io("create shard dir"))?;
         fs::rename(&self.temp, &body).map_err(io("commit body"))?;
+        self.committed = true;
         Ok((self.written, crc32fast::hash(&table)))
     }
 
     /// Finish the body and write its meta file: commit the object.
     /// Returns the body and meta file lengths.
-    pub fn commit(
-        self,
-        disk: &DiskTier,
-        internal: &[u8],
-        header: &[u8],
-        key: &[u8],
-    ) -> Result<(u64, u64), StoreError> {
+    pub fn commit(self, disk: &DiskTier, blobs: MetaBlobs<'_>) -> Result<(u64, u64), StoreError> {
+        let MetaBlobs {
+            internal,
+            header,
+            key,
+        } = blobs;
         let (hash, generation) = (self.hash, self.generation);
         let (body_len, table_crc) = self.finish(disk)?;
         let meta = MetaHeader {
@@ -242,10 +256,13 @@ impl BodyWriter {
         let meta_len = disk.commit_meta(hash, &meta, internal, header, key)?;
         Ok((body_len, meta_len))
     }
+}
 
-    /// Give up: remove the temporary file.
-    pub fn abandon(self) {
-        let _ = fs::remove_file(&self.temp);
+impl Drop for BodyWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temp);
+        }
     }
 }
 
@@ -309,6 +326,7 @@ impl DiskTier {
             block: crc32fast::Hasher::new(),
             block_fill: 0,
             crcs: Vec::new(),
+            committed: false,
         })
     }
 

@@ -1,0 +1,104 @@
+//! Admission of writes to disk, and a write in flight.
+//!
+//! At most `write_concurrency` objects are written at once; beyond that a
+//! write is refused ([`StoreError::Saturated`]) rather than queued, so an
+//! overloaded disk costs a response its caching, never its latency. Every
+//! writer — a miss, a shared-tier fill — is admitted by [`Writers::admit`],
+//! and a [`Write`] can only be begun from the [`Admitted`] it returns: one
+//! admission path, enforced by the types.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::disk::format::MetaBlobs;
+use crate::disk::{BodyWriter, DiskTier};
+use crate::error::StoreError;
+use crate::io;
+
+/// The permits for writes in flight.
+pub struct Writers {
+    permits: Arc<Semaphore>,
+}
+
+impl Writers {
+    /// Room for `concurrency` writes at once.
+    pub fn new(concurrency: usize) -> Writers {
+        Writers {
+            permits: Arc::new(Semaphore::new(concurrency)),
+        }
+    }
+
+    /// Leave to write one object, or [`StoreError::Saturated`] if
+    /// `concurrency` writes are in flight.
+    pub fn admit(&self) -> Result<Admitted, StoreError> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .map(Admitted)
+            .map_err(|_| StoreError::Saturated)
+    }
+}
+
+/// Leave to write one object; dropping it unused gives the permit back.
+pub struct Admitted(OwnedSemaphorePermit);
+
+impl Admitted {
+    /// Start writing `hash`'s body to a temporary file. Blocking: run it
+    /// through [`io::blocking`].
+    pub fn begin(self, disk: &DiskTier, hash: u128) -> Result<Write, StoreError> {
+        Ok(Write {
+            body: disk.begin(hash)?,
+            permit: self.0,
+        })
+    }
+}
+
+/// An object being written, holding its write permit.
+///
+/// Dropped before [`Write::commit`] it is abandoned: its temporary file is
+/// removed and its permit released, wherever it is dropped. Removing the
+/// file is file I/O, so async code gives it up with [`Write::abandon`].
+pub struct Write {
+    body: BodyWriter,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Write {
+    /// Body bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.body.written()
+    }
+
+    /// The key hash being written.
+    pub fn hash(&self) -> u128 {
+        self.body.hash()
+    }
+
+    /// The temporary body file, for readers following the write.
+    pub fn temp_path(&self) -> &Path {
+        self.body.temp_path()
+    }
+
+    /// Append body bytes. Blocking.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.body.write(data)
+    }
+
+    /// Commit the object with its meta file's `blobs`; returns the body
+    /// and meta file lengths. Blocking. The permit is released when this
+    /// returns, committed or not.
+    pub fn commit(self, disk: &DiskTier, blobs: MetaBlobs<'_>) -> Result<(u64, u64), StoreError> {
+        self.body.commit(disk, blobs)
+    }
+
+    /// Give up from async code: the permit is released now, so the next
+    /// writer need not wait, and the temporary file is removed on the
+    /// blocking pool.
+    pub fn abandon(self) {
+        let Write { body, permit } = self;
+        drop(permit);
+        io::detach(move || drop(body));
+    }
+}
