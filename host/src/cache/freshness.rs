@@ -195,9 +195,9 @@ pub fn decide(
     let (swr, sie) = match &cc {
         Some(cc) if cc.no_cache() => (
             cc.serve_stale_while_revalidate_duration()
-                .map_or(0, |d| saturating_secs(d)),
+                .map_or(0, saturating_secs),
             cc.serve_stale_if_error_duration()
-                .map_or(0, |d| saturating_secs(d)),
+                .map_or(0, saturating_secs),
         ),
         _ => (swr, sie),
     };
