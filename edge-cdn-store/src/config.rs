@@ -29,6 +29,12 @@ pub struct StoreConfig {
     /// hit, so their corruption is a miss; larger ones are checked block by
     /// block as they are sent. Default `1MiB`.
     pub verify_whole_below: ByteSize,
+    /// Percent of the store's filesystem to keep free: under it, new
+    /// objects are served but not stored, and readiness reports low
+    /// space, until room returns. At most 99; 0 turns the floor off (a
+    /// full disk then fails writes, which are abandoned the same way).
+    /// Default 5.
+    pub min_free_percent: u8,
     /// `fsync` files before they are committed: survives power loss, not
     /// just process death, at the cost of write latency. Default `false`.
     pub fsync: bool,
@@ -54,6 +60,7 @@ impl Default for StoreConfig {
             max_object_size: ByteSize::mib(64),
             write_concurrency: 64,
             verify_whole_below: ByteSize::mib(1),
+            min_free_percent: 5,
             fsync: false,
             shared_timeout: Duration::from_millis(50),
             shared_writes: crate::shared::SharedWrites::WriteThrough,
@@ -90,9 +97,36 @@ impl StoreConfig {
         {
             out.push(("tag_headers", format!("{bad:?} is not a header field name")));
         }
+        if self.min_free_percent > 99 {
+            out.push((
+                "min_free_percent",
+                format!(
+                    "is {}; at most 99 (a floor of 100% would never store)",
+                    self.min_free_percent
+                ),
+            ));
+        }
         if self.write_concurrency == 0 {
             out.push(("write_concurrency", "must be at least 1".into()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_free_percent_is_at_most_99() {
+        let with = |min_free_percent| StoreConfig {
+            min_free_percent,
+            ..StoreConfig::default()
+        };
+        assert!(with(0).problems().is_empty());
+        assert!(with(99).problems().is_empty());
+        let problems = with(100).problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "min_free_percent");
     }
 }

@@ -21,13 +21,67 @@ pub enum StoreError {
     /// A filesystem operation failed.
     #[error("{0}: {1}")]
     Io(&'static str, #[source] std::io::Error),
+    /// The store's filesystem has less room than `min_free_percent`
+    /// leaves: a new object is not begun (the response is still served).
+    #[error("{free} of {total} bytes free on the store's filesystem, under min_free_percent")]
+    LowSpace {
+        /// Bytes free.
+        free: u64,
+        /// The filesystem's size.
+        total: u64,
+    },
     /// A blocking I/O task panicked, or was cancelled by the runtime
     /// shutting down.
     #[error("disk task failed: {0}")]
     Blocking(#[from] tokio::task::JoinError),
 }
 
+/// Why an object could not be stored. The response it belonged to is
+/// served whole all the same; only the copy on disk is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// The filesystem is full (`ENOSPC`, `EDQUOT`), or under
+    /// `min_free_percent` before the write began.
+    NoSpace,
+    /// The store's directory went missing and could not be recreated.
+    MissingDir,
+    /// Any other failure of the write.
+    Io,
+}
+
+impl WriteFailure {
+    /// Every reason, for exporters that resolve their labels up front.
+    pub const ALL: [WriteFailure; 3] = [
+        WriteFailure::NoSpace,
+        WriteFailure::MissingDir,
+        WriteFailure::Io,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteFailure::NoSpace => "no-space",
+            WriteFailure::MissingDir => "missing-dir",
+            WriteFailure::Io => "io",
+        }
+    }
+}
+
 impl StoreError {
+    /// Why a write that failed with this error stored nothing.
+    pub fn write_failure(&self) -> WriteFailure {
+        use std::io::ErrorKind;
+        match self {
+            StoreError::LowSpace { .. } => WriteFailure::NoSpace,
+            StoreError::Io(_, e) => match e.kind() {
+                ErrorKind::StorageFull | ErrorKind::QuotaExceeded => WriteFailure::NoSpace,
+                ErrorKind::NotFound => WriteFailure::MissingDir,
+                _ => WriteFailure::Io,
+            },
+            _ => WriteFailure::Io,
+        }
+    }
+
     /// As a pingora error, for the `Storage` trait.
     pub fn into_pingora(self) -> Box<Error> {
         let kind = match &self {

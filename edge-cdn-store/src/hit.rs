@@ -20,7 +20,7 @@ use crate::disk::BodyReader;
 use crate::error::StoreError;
 use crate::io;
 use crate::observer::StoreEvent;
-use crate::partial::{Partial, Progress};
+use crate::partial::{Next, Partial, Progress};
 use crate::tiers::Tiers;
 
 /// A cache hit as pingora reads it.
@@ -216,13 +216,13 @@ impl DiskHit {
 /// Bytes read from a write in progress per `read_body`.
 const PARTIAL_CHUNK: u64 = 64 * 1024;
 
-/// A body still being written: read as it arrives, an error if its writer
-/// gives up.
+/// A body still being written: read as it arrives (from the file, or from
+/// memory once storing failed), an error if its writer gives up.
 pub struct PartialHit {
     file: Arc<File>,
     progress: watch::Receiver<Progress>,
     pos: u64,
-    _partial: Arc<Partial>,
+    partial: Arc<Partial>,
 }
 
 impl PartialHit {
@@ -232,7 +232,7 @@ impl PartialHit {
             file: Arc::new(file),
             progress: partial.subscribe(),
             pos: 0,
-            _partial: partial,
+            partial,
         }
     }
 
@@ -244,7 +244,13 @@ impl PartialHit {
                 Progress::Done(len) | Progress::Writing(len) => len,
             };
             if self.pos < readable {
-                let len = (readable - self.pos).min(PARTIAL_CHUNK) as usize;
+                let len = match self.partial.next(self.pos, readable) {
+                    Next::Memory(chunk) => {
+                        self.pos += chunk.len() as u64;
+                        return Ok(Some(chunk));
+                    }
+                    Next::File(len) => len.min(PARTIAL_CHUNK) as usize,
+                };
                 let (file, at) = (self.file.clone(), BODY_HEADER_LEN as u64 + self.pos);
                 let chunk = io::blocking(move || {
                     let mut buf = vec![0u8; len];

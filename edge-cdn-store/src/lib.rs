@@ -29,6 +29,13 @@
 //!   file and rebuilt at start-up, so [`TieredStore::select`] finds every
 //!   Vary variant of a URL, every key under a prefix, or every object with a
 //!   tag — the hash-named files alone cannot answer that.
+//! - **A full disk costs caching, never a response.** A write that fails
+//!   (no space, a deleted directory) stops storing that object only: its
+//!   partial file is removed, the failure counted by [`WriteFailure`], and
+//!   the rest of the body reaches every reader following it from memory.
+//!   Under `min_free_percent` free, no write begins; storing resumes by
+//!   itself when room returns, and a deleted directory is recreated by the
+//!   next write.
 //! - **Observable.** A [`StoreObserver`] receives every event; Prometheus
 //!   and `tracing` implementations are included. [`TieredStore::health`]
 //!   says whether the disk is writable and how much room is left.
@@ -46,6 +53,7 @@ mod observer;
 mod partial;
 mod sharded;
 mod shared;
+mod space;
 mod store;
 mod tiers;
 mod write;
@@ -53,7 +61,7 @@ mod write;
 pub use catalog::{tags_in, Listed, Selector, MAX_TAGS, MAX_TAG_LEN};
 pub use config::StoreConfig;
 pub use disk::Recovered;
-pub use error::StoreError;
+pub use error::{StoreError, WriteFailure};
 pub use observer::{
     NoopObserver, PrometheusObserver, StoreEvent, StoreObserver, Tier, TracingObserver,
 };
@@ -65,4 +73,5 @@ pub mod __bench {
 }
 
 pub use shared::{NoSharedTier, SharedError, SharedObject, SharedTier, SharedWrites};
+pub use space::Space;
 pub use store::{Described, Health, TieredStore};

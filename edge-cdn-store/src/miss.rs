@@ -1,6 +1,12 @@
 //! Writing a missed object: streamed to a temporary file (readable by the
 //! requests collapsed behind it), committed by `finish`, abandoned — and
 //! reported to readers as an error — if dropped without it.
+//!
+//! A write that *fails* (a full disk, a deleted directory) only stops the
+//! storing: the partial file is removed, the failure counted, and the rest
+//! of the body goes on to the readers from memory (see `crate::partial`),
+//! so every response it feeds — the miss's own client included — is whole.
+//! `finish` then reports that nothing was stored without failing.
 
 use std::sync::Arc;
 
@@ -20,7 +26,15 @@ use crate::observer::StoreEvent;
 use crate::partial::Announced;
 use crate::shared::SharedWrites;
 use crate::tiers::Tiers;
-use crate::write::Write;
+use crate::write::{Admitted, Write};
+
+/// What `finish` returns for a body that was not stored. pingora has no
+/// "not stored" outcome, and an error from `finish` disables the cache for
+/// the request — which fails a client still reading the body from the
+/// store. "Appended nothing" is the harmless success: the eviction
+/// manager's weight for the key is unchanged, or (for a key it did not
+/// track) a weight-1 entry whose eventual eviction finds nothing to purge.
+const NOT_STORED: MissFinishType = MissFinishType::Appended(0, None);
 
 /// The part of a miss that goes to the blocking pool for each write: the
 /// write, its readers and what its commit records travel together, so
@@ -43,14 +57,63 @@ impl InFlight {
         drop(self.readers);
         self.write.abandon();
     }
+
+    /// Writing `data` failed with `error`: count it, remove the file and
+    /// hand `data` to the readers from memory. Blocking.
+    fn fail(self, tiers: &Tiers, error: &StoreError, data: Bytes) -> Unstored {
+        tiers.write_failed(error);
+        let len = self.write.written();
+        let mut unstored = Unstored {
+            readers: self.readers,
+            len,
+            _permit: self.write.discard(),
+        };
+        unstored.spill(data);
+        unstored
+    }
+}
+
+/// A write whose storing failed, still feeding the readers following it.
+struct Unstored {
+    readers: Announced,
+    /// Body bytes so far, in the file and in memory.
+    len: u64,
+    /// Held until the readers have the whole body: it bounds how many
+    /// bodies are held in memory this way at once.
+    _permit: Admitted,
+}
+
+impl Unstored {
+    /// Hand the next body bytes to the readers.
+    fn spill(&mut self, data: Bytes) {
+        let len = data.len() as u64;
+        self.readers.spill(self.len, data);
+        self.len += len;
+    }
+
+    /// The body is complete.
+    fn done(self) -> MissFinishType {
+        self.readers.done(self.len);
+        NOT_STORED
+    }
+}
+
+/// Where a miss stands.
+enum State {
+    /// Writing to the temporary file (boxed: it moves to the blocking
+    /// pool and back with every chunk).
+    Storing(Box<InFlight>),
+    /// Storing failed; the body goes on to the readers from memory.
+    Unstored(Unstored),
+    /// Finished, or lost with a dropped future.
+    Gone,
 }
 
 /// One object being written.
 pub struct Miss {
     tiers: &'static Tiers,
     hash: u128,
-    /// `None` once finished, failed, or lost with a dropped future.
-    flight: Option<InFlight>,
+    state: State,
     /// The body so far, while it is small enough for the memory tier.
     small: Option<BytesMut>,
     /// The final chunk, written by `finish` with the commit: one trip to
@@ -80,12 +143,12 @@ impl Miss {
         Miss {
             tiers,
             hash,
-            flight: Some(InFlight {
+            state: State::Storing(Box::new(InFlight {
                 write,
                 readers,
                 key: encode_key(key),
                 record,
-            }),
+            })),
             small: Some(BytesMut::new()),
             last: None,
             write_tag,
@@ -96,7 +159,8 @@ impl Miss {
 #[async_trait]
 impl HandleMiss for Miss {
     /// Append `data` to the body; with `eof`, it is kept for `finish` to
-    /// write with the commit.
+    /// write with the commit. A write that fails is not an error: the
+    /// object stops being stored and the body goes on to its readers.
     ///
     /// # Cancel safety
     ///
@@ -114,10 +178,20 @@ impl HandleMiss for Miss {
                 "write after the end of the body",
             ));
         }
-        let mut flight = self
-            .flight
-            .take()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "write after failure"))?;
+        let mut flight = match std::mem::replace(&mut self.state, State::Gone) {
+            State::Storing(flight) => flight,
+            State::Unstored(mut unstored) => {
+                unstored.spill(data);
+                self.state = State::Unstored(unstored);
+                return Ok(());
+            }
+            State::Gone => {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "write after failure",
+                ))
+            }
+        };
         let total = flight.write.written() + data.len() as u64;
         if total > self.tiers.config.max_object_size.as_u64() {
             flight.abandon();
@@ -131,34 +205,45 @@ impl HandleMiss for Miss {
             }
         }
         if eof {
-            self.flight = Some(flight);
+            self.state = State::Storing(flight);
             self.last = Some(data);
             return Ok(());
         }
         let started = std::time::Instant::now();
         let len = data.len() as u64;
+        let tiers = self.tiers;
         let written = io::blocking(move || {
-            flight.write.write(&data)?;
-            flight.readers.written(flight.write.written());
-            Ok(flight)
+            Ok(match flight.write.write(&data) {
+                Ok(()) => {
+                    flight.readers.written(flight.write.written());
+                    State::Storing(flight)
+                }
+                Err(e) => State::Unstored(flight.fail(tiers, &e, data)),
+            })
         })
         .await;
         self.tiers
             .observe(StoreEvent::DiskLatency("write", started.elapsed()));
         match written {
-            Ok(flight) => {
-                self.tiers.observe(StoreEvent::BytesWritten(len));
-                self.flight = Some(flight);
+            Ok(state) => {
+                match state {
+                    State::Storing(_) => self.tiers.observe(StoreEvent::BytesWritten(len)),
+                    _ => self.small = None,
+                }
+                self.state = state;
                 Ok(())
             }
             Err(e) => {
-                self.tiers.observe(StoreEvent::Error("write"));
+                self.tiers.write_failed(&e);
                 Err(e.into_pingora())
             }
         }
     }
 
-    /// Write the last chunk, commit the object and make it findable.
+    /// Write the last chunk, commit the object and make it findable. A
+    /// body that could not be stored is finished for its readers all the
+    /// same, and reported as stored nothing ([`NOT_STORED`]), not as an
+    /// error.
     ///
     /// # Cancel safety
     ///
@@ -167,15 +252,16 @@ impl HandleMiss for Miss {
     /// future does not lose a committed object or leave readers waiting.
     /// Only the copy to the shared tier is skipped.
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
-        let InFlight {
-            mut write,
-            readers,
-            key,
-            record,
-        } = self
-            .flight
-            .take()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "finish after failure"))?;
+        let mut flight = match std::mem::replace(&mut self.state, State::Gone) {
+            State::Storing(flight) => flight,
+            State::Unstored(unstored) => return Ok(unstored.done()),
+            State::Gone => {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "finish after failure",
+                ))
+            }
+        };
         let (tiers, hash) = (self.tiers, self.hash);
         let small = self.small.take();
         let last = self.last.take();
@@ -183,15 +269,32 @@ impl HandleMiss for Miss {
         let committed = io::blocking(move || {
             let last_len = last.as_ref().map_or(0, |d| d.len() as u64);
             if let Some(data) = last {
-                write.write(&data)?;
+                if let Err(e) = flight.write.write(&data) {
+                    return Ok(Err(flight.fail(tiers, &e, data).done()));
+                }
             }
+            let InFlight {
+                write,
+                readers,
+                key,
+                record,
+            } = *flight;
+            let written = write.written();
             let partial = readers.partial();
             let blobs = MetaBlobs {
                 internal: &partial.internal,
                 header: &partial.header,
                 key: &key,
             };
-            let (body_len, meta_len) = write.commit(&tiers.disk, blobs)?;
+            let (body_len, meta_len) = match write.commit(&tiers.disk, blobs) {
+                Ok(lens) => lens,
+                Err(e) => {
+                    // The whole body is in the file the readers hold open.
+                    tiers.write_failed(&e);
+                    readers.done(written);
+                    return Ok(Err(NOT_STORED));
+                }
+            };
             if last_len > 0 {
                 tiers.observe(StoreEvent::BytesWritten(last_len));
             }
@@ -208,15 +311,19 @@ impl HandleMiss for Miss {
             tiers.install_committed(hash, size, record, held.clone());
             readers.done(body_len);
             tiers.observe(StoreEvent::Insert(size));
-            Ok((size, held))
+            Ok(Ok((size, held)))
         })
         .await;
         self.tiers
             .observe(StoreEvent::DiskLatency("commit", started.elapsed()));
-        let (size, held) = committed.map_err(|e| {
-            tiers.observe(StoreEvent::Error("commit"));
-            e.into_pingora()
-        })?;
+        let (size, held) = match committed {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(not_stored)) => return Ok(not_stored),
+            Err(e) => {
+                tiers.write_failed(&e);
+                return Err(e.into_pingora());
+            }
+        };
         if let Some(object) = held {
             if tiers.config.shared_writes == SharedWrites::WriteThrough {
                 tiers.share(hash, &object);
@@ -234,7 +341,7 @@ impl Drop for Miss {
     /// Dropped without `finish`: the write failed. Readers following it
     /// must see an error, not a clean end of a truncated body.
     fn drop(&mut self) {
-        if let Some(flight) = self.flight.take() {
+        if let State::Storing(flight) = std::mem::replace(&mut self.state, State::Gone) {
             flight.abandon();
         }
     }

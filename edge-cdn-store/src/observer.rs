@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use crate::error::WriteFailure;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 /// Which tier served or held an object.
@@ -58,8 +59,9 @@ pub enum StoreEvent {
     BytesWritten(u64),
     /// One disk operation took this long.
     DiskLatency(&'static str, Duration),
-    /// A disk operation failed.
-    Error(&'static str),
+    /// An object could not be stored, for this reason; its response was
+    /// served whole all the same.
+    WriteFailed(WriteFailure),
     /// The shared tier failed or was too slow; the store failed open.
     SharedUnavailable,
 }
@@ -83,7 +85,7 @@ pub struct TracingObserver;
 impl StoreObserver for TracingObserver {
     fn event(&self, event: StoreEvent) {
         match event {
-            StoreEvent::Corrupt | StoreEvent::Error(_) => {
+            StoreEvent::Corrupt | StoreEvent::WriteFailed(_) => {
                 tracing::warn!(target: "edge_cdn_store", ?event)
             }
             _ => tracing::debug!(target: "edge_cdn_store", ?event),
@@ -112,10 +114,11 @@ impl PrometheusObserver {
         let events = IntCounterVec::new(
             Opts::new(
                 "edge_store_events_total",
-                "Inserts, promotions, evictions, purges, corrupt files, skipped writes, errors.",
+                "Inserts, promotions, evictions, purges, corrupt files, skipped and failed writes.",
             ),
             &["event"],
         )?;
+
         let bytes = IntCounterVec::new(
             Opts::new(
                 "edge_store_disk_bytes_total",
@@ -157,7 +160,7 @@ impl StoreObserver for PrometheusObserver {
             StoreEvent::Purge => count("purge"),
             StoreEvent::Corrupt => count("corrupt"),
             StoreEvent::Skipped => count("skipped"),
-            StoreEvent::Error(_) => count("error"),
+            StoreEvent::WriteFailed(_) => count("write-failed"),
             StoreEvent::SharedUnavailable => count("shared-unavailable"),
             StoreEvent::BytesRead(n) => self.bytes.with_label_values(&["read"]).inc_by(n),
             StoreEvent::BytesWritten(n) => self.bytes.with_label_values(&["written"]).inc_by(n),

@@ -5,11 +5,17 @@
 //! that goes away without finishing is reported to its readers as an error —
 //! never as a clean end of body (pingora issue #932: a truncated body that
 //! looks complete).
+//!
+//! A write whose storing fails (a full disk) is not abandoned: its readers
+//! include the client of the miss itself, which pingora serves from the
+//! store. The rest of the body is *spilled*: held in memory, in order, after
+//! the bytes the file already has, for the readers following it to read to
+//! the end; the write stops being listed, so later lookups miss instead.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -38,12 +44,40 @@ pub struct Partial {
     /// The temporary body file readers read from.
     pub temp: PathBuf,
     progress: watch::Sender<Progress>,
+    spill: Mutex<Spill>,
+}
+
+/// The body bytes that could not be stored, by offset; the file holds
+/// everything before the first. Empty unless storing failed.
+#[derive(Default)]
+struct Spill(Vec<(u64, Bytes)>);
+
+/// Where a reader finds the body bytes at its position.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// In the file, this many bytes at most before the spilled part.
+    File(u64),
+    /// Held in memory.
+    Memory(Bytes),
 }
 
 impl Partial {
     /// Follow this write's progress.
     pub fn subscribe(&self) -> watch::Receiver<Progress> {
         self.progress.subscribe()
+    }
+
+    /// Where the readable bytes from `pos` up to `readable` are.
+    pub fn next(&self, pos: u64, readable: u64) -> Next {
+        let spill = self.spill.lock().unwrap_or_else(|e| e.into_inner());
+        let from = spill.0.first().map_or(u64::MAX, |(at, _)| *at);
+        if pos < from {
+            return Next::File(readable.min(from) - pos);
+        }
+        let i = spill.0.partition_point(|(at, _)| *at <= pos) - 1;
+        let (at, chunk) = &spill.0[i];
+        let end = (chunk.len() as u64).min(readable - at);
+        Next::Memory(chunk.slice((pos - at) as usize..end as usize))
     }
 }
 
@@ -87,6 +121,7 @@ impl Partials {
             header,
             temp,
             progress: watch::Sender::new(Progress::Writing(0)),
+            spill: Mutex::default(),
         });
         self.shard(hash).insert(hash, partial.clone());
         Announced {
@@ -136,6 +171,24 @@ impl Announced {
         self.partial.progress.send_replace(Progress::Writing(len));
     }
 
+    /// Storing failed: `data`, at body offset `at`, is held for the
+    /// readers instead of written, and the write is no longer listed, so
+    /// new lookups miss rather than follow a body that is not stored.
+    pub fn spill(&self, at: u64, data: Bytes) {
+        self.partials.remove(self.hash, self.partial.write_id);
+        if data.is_empty() {
+            return;
+        }
+        let len = data.len() as u64;
+        self.partial
+            .spill
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .push((at, data));
+        self.written(at + len);
+    }
+
     /// Tell readers the body is complete with `len` bytes, and unregister
     /// the write: new lookups find the committed object instead.
     pub fn done(self, len: u64) {
@@ -153,5 +206,55 @@ impl Drop for Announced {
             !finished
         });
         self.partials.remove(self.hash, self.partial.write_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partials() -> &'static Partials {
+        Box::leak(Box::default())
+    }
+
+    #[test]
+    fn readers_read_the_file_then_the_spilled_bytes_in_order() {
+        let partials = partials();
+        let writer = partials.announce(1, Bytes::new(), Bytes::new(), PathBuf::new());
+        let partial = writer.partial().clone();
+        writer.written(100);
+        assert_eq!(partial.next(0, 100), Next::File(100));
+
+        writer.spill(100, Bytes::from_static(b"abc"));
+        writer.spill(103, Bytes::from_static(b"defg"));
+        assert!(
+            partials.get(1, None).is_none(),
+            "a spilled write is unlisted"
+        );
+        assert_eq!(
+            partial.next(40, 107),
+            Next::File(60),
+            "the file up to the spill"
+        );
+        assert_eq!(
+            partial.next(100, 107),
+            Next::Memory(Bytes::from_static(b"abc"))
+        );
+        assert_eq!(
+            partial.next(101, 107),
+            Next::Memory(Bytes::from_static(b"bc"))
+        );
+        assert_eq!(
+            partial.next(103, 105),
+            Next::Memory(Bytes::from_static(b"de"))
+        );
+        assert_eq!(*partial.subscribe().borrow(), Progress::Writing(107));
+
+        drop(writer);
+        assert_eq!(
+            *partial.subscribe().borrow(),
+            Progress::Abandoned,
+            "dropped before done: an error to readers"
+        );
     }
 }

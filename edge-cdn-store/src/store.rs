@@ -8,7 +8,6 @@
 
 use std::any::Any;
 use std::fs::File;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -35,6 +34,7 @@ use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
 use crate::partial::{Partial, Partials};
 use crate::shared::{NoSharedTier, SharedObject, SharedTier, SharedWrites};
+use crate::space::Space;
 use crate::tiers::{hash_of, Tiers};
 use crate::write::Writers;
 
@@ -58,10 +58,14 @@ pub struct Described {
 /// Whether the store can take writes, and how full it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
-    /// A file could be created and removed in the store directory.
+    /// A file could be created and removed in the store directory
+    /// (recreating the directory if it had been deleted).
     pub writable: Result<(), String>,
-    /// Bytes free on the store's filesystem.
-    pub free_bytes: u64,
+    /// Room on the store's filesystem; `None` if it cannot be read.
+    pub space: Option<Space>,
+    /// Why new objects are not being stored although the directory is
+    /// writable: less than `min_free_percent` of the filesystem is free.
+    pub low_space: Option<String>,
     /// Objects on disk.
     pub disk_objects: usize,
     /// Bytes on disk.
@@ -90,7 +94,7 @@ impl TieredStore {
         observer: Arc<dyn StoreObserver>,
         shared: Arc<dyn SharedTier>,
     ) -> Result<TieredStore, StoreError> {
-        let disk = DiskTier::open(&config.dir, config.fsync)?;
+        let disk = DiskTier::open(&config.dir, config.fsync, config.min_free_percent)?;
         let found = disk.recover(&config.tag_headers);
         let index = Index::default();
         index.reserve(found.len());
@@ -126,17 +130,26 @@ impl TieredStore {
     }
 
     /// Whether the disk tier is writable and how much room is left.
-    /// Blocking (it touches the filesystem).
+    /// Blocking (it touches the filesystem), and heals: a deleted store
+    /// directory is recreated by the probe.
     pub fn health(&self) -> Health {
-        let probe = self.tiers.disk.dir().join("tmp").join(".health");
-        let writable = File::create(&probe)
-            .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| format!("{}: {e}", self.tiers.disk.dir().display()));
+        let disk = &self.tiers.disk;
+        let writable = disk
+            .probe()
+            .map_err(|e| format!("{}: {e}", disk.dir().display()));
+        let space = disk.space();
+        let low_space = space.filter(|(_, low)| *low).map(|(space, _)| {
+            format!(
+                "{} of {} bytes free, under min_free_percent ({}%): new objects are served but not stored",
+                space.free, space.total, self.tiers.config.min_free_percent
+            )
+        });
         let (disk_objects, disk_bytes) = self.tiers.index.totals();
         let (memory_objects, memory_bytes) = self.tiers.memory.totals();
         Health {
             writable,
-            free_bytes: free_bytes(self.tiers.disk.dir()),
+            space: space.map(|(space, _)| space),
+            low_space,
             disk_objects,
             disk_bytes,
             memory_objects,
@@ -238,7 +251,7 @@ impl TieredStore {
         let local = object.clone();
         let key_blob = encode_key(key);
         let record = tiers.record(key, meta);
-        let _ = io::blocking(move || {
+        let stored = io::blocking(move || {
             let mut write = admitted.begin(&tiers.disk, hash)?;
             write.write(&local.body)?;
             let blobs = MetaBlobs {
@@ -251,6 +264,9 @@ impl TieredStore {
             Ok(())
         })
         .await;
+        if let Err(e) = stored {
+            tiers.write_failed(&e);
+        }
     }
 
     /// Follow a write in progress. Opening its temporary file is file I/O,
@@ -385,24 +401,6 @@ impl TieredStore {
     }
 }
 
-/// Free bytes on the filesystem holding `dir` (0 if unknown).
-fn free_bytes(dir: &Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return 0;
-    };
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: `path` is a valid NUL-terminated string and `stat` points to
-    // writable memory of the right type; statvfs writes only into it.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
-    if rc != 0 {
-        return 0;
-    }
-    // SAFETY: statvfs returned 0, so it filled `stat`.
-    let stat = unsafe { stat.assume_init() };
-    stat.f_bavail.saturating_mul(stat.f_frsize)
-}
-
 #[async_trait]
 impl Storage for TieredStore {
     /// A write in progress, the memory tier, the disk, then the shared tier.
@@ -474,7 +472,9 @@ impl Storage for TieredStore {
 
     /// Admit a writer and start its temporary file; refused with
     /// [`StoreError::Saturated`] when `write_concurrency` writes are in
-    /// flight.
+    /// flight, and with [`StoreError::LowSpace`] (counted as a write
+    /// failure) under the free-space floor. pingora serves a response
+    /// whose miss handler was refused straight from the origin, uncached.
     ///
     /// # Cancel safety
     ///
@@ -493,7 +493,7 @@ impl Storage for TieredStore {
         let write = io::blocking(move || admitted.begin(&tiers.disk, hash))
             .await
             .map_err(|e| {
-                tiers.observe(StoreEvent::Error("begin"));
+                tiers.write_failed(&e);
                 e.into_pingora()
             })?;
         let record = tiers.record(key, meta);

@@ -58,6 +58,14 @@ impl Tiers {
         self.observer.event(event);
     }
 
+    /// Storing an object failed with `error`: count it by reason and say
+    /// why. The response is served regardless.
+    pub fn write_failed(&self, error: &StoreError) {
+        let reason = error.write_failure();
+        tracing::warn!(target: "edge_cdn_store", reason = reason.as_str(), %error, "object not stored");
+        self.observe(StoreEvent::WriteFailed(reason));
+    }
+
     /// Admit one writer, counting a refusal.
     pub fn admit(&self) -> Result<Admitted, StoreError> {
         self.writers

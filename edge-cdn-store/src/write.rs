@@ -93,6 +93,16 @@ impl Write {
         self.body.commit(disk, blobs)
     }
 
+    /// Stop writing, keeping the permit: the temporary file is removed
+    /// (blocking), and the permit, held until the body that failed to
+    /// store has gone to its readers, bounds how many such bodies memory
+    /// holds at once.
+    pub fn discard(self) -> Admitted {
+        let Write { body, permit } = self;
+        drop(body);
+        Admitted(permit)
+    }
+
     /// Give up from async code: the permit is released now, so the next
     /// writer need not wait, and the temporary file is removed on the
     /// blocking pool.

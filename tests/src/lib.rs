@@ -584,3 +584,11 @@ impl Drop for RawOrigin {
         self.task.abort();
     }
 }
+
+impl Stavka {
+    /// The store directory the harness configured for this process, for
+    /// tests that change what is under it while it runs.
+    pub fn store_dir(&self) -> PathBuf {
+        self._dir.path().join("cache")
+    }
+}

@@ -5,7 +5,8 @@
 //! Files are `<dir>/<h0h1>/<hash>.{meta,body}`: one level of 256 shard
 //! directories named by the first byte of `<hash>`, the hex of the 128-bit
 //! cache key hash — never the raw key. Writes go to `<dir>/tmp/` first and
-//! are renamed into place.
+//! are renamed into place. A directory deleted while running (the store's
+//! own, `tmp/` or a shard) is recreated by the next write that needs it.
 
 pub mod format;
 
@@ -22,12 +23,14 @@ use pingora_cache::CacheMeta;
 
 use crate::catalog::{tags_in, Record};
 use crate::error::StoreError;
+use crate::space::Space;
 use format::{BodyHeader, MetaBlobs, MetaHeader, BLOCK, BODY_HEADER_LEN};
 
 /// The store's directory and how it writes.
 pub struct DiskTier {
     dir: PathBuf,
     fsync: bool,
+    min_free_percent: u8,
     generation: AtomicU64,
 }
 
@@ -49,6 +52,19 @@ fn hex(hash: u128) -> String {
 
 fn io(what: &'static str) -> impl FnOnce(io::Error) -> StoreError {
     move |e| StoreError::Io(what, e)
+}
+
+/// Run `create`, which makes a file in `dir`; if `dir` is gone (deleted
+/// while the store runs), recreate it and try once more.
+fn in_dir<T>(dir: &Path, mut create: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            tracing::warn!(target: "edge_cdn_store", dir = %dir.display(), "store directory was missing; recreated");
+            create()
+        }
+        other => other,
+    }
 }
 
 /// A cache key as the meta file keeps it: the compact key the eviction
@@ -253,7 +269,13 @@ impl BodyWriter {
             header_len: header.len() as u32,
             key_len: key.len() as u32,
         };
-        let meta_len = disk.commit_meta(hash, &meta, internal, header, key)?;
+        let meta_len = disk
+            .commit_meta(hash, &meta, internal, header, key)
+            .inspect_err(|_| {
+                // The body is in place but nothing describes it: remove it
+                // now rather than at the next start.
+                let _ = fs::remove_file(disk.paths(hash).1);
+            })?;
         Ok((body_len, meta_len))
     }
 }
@@ -268,7 +290,9 @@ impl Drop for BodyWriter {
 
 impl DiskTier {
     /// Open (creating) `dir`; leftovers of interrupted writes are removed.
-    pub fn open(dir: &Path, fsync: bool) -> Result<DiskTier, StoreError> {
+    /// No write begins while less than `min_free_percent` of its
+    /// filesystem is free.
+    pub fn open(dir: &Path, fsync: bool, min_free_percent: u8) -> Result<DiskTier, StoreError> {
         fs::create_dir_all(dir.join("tmp")).map_err(io("create store directory"))?;
         for entry in fs::read_dir(dir.join("tmp"))
             .map_err(io("read tmp directory"))?
@@ -284,6 +308,7 @@ impl DiskTier {
         Ok(DiskTier {
             dir: dir.to_path_buf(),
             fsync,
+            min_free_percent,
             generation: AtomicU64::new(seed),
         })
     }
@@ -303,21 +328,44 @@ impl DiskTier {
         )
     }
 
-    /// Start writing a body for `hash`.
+    /// Room on the filesystem, and whether it is under the floor; `None`
+    /// if it cannot be read.
+    pub fn space(&self) -> Option<(Space, bool)> {
+        let space = Space::of(&self.dir).or_else(|| {
+            // The directory itself may be gone: its filesystem is its parent's.
+            Space::of(self.dir.parent().filter(|p| !p.as_os_str().is_empty())?)
+        })?;
+        Some((space, space.is_low(self.min_free_percent)))
+    }
+
+    /// Create and remove a file in `tmp/` (recreating the directories if
+    /// they were deleted): whether a write could begin at all.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        let tmp = self.dir.join("tmp");
+        let probe = tmp.join(".health");
+        in_dir(&tmp, || File::create(&probe)).map_err(io("create probe file"))?;
+        fs::remove_file(&probe).map_err(io("remove probe file"))
+    }
+
+    /// Start writing a body for `hash`; refused with
+    /// [`StoreError::LowSpace`] under the free-space floor.
     pub fn begin(&self, hash: u128) -> Result<BodyWriter, StoreError> {
+        if let Some((space, true)) = self.space() {
+            return Err(StoreError::LowSpace {
+                free: space.free,
+                total: space.total,
+            });
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        let temp = self
-            .dir
-            .join("tmp")
-            .join(format!("{}.{generation}.body", hex(hash)));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(io("create temporary body"))?;
-        file.write_all(&[0u8; BODY_HEADER_LEN])
-            .map_err(io("reserve body header"))?;
-        Ok(BodyWriter {
+        let tmp = self.dir.join("tmp");
+        let temp = tmp.join(format!("{}.{generation}.body", hex(hash)));
+        let file = in_dir(&tmp, || {
+            OpenOptions::new().write(true).create_new(true).open(&temp)
+        })
+        .map_err(io("create temporary body"))?;
+        // Owned by the writer before its first write, so a failure here
+        // removes the file too.
+        let mut writer = BodyWriter {
             file,
             temp,
             hash,
@@ -327,7 +375,12 @@ impl DiskTier {
             block_fill: 0,
             crcs: Vec::new(),
             committed: false,
-        })
+        };
+        writer
+            .file
+            .write_all(&[0u8; BODY_HEADER_LEN])
+            .map_err(io("reserve body header"))?;
+        Ok(writer)
     }
 
     /// Write the meta file for a committed body: this is the commit.
@@ -340,19 +393,26 @@ impl DiskTier {
         key: &[u8],
     ) -> Result<u64, StoreError> {
         let bytes = meta.encode(internal, header, key);
-        let temp = self
-            .dir
-            .join("tmp")
-            .join(format!("{}.{}.meta", hex(hash), meta.generation));
-        let mut file = File::create(&temp).map_err(io("create temporary meta"))?;
-        file.write_all(&bytes).map_err(io("write meta"))?;
-        if self.fsync {
-            file.sync_all().map_err(io("fsync meta"))?;
-        }
+        let tmp = self.dir.join("tmp");
+        let temp = tmp.join(format!("{}.{}.meta", hex(hash), meta.generation));
+        let mut file = in_dir(&tmp, || File::create(&temp)).map_err(io("create temporary meta"))?;
         let (path, _) = self.paths(hash);
-        fs::create_dir_all(path.parent().expect("sharded path")).map_err(io("create shard dir"))?;
-        fs::rename(&temp, &path).map_err(io("commit meta"))?;
-        Ok(bytes.len() as u64)
+        let committed = file
+            .write_all(&bytes)
+            .map_err(io("write meta"))
+            .and_then(|()| match self.fsync {
+                true => file.sync_all().map_err(io("fsync meta")),
+                false => Ok(()),
+            })
+            .and_then(|()| {
+                fs::create_dir_all(path.parent().expect("sharded path"))
+                    .map_err(io("create shard dir"))
+            })
+            .and_then(|()| fs::rename(&temp, &path).map_err(io("commit meta")));
+        if committed.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        committed.map(|()| bytes.len() as u64)
     }
 
     /// The meta file of `hash`, checked: `None` if there is none.

@@ -23,6 +23,10 @@ pub struct Readiness {
     store_free_bytes: Option<u64>,
     /// Each check: `ok`, or why it failed.
     checks: Checks,
+    /// What works less well without making the node unready, each with
+    /// why: a store under its free-space floor still serves every
+    /// response, it only stops storing new ones.
+    degraded: Vec<String>,
 }
 
 /// The outcome of each readiness check.
@@ -38,7 +42,8 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Ready when the proxy listener accepts connections, storage can take
-/// writes and shutdown has not begun.
+/// writes and shutdown has not begun; `degraded` lists what works less
+/// well without making it unready (a store low on space).
 pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Readiness>) {
     let probe = loopback_for(state.proxy_addr);
     let listener = match tokio::time::timeout(
@@ -52,20 +57,24 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
         Err(_) => Err(format!("proxy listener {probe}: connect timed out")),
     };
     let store = state.store;
-    let storage = tokio::task::spawn_blocking(move || store.ready())
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+    let health = tokio::task::spawn_blocking(move || store.health()).await;
+    let (storage, store_free_bytes, low_space) = match health {
+        Ok(h) => (h.writable, h.space.map(|s| s.free), h.low_space),
+        Err(e) => (Err(e.to_string()), None, None),
+    };
+    let degraded = storage_degraded(low_space);
     let draining = state.in_flight.is_draining();
     let ready = listener.is_ok() && storage.is_ok() && !draining;
     let show = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".to_owned());
     let body = Readiness {
         ready,
         draining,
-        store_free_bytes: storage.as_ref().ok().copied(),
+        store_free_bytes,
         checks: Checks {
             proxy_listener: show(listener),
-            storage: show(storage.map(|_| ())),
+            storage: show(storage),
         },
+        degraded,
     };
     let code = if ready {
         StatusCode::OK
@@ -73,6 +82,18 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// The store's degraded reasons. Low space does not make the node
+/// unready: it serves every response from the origin or the cache it has,
+/// and a fleet filling its disks together must not leave rotation at once.
+/// An unwritable directory (one the store cannot even recreate) does: it
+/// is a misconfiguration an operator should see before traffic arrives.
+fn storage_degraded(low_space: Option<String>) -> Vec<String> {
+    low_space
+        .map(|why| format!("storage: {why}"))
+        .into_iter()
+        .collect()
 }
 
 /// A wildcard listen address is probed on loopback.

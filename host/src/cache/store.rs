@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use edge_cdn_store::{Described, Listed, PrometheusObserver, Selector, StoreObserver, TieredStore};
+use edge_cdn_store::{
+    Described, Health, Listed, PrometheusObserver, Selector, StoreEvent, StoreObserver,
+    TieredStore, WriteFailure,
+};
 use futures_util::StreamExt;
 use http::HeaderMap;
 use pingora_cache::eviction::{lru, EvictionManager};
@@ -39,6 +42,45 @@ const PURGE_CONCURRENCY: usize = 16;
 /// The stored response field that carries the surrogate tags a policy set.
 /// It is a tag field of the store and never sent downstream.
 pub const POLICY_TAGS: &str = "stavka-tags";
+
+/// The store's events as the host exports them: the store's own
+/// `edge_store_*` families, and `stavka_cache_write_failures_total` by
+/// reason — objects whose storing failed (a full disk, a deleted
+/// directory) while their responses were served whole. Separate from
+/// `stavka_cache_stores_abandoned_total`, which counts requests that gave
+/// up storing for reasons of their own.
+struct Observer {
+    store: PrometheusObserver,
+    write_failures: [prometheus::IntCounter; WriteFailure::ALL.len()],
+}
+
+impl Observer {
+    fn new(registry: &prometheus::Registry) -> anyhow::Result<Observer> {
+        let family = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "stavka_cache_write_failures_total",
+                "Objects not stored because writing them failed, by reason; their responses were served.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(family.clone()))?;
+        Ok(Observer {
+            store: PrometheusObserver::new(registry)?,
+            write_failures: WriteFailure::ALL.map(|r| family.with_label_values(&[r.as_str()])),
+        })
+    }
+}
+
+impl StoreObserver for Observer {
+    fn event(&self, event: StoreEvent) {
+        if let StoreEvent::WriteFailed(reason) = event {
+            if let Some(i) = WriteFailure::ALL.iter().position(|r| *r == reason) {
+                self.write_failures[i].inc();
+            }
+        }
+        self.store.event(event);
+    }
+}
 
 /// What a purge does to each object it selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +139,7 @@ impl CacheStore {
         registry: &prometheus::Registry,
     ) -> anyhow::Result<&'static CacheStore> {
         let observer: Arc<dyn StoreObserver> =
-            Arc::new(PrometheusObserver::new(registry).context("store metrics")?);
+            Arc::new(Observer::new(registry).context("store metrics")?);
         let mut store = store.clone();
         if !store
             .tag_headers
@@ -272,11 +314,12 @@ impl CacheStore {
         }
     }
 
-    /// Whether the disk tier can take writes, and the bytes free on its
-    /// filesystem. Touches the filesystem: call it from a blocking context.
-    pub fn ready(&self) -> Result<u64, String> {
-        let health = self.storage.health();
-        health.writable.map(|()| health.free_bytes)
+    /// Whether the disk tier can take writes (a deleted directory is
+    /// recreated first), the room on its filesystem, and whether that is
+    /// under `store.min_free_percent`. Touches the filesystem: call it from
+    /// a blocking context.
+    pub fn health(&self) -> Health {
+        self.storage.health()
     }
 
     /// Save the eviction manager's recency, so a restart evicts in the same
