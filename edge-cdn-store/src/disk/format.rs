@@ -257,6 +257,9 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -110,7 +110,7 @@ pub fn corrected_initial_age(
         .headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|v| delta_seconds(v.trim()))
         .map(Duration::from_secs)
         .unwrap_or_default();
     let apparent_age = date_header(resp)
@@ -119,7 +119,18 @@ pub fn corrected_initial_age(
     let response_delay = response_time
         .duration_since(request_time)
         .unwrap_or_default();
-    apparent_age.max(age_value + response_delay)
+    apparent_age.max(age_value.saturating_add(response_delay))
+}
+
+/// A delta-seconds value (RFC 9111 §1.2.2); one too large to represent is
+/// 2^31, as that section requires, rather than an error that would read as
+/// an age of zero.
+fn delta_seconds(value: &str) -> Option<u64> {
+    const OVERFLOW: u64 = 1 << 31;
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(value.parse::<u64>().map_or(OVERFLOW, |n| n.min(OVERFLOW)))
 }
 
 /// Decide whether `resp` may be stored and build its [`CacheMeta`].
