@@ -6,6 +6,8 @@
 //! server it measures. Contenders take turns within each round, so drift in
 //! the machine affects them alike; each figure is the median over rounds.
 //! `./x bench` installs the peers and wrk, builds everything and runs this.
+//! `stavka-bench soak` (`./x soak`) is the long-running stability check
+//! instead: see [`soak`].
 
 mod hit;
 mod memory;
@@ -14,6 +16,7 @@ mod origin;
 mod profile;
 mod report;
 mod server;
+mod soak;
 mod wrk;
 
 use std::path::PathBuf;
@@ -21,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::report::Results;
 use crate::server::{Contender, Tools};
@@ -39,9 +42,19 @@ enum Scenario {
     Memory,
 }
 
+/// Something other than the comparison.
+#[derive(Subcommand)]
+enum Command {
+    /// stavka alone under long, varied load: fails if memory, descriptors
+    /// or the store grow without bound.
+    Soak(soak::Args),
+}
+
 #[derive(Parser)]
 #[command(about = "stavka against nginx proxy_cache and Varnish, in one run")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Rounds; every figure is the median over them.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -180,6 +193,9 @@ async fn run(args: Args) -> Result<()> {
         cpus: args.server_cpus.clone(),
     };
     let origin = origin::Origin::start().await?;
+    if let Some(Command::Soak(soak)) = &args.command {
+        return soak::run(&tools, &origin, soak).await;
+    }
     let scenarios = if args.scenarios.is_empty() {
         Scenario::value_variants().to_vec()
     } else {

@@ -1,12 +1,15 @@
 //! The one origin every contender sits in front of: fixed-size cacheable
 //! objects, a slow 50 MiB object and a slow small object, with a record per
-//! path of how many requests arrived and when the first byte left.
+//! path of how many requests arrived and when the first byte left; and, for
+//! the soak, short-lived tagged objects from an origin that fails 1% of
+//! the time.
 //!
 //! It runs inside the driver process, so its `Instant`s and the client's are
 //! on one clock: a client's first byte minus the origin's first byte is what
 //! the proxy added.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,10 +55,19 @@ impl Records {
     }
 }
 
+/// `/flaky/` objects are fresh this long, so the soak's keys expire and
+/// are fetched again while it runs.
+const FLAKY_CACHE_CONTROL: &str = "public, max-age=30";
+/// One `/flaky/` request in this many fails.
+pub const FLAKY_FAILS_ONE_IN: u64 = 100;
+/// The status of a failed `/flaky/` request.
+pub const FLAKY_FAILURE: StatusCode = StatusCode::INTERNAL_SERVER_ERROR;
+
 #[derive(Clone)]
 struct Shared {
     records: Arc<Records>,
     payload: Bytes,
+    flaky: Arc<AtomicU64>,
 }
 
 /// A running origin on an ephemeral loopback port.
@@ -72,12 +84,14 @@ impl Origin {
         let shared = Shared {
             records: records.clone(),
             payload: Bytes::from(vec![b'x'; SLOW_SIZE.max(MAX_OBJECT)]),
+            flaky: Arc::default(),
         };
         let counting = records.clone();
         let app = Router::new()
             .route("/obj/{size}/{*name}", get(object))
             .route("/slow/{*name}", get(slow))
             .route("/delay/{ms}/{*name}", get(delayed))
+            .route("/flaky/{size}/{tag}/{*name}", get(flaky))
             .with_state(shared)
             .layer(middleware::from_fn(move |req: Request, next: Next| {
                 counting.with(req.uri().path(), |r| r.requests += 1);
@@ -116,6 +130,37 @@ async fn object(State(s): State<Shared>, Path((size, _)): Path<(usize, String)>)
 async fn delayed(State(s): State<Shared>, Path((ms, _)): Path<(u64, String)>) -> Response {
     tokio::time::sleep(Duration::from_millis(ms.min(10_000))).await;
     cacheable(Body::from(s.payload.slice(..1024)))
+}
+
+/// `/flaky/{size}/{tag}/{name}`: `size` bytes fresh for 30 s, tagged `tag`
+/// (`Surrogate-Key`) for purges; every [`FLAKY_FAILS_ONE_IN`]th request
+/// is a [`FLAKY_FAILURE`] that must not be stored.
+async fn flaky(
+    State(s): State<Shared>,
+    Path((size, tag, _)): Path<(usize, String, String)>,
+) -> Response {
+    if s.flaky.fetch_add(1, Ordering::Relaxed) % FLAKY_FAILS_ONE_IN == FLAKY_FAILS_ONE_IN - 1 {
+        return (
+            FLAKY_FAILURE,
+            [(header::CACHE_CONTROL, "no-store")],
+            "origin failure",
+        )
+            .into_response();
+    }
+    if size > MAX_OBJECT {
+        return (StatusCode::BAD_REQUEST, "size above 1 MiB").into_response();
+    }
+    (
+        [
+            (header::CACHE_CONTROL, FLAKY_CACHE_CONTROL),
+            (
+                header::HeaderName::from_static("surrogate-key"),
+                tag.as_str(),
+            ),
+        ],
+        Body::from(s.payload.slice(..size)),
+    )
+        .into_response()
 }
 
 /// `/slow/{name}`: [`SLOW_SIZE`] bytes, paced.

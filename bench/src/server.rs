@@ -27,6 +27,9 @@ pub enum Contender {
     Nginx,
     /// Varnish with its built-in VCL.
     Varnish,
+    /// stavka for the soak: small memory and disk bounds so eviction runs
+    /// all the time, and the long-lived policy the soak re-installs.
+    StavkaSoak,
 }
 
 impl Contender {
@@ -39,6 +42,7 @@ impl Contender {
             Contender::StavkaDiskOnly => "stavka, disk tier only",
             Contender::Nginx => "nginx",
             Contender::Varnish => "Varnish",
+            Contender::StavkaSoak => "stavka (soak)",
         }
     }
 
@@ -46,7 +50,7 @@ impl Contender {
     fn sidecar(self) -> Option<&'static str> {
         match self {
             Contender::StavkaPerRequest => Some("per-request.toml"),
-            Contender::StavkaLongLived => Some("long-lived.toml"),
+            Contender::StavkaLongLived | Contender::StavkaSoak => Some("long-lived.toml"),
             _ => None,
         }
     }
@@ -72,6 +76,11 @@ pub struct Running {
     pub contender: Contender,
     /// Its proxy listener.
     pub addr: SocketAddr,
+    /// stavka's admin listener (the peers have none).
+    pub admin: Option<SocketAddr>,
+    /// Its scratch directory: stavka's store is `cache/` and its policy
+    /// directory `policies/` under it.
+    pub dir: PathBuf,
     child: Child,
     pid: u32,
 }
@@ -103,10 +112,16 @@ impl Tools {
         }
         std::fs::create_dir_all(&dir)?;
         let addr = free_addr()?;
-        let (program, args) = match contender {
-            Contender::Nginx => self.nginx(&dir, addr, origin)?,
-            Contender::Varnish => self.varnish(&dir, addr, origin)?,
-            _ => self.stavka(contender, &dir, addr, origin)?,
+        let ((program, args), admin) = match contender {
+            Contender::Nginx => (self.nginx(&dir, addr, origin)?, None),
+            Contender::Varnish => (self.varnish(&dir, addr, origin)?, None),
+            _ => {
+                let admin = free_addr()?;
+                (
+                    self.stavka(contender, &dir, addr, admin, origin)?,
+                    Some(admin),
+                )
+            }
         };
         let log = std::fs::File::create(dir.join("server.log"))?;
         let child = Command::new("taskset")
@@ -125,6 +140,8 @@ impl Tools {
         let mut running = Running {
             contender,
             addr,
+            admin,
+            dir: dir.clone(),
             child,
             pid,
         };
@@ -143,6 +160,7 @@ impl Tools {
         contender: Contender,
         dir: &Path,
         addr: SocketAddr,
+        admin: SocketAddr,
         origin: SocketAddr,
     ) -> Result<(PathBuf, Vec<String>)> {
         let policies = dir.join("policies");
@@ -156,19 +174,25 @@ impl Tools {
             }
             None => String::new(),
         };
-        let (memory_bytes, memory_max_object) = match contender {
-            Contender::StavkaDiskOnly => ("0", "0"),
-            _ => ("256MiB", "256KiB"),
+        let (memory_bytes, memory_max_object, disk_bytes) = match contender {
+            Contender::StavkaDiskOnly => ("0".into(), "0", "4GiB".into()),
+            Contender::StavkaSoak => (
+                crate::soak::MEMORY_BYTES.to_string(),
+                "64KiB",
+                crate::soak::DISK_BYTES.to_string(),
+            ),
+            _ => ("256MiB".into(), "256KiB", "4GiB".into()),
         };
         let config = render(
             &self.configs.join("stavka.toml"),
             &[
                 ("listen", addr.to_string()),
-                ("admin", free_addr()?.to_string()),
+                ("admin", admin.to_string()),
                 ("origin", origin.to_string()),
                 ("dir", dir.display().to_string()),
-                ("memory_bytes", memory_bytes.to_owned()),
+                ("memory_bytes", memory_bytes),
                 ("memory_max_object", memory_max_object.to_owned()),
+                ("disk_bytes", disk_bytes),
                 ("policy", policy),
             ],
         )?;
@@ -366,7 +390,7 @@ mod tests {
             let (_, args) = match contender {
                 Contender::Nginx => tools.nginx(&dir, addr, origin),
                 Contender::Varnish => tools.varnish(&dir, addr, origin),
-                _ => tools.stavka(*contender, &dir, addr, origin),
+                _ => tools.stavka(*contender, &dir, addr, addr, origin),
             }
             .unwrap();
             let file = args
