@@ -46,8 +46,25 @@ pub struct PolicyLimits {
     pub memory: ByteSize,
     /// What a failed call means for the request.
     pub failure: Failure,
-    /// Long-lived modules: how many idle instances the pool keeps.
+    /// The most calls of the module that run at once; a long-lived module
+    /// never has more instances than this.
     pub instances: usize,
+    /// When the module's circuit breaker opens, and for how long.
+    pub breaker: BreakerLimits,
+}
+
+/// A module's circuit breaker: after `failures` failed calls (trap,
+/// deadline, memory) within `window`, the module is not entered for
+/// `cooldown` and its failure mode answers at once; then one probe call
+/// decides whether it closes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerLimits {
+    /// Failed calls within `window` that open the breaker.
+    pub failures: u32,
+    /// How far back failures count.
+    pub window: Duration,
+    /// How long the breaker stays open before a probe.
+    pub cooldown: Duration,
 }
 
 /// A limit out of range.
@@ -62,6 +79,15 @@ pub enum LimitProblem {
     /// A pool of no instances.
     #[error("must be at least 1")]
     NoInstances,
+    /// A breaker that opens before any failure.
+    #[error("must be at least 1")]
+    NoBreakerFailures,
+    /// A window in which no failure could count.
+    #[error("must be greater than 0s")]
+    ZeroBreakerWindow,
+    /// A cool-down that would probe on every call.
+    #[error("must be greater than 0s")]
+    ZeroBreakerCooldown,
 }
 
 impl LimitProblem {
@@ -71,6 +97,9 @@ impl LimitProblem {
             LimitProblem::ZeroDeadline => "deadline",
             LimitProblem::MemoryOutOfRange => "memory",
             LimitProblem::NoInstances => "instances",
+            LimitProblem::NoBreakerFailures => "breaker_failures",
+            LimitProblem::ZeroBreakerWindow => "breaker_window",
+            LimitProblem::ZeroBreakerCooldown => "breaker_cooldown",
         }
     }
 }
@@ -86,6 +115,15 @@ impl PolicyLimits {
                 LimitProblem::MemoryOutOfRange,
             ),
             (self.instances == 0, LimitProblem::NoInstances),
+            (self.breaker.failures == 0, LimitProblem::NoBreakerFailures),
+            (
+                self.breaker.window.is_zero(),
+                LimitProblem::ZeroBreakerWindow,
+            ),
+            (
+                self.breaker.cooldown.is_zero(),
+                LimitProblem::ZeroBreakerCooldown,
+            ),
         ]
         .into_iter()
         .filter_map(|(bad, problem)| bad.then_some(problem))
@@ -108,6 +146,11 @@ mod tests {
             memory: ByteSize::mib(32),
             failure: Failure::Open,
             instances: 8,
+            breaker: BreakerLimits {
+                failures: 5,
+                window: Duration::from_secs(10),
+                cooldown: Duration::from_secs(5),
+            },
         }
     }
 
@@ -118,6 +161,11 @@ mod tests {
             deadline: Duration::ZERO,
             memory: ByteSize::kib(1),
             instances: 0,
+            breaker: BreakerLimits {
+                failures: 0,
+                window: Duration::ZERO,
+                cooldown: Duration::ZERO,
+            },
             ..limits()
         };
         let fields: Vec<_> = bad
@@ -125,7 +173,17 @@ mod tests {
             .into_iter()
             .map(LimitProblem::field)
             .collect();
-        assert_eq!(fields, ["deadline", "memory", "instances"]);
+        assert_eq!(
+            fields,
+            [
+                "deadline",
+                "memory",
+                "instances",
+                "breaker_failures",
+                "breaker_window",
+                "breaker_cooldown"
+            ]
+        );
         let big = PolicyLimits {
             memory: ByteSize::mib(257),
             ..limits()

@@ -4,7 +4,8 @@
 //!
 //! Long-lived: the counts live in the instance. Each pooled instance keeps
 //! its own counts, so the budget is enforced per instance — a soft limit
-//! that costs no coordination.
+//! that costs no coordination. The host runs at most `instances` instances,
+//! so with `instances = 1` (and `failure = "closed"`) the limit is exact.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

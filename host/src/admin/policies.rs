@@ -55,6 +55,8 @@ struct Serving {
     hooks: Vec<&'static str>,
     /// Why the newest file was rejected, while this version serves.
     last_error: Option<String>,
+    /// The module's circuit breaker: closed, open or half-open.
+    breaker: &'static str,
     counters: Counters,
 }
 
@@ -86,6 +88,7 @@ impl Module {
             failure: settings.failure,
             hooks: module.exported_hooks(),
             last_error: metrics.last_error(module.name()),
+            breaker: module.shared.breaker.state().as_str(),
             counters: Counters {
                 calls,
                 failures: failures.into_iter().collect(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use crate::policy_settings::{Failure, PolicyLimits};
+use crate::policy_settings::{BreakerLimits, Failure, PolicyLimits};
 
 /// Cache policy modules: where they live and what they run with when their
 /// sidecar file does not say.
@@ -31,8 +31,20 @@ pub struct Policy {
     /// `open` (act as if there were no policy) or `closed` (503) when a
     /// call traps, overruns or runs out of memory. Default `open`.
     pub failure: Failure,
-    /// Idle instances a long-lived module keeps. Default 8.
+    /// The most calls of one module that run at once; a long-lived module
+    /// keeps at most this many instances. A call that finds none free waits
+    /// up to ten times `deadline`, then fails. Default 8.
     pub instances: usize,
+    /// Failed calls (trap, deadline, memory) within `breaker_window` that
+    /// open a module's circuit breaker. Default 5.
+    pub breaker_failures: u32,
+    /// How far back failed calls count towards the breaker. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub breaker_window: Duration,
+    /// How long an open breaker answers with the failure mode before one
+    /// probe call enters the module again. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for Policy {
@@ -44,6 +56,9 @@ impl Default for Policy {
             memory: ByteSize::mib(32),
             failure: Failure::Open,
             instances: 8,
+            breaker_failures: 5,
+            breaker_window: Duration::from_secs(10),
+            breaker_cooldown: Duration::from_secs(5),
         }
     }
 }
@@ -56,6 +71,11 @@ impl Policy {
             memory: self.memory,
             failure: self.failure,
             instances: self.instances,
+            breaker: BreakerLimits {
+                failures: self.breaker_failures,
+                window: self.breaker_window,
+                cooldown: self.breaker_cooldown,
+            },
         }
     }
 

@@ -17,6 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::stavka::policy::host::{self, Level};
 use super::bindings::stavka::policy::types;
+use super::breaker::Breaker;
 use super::engine::EPOCH_TICK;
 use super::kv::Kv;
 use super::metrics::PolicyMetrics;
@@ -33,6 +34,8 @@ pub struct ModuleShared {
     pub name: Arc<str>,
     /// Its key-value store.
     pub kv: Arc<Kv>,
+    /// Its circuit breaker; each new version resets it.
+    pub breaker: Breaker,
     metrics: Arc<PolicyMetrics>,
     counters: Mutex<HashMap<String, IntCounter>>,
     gauges: Mutex<HashMap<String, IntGauge>>,
@@ -44,6 +47,7 @@ impl ModuleShared {
         ModuleShared {
             name: name.into(),
             kv,
+            breaker: Breaker::new(metrics.breaker(name)),
             metrics,
             counters: Mutex::default(),
             gauges: Mutex::default(),

@@ -8,6 +8,8 @@ use prometheus::{
     Registry,
 };
 
+use super::breaker::BreakerMetrics;
+
 /// A hook, as labelled in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -33,7 +35,8 @@ impl Hook {
     }
 }
 
-/// Why a call failed.
+/// Why a call failed: in the guest (the first three, which the circuit
+/// breaker counts), or before entering it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The guest trapped (a panic, `unreachable`, a bad access).
@@ -42,6 +45,11 @@ pub enum FailureKind {
     Deadline,
     /// The instance tried to grow past its memory cap.
     Memory,
+    /// No instance came free within the wait: the module already ran as
+    /// many calls as `instances` allows.
+    Busy,
+    /// The module's circuit breaker is open.
+    BreakerOpen,
 }
 
 impl FailureKind {
@@ -51,6 +59,30 @@ impl FailureKind {
             FailureKind::Trap => "trap",
             FailureKind::Deadline => "deadline",
             FailureKind::Memory => "memory",
+            FailureKind::Busy => "busy",
+            FailureKind::BreakerOpen => "breaker-open",
+        }
+    }
+}
+
+/// What the watcher made of a module file it was told had changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadResult {
+    /// A new version was compiled and published.
+    Loaded,
+    /// The file was compiled (or read) and refused.
+    Rejected,
+    /// The content was the same as last time; nothing was compiled.
+    Unchanged,
+}
+
+impl LoadResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadResult::Loaded => "loaded",
+            LoadResult::Rejected => "rejected",
+            LoadResult::Unchanged => "unchanged",
         }
     }
 }
@@ -63,6 +95,9 @@ pub struct PolicyMetrics {
     info: IntGaugeVec,
     loaded_at: GaugeVec,
     load_errors: IntCounterVec,
+    loads: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    breaker_opens: IntCounterVec,
     last_error: IntGaugeVec,
     guest_counters: IntCounterVec,
     guest_gauges: IntGaugeVec,
@@ -81,7 +116,7 @@ struct Exported {
 /// A module's call counters, resolved once per loaded module version.
 pub struct ModuleCallMetrics {
     calls: [IntCounter; 4],
-    failures: [[IntCounter; 3]; 4],
+    failures: [[IntCounter; 5]; 4],
     /// Seconds per call, including instantiation for per-request modules.
     pub duration: prometheus::Histogram,
 }
@@ -99,10 +134,12 @@ impl ModuleCallMetrics {
 }
 
 const HOOKS: [Hook; 4] = [Hook::Request, Hook::Response, Hook::Hit, Hook::Init];
-const KINDS: [FailureKind; 3] = [
+const KINDS: [FailureKind; 5] = [
     FailureKind::Trap,
     FailureKind::Deadline,
     FailureKind::Memory,
+    FailureKind::Busy,
+    FailureKind::BreakerOpen,
 ];
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -129,7 +166,7 @@ impl PolicyMetrics {
             calls: cv("stavka_policy_calls_total", "Policy hook calls, by module and hook.", &["module", "hook"]),
             failures: cv(
                 "stavka_policy_failures_total",
-                "Policy hook calls stopped by a trap, the deadline or the memory cap.",
+                "Policy hook calls stopped by a trap, the deadline or the memory cap, or refused before entering the module (busy, breaker-open).",
                 &["module", "hook", "kind"],
             ),
             duration: register(
@@ -155,6 +192,21 @@ impl PolicyMetrics {
                 .expect("valid metric"),
             ),
             load_errors: cv("stavka_policy_load_errors_total", "Module versions rejected.", &["module"]),
+            loads: cv(
+                "stavka_policy_loads_total",
+                "Module files looked at after a change: loaded, rejected, or unchanged (not compiled).",
+                &["module", "result"],
+            ),
+            breaker_state: gv(
+                "stavka_policy_breaker_state",
+                "Each module's circuit breaker: 0 closed, 1 half-open (probing), 2 open (calls refused).",
+                &["module"],
+            ),
+            breaker_opens: cv(
+                "stavka_policy_breaker_opens_total",
+                "Times each module's circuit breaker opened.",
+                &["module"],
+            ),
             last_error: gv(
                 "stavka_policy_last_load_error",
                 "The last rejection of a module since its serving version loaded (1 while it stands).",
@@ -196,6 +248,7 @@ impl PolicyMetrics {
             let _ = self.last_error.remove_label_values(&[module, &error]);
         }
         entry.info = vec![module.to_owned(), hash.to_owned(), mode.to_owned()];
+        self.load(module, LoadResult::Loaded);
         self.info.with_label_values(&[module, hash, mode]).set(1);
         self.loaded_at
             .with_label_values(&[module])
@@ -211,6 +264,27 @@ impl PolicyMetrics {
         }
         self.last_error.with_label_values(&[module, error]).set(1);
         self.load_errors.with_label_values(&[module]).inc();
+        self.load(module, LoadResult::Rejected);
+    }
+
+    /// How many versions of `module` were rejected so far.
+    pub fn rejections(&self, module: &str) -> u64 {
+        self.load_errors.with_label_values(&[module]).get()
+    }
+
+    /// Count what became of a changed module file.
+    pub fn load(&self, module: &str, result: LoadResult) {
+        self.loads
+            .with_label_values(&[module, result.as_str()])
+            .inc();
+    }
+
+    /// The circuit breaker metrics of `module`.
+    pub fn breaker(&self, module: &str) -> BreakerMetrics {
+        BreakerMetrics {
+            state: self.breaker_state.with_label_values(&[module]),
+            opens: self.breaker_opens.with_label_values(&[module]),
+        }
     }
 
     /// A module was removed from the directory.
@@ -246,7 +320,7 @@ impl PolicyMetrics {
     }
 
     /// `module`'s calls so far, and its failed calls by kind.
-    pub fn call_totals(&self, module: &str) -> (u64, [(&'static str, u64); 3]) {
+    pub fn call_totals(&self, module: &str) -> (u64, [(&'static str, u64); 5]) {
         let calls = HOOKS
             .iter()
             .filter_map(|h| {

@@ -9,6 +9,7 @@
 //! logged and counted, and the previous one keeps serving.
 
 mod bindings;
+mod breaker;
 mod engine;
 mod error;
 mod host;

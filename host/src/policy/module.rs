@@ -5,11 +5,19 @@
 //! [`InstancePre`] (per-request) or borrows an initialised instance from the
 //! pool (long-lived); either way it runs under the module's deadline and
 //! memory cap, and a failed instance is never reused.
+//!
+//! At most `instances` calls of a version run at once, so a long-lived
+//! module never has more instances than that and its state (a budget, a
+//! counter) is exactly as wide as documented. A call that finds none free
+//! waits up to the wall-time cap of a call (ten times the deadline), then
+//! fails as [`FailureKind::Busy`]. Before that, the module's circuit
+//! breaker (see `breaker`) may refuse the call without entering the guest.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::{Component, Instance, InstancePre};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -20,7 +28,7 @@ use super::bindings::stavka::policy::types::{
 };
 use super::engine::Runtime;
 use super::error::LoadError;
-use super::host::{CallInput, HostState, ModuleShared};
+use super::host::{CallInput, HostState, ModuleShared, WALL_FACTOR};
 use super::metrics::{FailureKind, Hook, ModuleCallMetrics, PolicyMetrics};
 use super::sidecar::{Mode, Settings};
 
@@ -140,6 +148,8 @@ pub struct PolicyModule {
     metrics: ModuleCallMetrics,
     /// Idle initialised instances of a long-lived module.
     pool: Mutex<Vec<Live>>,
+    /// One permit per call that may run at once: `settings.instances`.
+    running: Semaphore,
 }
 
 impl PolicyModule {
@@ -174,6 +184,7 @@ impl PolicyModule {
             lifecycle: lifecycle::GuestIndices::new(&pre).ok(),
         };
         let declared = hooks::GuestIndices::new(&pre).ok();
+        let running = Semaphore::new(settings.instances);
         let mut module = PolicyModule {
             metrics: metrics.module(&shared.name),
             shared,
@@ -183,6 +194,7 @@ impl PolicyModule {
             pre,
             hooks,
             pool: Mutex::new(Vec::new()),
+            running,
         };
         // Instantiate once: exports with the right names but wrong types,
         // and a failing `init`, are caught here rather than on a request.
@@ -209,6 +221,7 @@ impl PolicyModule {
                 .unwrap_or_else(|e| e.into_inner())
                 .push(live);
         }
+        module.shared.breaker.reset();
         Ok(module)
     }
 
@@ -329,8 +342,44 @@ impl PolicyModule {
         }
     }
 
+    /// A call that did not enter the module: counted, and answered with the
+    /// failure mode by the caller.
+    fn refused(&self, hook: Hook, kind: FailureKind) -> CallFailure {
+        self.metrics.failure(hook, kind);
+        CallFailure {
+            module: self.shared.name.clone(),
+            hook: hook.as_str(),
+            kind,
+            message: match kind {
+                FailureKind::BreakerOpen => "the circuit breaker is open".to_owned(),
+                _ => format!("{} calls already running", self.settings.instances),
+            },
+        }
+    }
+
+    /// Wait for one of the module's `instances` call slots, at most as long
+    /// as a call may run.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled wait leaves the queue and holds no slot.
+    async fn wait_turn(&self, hook: Hook) -> Result<SemaphorePermit<'_>, CallFailure> {
+        if let Ok(permit) = self.running.try_acquire() {
+            return Ok(permit);
+        }
+        let wait = self.settings.deadline * WALL_FACTOR;
+        match tokio::time::timeout(wait, self.running.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed; either way no slot came free.
+            Ok(Err(_)) | Err(_) => Err(self.refused(hook, FailureKind::Busy)),
+        }
+    }
+
     /// Run one hook call on an instance, under the deadline, and put a
-    /// healthy long-lived instance back.
+    /// healthy long-lived instance back. The breaker hears how it went.
+    ///
+    /// # Cancel safety
+    /// A cancelled call drops its instance (never reused mid-call), frees
+    /// its slot, and lets another call probe a half-open breaker.
     async fn call<R>(
         &self,
         hook: Hook,
@@ -338,8 +387,44 @@ impl PolicyModule {
         input: CallInput,
         f: impl AsyncFnOnce(&mut Live) -> wasmtime::Result<R>,
     ) -> Result<R, CallFailure> {
+        let ticket = self
+            .shared
+            .breaker
+            .admit(Instant::now())
+            .ok_or_else(|| self.refused(hook, FailureKind::BreakerOpen))?;
+        let _turn = self.wait_turn(hook).await?;
         let started = Instant::now();
         self.metrics.call(hook);
+        let result = self.run(hook, slot, input, f).await;
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => ticket.succeeded(),
+            Err(failure) => {
+                ticket.failed(&self.settings.breaker, Instant::now());
+                tracing::warn!(
+                    module = %failure.module,
+                    hook = failure.hook,
+                    kind = failure.kind.as_str(),
+                    breaker = self.shared.breaker.state().as_str(),
+                    error = %failure.message,
+                    "policy call failed"
+                );
+            }
+        }
+        result
+    }
+
+    /// [`call`](Self::call) once admitted: take an instance, call, keep it
+    /// if the call succeeded.
+    async fn run<R>(
+        &self,
+        hook: Hook,
+        slot: &mut RequestInstance,
+        input: CallInput,
+        f: impl AsyncFnOnce(&mut Live) -> wasmtime::Result<R>,
+    ) -> Result<R, CallFailure> {
         let pooled = match self.settings.mode {
             Mode::PerRequest => slot.slot().take(),
             Mode::LongLived => self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop(),
@@ -352,33 +437,19 @@ impl PolicyModule {
         self.start_call(&mut live.store);
         let result = f(&mut live).await;
         live.store.data_mut().input = CallInput::default();
-        self.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(r) => {
                 match self.settings.mode {
                     Mode::PerRequest => *slot.slot() = Some(live),
-                    Mode::LongLived => {
-                        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-                        if pool.len() < self.settings.instances {
-                            pool.push(live);
-                        }
-                    }
+                    Mode::LongLived => self
+                        .pool
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(live),
                 }
                 Ok(r)
             }
-            Err(e) => {
-                let failure = self.failure(hook, &live.store, &e);
-                tracing::warn!(
-                    module = %failure.module,
-                    hook = failure.hook,
-                    kind = failure.kind.as_str(),
-                    error = %failure.message,
-                    "policy call failed"
-                );
-                Err(failure)
-            }
+            Err(e) => Err(self.failure(hook, &live.store, &e)),
         }
     }
 

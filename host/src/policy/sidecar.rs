@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
-use crate::policy_settings::{Failure, LimitProblem, PolicyLimits};
+use crate::policy_settings::{BreakerLimits, Failure, LimitProblem, PolicyLimits};
 
 /// How long an instance lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -58,6 +58,11 @@ struct SidecarFile {
     memory: Option<ByteSize>,
     failure: Option<Failure>,
     instances: Option<usize>,
+    breaker_failures: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    breaker_window: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    breaker_cooldown: Option<Duration>,
     #[serde(default)]
     init: BTreeMap<String, toml::Value>,
 }
@@ -73,8 +78,10 @@ pub struct Settings {
     pub memory: usize,
     /// What a failed call means for the request.
     pub failure: Failure,
-    /// Long-lived: how many idle instances the pool keeps.
+    /// The most calls that run at once; long-lived: the most instances.
     pub instances: usize,
+    /// When the circuit breaker opens, and for how long.
+    pub breaker: BreakerLimits,
     /// Long-lived: the `init` argument.
     pub init: Vec<(String, String)>,
 }
@@ -93,6 +100,7 @@ impl Settings {
             memory: limits.memory_bytes(),
             failure: limits.failure,
             instances: limits.instances,
+            breaker: limits.breaker,
             init,
         }
     }
@@ -106,6 +114,11 @@ impl Settings {
             memory: file.memory.unwrap_or(defaults.memory),
             failure: file.failure.unwrap_or(defaults.failure),
             instances: file.instances.unwrap_or(defaults.instances),
+            breaker: BreakerLimits {
+                failures: file.breaker_failures.unwrap_or(defaults.breaker.failures),
+                window: file.breaker_window.unwrap_or(defaults.breaker.window),
+                cooldown: file.breaker_cooldown.unwrap_or(defaults.breaker.cooldown),
+            },
         };
         let problems = limits.validate();
         if !problems.is_empty() {
