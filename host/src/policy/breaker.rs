@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus::{IntCounter, IntGauge};
@@ -92,6 +92,8 @@ pub struct BreakerMetrics {
 
 /// One module's circuit breaker.
 pub struct Breaker {
+    /// The module's name, for the log.
+    module: Arc<str>,
     /// [`BreakerState::gauge`] of `state`, read without the lock.
     code: AtomicU8,
     state: Mutex<State>,
@@ -109,10 +111,11 @@ pub struct Ticket<'a> {
 }
 
 impl Breaker {
-    /// A closed breaker reporting to `metrics`.
-    pub fn new(metrics: BreakerMetrics) -> Breaker {
+    /// A closed breaker for `module`, reporting to `metrics`.
+    pub fn new(module: Arc<str>, metrics: BreakerMetrics) -> Breaker {
         metrics.state.set(BreakerState::Closed.gauge());
         Breaker {
+            module,
             code: AtomicU8::new(0),
             state: Mutex::new(State::Closed(VecDeque::new())),
             metrics,
@@ -160,9 +163,15 @@ impl Breaker {
     }
 
     fn set(&self, state: &mut State, next: State) {
-        let public = next.public();
-        if public == BreakerState::Open && state.public() != BreakerState::Open {
-            self.metrics.opens.inc();
+        let (was, public) = (state.public(), next.public());
+        if public != was {
+            let (module, from, to) = (&*self.module, was.as_str(), public.as_str());
+            if public == BreakerState::Open {
+                self.metrics.opens.inc();
+                tracing::warn!(module, from, to, "policy circuit breaker opened: the failure mode answers without entering the module");
+            } else {
+                tracing::info!(module, from, to, "policy circuit breaker");
+            }
         }
         *state = next;
         self.code.store(public.gauge() as u8, Ordering::Relaxed);
@@ -227,10 +236,13 @@ mod tests {
     use super::*;
 
     fn breaker() -> Breaker {
-        Breaker::new(BreakerMetrics {
-            state: IntGauge::new("state", "state").unwrap(),
-            opens: IntCounter::new("opens", "opens").unwrap(),
-        })
+        Breaker::new(
+            "m".into(),
+            BreakerMetrics {
+                state: IntGauge::new("state", "state").unwrap(),
+                opens: IntCounter::new("opens", "opens").unwrap(),
+            },
+        )
     }
 
     const LIMITS: BreakerLimits = BreakerLimits {

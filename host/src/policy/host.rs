@@ -44,10 +44,11 @@ pub struct ModuleShared {
 impl ModuleShared {
     /// Shared state for the module `name`.
     pub fn new(name: &str, kv: Arc<Kv>, metrics: Arc<PolicyMetrics>) -> ModuleShared {
+        let name: Arc<str> = name.into();
         ModuleShared {
-            name: name.into(),
+            breaker: Breaker::new(name.clone(), metrics.breaker(&name)),
+            name,
             kv,
-            breaker: Breaker::new(metrics.breaker(name)),
             metrics,
             counters: Mutex::default(),
             gauges: Mutex::default(),

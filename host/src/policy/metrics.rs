@@ -163,7 +163,7 @@ impl PolicyMetrics {
             )
         };
         PolicyMetrics {
-            calls: cv("stavka_policy_calls_total", "Policy hook calls, by module and hook.", &["module", "hook"]),
+            calls: cv("stavka_policy_calls_total", "Policy hook calls that entered the module, by module and hook.", &["module", "hook"]),
             failures: cv(
                 "stavka_policy_failures_total",
                 "Policy hook calls stopped by a trap, the deadline or the memory cap, or refused before entering the module (busy, breaker-open).",
