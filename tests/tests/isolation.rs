@@ -266,3 +266,37 @@ async fn a_failing_module_trips_its_breaker_and_the_other_site_keeps_serving() {
     assert_eq!(listing["modules"][0]["breaker"], "open", "{listing}");
     assert_eq!(stavka.health().await, 200);
 }
+
+#[tokio::test]
+async fn an_open_breaker_probes_after_its_cooldown_and_a_new_version_closes_it() {
+    let origin = Origin::start(origin_routes()).await;
+    let stavka = Stavka::with_policy(
+        &origin,
+        "looping",
+        "deadline = \"5ms\"\nfailure = \"closed\"\nbreaker_failures = 2\nbreaker_cooldown = \"1s\"\n",
+    )
+    .await;
+    let state = r#"stavka_policy_breaker_state{module="p"}"#;
+    let opens = r#"stavka_policy_breaker_opens_total{module="p"}"#;
+    let calls = r#"stavka_policy_calls_total{hook="on-request",module="p"}"#;
+    for _ in 0..4 {
+        assert_eq!(stavka.get("/plain").await.status, 503);
+    }
+    assert_eq!(metric(&stavka, calls).await, 2.0, "two failures opened it");
+    assert_eq!(metric(&stavka, opens).await, 1.0);
+
+    // After the cool-down one call probes the module, fails, and reopens it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..3 {
+        assert_eq!(stavka.get("/plain").await.status, 503);
+    }
+    assert_eq!(metric(&stavka, calls).await, 3.0, "one probe");
+    assert_eq!(metric(&stavka, opens).await, 2.0);
+    assert_eq!(metric(&stavka, state).await, 2.0);
+
+    // A new version starts with the breaker closed.
+    stavka.install("p", "blue", "");
+    wait_for(&stavka, &loads("p", "loaded"), 2.0).await;
+    assert_eq!(metric(&stavka, state).await, 0.0);
+    assert_eq!(stavka.get("/plain").await.text(), "blue");
+}
