@@ -592,3 +592,24 @@ impl Stavka {
         self._dir.path().join("cache")
     }
 }
+
+/// Build the test guest `tests/guests/{name}` — a crate of its own
+/// workspace, so the examples' workspace does not carry it — into the
+/// shared target directory, and return the component.
+pub fn test_guest(name: &str) -> Vec<u8> {
+    let manifest = format!("tests/guests/{name}/Cargo.toml");
+    let target = target_dir();
+    cargo(&[
+        "build",
+        "--quiet",
+        "--manifest-path",
+        &manifest,
+        "--target",
+        "wasm32-wasip2",
+        "--release",
+        "--target-dir",
+        &target.display().to_string(),
+    ]);
+    let path = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
