@@ -1,4 +1,8 @@
 //! Host bindings for the `stavka:policy` world, generated once from `wit/`.
+//!
+//! The items are generated: their documentation is the WIT's own comments,
+//! which `bindgen!` does not carry onto every field.
+#![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
     path: "../wit",
