@@ -306,12 +306,23 @@ impl RequestOutcome {
         }))
     }
 
-    /// Use the cache, keyed by `key` (a path and query) instead of the request's.
+    /// Use the cache, keyed by `key` instead of the request's path and query.
+    /// A key that starts with `/` is a path and query, and the origin is
+    /// asked for exactly that: what the key leaves out never reaches the
+    /// origin, so it cannot shape the shared entry (cache-key parameter
+    /// cloaking). Any other key is only a key.
     pub fn lookup_key(key: impl Into<String>) -> RequestOutcome {
         RequestOutcome::with(RequestDecision::Lookup(Lookup {
             cache_key: Some(key.into()),
             variance: Vec::new(),
         }))
+    }
+
+    /// Use the cache keyed by the request's normalised path and query
+    /// ([`Request::normalized_path_and_query`]) and ask the origin for the
+    /// same: the one call for dropping tracking parameters safely.
+    pub fn lookup_normalized(req: &Request, drop: &[&str]) -> RequestOutcome {
+        RequestOutcome::lookup_key(req.normalized_path_and_query(drop))
     }
 
     /// Proxy without the cache.

@@ -275,6 +275,7 @@ pub fn config(
             host_header: None,
         },
         policy: policy.map(str::to_owned),
+        policy_missing: Default::default(),
         serve_stale_on_error: None,
         strip_cdn_cache_control: false,
     };

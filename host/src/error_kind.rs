@@ -10,6 +10,8 @@ pub enum ErrorKind {
     Status,
     /// The site's fail-closed policy module failed.
     PolicyFailed,
+    /// The site names a policy module that is not loaded.
+    PolicyMissing,
     /// The origin did not accept the connection in time.
     OriginConnectTimeout,
     /// The origin did not answer (or read) in time.
@@ -32,9 +34,10 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::Status,
         ErrorKind::PolicyFailed,
+        ErrorKind::PolicyMissing,
         ErrorKind::OriginConnectTimeout,
         ErrorKind::OriginTimeout,
         ErrorKind::OriginRefused,
@@ -51,6 +54,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Status => "status",
             ErrorKind::PolicyFailed => "policy-failed",
+            ErrorKind::PolicyMissing => "policy-missing",
             ErrorKind::OriginConnectTimeout => "origin-connect-timeout",
             ErrorKind::OriginTimeout => "origin-timeout",
             ErrorKind::OriginRefused => "origin-refused",
@@ -74,6 +78,7 @@ impl ErrorKind {
             ErrorKind::OriginError => "the origin failed",
             ErrorKind::BadRequest => "the request could not be read",
             ErrorKind::PolicyFailed => "the site's cache policy failed",
+            ErrorKind::PolicyMissing => "the site's policy module is not loaded",
             ErrorKind::Status | ErrorKind::ClientGone | ErrorKind::InternalError => {
                 "the request failed"
             }

@@ -51,15 +51,34 @@ fn report(file: &std::path::Path, errors: &ConfigErrors) -> ExitCode {
     ExitCode::from(EXIT_BAD_CONFIG)
 }
 
+/// `check-config`'s second half: compile every module a site names. A
+/// missing or broken module of a fail-closed site is an error (the site
+/// would answer 503); of a fail-open site, a warning.
+fn check_policies(file: &std::path::Path, config: &Config) -> ExitCode {
+    let findings = match stavka::policy::preflight::check_config(config) {
+        Ok(findings) => findings,
+        Err(e) => {
+            eprintln!("stavka: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for finding in &findings {
+        let level = if finding.closed { "error" } else { "warning" };
+        eprintln!("stavka: {level}: {finding}");
+    }
+    if findings.iter().any(|f| f.closed) {
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    println!("{}: ok", file.display());
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => {
             return match Config::load(&file) {
-                Ok(_) => {
-                    println!("{}: ok", file.display());
-                    ExitCode::SUCCESS
-                }
+                Ok(config) => check_policies(&file, &config),
                 Err(errors) => report(&file, &errors),
             };
         }

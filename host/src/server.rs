@@ -13,7 +13,7 @@ use crate::admin::{AdminService, AdminState};
 use crate::cache::store::CacheStore;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::policy::{PolicyMetrics, PolicyRegistry, Watcher};
+use crate::policy::{preflight, PolicyMetrics, PolicyRegistry, Watcher};
 use crate::proxy::StavkaProxy;
 use crate::shutdown::{exit_when_drained, save_eviction_state, InFlight, Signals};
 use crate::sites::SiteRouter;
@@ -29,14 +29,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // Policies load before the listeners open: the first request already
     // runs the site's module. The watcher then keeps them current.
     let policy_metrics = Arc::new(PolicyMetrics::new(metrics.registry()));
-    let policies = Arc::new(PolicyRegistry::new(&config.policy, policy_metrics)?);
+    let named = config.sites.iter().filter_map(|s| s.policy.clone());
+    let policies =
+        Arc::new(PolicyRegistry::new(&config.policy, policy_metrics)?.named_by_sites(named));
     let watcher = Watcher::start(policies.clone(), config.policy.debounce)?;
-    for site in config.sites.iter().filter(|s| s.policy.is_some()) {
-        let name = site.policy.as_deref().unwrap_or_default();
-        if policies.get(name).is_none() {
-            tracing::warn!(site = %site.name, policy = name, dir = %config.policy.dir.display(),
-                "the site's policy module is not loaded; the site runs without it until it appears");
-        }
+    for finding in preflight::unserved(&policies, &config.sites) {
+        tracing::error!(dir = %config.policy.dir.display(), "{finding}");
     }
 
     // Bind the admin listener now and probe the proxy's, so a taken port is a
@@ -81,6 +79,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             proxy_addr: config.listen.proxy,
             in_flight: in_flight.clone(),
             policies,
+            site_configs: config.sites.clone(),
             reloader: watcher.reloader(),
             token: config.admin.token(),
             metrics_public: config.admin.metrics_public,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use http::HeaderValue;
 
+use crate::config::PolicyMissing;
 use crate::config::{self, normalize_host_pattern, split_host_port};
 use crate::host_name;
 use crate::metrics::{Metrics, SiteMetrics};
@@ -33,6 +34,8 @@ pub struct Site {
     pub metrics: SiteMetrics,
     /// The policy module that decides for this site, by name.
     pub policy: Option<String>,
+    /// What to do while that module is not loaded.
+    pub policy_missing: PolicyMissing,
     /// The stale-if-error window for responses that do not set one.
     pub serve_stale_on_error: Option<Duration>,
     /// Remove CDN-Cache-Control before responses go downstream.
@@ -99,6 +102,7 @@ impl SiteRouter {
                 host_header,
                 metrics: metrics.for_site(&cfg.name),
                 policy: cfg.policy.clone(),
+                policy_missing: cfg.policy_missing,
                 serve_stale_on_error: cfg.serve_stale_on_error,
                 strip_cdn_cache_control: cfg.strip_cdn_cache_control,
             });
@@ -157,6 +161,7 @@ mod tests {
                 host_header: None,
             },
             policy: None,
+            policy_missing: Default::default(),
             serve_stale_on_error: None,
             strip_cdn_cache_control: false,
         }

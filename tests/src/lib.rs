@@ -352,6 +352,12 @@ impl Stavka {
         Fetched::from(client().get(self.url(path)).send().await.expect("request")).await
     }
 
+    /// GET `path` through the proxy with `Host: host`.
+    pub async fn get_host(&self, host: &str, path: &str) -> Fetched {
+        let request = client().get(self.url(path)).header("host", host);
+        Fetched::from(request.send().await.expect("request")).await
+    }
+
     /// The value of one sample in `/metrics`, e.g.
     /// `stavka_requests_total{cache_status="hit",site="test"}`.
     pub async fn metric(&self, sample: &str) -> Option<f64> {
@@ -485,6 +491,20 @@ impl Fetched {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+}
+
+/// An origin handler answering `body` with fixed headers.
+pub fn fixed(
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
+) -> axum::routing::MethodRouter {
+    axum::routing::get(move || async move {
+        let mut resp = axum::response::IntoResponse::into_response(body);
+        for (k, v) in headers {
+            resp.headers_mut().append(*k, v.parse().unwrap());
+        }
+        resp
+    })
 }
 
 /// Poll `check` every 20 ms until it holds or `limit` passes.

@@ -9,21 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use stavka_e2e::{client, eventually, Fetched, Origin, Stavka};
-
-/// A handler answering `body` with fixed headers.
-fn fixed(
-    headers: &'static [(&'static str, &'static str)],
-    body: &'static str,
-) -> axum::routing::MethodRouter {
-    get(move || async move {
-        let mut resp = body.into_response();
-        for (k, v) in headers {
-            resp.headers_mut().append(*k, v.parse().unwrap());
-        }
-        resp
-    })
-}
+use stavka_e2e::{client, eventually, fixed, Fetched, Origin, Stavka};
 
 #[tokio::test]
 async fn rfc9111_fresh_hit_serves_without_origin_and_reports_cache_status() {

@@ -6,19 +6,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
-use stavka_e2e::{client, raw_exchange, Fetched, Origin, RawOrigin, Stavka};
-
-async fn get_host(stavka: &Stavka, host: &str, path: &str) -> Fetched {
-    Fetched::from(
-        client()
-            .get(stavka.url(path))
-            .header("host", host)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
+use stavka_e2e::{client, fixed, raw_exchange, Origin, RawOrigin, Stavka};
 
 /// An origin that reflects Host into a cacheable redirect, as login pages do.
 fn reflect_host() -> Router {
@@ -47,14 +35,14 @@ async fn rfc9112_3_2_a_port_in_host_cannot_poison_the_shared_entry() {
     let origin = Origin::start(reflect_host()).await;
     let stavka = Stavka::in_front_of(&origin, "").await;
 
-    let poisoned = get_host(&stavka, "Test.Example:1337", "/login").await;
+    let poisoned = stavka.get_host("Test.Example:1337", "/login").await;
     assert_eq!(poisoned.status, 200);
     assert_eq!(
         poisoned.text(),
         "host=test.example",
         "the origin sees the host the entry is keyed on"
     );
-    let clean = get_host(&stavka, "test.example", "/login").await;
+    let clean = stavka.get_host("test.example", "/login").await;
     assert!(
         clean.cache_status().contains("hit"),
         "{}",
@@ -253,19 +241,6 @@ async fn rfc9111_3_3_a_truncated_response_is_not_stored() {
     assert_eq!(stavka.metric("stavka_cache_inserts_total").await, Some(0.0));
 }
 
-fn fixed(
-    headers: &'static [(&'static str, &'static str)],
-    body: &'static str,
-) -> axum::routing::MethodRouter {
-    get(move || async move {
-        let mut resp = axum::response::IntoResponse::into_response(body);
-        for (k, v) in headers {
-            resp.headers_mut().append(*k, v.parse().unwrap());
-        }
-        resp
-    })
-}
-
 /// RFC 9111 §4.2.4: with the site's `serve_stale_on_error`, a stale response
 /// stands in for an unreachable origin even without `stale-if-error`, but
 /// never where must-revalidate, proxy-revalidate or s-maxage forbids it.
@@ -334,4 +309,255 @@ async fn rfc9213_a_site_may_strip_cdn_cache_control() {
         assert_eq!(r.header("cdn-cache-control"), "");
     }
     assert_eq!(origin.count("/t"), 1);
+}
+
+/// A site that names an access policy never runs without it: absent at
+/// start, broken at start, or deleted while serving.
+#[tokio::test]
+async fn a_fail_closed_site_never_runs_without_its_named_policy() {
+    let origin =
+        Origin::start(Router::new().route("/private/doc", get(|| async { "secret" }))).await;
+    let sidecar = "failure = \"closed\"\n";
+
+    // Absent at start: 503 with detail=policy-missing, nothing reaches the origin.
+    let stavka = Stavka::start(&stavka_e2e::default_site(&origin, Some("auth"))).await;
+    let missing = stavka.get("/private/doc").await;
+    assert_eq!(missing.status, 503);
+    assert_eq!(missing.cache_status(), "stavka; detail=policy-missing");
+    let ready = stavka.admin_json("/readyz").await;
+    assert_eq!(
+        ready["ready"], true,
+        "one site's module must not unready the node"
+    );
+    let policies = ready["checks"]["policies"].as_str().unwrap();
+    assert!(
+        policies.contains("site[0].policy") && policies.contains("\"auth\""),
+        "{policies}"
+    );
+    drop(stavka);
+
+    // Broken at start: the same.
+    let stavka = Stavka::start(&stavka_e2e::default_site(&origin, Some("auth"))).await;
+    stavka_e2e::install(&stavka.policy_dir, "auth", b"not a component", sidecar);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stavka.get("/private/doc").await.status, 503);
+    drop(stavka);
+
+    // Deleted while serving: the last good version keeps enforcing.
+    let stavka = Stavka::start_with_modules(
+        &stavka_e2e::default_site(&origin, Some("auth")),
+        &[("auth", "token-auth", sidecar)],
+    )
+    .await;
+    assert_eq!(stavka.get("/private/doc").await.status, 403);
+    std::fs::remove_file(stavka.policy_dir.join("auth.wasm")).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..3 {
+        assert_eq!(stavka.get("/private/doc").await.status, 403);
+    }
+    assert_eq!(origin.count("/private/doc"), 0);
+
+    // An explicit choice to serve without it.
+    let open = format!(
+        "{}policy_missing = \"open\"\n",
+        stavka_e2e::default_site(&origin, Some("tuning"))
+    );
+    let stavka = Stavka::start(&open).await;
+    assert_eq!(stavka.get("/private/doc").await.status, 200);
+}
+
+/// `check-config` compiles the modules sites name: a fail-closed site's
+/// absent or broken module is an error naming the field; a fail-open
+/// site's is a warning.
+#[test]
+fn check_config_reports_a_named_but_absent_or_broken_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("broken.wasm"), b"not a component").unwrap();
+    let config = |site_extra: &str| {
+        let path = dir.path().join("stavka.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[policy]\ndir = \"{}\"\n\n[[site]]\nname = \"www\"\nhosts = [\"a.example\"]\norigin = {{ address = \"127.0.0.1:1\" }}\n{site_extra}",
+                policies.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(stavka_e2e::stavka_bin())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = config("policy = \"auth\"\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error: site[0].policy: module \"auth\" is not in"),
+        "{stderr}"
+    );
+    let (code, stderr) = config("policy = \"broken\"\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("module \"broken\" does not load"),
+        "{stderr}"
+    );
+    let (code, stderr) = config("policy = \"auth\"\npolicy_missing = \"open\"\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("warning: site[0].policy"), "{stderr}");
+}
+
+/// Without a token the admin API answers only loopback Host names, so a web
+/// page that rebinds its own name to 127.0.0.1 cannot purge or write KV.
+#[tokio::test]
+async fn admin_without_a_token_refuses_a_rebound_host() {
+    let origin = Origin::start(Router::new()).await;
+    let stavka = Stavka::in_front_of(&origin, "").await;
+    let put = |host: &'static str| {
+        client()
+            .put(stavka.admin_url("/policies/p/kv/k"))
+            .header("host", host)
+            .body("v")
+            .send()
+    };
+    let rebound = put("attacker.example:9999").await.unwrap();
+    assert_eq!(rebound.status(), 403);
+    let body: serde_json::Value = rebound.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("loopback Host"),
+        "{body}"
+    );
+    for host in ["localhost:9999", "127.0.0.1", "[::1]:1"] {
+        assert!(put(host).await.unwrap().status().is_success(), "{host}");
+    }
+    // Probes stay open whatever the Host.
+    let probe = client()
+        .get(stavka.admin_url("/healthz"))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 200);
+}
+
+/// A configured token needs 16 characters that are not whitespace.
+#[test]
+fn an_admin_token_of_mostly_whitespace_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stavka.toml");
+    std::fs::write(&path, "[admin]\ntoken = \"abc             \"\n").unwrap();
+    let out = std::process::Command::new(stavka_e2e::stavka_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin.token: must have at least 16"),
+        "{stderr}"
+    );
+}
+
+/// Cache-key parameter cloaking: ttl-rules drops `utm_*` from the key, so the
+/// origin must not see them either, or a reflecting origin poisons the entry
+/// every visitor shares.
+#[tokio::test]
+async fn a_parameter_the_key_ignores_never_reaches_the_origin() {
+    let origin = Origin::start(Router::new().route(
+        "/page",
+        get(|uri: axum::http::Uri| async move {
+            (
+                [("cache-control", "max-age=60")],
+                format!("query={}", uri.query().unwrap_or("")),
+            )
+        }),
+    ))
+    .await;
+    let stavka = Stavka::with_policy(&origin, "ttl-rules", "mode = \"per-request\"\n").await;
+    let first = stavka.get("/page?utm_source=%3Cscript%3E&b=2&a=1").await;
+    assert_eq!(
+        first.text(),
+        "query=a=1&b=2",
+        "the origin saw the key's target"
+    );
+    let clean = stavka.get("/page?a=1&b=2").await;
+    assert!(
+        clean.cache_status().contains("hit"),
+        "{}",
+        clean.cache_status()
+    );
+    assert_eq!(clean.text(), "query=a=1&b=2");
+    assert_eq!(origin.count("/page"), 1);
+}
+
+/// RFC 9110 §15.2: interim responses (103 Early Hints) are forwarded to the
+/// client ahead of the final one, and never stored.
+#[tokio::test]
+async fn rfc9110_15_2_early_hints_are_forwarded_and_not_stored() {
+    let origin = RawOrigin::start(
+        vec![
+            b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n".to_vec(),
+            response(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2",
+                "ok",
+            ),
+        ],
+        Duration::from_millis(50),
+    )
+    .await;
+    let stavka = Stavka::start(&origin.site()).await;
+    let request = b"GET /hinted HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n";
+    let first = raw_exchange(stavka.proxy, request, Duration::from_secs(5)).await;
+    assert!(first.starts_with("HTTP/1.1 103"), "{first}");
+    assert!(
+        first
+            .to_ascii_lowercase()
+            .contains("link: </app.css>; rel=preload"),
+        "{first}"
+    );
+    assert!(first.contains("HTTP/1.1 200"), "{first}");
+    let hit = raw_exchange(stavka.proxy, request, Duration::from_secs(5)).await;
+    assert!(
+        hit.starts_with("HTTP/1.1 200"),
+        "the hint is not stored: {hit}"
+    );
+    assert!(hit.contains("hit"), "{hit}");
+    assert_eq!(origin.count(), 1);
+}
+
+/// RFC 9112 §9.3.2: requests pipelined in one write are answered in order.
+#[tokio::test]
+async fn rfc9112_9_3_2_pipelined_requests_are_answered_in_order() {
+    let origin = Origin::start(Router::new().route(
+        "/p/{n}",
+        get(
+            |axum::extract::Path(n): axum::extract::Path<u32>| async move {
+                ([("cache-control", "max-age=60")], format!("body-{n}"))
+            },
+        ),
+    ))
+    .await;
+    let stavka = Stavka::in_front_of(&origin, "").await;
+    let mut pipelined = Vec::new();
+    for n in 1..=3 {
+        let close = if n == 3 { "Connection: close\r\n" } else { "" };
+        pipelined.extend_from_slice(
+            format!("GET /p/{n} HTTP/1.1\r\nHost: test.example\r\n{close}\r\n").as_bytes(),
+        );
+    }
+    let answer = raw_exchange(stavka.proxy, &pipelined, Duration::from_secs(10)).await;
+    let statuses = answer.matches("HTTP/1.1 200").count();
+    assert_eq!(statuses, 3, "{answer}");
+    let (one, two, three) = (
+        answer.find("body-1").expect("first"),
+        answer.find("body-2").expect("second"),
+        answer.find("body-3").expect("third"),
+    );
+    assert!(one < two && two < three, "{answer}");
 }

@@ -6,25 +6,13 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
-use stavka_e2e::{client, stavka_bin, Fetched, Origin, Stavka};
+use stavka_e2e::{client, stavka_bin, Origin, Stavka};
 
 fn site(name: &str, hosts: &str, origin: &Origin, extra: &str) -> String {
     format!(
         "[[site]]\nname = \"{name}\"\nhosts = {hosts}\norigin = {{ address = \"{}\"{extra} }}\n",
         origin.addr
     )
-}
-
-async fn get_host(stavka: &Stavka, host: &str, path: &str) -> Fetched {
-    Fetched::from(
-        client()
-            .get(stavka.url(path))
-            .header("host", host)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
 }
 
 fn echo_host() -> Router {
@@ -53,12 +41,12 @@ async fn sites_route_by_exact_and_wildcard_host_and_unknown_host_is_421() {
     .await;
 
     assert_eq!(
-        get_host(&stavka, "A.Example:8080", "/who").await.text(),
+        stavka.get_host("A.Example:8080", "/who").await.text(),
         "host=a.example",
         "the origin sees the host the entry is keyed on"
     );
     assert_eq!(a.count("/who"), 1);
-    let via_b = get_host(&stavka, "img.b.example", "/who").await;
+    let via_b = stavka.get_host("img.b.example", "/who").await;
     assert_eq!(
         via_b.text(),
         "host=origin.b.internal",
@@ -66,7 +54,7 @@ async fn sites_route_by_exact_and_wildcard_host_and_unknown_host_is_421() {
     );
     assert_eq!(b.count("/who"), 1);
 
-    let unknown = get_host(&stavka, "nope.example", "/who").await;
+    let unknown = stavka.get_host("nope.example", "/who").await;
     assert_eq!(unknown.status, 421);
     assert!(
         unknown

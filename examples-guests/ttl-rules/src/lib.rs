@@ -5,7 +5,9 @@
 //! - `/news/**`: one minute fresh, then served stale for five while it revalidates.
 //! - everywhere: tracking parameters (`utm_*`, `fbclid`, `gclid`) are dropped
 //!   from the cache key and the rest are sorted, so `?b=2&a=1&utm_source=x`
-//!   and `?a=1&b=2` share one entry.
+//!   and `?a=1&b=2` share one entry. The origin is asked for the same
+//!   normalised target: a parameter the key ignores must never reach an
+//!   origin that could reflect it into the shared entry.
 //!
 //! Stateless: run it per request.
 
@@ -23,7 +25,7 @@ impl Policy for TtlRules {
     const HOOKS: HookSet = HookSet::ON_REQUEST.union(HookSet::ON_RESPONSE);
 
     fn on_request(req: &Request) -> RequestOutcome {
-        RequestOutcome::lookup_key(req.normalized_path_and_query(TRACKING))
+        RequestOutcome::lookup_normalized(req, TRACKING)
     }
 
     fn on_response(req: &Request, resp: &Response) -> ResponseOutcome {

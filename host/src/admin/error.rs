@@ -16,6 +16,11 @@ pub enum ApiError {
     /// The bearer token is wrong (403).
     #[error("wrong token")]
     Forbidden,
+    /// Without a token, a request whose Host is not a loopback name (403):
+    /// a web page the operator visits could otherwise rebind its own name
+    /// to 127.0.0.1 and drive the API.
+    #[error("without admin.token only a loopback Host (localhost, 127.0.0.1, [::1]) is accepted, not {0:?}")]
+    ForeignHost(String),
     /// The request is well formed but names nothing this proxy serves,
     /// or asks for something contradictory (400).
     #[error("{0}")]
@@ -42,7 +47,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::ForeignHost(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) | ApiError::NotAModuleName(_) => StatusCode::BAD_REQUEST,
             ApiError::NoSuchKey(_) => StatusCode::NOT_FOUND,
             ApiError::Unreadable { status, .. } => *status,

@@ -47,6 +47,9 @@ pub struct AdminState {
     pub in_flight: Arc<InFlight>,
     /// Policy modules and their key-value stores.
     pub policies: Arc<PolicyRegistry>,
+    /// The configured sites, for `/readyz` to name a site whose policy
+    /// module is not loaded.
+    pub site_configs: Vec<crate::config::Site>,
     /// Loads a module now, on the watcher's thread.
     pub reloader: Reloader,
     /// The bearer token required for everything but the probes, if any.
@@ -107,13 +110,22 @@ pub fn router(state: Arc<AdminState>) -> Router {
 
 /// Check `Authorization: Bearer <token>` in constant time: 401 without
 /// credentials, 403 with wrong ones. With no token configured (allowed only
-/// on a loopback listener) every request passes.
+/// on a loopback listener) a request passes only if its Host is a loopback
+/// name, which defeats DNS rebinding from a browser on the same machine.
 async fn authorize(
     State(state): State<Arc<AdminState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let Some(expected) = &state.token else {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+            .unwrap_or_default();
+        if !is_loopback_host(&host) {
+            return Err(ApiError::ForeignHost(host));
+        }
         return Ok(next.run(request).await);
     };
     let presented = request
@@ -128,6 +140,14 @@ async fn authorize(
         }
         Some(_) => Err(ApiError::Forbidden),
     }
+}
+
+/// `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    matches!(
+        crate::host_name::normalize(host).as_ref(),
+        "localhost" | "127.0.0.1" | "[::1]"
+    )
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

@@ -11,6 +11,7 @@ use axum::Json;
 use serde::Serialize;
 
 use super::AdminState;
+use crate::policy::preflight;
 
 /// `GET /readyz`: `#/components/schemas/Readiness`.
 #[derive(Debug, Serialize)]
@@ -34,6 +35,11 @@ pub struct Readiness {
 struct Checks {
     proxy_listener: String,
     storage: String,
+    /// `ok`, or each site whose named policy module is not loaded. It does
+    /// not make the node unready: one tenant's missing module must not take
+    /// every other site out of rotation; that site answers 503 itself
+    /// (`policy_missing = "closed"`).
+    policies: String,
 }
 
 /// Liveness: the process serves.
@@ -73,6 +79,7 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
         checks: Checks {
             proxy_listener: show(listener),
             storage: show(storage),
+            policies: policies_check(&state),
         },
         degraded,
     };
@@ -82,6 +89,19 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// `ok`, or the sites whose named module is not being served.
+fn policies_check(state: &AdminState) -> String {
+    let unserved = preflight::unserved(&state.policies, &state.site_configs);
+    if unserved.is_empty() {
+        return "ok".to_owned();
+    }
+    unserved
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The store's degraded reasons. Low space does not make the node

@@ -45,10 +45,15 @@ impl Admin {
     /// listening on `listen`.
     pub fn problems(&self, listen: SocketAddr) -> Vec<(&'static str, String)> {
         match self.token() {
-            Some(t) if t.len() < Admin::MIN_TOKEN_LEN => vec![(
-                "token",
-                format!("must be at least {} characters", Admin::MIN_TOKEN_LEN),
-            )],
+            Some(t) if t.chars().filter(|c| !c.is_whitespace()).count() < Admin::MIN_TOKEN_LEN => {
+                vec![(
+                    "token",
+                    format!(
+                        "must have at least {} characters that are not whitespace",
+                        Admin::MIN_TOKEN_LEN
+                    ),
+                )]
+            }
             None if !listen.ip().is_loopback() => vec![(
                 "token",
                 format!(

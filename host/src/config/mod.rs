@@ -31,7 +31,7 @@ pub use log::{Log, LogFormat};
 pub use origin::OriginTimeouts;
 pub use policy::Policy;
 pub use server::Server;
-pub use site::{normalize_host_pattern, split_host_port, Origin, Site};
+pub use site::{normalize_host_pattern, split_host_port, Origin, PolicyMissing, Site};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy_settings::is_module_name;
 
@@ -27,6 +27,13 @@ pub struct Site {
     /// site. Default: none, plain HTTP caching.
     #[serde(default)]
     pub policy: Option<String>,
+    /// While the named policy module is not loaded (its file is absent, or
+    /// it failed to load at start): `"closed"` answers 503 with
+    /// `detail=policy-missing`, `"open"` serves without it. Default
+    /// `"closed"`. A module deleted while serving keeps its last good
+    /// version as long as a site names it.
+    #[serde(default)]
+    pub policy_missing: PolicyMissing,
     /// Serve a stored response up to this long past its freshness when the
     /// origin fails (connect error, timeout, 5xx), even if the response did
     /// not say `stale-if-error`: RFC 9111 §4.2.4 allows it unless
@@ -41,6 +48,30 @@ pub struct Site {
     /// should not leak to browsers.
     #[serde(default)]
     pub strip_cdn_cache_control: bool,
+}
+
+/// What a site that names a policy module does while no version of that
+/// module is loaded (absent, failed to load at start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyMissing {
+    /// Answer 503 with `Cache-Status: …; detail=policy-missing`: a site
+    /// that names an access policy never runs without it.
+    #[default]
+    Closed,
+    /// Serve as if the site named no policy: an explicit choice for
+    /// policies that only tune caching.
+    Open,
+}
+
+impl PolicyMissing {
+    /// The configuration's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyMissing::Closed => "closed",
+            PolicyMissing::Open => "open",
+        }
+    }
 }
 
 /// An origin server.

@@ -16,10 +16,11 @@ mod host;
 pub mod kv;
 pub mod metrics;
 mod module;
+pub mod preflight;
 mod sidecar;
 mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -53,6 +54,18 @@ pub struct PolicyRegistry {
     shared: std::sync::Mutex<HashMap<String, Arc<ModuleShared>>>,
     kv: KvStores,
     metrics: Arc<PolicyMetrics>,
+    /// Modules a site names: deleting one's file keeps its last good version.
+    named: HashSet<String>,
+}
+
+/// What reading a module from disk found.
+pub enum Loaded {
+    /// A new version, compiled and validated, not yet published.
+    New(Box<PolicyModule>),
+    /// The same bytes and settings as the serving version.
+    Unchanged,
+    /// No `<name>.wasm` in the directory.
+    Absent,
 }
 
 impl PolicyRegistry {
@@ -68,7 +81,17 @@ impl PolicyRegistry {
             shared: Default::default(),
             kv: KvStores::default(),
             metrics,
+            named: HashSet::new(),
         })
+    }
+
+    /// Keep serving the last good version of these modules (the ones sites
+    /// name) when their files are deleted: an operator stops using a module
+    /// by removing it from the configuration, not by deleting a file, so a
+    /// stray `rm` cannot switch a site's access policy off.
+    pub fn named_by_sites(mut self, names: impl IntoIterator<Item = String>) -> PolicyRegistry {
+        self.named.extend(names);
+        self
     }
 
     /// The serving version of `name`. One atomic load; the returned version
@@ -125,34 +148,26 @@ impl PolicyRegistry {
     }
 
     /// Load `name` from disk again: publish the new version, keep the old one
-    /// if the new one is bad, or unpublish the module if its file is gone.
+    /// if the new one is bad, or unpublish the module if its file is gone
+    /// and no site names it.
     pub async fn reload(&self, name: &str) {
-        let wasm = self.module_path(name, "wasm");
-        let bytes = match std::fs::read(&wasm) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let removed = self.publish(name, None);
-                if removed {
+        match self.load(name).await {
+            Ok(Loaded::Unchanged) => {}
+            Ok(Loaded::Absent) if self.named.contains(name) => {
+                if self.get(name).is_some() {
+                    tracing::warn!(
+                        module = name,
+                        "policy module file removed; a site names it, so its last good version keeps serving"
+                    );
+                }
+            }
+            Ok(Loaded::Absent) => {
+                if self.publish(name, None) {
                     self.metrics.removed(name);
                     tracing::info!(module = name, "policy module removed");
                 }
-                return;
             }
-            Err(e) => return self.reject(name, &LoadError::read(wasm, &e)),
-        };
-        let settings = match self.settings(name) {
-            Ok(settings) => settings,
-            Err(e) => return self.reject(name, &e),
-        };
-        if let Some(current) = self.get(name) {
-            let hash = module::content_hash(&bytes);
-            if current.hash == hash && current.settings == settings {
-                return;
-            }
-        }
-        let shared = self.shared_for(name);
-        match PolicyModule::load(&self.runtime, shared, &bytes, settings, &self.metrics).await {
-            Ok(module) => {
+            Ok(Loaded::New(module)) => {
                 let at = module
                     .loaded_at
                     .duration_since(UNIX_EPOCH)
@@ -166,10 +181,31 @@ impl PolicyRegistry {
                     hooks = ?module.exported_hooks(),
                     "policy module loaded"
                 );
-                self.publish(name, Some(Arc::new(module)));
+                self.publish(name, Some(Arc::from(module)));
             }
             Err(e) => self.reject(name, &e),
         }
+    }
+
+    /// Read, validate and compile `name` from disk without publishing it:
+    /// what a reload and `stavka check-config` both do.
+    pub async fn load(&self, name: &str) -> Result<Loaded, LoadError> {
+        let wasm = self.module_path(name, "wasm");
+        let bytes = match std::fs::read(&wasm) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Absent),
+            Err(e) => return Err(LoadError::read(wasm, &e)),
+        };
+        let settings = self.settings(name)?;
+        if let Some(current) = self.get(name) {
+            if current.hash == module::content_hash(&bytes) && current.settings == settings {
+                return Ok(Loaded::Unchanged);
+            }
+        }
+        let shared = self.shared_for(name);
+        PolicyModule::load(&self.runtime, shared, &bytes, settings, &self.metrics)
+            .await
+            .map(|m| Loaded::New(Box::new(m)))
     }
 
     /// `name`'s settings: its sidecar over the `[policy]` limits, or those

@@ -34,6 +34,7 @@ use crate::cache::invalidate;
 use crate::cache::key::{cache_key, target, variance};
 use crate::cache::status::{CacheStatus, Detail, Fwd};
 use crate::cache::store::CacheStore;
+use crate::config::PolicyMissing;
 use crate::config::{self, OriginTimeouts};
 use crate::error_kind::ErrorKind;
 use crate::host_name;
@@ -83,6 +84,28 @@ impl StavkaProxy {
     }
 }
 
+impl StavkaProxy {
+    /// Answer in `request_filter`, before any cache lookup or origin:
+    /// `code` with a plain-text `body` and `Cache-Status: …; detail=…`.
+    /// Returns `Ok(true)`, pingora's "the response is sent".
+    async fn answer_here(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        code: u16,
+        detail: Detail,
+        body: String,
+    ) -> Result<bool> {
+        let status = CacheStatus {
+            detail: Some(detail),
+            ..CacheStatus::default()
+        };
+        local::respond(session, code, body, &status.render(&self.cache_name)).await?;
+        ctx.cache_status = Some(status);
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for StavkaProxy {
     type CTX = RequestCtx;
@@ -92,17 +115,15 @@ impl ProxyHttp for StavkaProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // RFC 9112 §9.3.2: requests a client pipelines are answered one after
+        // another, in order (pingora otherwise closes after the first).
+        session.set_pipelining_enabled(true);
         ctx.host = match host_name::request_host(session.req_header()) {
             Ok(host) => host,
             Err(bad) => {
-                let status = CacheStatus {
-                    detail: Some(Detail::Error(ErrorKind::BadRequest)),
-                    ..CacheStatus::default()
-                };
                 let body = format!("stavka: {bad}\n");
-                local::respond(session, 400, body, &status.render(&self.cache_name)).await?;
-                ctx.cache_status = Some(status);
-                return Ok(true);
+                let detail = Detail::Error(ErrorKind::BadRequest);
+                return self.answer_here(session, ctx, 400, detail, body).await;
             }
         };
         let Some(site) = self.router.route(ctx.host.as_deref()) else {
@@ -112,17 +133,24 @@ impl ProxyHttp for StavkaProxy {
                     "stavka: the request has no Host and no default site is configured\n".to_owned()
                 }
             };
-            let status = CacheStatus {
-                detail: Some(Detail::UnknownHost),
-                ..CacheStatus::default()
-            };
-            local::respond(session, 421, body, &status.render(&self.cache_name)).await?;
-            ctx.cache_status = Some(status);
-            return Ok(true);
+            return self
+                .answer_here(session, ctx, 421, Detail::UnknownHost, body)
+                .await;
         };
         ctx.site = Some(site.clone());
-        let Some(module) = site.policy.as_deref().and_then(|n| self.policies.get(n)) else {
+        let Some(name) = site.policy.as_deref() else {
             return Ok(false);
+        };
+        let Some(module) = self.policies.get(name) else {
+            return match site.policy_missing {
+                PolicyMissing::Open => Ok(false),
+                PolicyMissing::Closed => {
+                    let kind = ErrorKind::PolicyMissing;
+                    let body = local::error_body(503, kind, &site.name);
+                    self.answer_here(session, ctx, 503, Detail::Error(kind), body)
+                        .await
+                }
+            };
         };
         let client = session
             .client_addr()
@@ -275,7 +303,21 @@ impl ProxyHttp for StavkaProxy {
             }
             _ => {}
         }
-        if !upstream_request.raw_path().starts_with(b"/") {
+        // A policy key that is a path and query is also what the origin is
+        // asked for, so nothing the key ignores (tracking parameters, say)
+        // can shape a shared entry. Otherwise the client's target goes, in
+        // origin-form.
+        let keyed = ctx.policy.as_ref().and_then(|p| p.key.as_deref());
+        if let Some(key) = keyed.filter(|k| k.starts_with('/')) {
+            let uri = http::Uri::try_from(key).map_err(|e| {
+                Error::because(
+                    ErrorType::InternalError,
+                    "the policy's cache key is not a valid request target",
+                    e,
+                )
+            })?;
+            upstream_request.set_uri(uri);
+        } else if !upstream_request.raw_path().starts_with(b"/") {
             let origin_form = http::Uri::try_from(target(&upstream_request.uri))
                 .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request target", e))?;
             upstream_request.set_uri(origin_form);
