@@ -358,6 +358,21 @@ impl Stavka {
         Fetched::from(request.send().await.expect("request")).await
     }
 
+    /// The value of one sample in `/metrics` once it reads `want`, or what
+    /// it reads after 5 s: a request is counted when pingora logs it, just
+    /// after its client has the response.
+    pub async fn metric_reaching(&self, sample: &str, want: f64) -> Option<f64> {
+        let mut last = None;
+        for _ in 0..100 {
+            last = self.metric(sample).await;
+            if last == Some(want) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last
+    }
+
     /// The value of one sample in `/metrics`, e.g.
     /// `stavka_requests_total{cache_status="hit",site="test"}`.
     pub async fn metric(&self, sample: &str) -> Option<f64> {

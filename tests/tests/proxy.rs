@@ -65,7 +65,10 @@ async fn sites_route_by_exact_and_wildcard_host_and_unknown_host_is_421() {
     );
     assert_eq!(unknown.cache_status(), "stavka; detail=unknown-host");
     let unknown_metric = stavka
-        .metric(r#"stavka_requests_total{cache_status="unknown-host",site="-"}"#)
+        .metric_reaching(
+            r#"stavka_requests_total{cache_status="unknown-host",site="-"}"#,
+            1.0,
+        )
         .await;
     assert_eq!(unknown_metric, Some(1.0));
 }

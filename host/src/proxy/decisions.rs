@@ -13,6 +13,7 @@ use pingora_cache::{CacheMeta, ForcedFreshness};
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::hop_by_hop;
 use crate::cache::freshness;
 use crate::cache::store::POLICY_TAGS;
 use crate::error_kind::ErrorKind;
@@ -114,6 +115,16 @@ impl PolicyDecisions {
         }
     }
 
+    /// A synthetic answer with a status no final response can have is a
+    /// failed call: log it and let the failure mode decide.
+    fn refuse(&self, synthetic: &Synthetic) {
+        tracing::warn!(
+            module = self.module.name(),
+            status = synthetic.status,
+            "policy answered with a status that is not a final response (200-599); applying its failure mode"
+        );
+    }
+
     /// What `on-hit` left for the miss path, taken so it acts once.
     pub fn take_after_hit(&mut self) -> AfterHit {
         std::mem::take(&mut self.after_hit)
@@ -143,7 +154,12 @@ impl PolicyDecisions {
                 self.bypass = true;
                 None
             }
-            RequestDecision::Respond(synthetic) => Some(synthetic),
+            RequestDecision::Respond(synthetic) if is_final(&synthetic) => Some(synthetic),
+            RequestDecision::Respond(synthetic) => {
+                self.refuse(&synthetic);
+                self.on_failure()?;
+                None
+            }
         })
     }
 
@@ -172,8 +188,14 @@ impl PolicyDecisions {
         match decided {
             None | Some(Ok(HitDecision::Serve)) => None,
             Some(Ok(HitDecision::Revalidate)) => Some(ForcedFreshness::ForceExpired),
-            Some(Ok(HitDecision::Respond(synthetic))) => {
+            Some(Ok(HitDecision::Respond(synthetic))) if is_final(&synthetic) => {
                 self.after_hit = AfterHit::Respond(synthetic);
+                Some(ForcedFreshness::ForceMiss)
+            }
+            Some(Ok(HitDecision::Respond(synthetic))) => {
+                self.refuse(&synthetic);
+                self.on_failure().err()?;
+                self.after_hit = AfterHit::FailClosed;
                 Some(ForcedFreshness::ForceMiss)
             }
             Some(Err(_)) => {
@@ -241,15 +263,24 @@ impl EditHeaders for ResponseHeader {
     }
 }
 
-/// Apply a policy's header edits: removals first, then sets.
+/// RFC 9110 §15: a synthetic answer must be a final response, 200 to 599
+/// (1xx are interim, 101 switches protocols, 600+ do not exist).
+fn is_final(synthetic: &Synthetic) -> bool {
+    (200..=599).contains(&synthetic.status)
+}
+
+/// Apply a policy's header edits: removals first, then sets. Edits to the
+/// fields that frame the message or the connection are ignored: those are
+/// the proxy's (see [`hop_by_hop::is_proxy_managed`]).
 pub fn apply_edits(
     target: &mut impl EditHeaders,
     edits: &HeaderEdits,
 ) -> pingora_error::Result<()> {
-    for name in &edits.remove {
+    let allowed = |name: &str| !hop_by_hop::is_proxy_managed(name);
+    for name in edits.remove.iter().filter(|n| allowed(n)) {
         target.remove(name);
     }
-    for (name, value) in &edits.set {
+    for (name, value) in edits.set.iter().filter(|(n, _)| allowed(n)) {
         let (name, value) = header_pair(name, value)?;
         target.set(name, value)?;
     }

@@ -9,6 +9,24 @@ use pingora_http::ResponseHeader;
 /// `Connection` names them.
 const ALWAYS: [&str; 4] = ["keep-alive", "proxy-connection", "te", "upgrade"];
 
+/// Fields that frame the message or describe the connection: the proxy
+/// writes them, so neither a policy's header edits nor its synthetic
+/// responses may (a guest's `Content-Length` would make the client read a
+/// body other than the one sent, RFC 9112 §6).
+pub fn is_proxy_managed(name: &str) -> bool {
+    const MANAGED: [&str; 8] = [
+        "connection",
+        "content-length",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    MANAGED.iter().any(|m| m.eq_ignore_ascii_case(name.trim()))
+}
+
 /// Remove `Connection`, the fields it names and the other connection-specific
 /// fields from `resp`. Framing (`Content-Length`, `Transfer-Encoding`) is
 /// pingora's to manage and is never removed here, whatever `Connection` says;

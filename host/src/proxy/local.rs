@@ -6,6 +6,7 @@ use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+use super::hop_by_hop;
 use crate::cache::status::{CacheStatus, Detail};
 use crate::error_kind::ErrorKind;
 use crate::policy::Synthetic;
@@ -35,15 +36,22 @@ pub async fn respond_with(
     cache_status: &str,
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(headers.len() + 3))?;
-    for (name, value) in headers {
+    for (name, value) in headers
+        .iter()
+        .filter(|(n, _)| !hop_by_hop::is_proxy_managed(n))
+    {
         resp.append_header(name.clone(), value.as_str())?;
     }
-    resp.insert_header("content-length", body.len())?;
+    // RFC 9110 §8.6, §15.3.5, §15.4.5: 204 and 304 have no body and no length.
+    let bodiless = matches!(status, 204 | 304);
+    if !bodiless {
+        resp.insert_header("content-length", body.len())?;
+    }
     if !resp.headers.contains_key("cache-control") {
         resp.insert_header("cache-control", "no-store")?;
     }
     resp.insert_header("cache-status", cache_status)?;
-    let head_only = session.req_header().method == http::Method::HEAD;
+    let head_only = bodiless || session.req_header().method == http::Method::HEAD;
     session.set_keepalive(None);
     session
         .write_response_header(Box::new(resp), head_only)
