@@ -157,6 +157,14 @@ impl TieredStore {
         }
     }
 
+    /// Whether a committed object is stored for `key` (its Vary variant
+    /// included): one index probe, no I/O, no change to recency. A write
+    /// given up mid-body reports success to pingora (its readers still get
+    /// every byte), so this is how a caller learns it was not stored.
+    pub fn holds(&self, key: &CacheKey) -> bool {
+        self.tiers.index.get(hash_of(key)).is_some()
+    }
+
     /// Objects and bytes in the memory tier. Cheap: no filesystem access.
     pub fn memory_totals(&self) -> (usize, usize) {
         self.tiers.memory.totals()

@@ -204,6 +204,14 @@ async fn a_disk_filling_mid_write_still_serves_the_whole_body_to_every_client() 
         no_space_failures(&stavka).await >= 1.0,
         "the failure is counted"
     );
+    // Its Cache-Status said `stored` before the disk filled; the log and
+    // this counter say what happened.
+    assert_eq!(
+        stavka
+            .metric_reaching("stavka_cache_stores_abandoned_total", 1.0)
+            .await,
+        Some(1.0)
+    );
     assert_eq!(fs.temp_files(), 0, "the partial object is gone");
     assert!(!stored(&stavka, "/big/x").await);
     assert!(

@@ -286,6 +286,12 @@ impl CacheStore {
         self.storage.describe(object).await
     }
 
+    /// Whether a committed object is stored for `key`; see
+    /// [`TieredStore::holds`](edge_cdn_store::TieredStore::holds).
+    pub fn holds(&self, key: &CacheKey) -> bool {
+        self.storage.holds(key)
+    }
+
     /// Objects in the catalog, and distinct surrogate tags.
     pub fn catalog_totals(&self) -> (usize, usize) {
         self.storage.catalog_totals()

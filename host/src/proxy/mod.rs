@@ -77,7 +77,12 @@ impl StavkaProxy {
             },
             cache_name: config.cache.name.clone(),
             timeouts: config.origin.clone(),
-            recorder: Recorder::new(metrics, config.log.access_log, config.cache.name.clone()),
+            recorder: Recorder::new(
+                metrics,
+                store,
+                config.log.access_log,
+                config.cache.name.clone(),
+            ),
             in_flight,
             policies,
         }

@@ -15,6 +15,7 @@ use crate::cache::freshness;
 use crate::cache::key::target;
 use crate::cache::outcome::{Lookup, Outcome, Source};
 use crate::cache::status::{CacheStatus, Detail, Fwd};
+use crate::cache::store::CacheStore;
 use crate::metrics::{Metrics, SiteMetrics};
 
 /// What the cache did, as far as it is known when the response header goes out.
@@ -90,6 +91,7 @@ pub fn cache_status(cache: &HttpCache, ctx: &RequestCtx) -> CacheStatus {
 /// Records finished requests in metrics and the access log.
 pub struct Recorder {
     metrics: Arc<Metrics>,
+    store: &'static CacheStore,
     /// Handles for requests that matched no site.
     unrouted: SiteMetrics,
     access_log: bool,
@@ -97,11 +99,18 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Record into `metrics`; write access log lines when `access_log`.
-    pub fn new(metrics: Arc<Metrics>, access_log: bool, cache_name: String) -> Recorder {
+    /// Record into `metrics`, asking `store` whether a stored miss really
+    /// was; write access log lines when `access_log`.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        store: &'static CacheStore,
+        access_log: bool,
+        cache_name: String,
+    ) -> Recorder {
         Recorder {
             unrouted: metrics.for_site("-"),
             metrics,
+            store,
             access_log,
             cache_name,
         }
@@ -134,8 +143,17 @@ impl Recorder {
     /// all, and the log and metrics say so.
     pub fn finish(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let elapsed = ctx.started.elapsed();
-        if let CachePhase::Disabled(reason) = session.cache.phase() {
-            self.abandon_store(ctx, reason);
+        match session.cache.phase() {
+            CachePhase::Disabled(reason) => self.abandon_store(ctx, reason),
+            // The store gives up a write it cannot finish (disk full, say)
+            // without failing the response: only its index knows.
+            CachePhase::Miss | CachePhase::Expired
+                if ctx.cache_status.as_ref().is_some_and(|s| s.stored)
+                    && !self.store.holds(session.cache.cache_key()) =>
+            {
+                self.abandon_store(ctx, NoCacheReason::StorageError)
+            }
+            _ => {}
         }
         let (outcome, source) = match &ctx.cache_status {
             Some(s) => (s.outcome(), s.source()),
