@@ -82,13 +82,16 @@ pub fn unserved(registry: &PolicyRegistry, sites: &[Site]) -> Vec<Finding> {
 fn finding(i: usize, site: &Site, problem: String) -> Finding {
     let closed = site.policy_missing == PolicyMissing::Closed;
     let consequence = if closed {
-        "the site answers 503 until it loads (policy_missing = \"closed\")"
+        "the site answers 503 until it loads"
     } else {
-        "the site is served without it (policy_missing = \"open\")"
+        "the site is served without it"
     };
     Finding {
         field: format!("site[{i}].policy"),
-        message: format!("{problem}; {consequence}"),
+        message: format!(
+            "{problem}; {consequence} (policy_missing = {:?})",
+            site.policy_missing.as_str()
+        ),
         closed,
     }
 }
