@@ -126,12 +126,15 @@ pub fn corrected_initial_age(
 /// 2^31, as that section requires, rather than an error that would read as
 /// an age of zero.
 fn delta_seconds(value: &str) -> Option<u64> {
-    const OVERFLOW: u64 = 1 << 31;
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     Some(value.parse::<u64>().map_or(OVERFLOW, |n| n.min(OVERFLOW)))
 }
+
+/// The largest delta-seconds RFC 9111 §1.2.2 asks a cache to handle:
+/// 2^31 seconds, about 68 years.
+const OVERFLOW: u64 = 1 << 31;
 
 /// Decide whether `resp` may be stored and build its [`CacheMeta`].
 ///
@@ -296,7 +299,10 @@ fn date_header(resp: &ResponseHeader) -> Option<SystemTime> {
 fn expires_lifetime(resp: &ResponseHeader, now: SystemTime) -> Option<Duration> {
     let expires = calculate_expires_header_time(resp)?;
     let date = date_header(resp).unwrap_or(now);
-    Some(expires.duration_since(date).unwrap_or_default())
+    // An Expires far from Date (year 9999 against 1970) is capped like a
+    // delta-seconds value, so no entry is fresh for longer than 2^31 s.
+    let lifetime = expires.duration_since(date).unwrap_or_default();
+    Some(lifetime.min(Duration::from_secs(OVERFLOW)))
 }
 
 /// RFC 9110 §15.1: the statuses that are heuristically cacheable.
