@@ -8,18 +8,13 @@
 //! [`EPOCH_TICK`]; at each tick a running call's CPU time decides whether it
 //! is stopped (see `host::CallBudget`).
 
-use std::time::Duration;
-
 use anyhow::Context;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::Policy;
-use super::host::HostState;
+use super::host::{HostState, EPOCH_TICK};
 use crate::policy_settings::MAX_MEMORY;
-
-/// How often the epoch advances: the resolution of every deadline.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Instances that may exist at once, over all modules: per-request calls in
 /// flight plus long-lived pools.

@@ -1,9 +1,11 @@
-//! Why a module version was rejected: the message an operator sees in the
-//! log, in `stavka_policy_last_load_error` and in `/policies`.
+//! Why a module version was rejected (the message an operator sees in the
+//! log, in `stavka_policy_last_load_error` and in `/policies`), and why a
+//! hook call did not complete.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::module::CallFailure;
+use super::metrics::FailureKind;
 use super::sidecar::SidecarError;
 
 /// A module version that could not be loaded; the previous version (if any)
@@ -59,4 +61,18 @@ impl LoadError {
             message: error.to_string(),
         }
     }
+}
+
+/// A hook call that did not complete.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("policy {module} {hook}: {}: {message}", .kind.as_str())]
+pub struct CallFailure {
+    /// The module.
+    pub module: Arc<str>,
+    /// The hook.
+    pub hook: &'static str,
+    /// Why.
+    pub kind: FailureKind,
+    /// The trap or error, for the log.
+    pub message: String,
 }

@@ -18,9 +18,13 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::bindings::stavka::policy::host::{self, Level};
 use super::bindings::stavka::policy::types;
 use super::breaker::Breaker;
-use super::engine::EPOCH_TICK;
 use super::kv::Kv;
 use super::metrics::PolicyMetrics;
+
+/// How often the engine's epoch advances: the resolution of every
+/// deadline, and the most CPU time a call is charged before its first
+/// reading of the thread clock.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Guest-defined metric names a module may create; more are ignored, so a
 /// guest cannot grow the host's metrics without bound.

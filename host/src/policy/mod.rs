@@ -32,11 +32,11 @@ pub use bindings::stavka::policy::types::{
     ResponseDecision, ResponseOutcome, Store, Synthetic,
 };
 pub use engine::Runtime;
-pub use error::LoadError;
+pub use error::{CallFailure, LoadError};
 pub use host::CallInput;
 pub use kv::{Kv, KvStores};
 pub use metrics::{FailureKind, PolicyMetrics};
-pub use module::{CallFailure, PolicyModule, RequestInstance};
+pub use module::{PolicyModule, RequestInstance};
 pub use sidecar::{Mode, Settings, SidecarError};
 pub use watch::{Reloader, Watcher};
 

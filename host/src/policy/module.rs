@@ -27,7 +27,7 @@ use super::bindings::stavka::policy::types::{
     Entry, HitDecision, Request, RequestOutcome, Response, ResponseOutcome,
 };
 use super::engine::Runtime;
-use super::error::LoadError;
+use super::error::{CallFailure, LoadError};
 use super::host::{CallInput, HostState, ModuleShared, WALL_FACTOR};
 use super::metrics::{FailureKind, Hook, ModuleCallMetrics, PolicyMetrics};
 use super::sidecar::{Mode, Settings};
@@ -40,20 +40,6 @@ const ON_RESPONSE: &str = "stavka:policy/on-response@0.1.0";
 const ON_HIT: &str = "stavka:policy/on-hit@0.1.0";
 const LIFECYCLE: &str = "stavka:policy/lifecycle@0.1.0";
 const HOOKS: &str = "stavka:policy/hooks@0.1.0";
-
-/// A hook call that did not complete.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("policy {module} {hook}: {}: {message}", .kind.as_str())]
-pub struct CallFailure {
-    /// The module.
-    pub module: Arc<str>,
-    /// The hook.
-    pub hook: &'static str,
-    /// Why.
-    pub kind: FailureKind,
-    /// The trap or error, for the log.
-    pub message: String,
-}
 
 /// Which hooks the module exports, found once at load.
 struct Hooks {
