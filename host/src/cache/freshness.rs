@@ -14,8 +14,9 @@ use pingora_cache::filters::{calculate_expires_header_time, calculate_serve_stal
 use pingora_cache::{CacheMeta, CacheMetaDefaults, NoCacheReason, RespCacheable};
 use pingora_http::ResponseHeader;
 
-/// The CDN-targeted field of RFC 9213: when present it replaces Cache-Control
-/// (and Expires) for this cache, and it is not forwarded downstream.
+/// The CDN-targeted field of RFC 9213: when present and valid it replaces
+/// Cache-Control (and Expires) for this cache; it is passed on downstream
+/// unless the site strips it.
 pub const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
 
 /// The rules that responses do not carry themselves.
@@ -198,23 +199,19 @@ pub fn decide(
     // in `created`, which pingora compares against the primary entry's
     // provenance to tombstone Vary variants and must stay our own clock.
     let epoch = now.checked_sub(initial_age).unwrap_or(now);
-    let defaults = CacheMetaDefaults::new(
-        |_| None,
-        saturating_secs(rules.default_swr),
-        saturating_secs(rules.default_sie),
-    );
-    let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &defaults);
     // RFC 9111 §4.2.4: `no-cache` forbids serving stale unless the response
-    // itself allows it (pingora checks the other prohibiting directives).
-    let (swr, sie) = match &cc {
-        Some(cc) if cc.no_cache() => (
-            cc.serve_stale_while_revalidate_duration()
-                .map_or(0, saturating_secs),
-            cc.serve_stale_if_error_duration()
-                .map_or(0, saturating_secs),
-        ),
-        _ => (swr, sie),
+    // itself allows it, so it gets no default windows (pingora's reading of
+    // the directives already zeroes them for must-revalidate and the like).
+    let defaults = if cc.as_ref().is_some_and(|cc| cc.no_cache()) {
+        CacheMetaDefaults::new(|_| None, 0, 0)
+    } else {
+        CacheMetaDefaults::new(
+            |_| None,
+            saturating_secs(rules.default_swr),
+            saturating_secs(rules.default_sie),
+        )
     };
+    let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &defaults);
     let mut stored = resp.clone();
     if let Some(cc) = &cc {
         cc.strip_private_headers(&mut stored);
