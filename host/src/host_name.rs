@@ -28,9 +28,8 @@ pub enum HostError {
 /// Percent-encoded and other sub-delimiter characters are refused: no DNS
 /// name uses them, and they are how keys and logs get confused.
 pub fn validate(authority: &str) -> Result<(), HostError> {
-    let (host, port) = if authority.starts_with('[') {
-        let end = authority.find(']').ok_or(HostError::Invalid)?;
-        let literal = &authority[1..end];
+    let port = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (literal, after) = bracketed.split_once(']').ok_or(HostError::Invalid)?;
         let ip_literal = !literal.is_empty()
             && literal
                 .bytes()
@@ -38,12 +37,9 @@ pub fn validate(authority: &str) -> Result<(), HostError> {
         if !ip_literal {
             return Err(HostError::Invalid);
         }
-        match &authority[end + 1..] {
-            "" => (literal, None),
-            rest => (
-                literal,
-                Some(rest.strip_prefix(':').ok_or(HostError::Invalid)?),
-            ),
+        match after {
+            "" => None,
+            rest => Some(rest.strip_prefix(':').ok_or(HostError::Invalid)?),
         }
     } else {
         let (host, port) = match authority.split_once(':') {
@@ -56,10 +52,9 @@ pub fn validate(authority: &str) -> Result<(), HostError> {
         if host.is_empty() || !reg_name || host.starts_with('.') || host.contains("..") {
             return Err(HostError::Invalid);
         }
-        (host, port)
+        port
     };
-    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    if host.is_empty() || !port_ok {
+    if port.is_some_and(|p| p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
         return Err(HostError::Invalid);
     }
     Ok(())

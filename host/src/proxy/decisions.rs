@@ -42,8 +42,9 @@ pub struct PolicyDecisions {
     pub origin_edits: Option<HeaderEdits>,
     /// What `on-response` decided about storing.
     pub response: Option<ResponseDecision>,
-    /// What `on-hit` asked of the miss path, when it steered a hit there.
-    pub after_hit: AfterHit,
+    /// What `on-hit` asked of the miss path, when it steered a hit there;
+    /// read once, through [`PolicyDecisions::take_after_hit`].
+    after_hit: AfterHit,
 }
 
 /// What `on-hit` asks `proxy_upstream_filter` to do, once pingora has taken
