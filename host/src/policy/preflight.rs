@@ -2,6 +2,7 @@
 //! compiles each one, and start-up reports those that did not load, so a
 //! site never runs without its policy silently.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use std::sync::Arc;
@@ -28,25 +29,32 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Compile every module a site names, without publishing any: what
-/// `check-config` reports.
+/// Compile every module a site names (each once, however many sites name
+/// it), without publishing any: what `check-config` reports.
 pub async fn check(registry: &PolicyRegistry, sites: &[Site]) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for (i, site) in sites.iter().enumerate() {
-        let Some(name) = site.policy.as_deref() else {
+    let mut problems: HashMap<&str, Option<String>> = HashMap::new();
+    for name in sites.iter().filter_map(|s| s.policy.as_deref()) {
+        if problems.contains_key(name) {
             continue;
-        };
+        }
         let problem = match registry.load(name).await {
-            Ok(Loaded::New(_) | Loaded::Unchanged) => continue,
-            Ok(Loaded::Absent) => format!(
+            Ok(Loaded::New(_) | Loaded::Unchanged) => None,
+            Ok(Loaded::Absent) => Some(format!(
                 "module {name:?} is not in {} (no {name}.wasm)",
                 registry.dir().display()
-            ),
-            Err(e) => format!("module {name:?} does not load: {e}"),
+            )),
+            Err(e) => Some(format!("module {name:?} does not load: {e}")),
         };
-        out.push(finding(i, site, problem));
+        problems.insert(name, problem);
     }
-    out
+    sites
+        .iter()
+        .enumerate()
+        .filter_map(|(i, site)| {
+            let problem = problems.get(site.policy.as_deref()?)?.clone()?;
+            Some(finding(i, site, problem))
+        })
+        .collect()
 }
 
 /// [`check`] for `config` on a registry of its own, off any server: what
