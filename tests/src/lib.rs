@@ -536,6 +536,19 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
     }
 }
 
+/// Run `stavka check-config` on `path`: its exit code and standard error.
+pub fn check_config(path: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(stavka_bin())
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .expect("run stavka check-config");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Send `request` as raw bytes on a new connection to `addr` and read what
 /// comes back until the server closes the connection or `limit` passes:
 /// for requests no well-behaved client library would send (no Host, bad

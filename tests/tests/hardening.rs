@@ -378,15 +378,7 @@ fn check_config_reports_a_named_but_absent_or_broken_module() {
             ),
         )
         .unwrap();
-        let out = std::process::Command::new(stavka_e2e::stavka_bin())
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        stavka_e2e::check_config(&path)
     };
     let (code, stderr) = config("policy = \"auth\"\n");
     assert_eq!(code, Some(2), "{stderr}");
@@ -444,13 +436,8 @@ fn an_admin_token_of_mostly_whitespace_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stavka.toml");
     std::fs::write(&path, "[admin]\ntoken = \"abc             \"\n").unwrap();
-    let out = std::process::Command::new(stavka_e2e::stavka_bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = stavka_e2e::check_config(&path);
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains("admin.token: must have at least 16"),
         "{stderr}"

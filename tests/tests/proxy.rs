@@ -255,22 +255,13 @@ origin = { address = "no-port" }
     }
 
     std::fs::write(&path, "[cache]\nlock_timeout = 5\n").unwrap();
-    let out = Command::new(stavka_bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = stavka_e2e::check_config(&path);
+    assert_eq!(code, Some(2));
     assert!(stderr.contains("cache.lock_timeout:"), "{stderr}");
 
     std::fs::write(&path, "").unwrap();
-    let out = Command::new(stavka_bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "an empty file is all defaults");
+    let (code, _) = stavka_e2e::check_config(&path);
+    assert_eq!(code, Some(0), "an empty file is all defaults");
 }
 
 #[tokio::test]
