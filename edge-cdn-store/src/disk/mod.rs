@@ -350,7 +350,9 @@ impl DiskTier {
     /// Start writing a body for `hash`; refused with
     /// [`StoreError::LowSpace`] under the free-space floor.
     pub fn begin(&self, hash: u128) -> Result<BodyWriter, StoreError> {
-        if let Some((space, true)) = self.space() {
+        // With no floor there is nothing to check: no statvfs per write.
+        let floor = self.min_free_percent > 0;
+        if let Some((space, true)) = floor.then(|| self.space()).flatten() {
             return Err(StoreError::LowSpace {
                 free: space.free,
                 total: space.total,
