@@ -57,6 +57,30 @@ impl Tmpfs {
         std::fs::write(self.ballast(), ballast).unwrap();
     }
 
+    /// Wait (at most ten seconds) until `bytes` are free again: the space
+    /// of a removed file comes back when its last descriptor closes. If it
+    /// does not, fail naming the files and this process's descriptors
+    /// still on the filesystem.
+    async fn wait_for_room(&self, bytes: u64) {
+        for _ in 0..200 {
+            if Space::of(self.path()).unwrap().free >= bytes {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let files: Vec<_> = walk(self.path());
+        let open: Vec<_> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|target| target.starts_with(self.path()))
+            .collect();
+        panic!(
+            "the space never came back: {:?} free; files {files:?}; open here {open:?}",
+            Space::of(self.path()).unwrap()
+        );
+    }
+
     fn ballast(&self) -> std::path::PathBuf {
         self.path().join("ballast")
     }
@@ -66,6 +90,20 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(self.path()).status();
     }
+}
+
+/// Every file under `dir`, with its length.
+fn walk(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push((path, entry.metadata().map_or(0, |m| m.len())));
+        }
+    }
+    found
 }
 
 /// Counts the write failures the store reports.
@@ -167,6 +205,7 @@ async fn a_disk_filling_mid_write_serves_every_reader_whole_and_stores_nothing()
     );
 
     let small = body(10_000, 1);
+    fs.wait_for_room(64 * 1024).await;
     put(store, "/small", &small).await;
     assert_eq!(
         get_body(store, "/small").await.unwrap(),
