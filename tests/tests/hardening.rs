@@ -1,7 +1,7 @@
 //! Defects found by attacking the real binary (the hardening issue): each
 //! test failed before its fix.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::http::HeaderMap;
 use axum::routing::get;
@@ -129,6 +129,65 @@ async fn rfc9111_5_1_the_origins_age_is_forwarded_and_corrected() {
     .await;
     let stavka = Stavka::start(&passed.site()).await;
     assert_eq!(stavka.get("/aged").await.header("age"), "30");
+}
+
+/// RFC 9110 §6.6.1: the origin's Date goes to the client on the miss and on
+/// every hit (the Age says how old the copy is); a response that came
+/// without one is dated when it arrived, and keeps that Date when stored.
+#[tokio::test]
+async fn rfc9110_6_6_1_the_origins_date_is_kept_on_misses_and_hits() {
+    let sent = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(20));
+    let dated = RawOrigin::start(
+        vec![response(
+            &format!("HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nDate: {sent}\r\nContent-Length: 2"),
+            "ok",
+        )],
+        Duration::ZERO,
+    )
+    .await;
+    let stavka = Stavka::start(&dated.site()).await;
+    let miss = stavka.get("/dated").await;
+    assert_eq!(miss.header("date"), sent, "the miss");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let hit = stavka.get("/dated").await;
+    assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
+    assert_eq!(hit.header("date"), sent, "the hit");
+    let age: u64 = hit.header("age").parse().expect("an Age on the hit");
+    assert!(age >= 20, "the Date's age counts: {age}");
+
+    let undated = RawOrigin::start(
+        vec![response(
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 2",
+            "ok",
+        )],
+        Duration::ZERO,
+    )
+    .await;
+    let stavka = Stavka::start(&undated.site()).await;
+    let miss = stavka.get("/undated").await;
+    let received = miss.header("date");
+    assert!(httpdate::parse_http_date(received).is_ok(), "{received:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let hit = stavka.get("/undated").await;
+    assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
+    assert_eq!(hit.header("date"), received, "dated once, when it arrived");
+
+    // stavka's own answers are dated now, not with a placeholder.
+    let refused = raw_exchange(
+        stavka.proxy,
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let date = refused
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("date: ")
+                .or_else(|| l.strip_prefix("Date: "))
+        })
+        .unwrap_or_else(|| panic!("a Date on {refused:?}"));
+    let date = httpdate::parse_http_date(date.trim()).unwrap();
+    assert!(SystemTime::now().duration_since(date).unwrap() < Duration::from_secs(60));
 }
 
 /// RFC 9110 §7.6.1, RFC 9111 §3.1: fields the origin's Connection names are

@@ -287,6 +287,17 @@ pub fn vary_fields(resp: &ResponseHeader) -> impl Iterator<Item = String> + '_ {
         .filter(|f| !f.is_empty())
 }
 
+/// RFC 9110 §6.6.1: a response that arrives without a valid `Date` gets
+/// the time it was `received`, so that a stored copy says when it was
+/// fetched (a hit keeps this `Date`, the one the origin sent when it sent
+/// one) and the age computed downstream from `Date` stays right.
+pub fn stamp_date(resp: &mut ResponseHeader, received: SystemTime) {
+    if date_header(resp).is_none() {
+        // An HTTP-date is always a valid field value.
+        let _ = resp.insert_header(header::DATE, httpdate::fmt_http_date(received));
+    }
+}
+
 fn date_header(resp: &ResponseHeader) -> Option<SystemTime> {
     let date = resp.headers.get(header::DATE)?.to_str().ok()?;
     httpdate::parse_http_date(date).ok()

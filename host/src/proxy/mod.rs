@@ -341,6 +341,7 @@ impl ProxyHttp for StavkaProxy {
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         hop_by_hop::strip(upstream_response);
+        freshness::stamp_date(upstream_response, SystemTime::now());
         ctx.origin_age = upstream_response.headers.get(header::AGE).cloned();
         if upstream_response.status == http::StatusCode::NOT_MODIFIED {
             ctx.not_modified = Some(upstream_response.headers.clone());
