@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::fs::File;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,11 +32,15 @@ use crate::io;
 use crate::memory::{MemObject, MemoryTier};
 use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
-use crate::partial::{Partial, Partials};
+use crate::partial::{Partial, Partials, Progress};
 use crate::shared::{NoSharedTier, SharedObject, SharedTier, SharedWrites};
 use crate::space::Space;
 use crate::tiers::{hash_of, Tiers};
 use crate::write::Writers;
+
+/// How long a lookup that found a write just as it committed waits for the
+/// object to be installed: only its meta file and index entry are left.
+const COMMIT_WAIT: Duration = Duration::from_secs(1);
 
 /// A memory + disk storage backend for pingora-cache.
 pub struct TieredStore {
@@ -428,9 +432,16 @@ impl Storage for TieredStore {
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = hash_of(key);
         if let Some(partial) = self.tiers.partials.get(hash, None) {
-            if let Some(hit) = self.partial_hit(partial).await {
+            if let Some(hit) = self.partial_hit(partial.clone()).await {
                 return Ok(Some(hit));
             }
+            // Its temporary file is gone: the write is committing (the
+            // body renamed into place, the index not yet told) or gave up.
+            // Wait for it to say which, then look where a committed object
+            // is, rather than miss an object being installed.
+            let mut progress = partial.subscribe();
+            let settled = progress.wait_for(|p| !matches!(p, Progress::Writing(_)));
+            let _ = tokio::time::timeout(COMMIT_WAIT, settled).await;
         }
         if let Some(object) = self.tiers.memory.get(hash) {
             if let Ok(meta) = object.meta() {
