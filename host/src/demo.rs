@@ -278,6 +278,7 @@ pub fn config(
         policy_missing: Default::default(),
         serve_stale_on_error: None,
         strip_cdn_cache_control: false,
+        slice: None,
     };
     config.sites.push(site("demo", "localhost", true, None));
     if let Some(dir) = policy_dir {

@@ -3,7 +3,7 @@
 //! before storing (RFC 9111 §3.1), so they never reach a client of a later hit.
 
 use http::header;
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 /// Fields that only ever describe one connection, removed whether or not
 /// `Connection` names them.
@@ -36,8 +36,26 @@ pub fn strip(resp: &mut ResponseHeader) {
     if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
-    let named: Vec<String> = resp
-        .headers
+    for name in connection_specific(&resp.headers) {
+        resp.remove_header(name.as_str());
+    }
+}
+
+/// Remove the connection-specific fields of a client's request before a
+/// request of the proxy's own (a slice fetch) is built from it, and its
+/// framing: such a request has no body.
+pub fn strip_request(req: &mut RequestHeader) {
+    for name in connection_specific(&req.headers) {
+        req.remove_header(name.as_str());
+    }
+    req.remove_header(&header::CONTENT_LENGTH);
+    req.remove_header(&header::TRANSFER_ENCODING);
+}
+
+/// `Connection`, the fields it names (except the message's framing) and
+/// the fields that are connection-specific whether named or not.
+fn connection_specific(headers: &http::HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -49,10 +67,9 @@ pub fn strip(resp: &mut ResponseHeader) {
                 && name != header::TRANSFER_ENCODING.as_str()
         })
         .collect();
-    for name in named.iter().map(String::as_str).chain(ALWAYS) {
-        resp.remove_header(name);
-    }
-    resp.remove_header(&header::CONNECTION);
+    names.extend(ALWAYS.map(str::to_owned));
+    names.push(header::CONNECTION.as_str().to_owned());
+    names
 }
 
 #[cfg(test)]

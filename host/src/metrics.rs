@@ -8,7 +8,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::cache::outcome::{Lookup, Outcome, Source};
+use crate::cache::outcome::{Block, Lookup, Outcome, Source};
 use crate::cache::store::StoreStats;
 use crate::error_kind::ErrorKind;
 
@@ -48,6 +48,8 @@ pub struct Metrics {
     pub cache_invalidations: IntCounter,
     /// Requests that waited on another request's fetch of the same object.
     pub collapsed_requests: IntCounter,
+    /// Blocks of sliced objects, by what happened to them.
+    slice_blocks: [IntCounter; Block::ALL.len()],
     cache_evictions: IntCounter,
     cache_evicted_bytes: IntCounter,
     cache_objects: IntGauge,
@@ -195,6 +197,15 @@ impl Metrics {
                 "stavka_collapsed_requests_total",
                 "Requests that waited for another request's fetch of the same object.",
             ),
+            slice_blocks: {
+                let family = counter_vec(
+                    &r,
+                    "stavka_slice_blocks_total",
+                    "Blocks of sliced objects: served from the store (hit), fetched for a request, fetched ahead of one, or fetched and not stored.",
+                    &["result"],
+                );
+                Block::ALL.map(|b| family.with_label_values(&[b.as_str()]))
+            },
             cache_evictions: counter(&r, "stavka_cache_evictions_total", "Objects evicted to stay within store.disk_bytes."),
             cache_evicted_bytes: counter(&r, "stavka_cache_evicted_bytes_total", "Bytes evicted to stay within store.disk_bytes."),
             cache_objects: gauge(&r, "stavka_cache_objects", "Objects in the cache (disk tier)."),
@@ -205,6 +216,11 @@ impl Metrics {
             scrape: std::sync::Mutex::new(()),
             registry: r,
         }
+    }
+
+    /// Count one block of a sliced object.
+    pub fn slice_block(&self, block: Block) {
+        self.slice_blocks[block as usize].inc();
     }
 
     /// The registry, for other families (policy metrics) to join.

@@ -23,7 +23,11 @@ use crate::sites::SiteRouter;
 /// stops at once.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let router = Arc::new(SiteRouter::build(&config.sites, &metrics)?);
+    let router = Arc::new(SiteRouter::build(
+        &config.sites,
+        config.slice.enabled,
+        &metrics,
+    )?);
     let store = CacheStore::open(&config.cache, &config.store, metrics.registry())?;
 
     // Policies load before the listeners open: the first request already

@@ -40,6 +40,8 @@ pub struct Site {
     pub serve_stale_on_error: Option<Duration>,
     /// Remove CDN-Cache-Control before responses go downstream.
     pub strip_cdn_cache_control: bool,
+    /// Whether large objects and ranges are cached as blocks.
+    pub slice: bool,
 }
 
 impl std::fmt::Debug for SiteMetrics {
@@ -58,9 +60,14 @@ pub struct SiteRouter {
 }
 
 impl SiteRouter {
-    /// Build the router, resolving each origin's address once. Expects a
-    /// configuration that passed [`config::Config::validate`].
-    pub fn build(sites: &[config::Site], metrics: &Metrics) -> anyhow::Result<SiteRouter> {
+    /// Build the router, resolving each origin's address once; sites that
+    /// do not say slice when `slice_enabled`. Expects a configuration that
+    /// passed [`config::Config::validate`].
+    pub fn build(
+        sites: &[config::Site],
+        slice_enabled: bool,
+        metrics: &Metrics,
+    ) -> anyhow::Result<SiteRouter> {
         let mut router = SiteRouter::default();
         for (i, cfg) in sites.iter().enumerate() {
             let (host, _) = split_host_port(&cfg.origin.address)
@@ -105,6 +112,7 @@ impl SiteRouter {
                 policy_missing: cfg.policy_missing,
                 serve_stale_on_error: cfg.serve_stale_on_error,
                 strip_cdn_cache_control: cfg.strip_cdn_cache_control,
+                slice: cfg.slice.unwrap_or(slice_enabled),
             });
             for pattern in &cfg.hosts {
                 let pattern = normalize_host_pattern(pattern)
@@ -164,6 +172,7 @@ mod tests {
             policy_missing: Default::default(),
             serve_stale_on_error: None,
             strip_cdn_cache_control: false,
+            slice: None,
         }
     }
 
@@ -176,6 +185,7 @@ mod tests {
                 site("deep", &["*.img.example.com"], false),
                 site("fallback", &[], true),
             ],
+            false,
             &Metrics::new(),
         )
         .unwrap();
@@ -191,8 +201,12 @@ mod tests {
 
     #[test]
     fn no_default_means_no_site() {
-        let router =
-            SiteRouter::build(&[site("apex", &["example.com"], false)], &Metrics::new()).unwrap();
+        let router = SiteRouter::build(
+            &[site("apex", &["example.com"], false)],
+            false,
+            &Metrics::new(),
+        )
+        .unwrap();
         assert!(router.route(Some("nope.example")).is_none());
         assert!(router.route(Some("[::1]:80")).is_none());
     }

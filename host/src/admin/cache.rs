@@ -8,12 +8,11 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::Json;
 use edge_cdn_store::{Listed, Selector};
-use pingora_cache::key::{CacheHashKey, HashBinary};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::AdminState;
-use crate::cache::key::{self, cache_key};
+use crate::cache::key;
 use crate::cache::store::PurgeMode;
 use crate::host_name;
 
@@ -102,9 +101,9 @@ struct Located {
 }
 
 impl Located {
-    /// The primary key hash of exactly this URL.
-    fn primary_hash(&self) -> HashBinary {
-        cache_key(&self.site, &self.host, &self.target).primary_bin()
+    /// The primary key bytes of exactly this URL.
+    fn primary(&self) -> Vec<u8> {
+        key::primary(&self.site, &self.host, &self.target)
     }
 }
 
@@ -151,8 +150,8 @@ pub async fn purge(
     let started = Instant::now();
     let (selector, value, objects) = match (request.url, request.prefix, request.tag) {
         (Some(url), None, None) => {
-            let primary = locate(&state, &url, "/")?.primary_hash();
-            ("url", url, state.store.select(Selector::Primary(&primary)))
+            let primary = locate(&state, &url, "/")?.primary();
+            ("url", url, state.store.select_url(&primary))
         }
         (None, Some(prefix), None) => {
             let at = locate(&state, &prefix, "")?;
@@ -208,9 +207,8 @@ pub async fn inspect(
 ) -> Result<Json<Inspection>, ApiError> {
     let Query(query) = query?;
     let at = locate(&state, &query.url, "/")?;
-    let primary = at.primary_hash();
     let mut entries = Vec::new();
-    for object in state.store.select(Selector::Primary(&primary)) {
+    for object in state.store.select_url(&at.primary()) {
         if let Some(entry) = describe(&state, &object).await {
             entries.push(entry);
         }

@@ -5,7 +5,7 @@
 use http::{header, Method};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::key::{cache_key, target};
+use super::key::{primary, target};
 use super::store::CacheStore;
 use crate::host_name;
 
@@ -41,7 +41,7 @@ pub async fn after_unsafe(
     }
     let mut removed = 0;
     for target in targets {
-        removed += store.invalidate(&cache_key(site, host, &target)).await;
+        removed += store.invalidate(&primary(site, host, &target)).await;
     }
     removed
 }

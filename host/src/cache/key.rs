@@ -38,6 +38,31 @@ pub fn cache_key(site: &str, host: &str, path_and_query: &str) -> CacheKey {
     CacheKey::new(primary(site, host, path_and_query), site)
 }
 
+/// What follows an object's primary key in the keys of its slice
+/// records. It begins with NUL, which no target contains, so no URL's key
+/// is another's slice key.
+const SLICE: &[u8] = b"\0slice";
+
+/// The byte prefix every slice record of `primary` shares: its identity
+/// record's key is exactly this, block `i`'s is [`slice_block`].
+pub fn slice_prefix(primary: &[u8]) -> Vec<u8> {
+    [primary, SLICE].concat()
+}
+
+/// The key of the record that says what sliced `primary` is (validator,
+/// length, block size, response header).
+pub fn slice_identity(primary: &[u8], site: &str) -> CacheKey {
+    CacheKey::new(slice_prefix(primary), site)
+}
+
+/// The key of block `index` of sliced `primary`.
+pub fn slice_block(primary: &[u8], site: &str, index: u64) -> CacheKey {
+    let mut key = slice_prefix(primary);
+    key.push(SEPARATOR);
+    key.extend_from_slice(index.to_string().as_bytes());
+    CacheKey::new(key, site)
+}
+
 /// A primary key taken apart again: site, host and target.
 pub fn parts(primary: &[u8]) -> Option<(&str, &str, &str)> {
     let text = std::str::from_utf8(primary).ok()?;

@@ -160,3 +160,38 @@ mod tests {
         }
     }
 }
+
+/// What happened to one block of a sliced object, as the `result` label
+/// of `stavka_slice_blocks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// Served from the store.
+    Hit,
+    /// Missing, fetched from the origin for the request that needed it.
+    Fetched,
+    /// Fetched past the end of a range, for the next request.
+    ReadAhead,
+    /// Fetched, but not stored (the store refused, or the object may not
+    /// be stored).
+    Unstored,
+}
+
+impl Block {
+    /// Every result, in the order metric handles are indexed by.
+    pub const ALL: [Block; 4] = [
+        Block::Hit,
+        Block::Fetched,
+        Block::ReadAhead,
+        Block::Unstored,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Block::Hit => "hit",
+            Block::Fetched => "fetched",
+            Block::ReadAhead => "read-ahead",
+            Block::Unstored => "unstored",
+        }
+    }
+}

@@ -58,6 +58,19 @@ pub struct CacheStatus {
     pub collapsed: bool,
     /// A short implementation-specific note (RFC 9211 §2.8).
     pub detail: Option<Detail>,
+    /// For a sliced object, how many of the blocks the response covers
+    /// were stored when it began; written as the detail when there is no
+    /// other (`detail=slice-3/5-hit`).
+    pub slice: Option<SliceBlocks>,
+}
+
+/// Blocks of a sliced object a response covers, and how many were stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceBlocks {
+    /// Blocks in the store when the response began.
+    pub hit: u64,
+    /// Blocks the response covers.
+    pub total: u64,
 }
 
 /// The implementation-specific `detail` of RFC 9211 §2.8: why the response
@@ -172,8 +185,12 @@ impl fmt::Display for CacheStatus {
         if self.collapsed {
             f.write_str("; collapsed")?;
         }
-        if let Some(detail) = self.detail {
-            write!(f, "; detail={}", detail.as_str())?;
+        match (self.detail, self.slice) {
+            (Some(detail), _) => write!(f, "; detail={}", detail.as_str())?,
+            (None, Some(SliceBlocks { hit, total })) => {
+                write!(f, "; detail=slice-{hit}/{total}-hit")?
+            }
+            (None, None) => {}
         }
         Ok(())
     }

@@ -19,9 +19,11 @@ use pingora_cache::eviction::{lru, EvictionManager};
 use pingora_cache::key::CacheHashKey;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::predictor::{CacheablePredictor, Predictor};
-use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
+use pingora_cache::storage::{
+    HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
+};
 use pingora_cache::trace::Span;
-use pingora_cache::{CacheEntryKey, CacheKey, CacheOptionOverrides, HttpCache};
+use pingora_cache::{CacheEntryKey, CacheKey, CacheMeta, CacheOptionOverrides, HttpCache};
 use pingora_http::ResponseHeader;
 
 use crate::config;
@@ -225,11 +227,85 @@ impl CacheStore {
         cache.set_max_file_size_bytes(self.max_object_size);
     }
 
-    /// Remove the entry for `key` and all its Vary variants (RFC 9111 §4.4
+    /// Remove everything stored for the URL whose primary key is
+    /// `primary`: all its Vary variants, or its blocks (RFC 9111 §4.4
     /// invalidation). Returns how many were removed.
-    pub async fn invalidate(&'static self, key: &CacheKey) -> usize {
-        let objects = self.select(Selector::Primary(&key.primary_bin()));
+    pub async fn invalidate(&'static self, primary: &[u8]) -> usize {
+        let objects = self.select_url(primary);
         self.purge(objects, PurgeMode::Hard).await
+    }
+
+    /// Every object stored for the URL whose primary key is `primary`:
+    /// its Vary variants and, when it is sliced, its blocks and their
+    /// record (see [`super::key::slice_prefix`]).
+    pub fn select_url(&self, primary: &[u8]) -> Vec<Listed> {
+        let hash = CacheKey::new(primary.to_vec(), "").primary_bin();
+        let mut objects = self.select(Selector::Primary(&hash));
+        objects.extend(self.select(Selector::Prefix(&super::key::slice_prefix(primary))));
+        objects
+    }
+
+    /// The entry stored under `key`, for code that uses the store directly
+    /// (the slice engine) rather than through pingora's `HttpCache`. A
+    /// store that fails to read is a miss.
+    pub async fn lookup(&'static self, key: &CacheKey) -> Option<(CacheMeta, HitHandler)> {
+        let span = Span::inactive().handle();
+        match self.storage.lookup(key, &span).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(error = %e, "store lookup failed: a miss");
+                None
+            }
+        }
+    }
+
+    /// Begin writing `key`'s entry, described by `meta`; `None` when the
+    /// store refuses (saturated, full): the caller serves without storing.
+    /// Readers that look `key` up meanwhile follow the write.
+    pub async fn begin_write(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+    ) -> Option<MissHandler> {
+        let span = Span::inactive().handle();
+        self.storage.get_miss_handler(key, meta, &span).await.ok()
+    }
+
+    /// Finish a write begun by [`CacheStore::begin_write`] and count the
+    /// entry in the eviction manager, evicting others if it needs the
+    /// room. Returns whether the entry was stored.
+    pub async fn commit(
+        &'static self,
+        key: &CacheKey,
+        write: MissHandler,
+        fresh_until: SystemTime,
+    ) -> bool {
+        let size = match write.finish().await {
+            Ok(MissFinishType::Created(size)) if size > 0 => size,
+            _ => return false,
+        };
+        let victims =
+            self.eviction
+                .admit(CacheEntryKey::key_only(key.to_compact()), size, fresh_until);
+        if !victims.is_empty() {
+            let storage = self.storage;
+            tokio::spawn(async move {
+                let span = Span::inactive().handle();
+                for victim in &victims {
+                    let _ = storage
+                        .purge(PurgeTarget::Exact(victim), PurgeType::Eviction, &span)
+                        .await;
+                }
+            });
+        }
+        true
+    }
+
+    /// Tell the eviction manager `key`'s entry (of about `size` bytes) was
+    /// used, as pingora does for its own hits.
+    pub fn touch(&self, key: &CacheKey, size: usize, fresh_until: SystemTime) {
+        let entry = CacheEntryKey::key_only(key.to_compact());
+        self.eviction.access(&entry, size, fresh_until);
     }
 
     /// The stored objects `selector` picks (see [`TieredStore::select`]).

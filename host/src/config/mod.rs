@@ -17,6 +17,7 @@ mod origin;
 mod policy;
 mod server;
 mod site;
+mod slice;
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub use origin::OriginTimeouts;
 pub use policy::Policy;
 pub use server::Server;
 pub use site::{normalize_host_pattern, split_host_port, Origin, PolicyMissing, Site};
+pub use slice::Slice;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -53,6 +55,8 @@ pub struct Config {
     pub admin: Admin,
     /// Where cache policy modules live.
     pub policy: Policy,
+    /// Large objects cached as blocks.
+    pub slice: Slice,
     /// The sites this proxy serves, written as `[[site]]` tables.
     #[serde(rename = "site")]
     pub sites: Vec<Site>,
@@ -97,6 +101,7 @@ impl Config {
             ("cache", self.cache.problems()),
             ("store", self.store.problems()),
             ("policy", self.policy.problems()),
+            ("slice", self.slice.problems()),
         ];
         let fields = sections.into_iter().flat_map(|(section, problems)| {
             problems

@@ -48,6 +48,10 @@ pub struct Site {
     /// should not leak to browsers.
     #[serde(default)]
     pub strip_cdn_cache_control: bool,
+    /// Cache this site's large objects and ranges as blocks (`[slice]`).
+    /// Default: `slice.enabled`.
+    #[serde(default)]
+    pub slice: Option<bool>,
 }
 
 /// What a site that names a policy module does while no version of that

@@ -47,6 +47,9 @@ pub struct RequestCtx {
     pub cache_status: Option<CacheStatus>,
     /// The site's policy module and what it decided, when the site has one.
     pub policy: Option<PolicyDecisions>,
+    /// The origin's whole response is too large to store whole and became
+    /// a sliced object: later requests are served from blocks.
+    pub sliced: bool,
     /// Counts this request as in flight until the context is dropped.
     _in_flight: InFlightGuard,
 }
@@ -70,6 +73,7 @@ impl RequestCtx {
             stale_error_status: None,
             cache_status: None,
             policy: None,
+            sliced: false,
             _in_flight: in_flight,
         }
     }

@@ -13,10 +13,10 @@ use pingora_cache::{CacheMeta, ForcedFreshness};
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::hop_by_hop;
 use crate::cache::freshness;
 use crate::cache::store::POLICY_TAGS;
 use crate::error_kind::ErrorKind;
+use crate::hop_by_hop;
 use crate::policy::{
     CallInput, Entry, Failure, HeaderEdits, HitDecision, PolicyModule, Request, RequestDecision,
     RequestInstance, Response, ResponseDecision, Store, Synthetic,

@@ -6,9 +6,9 @@ use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::hop_by_hop;
 use crate::cache::status::{CacheStatus, Detail};
 use crate::error_kind::ErrorKind;
+use crate::hop_by_hop;
 use crate::policy::Synthetic;
 
 /// Write a complete plain-text response with our `Cache-Status`.

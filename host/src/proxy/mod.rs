@@ -9,7 +9,6 @@
 
 mod ctx;
 mod decisions;
-mod hop_by_hop;
 mod local;
 mod observe;
 
@@ -31,17 +30,19 @@ pub use ctx::RequestCtx;
 
 use crate::cache::freshness::{self, FreshnessRules};
 use crate::cache::invalidate;
-use crate::cache::key::{cache_key, target, variance};
+use crate::cache::key::{self, cache_key, target, variance};
 use crate::cache::status::{CacheStatus, Detail, Fwd};
 use crate::cache::store::CacheStore;
 use crate::config::PolicyMissing;
 use crate::config::{self, OriginTimeouts};
 use crate::error_kind::ErrorKind;
+use crate::hop_by_hop;
 use crate::host_name;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyRegistry, ResponseDecision};
 use crate::shutdown::InFlight;
-use crate::sites::SiteRouter;
+use crate::sites::{Site, SiteRouter};
+use crate::slice;
 use decisions::{AfterHit, PolicyDecisions};
 use observe::Recorder;
 
@@ -55,6 +56,7 @@ pub struct StavkaProxy {
     recorder: Recorder,
     in_flight: Arc<InFlight>,
     policies: Arc<PolicyRegistry>,
+    slicer: &'static slice::Engine,
 }
 
 impl StavkaProxy {
@@ -67,14 +69,22 @@ impl StavkaProxy {
         in_flight: Arc<InFlight>,
         policies: Arc<PolicyRegistry>,
     ) -> StavkaProxy {
+        let rules = FreshnessRules {
+            default_swr: config.cache.stale_while_revalidate,
+            default_sie: config.cache.stale_if_error,
+            heuristic_max_ttl: config.cache.heuristic_max_ttl,
+        };
+        let slicer = Box::leak(Box::new(slice::Engine::new(
+            &config.slice,
+            store,
+            rules,
+            config.cache.name.clone(),
+            metrics.clone(),
+        )));
         StavkaProxy {
             router,
             store,
-            rules: FreshnessRules {
-                default_swr: config.cache.stale_while_revalidate,
-                default_sie: config.cache.stale_if_error,
-                heuristic_max_ttl: config.cache.heuristic_max_ttl,
-            },
+            rules,
             cache_name: config.cache.name.clone(),
             timeouts: config.origin.clone(),
             recorder: Recorder::new(
@@ -85,11 +95,69 @@ impl StavkaProxy {
             ),
             in_flight,
             policies,
+            slicer,
         }
     }
 }
 
 impl StavkaProxy {
+    /// The site's origin, with this proxy's timeouts.
+    fn origin_peer(&self, site: &Site) -> HttpPeer {
+        let mut peer = HttpPeer::new(site.origin_addr, site.tls, site.sni.clone());
+        peer.options.connection_timeout = Some(self.timeouts.connect_timeout);
+        peer.options.read_timeout = Some(self.timeouts.read_timeout);
+        peer.options.write_timeout = Some(self.timeouts.write_timeout);
+        peer.options.idle_timeout = Some(self.timeouts.idle_timeout);
+        peer
+    }
+
+    /// The object's slice keys, when its site slices and the request can
+    /// be cached (a host, no policy: the slice path does not run policy
+    /// hooks yet).
+    fn slice_object(&self, session: &Session, ctx: &RequestCtx) -> Option<slice::ObjectKey> {
+        let site = ctx
+            .site
+            .as_ref()
+            .filter(|s| s.slice && s.policy.is_none())?;
+        let host = ctx.host.as_deref()?;
+        let primary = key::primary(&site.name, host, target(&session.req_header().uri));
+        Some(slice::ObjectKey {
+            primary,
+            site: site.name.clone(),
+        })
+    }
+
+    /// Serve the request from blocks if it is for a sliced object (see
+    /// [`slice::Engine::takes`]); `Ok(true)` when it was.
+    async fn serve_sliced(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(object) = self.slice_object(session, ctx) else {
+            return Ok(false);
+        };
+        if !self.slicer.takes(session.req_header(), &object) {
+            return Ok(false);
+        }
+        let Some(site) = ctx.site.clone() else {
+            return Ok(false);
+        };
+        let mut request = session.req_header().clone();
+        hop_by_hop::strip_request(&mut request);
+        prepare_upstream(&mut request, ctx)?;
+        let target = slice::Target {
+            object,
+            upstream: Arc::new(slice::Upstream {
+                peer: self.origin_peer(&site),
+                request,
+            }),
+            authorization: session
+                .req_header()
+                .headers
+                .contains_key(header::AUTHORIZATION),
+        };
+        let status = self.slicer.serve(session, &target).await?;
+        ctx.cache_status = Some(status);
+        Ok(true)
+    }
+
     /// Answer in `request_filter`, before any cache lookup or origin:
     /// `code` with a plain-text `body` and `Cache-Status: …; detail=…`.
     /// Returns `Ok(true)`, pingora's "the response is sent".
@@ -144,7 +212,7 @@ impl ProxyHttp for StavkaProxy {
         };
         ctx.site = Some(site.clone());
         let Some(name) = site.policy.as_deref() else {
-            return Ok(false);
+            return self.serve_sliced(session, ctx).await;
         };
         let Some(module) = self.policies.get(name) else {
             return match site.policy_missing {
@@ -269,11 +337,7 @@ impl ProxyHttp for StavkaProxy {
             .site
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no site for upstream"))?;
-        let mut peer = HttpPeer::new(site.origin_addr, site.tls, site.sni.clone());
-        peer.options.connection_timeout = Some(self.timeouts.connect_timeout);
-        peer.options.read_timeout = Some(self.timeouts.read_timeout);
-        peer.options.write_timeout = Some(self.timeouts.write_timeout);
-        peer.options.idle_timeout = Some(self.timeouts.idle_timeout);
+        let peer = self.origin_peer(site);
         site.metrics.origin_requests.inc();
         // The request now waits on the origin: a per-request instance must
         // not hold its pool slot meanwhile.
@@ -290,52 +354,12 @@ impl ProxyHttp for StavkaProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // The origin sees the host the entry is keyed on, never a port or
-        // spelling the client chose (an origin that reflects Host would
-        // otherwise poison the shared entry), in origin-form.
-        match (
-            ctx.site.as_ref().and_then(|s| s.host_header.clone()),
-            &ctx.host,
-        ) {
-            (Some(configured), _) => upstream_request.insert_header(header::HOST, configured)?,
-            (None, Some(host))
-                if upstream_request
-                    .headers
-                    .get(header::HOST)
-                    .is_none_or(|h| h != host.as_str()) =>
-            {
-                upstream_request.insert_header(header::HOST, host.as_str())?
-            }
-            _ => {}
-        }
-        // A policy key that is a path and query is also what the origin is
-        // asked for, so nothing the key ignores (tracking parameters, say)
-        // can shape a shared entry. Otherwise the client's target goes, in
-        // origin-form.
-        let keyed = ctx.policy.as_ref().and_then(|p| p.key.as_deref());
-        if let Some(key) = keyed.filter(|k| k.starts_with('/')) {
-            let uri = http::Uri::try_from(key).map_err(|e| {
-                Error::because(
-                    ErrorType::InternalError,
-                    "the policy's cache key is not a valid request target",
-                    e,
-                )
-            })?;
-            upstream_request.set_uri(uri);
-        } else if !upstream_request.raw_path().starts_with(b"/") {
-            let origin_form = http::Uri::try_from(target(&upstream_request.uri))
-                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request target", e))?;
-            upstream_request.set_uri(origin_form);
-        }
-        if let Some(edits) = ctx.policy.as_ref().and_then(|p| p.origin_edits.as_ref()) {
-            decisions::apply_edits(upstream_request, edits)?;
-        }
-        Ok(())
+        prepare_upstream(upstream_request, ctx)
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -357,6 +381,18 @@ impl ProxyHttp for StavkaProxy {
         }
         if let Some(p) = ctx.policy.as_mut() {
             p.decide_response(upstream_response).await?;
+        }
+        if self.slicer.too_large(upstream_response) && session.req_header().method == Method::GET {
+            if let Some(object) = self.slice_object(session, ctx) {
+                let authorization = session
+                    .req_header()
+                    .headers
+                    .contains_key(header::AUTHORIZATION);
+                ctx.sliced = self
+                    .slicer
+                    .adopt(&object, upstream_response, authorization)
+                    .await;
+            }
         }
         Ok(())
     }
@@ -385,6 +421,7 @@ impl ProxyHttp for StavkaProxy {
         };
         let now = SystemTime::now();
         let decision = match ctx.policy.as_ref().and_then(|p| p.response.as_ref()) {
+            _ if ctx.sliced => RespCacheable::Uncacheable(NoCacheReason::Custom("sliced")),
             Some(ResponseDecision::NoStore) => {
                 RespCacheable::Uncacheable(NoCacheReason::Custom("policy-no-store"))
             }
@@ -523,4 +560,50 @@ impl ProxyHttp for StavkaProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         self.recorder.finish(session, e, ctx);
     }
+}
+
+/// Shape the request the origin gets, for the proxy and the slice engine
+/// alike.
+fn prepare_upstream(upstream_request: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
+    // The origin sees the host the entry is keyed on, never a port or
+    // spelling the client chose (an origin that reflects Host would
+    // otherwise poison the shared entry), in origin-form.
+    match (
+        ctx.site.as_ref().and_then(|s| s.host_header.clone()),
+        &ctx.host,
+    ) {
+        (Some(configured), _) => upstream_request.insert_header(header::HOST, configured)?,
+        (None, Some(host))
+            if upstream_request
+                .headers
+                .get(header::HOST)
+                .is_none_or(|h| h != host.as_str()) =>
+        {
+            upstream_request.insert_header(header::HOST, host.as_str())?
+        }
+        _ => {}
+    }
+    // A policy key that is a path and query is also what the origin is
+    // asked for, so nothing the key ignores (tracking parameters, say)
+    // can shape a shared entry. Otherwise the client's target goes, in
+    // origin-form.
+    let keyed = ctx.policy.as_ref().and_then(|p| p.key.as_deref());
+    if let Some(key) = keyed.filter(|k| k.starts_with('/')) {
+        let uri = http::Uri::try_from(key).map_err(|e| {
+            Error::because(
+                ErrorType::InternalError,
+                "the policy's cache key is not a valid request target",
+                e,
+            )
+        })?;
+        upstream_request.set_uri(uri);
+    } else if !upstream_request.raw_path().starts_with(b"/") {
+        let origin_form = http::Uri::try_from(target(&upstream_request.uri))
+            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request target", e))?;
+        upstream_request.set_uri(origin_form);
+    }
+    if let Some(edits) = ctx.policy.as_ref().and_then(|p| p.origin_edits.as_ref()) {
+        decisions::apply_edits(upstream_request, edits)?;
+    }
+    Ok(())
 }

@@ -1,0 +1,121 @@
+//! Blocks being fetched, so concurrent requests for the same missing
+//! block make one origin fetch.
+//!
+//! A request that finds a block missing claims it before asking the
+//! origin. Another request that needs the block meanwhile waits until the
+//! claimant has begun storing it — from then on the store's own readers
+//! follow the write as it arrives — or has given up, and then looks again.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+/// Shards of the claim map: claims on different blocks rarely contend.
+const SHARDS: usize = 16;
+
+/// Where a claimed block stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The claimant is asking the origin.
+    Fetching,
+    /// Its write has begun (or been refused): look it up in the store.
+    Settled,
+}
+
+/// The blocks claimed now, by block key hash.
+pub struct Flights {
+    shards: [Mutex<HashMap<u128, watch::Receiver<Stage>>>; SHARDS],
+}
+
+/// The outcome of trying to claim a block.
+pub enum Claim {
+    /// This request fetches it.
+    Mine(Flight),
+    /// Another request is fetching it: wait on this, then look again.
+    Theirs(watch::Receiver<Stage>),
+}
+
+/// A claimed block. Settled when dropped, whatever happened.
+pub struct Flight {
+    flights: &'static Flights,
+    hash: u128,
+    stage: watch::Sender<Stage>,
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Flights {
+            shards: std::array::from_fn(|_| Mutex::default()),
+        }
+    }
+}
+
+impl Flights {
+    fn shard(&self, hash: u128) -> MutexGuard<'_, HashMap<u128, watch::Receiver<Stage>>> {
+        self.shards[hash as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claim the block whose key hashes to `hash`.
+    pub fn claim(&'static self, hash: u128) -> Claim {
+        let mut shard = self.shard(hash);
+        if let Some(theirs) = shard.get(&hash) {
+            return Claim::Theirs(theirs.clone());
+        }
+        let (stage, receiver) = watch::channel(Stage::Fetching);
+        shard.insert(hash, receiver);
+        Claim::Mine(Flight {
+            flights: self,
+            hash,
+            stage,
+        })
+    }
+}
+
+impl Flight {
+    /// The block's write has begun (or was refused): waiters may look it
+    /// up now. Its claim is released.
+    pub fn settle(self) {}
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.flights.shard(self.hash).remove(&self.hash);
+        self.stage.send_replace(Stage::Settled);
+    }
+}
+
+/// Wait until the claimant of a block settles it (or goes away).
+///
+/// # Cancel safety
+///
+/// Cancel safe: nothing is held but the receiver.
+pub async fn settled(mut theirs: watch::Receiver<Stage>) {
+    let _ = theirs.wait_for(|s| *s == Stage::Settled).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_claimant_per_block_and_waiters_wake_when_it_settles() {
+        let flights: &'static Flights = Box::leak(Box::default());
+        let Claim::Mine(mine) = flights.claim(7) else {
+            panic!("the first claim is mine")
+        };
+        let Claim::Theirs(theirs) = flights.claim(7) else {
+            panic!("the second waits")
+        };
+        assert!(matches!(flights.claim(8), Claim::Mine(_)));
+        let waiter = tokio::spawn(settled(theirs));
+        mine.settle();
+        waiter.await.unwrap();
+        assert!(
+            matches!(flights.claim(7), Claim::Mine(_)),
+            "settling releases the claim"
+        );
+    }
+}

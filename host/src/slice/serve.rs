@@ -1,0 +1,943 @@
+//! Serving one request from the blocks of a sliced object.
+//!
+//! The client's bytes are produced block by block. A block in the store
+//! (or being written to it by another request) is streamed from there. A
+//! missing block is claimed together with the missing blocks after it, up
+//! to `read_ahead` blocks past the last one the request needs, and the
+//! whole run is asked of the origin in one `Range` request floored to the
+//! first block's start. The client gets its bytes as they pass; each block
+//! is stored as soon as it is complete, and a block cut short is never
+//! stored. Once the client has its last byte, the rest of the run (the
+//! read-ahead) is read in the background, bounded by the run.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header;
+use pingora_cache::key::CacheHashKey;
+use pingora_cache::{CacheKey, CacheMeta, HitHandler, MissHandler, RespCacheable};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use super::flights::{self, Claim, Flight};
+use super::identity::{self, Identity};
+use super::origin::{Ask, Carries, Fetch, Upstream};
+use super::range::{self, Requested, Span, Spec};
+use super::{Engine, ObjectKey};
+use crate::cache::freshness;
+use crate::cache::key;
+use crate::cache::outcome::Block;
+use crate::cache::status::{CacheStatus, Detail, Fwd, SliceBlocks};
+use crate::hop_by_hop;
+
+/// How long a block's entry counts as fresh to the store. Blocks are
+/// checked against their object's identity instead, whose record carries
+/// the HTTP freshness.
+const BLOCK_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How long a request waits for another request's claim on a block to
+/// settle before fetching it itself.
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
+
+/// The request a slice engine serves.
+pub struct Target {
+    /// The object's keys.
+    pub object: ObjectKey,
+    /// Where the origin is and what to ask it.
+    pub upstream: Arc<Upstream>,
+    /// The request carried `Authorization` (RFC 9111 §3.5).
+    pub authorization: bool,
+}
+
+/// What the engine knows of the object it serves.
+struct Object {
+    /// Its version, when it can be sliced; `None`: served from the origin
+    /// without storing.
+    identity: Option<Identity>,
+    /// Its complete length.
+    length: u64,
+    /// Its stored record (and so its header and freshness), when blocks of
+    /// it may be stored.
+    meta: Option<CacheMeta>,
+    /// The header the client's response is built from (status 200, the
+    /// complete length).
+    header: ResponseHeader,
+}
+
+impl Object {
+    /// The identity blocks are stored and read under, when they are.
+    fn storing(&self) -> Option<&Identity> {
+        self.meta.as_ref().and(self.identity.as_ref())
+    }
+}
+
+/// What serving found out on the way, for `Cache-Status`.
+#[derive(Default)]
+struct Tally {
+    /// The status of the first origin response, when one was asked for.
+    fwd_status: Option<u16>,
+    /// The record was stale and its validator was checked.
+    revalidated: bool,
+    /// That check failed and the stale record served (RFC 5861 §4).
+    stale_if_error: bool,
+}
+
+/// The client's side: the bytes it is owed and how far it has got.
+struct Client<'s> {
+    session: &'s mut Session,
+    /// The next byte to send.
+    next: u64,
+    /// The last byte to send.
+    end: u64,
+    done: bool,
+}
+
+impl Client<'_> {
+    /// Send the part of `chunk` (the object's bytes from `at`) the client
+    /// is owed next, ending the response with its last byte.
+    async fn send(&mut self, at: u64, chunk: &Bytes) -> Result<()> {
+        let chunk_end = at + chunk.len() as u64;
+        if self.done || chunk_end <= self.next || at > self.next {
+            return Ok(());
+        }
+        let from = (self.next - at) as usize;
+        let to = (chunk_end.min(self.end + 1) - at) as usize;
+        self.next += (to - from) as u64;
+        self.done = self.next > self.end;
+        self.session
+            .write_response_body(Some(chunk.slice(from..to)), self.done)
+            .await
+    }
+}
+
+/// An origin response being read for a run of blocks, storing each
+/// complete block it passes.
+struct Pump {
+    fetch: Fetch,
+    upstream: Arc<Upstream>,
+    /// The object's offset of the next body byte.
+    at: u64,
+    /// Reading stops here (exclusive): the end of the run.
+    stop: u64,
+    /// Blocks past this one are read ahead of the request.
+    needed: u64,
+    /// How blocks are stored, when they are.
+    storing: Option<Storing>,
+}
+
+/// The blocks a pump stores.
+struct Storing {
+    identity: Identity,
+    object: ObjectKey,
+    /// The stored header each block carries (tags and identity).
+    header: ResponseHeader,
+    /// Claimed blocks not yet begun, by index.
+    claims: Vec<(u64, Flight)>,
+    /// The block being written.
+    writing: Option<(u64, CacheKey, MissHandler)>,
+}
+
+impl Pump {
+    /// The next body bytes and their offset; `None` once the run is read.
+    async fn next(&mut self, engine: &'static Engine) -> Result<Option<(u64, Bytes)>> {
+        if self.at >= self.stop {
+            return Ok(None);
+        }
+        let Some(mut chunk) = self.fetch.next().await? else {
+            return Error::e_explain(
+                ErrorType::ConnectionClosed,
+                "the origin ended the body before the range did",
+            );
+        };
+        chunk.truncate((self.stop - self.at).min(chunk.len() as u64) as usize);
+        let at = self.at;
+        self.at += chunk.len() as u64;
+        if let Some(storing) = &mut self.storing {
+            storing.store(engine, at, chunk.clone(), self.needed).await;
+        }
+        Ok(Some((at, chunk)))
+    }
+
+    /// Read the rest of the run in the background, then release the
+    /// connection: read-ahead outlives the request, bounded by the run. A
+    /// run that stores nothing is not read on: its connection closes.
+    fn drain(mut self, engine: &'static Engine) {
+        if self.storing.is_none() {
+            self.stop = self.at;
+        }
+        tokio::spawn(async move {
+            while let Ok(Some(_)) = self.next(engine).await {}
+            self.fetch.release(&engine.connector, &self.upstream).await;
+        });
+    }
+}
+
+impl Storing {
+    /// Store `chunk`, the object's bytes from `at`, into its blocks.
+    async fn store(&mut self, engine: &'static Engine, at: u64, mut chunk: Bytes, needed: u64) {
+        let mut off = at;
+        while !chunk.is_empty() {
+            let index = off / self.identity.block;
+            let span = self.identity.block_span(index);
+            let piece = chunk.split_to(((span.end + 1 - off) as usize).min(chunk.len()));
+            if off == span.start {
+                self.begin(engine, index, span).await;
+            }
+            off += piece.len() as u64;
+            let Some((writing, _, write)) = &mut self.writing else {
+                continue;
+            };
+            if *writing != index {
+                continue;
+            }
+            if write.write_body(piece, false).await.is_err() {
+                self.writing = None;
+                engine.metrics.slice_block(Block::Unstored);
+                continue;
+            }
+            if off == span.end + 1 {
+                let Some((_, key, write)) = self.writing.take() else {
+                    continue;
+                };
+                let until = SystemTime::now() + BLOCK_LIFETIME;
+                let stored = engine.store.commit(&key, write, until).await;
+                engine.metrics.slice_block(match (stored, index > needed) {
+                    (false, _) => Block::Unstored,
+                    (true, false) => Block::Fetched,
+                    (true, true) => Block::ReadAhead,
+                });
+            }
+        }
+    }
+
+    /// Begin writing block `index` if this run claimed it; its claim
+    /// settles either way, so waiters look it up.
+    async fn begin(&mut self, engine: &'static Engine, index: u64, span: Span) {
+        let Some(at) = self.claims.iter().position(|(i, _)| *i == index) else {
+            return;
+        };
+        let (_, flight) = self.claims.swap_remove(at);
+        let key = self.object.block(index);
+        let mut header = self.header.clone();
+        let _ = header.insert_header(header::CONTENT_LENGTH, span.size());
+        let now = SystemTime::now();
+        let meta = CacheMeta::new(now + BLOCK_LIFETIME, now, 0, 0, header);
+        self.writing = engine
+            .store
+            .begin_write(&key, &meta)
+            .await
+            .map(|write| (index, key, write));
+        if self.writing.is_none() {
+            engine.metrics.slice_block(Block::Unstored);
+        }
+        flight.settle();
+    }
+}
+
+/// The start of a request's response.
+enum Start {
+    /// The object is known: send the response for it, reading the first
+    /// run from this pump if there is one.
+    Object(Box<Object>, Option<Box<Pump>>),
+    /// Answer with what the origin said, unchanged (an error status).
+    Forward(Box<Fetch>),
+}
+
+impl Engine {
+    /// Serve `session`'s request for the sliced object `target`: its
+    /// range, the whole object, a `HEAD` or a conditional request. Returns
+    /// what `Cache-Status` said.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the blocks being written (none is stored
+    /// half-written) and releases their claims.
+    pub async fn serve(
+        &'static self,
+        session: &mut Session,
+        target: &Target,
+    ) -> Result<CacheStatus> {
+        let mut tally = Tally::default();
+        let requested = requested(session);
+        let (object, first) = loop {
+            match self.start(target, requested, &mut tally).await? {
+                Some(Start::Object(object, first)) => break (*object, first.map(|p| *p)),
+                Some(Start::Forward(fetch)) => return self.forward(session, *fetch, target).await,
+                // Another request is fetching the start: look again.
+                None => continue,
+            }
+        };
+        let req = session.req_header();
+        let head = req.method == http::Method::HEAD;
+        let (status, span) = match respond_with(req, &object, requested) {
+            Respond::NotModified => (304, None),
+            Respond::Unsatisfiable => (416, None),
+            Respond::Whole => (200, Span::whole(object.length)),
+            Respond::Part(span) => (206, Some(span)),
+        };
+        let blocks = match (&object.identity, span) {
+            (Some(identity), Some(span)) => Some(self.present(target, identity, span)),
+            _ => None,
+        };
+        let cache_status = self.cache_status(&object, &tally, blocks, first.is_some());
+        let header = self.client_header(&object, status, span, &cache_status);
+        let body = !head && span.is_some();
+        session
+            .write_response_header(Box::new(header), !body)
+            .await?;
+        let Some(span) = span.filter(|_| body) else {
+            if let Some(pump) = first {
+                pump.drain(self);
+            }
+            return Ok(cache_status);
+        };
+        let mut client = Client {
+            session,
+            next: span.start,
+            end: span.end,
+            done: false,
+        };
+        self.deliver(&mut client, target, &object, first).await?;
+        Ok(cache_status)
+    }
+
+    /// Find out what the object is: its fresh record, a stale record
+    /// revalidated, or (with no record) the origin's answer to the first
+    /// fetch. `None` when another request is fetching its first block:
+    /// wait for that and look again.
+    async fn start(
+        &'static self,
+        target: &Target,
+        requested: Requested,
+        tally: &mut Tally,
+    ) -> Result<Option<Start>> {
+        let now = SystemTime::now();
+        if let Some(record) = self.record(&target.object).await {
+            if record.meta.as_ref().is_some_and(|m| m.is_fresh(now)) {
+                return Ok(Some(Start::Object(Box::new(record), None)));
+            }
+            return self.revalidate(record, target, tally).await.map(Some);
+        }
+        // No record: the first fetch learns the object. A range with a
+        // first byte starts there (so the fetch also serves it); a suffix
+        // or the whole object needs the length first.
+        let first_block = match requested {
+            Requested::One(Spec::From { first, last }) => Some((
+                first / self.block,
+                last.map_or(first, |l| l.max(first)) / self.block,
+            )),
+            _ => None,
+        };
+        let Some((first, needed)) = first_block else {
+            let fetch = Fetch::start(
+                &self.connector,
+                &target.upstream,
+                Ask::Span(Span { start: 0, end: 0 }),
+            )
+            .await?;
+            tally.fwd_status = Some(fetch.header.status.as_u16());
+            let learned = self.learn(&fetch.header, &target.object, target.authorization, None);
+            return Ok(Some(match learned.await {
+                Some(object) => Start::Object(Box::new(object), None),
+                None => Start::Forward(Box::new(fetch)),
+            }));
+        };
+        let Some(claims) = self.claim_run(target, first, needed, None) else {
+            let key = target.object.block(first);
+            if let Claim::Theirs(theirs) = self.flights.claim(hash(&key)) {
+                let _ = tokio::time::timeout(CLAIM_WAIT, flights::settled(theirs)).await;
+            }
+            return Ok(None);
+        };
+        let ask = self.run_span(first, claims.len() as u64, None);
+        let fetch = Fetch::start(&self.connector, &target.upstream, Ask::Span(ask)).await?;
+        tally.fwd_status = Some(fetch.header.status.as_u16());
+        let learned = self.learn(&fetch.header, &target.object, target.authorization, None);
+        let Some(object) = learned.await else {
+            return Ok(Some(Start::Forward(Box::new(fetch))));
+        };
+        let pump = self.pump(fetch, target, &object, ask, needed, claims);
+        Ok(Some(Start::Object(Box::new(object), pump.map(Box::new))))
+    }
+
+    /// A stale record: ask the origin for its first byte and compare
+    /// versions. The same version refreshes the record and keeps its
+    /// blocks; another replaces it and removes every block of the old.
+    async fn revalidate(
+        &'static self,
+        stale: Object,
+        target: &Target,
+        tally: &mut Tally,
+    ) -> Result<Start> {
+        tally.revalidated = true;
+        let probe = Span { start: 0, end: 0 };
+        let failed = match Fetch::start(&self.connector, &target.upstream, Ask::Span(probe)).await {
+            Ok(fetch) if fetch.header.status.is_server_error() => {
+                let status = fetch.header.status.as_u16();
+                tally.fwd_status = Some(status);
+                fetch.release(&self.connector, &target.upstream).await;
+                Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "revalidating a sliced object",
+                )
+            }
+            Ok(fetch) => {
+                tally.fwd_status = Some(fetch.header.status.as_u16());
+                let known = stale.identity.as_ref();
+                let learned =
+                    self.learn(&fetch.header, &target.object, target.authorization, known);
+                return Ok(match learned.await {
+                    Some(object) => {
+                        drain_small(fetch, self, &target.upstream).await;
+                        Start::Object(Box::new(object), None)
+                    }
+                    None => Start::Forward(Box::new(fetch)),
+                });
+            }
+            Err(e) => e,
+        };
+        // RFC 5861 §4: the stale record serves if its window allows.
+        let now = SystemTime::now();
+        if stale
+            .meta
+            .as_ref()
+            .is_some_and(|m| m.serve_stale_if_error(now))
+        {
+            tally.stale_if_error = true;
+            Ok(Start::Object(Box::new(stale), None))
+        } else {
+            Err(failed)
+        }
+    }
+
+    /// What an origin response says the object is. A sliceable, storable
+    /// one gets its record written (replacing, with all its blocks, a
+    /// record of another version than `known`). `None` when the response
+    /// is not part of the object (an error status): forward it.
+    async fn learn(
+        &'static self,
+        response: &ResponseHeader,
+        object: &ObjectKey,
+        authorization: bool,
+        known: Option<&Identity>,
+    ) -> Option<Object> {
+        let length = match Carries::of(response) {
+            Carries::Part { length, .. }
+            | Carries::Whole(length)
+            | Carries::Unsatisfiable(length) => length,
+            Carries::Other => return None,
+        };
+        let mut header = response.clone();
+        hop_by_hop::strip(&mut header);
+        freshness::stamp_date(&mut header, SystemTime::now());
+        header.set_status(200).ok()?;
+        header.remove_header(&header::CONTENT_RANGE);
+        header.insert_header(header::CONTENT_LENGTH, length).ok()?;
+        let identity = Identity::of(&header, length, self.block);
+        if known.is_some() && identity.as_ref() != known {
+            self.remove(object).await;
+        }
+        let Some(identity) = identity else {
+            return Some(Object {
+                identity: None,
+                length,
+                meta: None,
+                header,
+            });
+        };
+        let _ = header.insert_header(identity::FIELD, identity.token());
+        let now = SystemTime::now();
+        let meta = match freshness::decide(&header, authorization, Duration::ZERO, &self.rules, now)
+        {
+            RespCacheable::Cacheable(meta) => Some(meta),
+            RespCacheable::Uncacheable(_) => None,
+        };
+        let meta = match meta {
+            Some(meta) if self.write_record(object, &meta).await => Some(meta),
+            _ => None,
+        };
+        header.remove_header(identity::FIELD);
+        Some(Object {
+            identity: Some(identity),
+            length,
+            meta,
+            header,
+        })
+    }
+
+    /// Make `response`, a whole `200` too large to store whole, a sliced
+    /// object: its record is written, so later requests for it are served
+    /// from blocks. Returns whether it was (it has a validator and may be
+    /// stored).
+    pub async fn adopt(
+        &'static self,
+        object: &ObjectKey,
+        response: &ResponseHeader,
+        authorization: bool,
+    ) -> bool {
+        self.learn(response, object, authorization, None)
+            .await
+            .is_some_and(|o| o.storing().is_some())
+    }
+
+    /// The object's stored record, if there is one of a usable form.
+    async fn record(&'static self, object: &ObjectKey) -> Option<Object> {
+        let (meta, _) = self.store.lookup(&object.record()).await?;
+        let identity = Identity::recorded(meta.response_header())?;
+        let mut header = meta.response_header().clone();
+        header.remove_header(identity::FIELD);
+        Some(Object {
+            length: identity.length,
+            identity: Some(identity),
+            meta: Some(meta),
+            header,
+        })
+    }
+
+    async fn write_record(&'static self, object: &ObjectKey, meta: &CacheMeta) -> bool {
+        let key = object.record();
+        let Some(write) = self.store.begin_write(&key, meta).await else {
+            return false;
+        };
+        self.store.commit(&key, write, meta.fresh_until()).await
+    }
+
+    /// Remove the object's record and every block.
+    async fn remove(&'static self, object: &ObjectKey) {
+        let prefix = key::slice_prefix(&object.primary);
+        let objects = self.store.select(edge_cdn_store::Selector::Prefix(&prefix));
+        self.store
+            .purge(objects, crate::cache::store::PurgeMode::Hard)
+            .await;
+    }
+
+    /// Claim the missing blocks from `first` on, through `needed` and
+    /// `read_ahead` more (within `blocks`, when the count is known),
+    /// stopping at the first block that is stored or claimed by another
+    /// request. `None` when `first` itself is claimed by another.
+    fn claim_run(
+        &'static self,
+        target: &Target,
+        first: u64,
+        needed: u64,
+        blocks: Option<u64>,
+    ) -> Option<Vec<(u64, Flight)>> {
+        let last = (needed + u64::from(self.read_ahead)).min(blocks.map_or(u64::MAX, |b| b - 1));
+        let mut claims = Vec::new();
+        for index in first..=last {
+            let key = target.object.block(index);
+            if index > first && self.store.holds(&key) {
+                break;
+            }
+            match self.flights.claim(hash(&key)) {
+                Claim::Mine(flight) => claims.push((index, flight)),
+                Claim::Theirs(_) => break,
+            }
+        }
+        (!claims.is_empty()).then_some(claims)
+    }
+
+    /// The bytes of `count` blocks from `first`, within `length` if known.
+    fn run_span(&self, first: u64, count: u64, length: Option<u64>) -> Span {
+        let start = first * self.block;
+        let end = start + count * self.block - 1;
+        Span {
+            start,
+            end: length.map_or(end, |l| end.min(l - 1)),
+        }
+    }
+
+    /// A pump over `fetch`, which was asked for `ask`; `None` when the
+    /// response does not carry those bytes of this object.
+    fn pump(
+        &self,
+        fetch: Fetch,
+        target: &Target,
+        object: &Object,
+        ask: Span,
+        needed: u64,
+        claims: Vec<(u64, Flight)>,
+    ) -> Option<Pump> {
+        let at = match fetch.carries() {
+            Carries::Part { span, length }
+                if span.start == ask.start && length == object.length =>
+            {
+                span.start
+            }
+            Carries::Whole(length) if length == object.length => 0,
+            _ => return None,
+        };
+        let stop = (ask.end + 1).min(object.length);
+        let storing = object.storing().map(|identity| {
+            let mut header = object.header.clone();
+            let _ = header.insert_header(identity::FIELD, identity.token());
+            Storing {
+                identity: identity.clone(),
+                object: target.object.clone(),
+                header,
+                claims,
+                writing: None,
+            }
+        });
+        Some(Pump {
+            fetch,
+            upstream: target.upstream.clone(),
+            at,
+            stop,
+            needed,
+            storing,
+        })
+    }
+
+    /// Stream the client's bytes: from the first pump, then block by
+    /// block, from the store or from runs fetched from the origin.
+    async fn deliver(
+        &'static self,
+        client: &mut Client<'_>,
+        target: &Target,
+        object: &Object,
+        mut pending: Option<Pump>,
+    ) -> Result<()> {
+        let needed = client.end / self.block;
+        let mut stalls = 0;
+        while !client.done {
+            let before = client.next;
+            let mut pump = match pending.take() {
+                Some(pump) => pump,
+                None => match self.next_source(client, target, object, needed).await? {
+                    Some(pump) => pump,
+                    None => continue,
+                },
+            };
+            loop {
+                match pump.next(self).await {
+                    Ok(Some((at, chunk))) => {
+                        if let Err(e) = client.send(at, &chunk).await {
+                            pump.drain(self);
+                            return Err(e);
+                        }
+                        if client.done {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            pump.drain(self);
+            stalls = if client.next == before { stalls + 1 } else { 0 };
+            if stalls > 1 {
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "the origin does not answer the ranges asked of it",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Serve the client's next block from the store if it is there
+    /// (returning `None`), or start a run from the origin for it.
+    async fn next_source(
+        &'static self,
+        client: &mut Client<'_>,
+        target: &Target,
+        object: &Object,
+        needed: u64,
+    ) -> Result<Option<Pump>> {
+        let index = client.next / self.block;
+        let Some(identity) = object.storing() else {
+            // Not stored: ask for exactly what the client still needs.
+            let ask = Span {
+                start: client.next,
+                end: client.end,
+            };
+            let fetch = Fetch::start(&self.connector, &target.upstream, Ask::Span(ask)).await?;
+            let pump = self.pump(fetch, target, object, ask, needed, Vec::new());
+            return pump.map(Some).ok_or_else(changed);
+        };
+        let key = target.object.block(index);
+        if let Some((meta, hit)) = self.store.lookup(&key).await {
+            if Identity::recorded(meta.response_header()).as_ref() == Some(identity) {
+                let span = identity.block_span(index);
+                self.store
+                    .touch(&key, span.size() as usize, meta.fresh_until());
+                stream_block(client, hit, span).await?;
+                self.metrics.slice_block(Block::Hit);
+                return Ok(None);
+            }
+        }
+        let Some(claims) = self.claim_run(target, index, needed, Some(identity.blocks())) else {
+            if let Claim::Theirs(theirs) = self.flights.claim(hash(&key)) {
+                let _ = tokio::time::timeout(CLAIM_WAIT, flights::settled(theirs)).await;
+            }
+            return Ok(None);
+        };
+        let ask = self.run_span(index, claims.len() as u64, Some(object.length));
+        let fetch = Fetch::start(&self.connector, &target.upstream, Ask::Span(ask)).await?;
+        let same = Identity::of(&fetch.header, object.length, self.block);
+        if same.as_ref() != Some(identity) {
+            // The origin has another version now: the client's response,
+            // begun with the old one, cannot be finished.
+            fetch.release(&self.connector, &target.upstream).await;
+            self.remove(&target.object).await;
+            return Err(changed());
+        }
+        let pump = self.pump(fetch, target, object, ask, needed, claims);
+        pump.map(Some).ok_or_else(changed)
+    }
+
+    /// How many of `span`'s blocks are stored now, of how many.
+    fn present(&self, target: &Target, identity: &Identity, span: Span) -> SliceBlocks {
+        let blocks = identity.covering(span);
+        let total = blocks.end() - blocks.start() + 1;
+        let hit = blocks
+            .filter(|&i| self.store.holds(&target.object.block(i)))
+            .count() as u64;
+        SliceBlocks { hit, total }
+    }
+
+    fn cache_status(
+        &self,
+        object: &Object,
+        tally: &Tally,
+        blocks: Option<SliceBlocks>,
+        fetching: bool,
+    ) -> CacheStatus {
+        let all_hit = blocks.is_none_or(|b| b.hit == b.total) && !fetching;
+        let hit = all_hit && tally.fwd_status.is_none();
+        let fwd = match (hit, tally.revalidated) {
+            (true, _) => None,
+            (false, true) => Some(Fwd::Stale),
+            (false, false) if object.meta.is_some() && tally.fwd_status.is_none() => {
+                Some(Fwd::Miss)
+            }
+            (false, false) => Some(Fwd::UriMiss),
+        };
+        CacheStatus {
+            hit,
+            fwd,
+            fwd_status: tally.fwd_status,
+            ttl: object
+                .meta
+                .as_ref()
+                .map(|m| freshness::remaining_ttl(m, SystemTime::now())),
+            stored: !hit && object.storing().is_some(),
+            slice: blocks,
+            detail: tally.stale_if_error.then_some(Detail::StaleIfError),
+            ..CacheStatus::default()
+        }
+    }
+
+    /// The client's response header: `status` for `span` of the object.
+    fn client_header(
+        &self,
+        object: &Object,
+        status: u16,
+        span: Option<Span>,
+        cache_status: &CacheStatus,
+    ) -> ResponseHeader {
+        let mut resp = object.header.clone();
+        self.store.strip_tags(&mut resp);
+        let _ = resp.set_status(status);
+        let age = object.meta.as_ref().map_or(0, |m| m.age().as_secs());
+        let _ = resp.insert_header(header::AGE, age);
+        let _ = resp.insert_header(header::ACCEPT_RANGES, "bytes");
+        match (status, span) {
+            (206, Some(span)) => {
+                let _ = resp.insert_header(
+                    header::CONTENT_RANGE,
+                    range::content_range_value(span, object.length),
+                );
+                let _ = resp.insert_header(header::CONTENT_LENGTH, span.size());
+            }
+            (416, _) => {
+                let _ = resp.insert_header(
+                    header::CONTENT_RANGE,
+                    range::unsatisfied_value(object.length),
+                );
+                let _ = resp.insert_header(header::CONTENT_LENGTH, 0);
+            }
+            (304, _) => {
+                resp.remove_header(&header::CONTENT_LENGTH);
+            }
+            _ => {}
+        }
+        let _ = resp.insert_header("cache-status", cache_status.render(&self.cache_name));
+        resp
+    }
+
+    /// Send the origin's response as it is, storing nothing: an error
+    /// status is the answer whatever was asked; a success that is no usable
+    /// part of the object (no complete length) is asked again as the
+    /// client asked it.
+    async fn forward(
+        &'static self,
+        session: &mut Session,
+        fetch: Fetch,
+        target: &Target,
+    ) -> Result<CacheStatus> {
+        let mut fetch = if fetch.header.status.is_success() {
+            fetch.release(&self.connector, &target.upstream).await;
+            Fetch::start(&self.connector, &target.upstream, Ask::AsClient).await?
+        } else {
+            fetch
+        };
+        let mut header = fetch.header.clone();
+        hop_by_hop::strip(&mut header);
+        let status = CacheStatus {
+            fwd: Some(Fwd::UriMiss),
+            fwd_status: Some(header.status.as_u16()),
+            ..CacheStatus::default()
+        };
+        let _ = header.insert_header("cache-status", status.render(&self.cache_name));
+        let head = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(header), head)
+            .await?;
+        if !head {
+            while let Some(chunk) = fetch.next().await? {
+                session.write_response_body(Some(chunk), false).await?;
+            }
+            session.write_response_body(None, true).await?;
+        }
+        fetch.release(&self.connector, &target.upstream).await;
+        Ok(status)
+    }
+}
+
+/// The error that ends a response whose object changed under it.
+fn changed() -> Box<Error> {
+    Error::explain(
+        ErrorType::InvalidHTTPHeader,
+        "the origin's object changed (validator or length) mid-response",
+    )
+}
+
+/// Stream the client's part of block `span` from the store.
+async fn stream_block(client: &mut Client<'_>, mut hit: HitHandler, span: Span) -> Result<()> {
+    let mut at = span.start;
+    if hit.can_seek() && client.next > at {
+        hit.seek((client.next - at) as usize, None)?;
+        at = client.next;
+    }
+    while let Some(chunk) = hit.read_body().await? {
+        client.send(at, &chunk).await?;
+        at += chunk.len() as u64;
+        if client.done {
+            return Ok(());
+        }
+    }
+    if at <= span.end {
+        return Error::e_explain(ErrorType::InternalError, "a stored block ended early");
+    }
+    Ok(())
+}
+
+/// Read a probe's one-byte body so its connection can be reused.
+async fn drain_small(mut fetch: Fetch, engine: &Engine, upstream: &Upstream) {
+    let mut left = 64 * 1024;
+    while let Ok(Some(chunk)) = fetch.next().await {
+        left -= chunk.len().min(left);
+        if left == 0 {
+            break;
+        }
+    }
+    fetch.release(&engine.connector, upstream).await;
+}
+
+/// A block key's hash, which names its claim.
+fn hash(key: &CacheKey) -> u128 {
+    u128::from_be_bytes(key.primary_bin())
+}
+
+/// What the client's request asks of the object: a `Range` only on `GET`
+/// (RFC 9110 §14.2).
+fn requested(session: &Session) -> Requested {
+    let req = session.req_header();
+    match (
+        req.method == http::Method::GET,
+        req.headers.get(header::RANGE),
+    ) {
+        (true, Some(value)) => range::requested(value.as_bytes()),
+        _ => Requested::Whole,
+    }
+}
+
+/// What the response to a request is, before its body.
+enum Respond {
+    /// 304 (RFC 9110 §13.1.1, §13.1.3).
+    NotModified,
+    /// 416 (RFC 9110 §15.5.17).
+    Unsatisfiable,
+    /// 200 with the whole object.
+    Whole,
+    /// 206 with one range.
+    Part(Span),
+}
+
+/// Evaluate the request's conditions and range against the object
+/// (RFC 9110 §13.2.2's order: If-None-Match, else If-Modified-Since; then
+/// If-Range decides whether the range applies).
+fn respond_with(
+    req: &pingora_http::RequestHeader,
+    object: &Object,
+    requested: Requested,
+) -> Respond {
+    let field = |name: header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let ours = |name: header::HeaderName| {
+        object
+            .header
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+    };
+    if let Some(tags) = field(header::IF_NONE_MATCH) {
+        if let Some(etag) = ours(header::ETAG) {
+            let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+            if tags.trim() == "*" || tags.split(',').any(|t| opaque(t) == opaque(etag)) {
+                return Respond::NotModified;
+            }
+        }
+    } else if let (Some(since), Some(modified)) = (
+        field(header::IF_MODIFIED_SINCE),
+        ours(header::LAST_MODIFIED),
+    ) {
+        if let (Ok(since), Ok(modified)) = (
+            httpdate::parse_http_date(since),
+            httpdate::parse_http_date(modified),
+        ) {
+            if modified <= since {
+                return Respond::NotModified;
+            }
+        }
+    }
+    let requested = match field(header::IF_RANGE) {
+        // RFC 9110 §13.1.5: an entity tag matches strongly; a date only
+        // when it is exactly the Last-Modified.
+        Some(condition) if condition.trim().starts_with("W/") => Requested::Whole,
+        Some(condition) if condition.trim().starts_with('"') => {
+            if ours(header::ETAG)
+                .is_some_and(|e| e.trim() == condition.trim() && !e.starts_with("W/"))
+            {
+                requested
+            } else {
+                Requested::Whole
+            }
+        }
+        Some(date) if ours(header::LAST_MODIFIED).is_some_and(|m| m.trim() == date.trim()) => {
+            requested
+        }
+        Some(_) => Requested::Whole,
+        None => requested,
+    };
+    match requested {
+        Requested::Whole => Respond::Whole,
+        Requested::One(spec) => match spec.resolve(object.length) {
+            Some(span) => Respond::Part(span),
+            None => Respond::Unsatisfiable,
+        },
+    }
+}

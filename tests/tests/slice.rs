@@ -1,0 +1,512 @@
+//! Large objects as block-aligned slices (RFC 9110 §14), end to end: a
+//! real origin that honours `Range` and counts what it sends, the real
+//! binary, and every response compared byte for byte with the source.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use stavka_e2e::{client, eventually, Fetched, Origin, Stavka};
+
+/// Block size in the tests' `[slice]`.
+const BLOCK: u64 = 64 * 1024;
+/// The object: sixteen blocks.
+const LEN: u64 = 16 * BLOCK;
+const SLICE: &str =
+    "[slice]\nenabled = true\nblock_size = \"64KiB\"\nthreshold = \"256KiB\"\nread_ahead = 2\n";
+
+/// Byte `i` of version `version` of the object.
+fn byte(version: u8, i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ version
+}
+
+fn source(version: u8, len: u64) -> Vec<u8> {
+    (0..len).map(|i| byte(version, i)).collect()
+}
+
+/// How the origin answers.
+#[derive(Clone)]
+struct Behaviour {
+    version: u8,
+    len: u64,
+    /// Send an ETag (strong) naming the version.
+    etag: bool,
+    /// Answer every request with the whole object.
+    ignore_range: bool,
+    /// Fail the body (close mid-message) when it reaches this offset.
+    cut_at: Option<u64>,
+    max_age: u32,
+}
+
+#[derive(Clone)]
+struct Shared {
+    behaviour: Arc<Mutex<Behaviour>>,
+    /// Body bytes the origin has handed to its connection.
+    sent: Arc<AtomicU64>,
+    /// The `Range` of every request ("-" without one).
+    ranges: Arc<Mutex<Vec<String>>>,
+}
+
+/// An origin serving one object at `/v`, honouring single byte ranges.
+struct Ranged {
+    origin: Origin,
+    shared: Shared,
+}
+
+impl Ranged {
+    async fn start(behaviour: Behaviour) -> Ranged {
+        let shared = Shared {
+            behaviour: Arc::new(Mutex::new(behaviour)),
+            sent: Arc::default(),
+            ranges: Arc::default(),
+        };
+        let routes = Router::new()
+            .route("/v", get(answer))
+            .with_state(shared.clone());
+        Ranged {
+            origin: Origin::start(routes).await,
+            shared,
+        }
+    }
+
+    fn ranges(&self) -> Vec<String> {
+        self.shared.ranges.lock().unwrap().clone()
+    }
+
+    fn sent(&self) -> u64 {
+        self.shared.sent.load(Ordering::SeqCst)
+    }
+
+    fn change(&self, change: impl FnOnce(&mut Behaviour)) {
+        change(&mut self.shared.behaviour.lock().unwrap());
+    }
+}
+
+fn object() -> Behaviour {
+    Behaviour {
+        version: 1,
+        len: LEN,
+        etag: true,
+        ignore_range: false,
+        cut_at: None,
+        max_age: 600,
+    }
+}
+
+/// `bytes=S-E`, `bytes=S-` or `bytes=-N` against `len`: `Err(())` when
+/// unsatisfiable.
+fn parse(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let (first, last) = value.strip_prefix("bytes=")?.split_once('-')?;
+    Some(
+        match (first.parse::<u64>().ok(), last.parse::<u64>().ok()) {
+            (None, Some(n)) if n > 0 => Ok((len.saturating_sub(n), len - 1)),
+            (Some(f), last) if f < len => Ok((f, last.unwrap_or(len - 1).min(len - 1))),
+            _ => Err(()),
+        },
+    )
+}
+
+async fn answer(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    let b = shared.behaviour.lock().unwrap().clone();
+    let range = headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    shared
+        .ranges
+        .lock()
+        .unwrap()
+        .push(range.clone().unwrap_or_else(|| "-".into()));
+    let asked = range
+        .filter(|_| !b.ignore_range)
+        .and_then(|r| parse(&r, b.len));
+    let mut resp = Response::builder().header("cache-control", format!("max-age={}", b.max_age));
+    if b.etag {
+        resp = resp.header("etag", format!("\"v{}\"", b.version));
+    }
+    let (start, end) = match asked {
+        Some(Err(())) => {
+            return resp
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header("content-range", format!("bytes */{}", b.len))
+                .body(Body::empty())
+                .unwrap();
+        }
+        Some(Ok((start, end))) => {
+            resp = resp
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header("content-range", format!("bytes {start}-{end}/{}", b.len));
+            (start, end)
+        }
+        None => (0, b.len - 1),
+    };
+    resp = resp.header("content-length", end - start + 1);
+    let chunks: Vec<(u64, u64)> = (start..=end)
+        .step_by(16 * 1024)
+        .map(|at| (at, (at + 16 * 1024 - 1).min(end)))
+        .collect();
+    let sent = shared.sent.clone();
+    let body = futures_util::stream::iter(chunks).then(move |(from, to)| {
+        let sent = sent.clone();
+        async move {
+            if b.cut_at.is_some_and(|cut| (from..=to).contains(&cut)) {
+                // Let what was sent arrive before the connection breaks.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Err(std::io::Error::other("cut"));
+            }
+            sent.fetch_add(to - from + 1, Ordering::SeqCst);
+            Ok(Bytes::from(
+                (from..=to).map(|i| byte(b.version, i)).collect::<Vec<_>>(),
+            ))
+        }
+    });
+    resp.body(Body::from_stream(body)).unwrap()
+}
+
+async fn get_range(stavka: &Stavka, range: &str) -> Fetched {
+    let resp = client()
+        .get(stavka.url("/v"))
+        .header("range", range)
+        .send()
+        .await
+        .expect("request");
+    Fetched::from(resp).await
+}
+
+/// The response is exactly bytes `start..=end` of `version`.
+fn assert_part(resp: &Fetched, version: u8, start: u64, end: u64) {
+    assert_eq!(resp.status, 206, "{:?}", resp.headers);
+    assert_eq!(
+        resp.header("content-range"),
+        format!("bytes {start}-{end}/{LEN}")
+    );
+    let want = &source(version, LEN)[start as usize..=end as usize];
+    assert!(
+        resp.body == want,
+        "bytes {start}-{end} differ from the source"
+    );
+}
+
+async fn sliced(behaviour: Behaviour) -> (Ranged, Stavka) {
+    let origin = Ranged::start(behaviour).await;
+    let stavka = Stavka::in_front_of(&origin.origin, SLICE).await;
+    (origin, stavka)
+}
+
+/// The seed's promise: a cold range fetches the blocks covering it,
+/// floored to a block, plus `read_ahead` more — never the whole object —
+/// and the next sequential range is a hit.
+#[tokio::test]
+async fn rfc9110_14_2_a_cold_range_fetches_its_blocks_and_reads_ahead() {
+    let (origin, stavka) = sliced(object()).await;
+    let cold = get_range(&stavka, "bytes=100000-150000").await;
+    assert_part(&cold, 1, 100_000, 150_000);
+    assert!(
+        cold.cache_status().contains("fwd=uri-miss")
+            && cold.cache_status().contains("detail=slice-0/2-hit"),
+        "{}",
+        cold.cache_status()
+    );
+    // Blocks 1 and 2 cover it; read-ahead adds 3 and 4.
+    assert_eq!(
+        origin.ranges(),
+        [format!("bytes={}-{}", BLOCK, 5 * BLOCK - 1)]
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || origin.sent() == 4 * BLOCK).await,
+        "the origin sent {} bytes",
+        origin.sent()
+    );
+
+    let warm = get_range(&stavka, "bytes=100000-150000").await;
+    assert_part(&warm, 1, 100_000, 150_000);
+    assert!(
+        warm.cache_status().contains("hit"),
+        "{}",
+        warm.cache_status()
+    );
+    assert!(warm.cache_status().contains("detail=slice-2/2-hit"));
+    let next = get_range(&stavka, &format!("bytes={}-{}", 3 * BLOCK, 5 * BLOCK - 1)).await;
+    assert_part(&next, 1, 3 * BLOCK, 5 * BLOCK - 1);
+    assert!(
+        next.cache_status().contains("; hit"),
+        "{}",
+        next.cache_status()
+    );
+    assert_eq!(origin.ranges().len(), 1, "read-ahead made it a hit");
+    assert_eq!(
+        stavka
+            .metric_reaching("stavka_slice_blocks_total{result=\"read-ahead\"}", 2.0)
+            .await,
+        Some(2.0)
+    );
+}
+
+/// Ranges across block boundaries, the first and last bytes, suffixes,
+/// open ends and the whole object, every byte checked; a range past the
+/// end is 416 with the length (RFC 9110 §15.5.17).
+#[tokio::test]
+async fn rfc9110_14_1_every_range_form_is_byte_exact() {
+    let (origin, stavka) = sliced(object()).await;
+    let last = LEN - 1;
+    for (range, start, end) in [
+        ("bytes=0-0".to_owned(), 0, 0),
+        (format!("bytes={}-{}", BLOCK - 1, BLOCK), BLOCK - 1, BLOCK),
+        ("bytes=-1".to_owned(), last, last),
+        ("bytes=-100000".to_owned(), LEN - 100_000, last),
+        (format!("bytes={}-", LEN - 5), LEN - 5, last),
+        (
+            format!("bytes={}-{}", 5 * BLOCK + 7, 9 * BLOCK),
+            5 * BLOCK + 7,
+            9 * BLOCK,
+        ),
+        (format!("bytes=10-{}", LEN * 2), 10, last),
+    ] {
+        let resp = get_range(&stavka, &range).await;
+        assert_part(&resp, 1, start, end);
+    }
+    let whole = stavka.get("/v").await;
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.header("content-length"), LEN.to_string());
+    assert!(whole.body == source(1, LEN), "the whole object differs");
+    let past = get_range(&stavka, &format!("bytes={LEN}-")).await;
+    assert_eq!(past.status, 416);
+    assert_eq!(past.header("content-range"), format!("bytes */{LEN}"));
+
+    // Nothing was fetched twice: every origin range started at a block
+    // boundary and no byte was asked for twice.
+    let mut asked: Vec<(u64, u64)> = origin
+        .ranges()
+        .iter()
+        .filter_map(|r| match parse(r, LEN) {
+            Some(Ok(span)) => Some(span),
+            _ => None,
+        })
+        .collect();
+    asked.sort();
+    for pair in asked.windows(2) {
+        assert!(pair[0].1 < pair[1].0, "overlapping origin ranges {asked:?}");
+    }
+    assert!(asked.iter().all(|(s, _)| s % BLOCK == 0), "{asked:?}");
+}
+
+/// HEAD, If-None-Match and If-Range (RFC 9110 §13.1.5) on a sliced object.
+#[tokio::test]
+async fn rfc9110_13_conditions_and_head_on_a_sliced_object() {
+    let (origin, stavka) = sliced(object()).await;
+    get_range(&stavka, "bytes=0-10").await;
+    let head = client().head(stavka.url("/v")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], LEN.to_string().as_str());
+    let not_modified = client()
+        .get(stavka.url("/v"))
+        .header("if-none-match", "\"v1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+    let stale_if_range = client()
+        .get(stavka.url("/v"))
+        .header("range", "bytes=0-10")
+        .header("if-range", "\"v0\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stale_if_range.status(),
+        200,
+        "a stale If-Range gets it whole"
+    );
+    assert_eq!(stale_if_range.bytes().await.unwrap(), source(1, LEN));
+    let fresh_if_range = client()
+        .get(stavka.url("/v"))
+        .header("range", "bytes=0-10")
+        .header("if-range", "\"v1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh_if_range.status(), 206);
+    assert!(
+        origin.ranges().iter().all(|r| r != "-"),
+        "the origin was only asked for ranges"
+    );
+}
+
+/// A new version at the origin (another ETag) replaces every block of the
+/// old one: no response mixes versions.
+#[tokio::test]
+async fn a_changed_validator_invalidates_every_old_block() {
+    let (origin, stavka) = sliced(Behaviour {
+        max_age: 1,
+        ..object()
+    })
+    .await;
+    assert_part(&get_range(&stavka, "bytes=0-200000").await, 1, 0, 200_000);
+    origin.change(|b| b.version = 2);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let after = get_range(&stavka, "bytes=0-200000").await;
+    assert_part(&after, 2, 0, 200_000);
+    let again = get_range(&stavka, "bytes=0-200000").await;
+    assert_part(&again, 2, 0, 200_000);
+    assert!(
+        again.cache_status().contains("hit"),
+        "{}",
+        again.cache_status()
+    );
+}
+
+/// An origin that ignores Range: the client still gets exactly its range,
+/// the blocks pass into the store, and reading stops after the read-ahead.
+#[tokio::test]
+async fn an_origin_ignoring_range_still_serves_exact_ranges() {
+    let (origin, stavka) = sliced(Behaviour {
+        ignore_range: true,
+        ..object()
+    })
+    .await;
+    let resp = get_range(&stavka, &format!("bytes={}-{}", BLOCK + 5, BLOCK + 10)).await;
+    assert_part(&resp, 1, BLOCK + 5, BLOCK + 10);
+    let again = get_range(&stavka, &format!("bytes={}-{}", BLOCK + 5, BLOCK + 10)).await;
+    assert_part(&again, 1, BLOCK + 5, BLOCK + 10);
+    assert!(
+        again.cache_status().contains("hit"),
+        "{}",
+        again.cache_status()
+    );
+    assert_eq!(origin.ranges().len(), 1);
+}
+
+/// An origin that fails mid-block: the client's response is cut (never a
+/// clean end), and the partial block is not stored — the next request
+/// fetches it again and gets it whole.
+#[tokio::test]
+async fn a_block_cut_short_is_never_stored() {
+    let (origin, stavka) = sliced(Behaviour {
+        cut_at: Some(BLOCK + 20_000),
+        ..object()
+    })
+    .await;
+    let cut = client()
+        .get(stavka.url("/v"))
+        .header("range", format!("bytes={}-{}", BLOCK, 2 * BLOCK - 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cut.status(), 206);
+    assert!(
+        cut.bytes().await.is_err(),
+        "a cut body is an error to the client"
+    );
+    origin.change(|b| b.cut_at = None);
+    let whole = get_range(&stavka, &format!("bytes={}-{}", BLOCK, 2 * BLOCK - 1)).await;
+    assert_part(&whole, 1, BLOCK, 2 * BLOCK - 1);
+    assert!(
+        !whole.cache_status().contains("; hit"),
+        "{}",
+        whole.cache_status()
+    );
+    assert_eq!(origin.ranges().len(), 2);
+}
+
+/// Twenty clients asking for the same cold range make one origin request.
+#[tokio::test]
+async fn concurrent_misses_on_a_block_make_one_origin_fetch() {
+    let (origin, stavka) = sliced(object()).await;
+    let stavka = Arc::new(stavka);
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let stavka = stavka.clone();
+            tokio::spawn(async move { get_range(&stavka, "bytes=300000-400000").await })
+        })
+        .collect();
+    for c in clients {
+        assert_part(&c.await.unwrap(), 1, 300_000, 400_000);
+    }
+    let asked = origin.ranges();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+}
+
+/// Purging the URL removes its record and every block; blocks survive a
+/// restart (the store's index recovery).
+#[tokio::test]
+async fn purge_removes_every_block_and_a_restart_keeps_them() {
+    let (origin, mut stavka) = sliced(object()).await;
+    get_range(&stavka, "bytes=0-300000").await;
+    assert!(eventually(Duration::from_secs(5), || origin.sent() >= 7 * BLOCK).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stavka.restart().await;
+    let kept = get_range(&stavka, "bytes=0-300000").await;
+    assert_part(&kept, 1, 0, 300_000);
+    assert!(
+        kept.cache_status().contains("hit"),
+        "{}",
+        kept.cache_status()
+    );
+    assert_eq!(origin.ranges().len(), 1);
+
+    let purged = stavka
+        .purge(serde_json::json!({"url": "127.0.0.1/v"}))
+        .await;
+    assert!(purged["purged"].as_u64().unwrap() >= 2, "{purged}");
+    let after = get_range(&stavka, "bytes=0-300000").await;
+    assert_part(&after, 1, 0, 300_000);
+    assert!(
+        !after.cache_status().contains("; hit"),
+        "{}",
+        after.cache_status()
+    );
+    assert_eq!(origin.ranges().len(), 2);
+}
+
+/// A whole response over the threshold goes to its client uncached, and
+/// the next request for it is served from blocks.
+#[tokio::test]
+async fn a_large_whole_response_becomes_a_sliced_object() {
+    let (origin, stavka) = sliced(object()).await;
+    let first = stavka.get("/v").await;
+    assert!(first.body == source(1, LEN));
+    assert!(
+        first.cache_status().contains("detail=sliced"),
+        "{}",
+        first.cache_status()
+    );
+    let second = stavka.get("/v").await;
+    assert!(second.body == source(1, LEN));
+    assert!(
+        second.cache_status().contains("detail=slice-0/16-hit"),
+        "{}",
+        second.cache_status()
+    );
+    let third = stavka.get("/v").await;
+    assert!(third.body == source(1, LEN));
+    assert!(
+        third.cache_status().contains("; hit"),
+        "{}",
+        third.cache_status()
+    );
+    assert_eq!(origin.ranges()[0], "-");
+    assert_eq!(origin.ranges().len(), 2, "{:?}", origin.ranges());
+}
+
+/// Without a validator two versions' blocks could not be told apart:
+/// nothing is stored, every range goes to the origin, exactly.
+#[tokio::test]
+async fn without_a_validator_nothing_is_sliced() {
+    let (origin, stavka) = sliced(Behaviour {
+        etag: false,
+        ..object()
+    })
+    .await;
+    for _ in 0..2 {
+        assert_part(&get_range(&stavka, "bytes=10-20").await, 1, 10, 20);
+    }
+    assert_eq!(origin.ranges().len(), 2);
+}
