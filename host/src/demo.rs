@@ -16,10 +16,14 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::config::{Config, Origin, Site};
+use crate::slice::range::{self, Requested, Span};
 
 /// Size of `/large` and of each chunk it is sent in.
 const LARGE_BYTES: usize = 8 * 1024 * 1024;
 const LARGE_CHUNK: usize = 64 * 1024;
+/// Size of `/video`, which honours byte ranges: the object the slice
+/// demo serves in blocks.
+const VIDEO_BYTES: u64 = 32 * 1024 * 1024;
 /// The validator `/etag` answers with.
 const ETAG: &str = "\"demo-v1\"";
 
@@ -107,6 +111,7 @@ fn origin_router() -> Router {
             }),
         )
         .route("/large", get(large))
+        .route("/video", get(video))
         .route("/static/{*rest}", get(policy_path))
         .route("/api/{*rest}", get(policy_path))
         .route("/news/{*rest}", get(policy_path))
@@ -124,7 +129,7 @@ fn origin_router() -> Router {
 async fn index() -> Response {
     reply(
         "max-age=60",
-        "stavka demo origin: /cacheable /private /no-store /vary /etag /stale /cdn /slow /large\n"
+        "stavka demo origin: /cacheable /private /no-store /vary /etag /stale /cdn /slow /large /video\n"
             .to_owned(),
     )
 }
@@ -196,6 +201,56 @@ async fn large() -> Response {
     resp
 }
 
+/// A 32 MiB object answering single byte ranges (RFC 9110 §14), with a
+/// strong validator: what stavka caches as blocks.
+async fn video(headers: HeaderMap) -> Response {
+    let requested = headers
+        .get(header::RANGE)
+        .map_or(Requested::Whole, |v| range::requested(v.as_bytes()));
+    let span = match requested {
+        Requested::Whole => Span::whole(VIDEO_BYTES),
+        Requested::One(spec) => match spec.resolve(VIDEO_BYTES) {
+            Some(span) => Some(span),
+            None => {
+                let mut resp = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+                let unsatisfied = range::unsatisfied_value(VIDEO_BYTES);
+                if let Ok(value) = HeaderValue::from_str(&unsatisfied) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+                return resp;
+            }
+        },
+    };
+    let Some(span) = span else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let chunks = futures_util::stream::unfold(span.start, move |at| async move {
+        if at > span.end {
+            return None;
+        }
+        let end = (at + LARGE_CHUNK as u64 - 1).min(span.end);
+        let chunk: Vec<u8> = (at..=end).map(|i| (i % 251) as u8).collect();
+        Some((Ok::<_, std::io::Error>(chunk), end + 1))
+    });
+    let mut resp = Response::new(Body::from_stream(chunks));
+    if requested != Requested::Whole {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let value = range::content_range_value(span, VIDEO_BYTES);
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+    }
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(span.size()));
+    h.insert(header::ETAG, HeaderValue::from_static("\"video-v1\""));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    resp
+}
+
 /// Start the demo origin on an ephemeral loopback port, on its own thread
 /// and runtime so it is independent of the proxy's.
 fn start_origin() -> anyhow::Result<SocketAddr> {
@@ -264,6 +319,7 @@ pub fn config(
     config.listen.admin = admin;
     config.store.dir =
         std::env::temp_dir().join(format!("stavka-demo-cache-{}", std::process::id()));
+    config.slice.enabled = true;
     let site = |name: &str, host: &str, default: bool, policy: Option<&str>| Site {
         name: name.into(),
         hosts: vec![host.into()],
@@ -340,6 +396,7 @@ fn walkthrough(proxy: SocketAddr, admin: SocketAddr, policy_dir: Option<&Path>) 
          \x20 CDN-Cache-Control:       curl -si {p}/cdn | grep -i -e cache-control -e cache-status\n\
          \x20 collapsing:              for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{{time_total}}\\n' {p}/slow & done; wait\n\
          \x20 large streamed body:     curl -s -o /dev/null -w '%{{size_download}} bytes in %{{time_total}} s\\n' {p}/large\n\
+         \x20 a range, in blocks:      curl -s -o /dev/null -D - -r 20000000-20999999 {p}/video | grep -i -e content-range -e cache-status  (run twice; then -r 21000000-21999999 is a hit: read-ahead)\n\
          \x20 invalidation by POST:    curl -si -X POST {p}/cacheable ; curl -si {p}/cacheable | grep -i cache-status\n\
          \x20 purge (hard; add \"soft\":true to mark stale):  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"url\":\"{p}/cacheable\"}}' http://{admin}/purge\n\
          \x20 inspect an entry:        curl -s 'http://{admin}/inspect?url={p}/vary'\n\

@@ -25,6 +25,9 @@ pub enum Fwd {
     VaryMiss,
     /// The stored response was stale and had to be validated or refetched.
     Stale,
+    /// Part of the response was stored (blocks of a sliced object) and the
+    /// rest came from the origin.
+    Partial,
 }
 
 impl Fwd {
@@ -36,6 +39,7 @@ impl Fwd {
             Fwd::UriMiss => "uri-miss",
             Fwd::VaryMiss => "vary-miss",
             Fwd::Stale => "stale",
+            Fwd::Partial => "partial",
         }
     }
 }

@@ -708,9 +708,11 @@ impl Engine {
     ) -> CacheStatus {
         let all_hit = blocks.is_none_or(|b| b.hit == b.total) && !fetching;
         let hit = all_hit && tally.fwd_status.is_none();
+        let some_stored = blocks.is_some_and(|b| b.hit > 0);
         let fwd = match (hit, tally.revalidated) {
             (true, _) => None,
             (false, true) => Some(Fwd::Stale),
+            (false, false) if some_stored => Some(Fwd::Partial),
             (false, false) if object.meta.is_some() && tally.fwd_status.is_none() => {
                 Some(Fwd::Miss)
             }
