@@ -532,10 +532,15 @@ async fn check_answer(
 async fn every_answer_matches_its_schema_in_the_openapi_description() {
     const TOKEN: &str = "schema-test-token";
     let spec = openapi();
-    let origin = Origin::start(Router::new().route("/c", cached(&[("surrogate-key", "t")]))).await;
+    let origin = Origin::start(
+        Router::new()
+            .route("/c", cached(&[("surrogate-key", "t")]))
+            .route("/s", cached(&[("etag", "\"s1\"")])),
+    )
+    .await;
     let stavka = Stavka::start_with_modules(
         &format!(
-            "[admin]\ntoken = \"{TOKEN}\"\nmetrics_public = false\n{}",
+            "[admin]\ntoken = \"{TOKEN}\"\nmetrics_public = false\n[slice]\nenabled = true\n{}",
             stavka_e2e::default_site(&origin, None)
         ),
         // Loaded and listed, though no site asks it.
@@ -545,6 +550,14 @@ async fn every_answer_matches_its_schema_in_the_openapi_description() {
     stavka_e2e::install(&stavka.policy_dir, "broken", b"not a component", "");
     assert_eq!(stavka.get("/c").await.status, 200);
     assert_eq!(stavka.get("/c").await.status, 200);
+    // A sliced object: a range of something not stored whole.
+    let ranged = client()
+        .get(stavka.url("/s"))
+        .header("range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
     // A snapshot or two for the rates and the series.
     tokio::time::sleep(Duration::from_millis(2100)).await;
 
@@ -642,6 +655,13 @@ async fn every_answer_matches_its_schema_in_the_openapi_description() {
             None,
             200,
         ),
+        (
+            "get",
+            "/inspect",
+            format!("/inspect?url={}", stavka.url("/s")),
+            None,
+            200,
+        ),
         ("get", "/inspect", "/inspect?url=/no-host".into(), None, 400),
         ("get", "/inspect", "/inspect".into(), None, 400),
         (
@@ -689,8 +709,15 @@ async fn every_answer_matches_its_schema_in_the_openapi_description() {
             assert_eq!(modules[1]["mode"], "long-lived", "{answer}");
             assert_eq!(modules[1]["failure"], "open", "{answer}");
         }
-        if template == "/inspect" && status == 200 {
+        if template == "/inspect" && status == 200 && path.ends_with("/c") {
             assert_eq!(answer["entries"].as_array().unwrap().len(), 1, "{answer}");
+            assert!(answer.get("slice").is_none(), "{answer}");
+        }
+        if template == "/inspect" && status == 200 && path.ends_with("/s") {
+            assert_eq!(answer["entries"].as_array().unwrap().len(), 0, "{answer}");
+            assert_eq!(answer["slice"]["blocks"], json!([[0, 0]]), "{answer}");
+            let record = &answer["slice"]["record"]["headers"];
+            assert!(record.to_string().contains("stavka-slice"), "{answer}");
         }
     }
 

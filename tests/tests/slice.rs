@@ -244,6 +244,13 @@ async fn rfc9110_14_2_a_cold_range_fetches_its_blocks_and_reads_ahead() {
     assert_eq!(origin.ranges().len(), 1, "read-ahead made it a hit");
     assert_eq!(
         stavka
+            .metric("stavka_origin_requests_total{site=\"test\"}")
+            .await,
+        Some(1.0),
+        "slice fetches count as origin requests"
+    );
+    assert_eq!(
+        stavka
             .metric_reaching("stavka_slice_blocks_total{result=\"read-ahead\"}", 2.0)
             .await,
         Some(2.0)

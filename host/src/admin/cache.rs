@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::AdminState;
-use crate::cache::key;
+use crate::cache::key::{self, cache_key};
 use crate::cache::store::PurgeMode;
 use crate::host_name;
+use pingora_cache::key::CacheHashKey;
 
 /// A purge request: exactly one of `url`, `prefix` and `tag`.
 #[derive(Debug, Deserialize)]
@@ -57,6 +58,18 @@ pub struct Inspection {
     target: String,
     /// One per stored Vary variant.
     entries: Vec<Entry>,
+    /// Its record and stored blocks, when it is a sliced object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slice: Option<SliceState>,
+}
+
+/// A sliced object as stored: `#/components/schemas/Slice`.
+#[derive(Debug, Serialize)]
+struct SliceState {
+    record: Option<Entry>,
+    blocks_stored: usize,
+    /// Inclusive runs of stored block indices.
+    blocks: Vec<[u64; 2]>,
 }
 
 /// One stored entry: `#/components/schemas/Entry`.
@@ -207,19 +220,55 @@ pub async fn inspect(
 ) -> Result<Json<Inspection>, ApiError> {
     let Query(query) = query?;
     let at = locate(&state, &query.url, "/")?;
+    let primary = at.primary();
+    let hash = cache_key(&at.site, &at.host, &at.target).primary_bin();
     let mut entries = Vec::new();
-    for object in state.store.select_url(&at.primary()) {
+    for object in state.store.select(Selector::Primary(&hash)) {
         if let Some(entry) = describe(&state, &object).await {
             entries.push(entry);
         }
     }
+    let slice = slice_state(&state, &primary).await;
     Ok(Json(Inspection {
         url: query.url,
         site: at.site,
         host: at.host,
         target: at.target,
         entries,
+        slice,
     }))
+}
+
+/// The record and stored blocks of the sliced object `primary`, if any;
+/// only the record is read from the store, blocks are counted from the
+/// catalog.
+async fn slice_state(state: &AdminState, primary: &[u8]) -> Option<SliceState> {
+    let prefix = key::slice_prefix(primary);
+    let objects = state.store.select(Selector::Prefix(&prefix));
+    if objects.is_empty() {
+        return None;
+    }
+    let mut indices: Vec<u64> = objects
+        .iter()
+        .filter_map(|o| key::slice_block_index(primary, &o.primary_key))
+        .collect();
+    indices.sort_unstable();
+    let mut blocks: Vec<[u64; 2]> = Vec::new();
+    for i in &indices {
+        match blocks.last_mut() {
+            Some(run) if run[1] + 1 == *i => run[1] = *i,
+            _ => blocks.push([*i, *i]),
+        }
+    }
+    let record = match objects.iter().find(|o| *o.primary_key == *prefix) {
+        Some(object) => describe(state, object).await,
+        None => None,
+    };
+    Some(SliceState {
+        record,
+        blocks_stored: indices.len(),
+        blocks,
+    })
 }
 
 /// One entry: status, stored headers, age, remaining freshness, the

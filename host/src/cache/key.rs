@@ -63,6 +63,16 @@ pub fn slice_block(primary: &[u8], site: &str, index: u64) -> CacheKey {
     CacheKey::new(key, site)
 }
 
+/// The block index a slice record key of `primary` names; `None` for its
+/// record or a key of anything else.
+pub fn slice_block_index(primary: &[u8], key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(slice_prefix(primary).as_slice())?;
+    std::str::from_utf8(rest.strip_prefix(&[SEPARATOR])?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// A primary key taken apart again: site, host and target.
 pub fn parts(primary: &[u8]) -> Option<(&str, &str, &str)> {
     let text = std::str::from_utf8(primary).ok()?;
@@ -121,6 +131,19 @@ mod tests {
             cache_key("s", "h", "/x").combined(),
             cache_key("s", "h", "/x").combined()
         );
+    }
+
+    #[test]
+    fn slice_keys_extend_the_url_key_and_name_their_block() {
+        let url = primary("s", "h", "/v");
+        let block = slice_block(&url, "s", 12)
+            .primary_key_str()
+            .map(str::to_owned);
+        let block = block.expect("a text key").into_bytes();
+        assert!(block.starts_with(&url));
+        assert_eq!(slice_block_index(&url, &block), Some(12));
+        assert_eq!(slice_block_index(&url, &slice_prefix(&url)), None);
+        assert_eq!(slice_block_index(&primary("s", "h", "/w"), &block), None);
     }
 
     fn meta_with_vary(vary: &str) -> CacheMeta {

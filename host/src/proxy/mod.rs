@@ -147,6 +147,8 @@ impl StavkaProxy {
             upstream: Arc::new(slice::Upstream {
                 peer: self.origin_peer(&site),
                 request,
+                requests: site.metrics.origin_requests.clone(),
+                latency: site.metrics.origin_latency.clone(),
             }),
             authorization: session
                 .req_header()

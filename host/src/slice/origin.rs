@@ -28,6 +28,10 @@ pub struct Upstream {
     /// The request the proxy would send (Host, target and policy edits
     /// applied); each fetch adds its own `Range`.
     pub request: RequestHeader,
+    /// The site's count of requests sent to its origin.
+    pub requests: prometheus::IntCounter,
+    /// The site's origin response times (to the response header).
+    pub latency: prometheus::Histogram,
 }
 
 /// What a fetch asks the origin for.
@@ -118,6 +122,8 @@ impl Fetch {
             }
             request.insert_header(header::RANGE, format!("bytes={}-{}", span.start, span.end))?;
         }
+        upstream.requests.inc();
+        let sent = std::time::Instant::now();
         let (mut session, _) = connector.get_http_session(&upstream.peer).await?;
         let options = &upstream.peer.options;
         session.set_read_timeout(options.read_timeout);
@@ -130,6 +136,7 @@ impl Fetch {
                 Error::explain(ErrorType::InvalidHTTPHeader, "no response header")
             })?;
             if !header.status.is_informational() {
+                upstream.latency.observe(sent.elapsed().as_secs_f64());
                 let header = header.clone();
                 return Ok(Fetch { session, header });
             }
