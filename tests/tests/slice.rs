@@ -43,6 +43,8 @@ struct Behaviour {
     ignore_range: bool,
     /// Fail the body (close mid-message) when it reaches this offset.
     cut_at: Option<u64>,
+    /// Answer a range with the bytes this far after the ones asked for.
+    shift: u64,
     max_age: u32,
 }
 
@@ -97,6 +99,7 @@ fn object() -> Behaviour {
         etag: true,
         ignore_range: false,
         cut_at: None,
+        shift: 0,
         max_age: 600,
     }
 }
@@ -141,6 +144,10 @@ async fn answer(State(shared): State<Shared>, headers: HeaderMap) -> Response {
                 .unwrap();
         }
         Some(Ok((start, end))) => {
+            let (start, end) = (
+                (start + b.shift).min(b.len - 1),
+                (end + b.shift).min(b.len - 1),
+            );
             resp = resp
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header("content-range", format!("bytes {start}-{end}/{}", b.len));
@@ -516,4 +523,41 @@ async fn without_a_validator_nothing_is_sliced() {
         assert_part(&get_range(&stavka, "bytes=10-20").await, 1, 10, 20);
     }
     assert_eq!(origin.ranges().len(), 2);
+}
+
+/// An origin whose 206 carries other bytes than asked: the client gets a
+/// 502, not those bytes, and nothing is stored.
+#[tokio::test]
+async fn a_206_for_other_bytes_is_refused() {
+    let (origin, stavka) = sliced(Behaviour {
+        shift: 10,
+        ..object()
+    })
+    .await;
+    let refused = get_range(&stavka, "bytes=0-99").await;
+    assert_eq!(refused.status, 502, "{:?}", refused.headers);
+    origin.change(|b| b.shift = 0);
+    assert_part(&get_range(&stavka, "bytes=0-99").await, 1, 0, 99);
+}
+
+/// A new version appearing between two runs of one response: the response
+/// ends (its client sees an error, never bytes of the second version after
+/// the first), the old blocks are gone, and the next request gets the new
+/// version whole.
+#[tokio::test]
+async fn a_version_change_mid_response_ends_it_and_mixes_nothing() {
+    let (origin, stavka) = sliced(object()).await;
+    assert_part(&get_range(&stavka, "bytes=0-1000").await, 1, 0, 1000);
+    assert!(eventually(Duration::from_secs(5), || origin.sent() == 3 * BLOCK).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    origin.change(|b| b.version = 2);
+    let mixed = client().get(stavka.url("/v")).send().await.unwrap();
+    assert_eq!(mixed.status(), 200);
+    match mixed.bytes().await {
+        Err(_) => {}
+        Ok(body) => panic!("a body of {} bytes ended cleanly", body.len()),
+    }
+    let whole = stavka.get("/v").await;
+    assert_eq!(whole.status, 200);
+    assert!(whole.body == source(2, LEN), "the new version, whole");
 }

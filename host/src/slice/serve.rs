@@ -358,7 +358,13 @@ impl Engine {
         let Some(object) = learned.await else {
             return Ok(Some(Start::Forward(Box::new(fetch))));
         };
+        let unsatisfiable = matches!(fetch.carries(), Carries::Unsatisfiable(_));
         let pump = self.pump(fetch, target, &object, ask, needed, claims);
+        if pump.is_none() && !unsatisfiable {
+            // A 206 for other bytes than asked, or a length the record
+            // does not have: nothing has gone to the client yet.
+            return Err(mismatched());
+        }
         Ok(Some(Start::Object(Box::new(object), pump.map(Box::new))))
     }
 
@@ -656,7 +662,7 @@ impl Engine {
             };
             let fetch = Fetch::start(&self.connector, &target.upstream, Ask::Span(ask)).await?;
             let pump = self.pump(fetch, target, object, ask, needed, Vec::new());
-            return pump.map(Some).ok_or_else(changed);
+            return pump.map(Some).ok_or_else(mismatched);
         };
         let key = target.object.block(index);
         if let Some((meta, hit)) = self.store.lookup(&key).await {
@@ -686,7 +692,7 @@ impl Engine {
             return Err(changed());
         }
         let pump = self.pump(fetch, target, object, ask, needed, claims);
-        pump.map(Some).ok_or_else(changed)
+        pump.map(Some).ok_or_else(mismatched)
     }
 
     /// How many of `span`'s blocks are stored now, of how many.
@@ -810,12 +816,22 @@ impl Engine {
     }
 }
 
+/// The error for an origin that answers a range with other bytes.
+fn mismatched() -> Box<Error> {
+    Error::explain(
+        ErrorType::InvalidHTTPHeader,
+        "the origin answered a range with other bytes than asked",
+    )
+    .into_up()
+}
+
 /// The error that ends a response whose object changed under it.
 fn changed() -> Box<Error> {
     Error::explain(
         ErrorType::InvalidHTTPHeader,
         "the origin's object changed (validator or length) mid-response",
     )
+    .into_up()
 }
 
 /// Stream the client's part of block `span` from the store.
