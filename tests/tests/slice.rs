@@ -257,6 +257,11 @@ async fn rfc9110_14_2_a_cold_range_fetches_its_blocks_and_reads_ahead() {
         "slice fetches count as origin requests"
     );
     assert_eq!(
+        stavka.metric("stavka_cache_stores_abandoned_total").await,
+        Some(0.0),
+        "a stored block is not an abandoned store"
+    );
+    assert_eq!(
         stavka
             .metric_reaching("stavka_slice_blocks_total{result=\"read-ahead\"}", 2.0)
             .await,

@@ -47,11 +47,22 @@ pub struct RequestCtx {
     pub cache_status: Option<CacheStatus>,
     /// The site's policy module and what it decided, when the site has one.
     pub policy: Option<PolicyDecisions>,
-    /// The origin's whole response is too large to store whole and became
-    /// a sliced object: later requests are served from blocks.
-    pub sliced: bool,
+    /// What the slice engine had to do with this request.
+    pub slice: SliceRole,
     /// Counts this request as in flight until the context is dropped.
     _in_flight: InFlightGuard,
+}
+
+/// What the slice engine had to do with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceRole {
+    /// Nothing.
+    None,
+    /// It served the request from blocks; pingora's cache was not used.
+    Served,
+    /// The origin's whole response was too large to store whole and became
+    /// a sliced object: later requests are served from blocks.
+    Adopted,
 }
 
 impl RequestCtx {
@@ -73,7 +84,7 @@ impl RequestCtx {
             stale_error_status: None,
             cache_status: None,
             policy: None,
-            sliced: false,
+            slice: SliceRole::None,
             _in_flight: in_flight,
         }
     }

@@ -26,7 +26,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-pub use ctx::RequestCtx;
+pub use ctx::{RequestCtx, SliceRole};
 
 use crate::cache::freshness::{self, FreshnessRules};
 use crate::cache::invalidate;
@@ -155,6 +155,7 @@ impl StavkaProxy {
                 .headers
                 .contains_key(header::AUTHORIZATION),
         };
+        ctx.slice = SliceRole::Served;
         let status = self.slicer.serve(session, &target).await?;
         ctx.cache_status = Some(status);
         Ok(true)
@@ -390,10 +391,13 @@ impl ProxyHttp for StavkaProxy {
                     .req_header()
                     .headers
                     .contains_key(header::AUTHORIZATION);
-                ctx.sliced = self
+                let adopted = self
                     .slicer
                     .adopt(&object, upstream_response, authorization)
                     .await;
+                if adopted {
+                    ctx.slice = SliceRole::Adopted;
+                }
             }
         }
         Ok(())
@@ -423,7 +427,9 @@ impl ProxyHttp for StavkaProxy {
         };
         let now = SystemTime::now();
         let decision = match ctx.policy.as_ref().and_then(|p| p.response.as_ref()) {
-            _ if ctx.sliced => RespCacheable::Uncacheable(NoCacheReason::Custom("sliced")),
+            _ if ctx.slice == SliceRole::Adopted => {
+                RespCacheable::Uncacheable(NoCacheReason::Custom("sliced"))
+            }
             Some(ResponseDecision::NoStore) => {
                 RespCacheable::Uncacheable(NoCacheReason::Custom("policy-no-store"))
             }

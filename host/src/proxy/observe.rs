@@ -10,7 +10,7 @@ use pingora_cache::{CachePhase, HttpCache, NoCacheReason};
 use pingora_error::Error;
 use pingora_proxy::Session;
 
-use super::ctx::RequestCtx;
+use super::ctx::{RequestCtx, SliceRole};
 use crate::cache::freshness;
 use crate::cache::key::target;
 use crate::cache::outcome::{Lookup, Outcome, Source};
@@ -144,6 +144,8 @@ impl Recorder {
     pub fn finish(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let elapsed = ctx.started.elapsed();
         match session.cache.phase() {
+            // The slice engine stores blocks itself, without pingora's cache.
+            CachePhase::Disabled(_) if ctx.slice == SliceRole::Served => {}
             CachePhase::Disabled(reason) => self.abandon_store(ctx, reason),
             // The store gives up a write it cannot finish (disk full, say)
             // without failing the response: only its index knows.
