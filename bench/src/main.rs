@@ -16,6 +16,7 @@ mod origin;
 mod profile;
 mod report;
 mod server;
+mod slice;
 mod soak;
 mod wrk;
 
@@ -40,6 +41,9 @@ enum Scenario {
     Collapse,
     /// Resident memory per cached object.
     Memory,
+    /// Range requests into a cold 1 GiB object: origin bytes, hits, time
+    /// to first byte (stavka's slices against nginx's slice module).
+    Slice,
 }
 
 /// Something other than the comparison.
@@ -146,13 +150,15 @@ fn fresh(tag: &str) -> String {
 
 impl Scenario {
     /// Who takes part: hits compare policy modes; misses and collapsing
-    /// take the per-request policy too; memory compares storage layouts.
+    /// take the per-request policy too; memory compares storage layouts;
+    /// slices leave Varnish out, which has no equivalent.
     fn contenders(self) -> &'static [Contender] {
         use Contender::*;
         match self {
             Scenario::Hit => &[Stavka, StavkaPerRequest, StavkaLongLived, Nginx, Varnish],
             Scenario::Miss | Scenario::Collapse => &[Stavka, StavkaPerRequest, Nginx, Varnish],
             Scenario::Memory => &[Stavka, StavkaDiskOnly, Nginx, Varnish],
+            Scenario::Slice => &[StavkaSlice, Nginx],
         }
     }
 }
@@ -263,6 +269,14 @@ async fn run(args: Args) -> Result<()> {
                     .entry((contender, args.objects))
                     .or_default()
                     .push(memory);
+                server.stop().await?;
+            }
+            if takes(Scenario::Slice, contender) {
+                eprintln!("round {round}/{}: {} slices", args.runs, contender.as_str());
+                let server = tools.start(contender, origin.addr).await?;
+                // The round as the seed: contenders read the same ranges.
+                let slices = slice::run(&origin, &server, round as u64).await?;
+                results.slices.entry(contender).or_default().push(slices);
                 server.stop().await?;
             }
         }

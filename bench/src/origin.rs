@@ -1,21 +1,22 @@
 //! The one origin every contender sits in front of: fixed-size cacheable
 //! objects, a slow 50 MiB object and a slow small object, with a record per
-//! path of how many requests arrived and when the first byte left; and, for
+//! path of how many requests arrived and when the first byte left; for
 //! the soak, short-lived tagged objects from an origin that fails 1% of
-//! the time.
+//! the time; and, for slices, a generated 1 GiB object that honours byte
+//! ranges and counts the body bytes it sends.
 //!
 //! It runs inside the driver process, so its `Instant`s and the client's are
 //! on one clock: a client's first byte minus the origin's first byte is what
 //! the proxy added.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -63,11 +64,90 @@ pub const FLAKY_FAILS_ONE_IN: u64 = 100;
 /// The status of a failed `/flaky/` request.
 pub const FLAKY_FAILURE: StatusCode = StatusCode::INTERNAL_SERVER_ERROR;
 
+/// The ranged object: 1 GiB, so no cache takes it whole by accident and a
+/// range miss that fetched all of it would stand out.
+pub const BIG_SIZE: u64 = 1 << 30;
+/// Its body leaves in chunks this large, each generated as it is sent.
+const BIG_CHUNK: u64 = 64 << 10;
+/// Its validators: strong and unchanging, so every block of it is one
+/// version and nginx's slice module and stavka both accept the parts.
+const BIG_ETAG: &str = "\"big-1\"";
+const BIG_LAST_MODIFIED: &str = "Wed, 01 Jan 2025 00:00:00 GMT";
+
+/// Byte `i` of the ranged object: a splitmix64 word per 8 bytes, so a
+/// block served at the wrong offset differs in almost every byte, and
+/// generating or checking a byte costs next to nothing.
+pub fn fill(offset: u64, buf: &mut [u8]) {
+    let mut at = offset;
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let word = mix(at / 8).to_le_bytes();
+        let skip = (at % 8) as usize;
+        let n = (8 - skip).min(rest.len());
+        rest[..n].copy_from_slice(&word[skip..skip + n]);
+        rest = &mut rest[n..];
+        at += n as u64;
+    }
+}
+
+/// The splitmix64 finaliser: a cheap bijection whose output bytes all
+/// depend on every input bit.
+pub fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What the origin got and sent for one ranged-object path.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    /// Requests received.
+    pub requests: usize,
+    /// Body bytes handed to the connection.
+    pub bytes: u64,
+    /// Each request's `Range` ("-" without one), in arrival order: what
+    /// to show when a proxy fetched more than it should.
+    pub ranges: Vec<String>,
+}
+
+/// Traffic per ranged-object path, and the bodies still being sent.
+#[derive(Default)]
+struct Ranged {
+    paths: Mutex<HashMap<String, Traffic>>,
+    in_flight: AtomicUsize,
+}
+
+impl Ranged {
+    fn with(&self, path: &str, f: impl FnOnce(&mut Traffic)) {
+        let mut map = self.paths.lock().unwrap_or_else(|e| e.into_inner());
+        f(map.entry(path.to_owned()).or_default());
+    }
+}
+
+/// One ranged body being sent: counted in `in_flight` until it ends or its
+/// connection drops it.
+struct Sending(Arc<Ranged>);
+
+impl Sending {
+    fn new(ranged: &Arc<Ranged>) -> Sending {
+        ranged.in_flight.fetch_add(1, Ordering::SeqCst);
+        Sending(ranged.clone())
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[derive(Clone)]
 struct Shared {
     records: Arc<Records>,
     payload: Bytes,
     flaky: Arc<AtomicU64>,
+    ranged: Arc<Ranged>,
 }
 
 /// A running origin on an ephemeral loopback port.
@@ -75,16 +155,19 @@ pub struct Origin {
     /// Where it listens.
     pub addr: std::net::SocketAddr,
     records: Arc<Records>,
+    ranged: Arc<Ranged>,
 }
 
 impl Origin {
     /// Bind and serve on the current runtime until the process exits.
     pub async fn start() -> anyhow::Result<Origin> {
         let records = Arc::new(Records::default());
+        let ranged = Arc::new(Ranged::default());
         let shared = Shared {
             records: records.clone(),
             payload: Bytes::from(vec![b'x'; SLOW_SIZE.max(MAX_OBJECT)]),
             flaky: Arc::default(),
+            ranged: ranged.clone(),
         };
         let counting = records.clone();
         let app = Router::new()
@@ -92,6 +175,7 @@ impl Origin {
             .route("/slow/{*name}", get(slow))
             .route("/delay/{ms}/{*name}", get(delayed))
             .route("/flaky/{size}/{tag}/{*name}", get(flaky))
+            .route("/slice/{*name}", get(big))
             .with_state(shared)
             .layer(middleware::from_fn(move |req: Request, next: Next| {
                 counting.with(req.uri().path(), |r| r.requests += 1);
@@ -104,13 +188,49 @@ impl Origin {
                 eprintln!("origin stopped: {e}");
             }
         });
-        Ok(Origin { addr, records })
+        Ok(Origin {
+            addr,
+            records,
+            ranged,
+        })
     }
 
     /// What reached `path` so far.
     pub fn record(&self, path: &str) -> PathRecord {
         let map = self.records.0.lock().unwrap_or_else(|e| e.into_inner());
         map.get(path).copied().unwrap_or_default()
+    }
+
+    /// What the ranged object at `path` cost so far, forgetting it, so a
+    /// second look starts from zero. Call [`Origin::quiet`] first: a
+    /// proxy may still be reading ahead after its client is done.
+    pub fn take_traffic(&self, path: &str) -> Traffic {
+        let mut map = self.ranged.paths.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(path).unwrap_or_default()
+    }
+
+    /// Wait until no ranged body has been in flight for 100 ms; fail after
+    /// `limit`, naming how many are still open (a proxy that stopped
+    /// reading an origin response without closing it).
+    pub async fn quiet(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        let mut idle_since = None;
+        loop {
+            let open = self.ranged.in_flight.load(Ordering::SeqCst);
+            let now = Instant::now();
+            if open > 0 {
+                idle_since = None;
+                anyhow::ensure!(
+                    now < deadline,
+                    "{open} ranged origin responses still being sent after {limit:?}"
+                );
+            } else if now.duration_since(*idle_since.get_or_insert(now))
+                >= Duration::from_millis(100)
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -186,4 +306,169 @@ async fn slow(State(s): State<Shared>, req: Request) -> Response {
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, SLOW_SIZE.into());
     resp
+}
+
+/// `/slice/{name}`: the [`BIG_SIZE`] object, the part a single byte range
+/// asks for (206) or all of it (200), generated chunk by chunk as it
+/// leaves and counted.
+async fn big(State(s): State<Shared>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    s.ranged.with(&path, |t| {
+        t.requests += 1;
+        t.ranges.push(range);
+    });
+    let validators = [
+        (header::CACHE_CONTROL, CACHE_CONTROL),
+        (header::ETAG, BIG_ETAG),
+        (header::LAST_MODIFIED, BIG_LAST_MODIFIED),
+        (header::ACCEPT_RANGES, "bytes"),
+    ];
+    let (status, start, end) = match requested(req.headers()) {
+        Requested::Whole => (StatusCode::OK, 0, BIG_SIZE),
+        Requested::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end),
+        Requested::Unsatisfiable => {
+            let unsatisfied = format!("bytes */{BIG_SIZE}");
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                validators,
+                [(header::CONTENT_RANGE, unsatisfied)],
+            )
+                .into_response();
+        }
+    };
+    let sending = Sending::new(&s.ranged);
+    let ranged = s.ranged.clone();
+    let chunks = futures_util::stream::unfold((start, sending), move |(at, sending)| {
+        let ranged = ranged.clone();
+        let path = path.clone();
+        async move {
+            if at >= end {
+                return None;
+            }
+            let next = (at + BIG_CHUNK).min(end);
+            let mut chunk = vec![0; (next - at) as usize];
+            fill(at, &mut chunk);
+            ranged.with(&path, |t| t.bytes += next - at);
+            Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (next, sending)))
+        }
+    });
+    let mut resp = (status, validators, Body::from_stream(chunks)).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, (end - start).into());
+    if status == StatusCode::PARTIAL_CONTENT {
+        let content_range = format!("bytes {start}-{}/{BIG_SIZE}", end - 1);
+        headers.insert(
+            header::CONTENT_RANGE,
+            content_range.parse().expect("digits are a header value"),
+        );
+    }
+    resp
+}
+
+/// What a request asks of the ranged object.
+#[derive(Debug, PartialEq, Eq)]
+enum Requested {
+    /// All of it: no `Range`, one this origin ignores (several ranges,
+    /// another unit, bad syntax), or an `If-Range` that does not match.
+    Whole,
+    /// Bytes `start..end` (end exclusive).
+    Part(u64, u64),
+    /// A range that starts past the end: 416.
+    Unsatisfiable,
+}
+
+/// Read `Range` (`bytes=S-E`, `bytes=S-`, `bytes=-N`) and `If-Range` as
+/// RFC 9110 §14 has a server that supports single ranges do.
+fn requested(headers: &HeaderMap) -> Requested {
+    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Requested::Whole;
+    };
+    if let Some(if_range) = headers.get(header::IF_RANGE) {
+        if if_range != BIG_ETAG && if_range != BIG_LAST_MODIFIED {
+            return Requested::Whole;
+        }
+    }
+    let Some((first, last)) = range
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|spec| spec.split_once('-'))
+    else {
+        return Requested::Whole;
+    };
+    let number = |s: &str| {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    match (first.trim().is_empty(), number(first), number(last)) {
+        (true, _, Some(0)) => Requested::Unsatisfiable,
+        (true, _, Some(n)) => Requested::Part(BIG_SIZE - n.min(BIG_SIZE), BIG_SIZE),
+        (false, Some(start), _) if start >= BIG_SIZE => Requested::Unsatisfiable,
+        (false, Some(start), None) if last.trim().is_empty() => Requested::Part(start, BIG_SIZE),
+        (false, Some(start), Some(end)) if end >= start => {
+            Requested::Part(start, end.min(BIG_SIZE - 1) + 1)
+        }
+        _ => Requested::Whole,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(range: &str, if_range: Option<&str>) -> Requested {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, range.parse().unwrap());
+        if let Some(v) = if_range {
+            headers.insert(header::IF_RANGE, v.parse().unwrap());
+        }
+        requested(&headers)
+    }
+
+    #[test]
+    fn single_ranges_in_every_form() {
+        assert_eq!(ask("bytes=0-99", None), Requested::Part(0, 100));
+        assert_eq!(ask("bytes=100-", None), Requested::Part(100, BIG_SIZE));
+        assert_eq!(
+            ask("bytes=-10", None),
+            Requested::Part(BIG_SIZE - 10, BIG_SIZE)
+        );
+        assert_eq!(ask("bytes=-0", None), Requested::Unsatisfiable);
+        assert_eq!(
+            ask(&format!("bytes={BIG_SIZE}-"), None),
+            Requested::Unsatisfiable
+        );
+        assert_eq!(
+            ask(&format!("bytes=5-{}", BIG_SIZE * 2), None),
+            Requested::Part(5, BIG_SIZE)
+        );
+        assert_eq!(ask("bytes=9-3", None), Requested::Whole);
+        assert_eq!(ask("bytes=0-1,5-6", None), Requested::Whole);
+        assert_eq!(ask("items=0-1", None), Requested::Whole);
+        assert_eq!(ask("bytes=0-1", Some(BIG_ETAG)), Requested::Part(0, 2));
+        assert_eq!(ask("bytes=0-1", Some("\"other\"")), Requested::Whole);
+    }
+
+    #[test]
+    fn generated_bytes_do_not_depend_on_where_a_chunk_starts() {
+        let mut whole = vec![0; 100];
+        fill(1_000, &mut whole);
+        for split in 0..100 {
+            let mut parts = vec![0; 100];
+            let (a, b) = parts.split_at_mut(split);
+            fill(1_000, a);
+            fill(1_000 + split as u64, b);
+            assert_eq!(parts, whole, "split at {split}");
+        }
+        let mut other = vec![0; 100];
+        fill(1_000 + (1 << 20), &mut other);
+        assert!(whole.iter().zip(&other).filter(|(a, b)| a == b).count() < 10);
+    }
 }

@@ -9,6 +9,7 @@ use crate::hit;
 use crate::memory::{Memory, OBJECT_SIZE};
 use crate::miss::{Collapse, FirstByte, COLLAPSE_DELAY_MS};
 use crate::server::Contender;
+use crate::slice::{self, Cost, Slices};
 use crate::wrk::Load;
 
 /// Every run's figures, by contender and scenario parameter.
@@ -22,6 +23,8 @@ pub struct Results {
     pub collapse: BTreeMap<(Contender, usize), Vec<Collapse>>,
     /// Memory fills, by number of objects.
     pub memory: BTreeMap<(Contender, usize), Vec<Memory>>,
+    /// Range requests into sliced objects.
+    pub slices: BTreeMap<Contender, Vec<Slices>>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -44,9 +47,18 @@ fn ms(d: Duration) -> f64 {
 
 fn size_name(bytes: usize) -> String {
     match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
         b if b % 1024 == 0 => format!("{} KiB", b >> 10),
         b => format!("{b} B"),
+    }
+}
+
+fn yes_no(yes: bool) -> &'static str {
+    if yes {
+        "yes"
+    } else {
+        "**no**"
     }
 }
 
@@ -72,6 +84,7 @@ impl Results {
         self.first_byte_table(&mut out);
         self.collapse_table(&mut out);
         self.memory_table(&mut out);
+        self.slice_tables(&mut out);
         out
     }
 
@@ -224,6 +237,112 @@ impl Results {
                 med(runs, |r| r.pss as f64 / (1 << 20) as f64),
                 med(runs, |r| r.bytes_per_object),
                 med(runs, |r| r.fill_rps),
+            );
+        }
+        out.push('\n');
+    }
+
+    fn slice_tables(&self, out: &mut String) {
+        if self.slices.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "### Large objects: slices\n\nRange requests of {} each into a cold {} object (a fresh name per measurement), every byte checked. Both servers cache {} blocks; stavka also reads {} blocks ahead of a miss. The goal (issue 13): origin bytes at most the bytes requested plus one block and the read-ahead per separate run of ranges. Ratios are to nginx. Varnish has no slicing (a range miss fetches the whole object) and does not take part.\n",
+            size_name(slice::RANGE_LEN as usize),
+            size_name(crate::origin::BIG_SIZE as usize),
+            size_name(slice::BLOCK as usize),
+            slice::READ_AHEAD,
+        );
+        let nginx = self.slices.get(&Contender::Nginx);
+        // A row's median of `field` of `part`, as a ratio to nginx's.
+        let ratio_of = |runs: &[Slices], part: fn(&Slices) -> &Cost, field: fn(&Cost) -> f64| {
+            let against = nginx.map(|b| med(b, |r| field(part(r))));
+            ratio(med(runs, |r| field(part(r))), against)
+        };
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+        let within = |c: &Cost| c.origin_bytes <= c.goal;
+
+        let _ = writeln!(
+            out,
+            "**One cold range** at a random offset.\n\n| server | origin requests | origin MiB | goal MiB | within goal | first byte (ms) | origin MiB ÷ nginx | first byte ÷ nginx |\n|---|---:|---:|---:|---|---:|---:|---:|"
+        );
+        for (contender, runs) in &self.slices {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.1} | {:.1} | {} | {:.2} | {} | {} |",
+                contender.as_str(),
+                med(runs, |r| r.cold.origin_requests as f64),
+                med(runs, |r| mib(r.cold.origin_bytes)),
+                med(runs, |r| mib(r.cold.goal)),
+                yes_no(runs.iter().all(|r| within(&r.cold))),
+                med(runs, |r| ms(r.cold.first_byte(0.5))),
+                ratio_of(runs, |r| &r.cold, |c| c.origin_bytes as f64),
+                ratio_of(runs, |r| &r.cold, |c| c.first_byte(0.5).as_secs_f64()),
+            );
+        }
+
+        let _ = writeln!(
+            out,
+            "\n**A player** reading {} consecutive ranges from the start, one after another. Hits as each server says them: stavka's `Cache-Status` (`hit` only when every block was stored), nginx's `$upstream_cache_status` (the range's first slice; here each range is one slice), out of the responses that said.\n\n| server | origin requests | origin MiB | goal MiB | within goal | hits | first byte p50 (ms) | p99 (ms) | origin MiB ÷ nginx | p50 ÷ nginx |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+            slice::PLAYER_RANGES
+        );
+        for (contender, runs) in &self.slices {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.1} | {:.1} | {} | {:.0}/{:.0} | {:.2} | {:.2} | {} | {} |",
+                contender.as_str(),
+                med(runs, |r| r.player.origin_requests as f64),
+                med(runs, |r| mib(r.player.origin_bytes)),
+                med(runs, |r| mib(r.player.goal)),
+                yes_no(runs.iter().all(|r| within(&r.player))),
+                med(runs, |r| r.player.hits as f64),
+                med(runs, |r| r.player.told as f64),
+                med(runs, |r| ms(r.player.first_byte(0.5))),
+                med(runs, |r| ms(r.player.first_byte(0.99))),
+                ratio_of(runs, |r| &r.player, |c| c.origin_bytes as f64),
+                ratio_of(runs, |r| &r.player, |c| c.first_byte(0.5).as_secs_f64()),
+            );
+        }
+
+        let _ = writeln!(
+            out,
+            "\n**A seeking player**: {} ranges at random offsets, one after another.\n\n| server | origin requests | delivered MiB | origin MiB | origin ÷ delivered | goal MiB | within goal | origin MiB ÷ nginx |\n|---|---:|---:|---:|---:|---:|---|---:|",
+            slice::PLAYER_RANGES
+        );
+        for (contender, runs) in &self.slices {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {} |",
+                contender.as_str(),
+                med(runs, |r| r.seeking.origin_requests as f64),
+                med(runs, |r| mib(r.seeking.delivered)),
+                med(runs, |r| mib(r.seeking.origin_bytes)),
+                med(runs, |r| r.seeking.origin_bytes as f64
+                    / r.seeking.delivered as f64),
+                med(runs, |r| mib(r.seeking.goal)),
+                yes_no(runs.iter().all(|r| within(&r.seeking))),
+                ratio_of(runs, |r| &r.seeking, |c| c.origin_bytes as f64),
+            );
+        }
+
+        let _ = writeln!(
+            out,
+            "\n**Collapsing**: {} clients at once on one cold range at a random offset.\n\n| server | origin requests | origin MiB | goal MiB | within goal | first byte p50 (ms) | last done (ms) | origin MiB ÷ nginx |\n|---|---:|---:|---:|---|---:|---:|---:|",
+            slice::COLLAPSING
+        );
+        for (contender, runs) in &self.slices {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.1} | {:.1} | {} | {:.2} | {:.0} | {} |",
+                contender.as_str(),
+                med(runs, |r| r.collapse.origin_requests as f64),
+                med(runs, |r| mib(r.collapse.origin_bytes)),
+                med(runs, |r| mib(r.collapse.goal)),
+                yes_no(runs.iter().all(|r| within(&r.collapse))),
+                med(runs, |r| ms(r.collapse.first_byte(0.5))),
+                med(runs, |r| ms(r.collapse.last_done)),
+                ratio_of(runs, |r| &r.collapse, |c| c.origin_bytes as f64),
             );
         }
         out.push('\n');

@@ -23,6 +23,10 @@ pub enum Contender {
     /// stavka with no memory tier: what it keeps in memory per object
     /// besides bodies (memory scenario only).
     StavkaDiskOnly,
+    /// stavka caching large objects as slices (`slice.toml`; slice
+    /// scenario only): off elsewhere, where it would turn the 50 MiB miss
+    /// into a sliced object.
+    StavkaSlice,
     /// nginx `proxy_cache`.
     Nginx,
     /// Varnish with its built-in VCL.
@@ -40,6 +44,7 @@ impl Contender {
             Contender::StavkaPerRequest => "stavka + per-request policy",
             Contender::StavkaLongLived => "stavka + long-lived policy",
             Contender::StavkaDiskOnly => "stavka, disk tier only",
+            Contender::StavkaSlice => "stavka + slices",
             Contender::Nginx => "nginx",
             Contender::Varnish => "Varnish",
             Contender::StavkaSoak => "stavka (soak)",
@@ -183,6 +188,10 @@ impl Tools {
             ),
             _ => ("256MiB".into(), "256KiB", "4GiB".into()),
         };
+        let slice = match contender {
+            Contender::StavkaSlice => std::fs::read_to_string(self.configs.join("slice.toml"))?,
+            _ => String::new(),
+        };
         let config = render(
             &self.configs.join("stavka.toml"),
             &[
@@ -194,6 +203,7 @@ impl Tools {
                 ("memory_max_object", memory_max_object.to_owned()),
                 ("disk_bytes", disk_bytes),
                 ("policy", policy),
+                ("slice", slice),
             ],
         )?;
         let path = dir.join("stavka.toml");
@@ -402,6 +412,11 @@ mod tests {
             assert_eq!(
                 contender.sidecar().is_some(),
                 text.contains("policy = \"p\""),
+                "{contender:?}"
+            );
+            assert_eq!(
+                *contender == Contender::StavkaSlice,
+                text.contains("[slice]"),
                 "{contender:?}"
             );
         }
