@@ -169,6 +169,12 @@ impl TieredStore {
         self.tiers.index.get(hash_of(key)).is_some()
     }
 
+    /// Whether an object for `key` is being written now, so a lookup would
+    /// follow the write: one map probe, no I/O.
+    pub fn writing(&self, key: &CacheKey) -> bool {
+        self.tiers.partials.get(hash_of(key), None).is_some()
+    }
+
     /// Objects and bytes in the memory tier. Cheap: no filesystem access.
     pub fn memory_totals(&self) -> (usize, usize) {
         self.tiers.memory.totals()

@@ -45,6 +45,8 @@ struct Behaviour {
     cut_at: Option<u64>,
     /// Answer a range with the bytes this far after the ones asked for.
     shift: u64,
+    /// Wait this long before each 16 KiB of body.
+    pace: Duration,
     max_age: u32,
 }
 
@@ -100,6 +102,7 @@ fn object() -> Behaviour {
         ignore_range: false,
         cut_at: None,
         shift: 0,
+        pace: Duration::ZERO,
         max_age: 600,
     }
 }
@@ -169,6 +172,7 @@ async fn answer(State(shared): State<Shared>, headers: HeaderMap) -> Response {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return Err(std::io::Error::other("cut"));
             }
+            tokio::time::sleep(b.pace).await;
             sent.fetch_add(to - from + 1, Ordering::SeqCst);
             Ok(Bytes::from(
                 (from..=to).map(|i| byte(b.version, i)).collect::<Vec<_>>(),
@@ -485,10 +489,11 @@ async fn purge_removes_every_block_and_a_restart_keeps_them() {
     assert_eq!(origin.ranges().len(), 2);
 }
 
-/// A whole response over the threshold goes to its client uncached, and
-/// the next request for it is served from blocks.
+/// A whole response over the threshold is not stored whole: it becomes a
+/// sliced object, its blocks stored as it passes to its client, so the
+/// next request is served from blocks without the origin.
 #[tokio::test]
-async fn a_large_whole_response_becomes_a_sliced_object() {
+async fn a_large_whole_response_is_stored_as_blocks_as_it_passes() {
     let (origin, stavka) = sliced(object()).await;
     let first = stavka.get("/v").await;
     assert!(first.body == source(1, LEN));
@@ -497,22 +502,47 @@ async fn a_large_whole_response_becomes_a_sliced_object() {
         "{}",
         first.cache_status()
     );
+    assert_eq!(
+        stavka
+            .metric_reaching("stavka_slice_blocks_total{result=\"fetched\"}", 16.0)
+            .await,
+        Some(16.0),
+        "every block was stored on the way"
+    );
     let second = stavka.get("/v").await;
     assert!(second.body == source(1, LEN));
     assert!(
-        second.cache_status().contains("detail=slice-0/16-hit"),
+        second.cache_status().contains("; hit")
+            && second.cache_status().contains("detail=slice-16/16-hit"),
         "{}",
         second.cache_status()
     );
-    let third = stavka.get("/v").await;
-    assert!(third.body == source(1, LEN));
+    let part = get_range(&stavka, "bytes=500000-600000").await;
+    assert_part(&part, 1, 500_000, 600_000);
+    assert_eq!(origin.ranges(), ["-"], "the origin was asked once");
+}
+
+/// A whole response cut short on its way: the blocks it completed are
+/// stored, the one it was writing is not, and a later request fetches
+/// only what is missing.
+#[tokio::test]
+async fn a_whole_response_cut_short_keeps_its_complete_blocks() {
+    let (origin, stavka) = sliced(Behaviour {
+        cut_at: Some(5 * BLOCK + 100),
+        ..object()
+    })
+    .await;
+    let cut = client().get(stavka.url("/v")).send().await.unwrap();
+    assert!(cut.bytes().await.is_err(), "the client sees the cut");
+    origin.change(|b| b.cut_at = None);
+    let whole = stavka.get("/v").await;
+    assert!(whole.body == source(1, LEN), "whole and exact");
+    let ranges = origin.ranges();
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
     assert!(
-        third.cache_status().contains("; hit"),
-        "{}",
-        third.cache_status()
+        ranges[1].starts_with(&format!("bytes={}-", 5 * BLOCK)),
+        "only the blocks from the cut on were fetched again: {ranges:?}"
     );
-    assert_eq!(origin.ranges()[0], "-");
-    assert_eq!(origin.ranges().len(), 2, "{:?}", origin.ranges());
 }
 
 /// Without a validator two versions' blocks could not be told apart:
@@ -565,4 +595,24 @@ async fn a_version_change_mid_response_ends_it_and_mixes_nothing() {
     let whole = stavka.get("/v").await;
     assert_eq!(whole.status, 200);
     assert!(whole.body == source(2, LEN), "the new version, whole");
+}
+
+/// A range whose blocks another request is still reading ahead follows
+/// that fetch (`collapsed`): the origin is asked nothing more.
+#[tokio::test]
+async fn a_range_in_a_read_ahead_still_arriving_follows_it() {
+    let (origin, stavka) = sliced(Behaviour {
+        pace: Duration::from_millis(20),
+        ..object()
+    })
+    .await;
+    assert_part(&get_range(&stavka, "bytes=0-99").await, 1, 0, 99);
+    let ahead = get_range(&stavka, &format!("bytes={}-{}", 2 * BLOCK, 2 * BLOCK + 99)).await;
+    assert_part(&ahead, 1, 2 * BLOCK, 2 * BLOCK + 99);
+    assert!(
+        ahead.cache_status().contains("collapsed") && !ahead.cache_status().contains("stored"),
+        "{}",
+        ahead.cache_status()
+    );
+    assert_eq!(origin.ranges().len(), 1, "{:?}", origin.ranges());
 }

@@ -73,6 +73,9 @@ pub struct CacheStatus {
 pub struct SliceBlocks {
     /// Blocks in the store when the response began.
     pub hit: u64,
+    /// Blocks another request was fetching then (a read-ahead, say): they
+    /// are followed, not fetched again.
+    pub in_flight: u64,
     /// Blocks the response covers.
     pub total: u64,
 }
@@ -191,7 +194,7 @@ impl fmt::Display for CacheStatus {
         }
         match (self.detail, self.slice) {
             (Some(detail), _) => write!(f, "; detail={}", detail.as_str())?,
-            (None, Some(SliceBlocks { hit, total })) => {
+            (None, Some(SliceBlocks { hit, total, .. })) => {
                 write!(f, "; detail=slice-{hit}/{total}-hit")?
             }
             (None, None) => {}

@@ -368,6 +368,12 @@ impl CacheStore {
         self.storage.holds(key)
     }
 
+    /// Whether an entry for `key` is being written now; see
+    /// [`TieredStore::writing`](edge_cdn_store::TieredStore::writing).
+    pub fn writing(&self, key: &CacheKey) -> bool {
+        self.storage.writing(key)
+    }
+
     /// Objects in the catalog, and distinct surrogate tags.
     pub fn catalog_totals(&self) -> (usize, usize) {
         self.storage.catalog_totals()

@@ -49,6 +49,8 @@ pub struct RequestCtx {
     pub policy: Option<PolicyDecisions>,
     /// What the slice engine had to do with this request.
     pub slice: SliceRole,
+    /// Stores the blocks of an adopted response as its body passes.
+    pub tee: Option<crate::slice::Tee>,
     /// Counts this request as in flight until the context is dropped.
     _in_flight: InFlightGuard,
 }
@@ -85,6 +87,7 @@ impl RequestCtx {
             cache_status: None,
             policy: None,
             slice: SliceRole::None,
+            tee: None,
             _in_flight: in_flight,
         }
     }

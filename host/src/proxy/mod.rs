@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::{header, Method};
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::{
@@ -90,7 +91,7 @@ impl StavkaProxy {
             recorder: Recorder::new(
                 metrics,
                 store,
-                config.log.access_log,
+                &config.log,
                 config.cache.name.clone(),
             ),
             in_flight,
@@ -391,16 +392,32 @@ impl ProxyHttp for StavkaProxy {
                     .req_header()
                     .headers
                     .contains_key(header::AUTHORIZATION);
-                let adopted = self
+                ctx.tee = self
                     .slicer
                     .adopt(&object, upstream_response, authorization)
                     .await;
-                if adopted {
+                if ctx.tee.is_some() {
                     ctx.slice = SliceRole::Adopted;
                 }
             }
         }
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let (Some(tee), Some(chunk)) = (ctx.tee.as_mut(), body.as_ref()) {
+            tee.feed(chunk);
+        }
+        if end_of_stream {
+            ctx.tee = None;
+        }
+        Ok(None)
     }
 
     fn response_cache_filter(

@@ -58,6 +58,12 @@ impl Flights {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a request has claimed the block whose key hashes to `hash`
+    /// and not begun writing it yet.
+    pub fn claimed(&self, hash: u128) -> bool {
+        self.shard(hash).contains_key(&hash)
+    }
+
     /// Claim the block whose key hashes to `hash`.
     pub fn claim(&'static self, hash: u128) -> Claim {
         let mut shard = self.shard(hash);

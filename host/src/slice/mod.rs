@@ -15,6 +15,7 @@ mod identity;
 mod origin;
 pub mod range;
 mod serve;
+mod tee;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 pub use origin::Upstream;
 pub use serve::Target;
+pub use tee::Tee;
 
 use crate::cache::freshness::FreshnessRules;
 use crate::cache::key;

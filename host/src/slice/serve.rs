@@ -25,6 +25,7 @@ use super::flights::{self, Claim, Flight};
 use super::identity::{self, Identity};
 use super::origin::{Ask, Carries, Fetch, Upstream};
 use super::range::{self, Requested, Span, Spec};
+use super::tee::Tee;
 use super::{Engine, ObjectKey};
 use crate::cache::freshness;
 use crate::cache::key;
@@ -127,8 +128,8 @@ struct Pump {
     storing: Option<Storing>,
 }
 
-/// The blocks a pump stores.
-struct Storing {
+/// The blocks a pump (or a [`super::tee::Tee`]) stores.
+pub(super) struct Storing {
     identity: Identity,
     object: ObjectKey,
     /// The stored header each block carries (tags and identity).
@@ -175,8 +176,28 @@ impl Pump {
 }
 
 impl Storing {
+    /// Storing for `object`'s claimed blocks, if blocks of it are stored.
+    fn of(object: &Object, keys: &ObjectKey, claims: Vec<(u64, Flight)>) -> Option<Storing> {
+        let identity = object.storing()?;
+        let mut header = object.header.clone();
+        let _ = header.insert_header(identity::FIELD, identity.token());
+        Some(Storing {
+            identity: identity.clone(),
+            object: keys.clone(),
+            header,
+            claims,
+            writing: None,
+        })
+    }
+
     /// Store `chunk`, the object's bytes from `at`, into its blocks.
-    async fn store(&mut self, engine: &'static Engine, at: u64, mut chunk: Bytes, needed: u64) {
+    pub(super) async fn store(
+        &mut self,
+        engine: &'static Engine,
+        at: u64,
+        mut chunk: Bytes,
+        needed: u64,
+    ) {
         let mut off = at;
         while !chunk.is_empty() {
             let index = off / self.identity.block;
@@ -344,7 +365,7 @@ impl Engine {
                 None => Start::Forward(Box::new(fetch)),
             }));
         };
-        let Some(claims) = self.claim_run(target, first, needed, None) else {
+        let Some(claims) = self.claim_run(&target.object, first, needed, None) else {
             let key = target.object.block(first);
             if let Claim::Theirs(theirs) = self.flights.claim(hash(&key)) {
                 let _ = tokio::time::timeout(CLAIM_WAIT, flights::settled(theirs)).await;
@@ -475,17 +496,20 @@ impl Engine {
 
     /// Make `response`, a whole `200` too large to store whole, a sliced
     /// object: its record is written, so later requests for it are served
-    /// from blocks. Returns whether it was (it has a validator and may be
-    /// stored).
+    /// from blocks, and the returned tee stores its blocks as the body
+    /// passes to the client. `None` when it cannot be sliced (no
+    /// validator, may not be stored).
     pub async fn adopt(
         &'static self,
-        object: &ObjectKey,
+        keys: &ObjectKey,
         response: &ResponseHeader,
         authorization: bool,
-    ) -> bool {
-        self.learn(response, object, authorization, None)
-            .await
-            .is_some_and(|o| o.storing().is_some())
+    ) -> Option<Tee> {
+        let object = self.learn(response, keys, authorization, None).await?;
+        let blocks = object.storing()?.blocks();
+        let claims = self.claim_run(keys, 0, blocks - 1, Some(blocks));
+        let storing = Storing::of(&object, keys, claims.unwrap_or_default())?;
+        Some(Tee::start(self, storing, blocks - 1))
     }
 
     /// The object's stored record, if there is one of a usable form.
@@ -525,7 +549,7 @@ impl Engine {
     /// request. `None` when `first` itself is claimed by another.
     fn claim_run(
         &'static self,
-        target: &Target,
+        keys: &ObjectKey,
         first: u64,
         needed: u64,
         blocks: Option<u64>,
@@ -533,7 +557,7 @@ impl Engine {
         let last = (needed + u64::from(self.read_ahead)).min(blocks.map_or(u64::MAX, |b| b - 1));
         let mut claims = Vec::new();
         for index in first..=last {
-            let key = target.object.block(index);
+            let key = keys.block(index);
             if index > first && self.store.holds(&key) {
                 break;
             }
@@ -576,17 +600,7 @@ impl Engine {
             _ => return None,
         };
         let stop = (ask.end + 1).min(object.length);
-        let storing = object.storing().map(|identity| {
-            let mut header = object.header.clone();
-            let _ = header.insert_header(identity::FIELD, identity.token());
-            Storing {
-                identity: identity.clone(),
-                object: target.object.clone(),
-                header,
-                claims,
-                writing: None,
-            }
-        });
+        let storing = Storing::of(object, &target.object, claims);
         Some(Pump {
             fetch,
             upstream: target.upstream.clone(),
@@ -675,7 +689,8 @@ impl Engine {
                 return Ok(None);
             }
         }
-        let Some(claims) = self.claim_run(target, index, needed, Some(identity.blocks())) else {
+        let Some(claims) = self.claim_run(&target.object, index, needed, Some(identity.blocks()))
+        else {
             if let Claim::Theirs(theirs) = self.flights.claim(hash(&key)) {
                 let _ = tokio::time::timeout(CLAIM_WAIT, flights::settled(theirs)).await;
             }
@@ -695,14 +710,25 @@ impl Engine {
         pump.map(Some).ok_or_else(mismatched)
     }
 
-    /// How many of `span`'s blocks are stored now, of how many.
+    /// How many of `span`'s blocks are stored now, how many are being
+    /// fetched by other requests, of how many.
     fn present(&self, target: &Target, identity: &Identity, span: Span) -> SliceBlocks {
         let blocks = identity.covering(span);
         let total = blocks.end() - blocks.start() + 1;
-        let hit = blocks
-            .filter(|&i| self.store.holds(&target.object.block(i)))
-            .count() as u64;
-        SliceBlocks { hit, total }
+        let (mut hit, mut in_flight) = (0, 0);
+        for i in blocks {
+            let key = target.object.block(i);
+            if self.store.holds(&key) {
+                hit += 1;
+            } else if self.store.writing(&key) || self.flights.claimed(hash(&key)) {
+                in_flight += 1;
+            }
+        }
+        SliceBlocks {
+            hit,
+            in_flight,
+            total,
+        }
     }
 
     fn cache_status(
@@ -715,9 +741,16 @@ impl Engine {
         let all_hit = blocks.is_none_or(|b| b.hit == b.total) && !fetching;
         let hit = all_hit && tally.fwd_status.is_none();
         let some_stored = blocks.is_some_and(|b| b.hit > 0);
+        // Every block stored or on its way: this response waits for other
+        // requests' fetches, and asks the origin for nothing itself.
+        let collapsed = !hit
+            && !fetching
+            && tally.fwd_status.is_none()
+            && blocks.is_some_and(|b| b.in_flight > 0 && b.hit + b.in_flight == b.total);
         let fwd = match (hit, tally.revalidated) {
             (true, _) => None,
             (false, true) => Some(Fwd::Stale),
+            (false, false) if collapsed => Some(Fwd::Miss),
             (false, false) if some_stored => Some(Fwd::Partial),
             (false, false) if object.meta.is_some() && tally.fwd_status.is_none() => {
                 Some(Fwd::Miss)
@@ -732,10 +765,10 @@ impl Engine {
                 .meta
                 .as_ref()
                 .map(|m| freshness::remaining_ttl(m, SystemTime::now())),
-            stored: !hit && object.storing().is_some(),
+            stored: !hit && !collapsed && object.storing().is_some(),
             slice: blocks,
+            collapsed,
             detail: tally.stale_if_error.then_some(Detail::StaleIfError),
-            ..CacheStatus::default()
         }
     }
 
