@@ -142,7 +142,8 @@ pub(super) struct Storing {
 
 impl Pump {
     /// The next body bytes and their offset; `None` once the run is read.
-    async fn next(&mut self, engine: &'static Engine) -> Result<Option<(u64, Bytes)>> {
+    /// Every chunk read must be handed to [`Pump::keep`] next, in order.
+    async fn next(&mut self) -> Result<Option<(u64, Bytes)>> {
         if self.at >= self.stop {
             return Ok(None);
         }
@@ -155,10 +156,16 @@ impl Pump {
         chunk.truncate((self.stop - self.at).min(chunk.len() as u64) as usize);
         let at = self.at;
         self.at += chunk.len() as u64;
-        if let Some(storing) = &mut self.storing {
-            storing.store(engine, at, chunk.clone(), self.needed).await;
-        }
         Ok(Some((at, chunk)))
+    }
+
+    /// Store `chunk`, read by [`Pump::next`] at `at`, into its blocks. A
+    /// caller sends it to its client first, so the client never waits for
+    /// the store.
+    async fn keep(&mut self, engine: &'static Engine, at: u64, chunk: Bytes) {
+        if let Some(storing) = &mut self.storing {
+            storing.store(engine, at, chunk, self.needed).await;
+        }
     }
 
     /// Read the rest of the run in the background, then release the
@@ -169,7 +176,9 @@ impl Pump {
             self.stop = self.at;
         }
         tokio::spawn(async move {
-            while let Ok(Some(_)) = self.next(engine).await {}
+            while let Ok(Some((at, chunk))) = self.next().await {
+                self.keep(engine, at, chunk).await;
+            }
             self.fetch.release(&engine.connector, &self.upstream).await;
         });
     }
@@ -632,9 +641,11 @@ impl Engine {
                 },
             };
             loop {
-                match pump.next(self).await {
+                match pump.next().await {
                     Ok(Some((at, chunk))) => {
-                        if let Err(e) = client.send(at, &chunk).await {
+                        let sent = client.send(at, &chunk).await;
+                        pump.keep(self, at, chunk).await;
+                        if let Err(e) = sent {
                             pump.drain(self);
                             return Err(e);
                         }
