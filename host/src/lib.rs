@@ -4,6 +4,7 @@
 //! The binary is a thin CLI over [`server::run`]; the modules are public so
 //! the end-to-end tests and benches can reach the same pieces.
 
+pub mod access_log;
 pub mod admin;
 pub mod cache;
 pub mod config;

@@ -87,7 +87,7 @@ fn main() -> ExitCode {
             admin,
             guests,
         }) => {
-            stavka::telemetry::init(Default::default());
+            stavka::telemetry::init(&Default::default());
             stavka::demo::run(listen, admin, guests.as_deref())
         }
         None => {
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
                 },
                 None => Config::default(),
             };
-            stavka::telemetry::init(config.log.format);
+            stavka::telemetry::init(&config.log);
             stavka::server::run(config)
         }
     };

@@ -202,7 +202,18 @@ pub fn install(dir: &std::path::Path, name: &str, bytes: &[u8], sidecar: &str) {
     put(format!("{name}.wasm"), bytes);
 }
 
+/// Where a process started from `config` writes its standard output (the
+/// access log, in the combined format), kept across restarts.
+fn stdout_path(config: &std::path::Path) -> PathBuf {
+    config.with_file_name("stdout.log")
+}
+
 fn spawn(config: &std::path::Path) -> Child {
+    let stdout = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stdout_path(config))
+        .expect("open stdout.log");
     Command::new(stavka_bin())
         .arg("--config")
         .arg(config)
@@ -211,6 +222,7 @@ fn spawn(config: &std::path::Path) -> Child {
             std::env::var("STAVKA_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .stdin(Stdio::null())
+        .stdout(stdout)
         .spawn()
         .expect("start stavka")
 }
@@ -638,6 +650,16 @@ impl Stavka {
     /// tests that change what is under it while it runs.
     pub fn store_dir(&self) -> PathBuf {
         self._dir.path().join("cache")
+    }
+
+    /// Every line the process has written to standard output so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        let path = stdout_path(&self._dir.path().join("stavka.toml"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 }
 

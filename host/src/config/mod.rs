@@ -28,7 +28,7 @@ pub use admin::Admin;
 pub use cache::Cache;
 pub use error::{ConfigError, ConfigErrors};
 pub use listen::Listen;
-pub use log::{Log, LogFormat};
+pub use log::{AccessFormat, Log, LogFormat};
 pub use origin::OriginTimeouts;
 pub use policy::Policy;
 pub use server::Server;
@@ -99,6 +99,7 @@ impl Config {
             ("server", self.server.problems()),
             ("origin", self.origin.problems()),
             ("cache", self.cache.problems()),
+            ("log", self.log.problems()),
             ("store", self.store.problems()),
             ("policy", self.policy.problems()),
             ("slice", self.slice.problems()),

@@ -88,12 +88,7 @@ impl StavkaProxy {
             rules,
             cache_name: config.cache.name.clone(),
             timeouts: config.origin.clone(),
-            recorder: Recorder::new(
-                metrics,
-                store,
-                &config.log,
-                config.cache.name.clone(),
-            ),
+            recorder: Recorder::new(metrics, store, &config.log, config.cache.name.clone()),
             in_flight,
             policies,
             slicer,

@@ -11,11 +11,12 @@ use pingora_error::Error;
 use pingora_proxy::Session;
 
 use super::ctx::{RequestCtx, SliceRole};
+use crate::access_log::{AccessLog, Entry};
 use crate::cache::freshness;
-use crate::cache::key::target;
 use crate::cache::outcome::{Lookup, Outcome, Source};
 use crate::cache::status::{CacheStatus, Detail, Fwd};
 use crate::cache::store::CacheStore;
+use crate::config::Log;
 use crate::metrics::{Metrics, SiteMetrics};
 
 /// What the cache did, as far as it is known when the response header goes out.
@@ -94,25 +95,25 @@ pub struct Recorder {
     store: &'static CacheStore,
     /// Handles for requests that matched no site.
     unrouted: SiteMetrics,
-    access_log: bool,
-    cache_name: String,
+    /// `None` when the access log is off.
+    access: Option<AccessLog>,
 }
 
 impl Recorder {
     /// Record into `metrics`, asking `store` whether a stored miss really
-    /// was; write access log lines when `access_log`.
+    /// was; write access lines as `log` says, naming this cache
+    /// `cache_name` in their `Cache-Status`.
     pub fn new(
         metrics: Arc<Metrics>,
         store: &'static CacheStore,
-        access_log: bool,
+        log: &Log,
         cache_name: String,
     ) -> Recorder {
         Recorder {
             unrouted: metrics.for_site("-"),
             metrics,
             store,
-            access_log,
-            cache_name,
+            access: AccessLog::new(log, cache_name),
         }
     }
 
@@ -186,29 +187,20 @@ impl Recorder {
             self.metrics.cache_inserts.inc();
         }
 
-        if self.access_log {
-            let req = session.req_header();
-            let cache_status = ctx
-                .cache_status
-                .as_ref()
-                .map(|s| s.render(&self.cache_name))
-                .unwrap_or_default();
-            tracing::info!(
-                target: "stavka::access",
-                client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
-                site = ctx.site.as_ref().map_or("-", |s| s.name.as_str()),
-                method = %req.method,
-                host = ctx.host.as_deref().unwrap_or("-"),
-                path = target(&req.uri),
-                status = session.response_written().map_or(0, |r| r.status.as_u16()),
-                cache = %cache_status,
-                outcome = outcome.as_str(),
+        if let Some(access) = &self.access {
+            access.record(&Entry {
+                request: session.req_header(),
+                client: session.client_addr(),
+                site: ctx.site.as_ref().map_or("-", |s| s.name.as_str()),
+                host: ctx.host.as_deref().unwrap_or("-"),
+                status: session.response_written().map_or(0, |r| r.status.as_u16()),
+                cache_status: ctx.cache_status.as_ref(),
+                outcome,
                 bytes,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                origin_ms = ctx.origin_ttfb.map(|d| d.as_secs_f64() * 1000.0),
-                error = e.map(|e| e.to_string()),
-                "request"
-            );
+                elapsed,
+                origin_ttfb: ctx.origin_ttfb,
+                error: e,
+            });
         }
     }
 }
