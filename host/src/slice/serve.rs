@@ -25,7 +25,7 @@ use super::flights::{self, Claim, Flight};
 use super::identity::{self, Identity};
 use super::origin::{Ask, Carries, Fetch, Upstream};
 use super::range::{self, Requested, Span, Spec};
-use super::tee::Tee;
+use super::tee::{Keeper, Tee};
 use super::{Engine, ObjectKey};
 use crate::cache::freshness;
 use crate::cache::key;
@@ -122,10 +122,8 @@ struct Pump {
     at: u64,
     /// Reading stops here (exclusive): the end of the run.
     stop: u64,
-    /// Blocks past this one are read ahead of the request.
-    needed: u64,
-    /// How blocks are stored, when they are.
-    storing: Option<Storing>,
+    /// Stores the blocks, when they are stored.
+    keeper: Option<Keeper>,
 }
 
 /// The blocks a pump (or a [`super::tee::Tee`]) stores.
@@ -159,12 +157,10 @@ impl Pump {
         Ok(Some((at, chunk)))
     }
 
-    /// Store `chunk`, read by [`Pump::next`] at `at`, into its blocks. A
-    /// caller sends it to its client first, so the client never waits for
-    /// the store.
-    async fn keep(&mut self, engine: &'static Engine, at: u64, chunk: Bytes) {
-        if let Some(storing) = &mut self.storing {
-            storing.store(engine, at, chunk, self.needed).await;
+    /// Store `chunk`, read by [`Pump::next`] at `at`, into its blocks.
+    async fn keep(&mut self, at: u64, chunk: Bytes) {
+        if let Some(keeper) = &mut self.keeper {
+            keeper.keep(at, chunk).await;
         }
     }
 
@@ -172,12 +168,12 @@ impl Pump {
     /// connection: read-ahead outlives the request, bounded by the run. A
     /// run that stores nothing is not read on: its connection closes.
     fn drain(mut self, engine: &'static Engine) {
-        if self.storing.is_none() {
+        if self.keeper.is_none() {
             self.stop = self.at;
         }
         tokio::spawn(async move {
             while let Ok(Some((at, chunk))) = self.next().await {
-                self.keep(engine, at, chunk).await;
+                self.keep(at, chunk).await;
             }
             self.fetch.release(&engine.connector, &self.upstream).await;
         });
@@ -518,7 +514,7 @@ impl Engine {
         let blocks = object.storing()?.blocks();
         let claims = self.claim_run(keys, 0, blocks - 1, Some(blocks));
         let storing = Storing::of(&object, keys, claims.unwrap_or_default())?;
-        Some(Tee::start(self, storing, blocks - 1))
+        Some(Tee::new(Keeper::start(self, storing, blocks - 1)))
     }
 
     /// The object's stored record, if there is one of a usable form.
@@ -554,8 +550,8 @@ impl Engine {
 
     /// Claim the missing blocks from `first` on, through `needed` and
     /// `read_ahead` more (within `blocks`, when the count is known),
-    /// stopping at the first block that is stored or claimed by another
-    /// request. `None` when `first` itself is claimed by another.
+    /// stopping at the first block that is stored, being written or
+    /// claimed by another request. `None` when `first` itself is.
     fn claim_run(
         &'static self,
         keys: &ObjectKey,
@@ -564,13 +560,18 @@ impl Engine {
         blocks: Option<u64>,
     ) -> Option<Vec<(u64, Flight)>> {
         let last = (needed + u64::from(self.read_ahead)).min(blocks.map_or(u64::MAX, |b| b - 1));
+        // Stored, or being written: a write registers with the store
+        // before its claim is released, so checking again after claiming
+        // closes the gap between a lookup and a claim.
+        let stored = |key: &CacheKey| self.store.holds(key) || self.store.writing(key);
         let mut claims = Vec::new();
         for index in first..=last {
             let key = keys.block(index);
-            if index > first && self.store.holds(&key) {
+            if stored(&key) {
                 break;
             }
             match self.flights.claim(hash(&key)) {
+                Claim::Mine(_) if stored(&key) => break,
                 Claim::Mine(flight) => claims.push((index, flight)),
                 Claim::Theirs(_) => break,
             }
@@ -591,7 +592,7 @@ impl Engine {
     /// A pump over `fetch`, which was asked for `ask`; `None` when the
     /// response does not carry those bytes of this object.
     fn pump(
-        &self,
+        &'static self,
         fetch: Fetch,
         target: &Target,
         object: &Object,
@@ -609,14 +610,14 @@ impl Engine {
             _ => return None,
         };
         let stop = (ask.end + 1).min(object.length);
-        let storing = Storing::of(object, &target.object, claims);
+        let keeper = Storing::of(object, &target.object, claims)
+            .map(|storing| Keeper::start(self, storing, needed));
         Some(Pump {
             fetch,
             upstream: target.upstream.clone(),
             at,
             stop,
-            needed,
-            storing,
+            keeper,
         })
     }
 
@@ -644,7 +645,7 @@ impl Engine {
                 match pump.next().await {
                     Ok(Some((at, chunk))) => {
                         let sent = client.send(at, &chunk).await;
-                        pump.keep(self, at, chunk).await;
+                        pump.keep(at, chunk).await;
                         if let Err(e) = sent {
                             pump.drain(self);
                             return Err(e);

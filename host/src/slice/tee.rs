@@ -1,12 +1,16 @@
-//! Storing a whole response's blocks as it passes to its client.
+//! Storing blocks off the path of the bytes going to clients.
+//!
+//! Writing a block goes through the store's blocking pool; done inline, it
+//! would hold every chunk of an origin response until the chunk before it
+//! is on disk. A [`Keeper`] hands chunks to a task that stores them in
+//! order, so reading the origin and feeding the client go on meanwhile.
 //!
 //! The first request for a large object gets it whole from the origin, on
-//! pingora's ordinary path (it is too large to store whole). Its bytes go
-//! by anyway: the tee stores them as blocks, so the object is not fetched
-//! again. pingora's body filter is synchronous, so the bytes cross to a
-//! task through a bounded channel; when the task falls behind, the tee
-//! stops rather than slow the client or buffer without bound, and the
-//! block it was writing is not stored.
+//! pingora's ordinary path (it is too large to store whole); a [`Tee`]
+//! keeps those bytes as blocks too, so the object is not fetched again.
+//! pingora's body filter cannot wait, so a tee that falls behind stops
+//! rather than slow the client or buffer without bound, and the block it
+//! was writing is not stored.
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -14,40 +18,75 @@ use tokio::sync::mpsc;
 use super::serve::Storing;
 use super::Engine;
 
-/// Chunks in flight between the response and the task storing them.
+/// Chunks in flight between a response and the task storing them.
 const DEPTH: usize = 64;
 
-/// Feeds a response's body to the task storing its blocks.
-pub struct Tee {
-    chunks: Option<mpsc::Sender<Bytes>>,
+/// Hands an object's bytes, in order, to the task storing its blocks.
+/// Dropped, the task stores what it was given and ends; a block left
+/// incomplete is not stored.
+pub(super) struct Keeper {
+    chunks: Option<mpsc::Sender<(u64, Bytes)>>,
 }
 
-impl Tee {
-    /// Start the task storing `storing`'s blocks from the body's first
-    /// byte; `last` is the object's last block.
-    pub(super) fn start(engine: &'static Engine, mut storing: Storing, last: u64) -> Tee {
-        let (chunks, mut receiver) = mpsc::channel::<Bytes>(DEPTH);
+impl Keeper {
+    /// Start the task storing `storing`'s blocks; blocks past `needed` are
+    /// counted as read ahead.
+    pub(super) fn start(engine: &'static Engine, mut storing: Storing, needed: u64) -> Keeper {
+        let (chunks, mut receiver) = mpsc::channel::<(u64, Bytes)>(DEPTH);
         tokio::spawn(async move {
-            let mut at = 0;
-            while let Some(chunk) = receiver.recv().await {
-                let len = chunk.len() as u64;
-                storing.store(engine, at, chunk, last).await;
-                at += len;
+            while let Some((at, chunk)) = receiver.recv().await {
+                storing.store(engine, at, chunk, needed).await;
             }
         });
-        Tee {
+        Keeper {
             chunks: Some(chunks),
         }
     }
 
-    /// Pass on the next body bytes. Never waits: if the task is behind,
-    /// the tee stops here.
-    pub fn feed(&mut self, chunk: &Bytes) {
+    /// Store `chunk`, the object's bytes from `at`, waiting only while
+    /// the task is `DEPTH` chunks behind.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may lose `chunk`: drop the keeper too, so no
+    /// block is stored with a gap.
+    pub(super) async fn keep(&mut self, at: u64, chunk: Bytes) {
         let Some(chunks) = &self.chunks else {
             return;
         };
-        if chunks.try_send(chunk.clone()).is_err() {
+        if chunks.send((at, chunk)).await.is_err() {
             self.chunks = None;
         }
+    }
+
+    /// Store `chunk` if the task has room, never waiting; otherwise stop
+    /// storing from here on.
+    fn offer(&mut self, at: u64, chunk: Bytes) {
+        let Some(chunks) = &self.chunks else {
+            return;
+        };
+        if chunks.try_send((at, chunk)).is_err() {
+            self.chunks = None;
+        }
+    }
+}
+
+/// Stores a whole response's blocks as its body passes to its client.
+pub struct Tee {
+    keeper: Keeper,
+    /// The object's offset of the next body byte.
+    at: u64,
+}
+
+impl Tee {
+    /// A tee for a body whose first byte is the object's first.
+    pub(super) fn new(keeper: Keeper) -> Tee {
+        Tee { keeper, at: 0 }
+    }
+
+    /// Pass on the next body bytes. Never waits.
+    pub fn feed(&mut self, chunk: &Bytes) {
+        self.keeper.offer(self.at, chunk.clone());
+        self.at += chunk.len() as u64;
     }
 }
