@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use stavka_e2e::{client, eventually, Fetched, Origin, Stavka};
+use stavka_e2e::{client, default_site, eventually, Fetched, Origin, Stavka};
 
 /// Block size in the tests' `[slice]`.
 const BLOCK: u64 = 64 * 1024;
@@ -74,6 +74,7 @@ impl Ranged {
         };
         let routes = Router::new()
             .route("/v", get(answer))
+            .route("/static/v", get(answer))
             .with_state(shared.clone());
         Ranged {
             origin: Origin::start(routes).await,
@@ -615,4 +616,49 @@ async fn a_range_in_a_read_ahead_still_arriving_follows_it() {
         ahead.cache_status()
     );
     assert_eq!(origin.ranges().len(), 1, "{:?}", origin.ranges());
+}
+
+/// A site with a policy slices too: the policy's cache key (tracking
+/// parameters dropped) names the object, and its `on-response` decides
+/// how long the record is fresh and edits its header (ttl-rules: a day for
+/// `/static/`, with `x-policy-ttl`).
+#[tokio::test]
+async fn a_policy_sites_key_and_response_decision_apply_to_slices() {
+    let origin = Ranged::start(object()).await;
+    let stavka = Stavka::start_with_modules(
+        &format!("{SLICE}\n{}", default_site(&origin.origin, Some("p"))),
+        &[("p", "ttl-rules", "mode = \"long-lived\"\n")],
+    )
+    .await;
+    let ranged = |path: &'static str| {
+        client()
+            .get(stavka.url(path))
+            .header("range", "bytes=1000-2000")
+            .send()
+    };
+    let first = Fetched::from(ranged("/static/v?utm_source=mail").await.unwrap()).await;
+    assert_part(&first, 1, 1000, 2000);
+    assert_eq!(first.header("x-policy-ttl"), "86400", "{:?}", first.headers);
+    let ttl: i64 = first
+        .cache_status()
+        .split("ttl=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .and_then(|t| t.trim().parse().ok())
+        .expect("a ttl");
+    assert!(
+        ttl > 86_000,
+        "the policy's day, not the origin's 600 s: {ttl}"
+    );
+    let stored = "stavka_slice_blocks_total{result=\"read-ahead\"}";
+    assert_eq!(stavka.metric_reaching(stored, 2.0).await, Some(2.0));
+    let second = Fetched::from(ranged("/static/v").await.unwrap()).await;
+    assert_part(&second, 1, 1000, 2000);
+    assert!(
+        second.cache_status().contains("; hit"),
+        "{}",
+        second.cache_status()
+    );
+    assert_eq!(origin.ranges().len(), 1);
+    assert_eq!(origin.origin.count("/static/v"), 1);
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use pingora_cache::{CacheMeta, ForcedFreshness};
+use pingora_cache::{CacheMeta, ForcedFreshness, NoCacheReason, RespCacheable};
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -229,6 +229,28 @@ impl PolicyDecisions {
                 self.response = Some(outcome.decision);
                 Ok(())
             }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::slice::Judge for PolicyDecisions {
+    async fn consult(&mut self, resp: &mut ResponseHeader) -> pingora_error::Result<()> {
+        if self.response.is_none() {
+            self.decide_response(resp).await?;
+        }
+        Ok(())
+    }
+
+    fn verdict(&self, resp: &ResponseHeader, now: SystemTime) -> Option<RespCacheable> {
+        match self.response.as_ref()? {
+            ResponseDecision::NoStore => Some(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                "policy-no-store",
+            ))),
+            ResponseDecision::Store(store) => {
+                Some(RespCacheable::Cacheable(stored_by_policy(resp, store, now)))
+            }
+            ResponseDecision::Default => None,
         }
     }
 }

@@ -40,10 +40,10 @@ use crate::error_kind::ErrorKind;
 use crate::hop_by_hop;
 use crate::host_name;
 use crate::metrics::Metrics;
-use crate::policy::{PolicyRegistry, ResponseDecision};
+use crate::policy::PolicyRegistry;
 use crate::shutdown::InFlight;
 use crate::sites::{Site, SiteRouter};
-use crate::slice;
+use crate::slice::{self, Judge};
 use decisions::{AfterHit, PolicyDecisions};
 use observe::Recorder;
 
@@ -108,17 +108,22 @@ impl StavkaProxy {
     }
 
     /// The object's slice keys, when its site slices and the request can
-    /// be cached (a host, no policy: the slice path does not run policy
-    /// hooks yet).
+    /// be cached: it names a host, and its policy (if any) neither bypasses
+    /// the cache nor decides hits (the slice engine calls `on-response`,
+    /// not `on-hit`). The key is the one the cache would use, the policy's
+    /// included.
     fn slice_object(&self, session: &Session, ctx: &RequestCtx) -> Option<slice::ObjectKey> {
-        let site = ctx
-            .site
-            .as_ref()
-            .filter(|s| s.slice && s.policy.is_none())?;
+        let site = ctx.site.as_ref().filter(|s| s.slice)?;
         let host = ctx.host.as_deref()?;
-        let primary = key::primary(&site.name, host, target(&session.req_header().uri));
+        let policy = ctx.policy.as_ref();
+        if policy.is_some_and(|p| p.bypass || p.module.decides_hits()) {
+            return None;
+        }
+        let target = policy
+            .and_then(|p| p.key.as_deref())
+            .unwrap_or_else(|| target(&session.req_header().uri));
         Some(slice::ObjectKey {
-            primary,
+            primary: key::primary(&site.name, host, target),
             site: site.name.clone(),
         })
     }
@@ -152,7 +157,16 @@ impl StavkaProxy {
                 .contains_key(header::AUTHORIZATION),
         };
         ctx.slice = SliceRole::Served;
-        let status = self.slicer.serve(session, &target).await?;
+        // The request now waits on the origin: a per-request instance must
+        // not hold its pool slot meanwhile (as in `upstream_peer`).
+        if let Some(p) = ctx.policy.as_mut() {
+            p.instance.release();
+        }
+        let policy = ctx
+            .policy
+            .as_mut()
+            .map(|p| p as &mut (dyn slice::Judge + 'static));
+        let status = self.slicer.serve(session, &target, policy).await?;
         ctx.cache_status = Some(status);
         Ok(true)
     }
@@ -237,7 +251,7 @@ impl ProxyHttp for StavkaProxy {
             ctx.cache_status = Some(status);
             return Ok(true);
         }
-        Ok(false)
+        self.serve_sliced(session, ctx).await
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
@@ -387,10 +401,14 @@ impl ProxyHttp for StavkaProxy {
                     .req_header()
                     .headers
                     .contains_key(header::AUTHORIZATION);
+                let policy = ctx
+                    .policy
+                    .as_mut()
+                    .map(|p| p as &mut (dyn slice::Judge + 'static));
                 ctx.tee = self
                     .slicer
-                    .adopt(&object, upstream_response, authorization)
-                    .await;
+                    .adopt(&object, upstream_response, authorization, policy)
+                    .await?;
                 if ctx.tee.is_some() {
                     ctx.slice = SliceRole::Adopted;
                 }
@@ -438,17 +456,13 @@ impl ProxyHttp for StavkaProxy {
             None => resp,
         };
         let now = SystemTime::now();
-        let decision = match ctx.policy.as_ref().and_then(|p| p.response.as_ref()) {
+        let verdict = ctx.policy.as_ref().and_then(|p| p.verdict(resp, now));
+        let decision = match verdict {
             _ if ctx.slice == SliceRole::Adopted => {
                 RespCacheable::Uncacheable(NoCacheReason::Custom("sliced"))
             }
-            Some(ResponseDecision::NoStore) => {
-                RespCacheable::Uncacheable(NoCacheReason::Custom("policy-no-store"))
-            }
-            Some(ResponseDecision::Store(store)) => {
-                RespCacheable::Cacheable(decisions::stored_by_policy(resp, store, now))
-            }
-            Some(ResponseDecision::Default) | None => {
+            Some(decision) => decision,
+            None => {
                 let rules = FreshnessRules {
                     default_sie: ctx
                         .site

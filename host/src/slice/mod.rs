@@ -34,6 +34,23 @@ use crate::config;
 use crate::metrics::Metrics;
 use flights::Flights;
 
+/// A site's policy, where it decides whether and how an origin response is
+/// stored: the slice engine consults it as pingora's path does.
+#[async_trait::async_trait]
+pub trait Judge: Send {
+    /// Show the policy the origin's response, once per request; its header
+    /// edits are applied to `resp`.
+    async fn consult(&mut self, resp: &mut ResponseHeader) -> pingora_error::Result<()>;
+
+    /// Its decision for `resp` (the header as it will be stored), or
+    /// `None` to leave it to HTTP caching.
+    fn verdict(
+        &self,
+        resp: &ResponseHeader,
+        now: std::time::SystemTime,
+    ) -> Option<pingora_cache::RespCacheable>;
+}
+
 /// Serves sliced objects: one per proxy.
 pub struct Engine {
     store: &'static CacheStore,

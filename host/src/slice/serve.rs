@@ -26,7 +26,7 @@ use super::identity::{self, Identity};
 use super::origin::{Ask, Carries, Fetch, Upstream};
 use super::range::{self, Requested, Span, Spec};
 use super::tee::{Keeper, Tee};
-use super::{Engine, ObjectKey};
+use super::{Engine, Judge, ObjectKey};
 use crate::cache::freshness;
 use crate::cache::key;
 use crate::cache::outcome::Block;
@@ -284,11 +284,15 @@ impl Engine {
         &'static self,
         session: &mut Session,
         target: &Target,
+        mut policy: Option<&mut (dyn Judge + 'static)>,
     ) -> Result<CacheStatus> {
         let mut tally = Tally::default();
         let requested = requested(session);
         let (object, first) = loop {
-            match self.start(target, requested, &mut tally).await? {
+            match self
+                .start(target, requested, &mut tally, policy.as_deref_mut())
+                .await?
+            {
                 Some(Start::Object(object, first)) => break (*object, first.map(|p| *p)),
                 Some(Start::Forward(fetch)) => return self.forward(session, *fetch, target).await,
                 // Another request is fetching the start: look again.
@@ -338,13 +342,17 @@ impl Engine {
         target: &Target,
         requested: Requested,
         tally: &mut Tally,
+        mut policy: Option<&mut (dyn Judge + 'static)>,
     ) -> Result<Option<Start>> {
         let now = SystemTime::now();
         if let Some(record) = self.record(&target.object).await {
             if record.meta.as_ref().is_some_and(|m| m.is_fresh(now)) {
                 return Ok(Some(Start::Object(Box::new(record), None)));
             }
-            return self.revalidate(record, target, tally).await.map(Some);
+            return self
+                .revalidate(record, target, tally, policy)
+                .await
+                .map(Some);
         }
         // No record: the first fetch learns the object. A range with a
         // first byte starts there (so the fetch also serves it); a suffix
@@ -364,8 +372,14 @@ impl Engine {
             )
             .await?;
             tally.fwd_status = Some(fetch.header.status.as_u16());
-            let learned = self.learn(&fetch.header, &target.object, target.authorization, None);
-            return Ok(Some(match learned.await {
+            let learned = self.learn(
+                &fetch.header,
+                &target.object,
+                target.authorization,
+                None,
+                policy.as_deref_mut(),
+            );
+            return Ok(Some(match learned.await? {
                 Some(object) => Start::Object(Box::new(object), None),
                 None => Start::Forward(Box::new(fetch)),
             }));
@@ -380,8 +394,14 @@ impl Engine {
         let ask = self.run_span(first, claims.len() as u64, None);
         let fetch = Fetch::start(&self.connector, &target.upstream, Ask::Span(ask)).await?;
         tally.fwd_status = Some(fetch.header.status.as_u16());
-        let learned = self.learn(&fetch.header, &target.object, target.authorization, None);
-        let Some(object) = learned.await else {
+        let learned = self.learn(
+            &fetch.header,
+            &target.object,
+            target.authorization,
+            None,
+            policy,
+        );
+        let Some(object) = learned.await? else {
             return Ok(Some(Start::Forward(Box::new(fetch))));
         };
         let unsatisfiable = matches!(fetch.carries(), Carries::Unsatisfiable(_));
@@ -402,6 +422,7 @@ impl Engine {
         stale: Object,
         target: &Target,
         tally: &mut Tally,
+        policy: Option<&mut (dyn Judge + 'static)>,
     ) -> Result<Start> {
         tally.revalidated = true;
         let probe = Span { start: 0, end: 0 };
@@ -418,9 +439,14 @@ impl Engine {
             Ok(fetch) => {
                 tally.fwd_status = Some(fetch.header.status.as_u16());
                 let known = stale.identity.as_ref();
-                let learned =
-                    self.learn(&fetch.header, &target.object, target.authorization, known);
-                return Ok(match learned.await {
+                let learned = self.learn(
+                    &fetch.header,
+                    &target.object,
+                    target.authorization,
+                    known,
+                    policy,
+                );
+                return Ok(match learned.await? {
                     Some(object) => {
                         drain_small(fetch, self, &target.upstream).await;
                         Start::Object(Box::new(object), None)
@@ -451,52 +477,56 @@ impl Engine {
     async fn learn(
         &'static self,
         response: &ResponseHeader,
-        object: &ObjectKey,
+        keys: &ObjectKey,
         authorization: bool,
         known: Option<&Identity>,
-    ) -> Option<Object> {
+        mut policy: Option<&mut (dyn Judge + 'static)>,
+    ) -> Result<Option<Object>> {
         let length = match Carries::of(response) {
             Carries::Part { length, .. }
             | Carries::Whole(length)
             | Carries::Unsatisfiable(length) => length,
-            Carries::Other => return None,
+            Carries::Other => return Ok(None),
         };
         let mut header = response.clone();
         hop_by_hop::strip(&mut header);
         freshness::stamp_date(&mut header, SystemTime::now());
-        header.set_status(200).ok()?;
+        header.set_status(200)?;
         header.remove_header(&header::CONTENT_RANGE);
-        header.insert_header(header::CONTENT_LENGTH, length).ok()?;
+        header.insert_header(header::CONTENT_LENGTH, length)?;
         let identity = Identity::of(&header, length, self.block);
         if known.is_some() && identity.as_ref() != known {
-            self.remove(object).await;
+            self.remove(keys).await;
+        }
+        if let Some(policy) = policy.as_deref_mut() {
+            policy.consult(&mut header).await?;
         }
         let Some(identity) = identity else {
-            return Some(Object {
+            return Ok(Some(Object {
                 identity: None,
                 length,
                 meta: None,
                 header,
-            });
+            }));
         };
         let _ = header.insert_header(identity::FIELD, identity.token());
         let now = SystemTime::now();
-        let meta = match freshness::decide(&header, authorization, Duration::ZERO, &self.rules, now)
-        {
-            RespCacheable::Cacheable(meta) => Some(meta),
-            RespCacheable::Uncacheable(_) => None,
-        };
-        let meta = match meta {
-            Some(meta) if self.write_record(object, &meta).await => Some(meta),
+        let decision = policy
+            .and_then(|p| p.verdict(&header, now))
+            .unwrap_or_else(|| {
+                freshness::decide(&header, authorization, Duration::ZERO, &self.rules, now)
+            });
+        let meta = match decision {
+            RespCacheable::Cacheable(meta) if self.write_record(keys, &meta).await => Some(meta),
             _ => None,
         };
         header.remove_header(identity::FIELD);
-        Some(Object {
+        Ok(Some(Object {
             identity: Some(identity),
             length,
             meta,
             header,
-        })
+        }))
     }
 
     /// Make `response`, a whole `200` too large to store whole, a sliced
@@ -509,11 +539,21 @@ impl Engine {
         keys: &ObjectKey,
         response: &ResponseHeader,
         authorization: bool,
-    ) -> Option<Tee> {
-        let object = self.learn(response, keys, authorization, None).await?;
+        policy: Option<&mut (dyn Judge + 'static)>,
+    ) -> Result<Option<Tee>> {
+        let Some(object) = self
+            .learn(response, keys, authorization, None, policy)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(self.tee(&object, keys))
+    }
+
+    fn tee(&'static self, object: &Object, keys: &ObjectKey) -> Option<Tee> {
         let blocks = object.storing()?.blocks();
         let claims = self.claim_run(keys, 0, blocks - 1, Some(blocks));
-        let storing = Storing::of(&object, keys, claims.unwrap_or_default())?;
+        let storing = Storing::of(object, keys, claims.unwrap_or_default())?;
         Some(Tee::new(Keeper::start(self, storing, blocks - 1)))
     }
 
