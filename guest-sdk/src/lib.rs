@@ -73,6 +73,7 @@ pub mod bindings {
 pub use wit_bindgen as __wit_bindgen;
 
 pub use bindings::exports::stavka::policy::hooks::HookSet;
+pub use bindings::exports::stavka::policy::slicing::{SliceDecision, SliceSettings};
 use bindings::stavka::policy::host;
 pub use bindings::stavka::policy::host::Level;
 pub use bindings::stavka::policy::types::{
@@ -112,6 +113,17 @@ pub trait Policy {
     fn on_hit(_req: &Request, _entry: &Entry) -> HitDecision {
         HitDecision::Serve
     }
+
+    /// Whether [`Policy::on_slice`] is implemented; the host calls it only
+    /// if so. Default: `false`.
+    const SLICES: bool = false;
+
+    /// For a request that could be served from the blocks of a large object
+    /// (a range, or an object already held in blocks): whether to, with
+    /// what block size and read-ahead. Set [`Policy::SLICES`] too.
+    fn on_slice(_req: &Request) -> SliceDecision {
+        SliceDecision::Default
+    }
 }
 
 /// Export a [`Policy`] implementation as the module's hooks.
@@ -144,6 +156,14 @@ macro_rules! export_policy {
         impl $crate::bindings::exports::stavka::policy::on_hit::Guest for __StavkaPolicyExport {
             fn decide(req: $crate::Request, found: $crate::Entry) -> $crate::HitDecision {
                 <$policy as $crate::Policy>::on_hit(&req, &found)
+            }
+        }
+        impl $crate::bindings::exports::stavka::policy::slicing::Guest for __StavkaPolicyExport {
+            fn decide(req: $crate::Request) -> $crate::SliceDecision {
+                <$policy as $crate::Policy>::on_slice(&req)
+            }
+            fn implemented() -> bool {
+                <$policy as $crate::Policy>::SLICES
             }
         }
         $crate::bindings::__export_world!(__StavkaPolicyExport with_types_in $crate::bindings);

@@ -543,3 +543,47 @@ async fn a_module_that_exports_no_hook_changes_nothing() {
     assert_eq!(listing["modules"][0]["name"], "p");
     assert_eq!(listing["modules"][0]["hooks"], serde_json::json!([]));
 }
+
+/// `stavka:policy` grows by compatible versions: a module built against
+/// 0.1.0 (ttl-rules as of e2adfcb, kept in `tests/fixtures/`) loads in a
+/// host that speaks 0.1.1, and its hooks run; it has no `slicing`, so the
+/// host does not call one.
+#[tokio::test]
+async fn a_module_built_for_policy_0_1_0_keeps_loading() {
+    let origin = Origin::start(Router::new().route(
+        "/static/app.css",
+        stavka_e2e::fixed(&[("cache-control", "no-store")], "css"),
+    ))
+    .await;
+    let stavka = Stavka::start(&stavka_e2e::default_site(&origin, Some("old"))).await;
+    let old = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/policy-0.1.0/ttl_rules.wasm"
+    ))
+    .unwrap();
+    stavka_e2e::install(&stavka.policy_dir, "old", &old, "mode = \"long-lived\"\n");
+    let mut first = None;
+    for _ in 0..100 {
+        let resp = stavka.get("/static/app.css").await;
+        if resp.status == 200 {
+            first = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = first.expect("the 0.1.0 module loaded and the site serves");
+    assert_eq!(first.header("x-policy-ttl"), "86400", "on-response ran");
+    assert!(stavka
+        .get("/static/app.css")
+        .await
+        .cache_status()
+        .contains("hit"));
+    let policies = stavka.admin_json("/policies").await;
+    let module = &policies["modules"][0];
+    assert_eq!(module["status"], "serving", "{policies}");
+    let hooks = module["hooks"].to_string();
+    assert!(
+        hooks.contains("on-request") && !hooks.contains("slicing"),
+        "{hooks}"
+    );
+}

@@ -75,6 +75,7 @@ impl Ranged {
         let routes = Router::new()
             .route("/v", get(answer))
             .route("/static/v", get(answer))
+            .route("/whole", get(answer))
             .with_state(shared.clone());
         Ranged {
             origin: Origin::start(routes).await,
@@ -661,4 +662,53 @@ async fn a_policy_sites_key_and_response_decision_apply_to_slices() {
     );
     assert_eq!(origin.ranges().len(), 1);
     assert_eq!(origin.origin.count("/static/v"), 1);
+}
+
+/// A policy's `slicing` hook (stavka:policy 0.1.1) decides per request:
+/// the test guest slices `/v` in 128 KiB blocks with no read-ahead on a site
+/// that does not slice, and keeps `/whole` whole.
+#[tokio::test]
+async fn a_policy_decides_slicing_block_size_and_read_ahead() {
+    let origin = Ranged::start(object()).await;
+    let stavka = Stavka::start_with_modules(
+        &default_site(&origin.origin, Some("p")),
+        &[("p", "slicer", "mode = \"long-lived\"\n")],
+    )
+    .await;
+    let part = get_range(&stavka, "bytes=1000-2000").await;
+    assert_part(&part, 1, 1000, 2000);
+    assert_eq!(
+        origin.ranges(),
+        ["bytes=0-131071"],
+        "one 128 KiB block, nothing ahead"
+    );
+    let fetched = "stavka_slice_blocks_total{result=\"fetched\"}";
+    assert_eq!(stavka.metric_reaching(fetched, 1.0).await, Some(1.0));
+    let again = get_range(&stavka, "bytes=1000-2000").await;
+    assert!(
+        again.cache_status().contains("; hit"),
+        "{}",
+        again.cache_status()
+    );
+
+    let whole = client()
+        .get(stavka.url("/whole"))
+        .header("range", "bytes=1000-2000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 206);
+    assert!(
+        !whole.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("slice"),
+        "{:?}",
+        whole.headers()
+    );
+    assert_eq!(
+        origin.ranges().last().map(String::as_str),
+        Some("-"),
+        "fetched whole"
+    );
 }

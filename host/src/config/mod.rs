@@ -17,7 +17,7 @@ mod origin;
 mod policy;
 mod server;
 mod site;
-mod slice;
+pub mod slice;
 
 use std::path::Path;
 use std::time::Duration;

@@ -31,8 +31,9 @@ pub enum LoadError {
     /// The bytes are not a WebAssembly component (or are truncated).
     #[error("not a valid component: {0}")]
     NotAComponent(String),
-    /// It exports a `stavka:policy` interface of another version.
-    #[error("exports {0}, which this host does not speak (it speaks stavka:policy@0.1.0)")]
+    /// It exports a `stavka:policy` interface this host does not know, or
+    /// of an incompatible version.
+    #[error("exports {0}, which this host does not speak (it speaks stavka:policy@0.1.0 to @{version})", version = super::module::WIT_VERSION)]
     ForeignInterface(String),
     /// It imports something the host does not provide.
     #[error("does not satisfy the stavka:policy world: {0}")]

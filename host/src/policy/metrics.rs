@@ -19,6 +19,8 @@ pub enum Hook {
     Response,
     /// `on-hit`.
     Hit,
+    /// `slicing.decide` (since 0.1.1).
+    Slice,
     /// `lifecycle.init`.
     Init,
 }
@@ -30,6 +32,7 @@ impl Hook {
             Hook::Request => "on-request",
             Hook::Response => "on-response",
             Hook::Hit => "on-hit",
+            Hook::Slice => "slicing",
             Hook::Init => "init",
         }
     }
@@ -115,8 +118,8 @@ struct Exported {
 
 /// A module's call counters, resolved once per loaded module version.
 pub struct ModuleCallMetrics {
-    calls: [IntCounter; 4],
-    failures: [[IntCounter; 5]; 4],
+    calls: [IntCounter; HOOKS.len()],
+    failures: [[IntCounter; 5]; HOOKS.len()],
     /// Seconds per call, including instantiation for per-request modules.
     pub duration: prometheus::Histogram,
 }
@@ -133,7 +136,13 @@ impl ModuleCallMetrics {
     }
 }
 
-const HOOKS: [Hook; 4] = [Hook::Request, Hook::Response, Hook::Hit, Hook::Init];
+const HOOKS: [Hook; 5] = [
+    Hook::Request,
+    Hook::Response,
+    Hook::Hit,
+    Hook::Slice,
+    Hook::Init,
+];
 const KINDS: [FailureKind; 5] = [
     FailureKind::Trap,
     FailureKind::Deadline,

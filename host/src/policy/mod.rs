@@ -27,6 +27,7 @@ use std::time::UNIX_EPOCH;
 
 use arc_swap::ArcSwap;
 
+pub use bindings::exports::stavka::policy::slicing::{SliceDecision, SliceSettings};
 pub use bindings::stavka::policy::types::{
     Entry, HeaderEdits, HitDecision, Lookup, Request, RequestDecision, RequestOutcome, Response,
     ResponseDecision, ResponseOutcome, Store, Synthetic,

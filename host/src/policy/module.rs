@@ -22,6 +22,7 @@ use wasmtime::component::{Component, Instance, InstancePre};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::exports::stavka::policy::hooks::HookSet;
+use super::bindings::exports::stavka::policy::slicing::{self, SliceDecision};
 use super::bindings::exports::stavka::policy::{hooks, lifecycle, on_hit, on_request, on_response};
 use super::bindings::stavka::policy::types::{
     Entry, HitDecision, Request, RequestOutcome, Response, ResponseOutcome,
@@ -34,18 +35,38 @@ use super::sidecar::{Mode, Settings};
 
 /// The package every hook interface belongs to.
 const PACKAGE: &str = "stavka:policy/";
-/// The interfaces this host understands, with the package version it speaks.
-const ON_REQUEST: &str = "stavka:policy/on-request@0.1.0";
-const ON_RESPONSE: &str = "stavka:policy/on-response@0.1.0";
-const ON_HIT: &str = "stavka:policy/on-hit@0.1.0";
-const LIFECYCLE: &str = "stavka:policy/lifecycle@0.1.0";
-const HOOKS: &str = "stavka:policy/hooks@0.1.0";
+/// The newest version of the package this host speaks: `wit/policy.wit`.
+pub const WIT_VERSION: &str = "0.1.1";
+/// The interfaces a module may export.
+const INTERFACES: [&str; 6] = [
+    "on-request",
+    "on-response",
+    "on-hit",
+    "slicing",
+    "lifecycle",
+    "hooks",
+];
+
+/// Whether an export named `name` is one of this package's interfaces at a
+/// version this host speaks: any `0.1.z` (wasmtime resolves them to ours;
+/// a module built for an older `0.1` simply lacks the newer exports).
+fn spoken(name: &str) -> bool {
+    let Some(versioned) = name.strip_prefix(PACKAGE) else {
+        return true;
+    };
+    versioned
+        .split_once('@')
+        .is_some_and(|(interface, version)| {
+            INTERFACES.contains(&interface) && version.starts_with("0.1.")
+        })
+}
 
 /// Which hooks the module exports, found once at load.
 struct Hooks {
     on_request: Option<on_request::GuestIndices>,
     on_response: Option<on_response::GuestIndices>,
     on_hit: Option<on_hit::GuestIndices>,
+    slicing: Option<slicing::GuestIndices>,
     lifecycle: Option<lifecycle::GuestIndices>,
 }
 
@@ -79,6 +100,7 @@ struct Exports {
     on_request: Option<on_request::Guest>,
     on_response: Option<on_response::Guest>,
     on_hit: Option<on_hit::Guest>,
+    slicing: Option<slicing::Guest>,
 }
 
 impl Live {
@@ -153,9 +175,7 @@ impl PolicyModule {
         let component = Component::from_binary(&runtime.engine, bytes)
             .map_err(|e| LoadError::NotAComponent(root_cause(&e)))?;
         for (name, _) in component.component_type().exports(&runtime.engine) {
-            if name.starts_with(PACKAGE)
-                && ![ON_REQUEST, ON_RESPONSE, ON_HIT, LIFECYCLE, HOOKS].contains(&name)
-            {
+            if !spoken(name) {
                 return Err(LoadError::ForeignInterface(name.to_owned()));
             }
         }
@@ -167,6 +187,7 @@ impl PolicyModule {
             on_request: on_request::GuestIndices::new(&pre).ok(),
             on_response: on_response::GuestIndices::new(&pre).ok(),
             on_hit: on_hit::GuestIndices::new(&pre).ok(),
+            slicing: slicing::GuestIndices::new(&pre).ok(),
             lifecycle: lifecycle::GuestIndices::new(&pre).ok(),
         };
         let declared = hooks::GuestIndices::new(&pre).ok();
@@ -200,6 +221,17 @@ impl PolicyModule {
             .map_err(|e| LoadError::Implemented(root_cause(&e)))?;
             module.hooks.keep(implemented);
         }
+        if let Some(slicing) = &module.hooks.slicing {
+            module.start_call(&mut live.store);
+            let implemented = match slicing.load(&mut live.store, &live.instance) {
+                Ok(guest) => guest.call_implemented(&mut live.store).await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| LoadError::Implemented(root_cause(&e)))?;
+            if !implemented {
+                module.hooks.slicing = None;
+            }
+        }
         if module.settings.mode == Mode::LongLived {
             module
                 .pool
@@ -229,6 +261,7 @@ impl PolicyModule {
             (h.on_request.is_some(), Hook::Request),
             (h.on_response.is_some(), Hook::Response),
             (h.on_hit.is_some(), Hook::Hit),
+            (h.slicing.is_some(), Hook::Slice),
             (h.lifecycle.is_some(), Hook::Init),
         ]
         .into_iter()
@@ -247,6 +280,9 @@ impl PolicyModule {
         }
         if let Some(i) = &self.hooks.on_hit {
             live.export(|e| &mut e.on_hit, |s, inst| i.load(s, inst))?;
+        }
+        if let Some(i) = &self.hooks.slicing {
+            live.export(|e| &mut e.slicing, |s, inst| i.load(s, inst))?;
         }
         Ok(())
     }
@@ -484,6 +520,26 @@ impl PolicyModule {
             guest.call_decide(store, req, entry).await
         };
         Some(self.call(Hook::Hit, slot, input, call).await)
+    }
+
+    /// Whether it exports `slicing` (0.1.1 and later).
+    pub fn decides_slicing(&self) -> bool {
+        self.hooks.slicing.is_some()
+    }
+
+    /// `slicing.decide`, or `None` when the module does not export it.
+    pub async fn slicing(
+        &self,
+        slot: &mut RequestInstance,
+        req: &Request,
+        input: CallInput,
+    ) -> Option<Result<SliceDecision, CallFailure>> {
+        let hook = self.hooks.slicing.as_ref()?;
+        let call = async |live: &mut Live| {
+            let (guest, store) = live.export(|e| &mut e.slicing, |s, i| hook.load(s, i))?;
+            guest.call_decide(store, req).await
+        };
+        Some(self.call(Hook::Slice, slot, input, call).await)
     }
 }
 

@@ -19,7 +19,7 @@ use crate::error_kind::ErrorKind;
 use crate::hop_by_hop;
 use crate::policy::{
     CallInput, Entry, Failure, HeaderEdits, HitDecision, PolicyModule, Request, RequestDecision,
-    RequestInstance, Response, ResponseDecision, Store, Synthetic,
+    RequestInstance, Response, ResponseDecision, SliceDecision, Store, Synthetic,
 };
 
 /// What a site's policy has decided so far for one request.
@@ -204,6 +204,22 @@ impl PolicyDecisions {
                 self.after_hit = AfterHit::FailClosed;
                 Some(ForcedFreshness::ForceMiss)
             }
+        }
+    }
+
+    /// `slicing`: whether and how this request's object is served from
+    /// blocks, or `None` when the module does not say (it does not export
+    /// the hook, or failed open).
+    pub async fn decide_slicing(&mut self) -> pingora_error::Result<Option<SliceDecision>> {
+        let input = self.request_input();
+        match self
+            .module
+            .slicing(&mut self.instance, &self.request, input)
+            .await
+        {
+            None => Ok(None),
+            Some(Err(_)) => self.on_failure().map(|()| None),
+            Some(Ok(decision)) => Ok(Some(decision)),
         }
     }
 

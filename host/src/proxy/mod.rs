@@ -40,7 +40,7 @@ use crate::error_kind::ErrorKind;
 use crate::hop_by_hop;
 use crate::host_name;
 use crate::metrics::Metrics;
-use crate::policy::PolicyRegistry;
+use crate::policy::{PolicyRegistry, SliceDecision};
 use crate::shutdown::InFlight;
 use crate::sites::{Site, SiteRouter};
 use crate::slice::{self, Judge};
@@ -113,10 +113,13 @@ impl StavkaProxy {
     /// not `on-hit`). The key is the one the cache would use, the policy's
     /// included.
     fn slice_object(&self, session: &Session, ctx: &RequestCtx) -> Option<slice::ObjectKey> {
-        let site = ctx.site.as_ref().filter(|s| s.slice)?;
+        let site = ctx.site.as_ref()?;
         let host = ctx.host.as_deref()?;
         let policy = ctx.policy.as_ref();
         if policy.is_some_and(|p| p.bypass || p.module.decides_hits()) {
+            return None;
+        }
+        if !site.slice && !policy.is_some_and(|p| p.module.decides_slicing()) {
             return None;
         }
         let target = policy
@@ -125,6 +128,22 @@ impl StavkaProxy {
         Some(slice::ObjectKey {
             primary: key::primary(&site.name, host, target),
             site: site.name.clone(),
+        })
+    }
+
+    /// Whether this request's object is sliced, and how: as its site is
+    /// configured, unless its policy's `slicing` hook says otherwise. Asked
+    /// only of a request the slice engine would take.
+    async fn slice_settings(&self, ctx: &mut RequestCtx) -> Result<Option<slice::Settings>> {
+        let site_slices = ctx.site.as_ref().is_some_and(|s| s.slice);
+        let decision = match ctx.policy.as_mut() {
+            Some(p) => p.decide_slicing().await?,
+            None => None,
+        };
+        Ok(match decision {
+            None | Some(SliceDecision::Default) => site_slices.then(|| self.slicer.defaults()),
+            Some(SliceDecision::Whole) => None,
+            Some(SliceDecision::Slice(s)) => Some(self.slicer.settings(s.block_kib, s.read_ahead)),
         })
     }
 
@@ -137,6 +156,9 @@ impl StavkaProxy {
         if !self.slicer.takes(session.req_header(), &object) {
             return Ok(false);
         }
+        let Some(settings) = self.slice_settings(ctx).await? else {
+            return Ok(false);
+        };
         let Some(site) = ctx.site.clone() else {
             return Ok(false);
         };
@@ -155,6 +177,7 @@ impl StavkaProxy {
                 .req_header()
                 .headers
                 .contains_key(header::AUTHORIZATION),
+            settings,
         };
         ctx.slice = SliceRole::Served;
         // The request now waits on the origin: a per-request instance must
@@ -397,20 +420,22 @@ impl ProxyHttp for StavkaProxy {
         }
         if self.slicer.too_large(upstream_response) && session.req_header().method == Method::GET {
             if let Some(object) = self.slice_object(session, ctx) {
-                let authorization = session
-                    .req_header()
-                    .headers
-                    .contains_key(header::AUTHORIZATION);
-                let policy = ctx
-                    .policy
-                    .as_mut()
-                    .map(|p| p as &mut (dyn slice::Judge + 'static));
-                ctx.tee = self
-                    .slicer
-                    .adopt(&object, upstream_response, authorization, policy)
-                    .await?;
-                if ctx.tee.is_some() {
-                    ctx.slice = SliceRole::Adopted;
+                if let Some(settings) = self.slice_settings(ctx).await? {
+                    let authorization = session
+                        .req_header()
+                        .headers
+                        .contains_key(header::AUTHORIZATION);
+                    let policy = ctx
+                        .policy
+                        .as_mut()
+                        .map(|p| p as &mut (dyn slice::Judge + 'static));
+                    ctx.tee = self
+                        .slicer
+                        .adopt(&object, upstream_response, authorization, settings, policy)
+                        .await?;
+                    if ctx.tee.is_some() {
+                        ctx.slice = SliceRole::Adopted;
+                    }
                 }
             }
         }

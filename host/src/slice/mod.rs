@@ -56,9 +56,8 @@ pub struct Engine {
     store: &'static CacheStore,
     connector: Connector,
     flights: &'static Flights,
-    /// Block size in bytes.
-    block: u64,
-    read_ahead: u32,
+    /// The configured block size and read-ahead.
+    defaults: Settings,
     threshold: u64,
     rules: FreshnessRules,
     cache_name: String,
@@ -78,8 +77,10 @@ impl Engine {
             store,
             connector: Connector::new(None),
             flights: Box::leak(Box::default()),
-            block: settings.block_size.as_u64(),
-            read_ahead: settings.read_ahead,
+            defaults: Settings {
+                block: settings.block_size.as_u64(),
+                read_ahead: settings.read_ahead,
+            },
             threshold: settings.threshold.as_u64(),
             rules,
             cache_name,
@@ -104,6 +105,30 @@ impl Engine {
             && !self.store.holds(&whole)
     }
 
+    /// The configured block size and read-ahead, for a request its policy
+    /// does not change them for.
+    pub fn defaults(&self) -> Settings {
+        self.defaults
+    }
+
+    /// Settings a policy asked for: a block of `block_kib` KiB and
+    /// `read_ahead` blocks, each within the bounds `[slice]` has (and the
+    /// configured value where it gave none).
+    pub fn settings(&self, block_kib: Option<u32>, read_ahead: Option<u32>) -> Settings {
+        let (min, max) = (
+            config::slice::MIN_BLOCK.as_u64(),
+            config::slice::MAX_BLOCK.as_u64(),
+        );
+        Settings {
+            block: block_kib.map_or(self.defaults.block, |k| {
+                (u64::from(k) * 1024).clamp(min, max)
+            }),
+            read_ahead: read_ahead.map_or(self.defaults.read_ahead, |n| {
+                n.min(config::slice::MAX_READ_AHEAD)
+            }),
+        }
+    }
+
     /// Whether a whole response is too large to be stored whole: it goes
     /// to its client uncached, and [`Engine::adopt`] makes later requests
     /// for it come here.
@@ -116,6 +141,16 @@ impl Engine {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .is_some_and(|len| len > self.threshold)
     }
+}
+
+/// How one request's object is sliced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Block size in bytes (for an object not yet sliced; a sliced one
+    /// keeps its own).
+    pub block: u64,
+    /// Blocks fetched past the end of the request's range.
+    pub read_ahead: u32,
 }
 
 /// The cache keys of one sliced object.

@@ -26,7 +26,7 @@ use super::identity::{self, Identity};
 use super::origin::{Ask, Carries, Fetch, Upstream};
 use super::range::{self, Requested, Span, Spec};
 use super::tee::{Keeper, Tee};
-use super::{Engine, Judge, ObjectKey};
+use super::{Engine, Judge, ObjectKey, Settings};
 use crate::cache::freshness;
 use crate::cache::key;
 use crate::cache::outcome::Block;
@@ -50,6 +50,8 @@ pub struct Target {
     pub upstream: Arc<Upstream>,
     /// The request carried `Authorization` (RFC 9111 §3.5).
     pub authorization: bool,
+    /// Block size and read-ahead for this request.
+    pub settings: Settings,
 }
 
 /// What the engine knows of the object it serves.
@@ -59,6 +61,8 @@ struct Object {
     identity: Option<Identity>,
     /// Its complete length.
     length: u64,
+    /// Its block size: its identity's, or the request's when it has none.
+    block: u64,
     /// Its stored record (and so its header and freshness), when blocks of
     /// it may be stored.
     meta: Option<CacheMeta>,
@@ -359,8 +363,8 @@ impl Engine {
         // or the whole object needs the length first.
         let first_block = match requested {
             Requested::One(Spec::From { first, last }) => Some((
-                first / self.block,
-                last.map_or(first, |l| l.max(first)) / self.block,
+                first / target.settings.block,
+                last.map_or(first, |l| l.max(first)) / target.settings.block,
             )),
             _ => None,
         };
@@ -376,6 +380,7 @@ impl Engine {
                 &fetch.header,
                 &target.object,
                 target.authorization,
+                target.settings,
                 None,
                 policy.as_deref_mut(),
             );
@@ -384,20 +389,27 @@ impl Engine {
                 None => Start::Forward(Box::new(fetch)),
             }));
         };
-        let Some(claims) = self.claim_run(&target.object, first, needed, None) else {
+        let Some(claims) = self.claim_run(
+            &target.object,
+            first,
+            needed,
+            None,
+            target.settings.read_ahead,
+        ) else {
             let key = target.object.block(first);
             if let Claim::Theirs(theirs) = self.flights.claim(hash(&key)) {
                 let _ = tokio::time::timeout(CLAIM_WAIT, flights::settled(theirs)).await;
             }
             return Ok(None);
         };
-        let ask = self.run_span(first, claims.len() as u64, None);
+        let ask = Self::run_span(first, claims.len() as u64, target.settings.block, None);
         let fetch = Fetch::start(&self.connector, &target.upstream, Ask::Span(ask)).await?;
         tally.fwd_status = Some(fetch.header.status.as_u16());
         let learned = self.learn(
             &fetch.header,
             &target.object,
             target.authorization,
+            target.settings,
             None,
             policy,
         );
@@ -443,6 +455,7 @@ impl Engine {
                     &fetch.header,
                     &target.object,
                     target.authorization,
+                    target.settings,
                     known,
                     policy,
                 );
@@ -479,6 +492,7 @@ impl Engine {
         response: &ResponseHeader,
         keys: &ObjectKey,
         authorization: bool,
+        settings: Settings,
         known: Option<&Identity>,
         mut policy: Option<&mut (dyn Judge + 'static)>,
     ) -> Result<Option<Object>> {
@@ -494,7 +508,7 @@ impl Engine {
         header.set_status(200)?;
         header.remove_header(&header::CONTENT_RANGE);
         header.insert_header(header::CONTENT_LENGTH, length)?;
-        let identity = Identity::of(&header, length, self.block);
+        let identity = Identity::of(&header, length, settings.block);
         if known.is_some() && identity.as_ref() != known {
             self.remove(keys).await;
         }
@@ -505,6 +519,7 @@ impl Engine {
             return Ok(Some(Object {
                 identity: None,
                 length,
+                block: settings.block,
                 meta: None,
                 header,
             }));
@@ -522,6 +537,7 @@ impl Engine {
         };
         header.remove_header(identity::FIELD);
         Ok(Some(Object {
+            block: identity.block,
             identity: Some(identity),
             length,
             meta,
@@ -539,10 +555,11 @@ impl Engine {
         keys: &ObjectKey,
         response: &ResponseHeader,
         authorization: bool,
+        settings: Settings,
         policy: Option<&mut (dyn Judge + 'static)>,
     ) -> Result<Option<Tee>> {
         let Some(object) = self
-            .learn(response, keys, authorization, None, policy)
+            .learn(response, keys, authorization, settings, None, policy)
             .await?
         else {
             return Ok(None);
@@ -552,7 +569,7 @@ impl Engine {
 
     fn tee(&'static self, object: &Object, keys: &ObjectKey) -> Option<Tee> {
         let blocks = object.storing()?.blocks();
-        let claims = self.claim_run(keys, 0, blocks - 1, Some(blocks));
+        let claims = self.claim_run(keys, 0, blocks - 1, Some(blocks), 0);
         let storing = Storing::of(object, keys, claims.unwrap_or_default())?;
         Some(Tee::new(Keeper::start(self, storing, blocks - 1)))
     }
@@ -565,6 +582,7 @@ impl Engine {
         header.remove_header(identity::FIELD);
         Some(Object {
             length: identity.length,
+            block: identity.block,
             identity: Some(identity),
             meta: Some(meta),
             header,
@@ -598,8 +616,9 @@ impl Engine {
         first: u64,
         needed: u64,
         blocks: Option<u64>,
+        read_ahead: u32,
     ) -> Option<Vec<(u64, Flight)>> {
-        let last = (needed + u64::from(self.read_ahead)).min(blocks.map_or(u64::MAX, |b| b - 1));
+        let last = (needed + u64::from(read_ahead)).min(blocks.map_or(u64::MAX, |b| b - 1));
         // Stored, or being written: a write registers with the store
         // before its claim is released, so checking again after claiming
         // closes the gap between a lookup and a claim.
@@ -619,10 +638,11 @@ impl Engine {
         (!claims.is_empty()).then_some(claims)
     }
 
-    /// The bytes of `count` blocks from `first`, within `length` if known.
-    fn run_span(&self, first: u64, count: u64, length: Option<u64>) -> Span {
-        let start = first * self.block;
-        let end = start + count * self.block - 1;
+    /// The bytes of `count` blocks of `block` bytes from `first`, within
+    /// `length` if known.
+    fn run_span(first: u64, count: u64, block: u64, length: Option<u64>) -> Span {
+        let start = first * block;
+        let end = start + count * block - 1;
         Span {
             start,
             end: length.map_or(end, |l| end.min(l - 1)),
@@ -670,7 +690,7 @@ impl Engine {
         object: &Object,
         mut pending: Option<Pump>,
     ) -> Result<()> {
-        let needed = client.end / self.block;
+        let needed = client.end / object.block;
         let mut stalls = 0;
         while !client.done {
             let before = client.next;
@@ -719,7 +739,7 @@ impl Engine {
         object: &Object,
         needed: u64,
     ) -> Result<Option<Pump>> {
-        let index = client.next / self.block;
+        let index = client.next / object.block;
         let Some(identity) = object.storing() else {
             // Not stored: ask for exactly what the client still needs.
             let ask = Span {
@@ -741,16 +761,26 @@ impl Engine {
                 return Ok(None);
             }
         }
-        let Some(claims) = self.claim_run(&target.object, index, needed, Some(identity.blocks()))
-        else {
+        let Some(claims) = self.claim_run(
+            &target.object,
+            index,
+            needed,
+            Some(identity.blocks()),
+            target.settings.read_ahead,
+        ) else {
             if let Claim::Theirs(theirs) = self.flights.claim(hash(&key)) {
                 let _ = tokio::time::timeout(CLAIM_WAIT, flights::settled(theirs)).await;
             }
             return Ok(None);
         };
-        let ask = self.run_span(index, claims.len() as u64, Some(object.length));
+        let ask = Self::run_span(
+            index,
+            claims.len() as u64,
+            object.block,
+            Some(object.length),
+        );
         let fetch = Fetch::start(&self.connector, &target.upstream, Ask::Span(ask)).await?;
-        let same = Identity::of(&fetch.header, object.length, self.block);
+        let same = Identity::of(&fetch.header, object.length, object.block);
         if same.as_ref() != Some(identity) {
             // The origin has another version now: the client's response,
             // begun with the old one, cannot be finished.
