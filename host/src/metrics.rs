@@ -201,7 +201,7 @@ impl Metrics {
                 let family = counter_vec(
                     &r,
                     "stavka_slice_blocks_total",
-                    "Blocks of sliced objects: served from the store (hit), fetched for a request, fetched ahead of one, or fetched and not stored.",
+                    "Blocks of sliced objects: served from the store (hit), fetched for a request, fetched ahead of one (read-ahead), read-ahead blocks a request then read (read-ahead-read), or fetched and not stored.",
                     &["result"],
                 );
                 Block::ALL.map(|b| family.with_label_values(&[b.as_str()]))
@@ -220,7 +220,7 @@ impl Metrics {
 
     /// Count one block of a sliced object.
     pub fn slice_block(&self, block: Block) {
-        self.slice_blocks[block as usize].inc();
+        self.slice_blocks[block.index()].inc();
     }
 
     /// The registry, for other families (policy metrics) to join.

@@ -273,6 +273,13 @@ async fn rfc9110_14_2_a_cold_range_fetches_its_blocks_and_reads_ahead() {
             .await,
         Some(2.0)
     );
+    assert_eq!(
+        stavka
+            .metric_reaching("stavka_slice_blocks_total{result=\"read-ahead-read\"}", 2.0)
+            .await,
+        Some(2.0),
+        "both read-ahead blocks were read"
+    );
 }
 
 /// Ranges across block boundaries, the first and last bytes, suffixes,

@@ -141,6 +141,51 @@ impl Lookup {
     }
 }
 
+/// What happened to one block of a sliced object, as the `result` label
+/// of `stavka_slice_blocks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// Served from the store.
+    Hit,
+    /// Missing, fetched from the origin for the request that needed it.
+    Fetched,
+    /// Fetched past the end of a range, for the next request.
+    ReadAhead,
+    /// A read-ahead block read by a request for the first time; the
+    /// read-ahead blocks never read are `ReadAhead` less these.
+    ReadAheadRead,
+    /// Fetched, but not stored (the store refused, or the object may not
+    /// be stored).
+    Unstored,
+}
+
+impl Block {
+    /// Every result, in the order metric handles are indexed by.
+    pub const ALL: [Block; 5] = [
+        Block::Hit,
+        Block::Fetched,
+        Block::ReadAhead,
+        Block::ReadAheadRead,
+        Block::Unstored,
+    ];
+
+    /// Its position in [`Block::ALL`], which metric handles are indexed by.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Block::Hit => "hit",
+            Block::Fetched => "fetched",
+            Block::ReadAhead => "read-ahead",
+            Block::ReadAheadRead => "read-ahead-read",
+            Block::Unstored => "unstored",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,40 +203,8 @@ mod tests {
         for (i, l) in Lookup::ALL.into_iter().enumerate() {
             assert_eq!(l as usize, i);
         }
-    }
-}
-
-/// What happened to one block of a sliced object, as the `result` label
-/// of `stavka_slice_blocks_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Block {
-    /// Served from the store.
-    Hit,
-    /// Missing, fetched from the origin for the request that needed it.
-    Fetched,
-    /// Fetched past the end of a range, for the next request.
-    ReadAhead,
-    /// Fetched, but not stored (the store refused, or the object may not
-    /// be stored).
-    Unstored,
-}
-
-impl Block {
-    /// Every result, in the order metric handles are indexed by.
-    pub const ALL: [Block; 4] = [
-        Block::Hit,
-        Block::Fetched,
-        Block::ReadAhead,
-        Block::Unstored,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Block::Hit => "hit",
-            Block::Fetched => "fetched",
-            Block::ReadAhead => "read-ahead",
-            Block::Unstored => "unstored",
+        for (i, b) in Block::ALL.into_iter().enumerate() {
+            assert_eq!(b.index(), i);
         }
     }
 }

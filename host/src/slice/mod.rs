@@ -10,6 +10,7 @@
 //! not stored whole. pingora's own cache is not involved: it has no notion
 //! of part of an object.
 
+mod ahead;
 mod flights;
 mod identity;
 mod origin;
@@ -56,6 +57,7 @@ pub struct Engine {
     store: &'static CacheStore,
     connector: Connector,
     flights: &'static Flights,
+    unread: ahead::Unread,
     /// The configured block size and read-ahead.
     defaults: Settings,
     threshold: u64,
@@ -77,6 +79,7 @@ impl Engine {
             store,
             connector: Connector::new(None),
             flights: Box::leak(Box::default()),
+            unread: ahead::Unread::default(),
             defaults: Settings {
                 block: settings.block_size.as_u64(),
                 read_ahead: settings.read_ahead,

@@ -233,6 +233,9 @@ impl Storing {
                 };
                 let until = SystemTime::now() + BLOCK_LIFETIME;
                 let stored = engine.store.commit(&key, write, until).await;
+                if stored && index > needed {
+                    engine.unread.stored(hash(&key));
+                }
                 engine.metrics.slice_block(match (stored, index > needed) {
                     (false, _) => Block::Unstored,
                     (true, false) => Block::Fetched,
@@ -758,6 +761,9 @@ impl Engine {
                     .touch(&key, span.size() as usize, meta.fresh_until());
                 stream_block(client, hit, span).await?;
                 self.metrics.slice_block(Block::Hit);
+                if self.unread.read(hash(&key)) {
+                    self.metrics.slice_block(Block::ReadAheadRead);
+                }
                 return Ok(None);
             }
         }
