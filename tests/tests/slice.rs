@@ -254,31 +254,39 @@ async fn rfc9110_14_2_a_cold_range_fetches_its_blocks_and_reads_ahead() {
         "{}",
         next.cache_status()
     );
-    assert_eq!(origin.ranges().len(), 1, "read-ahead made it a hit");
+    // Reading read-ahead blocks moved the window on (blocks 5 and 6): the
+    // origin was asked for nothing it had sent before.
+    let later: Vec<String> = origin.ranges().into_iter().skip(1).collect();
+    assert!(
+        later
+            .iter()
+            .all(|r| r.starts_with(&format!("bytes={}-", 5 * BLOCK))),
+        "read-ahead made it a hit, and only the window moved: {later:?}"
+    );
+    let stored = |result: &str| format!("stavka_slice_blocks_total{{result=\"{result}\"}}");
+    assert_eq!(
+        stavka.metric_reaching(&stored("read-ahead"), 4.0).await,
+        Some(4.0),
+        "blocks 3 and 4, then 5 and 6 as the window moved"
+    );
+    assert_eq!(
+        stavka
+            .metric_reaching(&stored("read-ahead-read"), 2.0)
+            .await,
+        Some(2.0),
+        "both read-ahead blocks were read"
+    );
     assert_eq!(
         stavka
             .metric("stavka_origin_requests_total{site=\"test\"}")
             .await,
-        Some(1.0),
+        Some(origin.ranges().len() as f64),
         "slice fetches count as origin requests"
     );
     assert_eq!(
         stavka.metric("stavka_cache_stores_abandoned_total").await,
         Some(0.0),
         "a stored block is not an abandoned store"
-    );
-    assert_eq!(
-        stavka
-            .metric_reaching("stavka_slice_blocks_total{result=\"read-ahead\"}", 2.0)
-            .await,
-        Some(2.0)
-    );
-    assert_eq!(
-        stavka
-            .metric_reaching("stavka_slice_blocks_total{result=\"read-ahead-read\"}", 2.0)
-            .await,
-        Some(2.0),
-        "both read-ahead blocks were read"
     );
 }
 
@@ -623,7 +631,15 @@ async fn a_range_in_a_read_ahead_still_arriving_follows_it() {
         "{}",
         ahead.cache_status()
     );
-    assert_eq!(origin.ranges().len(), 1, "{:?}", origin.ranges());
+    // Block 2 was not asked for again; reading it moved the read-ahead
+    // window on, past what the first run fetched.
+    let ranges = origin.ranges();
+    assert!(
+        ranges[1..]
+            .iter()
+            .all(|r| r.starts_with(&format!("bytes={}-", 3 * BLOCK))),
+        "{ranges:?}"
+    );
 }
 
 /// A site with a policy slices too: the policy's cache key (tracking
@@ -717,5 +733,46 @@ async fn a_policy_decides_slicing_block_size_and_read_ahead() {
         origin.ranges().last().map(String::as_str),
         Some("-"),
         "fetched whole"
+    );
+}
+
+/// A player reading on: each read-ahead block it reads moves the window,
+/// so every range after the first is a hit, no block is fetched twice, and
+/// the origin is never asked for more than the window ahead of the reader.
+#[tokio::test]
+async fn a_sequential_reader_keeps_hitting_as_the_window_moves() {
+    let (origin, stavka) = sliced(object()).await;
+    for i in 0..16 {
+        let range = format!("bytes={}-{}", i * BLOCK, (i + 1) * BLOCK - 1);
+        let resp = get_range(&stavka, &range).await;
+        assert_part(&resp, 1, i * BLOCK, (i + 1) * BLOCK - 1);
+        if i > 0 {
+            assert!(
+                resp.cache_status().contains("; hit"),
+                "range {i}: {}",
+                resp.cache_status()
+            );
+        }
+        let fetched_ahead = origin
+            .ranges()
+            .iter()
+            .filter_map(|r| match parse(r, LEN) {
+                Some(Ok((_, end))) => Some(end / BLOCK),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            fetched_ahead <= i + 2,
+            "block {fetched_ahead} asked for while reading {i}"
+        );
+        // Let the window's fetch land before the next read.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(
+        origin.sent(),
+        LEN,
+        "every block once: {:?}",
+        origin.ranges()
     );
 }

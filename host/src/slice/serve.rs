@@ -43,6 +43,7 @@ const BLOCK_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
 /// The request a slice engine serves.
+#[derive(Clone)]
 pub struct Target {
     /// The object's keys.
     pub object: ObjectKey,
@@ -55,6 +56,7 @@ pub struct Target {
 }
 
 /// What the engine knows of the object it serves.
+#[derive(Clone)]
 struct Object {
     /// Its version, when it can be sliced; `None`: served from the origin
     /// without storing.
@@ -65,7 +67,7 @@ struct Object {
     block: u64,
     /// Its stored record (and so its header and freshness), when blocks of
     /// it may be stored.
-    meta: Option<CacheMeta>,
+    meta: Option<Arc<CacheMeta>>,
     /// The header the client's response is built from (status 200, the
     /// complete length).
     header: ResponseHeader,
@@ -140,6 +142,8 @@ pub(super) struct Storing {
     claims: Vec<(u64, Flight)>,
     /// The block being written.
     writing: Option<(u64, CacheKey, MissHandler)>,
+    /// Blocks past this one are read ahead of the request.
+    needed: u64,
 }
 
 impl Pump {
@@ -186,7 +190,12 @@ impl Pump {
 
 impl Storing {
     /// Storing for `object`'s claimed blocks, if blocks of it are stored.
-    fn of(object: &Object, keys: &ObjectKey, claims: Vec<(u64, Flight)>) -> Option<Storing> {
+    fn of(
+        object: &Object,
+        keys: &ObjectKey,
+        claims: Vec<(u64, Flight)>,
+        needed: u64,
+    ) -> Option<Storing> {
         let identity = object.storing()?;
         let mut header = object.header.clone();
         let _ = header.insert_header(identity::FIELD, identity.token());
@@ -196,17 +205,12 @@ impl Storing {
             header,
             claims,
             writing: None,
+            needed,
         })
     }
 
     /// Store `chunk`, the object's bytes from `at`, into its blocks.
-    pub(super) async fn store(
-        &mut self,
-        engine: &'static Engine,
-        at: u64,
-        mut chunk: Bytes,
-        needed: u64,
-    ) {
+    pub(super) async fn store(&mut self, engine: &'static Engine, at: u64, mut chunk: Bytes) {
         let mut off = at;
         while !chunk.is_empty() {
             let index = off / self.identity.block;
@@ -233,14 +237,13 @@ impl Storing {
                 };
                 let until = SystemTime::now() + BLOCK_LIFETIME;
                 let stored = engine.store.commit(&key, write, until).await;
-                if stored && index > needed {
-                    engine.unread.stored(hash(&key));
-                }
-                engine.metrics.slice_block(match (stored, index > needed) {
-                    (false, _) => Block::Unstored,
-                    (true, false) => Block::Fetched,
-                    (true, true) => Block::ReadAhead,
-                });
+                engine
+                    .metrics
+                    .slice_block(match (stored, index > self.needed) {
+                        (false, _) => Block::Unstored,
+                        (true, false) => Block::Fetched,
+                        (true, true) => Block::ReadAhead,
+                    });
             }
         }
     }
@@ -257,11 +260,11 @@ impl Storing {
         let _ = header.insert_header(header::CONTENT_LENGTH, span.size());
         let now = SystemTime::now();
         let meta = CacheMeta::new(now + BLOCK_LIFETIME, now, 0, 0, header);
-        self.writing = engine
-            .store
-            .begin_write(&key, &meta)
-            .await
-            .map(|write| (index, key, write));
+        let writing = engine.store.begin_write(&key, &meta).await;
+        if writing.is_some() && index > self.needed {
+            engine.unread.stored(hash(&key));
+        }
+        self.writing = writing.map(|write| (index, key, write));
         if self.writing.is_none() {
             engine.metrics.slice_block(Block::Unstored);
         }
@@ -535,7 +538,9 @@ impl Engine {
                 freshness::decide(&header, authorization, Duration::ZERO, &self.rules, now)
             });
         let meta = match decision {
-            RespCacheable::Cacheable(meta) if self.write_record(keys, &meta).await => Some(meta),
+            RespCacheable::Cacheable(meta) if self.write_record(keys, &meta).await => {
+                Some(Arc::new(meta))
+            }
             _ => None,
         };
         header.remove_header(identity::FIELD);
@@ -573,8 +578,8 @@ impl Engine {
     fn tee(&'static self, object: &Object, keys: &ObjectKey) -> Option<Tee> {
         let blocks = object.storing()?.blocks();
         let claims = self.claim_run(keys, 0, blocks - 1, Some(blocks), 0);
-        let storing = Storing::of(object, keys, claims.unwrap_or_default())?;
-        Some(Tee::new(Keeper::start(self, storing, blocks - 1)))
+        let storing = Storing::of(object, keys, claims.unwrap_or_default(), blocks - 1)?;
+        Some(Tee::new(Keeper::start(self, storing)))
     }
 
     /// The object's stored record, if there is one of a usable form.
@@ -587,7 +592,7 @@ impl Engine {
             length: identity.length,
             block: identity.block,
             identity: Some(identity),
-            meta: Some(meta),
+            meta: Some(Arc::new(meta)),
             header,
         })
     }
@@ -673,8 +678,8 @@ impl Engine {
             _ => return None,
         };
         let stop = (ask.end + 1).min(object.length);
-        let keeper = Storing::of(object, &target.object, claims)
-            .map(|storing| Keeper::start(self, storing, needed));
+        let keeper = Storing::of(object, &target.object, claims, needed)
+            .map(|storing| Keeper::start(self, storing));
         Some(Pump {
             fetch,
             upstream: target.upstream.clone(),
@@ -763,6 +768,7 @@ impl Engine {
                 self.metrics.slice_block(Block::Hit);
                 if self.unread.read(hash(&key)) {
                     self.metrics.slice_block(Block::ReadAheadRead);
+                    self.read_on(target, object, identity, index);
                 }
                 return Ok(None);
             }
@@ -796,6 +802,57 @@ impl Engine {
         }
         let pump = self.pump(fetch, target, object, ask, needed, claims);
         pump.map(Some).ok_or_else(mismatched)
+    }
+
+    /// A client is reading read-ahead block `index`: it reads on, so keep
+    /// the window `read_ahead` blocks ahead of it (as a player buffers).
+    /// Nothing is fetched while the window's second half is there; once it
+    /// is not, the missing blocks up to `index + read_ahead` are fetched in
+    /// one run, in the background. A reader that stops stops it.
+    fn read_on(&'static self, target: &Target, object: &Object, identity: &Identity, index: u64) {
+        let ahead = u64::from(target.settings.read_ahead);
+        let last = (index + ahead).min(identity.blocks() - 1);
+        let there = |i: u64| {
+            let key = target.object.block(i);
+            self.store.holds(&key) || self.store.writing(&key) || self.flights.claimed(hash(&key))
+        };
+        if there((index + ahead.div_ceil(2)).min(last)) {
+            return;
+        }
+        let Some(first) = (index + 1..=last).find(|&i| !there(i)) else {
+            return;
+        };
+        let blocks = Some(identity.blocks());
+        let Some(claims) = self.claim_run(
+            &target.object,
+            first,
+            index,
+            blocks,
+            target.settings.read_ahead,
+        ) else {
+            return;
+        };
+        let ask = Self::run_span(
+            first,
+            claims.len() as u64,
+            object.block,
+            Some(object.length),
+        );
+        let (target, object, identity) = (target.clone(), object.clone(), identity.clone());
+        tokio::spawn(async move {
+            let Ok(fetch) = Fetch::start(&self.connector, &target.upstream, Ask::Span(ask)).await
+            else {
+                return;
+            };
+            let same = Identity::of(&fetch.header, object.length, object.block);
+            if same.as_ref() != Some(&identity) {
+                fetch.release(&self.connector, &target.upstream).await;
+                return;
+            }
+            if let Some(pump) = self.pump(fetch, &target, &object, ask, index, claims) {
+                pump.drain(self);
+            }
+        });
     }
 
     /// How many of `span`'s blocks are stored now, how many are being

@@ -29,13 +29,12 @@ pub(super) struct Keeper {
 }
 
 impl Keeper {
-    /// Start the task storing `storing`'s blocks; blocks past `needed` are
-    /// counted as read ahead.
-    pub(super) fn start(engine: &'static Engine, mut storing: Storing, needed: u64) -> Keeper {
+    /// Start the task storing `storing`'s blocks.
+    pub(super) fn start(engine: &'static Engine, mut storing: Storing) -> Keeper {
         let (chunks, mut receiver) = mpsc::channel::<(u64, Bytes)>(DEPTH);
         tokio::spawn(async move {
             while let Some((at, chunk)) = receiver.recv().await {
-                storing.store(engine, at, chunk, needed).await;
+                storing.store(engine, at, chunk).await;
             }
         });
         Keeper {
