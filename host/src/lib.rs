@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod error_kind;
 pub mod hop_by_hop;

@@ -38,6 +38,9 @@ enum Command {
         #[arg(long)]
         guests: Option<PathBuf>,
     },
+    /// Talk to a running proxy's admin API: purge, inspect, stats, policies,
+    /// kv, top.
+    Ctl(stavka::ctl::Args),
 }
 
 /// Exit status for an invalid configuration.
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             stavka::telemetry::init(&Default::default());
             stavka::demo::run(listen, admin, guests.as_deref())
         }
+        Some(Command::Ctl(args)) => stavka::ctl::run(args, cli.config.as_deref()),
         None => {
             let config = match &cli.config {
                 Some(file) => match Config::load(file) {

@@ -652,6 +652,12 @@ impl Stavka {
         self._dir.path().join("cache")
     }
 
+    /// The configuration file the process was started from, for tools that
+    /// read it too (`stavka --config FILE ctl ...`).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("stavka.toml")
+    }
+
     /// Every line the process has written to standard output so far.
     pub fn stdout_lines(&self) -> Vec<String> {
         let path = stdout_path(&self._dir.path().join("stavka.toml"));

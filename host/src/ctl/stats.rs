@@ -1,0 +1,294 @@
+//! `stavka ctl stats`: `GET /stats` as one table of the main figures, since
+//! start and over each window the server reports, and the store's sizes.
+//! `top` draws the same figures each second.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::client::Client;
+use super::format;
+use super::table::{Align, Table};
+
+/// `#/components/schemas/Stats`.
+#[derive(Debug, Deserialize)]
+pub struct Stats {
+    /// Unix seconds when the server took it.
+    pub at: f64,
+    totals: Totals,
+    store: Store,
+    /// Keyed by window (`10s`, `60s`); null before the first snapshot.
+    rates: BTreeMap<String, Option<Rates>>,
+    /// One point a second, oldest first.
+    pub series: Vec<Point>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Totals {
+    requests: u64,
+    hit_ratio: Option<f64>,
+    bytes_served: BytesServed,
+    origin: OriginTotals,
+    collapsed_requests: u64,
+    evictions: Evictions,
+    policy: PolicyTotals,
+}
+
+#[derive(Debug, Deserialize)]
+struct BytesServed {
+    cache: u64,
+    origin: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct OriginTotals {
+    requests: u64,
+    errors: u64,
+    mean_latency_ms: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Evictions {
+    objects: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct PolicyTotals {
+    calls: u64,
+    failures: u64,
+}
+
+/// `#/components/schemas/Rates`.
+#[derive(Debug, Deserialize)]
+struct Rates {
+    requests_per_second: f64,
+    hit_ratio: Option<f64>,
+    bytes_per_second: BytesPerSecond,
+    origin_requests_per_second: f64,
+    origin_errors_per_second: f64,
+    origin_mean_latency_ms: Option<f64>,
+    collapsed_per_second: f64,
+    evictions_per_second: f64,
+    policy_calls_per_second: f64,
+    policy_failures_per_second: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct BytesPerSecond {
+    cache: f64,
+    origin: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Store {
+    memory: Tier,
+    disk: Tier,
+    catalog: Catalog,
+}
+
+#[derive(Debug, Deserialize)]
+struct Tier {
+    objects: u64,
+    bytes: u64,
+    capacity_bytes: u64,
+}
+
+/// The store's tiers, as `/stats` names them.
+#[derive(Debug, Clone, Copy)]
+enum TierKind {
+    Memory,
+    Disk,
+}
+
+impl TierKind {
+    /// The row's label.
+    fn as_str(self) -> &'static str {
+        match self {
+            TierKind::Memory => "memory",
+            TierKind::Disk => "disk",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Catalog {
+    objects: u64,
+    tags: u64,
+}
+
+/// One second of the series.
+#[derive(Debug, Deserialize)]
+pub struct Point {
+    /// Requests in that second.
+    pub requests_per_second: f64,
+}
+
+/// A row of the figures table: a total since start and a rate per window.
+#[derive(Debug, Clone, Copy)]
+enum Figure {
+    Requests,
+    HitRatio,
+    BytesFromCache,
+    BytesFromOrigin,
+    OriginRequests,
+    OriginErrors,
+    OriginLatency,
+    Collapsed,
+    Evictions,
+    PolicyCalls,
+    PolicyFailures,
+}
+
+impl Figure {
+    const ALL: [Figure; 11] = [
+        Figure::Requests,
+        Figure::HitRatio,
+        Figure::BytesFromCache,
+        Figure::BytesFromOrigin,
+        Figure::OriginRequests,
+        Figure::OriginErrors,
+        Figure::OriginLatency,
+        Figure::Collapsed,
+        Figure::Evictions,
+        Figure::PolicyCalls,
+        Figure::PolicyFailures,
+    ];
+
+    /// The row's label.
+    fn as_str(self) -> &'static str {
+        match self {
+            Figure::Requests => "requests",
+            Figure::HitRatio => "hit ratio",
+            Figure::BytesFromCache => "bytes from cache",
+            Figure::BytesFromOrigin => "bytes from origin",
+            Figure::OriginRequests => "origin requests",
+            Figure::OriginErrors => "origin errors",
+            Figure::OriginLatency => "origin latency",
+            Figure::Collapsed => "collapsed requests",
+            Figure::Evictions => "evictions",
+            Figure::PolicyCalls => "policy calls",
+            Figure::PolicyFailures => "policy failures",
+        }
+    }
+
+    /// Since start.
+    fn total(self, t: &Totals) -> String {
+        match self {
+            Figure::Requests => t.requests.to_string(),
+            Figure::HitRatio => format::ratio(t.hit_ratio),
+            Figure::BytesFromCache => format::bytes(t.bytes_served.cache),
+            Figure::BytesFromOrigin => format::bytes(t.bytes_served.origin),
+            Figure::OriginRequests => t.origin.requests.to_string(),
+            Figure::OriginErrors => t.origin.errors.to_string(),
+            Figure::OriginLatency => format::millis(t.origin.mean_latency_ms),
+            Figure::Collapsed => t.collapsed_requests.to_string(),
+            Figure::Evictions => t.evictions.objects.to_string(),
+            Figure::PolicyCalls => t.policy.calls.to_string(),
+            Figure::PolicyFailures => t.policy.failures.to_string(),
+        }
+    }
+
+    /// Over one window.
+    fn rate(self, r: &Rates) -> String {
+        match self {
+            Figure::Requests => format::per_second(r.requests_per_second),
+            Figure::HitRatio => format::ratio(r.hit_ratio),
+            Figure::BytesFromCache => format::bytes_per_second(r.bytes_per_second.cache),
+            Figure::BytesFromOrigin => format::bytes_per_second(r.bytes_per_second.origin),
+            Figure::OriginRequests => format::per_second(r.origin_requests_per_second),
+            Figure::OriginErrors => format::per_second(r.origin_errors_per_second),
+            Figure::OriginLatency => format::millis(r.origin_mean_latency_ms),
+            Figure::Collapsed => format::per_second(r.collapsed_per_second),
+            Figure::Evictions => format::per_second(r.evictions_per_second),
+            Figure::PolicyCalls => format::per_second(r.policy_calls_per_second),
+            Figure::PolicyFailures => format::per_second(r.policy_failures_per_second),
+        }
+    }
+}
+
+/// Which columns [`figures`] draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Columns {
+    /// The totals since start and every window (`stats`).
+    TotalsAndRates,
+    /// Only the windows (`top`, where totals only ever grow).
+    Rates,
+}
+
+/// The statistics for `stats`, as a table or the API's JSON.
+pub async fn run(client: &Client, json: bool) -> anyhow::Result<String> {
+    let reply = client.get("/stats").await?;
+    if json {
+        return reply.pretty();
+    }
+    let stats: Stats = reply.json()?;
+    Ok(format!(
+        "{}\n{}",
+        figures(&stats, Columns::TotalsAndRates),
+        store(&stats)
+    ))
+}
+
+/// One row per figure; a window the server has no snapshot for yet (just
+/// after start) shows `-`.
+pub fn figures(stats: &Stats, columns: Columns) -> String {
+    let mut windows: Vec<(&String, &Option<Rates>)> = stats.rates.iter().collect();
+    windows.sort_by_key(|(name, _)| window_seconds(name));
+    let mut headers = vec![("", Align::Left)];
+    if columns == Columns::TotalsAndRates {
+        headers.push(("TOTAL", Align::Right));
+    }
+    headers.extend(
+        windows
+            .iter()
+            .map(|(name, _)| (name.as_str(), Align::Right)),
+    );
+    let mut table = Table::new(&headers);
+    for figure in Figure::ALL {
+        let mut row = vec![figure.as_str().to_owned()];
+        if columns == Columns::TotalsAndRates {
+            row.push(figure.total(&stats.totals));
+        }
+        row.extend(windows.iter().map(|(_, rates)| {
+            rates
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |r| figure.rate(r))
+        }));
+        table.row(row);
+    }
+    table.render()
+}
+
+/// Each tier's objects and bytes against its capacity, and the catalog.
+pub fn store(stats: &Stats) -> String {
+    let mut table = Table::new(&[
+        ("TIER", Align::Left),
+        ("OBJECTS", Align::Right),
+        ("BYTES", Align::Right),
+        ("CAPACITY", Align::Right),
+    ]);
+    for (kind, tier) in [
+        (TierKind::Memory, &stats.store.memory),
+        (TierKind::Disk, &stats.store.disk),
+    ] {
+        table.row(vec![
+            kind.as_str().to_owned(),
+            tier.objects.to_string(),
+            format::bytes(tier.bytes),
+            format::bytes(tier.capacity_bytes),
+        ]);
+    }
+    format!(
+        "{}catalog: {} objects, {} tags\n",
+        table.render(),
+        stats.store.catalog.objects,
+        stats.store.catalog.tags
+    )
+}
+
+/// `10s` → 10, for ordering windows by length; unknown names go last.
+fn window_seconds(name: &str) -> u64 {
+    name.strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
