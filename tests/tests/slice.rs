@@ -317,6 +317,13 @@ async fn rfc9110_14_1_every_range_form_is_byte_exact() {
     assert_eq!(whole.status, 200);
     assert_eq!(whole.header("content-length"), LEN.to_string());
     assert!(whole.body == source(1, LEN), "the whole object differs");
+    // RFC 9110 §14.2: several ranges are answered with the whole object.
+    let several = get_range(&stavka, "bytes=0-9,100-109").await;
+    assert_eq!(several.status, 200);
+    assert!(
+        several.body == source(1, LEN),
+        "several ranges: the whole object"
+    );
     let past = get_range(&stavka, &format!("bytes={LEN}-")).await;
     assert_eq!(past.status, 416);
     assert_eq!(past.header("content-range"), format!("bytes */{LEN}"));
