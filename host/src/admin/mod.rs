@@ -29,6 +29,7 @@ mod dashboard;
 mod error;
 mod policies;
 mod probes;
+pub mod report;
 mod stats;
 
 pub use error::ApiError;

@@ -13,8 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::Json;
 use prometheus::proto::MetricFamily;
-use serde::Serialize;
 
+use super::report::{
+    BytesPerSecond, BytesServed, Catalog, Evictions, OriginTotals, Point, PolicyTotals, Rates,
+    Stats, Store, Tier, Totals,
+};
 use super::AdminState;
 use crate::cache::outcome::{Outcome, Source};
 
@@ -156,115 +159,6 @@ impl Sample {
     }
 }
 
-/// `GET /stats`: `#/components/schemas/Stats`.
-#[derive(Debug, Serialize)]
-pub struct Stats {
-    /// Unix seconds.
-    at: f64,
-    totals: Totals,
-    store: Store,
-    /// Keyed by window (`10s`, `60s`); null before the first snapshot.
-    rates: BTreeMap<String, Option<Rates>>,
-    series: Vec<Point>,
-}
-
-/// Counters since start.
-#[derive(Debug, Serialize)]
-struct Totals {
-    requests: u64,
-    by_cache_status: BTreeMap<&'static str, u64>,
-    hit_ratio: Option<f64>,
-    bytes_served: BytesServed,
-    origin: OriginTotals,
-    collapsed_requests: u64,
-    evictions: Evictions,
-    policy: PolicyTotals,
-}
-
-/// Bytes served, by where they came from.
-#[derive(Debug, Serialize)]
-struct BytesServed {
-    cache: u64,
-    origin: u64,
-    local: u64,
-}
-
-/// Requests to origins.
-#[derive(Debug, Serialize)]
-struct OriginTotals {
-    requests: u64,
-    errors: u64,
-    mean_latency_ms: Option<f64>,
-}
-
-/// Objects and bytes evicted.
-#[derive(Debug, Serialize)]
-struct Evictions {
-    objects: usize,
-    bytes: usize,
-}
-
-/// Policy hook calls.
-#[derive(Debug, Serialize)]
-struct PolicyTotals {
-    calls: u64,
-    failures: u64,
-}
-
-/// The store's tiers and catalog.
-#[derive(Debug, Serialize)]
-struct Store {
-    memory: Tier,
-    disk: Tier,
-    catalog: Catalog,
-}
-
-/// One tier: `#/components/schemas/Tier`.
-#[derive(Debug, Serialize)]
-struct Tier {
-    objects: usize,
-    bytes: usize,
-    capacity_bytes: u64,
-}
-
-/// What the catalog indexes.
-#[derive(Debug, Serialize)]
-struct Catalog {
-    objects: usize,
-    tags: usize,
-}
-
-/// Rates over one window: `#/components/schemas/Rates`.
-#[derive(Debug, Serialize)]
-struct Rates {
-    seconds: f64,
-    requests_per_second: f64,
-    hit_ratio: Option<f64>,
-    bytes_per_second: BytesPerSecond,
-    origin_requests_per_second: f64,
-    origin_errors_per_second: f64,
-    origin_mean_latency_ms: Option<f64>,
-    collapsed_per_second: f64,
-    evictions_per_second: f64,
-    policy_calls_per_second: f64,
-    policy_failures_per_second: f64,
-}
-
-/// Bytes served per second, by where they came from.
-#[derive(Debug, Serialize)]
-struct BytesPerSecond {
-    cache: f64,
-    origin: f64,
-}
-
-/// One second of the series.
-#[derive(Debug, Serialize)]
-struct Point {
-    t: f64,
-    requests_per_second: f64,
-    hit_ratio: Option<f64>,
-}
-
 /// One snapshot a second, for rates and charts.
 #[derive(Default)]
 pub struct Sampler {
@@ -330,7 +224,7 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Stats> {
     let by_cache_status = Outcome::ALL
         .iter()
         .zip(now.requests)
-        .map(|(o, n)| (o.as_str(), n as u64))
+        .map(|(o, n)| (o.as_str().to_owned(), n as u64))
         .collect();
     let store = state.store.stats();
     let (catalog_objects, catalog_tags) = state.store.catalog_totals();
@@ -353,8 +247,8 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Stats> {
             },
             collapsed_requests: now.collapsed as u64,
             evictions: Evictions {
-                objects: store.evicted_objects,
-                bytes: store.evicted_bytes,
+                objects: store.evicted_objects as u64,
+                bytes: store.evicted_bytes as u64,
             },
             policy: PolicyTotals {
                 calls: now.policy_calls as u64,
@@ -363,18 +257,18 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Stats> {
         },
         store: Store {
             memory: Tier {
-                objects: store.memory_objects,
-                bytes: store.memory_bytes,
+                objects: store.memory_objects as u64,
+                bytes: store.memory_bytes as u64,
                 capacity_bytes: store.memory_capacity,
             },
             disk: Tier {
-                objects: store.objects,
-                bytes: store.bytes,
+                objects: store.objects as u64,
+                bytes: store.bytes as u64,
                 capacity_bytes: store.disk_capacity,
             },
             catalog: Catalog {
-                objects: catalog_objects,
-                tags: catalog_tags,
+                objects: catalog_objects as u64,
+                tags: catalog_tags as u64,
             },
         },
         rates,

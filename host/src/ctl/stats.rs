@@ -2,96 +2,10 @@
 //! start and over each window the server reports, and the store's sizes.
 //! `top` draws the same figures each second.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
-
 use super::client::Client;
 use super::format;
 use super::table::{Align, Table};
-
-/// `#/components/schemas/Stats`.
-#[derive(Debug, Deserialize)]
-pub struct Stats {
-    /// Unix seconds when the server took it.
-    pub at: f64,
-    totals: Totals,
-    store: Store,
-    /// Keyed by window (`10s`, `60s`); null before the first snapshot.
-    rates: BTreeMap<String, Option<Rates>>,
-    /// One point a second, oldest first.
-    pub series: Vec<Point>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Totals {
-    requests: u64,
-    hit_ratio: Option<f64>,
-    bytes_served: BytesServed,
-    origin: OriginTotals,
-    collapsed_requests: u64,
-    evictions: Evictions,
-    policy: PolicyTotals,
-}
-
-#[derive(Debug, Deserialize)]
-struct BytesServed {
-    cache: u64,
-    origin: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct OriginTotals {
-    requests: u64,
-    errors: u64,
-    mean_latency_ms: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Evictions {
-    objects: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct PolicyTotals {
-    calls: u64,
-    failures: u64,
-}
-
-/// `#/components/schemas/Rates`.
-#[derive(Debug, Deserialize)]
-struct Rates {
-    requests_per_second: f64,
-    hit_ratio: Option<f64>,
-    bytes_per_second: BytesPerSecond,
-    origin_requests_per_second: f64,
-    origin_errors_per_second: f64,
-    origin_mean_latency_ms: Option<f64>,
-    collapsed_per_second: f64,
-    evictions_per_second: f64,
-    policy_calls_per_second: f64,
-    policy_failures_per_second: f64,
-}
-
-#[derive(Debug, Deserialize)]
-struct BytesPerSecond {
-    cache: f64,
-    origin: f64,
-}
-
-#[derive(Debug, Deserialize)]
-struct Store {
-    memory: Tier,
-    disk: Tier,
-    catalog: Catalog,
-}
-
-#[derive(Debug, Deserialize)]
-struct Tier {
-    objects: u64,
-    bytes: u64,
-    capacity_bytes: u64,
-}
+use crate::admin::report::{Rates, Stats, Totals};
 
 /// The store's tiers, as `/stats` names them.
 #[derive(Debug, Clone, Copy)]
@@ -108,19 +22,6 @@ impl TierKind {
             TierKind::Disk => "disk",
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct Catalog {
-    objects: u64,
-    tags: u64,
-}
-
-/// One second of the series.
-#[derive(Debug, Deserialize)]
-pub struct Point {
-    /// Requests in that second.
-    pub requests_per_second: f64,
 }
 
 /// A row of the figures table: a total since start and a rate per window.

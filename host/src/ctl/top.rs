@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use super::client::Client;
-use super::stats::{self, Columns, Stats};
+use super::stats::{self, Columns};
+use crate::admin::report::Stats;
 
 /// How often the view refreshes: the server samples once a second.
 const REFRESH: Duration = Duration::from_secs(1);

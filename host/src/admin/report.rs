@@ -1,0 +1,160 @@
+//! The shape of `GET /stats` (`#/components/schemas/Stats`): written by
+//! the admin API, read by `stavka ctl`, one definition for both.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Totals since start, rates over windows, the store, a per-second series.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Stats {
+    /// Unix seconds when it was taken.
+    pub at: f64,
+    /// Counters since start.
+    pub totals: Totals,
+    /// The store's tiers and catalog.
+    pub store: Store,
+    /// Keyed by window (`10s`, `60s`); null before the first snapshot.
+    pub rates: BTreeMap<String, Option<Rates>>,
+    /// One point a second, oldest first.
+    pub series: Vec<Point>,
+}
+
+/// Counters since start.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Totals {
+    /// Requests answered.
+    pub requests: u64,
+    /// Requests by `cache_status` outcome label.
+    pub by_cache_status: BTreeMap<String, u64>,
+    /// Hits and stale hits over lookups; none before any lookup.
+    pub hit_ratio: Option<f64>,
+    /// Body bytes sent, by where they came from.
+    pub bytes_served: BytesServed,
+    /// Requests to origins.
+    pub origin: OriginTotals,
+    /// Requests that waited for another request's fetch.
+    pub collapsed_requests: u64,
+    /// Objects and bytes evicted.
+    pub evictions: Evictions,
+    /// Policy hook calls.
+    pub policy: PolicyTotals,
+}
+
+/// Body bytes sent, by where they came from.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BytesServed {
+    /// From the cache.
+    pub cache: u64,
+    /// From origins.
+    pub origin: u64,
+    /// Made by the proxy itself.
+    pub local: u64,
+}
+
+/// Requests to origins.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OriginTotals {
+    /// Sent.
+    pub requests: u64,
+    /// Failed.
+    pub errors: u64,
+    /// Mean time to the response header; none before any.
+    pub mean_latency_ms: Option<f64>,
+}
+
+/// Objects and bytes evicted.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Evictions {
+    /// Objects.
+    pub objects: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Policy hook calls.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PolicyTotals {
+    /// Calls.
+    pub calls: u64,
+    /// Calls that failed.
+    pub failures: u64,
+}
+
+/// The store's tiers and catalog.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Store {
+    /// The memory tier.
+    pub memory: Tier,
+    /// The disk tier.
+    pub disk: Tier,
+    /// What the catalog indexes.
+    pub catalog: Catalog,
+}
+
+/// One tier: `#/components/schemas/Tier`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Tier {
+    /// Objects held.
+    pub objects: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Bytes it may hold.
+    pub capacity_bytes: u64,
+}
+
+/// What the catalog indexes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Objects.
+    pub objects: u64,
+    /// Distinct surrogate tags.
+    pub tags: u64,
+}
+
+/// Rates over one window: `#/components/schemas/Rates`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Rates {
+    /// The window's length.
+    pub seconds: f64,
+    /// Requests answered per second.
+    pub requests_per_second: f64,
+    /// Hits over lookups in the window.
+    pub hit_ratio: Option<f64>,
+    /// Body bytes sent per second.
+    pub bytes_per_second: BytesPerSecond,
+    /// Origin requests per second.
+    pub origin_requests_per_second: f64,
+    /// Origin failures per second.
+    pub origin_errors_per_second: f64,
+    /// Mean origin time to header in the window.
+    pub origin_mean_latency_ms: Option<f64>,
+    /// Collapsed requests per second.
+    pub collapsed_per_second: f64,
+    /// Evictions per second.
+    pub evictions_per_second: f64,
+    /// Policy calls per second.
+    pub policy_calls_per_second: f64,
+    /// Policy call failures per second.
+    pub policy_failures_per_second: f64,
+}
+
+/// Body bytes sent per second, by where they came from.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BytesPerSecond {
+    /// From the cache.
+    pub cache: f64,
+    /// From origins.
+    pub origin: f64,
+}
+
+/// One second of the series.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Point {
+    /// Unix seconds at its end.
+    pub t: f64,
+    /// Requests in that second.
+    pub requests_per_second: f64,
+    /// Hits over lookups in that second.
+    pub hit_ratio: Option<f64>,
+}
