@@ -365,7 +365,7 @@ impl Engine {
         target: &Target,
         requested: Requested,
         tally: &mut Tally,
-        mut policy: Option<&mut (dyn Judge + 'static)>,
+        policy: Option<&mut (dyn Judge + 'static)>,
     ) -> Result<Option<Start>> {
         let now = SystemTime::now();
         if let Some(record) = self.record(&target.object).await {
@@ -388,22 +388,9 @@ impl Engine {
             _ => None,
         };
         let Some((first, needed)) = first_block else {
-            let fetch = Fetch::start(
-                &self.connector,
-                &target.upstream,
-                Ask::Span(Span { start: 0, end: 0 }),
-            )
-            .await?;
-            tally.fwd_status = Some(fetch.header.status.as_u16());
-            let learned = self.learn(
-                &fetch.header,
-                &target.object,
-                target.authorization,
-                target.settings,
-                None,
-                policy.as_deref_mut(),
-            );
-            return Ok(Some(match learned.await? {
+            let probe = Span { start: 0, end: 0 };
+            let (fetch, learned) = self.first_fetch(target, probe, tally, policy).await?;
+            return Ok(Some(match learned {
                 Some(object) => Start::Object(Box::new(object), None),
                 None => Start::Forward(Box::new(fetch)),
             }));
@@ -422,17 +409,8 @@ impl Engine {
             return Ok(None);
         };
         let ask = Self::run_span(first, claims.len() as u64, target.settings.block, None);
-        let fetch = Fetch::start(&self.connector, &target.upstream, Ask::Span(ask)).await?;
-        tally.fwd_status = Some(fetch.header.status.as_u16());
-        let learned = self.learn(
-            &fetch.header,
-            &target.object,
-            target.authorization,
-            target.settings,
-            None,
-            policy,
-        );
-        let Some(object) = learned.await? else {
+        let (fetch, learned) = self.first_fetch(target, ask, tally, policy).await?;
+        let Some(object) = learned else {
             return Ok(Some(Start::Forward(Box::new(fetch))));
         };
         let unsatisfiable = matches!(fetch.carries(), Carries::Unsatisfiable(_));
@@ -443,6 +421,30 @@ impl Engine {
             return Err(mismatched());
         }
         Ok(Some(Start::Object(Box::new(object), pump.map(Box::new))))
+    }
+
+    /// Ask the origin for `ask` of an object with no record, and learn
+    /// from its answer what the object is.
+    async fn first_fetch(
+        &'static self,
+        target: &Target,
+        ask: Span,
+        tally: &mut Tally,
+        policy: Option<&mut (dyn Judge + 'static)>,
+    ) -> Result<(Fetch, Option<Object>)> {
+        let fetch = Fetch::start(&self.connector, &target.upstream, Ask::Span(ask)).await?;
+        tally.fwd_status = Some(fetch.header.status.as_u16());
+        let learned = self
+            .learn(
+                &fetch.header,
+                &target.object,
+                target.authorization,
+                target.settings,
+                None,
+                policy,
+            )
+            .await?;
+        Ok((fetch, learned))
     }
 
     /// A stale record: ask the origin for its first byte and compare
