@@ -159,7 +159,11 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Bind and serve on the current runtime until the process exits.
+    /// Bind and serve until the process exits, on a thread and runtime of
+    /// its own: sharing the clients' runtime, a long response's run of
+    /// writes that never block kept the clients' sockets from being polled
+    /// until it ended, and a client measured the origin's pace instead of
+    /// the server's (docs/benchmarks.md, "Looking for the cold first byte").
     pub async fn start() -> anyhow::Result<Origin> {
         let records = Arc::new(Records::default());
         let ranged = Arc::new(Ranged::default());
@@ -181,13 +185,25 @@ impl Origin {
                 counting.with(req.uri().path(), |r| r.requests += 1);
                 next.run(req)
             }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("origin stopped: {e}");
-            }
-        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("bench-origin".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let served = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => axum::serve(listener, app).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = served {
+                        eprintln!("origin stopped: {e}");
+                    }
+                });
+            })?;
         Ok(Origin {
             addr,
             records,
