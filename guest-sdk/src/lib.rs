@@ -60,7 +60,9 @@ extern crate self as stavka_policy;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        // The crate's own copy of `wit/policy.wit`, so it can be packaged
+        // (host/tests/wit_copy.rs keeps the two identical).
+        path: "wit",
         world: "stavka:policy/policy",
         pub_export_macro: true,
         export_macro_name: "__export_world",
