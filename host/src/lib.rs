@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod policy;
 pub mod policy_settings;
 pub mod proxy;
+pub mod scaffold;
 pub mod server;
 pub mod shutdown;
 pub mod sites;

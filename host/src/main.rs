@@ -41,6 +41,28 @@ enum Command {
     /// Talk to a running proxy's admin API: purge, inspect, stats, policies,
     /// kv, top.
     Ctl(stavka::ctl::Args),
+    /// Work on policy modules.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Start a policy crate (NAME/ in the current directory): Cargo.toml,
+    /// src/lib.rs with two hooks, a sidecar and a README with the build and
+    /// install commands.
+    New {
+        /// The module's name: letters, digits, '-' and '_', starting with a
+        /// letter.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Depend on the SDK at this path (this repository's guest-sdk/, or
+        /// an unpacked package) instead of the published stavka-policy.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 /// Exit status for an invalid configuration.
@@ -94,6 +116,18 @@ fn main() -> ExitCode {
             stavka::demo::run(listen, admin, guests.as_deref())
         }
         Some(Command::Ctl(args)) => stavka::ctl::run(args, cli.config.as_deref()),
+        Some(Command::Policy(PolicyCommand::New { name, dir, sdk })) => {
+            let sdk = sdk.map_or(
+                stavka::scaffold::Sdk::Published(stavka::scaffold::SDK_VERSION),
+                stavka::scaffold::Sdk::Path,
+            );
+            stavka::scaffold::new_policy(&dir, &name, &sdk).map(|made| {
+                println!(
+                    "created {}: cd there and run `cargo build --release` (see its README)",
+                    made.display()
+                );
+            })
+        }
         None => {
             let config = match &cli.config {
                 Some(file) => match Config::load(file) {

@@ -106,9 +106,18 @@ pub fn stavka_bin() -> &'static PathBuf {
 /// variables for this process; build scripts that track them (ring's does)
 /// would see a change and rebuild half the dependency tree, so they go.
 fn cargo(args: &[&str]) {
+    cargo_in(&workspace_root(), args, &[]);
+}
+
+/// Run cargo with `args` in `dir`, with `env` set, as [`cargo`] does in the
+/// workspace; panics if it fails.
+pub fn cargo_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &std::path::Path)]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    command.args(args).current_dir(workspace_root());
+    command.args(args).current_dir(dir);
+    for (name, value) in env {
+        command.env(name, value);
+    }
     for (name, _) in std::env::vars() {
         let per_crate = [
             "CARGO_PKG_",
@@ -133,7 +142,8 @@ pub fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().to_path_buf()
 }
 
-fn workspace_root() -> PathBuf {
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
