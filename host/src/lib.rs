@@ -16,6 +16,7 @@ pub mod host_name;
 pub mod metrics;
 pub mod policy;
 pub mod policy_settings;
+pub mod policy_trial;
 pub mod proxy;
 pub mod scaffold;
 pub mod server;

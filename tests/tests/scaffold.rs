@@ -97,3 +97,53 @@ async fn a_scaffolded_policy_builds_from_the_packaged_sdk_and_hot_loads() {
     );
     assert_eq!(origin.count("/page"), 1);
 }
+
+/// `stavka policy try` runs a built module through the host's runtime and
+/// prints each hook's decision: here ttl-rules' normalised key and its
+/// day-long TTL, token-auth's refusal, and the test guest's slicing.
+#[test]
+fn policy_try_prints_what_each_hook_decided() {
+    let guest = |name: &str| stavka_e2e::guests_dir().join(format!("{name}.wasm"));
+    let run = |args: &[&str]| {
+        let out = Command::new(stavka_bin())
+            .args(["policy", "try"])
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let ttl = guest("ttl_rules");
+    let ttl = ttl.to_str().unwrap();
+    let rules = run(&[
+        ttl,
+        "--request",
+        "GET /static/app.css?utm_source=x&v=2",
+        "--response",
+        "200",
+        "-R",
+        "cache-control: no-store",
+    ]);
+    assert_eq!(rules["on-request"]["key"], "/static/app.css?v=2", "{rules}");
+    assert_eq!(rules["on-response"]["decision"], "store", "{rules}");
+    assert_eq!(rules["on-response"]["ttl_seconds"], 86400, "{rules}");
+    assert!(rules["on-response"]["headers"]
+        .to_string()
+        .contains("x-policy-ttl"));
+
+    let auth = guest("token_auth");
+    let denied = run(&[auth.to_str().unwrap(), "--request", "GET /private/doc"]);
+    assert_eq!(denied["on-request"]["decision"], "respond", "{denied}");
+    assert_eq!(denied["on-request"]["status"], 403, "{denied}");
+
+    let slicer = guest("slicer");
+    let sliced = run(&[slicer.to_str().unwrap(), "--request", "GET /v"]);
+    assert_eq!(sliced["slicing"]["block_kib"], 128, "{sliced}");
+
+    let broken = Command::new(stavka_bin())
+        .args(["policy", "try", "/nonexistent.wasm"])
+        .output()
+        .unwrap();
+    assert!(!broken.status.success());
+}

@@ -28,6 +28,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use ctx::{RequestCtx, SliceRole};
+pub use decisions::PolicyDecisions;
 
 use crate::cache::freshness::{self, FreshnessRules};
 use crate::cache::invalidate;
@@ -44,7 +45,7 @@ use crate::policy::{PolicyRegistry, SliceDecision};
 use crate::shutdown::InFlight;
 use crate::sites::{Site, SiteRouter};
 use crate::slice::{self, Judge};
-use decisions::{AfterHit, PolicyDecisions};
+use decisions::AfterHit;
 use observe::Recorder;
 
 /// The caching reverse proxy.
