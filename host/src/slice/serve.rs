@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, FutureExt, Shared};
 use http::header;
 use pingora_cache::key::CacheHashKey;
 use pingora_cache::{CacheKey, CacheMeta, HitHandler, MissHandler, RespCacheable};
@@ -56,9 +55,6 @@ pub struct Target {
     pub settings: Settings,
 }
 
-/// A record being written: whether it was stored, once it is known.
-type RecordWrite = Shared<BoxFuture<'static, bool>>;
-
 /// What the engine knows of the object it serves.
 #[derive(Clone)]
 struct Object {
@@ -72,8 +68,6 @@ struct Object {
     /// Its stored record (and so its header and freshness), when blocks of
     /// it may be stored.
     meta: Option<Arc<CacheMeta>>,
-    /// The record's write, when this request is writing it.
-    record: Option<RecordWrite>,
     /// The header the client's response is built from (status 200, the
     /// complete length).
     header: ResponseHeader,
@@ -150,9 +144,6 @@ pub(super) struct Storing {
     writing: Option<(u64, CacheKey, MissHandler)>,
     /// Blocks past this one are read ahead of the request.
     needed: u64,
-    /// The object's record, while it is being written: no block is begun
-    /// before it is done.
-    record: Option<RecordWrite>,
 }
 
 impl Pump {
@@ -215,7 +206,6 @@ impl Storing {
             claims,
             writing: None,
             needed,
-            record: object.record.clone(),
         })
     }
 
@@ -265,9 +255,6 @@ impl Storing {
             return;
         };
         let (_, flight) = self.claims.swap_remove(at);
-        if let Some(record) = self.record.take() {
-            record.await;
-        }
         let key = self.object.block(index);
         let mut header = self.header.clone();
         let _ = header.insert_header(header::CONTENT_LENGTH, span.size());
@@ -542,7 +529,6 @@ impl Engine {
                 length,
                 block: settings.block,
                 meta: None,
-                record: None,
                 header,
             }));
         };
@@ -554,26 +540,17 @@ impl Engine {
                 freshness::decide(&header, authorization, Duration::ZERO, &self.rules, now)
             });
         let meta = match decision {
-            RespCacheable::Cacheable(meta) => Some(Arc::new(meta)),
-            RespCacheable::Uncacheable(_) => None,
+            RespCacheable::Cacheable(meta) if self.write_record(keys, &meta).await => {
+                Some(Arc::new(meta))
+            }
+            _ => None,
         };
-        // The record is written while the first bytes go to the client;
-        // the first block waits for it, so a request that finds a block
-        // finds its record too.
-        let record = meta.clone().map(|meta| {
-            let keys = keys.clone();
-            tokio::spawn(async move { self.write_record(&keys, &meta).await })
-                .map(|written| written.unwrap_or(false))
-                .boxed()
-                .shared()
-        });
         header.remove_header(identity::FIELD);
         Ok(Some(Object {
             block: identity.block,
             identity: Some(identity),
             length,
             meta,
-            record,
             header,
         }))
     }
@@ -618,7 +595,6 @@ impl Engine {
             block: identity.block,
             identity: Some(identity),
             meta: Some(Arc::new(meta)),
-            record: None,
             header,
         })
     }
