@@ -76,7 +76,13 @@ pub use wit_bindgen as __wit_bindgen;
 
 pub use bindings::exports::stavka::policy::hooks::HookSet;
 pub use bindings::exports::stavka::policy::slicing::{SliceDecision, SliceSettings};
+#[cfg(target_arch = "wasm32")]
 use bindings::stavka::policy::host;
+#[cfg(not(target_arch = "wasm32"))]
+use testing::host;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 pub use bindings::stavka::policy::host::Level;
 pub use bindings::stavka::policy::types::{
     Entry, HeaderEdits, HitDecision, Lookup, Request, RequestDecision, RequestOutcome, Response,

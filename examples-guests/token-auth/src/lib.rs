@@ -75,3 +75,49 @@ impl Policy for TokenAuth {
 }
 
 export_policy!(TokenAuth);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stavka_policy::testing::{self, request};
+    use stavka_policy::RequestDecision;
+
+    fn denied(outcome: &RequestOutcome) -> bool {
+        matches!(&outcome.decision, RequestDecision::Respond(s) if s.status == 403)
+    }
+
+    #[test]
+    fn a_bearer_token_from_the_store_opens_private_paths() {
+        testing::reset();
+        testing::kv_put("tokens", "alpha, beta");
+        assert!(denied(&TokenAuth::on_request(&request(
+            "GET",
+            "/private/doc"
+        ))));
+        testing::set_request_header("authorization", "Bearer beta");
+        assert!(!denied(&TokenAuth::on_request(&request(
+            "GET",
+            "/private/doc"
+        ))));
+        testing::set_request_header("authorization", "Bearer gamma");
+        assert!(denied(&TokenAuth::on_request(&request(
+            "GET",
+            "/private/doc"
+        ))));
+        assert!(!denied(&TokenAuth::on_request(&request("GET", "/public"))));
+    }
+
+    #[test]
+    fn a_signed_url_is_good_until_it_expires() {
+        testing::reset();
+        testing::kv_put("secret", "s3cret");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(b"/private/doc?expires=2000");
+        let sig = hex::encode(mac.finalize().into_bytes());
+        let target = format!("/private/doc?expires=2000&sig={sig}");
+        testing::set_now_ms(1_999_000);
+        assert!(!denied(&TokenAuth::on_request(&request("GET", &target))));
+        testing::set_now_ms(2_001_000);
+        assert!(denied(&TokenAuth::on_request(&request("GET", &target))));
+    }
+}

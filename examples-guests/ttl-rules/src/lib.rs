@@ -50,3 +50,31 @@ impl Policy for TtlRules {
 }
 
 export_policy!(TtlRules);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stavka_policy::testing::{request, response};
+    use stavka_policy::{RequestDecision, ResponseDecision};
+
+    #[test]
+    fn static_is_kept_a_day_and_the_api_never() {
+        let css = TtlRules::on_response(&request("GET", "/static/app.css"), &response(200));
+        assert!(
+            matches!(&css.decision, ResponseDecision::Store(s) if s.ttl_seconds == 86_400 && s.tags == ["static"])
+        );
+        let api = TtlRules::on_response(&request("GET", "/api/users"), &response(200));
+        assert!(matches!(api.decision, ResponseDecision::NoStore));
+        let missing = TtlRules::on_response(&request("GET", "/static/x"), &response(404));
+        assert!(matches!(missing.decision, ResponseDecision::Default));
+    }
+
+    #[test]
+    fn tracking_parameters_stay_out_of_the_key() {
+        let outcome = TtlRules::on_request(&request("GET", "/news/a?utm_source=x&b=2&a=1"));
+        let RequestDecision::Lookup(lookup) = outcome.decision else {
+            panic!("a lookup");
+        };
+        assert_eq!(lookup.cache_key.as_deref(), Some("/news/a?a=1&b=2"));
+    }
+}
