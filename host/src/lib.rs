@@ -24,3 +24,4 @@ pub mod shutdown;
 pub mod sites;
 pub mod slice;
 pub mod telemetry;
+pub mod top;

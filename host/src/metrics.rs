@@ -50,6 +50,8 @@ pub struct Metrics {
     pub collapsed_requests: IntCounter,
     /// Blocks of sliced objects, by what happened to them.
     slice_blocks: [IntCounter; Block::ALL.len()],
+    /// The URLs with the most requests, bytes and misses lately.
+    pub top: crate::top::TopUrls,
     cache_evictions: IntCounter,
     cache_evicted_bytes: IntCounter,
     cache_objects: IntGauge,
@@ -206,6 +208,7 @@ impl Metrics {
                 );
                 Block::ALL.map(|b| family.with_label_values(&[b.as_str()]))
             },
+            top: Default::default(),
             cache_evictions: counter(&r, "stavka_cache_evictions_total", "Objects evicted to stay within store.disk_bytes."),
             cache_evicted_bytes: counter(&r, "stavka_cache_evicted_bytes_total", "Bytes evicted to stay within store.disk_bytes."),
             cache_objects: gauge(&r, "stavka_cache_objects", "Objects in the cache (disk tier)."),

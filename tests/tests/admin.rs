@@ -662,6 +662,8 @@ async fn every_answer_matches_its_schema_in_the_openapi_description() {
             None,
             200,
         ),
+        ("get", "/top", "/top".into(), None, 200),
+        ("get", "/top", "/top?n=nope".into(), None, 400),
         ("get", "/inspect", "/inspect?url=/no-host".into(), None, 400),
         ("get", "/inspect", "/inspect".into(), None, 400),
         (
@@ -708,6 +710,11 @@ async fn every_answer_matches_its_schema_in_the_openapi_description() {
             assert_eq!(modules[1]["status"], "serving", "{answer}");
             assert_eq!(modules[1]["mode"], "long-lived", "{answer}");
             assert_eq!(modules[1]["failure"], "open", "{answer}");
+        }
+        if template == "/top" && status == 200 {
+            let url = format!("{}/c", stavka.proxy.ip());
+            assert_eq!(answer["requests"][0]["url"], url.as_str(), "{answer}");
+            assert_eq!(answer["requests"][0]["count"], 2, "{answer}");
         }
         if template == "/inspect" && status == 200 && path.ends_with("/c") {
             assert_eq!(answer["entries"].as_array().unwrap().len(), 1, "{answer}");

@@ -164,6 +164,11 @@ async fn every_command_prints_what_the_api_answers() {
         "{frame}"
     );
     assert!(!frame.contains('\x1b'), "--once draws no escape codes");
+    assert!(
+        frame.contains("TOP URLS BY REQUESTS")
+            && frame.contains(&format!("{}/", stavka.proxy.ip())),
+        "the heaviest URLs: {frame}"
+    );
     let frame = ctl(&stavka, &["top", "--once", "--json"]).await.json();
     assert!(frame["totals"]["requests"].as_u64().unwrap() >= 3);
 

@@ -158,3 +158,24 @@ pub struct Point {
     /// Hits over lookups in that second.
     pub hit_ratio: Option<f64>,
 }
+
+/// `GET /top`: the URLs with the most requests, bytes and misses over the
+/// last one to two minutes (`#/components/schemas/Top`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Top {
+    /// By requests answered.
+    pub requests: Vec<TopUrl>,
+    /// By body bytes sent.
+    pub bytes: Vec<TopUrl>,
+    /// By requests that went to the origin.
+    pub misses: Vec<TopUrl>,
+}
+
+/// One URL and its count (an estimate that never undercounts).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TopUrl {
+    /// Host and target.
+    pub url: String,
+    /// Requests, bytes or misses.
+    pub count: u64,
+}

@@ -10,16 +10,19 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::Json;
 use prometheus::proto::MetricFamily;
 
+use super::error::ApiError;
 use super::report::{
     BytesPerSecond, BytesServed, Catalog, Evictions, OriginTotals, Point, PolicyTotals, Rates,
-    Stats, Store, Tier, Totals,
+    Stats, Store, Tier, Top, TopUrl, Totals,
 };
 use super::AdminState;
 use crate::cache::outcome::{Outcome, Source};
+use crate::top::Measure;
 
 /// Snapshots kept: one a second, five minutes.
 const KEPT: usize = 300;
@@ -157,6 +160,38 @@ impl Sample {
             policy_failures_per_second: per_second(self.policy_failures, earlier.policy_failures),
         }
     }
+}
+
+/// `?n=`: how many URLs per measure.
+#[derive(Debug, serde::Deserialize)]
+pub struct TopQuery {
+    n: Option<usize>,
+}
+
+/// The most URLs `/top` lists per measure.
+const TOP_MAX: usize = 100;
+
+/// `GET /top`: the heaviest URLs lately, by requests, bytes and misses.
+pub async fn top(
+    State(state): State<Arc<AdminState>>,
+    query: Result<Query<TopQuery>, QueryRejection>,
+) -> Result<Json<Top>, ApiError> {
+    let Query(query) = query?;
+    let n = query.n.unwrap_or(10).min(TOP_MAX);
+    let list = |measure| {
+        state
+            .metrics
+            .top
+            .top(measure, n)
+            .into_iter()
+            .map(|(url, count)| TopUrl { url, count })
+            .collect()
+    };
+    Ok(Json(Top {
+        requests: list(Measure::Requests),
+        bytes: list(Measure::Bytes),
+        misses: list(Measure::Misses),
+    }))
 }
 
 /// One snapshot a second, for rates and charts.

@@ -1,12 +1,13 @@
-//! `stavka ctl top`: the rates from `/stats`, redrawn in place every second
-//! with plain ANSI (clear, home), like `varnishstat`'s live view. The
-//! server exports no per-URL figures, so there is no list of top URLs.
+//! `stavka ctl top`: the rates from `/stats` and the heaviest URLs from
+//! `/top`, redrawn in place every second with plain ANSI (clear, home),
+//! like `varnishstat`'s and `varnishtop`'s live views.
 
 use std::time::Duration;
 
 use super::client::Client;
 use super::stats::{self, Columns};
-use crate::admin::report::Stats;
+use super::table::{Align, Table};
+use crate::admin::report::{Stats, Top, TopUrl};
 
 /// How often the view refreshes: the server samples once a second.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -16,6 +17,8 @@ const CLEAR: &str = "\x1b[2J\x1b[H";
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 /// Seconds of requests the sparkline shows.
 const SPARK_SECONDS: usize = 60;
+/// URLs listed per measure.
+const TOP_URLS: usize = 5;
 
 /// How `top` runs.
 #[derive(Debug, clap::Args)]
@@ -55,16 +58,40 @@ async fn frame(client: &Client, json: bool) -> anyhow::Result<String> {
         return reply.pretty();
     }
     let stats: Stats = reply.json()?;
+    let top: Top = client.get(&format!("/top?n={TOP_URLS}")).await?.json()?;
     let at = std::time::UNIX_EPOCH + Duration::from_secs_f64(stats.at.max(0.0));
     Ok(format!(
-        "stavka top: {}, {} (Ctrl-C quits)\n\n{}\nrequests/s, last {} s: {}\n\n{}",
+        "stavka top: {}, {} (Ctrl-C quits)\n\n{}\nrequests/s, last {} s: {}\n\n{}\n{}",
         client.addr(),
         httpdate::fmt_http_date(at),
         stats::figures(&stats, Columns::Rates),
         SPARK_SECONDS,
         sparkline(&stats),
+        urls(&top),
         stats::store(&stats)
     ))
+}
+
+/// The heaviest URLs of the last minute or two, by requests and by origin
+/// fetches, side by side.
+fn urls(top: &Top) -> String {
+    let mut table = Table::new(&[
+        ("TOP URLS BY REQUESTS", Align::Left),
+        ("REQUESTS", Align::Right),
+        ("BY MISSES", Align::Left),
+        ("MISSES", Align::Right),
+    ]);
+    let cell = |list: &[TopUrl], i: usize| {
+        list.get(i).map_or((String::new(), String::new()), |u| {
+            (u.url.clone(), u.count.to_string())
+        })
+    };
+    for i in 0..top.requests.len().max(top.misses.len()) {
+        let (url, count) = cell(&top.requests, i);
+        let (missed, misses) = cell(&top.misses, i);
+        table.row(vec![url, count, missed, misses]);
+    }
+    table.render()
 }
 
 /// The last minute of requests per second, one bar a second, scaled to

@@ -13,6 +13,7 @@ use pingora_proxy::Session;
 use super::ctx::{RequestCtx, SliceRole};
 use crate::access_log::{AccessLog, Entry};
 use crate::cache::freshness;
+use crate::cache::key::target;
 use crate::cache::outcome::{Lookup, Outcome, Source};
 use crate::cache::status::{CacheStatus, Detail, Fwd};
 use crate::cache::store::CacheStore;
@@ -166,6 +167,11 @@ impl Recorder {
         let bytes = session.body_bytes_sent();
         self.site_metrics(ctx)
             .request(outcome, elapsed.as_secs_f64(), source, bytes);
+        if let (Some(_), Some(host)) = (&ctx.site, &ctx.host) {
+            let target = target(&session.req_header().uri);
+            let miss = source == Source::Origin;
+            self.metrics.top.record(host, target, bytes as u64, miss);
+        }
 
         let cache = &session.cache;
         let lookups = &self.metrics.cache_lookups;
