@@ -52,6 +52,12 @@ try {
   const diskObjects = await page.textContent("#tiers tr[data-tier=disk] td:nth-child(2)");
   if (!(Number(diskObjects) >= 2)) failures.push(`disk tier shows ${diskObjects} objects`);
 
+  // The heaviest URLs: the hot path the traffic hits leads the list.
+  const topRow = page.locator("#top-requests tbody tr").first();
+  await topRow.waitFor({ timeout: 10_000 });
+  const topText = await topRow.textContent();
+  if (!topText.includes("/hot")) failures.push(`top URL row: ${topText}`);
+
   // The policy module and its status.
   const module = page.locator("#policies tr[data-module=p]");
   await module.waitFor({ timeout: 10_000 });

@@ -102,6 +102,19 @@ function showStats(s) {
     + `${s.totals.evictions.objects} evicted, ${s.totals.collapsed_requests} collapsed requests.`;
 }
 
+// The heaviest URLs lately (GET /top): one table per measure.
+function showTop(t) {
+  for (const [id, list] of [["top-requests", t.requests], ["top-misses", t.misses]]) {
+    const body = $(id).tBodies[0];
+    body.replaceChildren();
+    for (const u of list) {
+      const row = body.insertRow();
+      cell(row, u.url);
+      cell(row, String(u.count), "num");
+    }
+  }
+}
+
 function showPolicies(p) {
   const body = $("policies").tBodies[0];
   body.replaceChildren();
@@ -134,6 +147,8 @@ function refreshPolicies() {
 function tick() {
   api("/stats")
     .then((s) => { showStats(s); setStatus("live", true); })
+    .then(() => api("/top?n=10"))
+    .then(showTop)
     .then(() => (Date.now() - state.policiesAt > 5000 ? refreshPolicies() : null))
     .catch((e) => setStatus(e.message, false));
 }
