@@ -65,31 +65,7 @@ enum PolicyCommand {
     },
     /// Run a built module through the host's runtime on a request (and a
     /// response) and print what each hook decided.
-    Try {
-        /// The module file (`NAME.wasm`).
-        module: PathBuf,
-        /// Its sidecar file (mode, limits, `[init]`).
-        #[arg(long)]
-        sidecar: Option<PathBuf>,
-        /// The request: `METHOD TARGET`, e.g. `GET /path?q=1`.
-        #[arg(long, default_value = "GET /")]
-        request: String,
-        /// The request's Host.
-        #[arg(long, default_value = "localhost")]
-        host: String,
-        /// A request header field, `name: value` (repeatable).
-        #[arg(short = 'H', long = "header")]
-        headers: Vec<String>,
-        /// Also try `on-response` with the origin answering this status.
-        #[arg(long)]
-        response: Option<u16>,
-        /// A response header field, `name: value` (repeatable).
-        #[arg(short = 'R', long = "response-header")]
-        response_headers: Vec<String>,
-        /// Print JSON for scripts.
-        #[arg(long)]
-        json: bool,
-    },
+    Try(stavka::policy_trial::Trial),
 }
 
 /// Exit status for an invalid configuration.
@@ -155,32 +131,14 @@ fn main() -> ExitCode {
                 );
             })
         }
-        Some(Command::Policy(PolicyCommand::Try {
-            module,
-            sidecar,
-            request,
-            host,
-            headers,
-            response,
-            response_headers,
-            json,
-        })) => {
+        Some(Command::Policy(PolicyCommand::Try(trial))) => {
             // Guest log lines and failures go to stderr, the report to
             // stdout; there are no requests to log.
             stavka::telemetry::init(&stavka::config::Log {
                 access_log: false,
                 ..Default::default()
             });
-            let trial = stavka::policy_trial::Trial {
-                module,
-                sidecar,
-                request,
-                host,
-                headers,
-                response,
-                response_headers,
-            };
-            stavka::policy_trial::run(&trial, json).map(|report| print!("{report}"))
+            stavka::policy_trial::run(&trial).map(|report| print!("{report}"))
         }
         None => {
             let config = match &cli.config {

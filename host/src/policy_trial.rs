@@ -17,32 +17,41 @@ use crate::policy::{
 };
 use crate::proxy::PolicyDecisions;
 
-/// What to try the module on.
-#[derive(Debug, Clone)]
+/// What to try the module on: `stavka policy try`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Trial {
-    /// The module file.
+    /// The module file (`NAME.wasm`).
     pub module: PathBuf,
-    /// Its sidecar, if any.
+    /// Its sidecar file (mode, limits, `[init]`).
+    #[arg(long)]
     pub sidecar: Option<PathBuf>,
-    /// `METHOD TARGET`, e.g. `GET /path?q=1`.
+    /// The request: `METHOD TARGET`, e.g. `GET /path?q=1`.
+    #[arg(long, default_value = "GET /")]
     pub request: String,
     /// The request's Host.
+    #[arg(long, default_value = "localhost")]
     pub host: String,
-    /// Request header fields, `name: value`.
+    /// A request header field, `name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
     pub headers: Vec<String>,
-    /// The origin's status, to try `on-response` too.
+    /// Also try `on-response` with the origin answering this status.
+    #[arg(long)]
     pub response: Option<u16>,
-    /// The origin's header fields, `name: value`.
+    /// A response header field, `name: value` (repeatable).
+    #[arg(short = 'R', long = "response-header")]
     pub response_headers: Vec<String>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Run `trial` and return its report: lines for people, or JSON.
-pub fn run(trial: &Trial, json: bool) -> anyhow::Result<String> {
+pub fn run(trial: &Trial) -> anyhow::Result<String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let report = runtime.block_on(decide(trial))?;
-    Ok(if json {
+    Ok(if trial.json {
         serde_json::to_string_pretty(&report)? + "\n"
     } else {
         render(&report)
@@ -162,16 +171,7 @@ async fn decide(trial: &Trial) -> anyhow::Result<Value> {
     p.decide_response(&mut resp)
         .await
         .map_err(|e| anyhow::anyhow!("on-response failed closed: {e}"))?;
-    let headers: Vec<(String, String)> = resp
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = crate::admin::report::field_pairs(&resp.headers);
     report["on-response"] = match &p.response {
         Some(ResponseDecision::Store(s)) => json!({
             "decision": "store",

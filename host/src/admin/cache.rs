@@ -291,16 +291,7 @@ async fn describe(state: &AdminState, object: &Listed) -> Option<Entry> {
         Freshness::Stale
     };
     let header = meta.response_header();
-    let headers: Vec<(String, String)> = header
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = super::report::field_pairs(&header.headers);
     let target = key::parts(&object.primary_key).map(|(_, _, t)| t.to_owned());
     Some(Entry {
         target,

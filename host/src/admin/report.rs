@@ -179,3 +179,17 @@ pub struct TopUrl {
     /// Requests, bytes or misses.
     pub count: u64,
 }
+
+/// Header fields as `(name, value)` text pairs, for reports; values that
+/// are not UTF-8 are shown lossily.
+pub fn field_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
