@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -32,8 +33,9 @@ pub struct Flights {
 pub enum Claim {
     /// This request fetches it.
     Mine(Flight),
-    /// Another request is fetching it: wait on this, then look again.
-    Theirs(watch::Receiver<Stage>),
+    /// Another request is fetching it: wait for it to settle
+    /// ([`Flights::settled`]), then look again.
+    Theirs,
 }
 
 /// A claimed block. Settled when dropped, whatever happened.
@@ -64,11 +66,26 @@ impl Flights {
         self.shard(hash).contains_key(&hash)
     }
 
+    /// Wait, at most `limit`, until the claim on the block whose key
+    /// hashes to `hash` settles (or its claimant goes away); at once when
+    /// nobody has claimed it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is held but a receiver.
+    pub async fn settled(&self, hash: u128, limit: Duration) {
+        let theirs = self.shard(hash).get(&hash).cloned();
+        if let Some(mut theirs) = theirs {
+            let settled = theirs.wait_for(|s| *s == Stage::Settled);
+            let _ = tokio::time::timeout(limit, settled).await;
+        }
+    }
+
     /// Claim the block whose key hashes to `hash`.
     pub fn claim(&'static self, hash: u128) -> Claim {
         let mut shard = self.shard(hash);
-        if let Some(theirs) = shard.get(&hash) {
-            return Claim::Theirs(theirs.clone());
+        if shard.contains_key(&hash) {
+            return Claim::Theirs;
         }
         let (stage, receiver) = watch::channel(Stage::Fetching);
         shard.insert(hash, receiver);
@@ -93,15 +110,6 @@ impl Drop for Flight {
     }
 }
 
-/// Wait until the claimant of a block settles it (or goes away).
-///
-/// # Cancel safety
-///
-/// Cancel safe: nothing is held but the receiver.
-pub async fn settled(mut theirs: watch::Receiver<Stage>) {
-    let _ = theirs.wait_for(|s| *s == Stage::Settled).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,11 +120,12 @@ mod tests {
         let Claim::Mine(mine) = flights.claim(7) else {
             panic!("the first claim is mine")
         };
-        let Claim::Theirs(theirs) = flights.claim(7) else {
-            panic!("the second waits")
-        };
+        assert!(
+            matches!(flights.claim(7), Claim::Theirs),
+            "the second waits"
+        );
         assert!(matches!(flights.claim(8), Claim::Mine(_)));
-        let waiter = tokio::spawn(settled(theirs));
+        let waiter = tokio::spawn(flights.settled(7, Duration::from_secs(10)));
         mine.settle();
         waiter.await.unwrap();
         assert!(

@@ -21,7 +21,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::flights::{self, Claim, Flight};
+use super::flights::{Claim, Flight};
 use super::identity::{self, Identity};
 use super::origin::{Ask, Carries, Fetch, Upstream};
 use super::range::{self, Requested, Span, Spec};
@@ -272,6 +272,19 @@ impl Storing {
     }
 }
 
+/// Where a block stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whereabouts {
+    /// Committed to the store.
+    Stored,
+    /// Being written: a lookup follows the write.
+    Writing,
+    /// Claimed by a request that has not begun writing it.
+    Claimed,
+    /// None of these: a request may fetch it.
+    Missing,
+}
+
 /// The start of a request's response.
 enum Start {
     /// The object is known: send the response for it, reading the first
@@ -390,9 +403,7 @@ impl Engine {
             target.settings.read_ahead,
         ) else {
             let key = target.object.block(first);
-            if let Claim::Theirs(theirs) = self.flights.claim(hash(&key)) {
-                let _ = tokio::time::timeout(CLAIM_WAIT, flights::settled(theirs)).await;
-            }
+            self.flights.settled(hash(&key), CLAIM_WAIT).await;
             return Ok(None);
         };
         let ask = Self::run_span(first, claims.len() as u64, target.settings.block, None);
@@ -629,20 +640,26 @@ impl Engine {
         read_ahead: u32,
     ) -> Option<Vec<(u64, Flight)>> {
         let last = (needed + u64::from(read_ahead)).min(blocks.map_or(u64::MAX, |b| b - 1));
-        // Stored, or being written: a write registers with the store
-        // before its claim is released, so checking again after claiming
-        // closes the gap between a lookup and a claim.
-        let stored = |key: &CacheKey| self.store.holds(key) || self.store.writing(key);
+        // A write registers with the store before its claim is released,
+        // so checking again after claiming closes the gap between a lookup
+        // and a claim.
         let mut claims = Vec::new();
         for index in first..=last {
             let key = keys.block(index);
-            if stored(&key) {
+            if self.whereabouts(&key) != Whereabouts::Missing {
                 break;
             }
             match self.flights.claim(hash(&key)) {
-                Claim::Mine(_) if stored(&key) => break,
+                Claim::Mine(_)
+                    if matches!(
+                        self.whereabouts(&key),
+                        Whereabouts::Stored | Whereabouts::Writing
+                    ) =>
+                {
+                    break
+                }
                 Claim::Mine(flight) => claims.push((index, flight)),
-                Claim::Theirs(_) => break,
+                Claim::Theirs => break,
             }
         }
         (!claims.is_empty()).then_some(claims)
@@ -782,9 +799,7 @@ impl Engine {
             Some(identity.blocks()),
             target.settings.read_ahead,
         ) else {
-            if let Claim::Theirs(theirs) = self.flights.claim(hash(&key)) {
-                let _ = tokio::time::timeout(CLAIM_WAIT, flights::settled(theirs)).await;
-            }
+            self.flights.settled(hash(&key), CLAIM_WAIT).await;
             return Ok(None);
         };
         let ask = Self::run_span(
@@ -814,10 +829,7 @@ impl Engine {
     fn read_on(&'static self, target: &Target, object: &Object, identity: &Identity, index: u64) {
         let ahead = u64::from(target.settings.read_ahead);
         let last = (index + ahead).min(identity.blocks() - 1);
-        let there = |i: u64| {
-            let key = target.object.block(i);
-            self.store.holds(&key) || self.store.writing(&key) || self.flights.claimed(hash(&key))
-        };
+        let there = |i: u64| self.whereabouts(&target.object.block(i)) != Whereabouts::Missing;
         if there((index + ahead.div_ceil(2)).min(last)) {
             return;
         }
@@ -857,6 +869,19 @@ impl Engine {
         });
     }
 
+    /// Where block `key` stands: index and map probes, no I/O.
+    fn whereabouts(&self, key: &CacheKey) -> Whereabouts {
+        if self.store.holds(key) {
+            Whereabouts::Stored
+        } else if self.store.writing(key) {
+            Whereabouts::Writing
+        } else if self.flights.claimed(hash(key)) {
+            Whereabouts::Claimed
+        } else {
+            Whereabouts::Missing
+        }
+    }
+
     /// How many of `span`'s blocks are stored now, how many are being
     /// fetched by other requests, of how many.
     fn present(&self, target: &Target, identity: &Identity, span: Span) -> SliceBlocks {
@@ -864,11 +889,10 @@ impl Engine {
         let total = blocks.end() - blocks.start() + 1;
         let (mut hit, mut in_flight) = (0, 0);
         for i in blocks {
-            let key = target.object.block(i);
-            if self.store.holds(&key) {
-                hit += 1;
-            } else if self.store.writing(&key) || self.flights.claimed(hash(&key)) {
-                in_flight += 1;
+            match self.whereabouts(&target.object.block(i)) {
+                Whereabouts::Stored => hit += 1,
+                Whereabouts::Writing | Whereabouts::Claimed => in_flight += 1,
+                Whereabouts::Missing => {}
             }
         }
         SliceBlocks {
