@@ -36,26 +36,27 @@ pub fn strip(resp: &mut ResponseHeader) {
     if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
-    for name in connection_specific(&resp.headers) {
-        resp.remove_header(name.as_str());
-    }
+    let named = named_by_connection(&resp.headers);
+    each_connection_specific(&named, |name| {
+        resp.remove_header(name);
+    });
 }
 
 /// Remove the connection-specific fields of a client's request before a
 /// request of the proxy's own (a slice fetch) is built from it, and its
 /// framing: such a request has no body.
 pub fn strip_request(req: &mut RequestHeader) {
-    for name in connection_specific(&req.headers) {
-        req.remove_header(name.as_str());
-    }
+    let named = named_by_connection(&req.headers);
+    each_connection_specific(&named, |name| {
+        req.remove_header(name);
+    });
     req.remove_header(&header::CONTENT_LENGTH);
     req.remove_header(&header::TRANSFER_ENCODING);
 }
 
-/// `Connection`, the fields it names (except the message's framing) and
-/// the fields that are connection-specific whether named or not.
-fn connection_specific(headers: &http::HeaderMap) -> Vec<String> {
-    let mut names: Vec<String> = headers
+/// The fields `Connection` names, lower-cased, except the message's framing.
+fn named_by_connection(headers: &http::HeaderMap) -> Vec<String> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -66,10 +67,18 @@ fn connection_specific(headers: &http::HeaderMap) -> Vec<String> {
                 && name != header::CONTENT_LENGTH.as_str()
                 && name != header::TRANSFER_ENCODING.as_str()
         })
-        .collect();
-    names.extend(ALWAYS.map(str::to_owned));
-    names.push(header::CONNECTION.as_str().to_owned());
-    names
+        .collect()
+}
+
+/// Call `each` with every connection-specific field name: the `named`
+/// ones, those that always are, and `Connection` itself.
+fn each_connection_specific(named: &[String], mut each: impl FnMut(&str)) {
+    let always = ALWAYS.into_iter().chain([header::CONNECTION.as_str()]);
+    named
+        .iter()
+        .map(String::as_str)
+        .chain(always)
+        .for_each(&mut each);
 }
 
 #[cfg(test)]
