@@ -75,8 +75,14 @@ fn main() {
         ..config::Policy::default()
     };
     let metrics = Metrics::new();
-    let registry =
-        PolicyRegistry::new(&config, Arc::new(PolicyMetrics::new(metrics.registry()))).unwrap();
+    let registry = PolicyRegistry::new(
+        &config,
+        Arc::new(PolicyMetrics::new(
+            metrics.registry(),
+            metrics.events.clone(),
+        )),
+    )
+    .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -11,6 +11,17 @@ use prometheus::{
 use crate::cache::outcome::{Block, Lookup, Outcome, Source};
 use crate::cache::store::StoreStats;
 use crate::error_kind::ErrorKind;
+use crate::events::EventLog;
+use crate::status_class::StatusClass;
+
+/// The `site` label of requests that matched no site.
+pub const NO_SITE: &str = "-";
+
+/// Upper bounds, in seconds, of every latency histogram's buckets; `/stats`
+/// reads percentiles from them.
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// `stavka_cache_lookups_total` by result, resolved once so the request
 /// path increments an atomic.
@@ -36,6 +47,7 @@ pub struct Metrics {
     origin_errors: IntCounterVec,
     origin_latency: HistogramVec,
     bytes_served: IntCounterVec,
+    responses: IntCounterVec,
     /// Cache lookups by result, resolved once.
     pub cache_lookups: Lookups,
     /// Objects admitted to the cache.
@@ -52,6 +64,8 @@ pub struct Metrics {
     slice_blocks: [IntCounter; Block::ALL.len()],
     /// The URLs with the most requests, bytes and misses lately.
     pub top: crate::top::TopUrls,
+    /// What changed lately, for the dashboard's event log.
+    pub events: std::sync::Arc<EventLog>,
     cache_evictions: IntCounter,
     cache_evicted_bytes: IntCounter,
     cache_objects: IntGauge,
@@ -75,15 +89,27 @@ pub struct SiteMetrics {
     origin_errors: IntCounterVec,
     site: String,
     bytes: [IntCounter; Source::ALL.len()],
+    classes: [IntCounter; StatusClass::ALL.len()],
 }
 
 impl SiteMetrics {
-    /// Count one finished request.
-    pub fn request(&self, outcome: Outcome, seconds: f64, source: Source, bytes: usize) {
+    /// Count one finished request, answered with `status` (0 when nothing
+    /// was sent).
+    pub fn request(
+        &self,
+        outcome: Outcome,
+        status: u16,
+        seconds: f64,
+        source: Source,
+        bytes: usize,
+    ) {
         let i = outcome.index();
         self.requests[i].inc();
         self.durations[i].observe(seconds);
-        self.bytes[source as usize].inc_by(bytes as u64);
+        self.bytes[source.index()].inc_by(bytes as u64);
+        if let Some(class) = StatusClass::of(status) {
+            self.classes[class.index()].inc();
+        }
     }
 
     /// Count an origin failure, by kind.
@@ -119,9 +145,7 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let buckets = vec![
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ];
+    let buckets = LATENCY_BUCKETS.to_vec();
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .expect("valid metric");
     registry
@@ -177,6 +201,12 @@ impl Metrics {
                 "Response body bytes sent to clients, by site and where they came from.",
                 &["site", "source"],
             ),
+            responses: counter_vec(
+                &r,
+                "stavka_responses_total",
+                "Responses sent, by site and status class (1xx to 5xx).",
+                &["site", "class"],
+            ),
             cache_lookups: Lookups::new(&counter_vec(
                 &r,
                 "stavka_cache_lookups_total",
@@ -209,6 +239,7 @@ impl Metrics {
                 Block::ALL.map(|b| family.with_label_values(&[b.as_str()]))
             },
             top: Default::default(),
+            events: Default::default(),
             cache_evictions: counter(&r, "stavka_cache_evictions_total", "Objects evicted to stay within store.disk_bytes."),
             cache_evicted_bytes: counter(&r, "stavka_cache_evicted_bytes_total", "Bytes evicted to stay within store.disk_bytes."),
             cache_objects: gauge(&r, "stavka_cache_objects", "Objects in the cache (disk tier)."),
@@ -242,6 +273,8 @@ impl Metrics {
             origin_errors: self.origin_errors.clone(),
             site: site.to_owned(),
             bytes: Source::ALL.map(|s| self.bytes_served.with_label_values(&[site, s.as_str()])),
+            classes: StatusClass::ALL
+                .map(|c| self.responses.with_label_values(&[site, c.as_str()])),
         }
     }
 

@@ -85,8 +85,13 @@ async fn load(trial: &Trial) -> anyhow::Result<Arc<PolicyModule>> {
         ..config::Policy::default()
     };
     let metrics = Metrics::new();
-    let registry =
-        PolicyRegistry::new(&settings, Arc::new(PolicyMetrics::new(metrics.registry())))?;
+    let registry = PolicyRegistry::new(
+        &settings,
+        Arc::new(PolicyMetrics::new(
+            metrics.registry(),
+            metrics.events.clone(),
+        )),
+    )?;
     match registry.load(&name).await {
         Ok(Loaded::New(module)) => Ok(Arc::from(module)),
         Ok(Loaded::Unchanged | Loaded::Absent) => {

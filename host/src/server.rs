@@ -32,7 +32,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     // Policies load before the listeners open: the first request already
     // runs the site's module. The watcher then keeps them current.
-    let policy_metrics = Arc::new(PolicyMetrics::new(metrics.registry()));
+    let policy_metrics = Arc::new(PolicyMetrics::new(
+        metrics.registry(),
+        metrics.events.clone(),
+    ));
     let named = config.sites.iter().filter_map(|s| s.policy.clone());
     let policies =
         Arc::new(PolicyRegistry::new(&config.policy, policy_metrics)?.named_by_sites(named));

@@ -688,6 +688,8 @@ async fn every_answer_matches_its_schema_in_the_openapi_description() {
             422,
         ),
         ("post", "/purge", "/purge".into(), None, 415),
+        ("get", "/events", "/events".into(), None, 200),
+        ("get", "/events", "/events?after=-1".into(), None, 400),
     ];
     let mut called = std::collections::BTreeSet::new();
     for (method, template, path, body, expected) in calls {
@@ -715,6 +717,50 @@ async fn every_answer_matches_its_schema_in_the_openapi_description() {
             let url = format!("{}/c", stavka.proxy.ip());
             assert_eq!(answer["requests"][0]["url"], url.as_str(), "{answer}");
             assert_eq!(answer["requests"][0]["count"], 2, "{answer}");
+        }
+        if template == "/events" && status == 200 {
+            // Loads, the rejection, and the purge above, oldest first.
+            let events: Vec<(String, String)> = answer["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["kind"].as_str().unwrap().into(),
+                        e["subject"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            for expected in [
+                ("policy-loaded", "p"),
+                ("policy-rejected", "broken"),
+                ("purge", "tag t"),
+            ] {
+                assert!(
+                    events
+                        .iter()
+                        .any(|(k, s)| (k.as_str(), s.as_str()) == expected),
+                    "{expected:?} in {answer}"
+                );
+            }
+        }
+        if template == "/stats" && status == 200 {
+            // The site served /c twice and a range of /s: 200s and a 206.
+            let site = &answer["sites"][0];
+            assert_eq!(site["site"], "test", "{answer}");
+            assert!(
+                site["requests_per_second"].as_f64().unwrap() > 0.0,
+                "{answer}"
+            );
+            assert!(
+                site["status_per_second"]["2xx"].as_f64().unwrap() > 0.0,
+                "{answer}"
+            );
+            assert_eq!(site["origin"]["health"], "healthy", "{answer}");
+            assert!(
+                site["latency"]["p50_ms"].as_f64().unwrap() > 0.0,
+                "{answer}"
+            );
         }
         if template == "/inspect" && status == 200 && path.ends_with("/c") {
             assert_eq!(answer["entries"].as_array().unwrap().len(), 1, "{answer}");

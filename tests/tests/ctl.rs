@@ -157,6 +157,15 @@ async fn every_command_prints_what_the_api_answers() {
         assert!(table.contains(row), "{row} in {table}");
     }
     assert!(table.contains("OBJECTS") && table.contains("memory") && table.contains("disk"));
+    for row in ["client latency p99", "origin latency p99", "5xx responses"] {
+        assert!(table.contains(row), "{row} in {table}");
+    }
+    // The site's line: it fetched /a and /b from a healthy origin.
+    let site_line = table
+        .lines()
+        .find(|l| l.starts_with("test "))
+        .unwrap_or_else(|| panic!("a line for site test in {table}"));
+    assert!(site_line.contains("healthy"), "{site_line}");
     let frame = ctl(&stavka, &["top", "--once"]).await;
     let frame = frame.ok();
     assert!(
@@ -193,6 +202,24 @@ async fn every_command_prints_what_the_api_answers() {
     }
     assert!(
         table.contains("broken") && table.contains("failed"),
+        "{table}"
+    );
+
+    // events: the rejection is one, marked as a warning
+    let events = ctl(&stavka, &["events", "--json"]).await.json();
+    assert_eq!(events, api(&stavka, "/events?n=50").await);
+    let rejected = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "policy-rejected")
+        .unwrap_or_else(|| panic!("a rejection in {events}"));
+    assert_eq!(rejected["subject"], "broken");
+    assert_eq!(rejected["warning"], true);
+    let table = ctl(&stavka, &["events", "-n", "5"]).await;
+    let table = table.ok();
+    assert!(
+        table.contains("EVENT") && table.contains("policy-rejected") && table.contains("broken"),
         "{table}"
     );
 

@@ -21,15 +21,22 @@ async fn the_dashboard_shows_live_numbers_and_purges_from_its_form() {
         "needs Debian's chromium and playwright-core in tests/dashboard: run ./x test, which installs both"
     );
     let page = || async { ([("cache-control", "max-age=600")], "page") };
+    let uncached = || async { ([("cache-control", "no-store")], "fresh every time") };
     let origin = Origin::start(
         Router::new()
             .route("/hot", get(page))
-            .route("/target", get(page)),
+            .route("/target", get(page))
+            .route("/live", get(uncached)),
     )
     .await;
+    // A second site whose origin is down: nothing listens on its port.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let stavka = Stavka::start_with_modules(
         &format!(
-            "[admin]\ntoken = \"{TOKEN}\"\n\n{}",
+            "[admin]\ntoken = \"{TOKEN}\"\n\n{}\n[[site]]\nname = \"down\"\nhosts = [\"down.example\"]\norigin = {{ address = \"{down}\" }}\n",
             default_site(&origin, Some("p"))
         ),
         &[("p", "ttl-rules", "")],
@@ -40,11 +47,15 @@ async fn the_dashboard_shows_live_numbers_and_purges_from_its_form() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = {
-        let (stop, url) = (stop.clone(), stavka.url("/hot"));
+        let (stop, hot, live) = (stop.clone(), stavka.url("/hot"), stavka.url("/live"));
         tokio::spawn(async move {
             let client = client();
             while !stop.load(Ordering::SeqCst) {
-                let _ = client.get(&url).send().await;
+                // Hits, origin fetches, and 502s from the site that is down.
+                let _ = client.get(&hot).send().await;
+                let _ = client.get(&hot).send().await;
+                let _ = client.get(&live).send().await;
+                let _ = client.get(&hot).header("host", "down.example").send().await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })

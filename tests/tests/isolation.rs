@@ -299,4 +299,25 @@ async fn an_open_breaker_probes_after_its_cooldown_and_a_new_version_closes_it()
     wait_for(&stavka, &loads("p", "loaded"), 2.0).await;
     assert_eq!(metric(&stavka, state).await, 0.0);
     assert_eq!(stavka.get("/plain").await.text(), "blue");
+
+    // The event log tells the trip once (not the probe that reopened it)
+    // and the recovery.
+    let events = stavka.admin_json("/events").await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["subject"] == "p")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "policy-loaded",
+            "breaker-opened",
+            "breaker-recovered",
+            "policy-loaded"
+        ],
+        "{events}"
+    );
 }

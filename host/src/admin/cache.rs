@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::AdminState;
 use crate::cache::key::{self, cache_key};
 use crate::cache::store::PurgeMode;
+use crate::events::EventKind;
 use crate::host_name;
 use pingora_cache::key::CacheHashKey;
 
@@ -204,6 +205,11 @@ pub async fn purge(
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     tracing::info!(selector, value = %report.value, mode = report.mode, matched, purged, "purge");
+    state.metrics.events.record(
+        EventKind::Purge,
+        format!("{selector} {}", report.value),
+        format!("{}: matched {matched}, purged {purged}", report.mode),
+    );
     Ok(Json(report))
 }
 

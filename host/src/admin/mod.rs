@@ -89,6 +89,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/inspect", get(cache::inspect))
         .route("/stats", get(stats::stats))
         .route("/top", get(stats::top))
+        .route("/events", get(stats::events))
         .route("/policies", get(policies::list))
         .route("/policies/{module}/reload", post(policies::reload))
         .route("/policies/{module}/kv", get(policies::kv_list))

@@ -18,6 +18,8 @@ pub struct Stats {
     pub rates: BTreeMap<String, Option<Rates>>,
     /// One point a second, oldest first.
     pub series: Vec<Point>,
+    /// Each site over the last 10 seconds, busiest first.
+    pub sites: Vec<SiteRates>,
 }
 
 /// Counters since start.
@@ -137,6 +139,105 @@ pub struct Rates {
     pub policy_calls_per_second: f64,
     /// Policy call failures per second.
     pub policy_failures_per_second: f64,
+    /// Responses per second by status class (`1xx` … `5xx`).
+    pub status_per_second: BTreeMap<String, f64>,
+    /// Client and origin latency percentiles in the window.
+    pub latency: Latency,
+}
+
+/// Latency percentiles of clients and origins.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Latency {
+    /// From a request's start to its last byte sent.
+    pub client: Percentiles,
+    /// From a request sent to an origin to its response header.
+    pub origin: Percentiles,
+}
+
+/// Percentiles read from histogram buckets (linear within a bucket, as
+/// Prometheus' `histogram_quantile` does); none without observations.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Median, milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile, milliseconds.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: Option<f64>,
+}
+
+/// One site over a window: `#/components/schemas/SiteRates`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SiteRates {
+    /// The site's name; `-` for requests that matched no site.
+    pub site: String,
+    /// Requests answered per second.
+    pub requests_per_second: f64,
+    /// Hits over lookups; none without lookups.
+    pub hit_ratio: Option<f64>,
+    /// Responses per second by status class.
+    pub status_per_second: BTreeMap<String, f64>,
+    /// Client latency percentiles.
+    pub latency: Percentiles,
+    /// How the site's origin is doing.
+    pub origin: OriginRates,
+}
+
+/// A site's origin over a window.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OriginRates {
+    /// Requests sent per second.
+    pub requests_per_second: f64,
+    /// Failures per second (connection, timeout, closed early, …).
+    pub errors_per_second: f64,
+    /// Of those, timeouts per second (connect or read).
+    pub timeouts_per_second: f64,
+    /// Time to the response header.
+    pub latency: Percentiles,
+    /// The verdict.
+    pub health: OriginHealth,
+}
+
+/// A verdict on an origin from its failure ratio over a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginHealth {
+    /// Nothing was sent to it.
+    Idle,
+    /// Under 5% of requests failed.
+    Healthy,
+    /// 5% to 50% failed.
+    Degraded,
+    /// Half or more failed.
+    Failing,
+}
+
+impl OriginHealth {
+    /// The verdict on `errors` failures among `requests` sent.
+    pub fn judge(requests: f64, errors: f64) -> OriginHealth {
+        // A failure to connect is counted without a request having been
+        // sent, so the failures are weighed against both.
+        let attempts = requests.max(errors);
+        if attempts <= 0.0 {
+            OriginHealth::Idle
+        } else if errors / attempts >= 0.5 {
+            OriginHealth::Failing
+        } else if errors / attempts >= 0.05 {
+            OriginHealth::Degraded
+        } else {
+            OriginHealth::Healthy
+        }
+    }
+
+    /// Its name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginHealth::Idle => "idle",
+            OriginHealth::Healthy => "healthy",
+            OriginHealth::Degraded => "degraded",
+            OriginHealth::Failing => "failing",
+        }
+    }
 }
 
 /// Body bytes sent per second, by where they came from.
@@ -157,6 +258,17 @@ pub struct Point {
     pub requests_per_second: f64,
     /// Hits over lookups in that second.
     pub hit_ratio: Option<f64>,
+    /// Responses in that second by status class.
+    pub status_per_second: BTreeMap<String, f64>,
+    /// Client latency percentiles in that second.
+    pub latency: Percentiles,
+}
+
+/// `GET /events`: the newest events after the one asked for.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Events {
+    /// Oldest first.
+    pub events: Vec<crate::events::Event>,
 }
 
 /// `GET /top`: the URLs with the most requests, bytes and misses over the

@@ -100,6 +100,11 @@ impl Source {
     /// Every source, in the order metrics handles are indexed by.
     pub const ALL: [Source; 3] = [Source::Cache, Source::Origin, Source::Local];
 
+    /// Its position in [`Source::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -4,6 +4,7 @@
 //! returns what to print, so [`run`] alone touches standard output.
 
 mod client;
+mod events;
 mod format;
 mod inspect;
 mod json;
@@ -76,6 +77,9 @@ enum Command {
     /// Request rate, hit ratio, bytes/s and origin latency, redrawn every
     /// second.
     Top(top::Args),
+    /// Recent events: purges, policy loads and rejections, circuit
+    /// breakers, eviction spikes.
+    Events(events::Args),
 }
 
 /// Run one `ctl` command against the admin API found from `args`, the
@@ -95,6 +99,7 @@ pub fn run(args: Args, config: Option<&Path>) -> anyhow::Result<()> {
             Command::Stats => stats::run(&client, json).await?,
             Command::Policies => policies::run(&client, json).await?,
             Command::Kv { action } => kv::run(&client, action, json).await?,
+            Command::Events(events) => events::run(&client, events, json).await?,
             Command::Top(top) => return top::run(&client, top, json).await,
         };
         print(&out)

@@ -6,6 +6,7 @@ use super::client::Client;
 use super::format;
 use super::table::{Align, Table};
 use crate::admin::report::{Rates, Stats, Totals};
+use crate::status_class::StatusClass;
 
 /// The store's tiers, as `/stats` names them.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +35,11 @@ enum Figure {
     OriginRequests,
     OriginErrors,
     OriginLatency,
+    ClientP50,
+    ClientP99,
+    OriginP99,
+    ClientErrors,
+    ServerErrors,
     Collapsed,
     Evictions,
     PolicyCalls,
@@ -41,7 +47,7 @@ enum Figure {
 }
 
 impl Figure {
-    const ALL: [Figure; 11] = [
+    const ALL: [Figure; 16] = [
         Figure::Requests,
         Figure::HitRatio,
         Figure::BytesFromCache,
@@ -49,6 +55,11 @@ impl Figure {
         Figure::OriginRequests,
         Figure::OriginErrors,
         Figure::OriginLatency,
+        Figure::ClientP50,
+        Figure::ClientP99,
+        Figure::OriginP99,
+        Figure::ClientErrors,
+        Figure::ServerErrors,
         Figure::Collapsed,
         Figure::Evictions,
         Figure::PolicyCalls,
@@ -65,6 +76,11 @@ impl Figure {
             Figure::OriginRequests => "origin requests",
             Figure::OriginErrors => "origin errors",
             Figure::OriginLatency => "origin latency",
+            Figure::ClientP50 => "client latency p50",
+            Figure::ClientP99 => "client latency p99",
+            Figure::OriginP99 => "origin latency p99",
+            Figure::ClientErrors => "4xx responses",
+            Figure::ServerErrors => "5xx responses",
             Figure::Collapsed => "collapsed requests",
             Figure::Evictions => "evictions",
             Figure::PolicyCalls => "policy calls",
@@ -82,6 +98,12 @@ impl Figure {
             Figure::OriginRequests => t.origin.requests.to_string(),
             Figure::OriginErrors => t.origin.errors.to_string(),
             Figure::OriginLatency => format::millis(t.origin.mean_latency_ms),
+            // Percentiles and status classes are kept per window only.
+            Figure::ClientP50
+            | Figure::ClientP99
+            | Figure::OriginP99
+            | Figure::ClientErrors
+            | Figure::ServerErrors => "-".to_owned(),
             Figure::Collapsed => t.collapsed_requests.to_string(),
             Figure::Evictions => t.evictions.objects.to_string(),
             Figure::PolicyCalls => t.policy.calls.to_string(),
@@ -99,12 +121,27 @@ impl Figure {
             Figure::OriginRequests => format::per_second(r.origin_requests_per_second),
             Figure::OriginErrors => format::per_second(r.origin_errors_per_second),
             Figure::OriginLatency => format::millis(r.origin_mean_latency_ms),
+            Figure::ClientP50 => format::millis(r.latency.client.p50_ms),
+            Figure::ClientP99 => format::millis(r.latency.client.p99_ms),
+            Figure::OriginP99 => format::millis(r.latency.origin.p99_ms),
+            Figure::ClientErrors => status(r, StatusClass::ClientError),
+            Figure::ServerErrors => status(r, StatusClass::ServerError),
             Figure::Collapsed => format::per_second(r.collapsed_per_second),
             Figure::Evictions => format::per_second(r.evictions_per_second),
             Figure::PolicyCalls => format::per_second(r.policy_calls_per_second),
             Figure::PolicyFailures => format::per_second(r.policy_failures_per_second),
         }
     }
+}
+
+/// Responses of `class` per second in `r`.
+fn status(r: &Rates, class: StatusClass) -> String {
+    format::per_second(
+        r.status_per_second
+            .get(class.as_str())
+            .copied()
+            .unwrap_or(0.0),
+    )
 }
 
 /// Which columns [`figures`] draws.
@@ -124,10 +161,51 @@ pub async fn run(client: &Client, json: bool) -> anyhow::Result<String> {
     }
     let stats: Stats = reply.json()?;
     Ok(format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         figures(&stats, Columns::TotalsAndRates),
+        sites(&stats),
         store(&stats)
     ))
+}
+
+/// Each site over the last 10 seconds: traffic, errors, latency and its
+/// origin's health.
+pub fn sites(stats: &Stats) -> String {
+    let mut table = Table::new(&[
+        ("SITE", Align::Left),
+        ("REQ/S", Align::Right),
+        ("HIT", Align::Right),
+        ("5XX/S", Align::Right),
+        ("P50", Align::Right),
+        ("P99", Align::Right),
+        ("ORIGIN", Align::Left),
+        ("ORIGIN REQ/S", Align::Right),
+        ("ERR/S", Align::Right),
+        ("TIMEOUT/S", Align::Right),
+        ("ORIGIN P99", Align::Right),
+    ]);
+    for site in &stats.sites {
+        let o = &site.origin;
+        let server_errors = site
+            .status_per_second
+            .get(StatusClass::ServerError.as_str())
+            .copied()
+            .unwrap_or(0.0);
+        table.row(vec![
+            site.site.clone(),
+            format::per_second(site.requests_per_second),
+            format::ratio(site.hit_ratio),
+            format::per_second(server_errors),
+            format::millis(site.latency.p50_ms),
+            format::millis(site.latency.p99_ms),
+            o.health.as_str().to_owned(),
+            format::per_second(o.requests_per_second),
+            format::per_second(o.errors_per_second),
+            format::per_second(o.timeouts_per_second),
+            format::millis(o.latency.p99_ms),
+        ]);
+    }
+    table.render()
 }
 
 /// One row per figure; a window the server has no snapshot for yet (just

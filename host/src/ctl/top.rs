@@ -61,12 +61,13 @@ async fn frame(client: &Client, json: bool) -> anyhow::Result<String> {
     let top: Top = client.get(&format!("/top?n={TOP_URLS}")).await?.json()?;
     let at = std::time::UNIX_EPOCH + Duration::from_secs_f64(stats.at.max(0.0));
     Ok(format!(
-        "stavka top: {}, {} (Ctrl-C quits)\n\n{}\nrequests/s, last {} s: {}\n\n{}\n{}",
+        "stavka top: {}, {} (Ctrl-C quits)\n\n{}\nrequests/s, last {} s: {}\n\n{}\n{}\n{}",
         client.addr(),
         httpdate::fmt_http_date(at),
         stats::figures(&stats, Columns::Rates),
         SPARK_SECONDS,
         sparkline(&stats),
+        stats::sites(&stats),
         urls(&top),
         stats::store(&stats)
     ))

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use prometheus::{IntCounter, IntGauge};
 
+use crate::events::{EventKind, EventLog};
 use crate::policy_settings::BreakerLimits;
 
 /// Where a breaker stands.
@@ -88,6 +89,8 @@ pub struct BreakerMetrics {
     pub state: IntGauge,
     /// `stavka_policy_breaker_opens_total{module}`.
     pub opens: IntCounter,
+    /// Where openings and recoveries are told to the operator.
+    pub events: Arc<EventLog>,
 }
 
 /// One module's circuit breaker.
@@ -172,6 +175,21 @@ impl Breaker {
             } else {
                 tracing::info!(module, from, to, "policy circuit breaker");
             }
+            // The operator hears when it trips and when it is whole again,
+            // not of every probe between.
+            let event = match (was, public) {
+                (BreakerState::Closed, BreakerState::Open) => Some((
+                    EventKind::BreakerOpened,
+                    "the failure mode answers without entering the module",
+                )),
+                (_, BreakerState::Closed) => {
+                    Some((EventKind::BreakerRecovered, "calls enter the module again"))
+                }
+                _ => None,
+            };
+            if let Some((kind, detail)) = event {
+                self.metrics.events.record(kind, module, detail);
+            }
         }
         *state = next;
         self.code.store(public.gauge() as u8, Ordering::Relaxed);
@@ -241,6 +259,7 @@ mod tests {
             BreakerMetrics {
                 state: IntGauge::new("state", "state").unwrap(),
                 opens: IntCounter::new("opens", "opens").unwrap(),
+                events: Default::default(),
             },
         )
     }

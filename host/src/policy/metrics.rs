@@ -1,7 +1,7 @@
 //! Policy metrics: per module, registered in the process registry.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -9,6 +9,7 @@ use prometheus::{
 };
 
 use super::breaker::BreakerMetrics;
+use crate::events::{EventKind, EventLog};
 
 /// A hook, as labelled in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +108,8 @@ pub struct PolicyMetrics {
     /// The label sets currently exported, per module, so a reload can
     /// retire the old ones.
     current: Mutex<HashMap<String, Exported>>,
+    /// Loads, rejections, removals and breaker trips, for the operator.
+    events: Arc<EventLog>,
 }
 
 /// A module's current `info` labels and `last_error` message.
@@ -158,7 +161,8 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C
 
 impl PolicyMetrics {
     /// Register the families in `r`.
-    pub fn new(r: &Registry) -> PolicyMetrics {
+    /// Register the families in `r`; load and breaker events go to `events`.
+    pub fn new(r: &Registry, events: Arc<EventLog>) -> PolicyMetrics {
         let cv = |name: &str, help: &str, labels: &[&str]| {
             register(
                 r,
@@ -228,6 +232,7 @@ impl PolicyMetrics {
             ),
             guest_gauges: gv("stavka_policy_guest_gauge", "Gauges defined by policy modules.", &["module", "name"]),
             current: Mutex::default(),
+            events,
         }
     }
 
@@ -258,6 +263,11 @@ impl PolicyMetrics {
         }
         entry.info = vec![module.to_owned(), hash.to_owned(), mode.to_owned()];
         self.load(module, LoadResult::Loaded);
+        self.events.record(
+            EventKind::PolicyLoaded,
+            module,
+            format!("version {} ({mode})", &hash[..hash.len().min(12)]),
+        );
         self.info.with_label_values(&[module, hash, mode]).set(1);
         self.loaded_at
             .with_label_values(&[module])
@@ -274,6 +284,7 @@ impl PolicyMetrics {
         self.last_error.with_label_values(&[module, error]).set(1);
         self.load_errors.with_label_values(&[module]).inc();
         self.load(module, LoadResult::Rejected);
+        self.events.record(EventKind::PolicyRejected, module, error);
     }
 
     /// How many versions of `module` were rejected so far.
@@ -293,6 +304,7 @@ impl PolicyMetrics {
         BreakerMetrics {
             state: self.breaker_state.with_label_values(&[module]),
             opens: self.breaker_opens.with_label_values(&[module]),
+            events: self.events.clone(),
         }
     }
 
@@ -309,6 +321,8 @@ impl PolicyMetrics {
             }
         }
         let _ = self.loaded_at.remove_label_values(&[module]);
+        self.events
+            .record(EventKind::PolicyRemoved, module, "its file is gone");
     }
 
     /// The rejection standing against `module` (its newest file failed to

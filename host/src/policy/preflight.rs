@@ -63,7 +63,10 @@ pub fn check_config(config: &Config) -> anyhow::Result<Vec<Finding>> {
     let metrics = Metrics::new();
     let registry = PolicyRegistry::new(
         &config.policy,
-        Arc::new(PolicyMetrics::new(metrics.registry())),
+        Arc::new(PolicyMetrics::new(
+            metrics.registry(),
+            metrics.events.clone(),
+        )),
     )?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -111,7 +111,7 @@ impl Recorder {
         cache_name: String,
     ) -> Recorder {
         Recorder {
-            unrouted: metrics.for_site("-"),
+            unrouted: metrics.for_site(crate::metrics::NO_SITE),
             metrics,
             store,
             access: AccessLog::new(log, cache_name),
@@ -165,8 +165,9 @@ impl Recorder {
             None => (Outcome::Local, Source::Local),
         };
         let bytes = session.body_bytes_sent();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.site_metrics(ctx)
-            .request(outcome, elapsed.as_secs_f64(), source, bytes);
+            .request(outcome, status, elapsed.as_secs_f64(), source, bytes);
         if let (Some(_), Some(host)) = (&ctx.site, &ctx.host) {
             let target = target(&session.req_header().uri);
             let miss = source == Source::Origin;
@@ -199,7 +200,7 @@ impl Recorder {
                 client: session.client_addr(),
                 site: ctx.site.as_ref().map_or("-", |s| s.name.as_str()),
                 host: ctx.host.as_deref().unwrap_or("-"),
-                status: session.response_written().map_or(0, |r| r.status.as_u16()),
+                status,
                 cache_status: ctx.cache_status.as_ref(),
                 outcome,
                 bytes,

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: sessionStorage.getItem("stavka-token") || "", timer: null, policiesAt: 0 };
+const state = { token: sessionStorage.getItem("stavka-token") || "", timer: null, policiesAt: 0, lastEvent: 0 };
 
 function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
@@ -40,33 +40,100 @@ function cell(row, text, cls) {
   return td;
 }
 
-// A line chart of `values` (null = gap) scaled to `max`.
-function chart(canvas, values, max, color) {
-  const ctx = canvas.getContext("2d");
-  const w = canvas.width, h = canvas.height, pad = 18;
-  ctx.clearRect(0, 0, w, h);
-  ctx.strokeStyle = "#d5dae0";
-  ctx.fillStyle = "#5b6570";
-  ctx.font = "11px system-ui";
-  ctx.beginPath();
-  ctx.moveTo(pad, pad); ctx.lineTo(pad, h - pad); ctx.lineTo(w - 4, h - pad);
-  ctx.stroke();
-  ctx.fillText(max >= 10 ? Math.round(max) : max.toFixed(2), 2, pad - 4);
-  ctx.strokeStyle = color;
-  ctx.lineWidth = 2;
-  ctx.beginPath();
-  const step = values.length > 1 ? (w - pad - 4) / (values.length - 1) : 0;
-  let drawing = false;
-  values.forEach((v, i) => {
-    if (v == null) { drawing = false; return; }
-    const x = pad + i * step, y = h - pad - (v / (max || 1)) * (h - 2 * pad);
-    if (drawing) ctx.lineTo(x, y); else ctx.moveTo(x, y);
-    drawing = true;
-  });
-  ctx.stroke();
-  canvas.dataset.points = String(values.filter((v) => v != null).length);
-  canvas.dataset.last = values.length ? String(values[values.length - 1]) : "";
+// Chart colours come from the stylesheet, so they follow dark mode.
+const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+// Seconds of history a chart spans, and the longest step between two
+// points that is still drawn as one line.
+const SPAN = 120, GAP = 2.5;
+
+// A round number at least `n`, for an axis's top.
+function ceiling(n) {
+  if (!(n > 0)) return 1;
+  const unit = 10 ** Math.floor(Math.log10(n));
+  return [1, 2, 2.5, 5, 10].map((m) => m * unit).find((m) => m >= n);
 }
+
+// A time-series chart of `lines` ([{ values, color }]) over `times` (Unix
+// seconds), newest at the right edge. A missing value or a hole in time
+// longer than GAP ends a segment instead of drawing across it, and a point
+// alone between gaps is drawn as a dot: gaps stay visible, nothing is
+// invented. Sized to its box and the screen's pixel ratio.
+function chart(canvas, times, lines, max) {
+  const ratio = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth || canvas.width, h = canvas.clientHeight || canvas.height;
+  if (canvas.width !== Math.round(w * ratio)) {
+    canvas.width = Math.round(w * ratio);
+    canvas.height = Math.round(h * ratio);
+  }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  const left = 40, top = 8, bottom = h - 16, right = w - 6;
+  const end = times.length ? times[times.length - 1] : Date.now() / 1000;
+  const x = (t) => left + ((t - (end - SPAN)) / SPAN) * (right - left);
+  const y = (v) => bottom - (Math.min(v, max) / max) * (bottom - top);
+  ctx.font = "11px system-ui";
+  ctx.fillStyle = css("--muted");
+  ctx.strokeStyle = css("--line");
+  ctx.lineWidth = 1;
+  for (const v of [0, max / 2, max]) {
+    ctx.beginPath();
+    ctx.moveTo(left, y(v)); ctx.lineTo(right, y(v));
+    ctx.stroke();
+    const label = max >= 10 ? String(Math.round(v)) : String(+v.toFixed(2));
+    ctx.fillText(label, 2, y(v) + 4);
+  }
+  ctx.fillText(`−${SPAN} s`, left, h - 3);
+  ctx.fillText("now", right - 22, h - 3);
+  let points = 0, runs = 0;
+  for (const line of lines) {
+    ctx.strokeStyle = ctx.fillStyle = line.color;
+    ctx.lineWidth = 2;
+    let run = [];
+    const flush = () => {
+      if (run.length) runs++;
+      if (run.length === 1) {
+        ctx.beginPath();
+        ctx.arc(run[0][0], run[0][1], 2, 0, 2 * Math.PI);
+        ctx.fill();
+      } else if (run.length > 1) {
+        ctx.beginPath();
+        run.forEach(([px, py], i) => (i ? ctx.lineTo(px, py) : ctx.moveTo(px, py)));
+        ctx.stroke();
+      }
+      run = [];
+    };
+    line.values.forEach((v, i) => {
+      if (v == null || !Number.isFinite(v) || times[i] < end - SPAN) { flush(); return; }
+      if (i > 0 && times[i] - times[i - 1] > GAP) flush();
+      run.push([x(times[i]), y(v)]);
+      points++;
+    });
+    flush();
+  }
+  canvas.dataset.points = String(points);
+  canvas.dataset.runs = String(runs);
+}
+
+// A legend of keys coloured by stylesheet variables (so they follow dark
+// mode): entries are [name, variable].
+function legend(id, entries) {
+  const el = $(id);
+  if (el.childElementCount) return;
+  for (const [name, variable] of entries) {
+    const span = document.createElement("span");
+    const key = document.createElement("i");
+    key.style.background = `var(${variable})`;
+    span.append(key, name);
+    el.append(span);
+  }
+}
+
+const CLASSES = ["2xx", "3xx", "4xx", "5xx"];
+const PERCENTILES = [["p50", "p50_ms"], ["p95", "p95_ms"], ["p99", "p99_ms"]];
+const ms = (v) => (v == null ? "–" : v < 10 ? v.toFixed(2) : v.toFixed(0));
+const pair = (a, b) => `${ms(a)} · ${ms(b)} ms`;
 
 function showStats(s) {
   const r = s.rates["10s"] || {};
@@ -75,12 +142,27 @@ function showStats(s) {
   $("requests-total").textContent = String(s.totals.requests);
   $("bytes-rate").textContent = r.bytes_per_second
     ? bytes(r.bytes_per_second.cache) + " · " + bytes(r.bytes_per_second.origin) : "–";
-  $("origin-latency").textContent = r.origin_mean_latency_ms == null ? "–" : num(r.origin_mean_latency_ms, 2) + " ms";
+  const latency = r.latency || { client: {}, origin: {} };
+  $("client-latency").textContent = pair(latency.client.p50_ms, latency.client.p99_ms);
+  $("origin-latency").textContent = pair(latency.origin.p50_ms, latency.origin.p99_ms);
+  const status = r.status_per_second || {};
+  $("errors-rate").textContent = `${num(status["4xx"])} · ${num(status["5xx"])}`;
   $("policy-calls").textContent = s.totals.policy.calls + " · " + s.totals.policy.failures;
 
+  const times = s.series.map((p) => p.t);
   const rps = s.series.map((p) => p.requests_per_second);
-  chart($("chart-rps"), rps, Math.max(1, ...rps), "#1f6feb");
-  chart($("chart-hit"), s.series.map((p) => p.hit_ratio), 1, "#2e7d32");
+  chart($("chart-rps"), times, [{ values: rps, color: css("--accent") }], ceiling(Math.max(...rps, 0)));
+  chart($("chart-hit"), times, [{ values: s.series.map((p) => p.hit_ratio), color: css("--good") }], 1);
+  const statusLines = CLASSES.map((c) => ({ values: s.series.map((p) => p.status_per_second[c]), color: css("--s" + c) }));
+  legend("legend-status", CLASSES.map((c) => [c, "--s" + c]));
+  chart($("chart-status"), times, statusLines,
+    ceiling(Math.max(0, ...statusLines.flatMap((l) => l.values))));
+  const latencyLines = PERCENTILES.map(([name, field]) => ({ values: s.series.map((p) => p.latency[field]), color: css("--" + name) }));
+  legend("legend-latency", PERCENTILES.map(([name]) => [name, "--" + name]));
+  chart($("chart-latency"), times, latencyLines,
+    ceiling(Math.max(0, ...latencyLines.flatMap((l) => l.values.filter((v) => v != null)))));
+
+  showSites(s.sites);
 
   const body = $("tiers").tBodies[0];
   body.replaceChildren();
@@ -102,17 +184,65 @@ function showStats(s) {
     + `${s.totals.evictions.objects} evicted, ${s.totals.collapsed_requests} collapsed requests.`;
 }
 
+// Each site's traffic, and its origin's health, over the last 10 s.
+function showSites(sites) {
+  const traffic = $("sites").tBodies[0], origins = $("origins").tBodies[0];
+  traffic.replaceChildren();
+  origins.replaceChildren();
+  for (const site of sites) {
+    const row = traffic.insertRow();
+    row.dataset.site = site.site;
+    cell(row, site.site);
+    cell(row, num(site.requests_per_second), "num");
+    cell(row, ratio(site.hit_ratio), "num");
+    for (const c of CLASSES) cell(row, num(site.status_per_second[c]), "num");
+    for (const [, field] of PERCENTILES) cell(row, ms(site.latency[field]), "num");
+
+    const o = site.origin;
+    const health = origins.insertRow();
+    health.dataset.site = site.site;
+    cell(health, site.site);
+    cell(health, o.health, o.health);
+    cell(health, num(o.requests_per_second), "num");
+    cell(health, num(o.errors_per_second), "num");
+    cell(health, num(o.timeouts_per_second), "num");
+    for (const [, field] of PERCENTILES) cell(health, ms(o.latency[field]), "num");
+  }
+}
+
 // The heaviest URLs lately (GET /top): one table per measure.
 function showTop(t) {
-  for (const [id, list] of [["top-requests", t.requests], ["top-misses", t.misses]]) {
+  for (const [id, list, show] of [
+    ["top-requests", t.requests, String],
+    ["top-bytes", t.bytes, bytes],
+    ["top-misses", t.misses, String],
+  ]) {
     const body = $(id).tBodies[0];
     body.replaceChildren();
     for (const u of list) {
       const row = body.insertRow();
-      cell(row, u.url);
-      cell(row, String(u.count), "num");
+      cell(row, u.url, "url");
+      cell(row, show(u.count), "num");
     }
   }
+}
+
+// Events kept on the page, newest first.
+const EVENTS_SHOWN = 100;
+
+function showEvents(answer) {
+  const body = $("events").tBodies[0];
+  for (const e of answer.events) {
+    state.lastEvent = Math.max(state.lastEvent, e.id);
+    const row = body.insertRow(0);
+    row.dataset.kind = e.kind;
+    if (e.warning) row.className = "warning";
+    cell(row, new Date(e.at * 1000).toLocaleTimeString());
+    cell(row, e.kind);
+    cell(row, e.subject, "url");
+    cell(row, e.detail);
+  }
+  while (body.rows.length > EVENTS_SHOWN) body.deleteRow(-1);
 }
 
 function showPolicies(p) {
@@ -147,8 +277,10 @@ function refreshPolicies() {
 function tick() {
   api("/stats")
     .then((s) => { showStats(s); setStatus("live", true); })
-    .then(() => api("/top?n=10"))
-    .then(showTop)
+    .then(() => Promise.all([
+      api("/top?n=10").then(showTop),
+      api(`/events?after=${state.lastEvent}&n=${EVENTS_SHOWN}`).then(showEvents),
+    ]))
     .then(() => (Date.now() - state.policiesAt > 5000 ? refreshPolicies() : null))
     .catch((e) => setStatus(e.message, false));
 }
@@ -158,6 +290,8 @@ function connect(event) {
   state.token = $("token").value;
   sessionStorage.setItem("stavka-token", state.token);
   state.policiesAt = 0;
+  state.lastEvent = 0;
+  $("events").tBodies[0].replaceChildren();
   clearInterval(state.timer);
   tick();
   state.timer = setInterval(tick, 1000);
