@@ -109,6 +109,9 @@ pub struct Traffic {
     /// Each request's `Range` ("-" without one), in arrival order: what
     /// to show when a proxy fetched more than it should.
     pub ranges: Vec<String>,
+    /// When the first body byte of any response to it left (its first
+    /// chunk was handed to the connection), on the driver's clock.
+    pub first_byte: Option<Instant>,
 }
 
 /// Traffic per ranged-object path, and the bodies still being sent.
@@ -367,10 +370,18 @@ async fn big(State(s): State<Shared>, req: Request) -> Response {
             if at >= end {
                 return None;
             }
+            if at > start {
+                // Give the core to a client woken meanwhile: an origin
+                // elsewhere would not take its CPU.
+                std::thread::yield_now();
+            }
             let next = (at + BIG_CHUNK).min(end);
             let mut chunk = vec![0; (next - at) as usize];
             fill(at, &mut chunk);
-            ranged.with(&path, |t| t.bytes += next - at);
+            ranged.with(&path, |t| {
+                t.bytes += next - at;
+                t.first_byte.get_or_insert_with(Instant::now);
+            });
             Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (next, sending)))
         }
     });

@@ -265,18 +265,25 @@ impl Results {
 
         let _ = writeln!(
             out,
-            "**One cold range** at a random offset.\n\n| server | origin requests | origin MiB | goal MiB | within goal | first byte (ms) | origin MiB ÷ nginx | first byte ÷ nginx |\n|---|---:|---:|---:|---|---:|---:|---:|"
+            "**One cold range** at a random offset. The issue's goal for its first byte: within one block's transfer time of the origin's first byte. \"After origin\" is the client's first body byte minus the origin's first body byte (one clock, the origin runs in the driver); \"one block\" is, in the same round, a client reading one {} block straight from the origin, from the origin's first body byte to the client's last.\n\n| server | origin requests | origin MiB | goal MiB | within goal | first byte (ms) | after origin (ms) | one block (ms) | rounds within a block | origin MiB ÷ nginx | first byte ÷ nginx |\n|---|---:|---:|---:|---|---:|---:|---:|---|---:|---:|",
+            size_name(slice::BLOCK as usize)
         );
         for (contender, runs) in &self.slices {
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.1} | {:.1} | {} | {:.2} | {} | {} |",
+                "| {} | {:.0} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {}/{} | {} | {} |",
                 contender.as_str(),
                 med(runs, |r| r.cold.origin_requests as f64),
                 med(runs, |r| mib(r.cold.origin_bytes)),
                 med(runs, |r| mib(r.cold.goal)),
                 yes_no(runs.iter().all(|r| within(&r.cold))),
                 med(runs, |r| ms(r.cold.first_byte(0.5))),
+                med(runs, |r| ms(r.cold.after_origin)),
+                med(runs, |r| ms(r.block_transfer)),
+                runs.iter()
+                    .filter(|r| r.cold.after_origin <= r.block_transfer)
+                    .count(),
+                runs.len(),
                 ratio_of(runs, |r| &r.cold, |c| c.origin_bytes as f64),
                 ratio_of(runs, |r| &r.cold, |c| c.first_byte(0.5).as_secs_f64()),
             );

@@ -48,6 +48,9 @@ pub struct Cost {
     pub told: usize,
     /// When the last client was done, from the first request.
     pub last_done: Duration,
+    /// The first client's first body byte after the origin's first body
+    /// byte (zero if it came first: nothing was asked of the origin).
+    pub after_origin: Duration,
 }
 
 impl Cost {
@@ -72,6 +75,10 @@ pub struct Slices {
     pub seeking: Cost,
     /// [`COLLAPSING`] clients on one cold range.
     pub collapse: Cost,
+    /// One block's transfer time in the same round: a client reading one
+    /// [`BLOCK`] straight from the origin, from the origin's first body
+    /// byte to the client's last.
+    pub block_transfer: Duration,
 }
 
 /// A deterministic stream of offsets: the same `seed` gives every
@@ -91,6 +98,8 @@ impl Offsets {
 pub async fn run(origin: &Origin, server: &Running, seed: u64) -> Result<Slices> {
     let mut offsets = Offsets(seed << 32);
     let client = &crate::client(COLLAPSING);
+
+    let block_transfer = block_transfer(origin, client).await?;
 
     let start = offsets.next();
     let cold = measure(origin, server, "cold", |url| async move {
@@ -122,7 +131,22 @@ pub async fn run(origin: &Origin, server: &Running, seed: u64) -> Result<Slices>
         player,
         seeking,
         collapse,
+        block_transfer,
     })
+}
+
+/// How long one block takes from the origin to a client over loopback:
+/// [`BLOCK`] bytes of a fresh object read straight from the origin (every
+/// byte checked, as the proxies' clients check theirs), from the origin's
+/// first body byte to the client's last.
+async fn block_transfer(origin: &Origin, client: &reqwest::Client) -> Result<Duration> {
+    let path = format!("/slice/{}", crate::fresh("block"));
+    let url = format!("http://{}{path}", origin.addr);
+    let got = fetch_range(client, &url, 0, Instant::now()).await?;
+    origin.quiet(QUIET_LIMIT).await?;
+    let sent = origin.take_traffic(&path).first_byte;
+    let sent = sent.context("the origin sent no body for one block")?;
+    Ok(got.done_at.saturating_duration_since(sent))
 }
 
 /// Run `read` against a fresh object named after `tag`, wait for the
@@ -165,6 +189,13 @@ fn add_up(got: &[Got], traffic: &Traffic) -> Cost {
         hits: got.iter().filter(|g| g.hit == Some(true)).count(),
         told: got.iter().filter(|g| g.hit.is_some()).count(),
         last_done: got.iter().map(|g| g.done).max().unwrap_or_default(),
+        after_origin: match (
+            got.iter().map(|g| g.first_byte_at).min(),
+            traffic.first_byte,
+        ) {
+            (Some(client), Some(origin)) => client.saturating_duration_since(origin),
+            _ => Duration::ZERO,
+        },
     }
 }
 
@@ -200,6 +231,10 @@ struct Got {
     first_byte: Duration,
     /// From `began` to the last body byte.
     done: Duration,
+    /// When the first body byte arrived.
+    first_byte_at: Instant,
+    /// When the last body byte arrived.
+    done_at: Instant,
     /// Whether the proxy said it was a hit (`None`: it did not say).
     hit: Option<bool>,
 }
@@ -241,13 +276,13 @@ async fn fetch_range(
         "{what}: Content-Range {content_range:?}, expected {expected}"
     );
     let hit = said_hit(resp.headers());
-    let mut first_byte = None;
+    let mut first_byte_at = None;
     let mut at = start;
     let mut expected = Vec::new();
     let mut corrupt = 0u64;
     let mut first_corrupt = None;
     while let Some(chunk) = resp.chunk().await? {
-        first_byte.get_or_insert_with(|| asked.elapsed());
+        first_byte_at.get_or_insert_with(Instant::now);
         ensure!(
             at + chunk.len() as u64 <= last + 1,
             "{what}: more than {RANGE_LEN} body bytes"
@@ -274,11 +309,15 @@ async fn fetch_range(
         "{what}: {} body bytes, expected {RANGE_LEN}",
         at - start
     );
+    let done_at = Instant::now();
+    let first_byte_at = first_byte_at.context("empty body")?;
     Ok(Got {
         start,
         len: RANGE_LEN,
-        first_byte: first_byte.context("empty body")?,
-        done: began.elapsed(),
+        first_byte: first_byte_at - asked,
+        done: done_at - began,
+        first_byte_at,
+        done_at,
         hit,
     })
 }
