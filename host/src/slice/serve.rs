@@ -20,6 +20,7 @@ use pingora_cache::{CacheKey, CacheMeta, HitHandler, MissHandler, RespCacheable}
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use tokio::sync::watch;
 
 use super::flights::{Claim, Flight};
 use super::identity::{self, Identity};
@@ -65,9 +66,12 @@ struct Object {
     length: u64,
     /// Its block size: its identity's, or the request's when it has none.
     block: u64,
-    /// Its stored record (and so its header and freshness), when blocks of
-    /// it may be stored.
+    /// Its record (and so its header and freshness), when blocks of it may
+    /// be stored: stored, or being written (see `recorded`).
     meta: Option<Arc<CacheMeta>>,
+    /// The record's write, when this request began one: its blocks and
+    /// its client's last byte wait for it.
+    recorded: Option<Recorded>,
     /// The header the client's response is built from (status 200, the
     /// complete length).
     header: ResponseHeader,
@@ -77,6 +81,37 @@ impl Object {
     /// The identity blocks are stored and read under, when they are.
     fn storing(&self) -> Option<&Identity> {
         self.meta.as_ref().and(self.identity.as_ref())
+    }
+}
+
+/// An object's record being written off the path of the first bytes to the
+/// client. Everything that lets another request find the object waits for
+/// it: a block's write begins (and its claim settles) only once the record
+/// is stored, and the client's response does not end before.
+#[derive(Clone)]
+struct Recorded(watch::Receiver<Option<bool>>);
+
+impl Recorded {
+    /// Write `meta` as `keys`' record, in the background.
+    fn write(engine: &'static Engine, keys: &ObjectKey, meta: Arc<CacheMeta>) -> Recorded {
+        let (done, recorded) = watch::channel(None);
+        let key = keys.record();
+        tokio::spawn(async move {
+            let stored = match engine.store.begin_write(&key, &meta).await {
+                Some(write) => engine.store.commit(&key, write, meta.fresh_until()).await,
+                None => false,
+            };
+            done.send_replace(Some(stored));
+        });
+        Recorded(recorded)
+    }
+
+    /// Whether the record was stored, once its write is over.
+    async fn stored(&mut self) -> bool {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(stored) => *stored == Some(true),
+            Err(_) => false,
+        }
     }
 }
 
@@ -99,6 +134,9 @@ struct Client<'s> {
     /// The last byte to send.
     end: u64,
     done: bool,
+    /// The object's record being written: the last byte waits for it, so
+    /// the client's next request finds the object.
+    recorded: Option<Recorded>,
 }
 
 impl Client<'_> {
@@ -113,6 +151,11 @@ impl Client<'_> {
         let to = (chunk_end.min(self.end + 1) - at) as usize;
         self.next += (to - from) as u64;
         self.done = self.next > self.end;
+        if self.done {
+            if let Some(mut recorded) = self.recorded.take() {
+                recorded.stored().await;
+            }
+        }
         self.session
             .write_response_body(Some(chunk.slice(from..to)), self.done)
             .await
@@ -144,6 +187,9 @@ pub(super) struct Storing {
     writing: Option<(u64, CacheKey, MissHandler)>,
     /// Blocks past this one are read ahead of the request.
     needed: u64,
+    /// The object's record being written: no block is begun before it is
+    /// stored, and none at all if it is not.
+    recorded: Option<Recorded>,
 }
 
 impl Pump {
@@ -206,11 +252,18 @@ impl Storing {
             claims,
             writing: None,
             needed,
+            recorded: object.recorded.clone(),
         })
     }
 
     /// Store `chunk`, the object's bytes from `at`, into its blocks.
     pub(super) async fn store(&mut self, engine: &'static Engine, at: u64, mut chunk: Bytes) {
+        if let Some(mut recorded) = self.recorded.take() {
+            if !recorded.stored().await {
+                // No record, no blocks: release the claims.
+                self.claims.clear();
+            }
+        }
         let mut off = at;
         while !chunk.is_empty() {
             let index = off / self.identity.block;
@@ -337,6 +390,11 @@ impl Engine {
         let cache_status = self.cache_status(&object, &tally, blocks, first.is_some());
         let header = self.client_header(&object, status, span, &cache_status);
         let body = !head && span.is_some();
+        if !body {
+            if let Some(mut recorded) = object.recorded.clone() {
+                recorded.stored().await;
+            }
+        }
         session
             .write_response_header(Box::new(header), !body)
             .await?;
@@ -351,6 +409,7 @@ impl Engine {
             next: span.start,
             end: span.end,
             done: false,
+            recorded: object.recorded.clone(),
         };
         self.deliver(&mut client, target, &object, first).await?;
         Ok(cache_status)
@@ -540,6 +599,7 @@ impl Engine {
                 length,
                 block: settings.block,
                 meta: None,
+                recorded: None,
                 header,
             }));
         };
@@ -550,11 +610,13 @@ impl Engine {
             .unwrap_or_else(|| {
                 freshness::decide(&header, authorization, Duration::ZERO, &self.rules, now)
             });
-        let meta = match decision {
-            RespCacheable::Cacheable(meta) if self.write_record(keys, &meta).await => {
-                Some(Arc::new(meta))
+        let (meta, recorded) = match decision {
+            RespCacheable::Cacheable(meta) => {
+                let meta = Arc::new(meta);
+                let recorded = Recorded::write(self, keys, meta.clone());
+                (Some(meta), Some(recorded))
             }
-            _ => None,
+            _ => (None, None),
         };
         header.remove_header(identity::FIELD);
         Ok(Some(Object {
@@ -562,6 +624,7 @@ impl Engine {
             identity: Some(identity),
             length,
             meta,
+            recorded,
             header,
         }))
     }
@@ -579,12 +642,19 @@ impl Engine {
         settings: Settings,
         policy: Option<&mut (dyn Judge + 'static)>,
     ) -> Result<Option<Tee>> {
-        let Some(object) = self
+        let Some(mut object) = self
             .learn(response, keys, authorization, settings, None, policy)
             .await?
         else {
             return Ok(None);
         };
+        // The response passes on pingora's path, which does not wait: the
+        // record is stored before its first byte.
+        if let Some(mut recorded) = object.recorded.take() {
+            if !recorded.stored().await {
+                object.meta = None;
+            }
+        }
         Ok(self.tee(&object, keys))
     }
 
@@ -606,16 +676,9 @@ impl Engine {
             block: identity.block,
             identity: Some(identity),
             meta: Some(Arc::new(meta)),
+            recorded: None,
             header,
         })
-    }
-
-    async fn write_record(&'static self, object: &ObjectKey, meta: &CacheMeta) -> bool {
-        let key = object.record();
-        let Some(write) = self.store.begin_write(&key, meta).await else {
-            return false;
-        };
-        self.store.commit(&key, write, meta.fresh_until()).await
     }
 
     /// Remove the object's record and every block.
