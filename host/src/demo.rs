@@ -321,20 +321,9 @@ pub fn config(
         std::env::temp_dir().join(format!("stavka-demo-cache-{}", std::process::id()));
     config.slice.enabled = true;
     let site = |name: &str, host: &str, default: bool, policy: Option<&str>| Site {
-        name: name.into(),
-        hosts: vec![host.into()],
         default,
-        origin: Origin {
-            address: origin.to_string(),
-            tls: false,
-            sni: None,
-            host_header: None,
-        },
         policy: policy.map(str::to_owned),
-        policy_missing: Default::default(),
-        serve_stale_on_error: None,
-        strip_cdn_cache_control: false,
-        slice: None,
+        ..Site::new(name, vec![host.into()], Origin::plain(origin.to_string()))
     };
     config.sites.push(site("demo", "localhost", true, None));
     if let Some(dir) = policy_dir {

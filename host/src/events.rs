@@ -33,11 +33,15 @@ pub enum EventKind {
     BreakerRecovered,
     /// Evictions per second jumped well above their recent rate.
     EvictionSpike,
+    /// A TLS certificate's files changed and the new one serves.
+    CertificateLoaded,
+    /// A TLS certificate's new files were refused; the previous one serves.
+    CertificateRejected,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Purge,
         EventKind::PolicyLoaded,
         EventKind::PolicyRejected,
@@ -45,6 +49,8 @@ impl EventKind {
         EventKind::BreakerOpened,
         EventKind::BreakerRecovered,
         EventKind::EvictionSpike,
+        EventKind::CertificateLoaded,
+        EventKind::CertificateRejected,
     ];
 
     /// The name in `/events` and logs.
@@ -57,6 +63,8 @@ impl EventKind {
             EventKind::BreakerOpened => "breaker-opened",
             EventKind::BreakerRecovered => "breaker-recovered",
             EventKind::EvictionSpike => "eviction-spike",
+            EventKind::CertificateLoaded => "certificate-loaded",
+            EventKind::CertificateRejected => "certificate-rejected",
         }
     }
 
@@ -65,7 +73,10 @@ impl EventKind {
     pub fn is_warning(self) -> bool {
         matches!(
             self,
-            EventKind::PolicyRejected | EventKind::BreakerOpened | EventKind::EvictionSpike
+            EventKind::PolicyRejected
+                | EventKind::BreakerOpened
+                | EventKind::EvictionSpike
+                | EventKind::CertificateRejected
         )
     }
 }

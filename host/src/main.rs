@@ -105,7 +105,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => {
-            return match Config::load(&file) {
+            let checked = Config::load(&file).and_then(|config| {
+                stavka::server::load_certificates(&config, &stavka::metrics::Metrics::new())
+                    .map(|_| config)
+            });
+            return match checked {
                 Ok(config) => check_policies(&file, &config),
                 Err(errors) => report(&file, &errors),
             };
@@ -154,9 +158,20 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("stavka: {e:#}");
-            ExitCode::FAILURE
-        }
+        // A problem found only when the server starts (a certificate that
+        // does not load) is reported like any other configuration error.
+        Err(e) => match e.downcast::<ConfigErrors>() {
+            Ok(errors) => {
+                let file = cli
+                    .config
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("(defaults)"));
+                report(file, &errors)
+            }
+            Err(e) => {
+                eprintln!("stavka: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -11,12 +11,14 @@ use pingora_proxy::http_proxy_service_with_name;
 
 use crate::admin::{AdminService, AdminState};
 use crate::cache::store::CacheStore;
-use crate::config::Config;
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::policy::{preflight, PolicyMetrics, PolicyRegistry, Watcher};
 use crate::proxy::StavkaProxy;
 use crate::shutdown::{exit_when_drained, save_eviction_state, InFlight, Signals};
 use crate::sites::SiteRouter;
+use crate::tls;
+use pingora_core::apps::HttpServerOptions;
 
 /// Start serving `config` and block until a signal ends the process:
 /// SIGTERM drains in-flight requests (see [`crate::shutdown`]), SIGINT
@@ -29,6 +31,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         &metrics,
     )?);
     let store = CacheStore::open(&config.cache, &config.store, metrics.registry())?;
+    let certificates = load_certificates(&config, &metrics)?;
+    let _watching_certificates = certificates
+        .clone()
+        .map(tls::CertWatcher::start)
+        .transpose()?;
 
     // Policies load before the listeners open: the first request already
     // runs the site's module. The watcher then keeps them current.
@@ -52,6 +59,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         TcpListener::bind(config.listen.proxy)
             .with_context(|| format!("listen.proxy: cannot listen on {}", config.listen.proxy))?,
     );
+    if let Some(addr) = config.listen.tls {
+        drop(
+            TcpListener::bind(addr)
+                .with_context(|| format!("listen.tls: cannot listen on {addr}"))?,
+        );
+    }
 
     let in_flight = Arc::new(InFlight::default());
     let conf = ServerConf {
@@ -76,6 +89,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let mut proxy_service =
         http_proxy_service_with_name(&server.configuration, proxy, "stavka proxy");
     proxy_service.add_tcp(&config.listen.proxy.to_string());
+    if let (Some(addr), Some(certificates)) = (config.listen.tls, &certificates) {
+        let settings = tls::listener_settings(certificates.clone(), config.tls.http2)?;
+        proxy_service.add_tls_with_settings(&addr.to_string(), None, settings);
+    }
+    if config.listen.h2c {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        proxy_service
+            .app_logic_mut()
+            .expect("a new service has its app")
+            .server_options = Some(options);
+    }
 
     let admin = AdminService::new(
         admin_listener,
@@ -91,6 +116,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             token: config.admin.token(),
             metrics_public: config.admin.metrics_public,
             sampler: Default::default(),
+            certificates,
         },
     );
     server.add_service(proxy_service);
@@ -98,6 +124,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     tracing::info!(
         proxy = %config.listen.proxy,
+        tls = ?config.listen.tls,
         admin = %config.listen.admin,
         sites = config.sites.len(),
         store = %config.store.dir.display(),
@@ -121,4 +148,23 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // drain thread, which saves the same state.
     save_eviction_state(store);
     Ok(())
+}
+
+/// The TLS listener's certificates (`None` without one); a certificate that
+/// does not load is an error naming its field, as `check-config` reports.
+pub fn load_certificates(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Option<std::sync::Arc<tls::Certificates>>, ConfigErrors> {
+    tls::Certificates::load(config, metrics.registry(), metrics.events.clone()).map_err(|errors| {
+        ConfigErrors(
+            errors
+                .into_iter()
+                .map(|(path, e)| ConfigError {
+                    path,
+                    message: e.to_string(),
+                })
+                .collect(),
+        )
+    })
 }

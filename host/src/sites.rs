@@ -1,10 +1,9 @@
 //! Host-name routing: which site (and so which origin) answers a request.
 //!
 //! The router is built once at start-up from `[[site]]` tables; a lookup is
-//! one hash probe for the exact name plus one per label for wildcards, with no
-//! allocation.
+//! a [`HostTable`] lookup: one hash probe for the exact name plus one per
+//! label for wildcards, with no allocation.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +13,10 @@ use http::HeaderValue;
 
 use crate::config::PolicyMissing;
 use crate::config::{self, normalize_host_pattern, split_host_port};
-use crate::host_name;
+use crate::host_table::HostTable;
 use crate::metrics::{Metrics, SiteMetrics};
+use pingora_core::protocols::tls::CaType;
+use pingora_core::utils::tls::{parse_x509, WrappedX509};
 
 /// A configured site with its origin resolved.
 #[derive(Debug)]
@@ -42,6 +43,14 @@ pub struct Site {
     pub strip_cdn_cache_control: bool,
     /// Whether large objects and ranges are cached as blocks.
     pub slice: bool,
+    /// Verify the origin's certificate chain and name.
+    pub tls_verify: bool,
+    /// The CAs that sign the origin's certificate, instead of the system's.
+    pub ca: Option<Arc<CaType>>,
+    /// Answer plain-HTTP requests with a 308 to HTTPS.
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security` for HTTPS responses.
+    pub hsts: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for SiteMetrics {
@@ -53,10 +62,7 @@ impl std::fmt::Debug for SiteMetrics {
 /// Maps a request's Host to its [`Site`].
 #[derive(Debug, Default)]
 pub struct SiteRouter {
-    exact: HashMap<String, Arc<Site>>,
-    /// Keyed by the suffix after `*.`: `*.example.com` is stored as `example.com`.
-    wildcard: HashMap<String, Arc<Site>>,
-    default: Option<Arc<Site>>,
+    sites: HostTable<Arc<Site>>,
 }
 
 impl SiteRouter {
@@ -101,6 +107,25 @@ impl SiteRouter {
                 .map(HeaderValue::from_str)
                 .transpose()
                 .with_context(|| format!("site[{i}].origin.host_header"))?;
+            if cfg.origin.tls && !cfg.origin.tls_verify {
+                tracing::warn!(
+                    site = cfg.name,
+                    origin = cfg.origin.address,
+                    "origin.tls_verify = false: the origin's certificate is not checked"
+                );
+            }
+            let ca = cfg
+                .origin
+                .ca_file
+                .as_deref()
+                .map(|path| load_ca(path).with_context(|| format!("site[{i}].origin.ca_file")))
+                .transpose()?;
+            let hsts = cfg
+                .hsts
+                .as_ref()
+                .map(|h| HeaderValue::from_str(&h.header_value()))
+                .transpose()
+                .with_context(|| format!("site[{i}].hsts"))?;
             let site = Arc::new(Site {
                 name: cfg.name.clone(),
                 origin_addr,
@@ -113,17 +138,18 @@ impl SiteRouter {
                 serve_stale_on_error: cfg.serve_stale_on_error,
                 strip_cdn_cache_control: cfg.strip_cdn_cache_control,
                 slice: cfg.slice.unwrap_or(slice_enabled),
+                tls_verify: cfg.origin.tls_verify,
+                ca,
+                https_redirect: cfg.https_redirect,
+                hsts,
             });
             for pattern in &cfg.hosts {
                 let pattern = normalize_host_pattern(pattern)
                     .map_err(|e| anyhow!("site[{i}].hosts: {pattern:?} {e}"))?;
-                match pattern.strip_prefix("*.") {
-                    Some(suffix) => router.wildcard.insert(suffix.to_owned(), site.clone()),
-                    None => router.exact.insert(pattern, site.clone()),
-                };
+                router.sites.insert(&pattern, site.clone());
             }
             if cfg.default {
-                router.default = Some(site);
+                router.sites.set_default(site);
             }
         }
         Ok(router)
@@ -133,24 +159,25 @@ impl SiteRouter {
     /// dot): an exact name first, then the most specific wildcard, then the
     /// default site.
     pub fn route(&self, host: Option<&str>) -> Option<&Arc<Site>> {
-        let Some(host) = host.map(host_name::normalize) else {
-            return self.default.as_ref();
-        };
-        let host = host.as_ref();
-        if let Some(site) = self.exact.get(host) {
-            return Some(site);
-        }
-        // `*.example.com` matches `a.example.com` and `a.b.example.com`;
-        // walking from the left finds the most specific suffix first.
-        let mut rest = host;
-        while let Some((_, suffix)) = rest.split_once('.') {
-            if let Some(site) = self.wildcard.get(suffix) {
-                return Some(site);
-            }
-            rest = suffix;
-        }
-        self.default.as_ref()
+        self.sites.lookup(host)
     }
+}
+
+/// The PEM certificates in `path`, as pingora's per-peer CA list.
+fn load_ca(path: &std::path::Path) -> anyhow::Result<Arc<CaType>> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let cas: Vec<WrappedX509> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("{}: not PEM certificates: {e:?}", path.display()))?
+        .into_iter()
+        .filter(|der| x509_parser::parse_x509_certificate(der).is_ok())
+        .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
+        .collect();
+    if cas.is_empty() {
+        return Err(anyhow!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(Arc::from(cas))
 }
 
 #[cfg(test)]
@@ -159,25 +186,17 @@ mod tests {
 
     fn site(name: &str, hosts: &[&str], default: bool) -> config::Site {
         config::Site {
-            name: name.into(),
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
             default,
-            origin: config::Origin {
-                address: "127.0.0.1:1".into(),
-                tls: false,
-                sni: None,
-                host_header: None,
-            },
-            policy: None,
-            policy_missing: Default::default(),
-            serve_stale_on_error: None,
-            strip_cdn_cache_control: false,
-            slice: None,
+            ..config::Site::new(
+                name,
+                hosts.iter().map(|h| h.to_string()).collect(),
+                config::Origin::plain("127.0.0.1:1"),
+            )
         }
     }
 
     #[test]
-    fn exact_then_most_specific_wildcard_then_default() {
+    fn each_sites_patterns_and_the_default_route_to_it() {
         let router = SiteRouter::build(
             &[
                 site("apex", &["example.com"], false),
@@ -192,22 +211,8 @@ mod tests {
         let name = |h: Option<&str>| router.route(h).map(|s| s.name.as_str());
         assert_eq!(name(Some("EXAMPLE.com:8080")), Some("apex"));
         assert_eq!(name(Some("www.example.com")), Some("wild"));
-        assert_eq!(name(Some("a.b.example.com")), Some("wild"));
         assert_eq!(name(Some("x.img.example.com")), Some("deep"));
-        assert_eq!(name(Some("example.com.")), Some("apex"));
         assert_eq!(name(Some("other.org")), Some("fallback"));
         assert_eq!(name(None), Some("fallback"));
-    }
-
-    #[test]
-    fn no_default_means_no_site() {
-        let router = SiteRouter::build(
-            &[site("apex", &["example.com"], false)],
-            false,
-            &Metrics::new(),
-        )
-        .unwrap();
-        assert!(router.route(Some("nope.example")).is_none());
-        assert!(router.route(Some("[::1]:80")).is_none());
     }
 }

@@ -93,6 +93,12 @@ try {
   const errors = await page.textContent("#errors-rate");
   if (!(Number(errors.split("·")[1]) > 0)) failures.push(`4xx · 5xx shows ${errors}`);
 
+  // The TLS certificate and when it expires (rcgen's default: 4096-01-01).
+  const certRow = page.locator("#certificates tr[data-certificate=default]");
+  await certRow.waitFor({ timeout: 10_000 }).catch(() => failures.push("no certificate row"));
+  const certText = await certRow.textContent().catch(() => "");
+  if (!certText.includes("4096-01-01") || !certText.includes("d.pem")) failures.push(`certificate row: ${certText}`);
+
   // The event log shows the module's load.
   await page.locator("#events tr[data-kind=policy-loaded]", { hasText: "p" }).first()
     .waitFor({ timeout: 10_000 }).catch(() => failures.push("no policy-loaded event"));

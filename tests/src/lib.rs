@@ -259,6 +259,16 @@ impl Stavka {
     /// Like [`Stavka::start`], with policy modules installed first:
     /// `(module name, guest, sidecar TOML)`.
     pub async fn start_with_modules(extra: &str, modules: &[(&str, &str, &str)]) -> Stavka {
+        Stavka::start_listening("", extra, modules).await
+    }
+
+    /// Like [`Stavka::start_with_modules`], with `listen` TOML lines (such
+    /// as `tls = "127.0.0.1:8443"`) added to the generated `[listen]`.
+    pub async fn start_listening(
+        listen: &str,
+        extra: &str,
+        modules: &[(&str, &str, &str)],
+    ) -> Stavka {
         let proxy = free_addr();
         let admin = free_addr();
         let dir = tempfile::tempdir().unwrap();
@@ -276,7 +286,7 @@ impl Stavka {
             format!("{extra}\n[store]\n{store_dir}")
         };
         let config = format!(
-            "[listen]\nproxy = \"{proxy}\"\nadmin = \"{admin}\"\n\n[policy]\ndir = \"{}\"\ndebounce = \"50ms\"\n\n{extra}\n",
+            "[listen]\nproxy = \"{proxy}\"\nadmin = \"{admin}\"\n{listen}\n\n[policy]\ndir = \"{}\"\ndebounce = \"50ms\"\n\n{extra}\n",
             policy_dir.display()
         );
         let path = dir.path().join("stavka.toml");

@@ -34,9 +34,21 @@ async fn the_dashboard_shows_live_numbers_and_purges_from_its_form() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let stavka = Stavka::start_with_modules(
+    // A TLS listener with a default certificate, for the certificates panel.
+    let certs = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["dashboard.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(certs.path().join("d.pem"), cert.pem()).unwrap();
+    std::fs::write(certs.path().join("d.key"), key.serialize_pem()).unwrap();
+    let stavka = Stavka::start_listening(
+        &format!("tls = \"{}\"", stavka_e2e::free_addr()),
         &format!(
-            "[admin]\ntoken = \"{TOKEN}\"\n\n{}\n[[site]]\nname = \"down\"\nhosts = [\"down.example\"]\norigin = {{ address = \"{down}\" }}\n",
+            "[admin]\ntoken = \"{TOKEN}\"\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n{}\n[[site]]\nname = \"down\"\nhosts = [\"down.example\"]\norigin = {{ address = \"{down}\" }}\n",
+            certs.path().join("d.pem").display(),
+            certs.path().join("d.key").display(),
             default_site(&origin, Some("p"))
         ),
         &[("p", "ttl-rules", "")],

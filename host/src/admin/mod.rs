@@ -59,6 +59,8 @@ pub struct AdminState {
     pub metrics_public: bool,
     /// Snapshots for `/stats` rates.
     pub sampler: stats::Sampler,
+    /// The TLS listener's certificates, for their expiry in `/stats`.
+    pub certificates: Option<Arc<crate::tls::Certificates>>,
 }
 
 /// The admin HTTP service on a listener bound before the server started, so

@@ -20,6 +20,8 @@ pub struct Stats {
     pub series: Vec<Point>,
     /// Each site over the last 10 seconds, busiest first.
     pub sites: Vec<SiteRates>,
+    /// The TLS listener's certificates; empty without one.
+    pub certificates: Vec<crate::tls::CertificateStatus>,
 }
 
 /// Counters since start.

@@ -578,6 +578,11 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Stats> {
         rates,
         series,
         sites,
+        certificates: state
+            .certificates
+            .as_ref()
+            .map(|c| c.status())
+            .unwrap_or_default(),
     })
 }
 

@@ -98,6 +98,8 @@ pub enum Detail {
     NotStored(NoCacheReason),
     /// The request failed.
     Error(ErrorKind),
+    /// A plain-HTTP request was sent to HTTPS (the site's `https_redirect`).
+    HttpsRedirect,
 }
 
 impl Detail {
@@ -111,6 +113,7 @@ impl Detail {
             Detail::PredictedUncacheable => "predicted-uncacheable",
             Detail::NotStored(reason) => not_stored_detail(reason),
             Detail::Error(kind) => kind.as_str(),
+            Detail::HttpsRedirect => "https-redirect",
         }
     }
 }

@@ -11,8 +11,14 @@ use serde::Deserialize;
 pub struct Listen {
     /// The caching proxy. Default `0.0.0.0:8080`.
     pub proxy: SocketAddr,
-    /// Metrics, health and (later) the admin API. Default `127.0.0.1:9090`.
+    /// Metrics, health and the admin API. Default `127.0.0.1:9090`.
     pub admin: SocketAddr,
+    /// HTTPS (HTTP/1.1, and HTTP/2 by ALPN unless `tls.http2 = false`),
+    /// with certificates from `[tls]` and each site's `tls`. Default: none.
+    pub tls: Option<SocketAddr>,
+    /// Also accept HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3) on the
+    /// plain `proxy` listener. Default `false`.
+    pub h2c: bool,
 }
 
 impl Default for Listen {
@@ -20,6 +26,8 @@ impl Default for Listen {
         Listen {
             proxy: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            tls: None,
+            h2c: false,
         }
     }
 }
@@ -27,13 +35,20 @@ impl Default for Listen {
 impl Listen {
     /// Problems with the values, each naming its field.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
         if self.proxy == self.admin {
-            vec![(
+            out.push((
                 "admin",
                 format!("must differ from listen.proxy ({})", self.proxy),
-            )]
-        } else {
-            Vec::new()
+            ));
         }
+        if let Some(tls) = self.tls {
+            for (other, addr) in [("proxy", self.proxy), ("admin", self.admin)] {
+                if tls == addr {
+                    out.push(("tls", format!("must differ from listen.{other} ({addr})")));
+                }
+            }
+        }
+        out
     }
 }

@@ -18,6 +18,7 @@ mod policy;
 mod server;
 mod site;
 pub mod slice;
+mod tls;
 
 use std::path::Path;
 use std::time::Duration;
@@ -34,6 +35,7 @@ pub use policy::Policy;
 pub use server::Server;
 pub use site::{normalize_host_pattern, split_host_port, Origin, PolicyMissing, Site};
 pub use slice::Slice;
+pub use tls::{CertFiles, Hsts, Tls};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -57,6 +59,8 @@ pub struct Config {
     pub policy: Policy,
     /// Large objects cached as blocks.
     pub slice: Slice,
+    /// HTTPS on `listen.tls`.
+    pub tls: Tls,
     /// The sites this proxy serves, written as `[[site]]` tables.
     #[serde(rename = "site")]
     pub sites: Vec<Site>,
@@ -103,6 +107,7 @@ impl Config {
             ("store", self.store.problems()),
             ("policy", self.policy.problems()),
             ("slice", self.slice.problems()),
+            ("tls", self.tls.problems()),
         ];
         let fields = sections.into_iter().flat_map(|(section, problems)| {
             problems
@@ -111,6 +116,7 @@ impl Config {
         });
         let errors: Vec<ConfigError> = fields
             .chain(site::problems(&self.sites))
+            .chain(self.tls_problems())
             .map(|(path, message)| ConfigError { path, message })
             .collect();
         if errors.is_empty() {
@@ -118,6 +124,37 @@ impl Config {
         } else {
             Err(ConfigErrors(errors))
         }
+    }
+}
+
+impl Config {
+    /// TLS settings that need a TLS listener, and a TLS listener that has
+    /// no certificate to present.
+    fn tls_problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let any_cert =
+            self.tls.default_cert().is_some() || self.sites.iter().any(|s| s.tls.is_some());
+        if self.listen.tls.is_some() && !any_cert {
+            out.push((
+                "listen.tls".to_owned(),
+                "no certificate to present: set tls.cert and tls.key, or a site's tls".to_owned(),
+            ));
+        }
+        if self.listen.tls.is_none() {
+            for (i, site) in self.sites.iter().enumerate() {
+                let wants = [
+                    ("tls", site.tls.is_some()),
+                    ("https_redirect", site.https_redirect),
+                    ("hsts", site.hsts.is_some()),
+                ];
+                for (field, set) in wants {
+                    if set {
+                        out.push((format!("site[{i}].{field}"), "needs listen.tls".to_owned()));
+                    }
+                }
+            }
+        }
+        out
     }
 }
 

@@ -52,6 +52,19 @@ pub struct Site {
     /// Default: `slice.enabled`.
     #[serde(default)]
     pub slice: Option<bool>,
+    /// The certificate presented to TLS clients whose SNI matches one of
+    /// `hosts`. Default: none (the `[tls]` default certificate answers).
+    #[serde(default)]
+    pub tls: Option<super::CertFiles>,
+    /// Answer plain-HTTP requests with `308 Permanent Redirect` to the same
+    /// URL on `listen.tls` (RFC 9110 §15.4.9: the method and body are
+    /// kept). Default `false`.
+    #[serde(default)]
+    pub https_redirect: bool,
+    /// Send `Strict-Transport-Security` on this site's HTTPS responses
+    /// (never over plain HTTP, RFC 6797 §7.2). Default: none.
+    #[serde(default)]
+    pub hsts: Option<super::Hsts>,
 }
 
 /// What a site that names a policy module does while no version of that
@@ -93,6 +106,53 @@ pub struct Origin {
     /// The Host header sent to the origin; defaults to the client's Host.
     #[serde(default)]
     pub host_header: Option<String>,
+    /// Verify the origin's certificate (chain and name). Default `true`;
+    /// `false` is an explicit choice, logged at start.
+    #[serde(default = "yes")]
+    pub tls_verify: bool,
+    /// PEM file of the CAs that sign the origin's certificate. Default: the
+    /// system's roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Site {
+    /// A site with every optional setting at its default: no policy, no
+    /// TLS, not the default site.
+    pub fn new(name: impl Into<String>, hosts: Vec<String>, origin: Origin) -> Site {
+        Site {
+            name: name.into(),
+            hosts,
+            default: false,
+            origin,
+            policy: None,
+            policy_missing: PolicyMissing::default(),
+            serve_stale_on_error: None,
+            strip_cdn_cache_control: false,
+            slice: None,
+            tls: None,
+            https_redirect: false,
+            hsts: None,
+        }
+    }
+}
+
+impl Origin {
+    /// Plain HTTP to `address` (`host:port`), with the client's Host.
+    pub fn plain(address: impl Into<String>) -> Origin {
+        Origin {
+            address: address.into(),
+            tls: false,
+            sni: None,
+            host_header: None,
+            tls_verify: true,
+            ca_file: None,
+        }
+    }
 }
 
 /// Problems with the sites, each with its full path (`site[1].hosts[0]`):
@@ -184,6 +244,15 @@ impl Origin {
                             .into(),
                     );
                 }
+            }
+        }
+        let tls_only = [
+            ("origin.ca_file", self.ca_file.is_some()),
+            ("origin.tls_verify", !self.tls_verify),
+        ];
+        for (field, set) in tls_only {
+            if set && !self.tls {
+                err(field.into(), "applies only with origin.tls = true".into());
             }
         }
         if let Some(h) = &self.host_header {

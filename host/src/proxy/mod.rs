@@ -9,6 +9,7 @@
 
 mod ctx;
 mod decisions;
+mod https;
 mod local;
 mod observe;
 
@@ -59,6 +60,8 @@ pub struct StavkaProxy {
     in_flight: Arc<InFlight>,
     policies: Arc<PolicyRegistry>,
     slicer: &'static slice::Engine,
+    /// The TLS listener's port, where `https_redirect` sends clients.
+    https_port: Option<u16>,
 }
 
 impl StavkaProxy {
@@ -93,6 +96,7 @@ impl StavkaProxy {
             in_flight,
             policies,
             slicer,
+            https_port: config.listen.tls.map(|a| a.port()),
         }
     }
 }
@@ -105,6 +109,9 @@ impl StavkaProxy {
         peer.options.read_timeout = Some(self.timeouts.read_timeout);
         peer.options.write_timeout = Some(self.timeouts.write_timeout);
         peer.options.idle_timeout = Some(self.timeouts.idle_timeout);
+        peer.options.verify_cert = site.tls_verify;
+        peer.options.verify_hostname = site.tls_verify;
+        peer.options.ca = site.ca.clone();
         peer
     }
 
@@ -248,6 +255,27 @@ impl ProxyHttp for StavkaProxy {
                 .await;
         };
         ctx.site = Some(site.clone());
+        if let (true, Some(port), Some(host)) = (site.https_redirect, self.https_port, &ctx.host) {
+            if !https::is_tls(session) {
+                // RFC 9110 §15.4.9: 308 keeps the method and body.
+                let location = https::location(host, port, key::target(&session.req_header().uri));
+                let status = CacheStatus {
+                    detail: Some(Detail::HttpsRedirect),
+                    ..CacheStatus::default()
+                };
+                let headers = [("location".to_owned(), location)];
+                local::respond_with(
+                    session,
+                    308,
+                    &headers,
+                    Bytes::new(),
+                    &status.render(&self.cache_name),
+                )
+                .await?;
+                ctx.cache_status = Some(status);
+                return Ok(true);
+            }
+        }
         let Some(name) = site.policy.as_deref() else {
             return self.serve_sliced(session, ctx).await;
         };
@@ -534,8 +562,14 @@ impl ProxyHttp for StavkaProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.site.as_ref().is_some_and(|s| s.strip_cdn_cache_control) {
-            resp.remove_header(freshness::CDN_CACHE_CONTROL);
+        if let Some(site) = &ctx.site {
+            if site.strip_cdn_cache_control {
+                resp.remove_header(freshness::CDN_CACHE_CONTROL);
+            }
+            // RFC 6797 §7.2: only over a secure transport.
+            if let (Some(hsts), true) = (&site.hsts, https::is_tls(session)) {
+                resp.insert_header("strict-transport-security", hsts.clone())?;
+            }
         }
         // Surrogate tags are for this cache's purges, not for clients.
         self.store.strip_tags(resp);

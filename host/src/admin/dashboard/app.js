@@ -163,6 +163,7 @@ function showStats(s) {
     ceiling(Math.max(0, ...latencyLines.flatMap((l) => l.values.filter((v) => v != null)))));
 
   showSites(s.sites);
+  showCertificates(s.certificates);
 
   const body = $("tiers").tBodies[0];
   body.replaceChildren();
@@ -207,6 +208,29 @@ function showSites(sites) {
     cell(health, num(o.errors_per_second), "num");
     cell(health, num(o.timeouts_per_second), "num");
     for (const [, field] of PERCENTILES) cell(health, ms(o.latency[field]), "num");
+  }
+}
+
+// Days a certificate may have left before it is shown as a warning, and
+// as an error.
+const CERT_WARN_DAYS = 21, CERT_BAD_DAYS = 7;
+
+// The TLS certificates and when each expires; hidden without a TLS listener.
+function showCertificates(certs) {
+  $("certificates-panel").hidden = !certs.length;
+  const body = $("certificates").tBodies[0];
+  body.replaceChildren();
+  for (const c of certs) {
+    const row = body.insertRow();
+    row.dataset.certificate = c.name;
+    const days = c.expires_in_seconds / 86400;
+    cell(row, c.name);
+    cell(row, c.hosts.join(" "), "url");
+    cell(row, c.cert_file, "url");
+    cell(row, new Date(c.not_after * 1000).toISOString().slice(0, 10));
+    cell(row, days < 0 ? "expired" : `${Math.floor(days)} d`,
+      days < CERT_BAD_DAYS ? "num error" : days < CERT_WARN_DAYS ? "num warning" : "num");
+    cell(row, c.last_error || "", c.last_error ? "error" : "");
   }
 }
 

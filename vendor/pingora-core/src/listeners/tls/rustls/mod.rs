@@ -38,6 +38,9 @@ pub struct TlsSettings {
     client_cert_verifier: Option<Arc<dyn ClientCertVerifier>>,
     callbacks: Option<TlsAcceptCallbacks>,
     offload_threadpool: Option<(usize, usize)>,
+    // stavka: lets the caller finish the ServerConfig (session tickets,
+    // session cache size) without a copy of build().
+    config_hook: Option<Box<dyn FnOnce(&mut ServerConfig) + Send + Sync>>,
 }
 
 pub struct Acceptor {
@@ -94,6 +97,10 @@ impl TlsSettings {
         if let Some(alpn_protocols) = self.alpn_protocols {
             config.alpn_protocols = alpn_protocols;
         }
+        // stavka: the caller's finishing touches.
+        if let Some(hook) = self.config_hook {
+            hook(&mut config);
+        }
 
         Acceptor {
             acceptor: RusTlsAcceptor::from(Arc::new(config)),
@@ -112,6 +119,15 @@ impl TlsSettings {
 
     pub fn set_alpn(&mut self, alpn: ALPN) {
         self.alpn_protocols = Some(alpn.to_wire_protocols());
+    }
+
+    /// stavka: run `hook` on the rustls [`ServerConfig`] at the end of
+    /// `build()`, e.g. to enable session tickets.
+    pub fn set_server_config_hook(
+        &mut self,
+        hook: impl FnOnce(&mut ServerConfig) + Send + Sync + 'static,
+    ) {
+        self.config_hook = Some(Box::new(hook));
     }
 
     /// Configure mTLS by providing a rustls client certificate verifier.
@@ -200,6 +216,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: None,
             offload_threadpool: None,
+            config_hook: None,
         })
     }
 
@@ -220,6 +237,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: Some(callbacks),
             offload_threadpool: None,
+            config_hook: None,
         })
     }
 }

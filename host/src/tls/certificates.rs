@@ -1,0 +1,313 @@
+//! Which certificate answers a TLS client: each site's for the names in its
+//! `hosts` (exact and `*.` wildcards, by the client's SNI), and the `[tls]`
+//! default (or the default site's) for every other name and for clients
+//! that send none. The table is swapped whole when a certificate is
+//! reloaded, so a handshake reads one consistent table without a lock and
+//! connections already up keep the certificate they were given.
+
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use super::certificate::{self, CertError, Certificate};
+use crate::config::{normalize_host_pattern, CertFiles, Config};
+use crate::events::{EventKind, EventLog};
+use crate::host_table::HostTable;
+
+/// The name of the `[tls]` default certificate in metrics, events and
+/// `/stats`; a site's certificate goes by the site's name.
+pub const DEFAULT_NAME: &str = "default";
+
+/// One configured certificate: where it comes from and which names it
+/// answers for.
+#[derive(Debug)]
+struct Binding {
+    /// The site's name, or [`DEFAULT_NAME`].
+    name: String,
+    /// The configuration field it came from, for start-up errors.
+    field: String,
+    files: CertFiles,
+    /// Normalized host patterns.
+    hosts: Vec<String>,
+    /// Whether it answers names no pattern covers.
+    default: bool,
+}
+
+/// What is known of a binding now.
+#[derive(Debug, Clone)]
+struct Current {
+    certificate: Certificate,
+    /// The last reload's refusal, while the previous certificate serves.
+    error: Option<String>,
+}
+
+/// A certificate's state, for `/stats` and the dashboard.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CertificateStatus {
+    /// The site's name, or `default`.
+    pub name: String,
+    /// The names it answers for (`*` for the default).
+    pub hosts: Vec<String>,
+    /// The chain file.
+    pub cert_file: String,
+    /// The serving leaf's notAfter, Unix seconds.
+    pub not_after: i64,
+    /// Seconds until then (negative once expired).
+    pub expires_in_seconds: i64,
+    /// Why the newest files were refused, while the previous certificate
+    /// serves.
+    pub last_error: Option<String>,
+}
+
+/// Every configured certificate, the SNI table, and their metrics.
+pub struct Certificates {
+    bindings: Vec<Binding>,
+    current: Mutex<Vec<Current>>,
+    table: ArcSwap<HostTable<Arc<CertifiedKey>>>,
+    loads: IntCounterVec,
+    expiry: GaugeVec,
+    events: Arc<EventLog>,
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("bindings", &self.bindings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The certificates `config` names, with the field each comes from.
+fn bindings(config: &Config) -> Vec<Binding> {
+    let mut out = Vec::new();
+    let tls_default = config.tls.default_cert();
+    if let Some(files) = &tls_default {
+        out.push(Binding {
+            name: DEFAULT_NAME.to_owned(),
+            field: "tls.cert".to_owned(),
+            files: files.clone(),
+            hosts: Vec::new(),
+            default: true,
+        });
+    }
+    for (i, site) in config.sites.iter().enumerate() {
+        let Some(files) = &site.tls else { continue };
+        out.push(Binding {
+            name: site.name.clone(),
+            field: format!("site[{i}].tls.cert"),
+            files: files.clone(),
+            hosts: site
+                .hosts
+                .iter()
+                .filter_map(|h| normalize_host_pattern(h).ok())
+                .collect(),
+            // Without a `[tls]` default, the default site's certificate
+            // answers names no site covers.
+            default: site.default && tls_default.is_none(),
+        });
+    }
+    out
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Certificates {
+    /// Load every certificate `config` names, registering the metrics in
+    /// `registry`. `None` when there is no TLS listener. Every certificate
+    /// must load: a refused one is an error naming its field.
+    pub fn load(
+        config: &Config,
+        registry: &Registry,
+        events: Arc<EventLog>,
+    ) -> Result<Option<Arc<Certificates>>, Vec<(String, CertError)>> {
+        if config.listen.tls.is_none() {
+            return Ok(None);
+        }
+        let bindings = bindings(config);
+        let mut current = Vec::new();
+        let mut errors = Vec::new();
+        for b in &bindings {
+            match certificate::load(&b.files) {
+                Ok(certificate) => current.push(Current {
+                    certificate,
+                    error: None,
+                }),
+                Err(e) => errors.push((b.field.clone(), e)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let loads = IntCounterVec::new(
+            Opts::new(
+                "stavka_tls_certificate_loads_total",
+                "Certificate loads, by certificate (site name or default) and result (loaded, rejected); a rejected file leaves the previous certificate serving.",
+            ),
+            &["certificate", "result"],
+        )
+        .expect("valid metric");
+        let expiry = GaugeVec::new(
+            Opts::new(
+                "stavka_tls_certificate_expiry_seconds",
+                "Seconds until the serving certificate's notAfter (negative once expired), by certificate.",
+            ),
+            &["certificate"],
+        )
+        .expect("valid metric");
+        let certificates = Arc::new(Certificates {
+            table: ArcSwap::from_pointee(table(&bindings, &current)),
+            bindings,
+            current: Mutex::new(current),
+            loads: loads.clone(),
+            expiry: expiry.clone(),
+            events,
+        });
+        for b in &certificates.bindings {
+            certificates
+                .loads
+                .with_label_values(&[&b.name, "loaded"])
+                .inc();
+        }
+        registry.register(Box::new(loads)).expect("unique metric");
+        registry
+            .register(Box::new(Expiry(certificates.clone())))
+            .expect("unique metric");
+        Ok(Some(certificates))
+    }
+
+    /// Every file a certificate is read from, for the watcher.
+    pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.bindings
+            .iter()
+            .flat_map(|b| [b.files.cert.as_path(), b.files.key.as_path()])
+    }
+
+    /// Read again every certificate whose files changed. A good one is
+    /// swapped in for new handshakes; a bad one is logged, counted and
+    /// told to the event log, and the previous one keeps serving.
+    pub fn reload_changed(&self) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut swapped = false;
+        for (b, serving) in self.bindings.iter().zip(current.iter_mut()) {
+            let changed = certificate::fingerprint(&b.files).and_then(|content| {
+                if content == serving.certificate.content {
+                    Ok(None)
+                } else {
+                    certificate::load(&b.files).map(Some)
+                }
+            });
+            match changed {
+                // Unchanged, or back to what serves.
+                Ok(None) => serving.error = None,
+                Ok(Some(certificate)) => {
+                    tracing::info!(certificate = b.name, file = %b.files.cert.display(), not_after = certificate.not_after, "TLS certificate loaded");
+                    self.loads.with_label_values(&[&b.name, "loaded"]).inc();
+                    self.events.record(
+                        EventKind::CertificateLoaded,
+                        &b.name,
+                        format!(
+                            "{}: expires in {} days",
+                            b.files.cert.display(),
+                            (certificate.not_after - now()) / 86_400
+                        ),
+                    );
+                    *serving = Current {
+                        certificate,
+                        error: None,
+                    };
+                    swapped = true;
+                }
+                Err(e) => self.refuse(b, serving, e),
+            }
+        }
+        if swapped {
+            self.table.store(Arc::new(table(&self.bindings, &current)));
+        }
+    }
+
+    /// Keep `serving` and say why the new files were refused (once per
+    /// distinct reason: a watcher may see the same bad file several times).
+    fn refuse(&self, b: &Binding, serving: &mut Current, error: CertError) {
+        let message = error.to_string();
+        if serving.error.as_deref() == Some(message.as_str()) {
+            return;
+        }
+        tracing::error!(certificate = b.name, %error, "TLS certificate rejected; the previous one keeps serving");
+        self.loads.with_label_values(&[&b.name, "rejected"]).inc();
+        self.events
+            .record(EventKind::CertificateRejected, &b.name, &message);
+        serving.error = Some(message);
+    }
+
+    /// Each certificate's state.
+    pub fn status(&self) -> Vec<CertificateStatus> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now();
+        self.bindings
+            .iter()
+            .zip(current.iter())
+            .map(|(b, c)| CertificateStatus {
+                name: b.name.clone(),
+                hosts: if b.default {
+                    b.hosts.iter().cloned().chain(["*".to_owned()]).collect()
+                } else {
+                    b.hosts.clone()
+                },
+                cert_file: b.files.cert.display().to_string(),
+                not_after: c.certificate.not_after,
+                expires_in_seconds: c.certificate.not_after - now,
+                last_error: c.error.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The SNI table for the certificates serving now.
+fn table(bindings: &[Binding], current: &[Current]) -> HostTable<Arc<CertifiedKey>> {
+    let mut table = HostTable::default();
+    for (b, c) in bindings.iter().zip(current) {
+        for pattern in &b.hosts {
+            table.insert(pattern, c.certificate.key.clone());
+        }
+        if b.default {
+            table.set_default(c.certificate.key.clone());
+        }
+    }
+    table
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.table.load().lookup(hello.server_name()).cloned()
+    }
+}
+
+/// `stavka_tls_certificate_expiry_seconds`, computed when scraped so it
+/// counts down between reloads.
+struct Expiry(Arc<Certificates>);
+
+impl Collector for Expiry {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.expiry.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        for status in self.0.status() {
+            self.0
+                .expiry
+                .with_label_values(&[&status.name])
+                .set(status.expires_in_seconds as f64);
+        }
+        self.0.expiry.collect()
+    }
+}
