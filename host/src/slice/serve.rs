@@ -218,10 +218,19 @@ impl Pump {
         }
     }
 
+    /// The client has bytes from this run: store its blocks from now on
+    /// (a pump started for a client holds them until then).
+    fn store_now(&mut self) {
+        if let Some(keeper) = &mut self.keeper {
+            keeper.release();
+        }
+    }
+
     /// Read the rest of the run in the background, then release the
     /// connection: read-ahead outlives the request, bounded by the run. A
     /// run that stores nothing is not read on: its connection closes.
     fn drain(mut self, engine: &'static Engine) {
+        self.store_now();
         if self.keeper.is_none() {
             self.stop = self.at;
         }
@@ -662,7 +671,7 @@ impl Engine {
         let blocks = object.storing()?.blocks();
         let claims = self.claim_run(keys, 0, blocks - 1, Some(blocks), 0);
         let storing = Storing::of(object, keys, claims.unwrap_or_default(), blocks - 1)?;
-        Some(Tee::new(Keeper::start(self, storing)))
+        Some(Tee::new(Keeper::start(self, storing, false)))
     }
 
     /// The object's stored record, if there is one of a usable form.
@@ -760,8 +769,9 @@ impl Engine {
             _ => return None,
         };
         let stop = (ask.end + 1).min(object.length);
+        // Held until the client has bytes from it (or it is drained).
         let keeper = Storing::of(object, &target.object, claims, needed)
-            .map(|storing| Keeper::start(self, storing));
+            .map(|storing| Keeper::start(self, storing, true));
         Some(Pump {
             fetch,
             upstream: target.upstream.clone(),
@@ -794,7 +804,11 @@ impl Engine {
             loop {
                 match pump.next().await {
                     Ok(Some((at, chunk))) => {
+                        let was = client.next;
                         let sent = client.send(at, &chunk).await;
+                        if client.next != was {
+                            pump.store_now();
+                        }
                         pump.keep(at, chunk).await;
                         if let Err(e) = sent {
                             pump.drain(self);

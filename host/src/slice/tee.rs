@@ -4,6 +4,9 @@
 //! would hold every chunk of an origin response until the chunk before it
 //! is on disk. A [`Keeper`] hands chunks to a task that stores them in
 //! order, so reading the origin and feeding the client go on meanwhile.
+//! A run fetched for a waiting client holds its chunks until the client
+//! has its first bytes: on a busy core the store's writes (blocking-pool
+//! threads) would otherwise delay them.
 //!
 //! The first request for a large object gets it whole from the origin, on
 //! pingora's ordinary path (it is too large to store whole); a [`Tee`]
@@ -13,7 +16,7 @@
 //! was writing is not stored.
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::serve::Storing;
 use super::Engine;
@@ -26,20 +29,36 @@ const DEPTH: usize = 64;
 /// incomplete is not stored.
 pub(super) struct Keeper {
     chunks: Option<mpsc::Sender<(u64, Bytes)>>,
+    /// While held, the task queues chunks without storing them.
+    hold: Option<oneshot::Sender<()>>,
 }
 
 impl Keeper {
-    /// Start the task storing `storing`'s blocks.
-    pub(super) fn start(engine: &'static Engine, mut storing: Storing) -> Keeper {
+    /// Start the task storing `storing`'s blocks. `held`: it only queues
+    /// them until [`Keeper::release`] (or a full queue, or the keeper's
+    /// end), so that a client waiting for its first byte does not share
+    /// the core with the store's writes.
+    pub(super) fn start(engine: &'static Engine, mut storing: Storing, held: bool) -> Keeper {
         let (chunks, mut receiver) = mpsc::channel::<(u64, Bytes)>(DEPTH);
+        let (hold, released) = oneshot::channel();
         tokio::spawn(async move {
+            if held {
+                // Released or dropped: store from here on.
+                let _ = released.await;
+            }
             while let Some((at, chunk)) = receiver.recv().await {
                 storing.store(engine, at, chunk).await;
             }
         });
         Keeper {
             chunks: Some(chunks),
+            hold: held.then_some(hold),
         }
+    }
+
+    /// Store from now on what a held keeper queued.
+    pub(super) fn release(&mut self) {
+        self.hold = None;
     }
 
     /// Store `chunk`, the object's bytes from `at`, waiting only while
@@ -53,6 +72,10 @@ impl Keeper {
         let Some(chunks) = &self.chunks else {
             return;
         };
+        if chunks.capacity() == 0 {
+            // A held queue must not hold its reader up.
+            self.hold = None;
+        }
         if chunks.send((at, chunk)).await.is_err() {
             self.chunks = None;
         }
