@@ -1,5 +1,6 @@
 //! The operator's event log: what changed lately — purges, policy modules
-//! loaded, rejected or removed, circuit breakers tripping, eviction spikes —
+//! loaded, rejected or removed, circuit breakers tripping, eviction spikes,
+//! certificates and configuration reloaded or refused —
 //! kept in a bounded ring for the dashboard and `stavka ctl events`. Each
 //! event is also a `tracing` line where it happens; this is the short
 //! memory an operator looks at first.
@@ -37,11 +38,15 @@ pub enum EventKind {
     CertificateLoaded,
     /// A TLS certificate's new files were refused; the previous one serves.
     CertificateRejected,
+    /// The configuration file was read again and published.
+    ConfigReloaded,
+    /// A configuration reload was refused; the running one serves.
+    ConfigRejected,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Purge,
         EventKind::PolicyLoaded,
         EventKind::PolicyRejected,
@@ -51,6 +56,8 @@ impl EventKind {
         EventKind::EvictionSpike,
         EventKind::CertificateLoaded,
         EventKind::CertificateRejected,
+        EventKind::ConfigReloaded,
+        EventKind::ConfigRejected,
     ];
 
     /// The name in `/events` and logs.
@@ -65,6 +72,8 @@ impl EventKind {
             EventKind::EvictionSpike => "eviction-spike",
             EventKind::CertificateLoaded => "certificate-loaded",
             EventKind::CertificateRejected => "certificate-rejected",
+            EventKind::ConfigReloaded => "config-reloaded",
+            EventKind::ConfigRejected => "config-rejected",
         }
     }
 
@@ -77,6 +86,7 @@ impl EventKind {
                 | EventKind::BreakerOpened
                 | EventKind::EvictionSpike
                 | EventKind::CertificateRejected
+                | EventKind::ConfigRejected
         )
     }
 }

@@ -20,6 +20,7 @@ pub mod policy;
 pub mod policy_settings;
 pub mod policy_trial;
 pub mod proxy;
+pub mod reload;
 pub mod scaffold;
 pub mod server;
 pub mod shutdown;

@@ -153,7 +153,7 @@ fn main() -> ExitCode {
                 None => Config::default(),
             };
             stavka::telemetry::init(&config.log);
-            stavka::server::run(config)
+            stavka::server::run(config, cli.config.clone())
         }
     };
     match result {

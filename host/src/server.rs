@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -15,6 +16,7 @@ use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::policy::{preflight, PolicyMetrics, PolicyRegistry, Watcher};
 use crate::proxy::StavkaProxy;
+use crate::reload::ConfigReloader;
 use crate::shutdown::{exit_when_drained, save_eviction_state, InFlight, Signals};
 use crate::sites::SiteRouter;
 use crate::tls;
@@ -23,16 +25,17 @@ use pingora_core::apps::HttpServerOptions;
 /// Start serving `config` and block until a signal ends the process:
 /// SIGTERM drains in-flight requests (see [`crate::shutdown`]), SIGINT
 /// stops at once.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let router = Arc::new(SiteRouter::build(
+    let router = Arc::new(ArcSwap::from_pointee(SiteRouter::build(
         &config.sites,
         config.slice.enabled,
+        &config.origin,
         &metrics,
-    )?);
+    )?));
     let store = CacheStore::open(&config.cache, &config.store, metrics.registry())?;
     let certificates = load_certificates(&config, &metrics)?;
-    let _watching_certificates = certificates
+    let cert_watcher = certificates
         .clone()
         .map(tls::CertWatcher::start)
         .transpose()?;
@@ -102,6 +105,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .server_options = Some(options);
     }
 
+    let reloader = Arc::new(ConfigReloader::new(
+        path,
+        config.clone(),
+        router.clone(),
+        certificates.clone(),
+        cert_watcher,
+        policies.clone(),
+        metrics.clone(),
+    ));
     let admin = AdminService::new(
         admin_listener,
         AdminState {
@@ -111,7 +123,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             proxy_addr: config.listen.proxy,
             in_flight: in_flight.clone(),
             policies,
-            site_configs: config.sites.clone(),
+            config: reloader,
             reloader: watcher.reloader(),
             token: config.admin.token(),
             metrics_public: config.admin.metrics_public,

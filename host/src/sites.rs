@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use http::HeaderValue;
 
-use crate::config::PolicyMissing;
 use crate::config::{self, normalize_host_pattern, split_host_port};
+use crate::config::{OriginTimeouts, PolicyMissing};
 use crate::host_table::HostTable;
 use crate::metrics::{Metrics, SiteMetrics};
 use pingora_core::protocols::tls::CaType;
@@ -27,6 +27,8 @@ pub struct Site {
     pub origin_addr: SocketAddr,
     /// Whether to speak TLS to the origin.
     pub tls: bool,
+    /// Connect, read, write and idle timeouts for the origin (`[origin]`).
+    pub timeouts: OriginTimeouts,
     /// The TLS server name (empty without TLS).
     pub sni: String,
     /// The Host header to send upstream instead of the client's.
@@ -72,6 +74,7 @@ impl SiteRouter {
     pub fn build(
         sites: &[config::Site],
         slice_enabled: bool,
+        timeouts: &OriginTimeouts,
         metrics: &Metrics,
     ) -> anyhow::Result<SiteRouter> {
         let mut router = SiteRouter::default();
@@ -130,6 +133,7 @@ impl SiteRouter {
                 name: cfg.name.clone(),
                 origin_addr,
                 tls: cfg.origin.tls,
+                timeouts: timeouts.clone(),
                 sni,
                 host_header,
                 metrics: metrics.for_site(&cfg.name),
@@ -205,6 +209,7 @@ mod tests {
                 site("fallback", &[], true),
             ],
             false,
+            &OriginTimeouts::default(),
             &Metrics::new(),
         )
         .unwrap();

@@ -455,13 +455,19 @@ impl Stavka {
 
     /// Send SIGTERM: graceful shutdown.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Send the signal `name` (`HUP`, `TERM`, …).
+    pub fn signal(&self, name: &str) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap()
             .success();
-        assert!(ok, "kill -TERM failed");
+        assert!(ok, "kill -{name} failed");
     }
+
 
     /// Wait for the process to exit, up to `limit`.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -673,7 +679,7 @@ impl Stavka {
     }
 
     /// The configuration file the process was started from, for tools that
-    /// read it too (`stavka --config FILE ctl ...`).
+    /// read it too (`stavka --config FILE ctl ...`) and for reloads.
     pub fn config_path(&self) -> PathBuf {
         self._dir.path().join("stavka.toml")
     }

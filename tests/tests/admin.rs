@@ -689,6 +689,7 @@ async fn every_answer_matches_its_schema_in_the_openapi_description() {
         ),
         ("post", "/purge", "/purge".into(), None, 415),
         ("get", "/events", "/events".into(), None, 200),
+        ("post", "/config/reload", "/config/reload".into(), None, 200),
         ("get", "/events", "/events?after=-1".into(), None, 400),
     ];
     let mut called = std::collections::BTreeSet::new();

@@ -144,8 +144,8 @@ fn locate(state: &AdminState, url: &str, default_target: &str) -> Result<Located
         t if t.starts_with('?') => format!("/{t}"),
         t => t.to_owned(),
     };
-    let site = state
-        .sites
+    let sites = state.sites.load();
+    let site = sites
         .route(Some(&host))
         .ok_or_else(|| ApiError::BadRequest(format!("no site serves host {host:?}")))?;
     Ok(Located {

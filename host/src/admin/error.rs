@@ -40,6 +40,13 @@ pub enum ApiError {
         /// What the extractor found wrong.
         message: String,
     },
+    /// The configuration cannot be reloaded: there is no file (409).
+    #[error("{0}")]
+    NoConfigFile(String),
+    /// The reloaded configuration was refused, every problem listed, one a
+    /// line; the running one keeps serving (422).
+    #[error("{0}")]
+    ReloadRefused(String),
 }
 
 impl ApiError {
@@ -51,6 +58,8 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::NotAModuleName(_) => StatusCode::BAD_REQUEST,
             ApiError::NoSuchKey(_) => StatusCode::NOT_FOUND,
             ApiError::Unreadable { status, .. } => *status,
+            ApiError::NoConfigFile(_) => StatusCode::CONFLICT,
+            ApiError::ReloadRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 }

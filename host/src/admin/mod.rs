@@ -29,6 +29,7 @@ mod dashboard;
 mod error;
 mod policies;
 mod probes;
+mod reload;
 pub mod report;
 mod stats;
 
@@ -41,16 +42,17 @@ pub struct AdminState {
     /// The cache: sizes, readiness, purges and inspection.
     pub store: &'static CacheStore,
     /// Which site serves a host, to find a URL's cache key.
-    pub sites: Arc<SiteRouter>,
+    pub sites: Arc<arc_swap::ArcSwap<SiteRouter>>,
     /// The proxy listener, probed by `/readyz`.
     pub proxy_addr: SocketAddr,
     /// Requests in flight, and whether shutdown has begun.
     pub in_flight: Arc<InFlight>,
     /// Policy modules and their key-value stores.
     pub policies: Arc<PolicyRegistry>,
-    /// The configured sites, for `/readyz` to name a site whose policy
-    /// module is not loaded.
-    pub site_configs: Vec<crate::config::Site>,
+    /// Reads the configuration file again (`POST /config/reload`,
+    /// `SIGHUP`); knows the sites serving now, for `/readyz` to name a site
+    /// whose policy module is not loaded.
+    pub config: Arc<crate::reload::ConfigReloader>,
     /// Loads a module now, on the watcher's thread.
     pub reloader: Reloader,
     /// The bearer token required for everything but the probes, if any.
@@ -92,6 +94,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/stats", get(stats::stats))
         .route("/top", get(stats::top))
         .route("/events", get(stats::events))
+        .route("/config/reload", post(reload::reload))
         .route("/policies", get(policies::list))
         .route("/policies/{module}/reload", post(policies::reload))
         .route("/policies/{module}/kv", get(policies::kv_list))
@@ -181,6 +184,7 @@ impl BackgroundService for AdminService {
             }
         };
         let sampling = stats::Sampler::run(self.state.clone());
+        let hangups = reload::on_sighup(self.state.clone());
         let app = router(self.state.clone());
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -188,6 +192,7 @@ impl BackgroundService for AdminService {
             })
             .await;
         sampling.abort();
+        hangups.abort();
         if let Err(e) = served {
             tracing::error!(error = %e, "admin listener failed");
         }

@@ -93,7 +93,7 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
 
 /// `ok`, or the sites whose named module is not being served.
 fn policies_check(state: &AdminState) -> String {
-    let unserved = preflight::unserved(&state.policies, &state.site_configs);
+    let unserved = preflight::unserved(&state.policies, &state.config.sites());
     if unserved.is_empty() {
         return "ok".to_owned();
     }

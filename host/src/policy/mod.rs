@@ -55,8 +55,9 @@ pub struct PolicyRegistry {
     shared: std::sync::Mutex<HashMap<String, Arc<ModuleShared>>>,
     kv: KvStores,
     metrics: Arc<PolicyMetrics>,
-    /// Modules a site names: deleting one's file keeps its last good version.
-    named: HashSet<String>,
+    /// Modules a site names: deleting one's file keeps its last good
+    /// version. Replaced by a configuration reload.
+    named: std::sync::Mutex<HashSet<String>>,
 }
 
 /// What reading a module from disk found.
@@ -82,7 +83,7 @@ impl PolicyRegistry {
             shared: Default::default(),
             kv: KvStores::default(),
             metrics,
-            named: HashSet::new(),
+            named: Default::default(),
         })
     }
 
@@ -90,9 +91,23 @@ impl PolicyRegistry {
     /// name) when their files are deleted: an operator stops using a module
     /// by removing it from the configuration, not by deleting a file, so a
     /// stray `rm` cannot switch a site's access policy off.
-    pub fn named_by_sites(mut self, names: impl IntoIterator<Item = String>) -> PolicyRegistry {
-        self.named.extend(names);
+    pub fn named_by_sites(self, names: impl IntoIterator<Item = String>) -> PolicyRegistry {
+        self.set_named(names);
         self
+    }
+
+    /// Replace the modules sites name, after a configuration reload. A
+    /// module no longer named whose file is gone is unpublished on its
+    /// next reload.
+    pub fn set_named(&self, names: impl IntoIterator<Item = String>) {
+        *self.named.lock().unwrap_or_else(|e| e.into_inner()) = names.into_iter().collect();
+    }
+
+    fn is_named(&self, name: &str) -> bool {
+        self.named
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
     }
 
     /// The serving version of `name`. One atomic load; the returned version
@@ -154,7 +169,7 @@ impl PolicyRegistry {
     pub async fn reload(&self, name: &str) {
         match self.load(name).await {
             Ok(Loaded::Unchanged) => {}
-            Ok(Loaded::Absent) if self.named.contains(name) => {
+            Ok(Loaded::Absent) if self.is_named(name) => {
                 if self.get(name).is_some() {
                     tracing::warn!(
                         module = name,

@@ -16,6 +16,7 @@ mod observe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, Method};
@@ -36,8 +37,8 @@ use crate::cache::invalidate;
 use crate::cache::key::{self, cache_key, target, variance};
 use crate::cache::status::{CacheStatus, Detail, Fwd};
 use crate::cache::store::CacheStore;
+use crate::config;
 use crate::config::PolicyMissing;
-use crate::config::{self, OriginTimeouts};
 use crate::error_kind::ErrorKind;
 use crate::hop_by_hop;
 use crate::host_name;
@@ -51,11 +52,11 @@ use observe::Recorder;
 
 /// The caching reverse proxy.
 pub struct StavkaProxy {
-    router: Arc<SiteRouter>,
+    /// Replaced whole by a configuration reload; a request routes once.
+    router: Arc<ArcSwap<SiteRouter>>,
     store: &'static CacheStore,
     rules: FreshnessRules,
     cache_name: String,
-    timeouts: OriginTimeouts,
     recorder: Recorder,
     in_flight: Arc<InFlight>,
     policies: Arc<PolicyRegistry>,
@@ -68,7 +69,7 @@ impl StavkaProxy {
     /// Assemble the proxy from a validated configuration.
     pub fn new(
         config: &config::Config,
-        router: Arc<SiteRouter>,
+        router: Arc<ArcSwap<SiteRouter>>,
         store: &'static CacheStore,
         metrics: Arc<Metrics>,
         in_flight: Arc<InFlight>,
@@ -91,7 +92,6 @@ impl StavkaProxy {
             store,
             rules,
             cache_name: config.cache.name.clone(),
-            timeouts: config.origin.clone(),
             recorder: Recorder::new(metrics, store, &config.log, config.cache.name.clone()),
             in_flight,
             policies,
@@ -105,10 +105,11 @@ impl StavkaProxy {
     /// The site's origin, with this proxy's timeouts.
     fn origin_peer(&self, site: &Site) -> HttpPeer {
         let mut peer = HttpPeer::new(site.origin_addr, site.tls, site.sni.clone());
-        peer.options.connection_timeout = Some(self.timeouts.connect_timeout);
-        peer.options.read_timeout = Some(self.timeouts.read_timeout);
-        peer.options.write_timeout = Some(self.timeouts.write_timeout);
-        peer.options.idle_timeout = Some(self.timeouts.idle_timeout);
+        let timeouts = &site.timeouts;
+        peer.options.connection_timeout = Some(timeouts.connect_timeout);
+        peer.options.read_timeout = Some(timeouts.read_timeout);
+        peer.options.write_timeout = Some(timeouts.write_timeout);
+        peer.options.idle_timeout = Some(timeouts.idle_timeout);
         peer.options.verify_cert = site.tls_verify;
         peer.options.verify_hostname = site.tls_verify;
         peer.options.ca = site.ca.clone();
@@ -243,7 +244,9 @@ impl ProxyHttp for StavkaProxy {
                 return self.answer_here(session, ctx, 400, detail, body).await;
             }
         };
-        let Some(site) = self.router.route(ctx.host.as_deref()) else {
+        // The site is taken once: a reload meanwhile does not change it.
+        let routed = self.router.load().route(ctx.host.as_deref()).cloned();
+        let Some(site) = routed else {
             let body = match &ctx.host {
                 Some(host) => format!("stavka: no site is configured for host {host:?}\n"),
                 None => {

@@ -65,10 +65,21 @@ pub struct CertificateStatus {
     pub last_error: Option<String>,
 }
 
+/// A configured certificate and the one serving for it.
+#[derive(Debug)]
+struct Entry {
+    binding: Binding,
+    serving: Current,
+}
+
+/// Certificates loaded for a configuration, checked and ready for
+/// [`Certificates::install`].
+#[derive(Debug)]
+pub struct Prepared(Vec<Entry>);
+
 /// Every configured certificate, the SNI table, and their metrics.
 pub struct Certificates {
-    bindings: Vec<Binding>,
-    current: Mutex<Vec<Current>>,
+    entries: Mutex<Vec<Entry>>,
     table: ArcSwap<HostTable<Arc<CertifiedKey>>>,
     loads: IntCounterVec,
     expiry: GaugeVec,
@@ -78,7 +89,7 @@ pub struct Certificates {
 impl std::fmt::Debug for Certificates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Certificates")
-            .field("bindings", &self.bindings)
+            .field("entries", &self.entries)
             .finish_non_exhaustive()
     }
 }
@@ -133,21 +144,7 @@ impl Certificates {
         if config.listen.tls.is_none() {
             return Ok(None);
         }
-        let bindings = bindings(config);
-        let mut current = Vec::new();
-        let mut errors = Vec::new();
-        for b in &bindings {
-            match certificate::load(&b.files) {
-                Ok(certificate) => current.push(Current {
-                    certificate,
-                    error: None,
-                }),
-                Err(e) => errors.push((b.field.clone(), e)),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let prepared = Certificates::prepare(config)?;
         let loads = IntCounterVec::new(
             Opts::new(
                 "stavka_tls_certificate_loads_total",
@@ -165,19 +162,13 @@ impl Certificates {
         )
         .expect("valid metric");
         let certificates = Arc::new(Certificates {
-            table: ArcSwap::from_pointee(table(&bindings, &current)),
-            bindings,
-            current: Mutex::new(current),
+            entries: Mutex::new(Vec::new()),
+            table: ArcSwap::from_pointee(HostTable::default()),
             loads: loads.clone(),
             expiry: expiry.clone(),
             events,
         });
-        for b in &certificates.bindings {
-            certificates
-                .loads
-                .with_label_values(&[&b.name, "loaded"])
-                .inc();
-        }
+        certificates.install(prepared);
         registry.register(Box::new(loads)).expect("unique metric");
         registry
             .register(Box::new(Expiry(certificates.clone())))
@@ -185,20 +176,70 @@ impl Certificates {
         Ok(Some(certificates))
     }
 
-    /// Every file a certificate is read from, for the watcher.
-    pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
-        self.bindings
+    /// Load every certificate `config` names, without serving any: a
+    /// reload checks all of them before it changes anything. Each refusal
+    /// names its field.
+    pub fn prepare(config: &Config) -> Result<Prepared, Vec<(String, CertError)>> {
+        let mut entries = Vec::new();
+        let mut errors = Vec::new();
+        for binding in bindings(config) {
+            match certificate::load(&binding.files) {
+                Ok(certificate) => entries.push(Entry {
+                    binding,
+                    serving: Current {
+                        certificate,
+                        error: None,
+                    },
+                }),
+                Err(e) => errors.push((binding.field, e)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Prepared(entries))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Serve `prepared` from the next handshake on, replacing every
+    /// certificate (a reload may add, drop or rebind them).
+    pub fn install(&self, Prepared(entries): Prepared) {
+        let mut current = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for e in &entries {
+            self.loads
+                .with_label_values(&[&e.binding.name, "loaded"])
+                .inc();
+        }
+        *current = entries;
+        self.table.store(Arc::new(table(&current)));
+    }
+
+    /// The directories holding certificate files, for the watcher.
+    pub fn dirs(&self) -> std::collections::BTreeSet<std::path::PathBuf> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
             .iter()
-            .flat_map(|b| [b.files.cert.as_path(), b.files.key.as_path()])
+            .flat_map(|e| [&e.binding.files.cert, &e.binding.files.key])
+            .map(|f| {
+                f.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."))
+                    .to_owned()
+            })
+            .collect()
     }
 
     /// Read again every certificate whose files changed. A good one is
     /// swapped in for new handshakes; a bad one is logged, counted and
     /// told to the event log, and the previous one keeps serving.
     pub fn reload_changed(&self) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let mut swapped = false;
-        for (b, serving) in self.bindings.iter().zip(current.iter_mut()) {
+        for Entry {
+            binding: b,
+            serving,
+        } in entries.iter_mut()
+        {
             let changed = certificate::fingerprint(&b.files).and_then(|content| {
                 if content == serving.certificate.content {
                     Ok(None)
@@ -231,7 +272,7 @@ impl Certificates {
             }
         }
         if swapped {
-            self.table.store(Arc::new(table(&self.bindings, &current)));
+            self.table.store(Arc::new(table(&entries)));
         }
     }
 
@@ -251,36 +292,40 @@ impl Certificates {
 
     /// Each certificate's state.
     pub fn status(&self) -> Vec<CertificateStatus> {
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let now = now();
-        self.bindings
+        entries
             .iter()
-            .zip(current.iter())
-            .map(|(b, c)| CertificateStatus {
-                name: b.name.clone(),
-                hosts: if b.default {
-                    b.hosts.iter().cloned().chain(["*".to_owned()]).collect()
-                } else {
-                    b.hosts.clone()
+            .map(
+                |Entry {
+                     binding: b,
+                     serving: c,
+                 }| CertificateStatus {
+                    name: b.name.clone(),
+                    hosts: if b.default {
+                        b.hosts.iter().cloned().chain(["*".to_owned()]).collect()
+                    } else {
+                        b.hosts.clone()
+                    },
+                    cert_file: b.files.cert.display().to_string(),
+                    not_after: c.certificate.not_after,
+                    expires_in_seconds: c.certificate.not_after - now,
+                    last_error: c.error.clone(),
                 },
-                cert_file: b.files.cert.display().to_string(),
-                not_after: c.certificate.not_after,
-                expires_in_seconds: c.certificate.not_after - now,
-                last_error: c.error.clone(),
-            })
+            )
             .collect()
     }
 }
 
 /// The SNI table for the certificates serving now.
-fn table(bindings: &[Binding], current: &[Current]) -> HostTable<Arc<CertifiedKey>> {
+fn table(entries: &[Entry]) -> HostTable<Arc<CertifiedKey>> {
     let mut table = HostTable::default();
-    for (b, c) in bindings.iter().zip(current) {
-        for pattern in &b.hosts {
-            table.insert(pattern, c.certificate.key.clone());
+    for Entry { binding, serving } in entries {
+        for pattern in &binding.hosts {
+            table.insert(pattern, serving.certificate.key.clone());
         }
-        if b.default {
-            table.set_default(c.certificate.key.clone());
+        if binding.default {
+            table.set_default(serving.certificate.key.clone());
         }
     }
     table
@@ -302,6 +347,8 @@ impl Collector for Expiry {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        // Certificates a reload dropped are dropped here too.
+        self.0.expiry.reset();
         for status in self.0.status() {
             self.0
                 .expiry

@@ -5,7 +5,6 @@
 //! chain and then the key is seen whole. Files are also checked every
 //! [`RECHECK`], for filesystems that deliver no change events.
 
-use std::collections::BTreeSet;
 use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 pub const RECHECK: Duration = Duration::from_secs(60);
 
 /// Keeps the certificate directories watched; dropping it stops the
-/// watching thread.
+/// watching thread. A reload that changes which files are used starts a
+/// new one.
 pub struct CertWatcher {
     _watcher: notify::RecommendedWatcher,
 }
@@ -33,16 +33,7 @@ impl CertWatcher {
         let (tx, rx) = channel::<notify::Result<notify::Event>>();
         let mut watcher =
             notify::recommended_watcher(tx).context("starting the certificate watcher")?;
-        let dirs: BTreeSet<_> = certificates
-            .files()
-            .map(|f| {
-                f.parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .unwrap_or(std::path::Path::new("."))
-                    .to_owned()
-            })
-            .collect();
-        for dir in &dirs {
+        for dir in &certificates.dirs() {
             watcher
                 .watch(dir, RecursiveMode::NonRecursive)
                 .with_context(|| format!("watching {} for certificate changes", dir.display()))?;
