@@ -46,6 +46,11 @@ pub struct Cost {
     pub hits: usize,
     /// Responses that said whether they were hits.
     pub told: usize,
+    /// Misses that asked the origin for nothing themselves: their blocks
+    /// were all stored or on their way for another request (stavka's
+    /// `Cache-Status` says `collapsed`), such as a read-ahead still
+    /// arriving.
+    pub collapsed: usize,
     /// When the last client was done, from the first request.
     pub last_done: Duration,
     /// The first client's first body byte after the origin's first body
@@ -188,6 +193,7 @@ fn add_up(got: &[Got], traffic: &Traffic) -> Cost {
         first_bytes,
         hits: got.iter().filter(|g| g.hit == Some(true)).count(),
         told: got.iter().filter(|g| g.hit.is_some()).count(),
+        collapsed: got.iter().filter(|g| g.collapsed).count(),
         last_done: got.iter().map(|g| g.done).max().unwrap_or_default(),
         after_origin: match (
             got.iter().map(|g| g.first_byte_at).min(),
@@ -237,6 +243,8 @@ struct Got {
     done_at: Instant,
     /// Whether the proxy said it was a hit (`None`: it did not say).
     hit: Option<bool>,
+    /// Whether the proxy said it waited for another request's fetch.
+    collapsed: bool,
 }
 
 /// The ranges starting at `starts`, one after another on one connection.
@@ -276,6 +284,7 @@ async fn fetch_range(
         "{what}: Content-Range {content_range:?}, expected {expected}"
     );
     let hit = said_hit(resp.headers());
+    let collapsed = said_collapsed(resp.headers());
     let mut first_byte_at = None;
     let mut at = start;
     let mut expected = Vec::new();
@@ -319,6 +328,7 @@ async fn fetch_range(
         first_byte_at,
         done_at,
         hit,
+        collapsed,
     })
 }
 
@@ -332,6 +342,15 @@ fn said_hit(headers: &reqwest::header::HeaderMap) -> Option<bool> {
         return Some(status.split(';').skip(1).any(|p| p.trim() == "hit"));
     }
     text("x-cache-status").map(|s| s == "HIT")
+}
+
+/// Whether stavka's `Cache-Status` says the response waited for another
+/// request's fetch (nginx does not say).
+fn said_collapsed(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| s.split(';').skip(1).any(|p| p.trim() == "collapsed"))
 }
 
 #[cfg(test)]
@@ -364,6 +383,15 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
+        assert_eq!(said_hit(&headers), Some(false));
+        assert!(!said_collapsed(&headers));
+        headers.insert(
+            "cache-status",
+            "stavka; fwd=miss; collapsed; detail=slice-0/1-hit-1-in-flight"
+                .parse()
+                .unwrap(),
+        );
+        assert!(said_collapsed(&headers));
         assert_eq!(said_hit(&headers), Some(false));
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert("x-cache-status", "HIT".parse().unwrap());
