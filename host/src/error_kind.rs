@@ -28,13 +28,15 @@ pub enum ErrorKind {
     ClientGone,
     /// The client's request could not be read.
     BadRequest,
+    /// The client's request body outgrew `limits.max_body_bytes`.
+    RequestTooLarge,
     /// A failure of this proxy.
     InternalError,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::Status,
         ErrorKind::PolicyFailed,
         ErrorKind::PolicyMissing,
@@ -46,6 +48,7 @@ impl ErrorKind {
         ErrorKind::OriginError,
         ErrorKind::ClientGone,
         ErrorKind::BadRequest,
+        ErrorKind::RequestTooLarge,
         ErrorKind::InternalError,
     ];
 
@@ -63,6 +66,7 @@ impl ErrorKind {
             ErrorKind::OriginError => "origin-error",
             ErrorKind::ClientGone => "client-gone",
             ErrorKind::BadRequest => "bad-request",
+            ErrorKind::RequestTooLarge => "request-too-large",
             ErrorKind::InternalError => "internal-error",
         }
     }
@@ -77,6 +81,7 @@ impl ErrorKind {
             ErrorKind::OriginClosed => "the origin closed the connection",
             ErrorKind::OriginError => "the origin failed",
             ErrorKind::BadRequest => "the request could not be read",
+            ErrorKind::RequestTooLarge => "the request body is too large",
             ErrorKind::PolicyFailed => "the site's cache policy failed",
             ErrorKind::PolicyMissing => "the site's policy module is not loaded",
             ErrorKind::Status | ErrorKind::ClientGone | ErrorKind::InternalError => {

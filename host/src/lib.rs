@@ -15,6 +15,7 @@ pub mod events;
 pub mod hop_by_hop;
 pub mod host_name;
 pub mod host_table;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod policy_settings;

@@ -1,15 +1,16 @@
 //! Live reconfiguration. `SIGHUP` or `POST /config/reload` reads the
 //! configuration file again and, when it is valid, publishes what can change
 //! while serving — sites and their hosts, origins and their timeouts, the
-//! policy each site names, TLS certificates — in one step: a request routes
+//! policy each site names, TLS certificates, the request and connection
+//! limits — in one step: a request routes
 //! once, so one already under way finishes on the site it started with. A
 //! file that is invalid, names an origin that does not resolve or a
 //! certificate that does not load changes nothing: every problem is logged,
 //! counted and answered, and the running configuration keeps serving.
 //! Settings only a restart applies (listen addresses, threads, the store,
 //! the admin listener, logging, the policy directory and limits, cache and
-//! slice settings, `tls.http2`) are named in the answer, not silently
-//! ignored.
+//! slice settings, `tls.http2`, the header and idle timeouts and HTTP/2
+//! streams) are named in the answer, not silently ignored.
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError, ConfigErrors, Site};
 use crate::events::EventKind;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::{preflight, PolicyRegistry};
 use crate::sites::SiteRouter;
@@ -72,6 +74,18 @@ impl Outcome {
     }
 }
 
+/// What a reload replaces, shared with the proxy and the admin API.
+pub struct Published {
+    /// Sites by host.
+    pub router: Arc<ArcSwap<SiteRouter>>,
+    /// The TLS listener's certificates, if there is one.
+    pub certificates: Option<Arc<Certificates>>,
+    /// Which modules sites name.
+    pub policies: Arc<PolicyRegistry>,
+    /// Client limits.
+    pub limits: Arc<Limits>,
+}
+
 /// Holds what a reload replaces and the configuration the process started
 /// with.
 pub struct ConfigReloader {
@@ -81,10 +95,8 @@ pub struct ConfigReloader {
     started: Config,
     /// The configuration serving now.
     applied: Mutex<Config>,
-    router: Arc<ArcSwap<SiteRouter>>,
-    certificates: Option<Arc<Certificates>>,
+    published: Published,
     cert_watcher: Mutex<Option<CertWatcher>>,
-    policies: Arc<PolicyRegistry>,
     metrics: Arc<Metrics>,
     reloads: IntCounterVec,
 }
@@ -97,7 +109,8 @@ fn differs(a: &impl Debug, b: &impl Debug) -> bool {
 
 /// The sections of `new` that differ from `started` and need a restart.
 fn restart_required(started: &Config, new: &Config) -> Vec<String> {
-    let sections: [(&str, bool); 9] = [
+    let (was, is) = (&started.limits, &new.limits);
+    let sections: [(&str, bool); 12] = [
         ("listen", differs(&started.listen, &new.listen)),
         ("server", differs(&started.server, &new.server)),
         ("store", differs(&started.store, &new.store)),
@@ -107,6 +120,15 @@ fn restart_required(started: &Config, new: &Config) -> Vec<String> {
         ("cache", differs(&started.cache, &new.cache)),
         ("slice", differs(&started.slice, &new.slice)),
         ("tls.http2", started.tls.http2 != new.tls.http2),
+        (
+            "limits.header_timeout",
+            was.header_timeout != is.header_timeout,
+        ),
+        ("limits.idle_timeout", was.idle_timeout != is.idle_timeout),
+        (
+            "limits.h2_max_streams",
+            was.h2_max_streams != is.h2_max_streams,
+        ),
     ];
     sections
         .into_iter()
@@ -135,16 +157,13 @@ fn site_changes(old: &[Site], new: &[Site]) -> (Vec<String>, Vec<String>, Vec<St
 }
 
 impl ConfigReloader {
-    /// Reload from `path` (none: started without a file) what `router`,
-    /// `certificates` and `policies` serve, starting from `started`, and
-    /// keep `cert_watcher` current.
+    /// Reload from `path` (none: started without a file) what `published`
+    /// serves, starting from `started`, and keep `cert_watcher` current.
     pub fn new(
         path: Option<PathBuf>,
         started: Config,
-        router: Arc<ArcSwap<SiteRouter>>,
-        certificates: Option<Arc<Certificates>>,
+        published: Published,
         cert_watcher: Option<CertWatcher>,
-        policies: Arc<PolicyRegistry>,
         metrics: Arc<Metrics>,
     ) -> ConfigReloader {
         let reloads = IntCounterVec::new(
@@ -163,10 +182,8 @@ impl ConfigReloader {
             path,
             applied: Mutex::new(started.clone()),
             started,
-            router,
-            certificates,
+            published,
             cert_watcher: Mutex::new(cert_watcher),
-            policies,
             metrics,
             reloads,
         }
@@ -239,7 +256,8 @@ impl ConfigReloader {
             &self.metrics,
         )
         .map_err(|e| ReloadError::Invalid(ConfigErrors::one("site".into(), format!("{e:#}"))))?;
-        let certificates = match (&self.certificates, new.listen.tls) {
+        let published = &self.published;
+        let certificates = match (&published.certificates, new.listen.tls) {
             (Some(certificates), Some(_)) => Some((
                 certificates,
                 Certificates::prepare(&new).map_err(|errors| {
@@ -258,7 +276,7 @@ impl ConfigReloader {
         };
 
         // Everything checked: publish.
-        self.router.store(Arc::new(router));
+        published.router.store(Arc::new(router));
         if let Some((certificates, prepared)) = certificates {
             certificates.install(prepared);
             let mut watcher = self.cert_watcher.lock().unwrap_or_else(|e| e.into_inner());
@@ -271,8 +289,10 @@ impl ConfigReloader {
                 }
             }
         }
-        self.policies
+        published
+            .policies
             .set_named(new.sites.iter().filter_map(|s| s.policy.clone()));
+        published.limits.reconfigure(&new.limits);
 
         let (added, removed, changed, unchanged) = site_changes(&applied.sites, &new.sites);
         let report = ReloadReport {
@@ -281,7 +301,7 @@ impl ConfigReloader {
             changed,
             unchanged,
             restart_required: restart_required(&self.started, &new),
-            warnings: preflight::unserved(&self.policies, &new.sites)
+            warnings: preflight::unserved(&published.policies, &new.sites)
                 .iter()
                 .map(ToString::to_string)
                 .collect(),

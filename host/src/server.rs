@@ -13,14 +13,16 @@ use pingora_proxy::http_proxy_service_with_name;
 use crate::admin::{AdminService, AdminState};
 use crate::cache::store::CacheStore;
 use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::{preflight, PolicyMetrics, PolicyRegistry, Watcher};
 use crate::proxy::StavkaProxy;
-use crate::reload::ConfigReloader;
+use crate::reload::{ConfigReloader, Published};
 use crate::shutdown::{exit_when_drained, save_eviction_state, InFlight, Signals};
 use crate::sites::SiteRouter;
 use crate::tls;
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::protocols::http::v2::server::default_h2_options;
 
 /// Start serving `config` and block until a signal ends the process:
 /// SIGTERM drains in-flight requests (see [`crate::shutdown`]), SIGINT
@@ -81,6 +83,7 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let limits = Limits::new(&config.limits, metrics.registry());
     let proxy = StavkaProxy::new(
         &config,
         router.clone(),
@@ -88,6 +91,7 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<(
         metrics.clone(),
         in_flight.clone(),
         policies.clone(),
+        limits.clone(),
     );
     let mut proxy_service =
         http_proxy_service_with_name(&server.configuration, proxy, "stavka proxy");
@@ -96,22 +100,31 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<(
         let settings = tls::listener_settings(certificates.clone(), config.tls.http2)?;
         proxy_service.add_tls_with_settings(&addr.to_string(), None, settings);
     }
-    if config.listen.h2c {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        proxy_service
-            .app_logic_mut()
-            .expect("a new service has its app")
-            .server_options = Some(options);
-    }
+    proxy_service.set_connection_gate(limits.clone());
+    let app = proxy_service
+        .app_logic_mut()
+        .expect("a new service has its app");
+    let mut options = HttpServerOptions::default();
+    options.h2c = config.listen.h2c;
+    options.header_read_timeout = Some(config.limits.header_timeout);
+    options.keepalive_timeout = Some(config.limits.idle_timeout);
+    options.h2_idle_timeout = Some(config.limits.idle_timeout);
+    app.server_options = Some(options);
+    let mut h2 = default_h2_options();
+    h2.max_concurrent_streams(config.limits.h2_max_streams);
+    app.h2_options = Some(h2);
 
+    let published = Published {
+        router: router.clone(),
+        certificates: certificates.clone(),
+        policies: policies.clone(),
+        limits: limits.clone(),
+    };
     let reloader = Arc::new(ConfigReloader::new(
         path,
         config.clone(),
-        router.clone(),
-        certificates.clone(),
+        published,
         cert_watcher,
-        policies.clone(),
         metrics.clone(),
     ));
     let admin = AdminService::new(
@@ -129,6 +142,7 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<(
             metrics_public: config.admin.metrics_public,
             sampler: Default::default(),
             certificates,
+            limits,
         },
     );
     server.add_service(proxy_service);

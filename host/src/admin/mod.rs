@@ -63,6 +63,8 @@ pub struct AdminState {
     pub sampler: stats::Sampler,
     /// The TLS listener's certificates, for their expiry in `/stats`.
     pub certificates: Option<Arc<crate::tls::Certificates>>,
+    /// The client limits, whose header-timeout count pingora keeps.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// The admin HTTP service on a listener bound before the server started, so
@@ -159,6 +161,9 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    state.limits.sync_header_timeouts(
+        pingora_core::protocols::http::v1::server::HttpSession::header_timeouts(),
+    );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state

@@ -100,6 +100,8 @@ pub enum Detail {
     Error(ErrorKind),
     /// A plain-HTTP request was sent to HTTPS (the site's `https_redirect`).
     HttpsRedirect,
+    /// The client ran into one of `[limits]`.
+    Limit(crate::limits::Limit),
 }
 
 impl Detail {
@@ -114,6 +116,7 @@ impl Detail {
             Detail::NotStored(reason) => not_stored_detail(reason),
             Detail::Error(kind) => kind.as_str(),
             Detail::HttpsRedirect => "https-redirect",
+            Detail::Limit(limit) => limit.as_str(),
         }
     }
 }

@@ -11,6 +11,7 @@
 mod admin;
 mod cache;
 mod error;
+mod limits;
 mod listen;
 mod log;
 mod origin;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 pub use admin::Admin;
 pub use cache::Cache;
 pub use error::{ConfigError, ConfigErrors};
+pub use limits::Limits;
 pub use listen::Listen;
 pub use log::{AccessFormat, Log, LogFormat};
 pub use origin::OriginTimeouts;
@@ -61,6 +63,8 @@ pub struct Config {
     pub slice: Slice,
     /// HTTPS on `listen.tls`.
     pub tls: Tls,
+    /// What one client may ask of the proxy.
+    pub limits: Limits,
     /// The sites this proxy serves, written as `[[site]]` tables.
     #[serde(rename = "site")]
     pub sites: Vec<Site>,
@@ -108,6 +112,7 @@ impl Config {
             ("policy", self.policy.problems()),
             ("slice", self.slice.problems()),
             ("tls", self.tls.problems()),
+            ("limits", self.limits.problems()),
         ];
         let fields = sections.into_iter().flat_map(|(section, problems)| {
             problems

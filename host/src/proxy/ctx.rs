@@ -51,6 +51,8 @@ pub struct RequestCtx {
     pub slice: SliceRole,
     /// Stores the blocks of an adopted response as its body passes.
     pub tee: Option<crate::slice::Tee>,
+    /// Request body bytes received so far, against `limits.max_body_bytes`.
+    pub request_body_bytes: u64,
     /// Counts this request as in flight until the context is dropped.
     _in_flight: InFlightGuard,
 }
@@ -89,6 +91,7 @@ impl RequestCtx {
             slice: SliceRole::None,
             tee: None,
             _in_flight: in_flight,
+            request_body_bytes: 0,
         }
     }
 }

@@ -42,6 +42,7 @@ use crate::config::PolicyMissing;
 use crate::error_kind::ErrorKind;
 use crate::hop_by_hop;
 use crate::host_name;
+use crate::limits::{Limit, Limits};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyRegistry, SliceDecision};
 use crate::shutdown::InFlight;
@@ -63,6 +64,8 @@ pub struct StavkaProxy {
     slicer: &'static slice::Engine,
     /// The TLS listener's port, where `https_redirect` sends clients.
     https_port: Option<u16>,
+    /// What one client may ask.
+    limits: Arc<Limits>,
 }
 
 impl StavkaProxy {
@@ -74,6 +77,7 @@ impl StavkaProxy {
         metrics: Arc<Metrics>,
         in_flight: Arc<InFlight>,
         policies: Arc<PolicyRegistry>,
+        limits: Arc<Limits>,
     ) -> StavkaProxy {
         let rules = FreshnessRules {
             default_swr: config.cache.stale_while_revalidate,
@@ -97,6 +101,7 @@ impl StavkaProxy {
             policies,
             slicer,
             https_port: config.listen.tls.map(|a| a.port()),
+            limits,
         }
     }
 }
@@ -203,6 +208,40 @@ impl StavkaProxy {
         Ok(true)
     }
 
+    /// Answer a request over one of `[limits]` with the limit's status,
+    /// `Retry-After` for the rate limit, and close the connection.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        limit: Limit,
+    ) -> Result<bool> {
+        self.limits.count(limit);
+        let status = CacheStatus {
+            detail: Some(Detail::Limit(limit)),
+            ..CacheStatus::default()
+        };
+        let mut headers = vec![(
+            "content-type".to_owned(),
+            "text/plain; charset=utf-8".to_owned(),
+        )];
+        if limit == Limit::Rate {
+            // RFC 6585 §4: when to try again; a token comes back this soon.
+            headers.push(("retry-after".to_owned(), "1".to_owned()));
+        }
+        let body = Bytes::from(format!("stavka: {}\n", limit.explain()));
+        local::respond_with(
+            session,
+            limit.status(),
+            &headers,
+            body,
+            &status.render(&self.cache_name),
+        )
+        .await?;
+        ctx.cache_status = Some(status);
+        Ok(true)
+    }
+
     /// Answer in `request_filter`, before any cache lookup or origin:
     /// `code` with a plain-text `body` and `Cache-Status: …; detail=…`.
     /// Returns `Ok(true)`, pingora's "the response is sent".
@@ -236,6 +275,13 @@ impl ProxyHttp for StavkaProxy {
         // RFC 9112 §9.3.2: requests a client pipelines are answered one after
         // another, in order (pingora otherwise closes after the first).
         session.set_pipelining_enabled(true);
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let Err(limit) = self.limits.check_request(session.req_header(), client) {
+            return self.refuse(session, ctx, limit).await;
+        }
         ctx.host = match host_name::request_host(session.req_header()) {
             Ok(host) => host,
             Err(bad) => {
@@ -394,6 +440,25 @@ impl ProxyHttp for StavkaProxy {
     ) -> Option<HashBinary> {
         let extra = ctx.policy.as_ref().map_or(&[][..], |p| &p.variance[..]);
         variance(meta, &req.headers, extra)
+    }
+
+    /// RFC 9110 §15.5.14: a body that grows past `limits.max_body_bytes`
+    /// (chunked, or longer than it said) fails the request with 413.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.request_body_bytes += chunk.len() as u64;
+            if self.limits.body_over(ctx.request_body_bytes) {
+                self.limits.count(Limit::Body);
+                return Err(ErrorKind::RequestTooLarge.error(413, "the request body is too large"));
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(

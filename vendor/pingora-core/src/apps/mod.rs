@@ -89,6 +89,17 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// stavka: an HTTP/1 request header must be complete within this long
+    /// of its first byte, or the client gets 408 and is closed.
+    ///
+    /// Default: `None`
+    pub header_read_timeout: Option<Duration>,
+
+    /// stavka: how long an HTTP/1 connection may wait for its next request.
+    ///
+    /// Default: `None` (pingora's 60 s)
+    pub keepalive_timeout: Option<Duration>,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -345,12 +356,18 @@ where
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
             let mut session = ServerSession::new_http1(stream);
+            let header_read_timeout = self.server_options().and_then(|o| o.header_read_timeout);
+            session.set_header_read_timeout(header_read_timeout);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
                 session.set_keepalive(None);
             } else {
-                // default 60s
-                session.set_keepalive(Some(60));
+                // default 60s; stavka: or the configured idle timeout
+                let idle = self
+                    .server_options()
+                    .and_then(|o| o.keepalive_timeout)
+                    .map_or(60, |t| t.as_secs().max(1));
+                session.set_keepalive(Some(idle));
             }
             session.set_keepalive_reuses_remaining(
                 self.server_options()
@@ -360,6 +377,7 @@ where
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 let mut session = ServerSession::new_http1(stream);
+                session.set_header_read_timeout(header_read_timeout);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }

@@ -40,6 +40,15 @@ use std::fs::Permissions;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// stavka: decides, for each accepted connection, whether it may be served
+/// (open-connection limits, total and per client address), and holds what
+/// it counts for as long as the connection lives: the returned ticket is
+/// dropped when the connection ends. `None` drops the connection at once.
+pub trait ConnectionGate: Send + Sync {
+    /// A ticket for a connection from `peer`, or `None` to refuse it.
+    fn admit(&self, peer: Option<std::net::SocketAddr>) -> Option<Box<dyn Send + Sync>>;
+}
+
 /// Override the runtime options used to run a listening service.
 pub type RuntimeOptsOverride = Arc<dyn Fn(&RuntimeOpts) -> Option<RuntimeOpts> + Send + Sync>;
 
@@ -53,6 +62,8 @@ pub struct Service<A> {
     runtime_opts_override: Option<RuntimeOptsOverride>,
     #[cfg(feature = "connection_filter")]
     connection_filter: Arc<dyn ConnectionFilter>,
+    // stavka: see ConnectionGate.
+    connection_gate: Option<Arc<dyn ConnectionGate>>,
 }
 
 impl<A> Service<A> {
@@ -66,6 +77,7 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            connection_gate: None,
         }
     }
 
@@ -80,7 +92,13 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            connection_gate: None,
         }
+    }
+
+    /// stavka: admit each accepted connection through `gate`.
+    pub fn set_connection_gate(&mut self, gate: Arc<dyn ConnectionGate>) {
+        self.connection_gate = Some(gate);
     }
 
     /// Set a runtime options override for this service.
@@ -203,6 +221,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         app_logic: Arc<A>,
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
+        gate: Option<Arc<dyn ConnectionGate>>,
     ) {
         // the accept loop, until the system is shutting down
         loop {
@@ -227,9 +246,18 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
             };
             match new_io {
                 Ok(io) => {
+                    // stavka: the gate's ticket lives as long as the connection.
+                    let ticket = match &gate {
+                        Some(gate) => match gate.admit(io.peer_addr().and_then(|a| a.as_inet().copied())) {
+                            Some(ticket) => Some(ticket),
+                            None => continue,
+                        },
+                        None => None,
+                    };
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
+                        let _ticket = ticket;
                         let peer_addr = io.peer_addr();
                         match timeout(Duration::from_secs(60), io.handshake()).await {
                             Ok(handshake) => {
@@ -305,9 +333,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
                 let shutdown = shutdown.clone();
                 let my_app_logic = app_logic.clone();
                 let endpoint = endpoint.clone();
+                let gate = self.connection_gate.clone();
 
                 let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown).await;
+                    Self::run_endpoint(my_app_logic, endpoint, shutdown, gate).await;
                 });
 
                 handlers.push(jh);

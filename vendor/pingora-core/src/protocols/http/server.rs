@@ -335,6 +335,15 @@ impl Session {
 
     /// Set the number of times the upstream connection connection for this
     /// session can be reused via keepalive. Noop for h2 and subrequest
+    /// stavka: bound the time an HTTP/1 request header may take to arrive
+    /// once it has begun (408 past it). Not applicable for h2 or
+    /// subrequests.
+    pub fn set_header_read_timeout(&mut self, timeout: Option<Duration>) {
+        if let Self::H1(s) = self {
+            s.set_header_read_timeout(timeout);
+        }
+    }
+
     pub fn set_keepalive_reuses_remaining(&mut self, reuses: Option<u32>) {
         if let Self::H1(s) = self {
             s.set_keepalive_reuses_remaining(reuses);

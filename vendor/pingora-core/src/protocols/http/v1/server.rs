@@ -73,6 +73,9 @@ impl ProxyTaskState {
     }
 }
 
+/// stavka: request headers that timed out, for the host's metrics.
+static HEADER_TIMEOUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The HTTP 1.x server session
 pub struct HttpSession {
     underlying_stream: Stream,
@@ -102,6 +105,9 @@ pub struct HttpSession {
     /// timeouts:
     keepalive_timeout: KeepaliveStatus,
     read_timeout: Option<Duration>,
+    // stavka: the whole request header must arrive within this long of its
+    // first byte (slowloris); past it the client gets 408 and is closed.
+    header_read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
@@ -187,6 +193,7 @@ impl HttpSession {
             response_written: None,
             request_header: None,
             read_timeout: Some(Duration::from_secs(60)),
+            header_read_timeout: None,
             write_timeout: None,
             total_drain_timeout: None,
             body_bytes_sent: 0,
@@ -272,6 +279,30 @@ impl HttpSession {
         }
     }
 
+    /// stavka: how many request headers timed out (answered 408) so far.
+    pub fn header_timeouts() -> u64 {
+        HEADER_TIMEOUTS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// stavka: the request header did not arrive within `limit`: answer 408
+    /// (RFC 9110 §15.5.9, with `Connection: close`) and fail the read.
+    async fn header_timed_out(&mut self, limit: Duration) -> Result<Option<usize>> {
+        const TIMED_OUT: &[u8] =
+            b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        HEADER_TIMEOUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.underlying_stream.write_all(TIMED_OUT).await;
+        let _ = self.underlying_stream.flush().await;
+        Error::e_explain(
+            ReadTimedout,
+            format!("request header not complete within {limit:?}"),
+        )
+    }
+
+    /// stavka: see `header_read_timeout`.
+    pub fn set_header_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.header_read_timeout = timeout;
+    }
+
     /// Read the request header. Return `Ok(Some(n))` where the read and parsing are successful.
     /// Return `Ok(None)` when the client closed the connection without sending any data, which
     /// is common on a reused connection.
@@ -304,6 +335,7 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        let mut header_deadline = None;
         loop {
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
@@ -321,9 +353,29 @@ impl HttpSession {
             // subsequent read_buf() would block for data that may never come
             // (the client already pipelined everything it had to send for
             // this request and is waiting for our response).
+            // stavka: once the header has begun, it must be complete by
+            // the header deadline.
+            if header_deadline.is_none() && already_read > 0 {
+                header_deadline = self
+                    .header_read_timeout
+                    .map(|t| (tokio::time::Instant::now() + t, t));
+            }
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
+            } else if let Some(n) = match header_deadline {
+                Some((deadline, limit)) => {
+                    match tokio::time::timeout_at(
+                        deadline,
+                        self.read_request_buf(&mut buf, already_read),
+                    )
+                    .await
+                    {
+                        Ok(read) => read?,
+                        Err(_) => return self.header_timed_out(limit).await,
+                    }
+                }
+                None => self.read_request_buf(&mut buf, already_read).await?,
+            } {
                 already_read += n;
             } else {
                 return Ok(None);
