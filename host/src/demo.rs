@@ -404,5 +404,5 @@ pub fn run(proxy: SocketAddr, admin: SocketAddr, guests: Option<&Path>) -> anyho
     let config = config(proxy, admin, origin, policy_dir.clone());
     config.validate().context("demo configuration")?;
     println!("{}", walkthrough(proxy, admin, policy_dir.as_deref()));
-    crate::server::run(config, None)
+    crate::server::run(config, None, false)
 }

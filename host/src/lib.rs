@@ -28,6 +28,8 @@ pub mod shutdown;
 pub mod sites;
 pub mod slice;
 pub mod status_class;
+pub mod systemd;
 pub mod telemetry;
 pub mod tls;
 pub mod top;
+pub mod upgrade;

@@ -14,6 +14,11 @@ struct Cli {
     /// The TOML configuration file; without it every default applies.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    /// Take the listening sockets over from a running stavka instead of
+    /// binding them: it hands them over when it gets SIGQUIT (through
+    /// `server.upgrade_sock`), then drains and exits.
+    #[arg(long)]
+    upgrade: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -44,6 +49,13 @@ enum Command {
     /// Work on policy modules.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Replace the running stavka with this binary without dropping a
+    /// connection (what `systemctl reload` runs).
+    Upgrade {
+        /// The running process (systemd passes $MAINPID).
+        #[arg(long)]
+        pid: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +116,17 @@ fn check_policies(file: &std::path::Path, config: &Config) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Some(Command::Upgrade { pid }) => {
+            let Some(file) = cli.config.as_deref() else {
+                eprintln!("stavka: upgrade needs --config, the file the running process uses");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            };
+            let config = match Config::load(file) {
+                Ok(config) => config,
+                Err(errors) => return report(file, &errors),
+            };
+            stavka::upgrade::run(file, &config, pid, config.server.shutdown_timeout)
+        }
         Some(Command::CheckConfig { file }) => {
             let checked = Config::load(&file).and_then(|config| {
                 stavka::server::load_certificates(&config, &stavka::metrics::Metrics::new())
@@ -153,7 +176,7 @@ fn main() -> ExitCode {
                 None => Config::default(),
             };
             stavka::telemetry::init(&config.log);
-            stavka::server::run(config, cli.config.clone())
+            stavka::server::run(config, cli.config.clone(), cli.upgrade)
         }
     };
     match result {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_proxy::http_proxy_service_with_name;
@@ -27,7 +27,11 @@ use pingora_core::protocols::http::v2::server::default_h2_options;
 /// Start serving `config` and block until a signal ends the process:
 /// SIGTERM drains in-flight requests (see [`crate::shutdown`]), SIGINT
 /// stops at once.
-pub fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+///
+/// With `upgrade`, take the listening sockets over from a running stavka
+/// (which hands them over on SIGQUIT, through `server.upgrade_sock`)
+/// instead of binding them.
+pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let router = Arc::new(ArcSwap::from_pointee(SiteRouter::build(
         &config.sites,
@@ -58,17 +62,25 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<(
 
     // Bind the admin listener now and probe the proxy's, so a taken port is a
     // clear start-up error naming the field instead of a failure inside pingora.
-    let admin_listener = TcpListener::bind(config.listen.admin)
+    // Bind the admin listener now and probe the proxy's, so a taken port is a
+    // clear start-up error naming the field instead of a failure inside pingora.
+    // An upgrade receives the proxy's sockets from the running process; the
+    // admin socket is shared with it (SO_REUSEPORT) until it exits.
+    let admin_listener = bind_shared(config.listen.admin)
         .with_context(|| format!("listen.admin: cannot listen on {}", config.listen.admin))?;
-    drop(
-        TcpListener::bind(config.listen.proxy)
-            .with_context(|| format!("listen.proxy: cannot listen on {}", config.listen.proxy))?,
-    );
-    if let Some(addr) = config.listen.tls {
-        drop(
-            TcpListener::bind(addr)
-                .with_context(|| format!("listen.tls: cannot listen on {addr}"))?,
-        );
+    if !upgrade {
+        let listeners = [
+            ("proxy", Some(config.listen.proxy)),
+            ("tls", config.listen.tls),
+        ];
+        for (field, addr) in listeners {
+            if let Some(addr) = addr {
+                drop(
+                    TcpListener::bind(addr)
+                        .with_context(|| format!("listen.{field}: cannot listen on {addr}"))?,
+                );
+            }
+        }
     }
 
     let in_flight = Arc::new(InFlight::default());
@@ -78,9 +90,14 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<(
         // thread exits as soon as the last request finishes, so this is the cap.
         grace_period_seconds: Some(config.server.shutdown_timeout.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.server.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     let limits = Limits::new(&config.limits, metrics.registry());
@@ -193,4 +210,17 @@ pub fn load_certificates(
                 .collect(),
         )
     })
+}
+
+/// A listening socket on `addr` that another process may share
+/// (`SO_REUSEPORT`): during a binary upgrade the old and the new process
+/// both serve the admin API until the old one exits.
+fn bind_shared(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }

@@ -89,11 +89,19 @@ impl ShutdownSignalWatch for Signals {
                 tracing::info!("SIGINT: stopping now");
                 ShutdownSignal::FastShutdown
             }
-            _ = async { tokio::select! { _ = term.recv() => {}, _ = quit.recv() => {} } } => {
+            _ = term.recv() => {
                 self.in_flight.draining.store(true, Ordering::Relaxed);
                 tracing::info!(grace_period = ?self.grace_period, "SIGTERM: draining");
                 tokio::time::sleep(self.grace_period).await;
                 ShutdownSignal::GracefulTerminate
+            }
+            _ = quit.recv() => {
+                // A new binary started with --upgrade is waiting for the
+                // listening sockets: pingora sends them, keeps serving a few
+                // seconds beside it, then drains.
+                self.in_flight.draining.store(true, Ordering::Relaxed);
+                tracing::info!("SIGQUIT: handing the listeners to the new process, then draining");
+                ShutdownSignal::GracefulUpgrade
             }
         }
     }

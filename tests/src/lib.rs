@@ -219,6 +219,10 @@ fn stdout_path(config: &std::path::Path) -> PathBuf {
 }
 
 fn spawn(config: &std::path::Path) -> Child {
+    spawn_with(config, &[])
+}
+
+fn spawn_with(config: &std::path::Path, args: &[&str]) -> Child {
     let stdout = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -227,6 +231,7 @@ fn spawn(config: &std::path::Path) -> Child {
     Command::new(stavka_bin())
         .arg("--config")
         .arg(config)
+        .args(args)
         .env(
             "RUST_LOG",
             std::env::var("STAVKA_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -453,6 +458,44 @@ impl Stavka {
         resp.json().await.unwrap()
     }
 
+    /// A zero-downtime binary upgrade, as `systemctl reload` does it: start
+    /// a second process on the same configuration with `--upgrade`, wait for
+    /// it to listen on `upgrade_sock`, then SIGQUIT this one, which hands its
+    /// listening sockets over and drains. Waits up to `limit` for the old
+    /// process to exit, keeps the new one, and returns the old one's status.
+    pub async fn upgrade(
+        &mut self,
+        upgrade_sock: &std::path::Path,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let new = spawn_with(&self.config_path(), &["--upgrade"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !upgrade_sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the new process never listened on {upgrade_sock:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.signal("QUIT");
+        let mut old = std::mem::replace(&mut self.child, new);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = old.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = old.kill();
+        let _ = old.wait();
+        None
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Send SIGTERM: graceful shutdown.
     pub fn terminate(&self) {
         self.signal("TERM");
@@ -467,7 +510,6 @@ impl Stavka {
             .success();
         assert!(ok, "kill -{name} failed");
     }
-
 
     /// Wait for the process to exit, up to `limit`.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {

@@ -190,6 +190,7 @@ impl BackgroundService for AdminService {
         };
         let sampling = stats::Sampler::run(self.state.clone());
         let hangups = reload::on_sighup(self.state.clone());
+        crate::systemd::notify_ready();
         let app = router(self.state.clone());
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

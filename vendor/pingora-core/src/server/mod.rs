@@ -301,6 +301,9 @@ impl Server {
                     }
                 };
                 if sent_fds {
+                    // stavka: the new process has the sockets; stop accepting
+                    // so nothing accepted here is dropped unread at shutdown.
+                    crate::services::listening::stop_accepting().send_replace(true);
                     self.execution_phase_watch
                         .send(ExecutionPhase::GracefulUpgradeCloseTimeout)
                         .ok();

@@ -40,6 +40,17 @@ use std::fs::Permissions;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// stavka: set once this process has handed its listening sockets to a new
+/// process (graceful upgrade): the accept loops stop at once, so every
+/// connection accepted here had the close timeout to send its request
+/// before the shutdown drops unread connections; the new process accepts
+/// everything after.
+pub fn stop_accepting() -> &'static tokio::sync::watch::Sender<bool> {
+    static STOP: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> =
+        std::sync::OnceLock::new();
+    STOP.get_or_init(|| tokio::sync::watch::channel(false).0)
+}
+
 /// stavka: decides, for each accepted connection, whether it may be served
 /// (open-connection limits, total and per client address), and holds what
 /// it counts for as long as the connection lives: the returned ticket is
@@ -223,10 +234,16 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         mut shutdown: ShutdownWatch,
         gate: Option<Arc<dyn ConnectionGate>>,
     ) {
+        // stavka: see stop_accepting().
+        let mut stop = stop_accepting().subscribe();
         // the accept loop, until the system is shutting down
         loop {
             let new_io = tokio::select! { // TODO: consider biased for perf reason?
                 new_io = stack.accept() => new_io,
+                _ = stop.wait_for(|stop| *stop) => {
+                    info!("Handed over: no longer accepting on {}", stack.as_str());
+                    break;
+                }
                 shutdown_signal = shutdown.changed() => {
                     match shutdown_signal {
                         Ok(()) => {
