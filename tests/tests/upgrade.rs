@@ -38,6 +38,7 @@ async fn an_upgrade_under_load_fails_no_request() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let t0 = std::time::Instant::now();
     let mut clients = Vec::new();
     for i in 0..20 {
         let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
@@ -51,7 +52,7 @@ async fn an_upgrade_under_load_fails_no_request() {
                 let ok = match client.get(&url).send().await {
                     Ok(r) => r.status() == 200 && r.text().await.is_ok(),
                     Err(e) => {
-                        eprintln!("failed: {e:?}");
+                        eprintln!("failed at {:?}: {e:?}", t0.elapsed());
                         false
                     }
                 };

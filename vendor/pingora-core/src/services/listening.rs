@@ -240,8 +240,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         loop {
             let new_io = tokio::select! { // TODO: consider biased for perf reason?
                 new_io = stack.accept() => new_io,
-                _ = stop.wait_for(|stop| *stop) => {
+                _ = async { stop.wait_for(|stop| *stop).await.map(|_| ()) } => {
                     info!("Handed over: no longer accepting on {}", stack.as_str());
+                    // Ending the endpoint now would run the app's cleanup,
+                    // which aborts sessions still reading their first
+                    // request: the ones just accepted. Wait for the shutdown.
+                    let _ = shutdown.wait_for(|shutting_down| *shutting_down).await.map(|_| ());
                     break;
                 }
                 shutdown_signal = shutdown.changed() => {
