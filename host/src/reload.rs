@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use prometheus::IntCounterVec;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError, ConfigErrors, Site};
+use crate::config::{Config, ConfigErrors, Site};
 use crate::events::EventKind;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -260,17 +260,7 @@ impl ConfigReloader {
         let certificates = match (&published.certificates, new.listen.tls) {
             (Some(certificates), Some(_)) => Some((
                 certificates,
-                Certificates::prepare(&new).map_err(|errors| {
-                    ReloadError::Invalid(ConfigErrors(
-                        errors
-                            .into_iter()
-                            .map(|(path, e)| ConfigError {
-                                path,
-                                message: e.to_string(),
-                            })
-                            .collect(),
-                    ))
-                })?,
+                Certificates::prepare(&new).map_err(ReloadError::Invalid)?,
             )),
             _ => None,
         };

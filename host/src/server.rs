@@ -12,7 +12,7 @@ use pingora_proxy::http_proxy_service_with_name;
 
 use crate::admin::{AdminService, AdminState};
 use crate::cache::store::CacheStore;
-use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::config::{Config, ConfigErrors};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::{preflight, PolicyMetrics, PolicyRegistry, Watcher};
@@ -199,17 +199,7 @@ pub fn load_certificates(
     config: &Config,
     metrics: &Metrics,
 ) -> Result<Option<std::sync::Arc<tls::Certificates>>, ConfigErrors> {
-    tls::Certificates::load(config, metrics.registry(), metrics.events.clone()).map_err(|errors| {
-        ConfigErrors(
-            errors
-                .into_iter()
-                .map(|(path, e)| ConfigError {
-                    path,
-                    message: e.to_string(),
-                })
-                .collect(),
-        )
-    })
+    tls::Certificates::load(config, metrics.registry(), metrics.events.clone())
 }
 
 /// A listening socket on `addr` that another process may share

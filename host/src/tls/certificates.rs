@@ -16,7 +16,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::certificate::{self, CertError, Certificate};
-use crate::config::{normalize_host_pattern, CertFiles, Config};
+use crate::config::{normalize_host_pattern, CertFiles, Config, ConfigError, ConfigErrors};
 use crate::events::{EventKind, EventLog};
 use crate::host_table::HostTable;
 
@@ -140,7 +140,7 @@ impl Certificates {
         config: &Config,
         registry: &Registry,
         events: Arc<EventLog>,
-    ) -> Result<Option<Arc<Certificates>>, Vec<(String, CertError)>> {
+    ) -> Result<Option<Arc<Certificates>>, ConfigErrors> {
         if config.listen.tls.is_none() {
             return Ok(None);
         }
@@ -179,7 +179,7 @@ impl Certificates {
     /// Load every certificate `config` names, without serving any: a
     /// reload checks all of them before it changes anything. Each refusal
     /// names its field.
-    pub fn prepare(config: &Config) -> Result<Prepared, Vec<(String, CertError)>> {
+    pub fn prepare(config: &Config) -> Result<Prepared, ConfigErrors> {
         let mut entries = Vec::new();
         let mut errors = Vec::new();
         for binding in bindings(config) {
@@ -191,13 +191,16 @@ impl Certificates {
                         error: None,
                     },
                 }),
-                Err(e) => errors.push((binding.field, e)),
+                Err(e) => errors.push(ConfigError {
+                    path: binding.field,
+                    message: e.to_string(),
+                }),
             }
         }
         if errors.is_empty() {
             Ok(Prepared(entries))
         } else {
-            Err(errors)
+            Err(ConfigErrors(errors))
         }
     }
 
