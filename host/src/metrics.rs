@@ -287,8 +287,8 @@ impl Metrics {
         self.cache_bytes.set(store.bytes as i64);
         self.memory_objects.set(store.memory_objects as i64);
         self.memory_bytes.set(store.memory_bytes as i64);
-        advance(&self.cache_evictions, store.evicted_objects);
-        advance(&self.cache_evicted_bytes, store.evicted_bytes);
+        advance(&self.cache_evictions, store.evicted_objects as u64);
+        advance(&self.cache_evicted_bytes, store.evicted_bytes as u64);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -298,8 +298,7 @@ impl Metrics {
 }
 
 /// Move a counter up to a cumulative total read from elsewhere.
-fn advance(counter: &IntCounter, total: usize) {
-    let total = total as u64;
+pub fn advance(counter: &IntCounter, total: u64) {
     let current = counter.get();
     if total > current {
         counter.inc_by(total - current);

@@ -64,24 +64,11 @@ impl Buckets {
         self.sum += h.get_sample_sum();
     }
 
-    fn merge(&mut self, other: &Buckets) {
-        for (a, b) in self.le.iter_mut().zip(other.le) {
-            *a += b;
-        }
-        self.count += other.count;
-        self.sum += other.sum;
-    }
-
-    fn since(&self, earlier: &Buckets) -> Buckets {
-        let mut le = self.le;
-        for (a, b) in le.iter_mut().zip(earlier.le) {
-            *a -= b;
-        }
-        Buckets {
-            le,
-            count: self.count - earlier.count,
-            sum: self.sum - earlier.sum,
-        }
+    /// Add `sign` times `other` (1: merge sites, -1: take a window).
+    fn add_scaled(&mut self, other: &Buckets, sign: f64) {
+        add_each(&mut self.le, &other.le, sign);
+        self.count += sign * other.count;
+        self.sum += sign * other.sum;
     }
 
     /// The `q` quantile in seconds, interpolated linearly within its
@@ -113,6 +100,13 @@ impl Buckets {
     }
 }
 
+/// `a[i] += sign * b[i]`.
+fn add_each(a: &mut [f64], b: &[f64], sign: f64) {
+    for (a, b) in a.iter_mut().zip(b) {
+        *a += sign * b;
+    }
+}
+
 /// One site's (or every site's) cumulative counters at one instant.
 #[derive(Debug, Clone, Default)]
 struct Counts {
@@ -127,33 +121,22 @@ struct Counts {
 }
 
 impl Counts {
-    fn merge(&mut self, other: &Counts) {
-        let add = |a: &mut [f64], b: &[f64]| a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-        add(&mut self.requests, &other.requests);
-        add(&mut self.classes, &other.classes);
-        add(&mut self.bytes, &other.bytes);
-        self.origin_requests += other.origin_requests;
-        self.origin_errors += other.origin_errors;
-        self.origin_timeouts += other.origin_timeouts;
-        self.duration.merge(&other.duration);
-        self.origin_latency.merge(&other.origin_latency);
+    /// Add `sign` times `other` (1: merge sites, -1: take a window).
+    fn add_scaled(&mut self, other: &Counts, sign: f64) {
+        add_each(&mut self.requests, &other.requests, sign);
+        add_each(&mut self.classes, &other.classes, sign);
+        add_each(&mut self.bytes, &other.bytes, sign);
+        self.origin_requests += sign * other.origin_requests;
+        self.origin_errors += sign * other.origin_errors;
+        self.origin_timeouts += sign * other.origin_timeouts;
+        self.duration.add_scaled(&other.duration, sign);
+        self.origin_latency.add_scaled(&other.origin_latency, sign);
     }
 
     /// What was counted between `earlier` and `self`.
     fn since(&self, earlier: &Counts) -> Counts {
-        let sub =
-            |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(a, b)| a - b).collect() };
         let mut d = self.clone();
-        d.requests
-            .copy_from_slice(&sub(&self.requests, &earlier.requests));
-        d.classes
-            .copy_from_slice(&sub(&self.classes, &earlier.classes));
-        d.bytes.copy_from_slice(&sub(&self.bytes, &earlier.bytes));
-        d.origin_requests -= earlier.origin_requests;
-        d.origin_errors -= earlier.origin_errors;
-        d.origin_timeouts -= earlier.origin_timeouts;
-        d.duration = self.duration.since(&earlier.duration);
-        d.origin_latency = self.origin_latency.since(&earlier.origin_latency);
+        d.add_scaled(earlier, -1.0);
         d
     }
 
@@ -241,7 +224,7 @@ impl Sample {
             s.add(family);
         }
         for counts in s.sites.values() {
-            s.all.merge(counts);
+            s.all.add_scaled(counts, 1.0);
         }
         s
     }
@@ -628,7 +611,8 @@ mod tests {
     fn a_window_is_the_difference_of_two_histograms() {
         let early = buckets(&[(1, 50.0)]);
         let late = buckets(&[(1, 50.0), (4, 10.0)]);
-        let d = late.since(&early);
+        let mut d = late;
+        d.add_scaled(&early, -1.0);
         assert_eq!(d.count, 10.0);
         assert!(d.percentiles().p50_ms.unwrap() > 5.0);
     }

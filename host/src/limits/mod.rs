@@ -186,10 +186,7 @@ impl Limits {
     /// Bring the header-timeout count up to pingora's, which answers those
     /// itself (for scrapes).
     pub fn sync_header_timeouts(&self, total: u64) {
-        let counter = &self.limited[Limit::HeaderTimeout.index()];
-        if total > counter.get() {
-            counter.inc_by(total - counter.get());
-        }
+        crate::metrics::advance(&self.limited[Limit::HeaderTimeout.index()], total);
     }
 
     /// The first limit `req` from `client` runs into, if any: its header,

@@ -18,11 +18,22 @@ pub async fn respond(
     body: String,
     cache_status: &str,
 ) -> Result<()> {
-    let headers = [(
+    respond_with(
+        session,
+        status,
+        &[plain_text()],
+        Bytes::from(body),
+        cache_status,
+    )
+    .await
+}
+
+/// The `Content-Type` of the proxy's own plain-text answers.
+pub fn plain_text() -> (String, String) {
+    (
         "content-type".to_owned(),
         "text/plain; charset=utf-8".to_owned(),
-    )];
-    respond_with(session, status, &headers, Bytes::from(body), cache_status).await
+    )
 }
 
 /// Write a complete response: `headers`, then ours (length, `no-store`

@@ -217,29 +217,21 @@ impl StavkaProxy {
         limit: Limit,
     ) -> Result<bool> {
         self.limits.count(limit);
-        let status = CacheStatus {
-            detail: Some(Detail::Limit(limit)),
-            ..CacheStatus::default()
-        };
-        let mut headers = vec![(
-            "content-type".to_owned(),
-            "text/plain; charset=utf-8".to_owned(),
-        )];
+        let mut headers = vec![local::plain_text()];
         if limit == Limit::Rate {
             // RFC 6585 §4: when to try again; a token comes back this soon.
             headers.push(("retry-after".to_owned(), "1".to_owned()));
         }
         let body = Bytes::from(format!("stavka: {}\n", limit.explain()));
-        local::respond_with(
+        self.answer(
             session,
+            ctx,
             limit.status(),
+            Detail::Limit(limit),
             &headers,
             body,
-            &status.render(&self.cache_name),
         )
-        .await?;
-        ctx.cache_status = Some(status);
-        Ok(true)
+        .await
     }
 
     /// Answer in `request_filter`, before any cache lookup or origin:
@@ -253,11 +245,41 @@ impl StavkaProxy {
         detail: Detail,
         body: String,
     ) -> Result<bool> {
+        self.answer(
+            session,
+            ctx,
+            code,
+            detail,
+            &[local::plain_text()],
+            Bytes::from(body),
+        )
+        .await
+    }
+
+    /// Answer in `request_filter` with `code`, `headers`, `body` and
+    /// `Cache-Status: …; detail=…`, and close the connection. Returns
+    /// `Ok(true)`, pingora's "the response is sent".
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        code: u16,
+        detail: Detail,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<bool> {
         let status = CacheStatus {
             detail: Some(detail),
             ..CacheStatus::default()
         };
-        local::respond(session, code, body, &status.render(&self.cache_name)).await?;
+        local::respond_with(
+            session,
+            code,
+            headers,
+            body,
+            &status.render(&self.cache_name),
+        )
+        .await?;
         ctx.cache_status = Some(status);
         Ok(true)
     }
@@ -308,21 +330,17 @@ impl ProxyHttp for StavkaProxy {
             if !https::is_tls(session) {
                 // RFC 9110 §15.4.9: 308 keeps the method and body.
                 let location = https::location(host, port, key::target(&session.req_header().uri));
-                let status = CacheStatus {
-                    detail: Some(Detail::HttpsRedirect),
-                    ..CacheStatus::default()
-                };
                 let headers = [("location".to_owned(), location)];
-                local::respond_with(
-                    session,
-                    308,
-                    &headers,
-                    Bytes::new(),
-                    &status.render(&self.cache_name),
-                )
-                .await?;
-                ctx.cache_status = Some(status);
-                return Ok(true);
+                return self
+                    .answer(
+                        session,
+                        ctx,
+                        308,
+                        Detail::HttpsRedirect,
+                        &headers,
+                        Bytes::new(),
+                    )
+                    .await;
             }
         }
         let Some(name) = site.policy.as_deref() else {
