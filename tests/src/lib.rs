@@ -757,3 +757,80 @@ pub fn test_guest(name: &str) -> Vec<u8> {
     let path = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Clients looping on requests until stopped, counting right and wrong
+/// answers: the load under which a reload, a certificate rotation or a
+/// binary upgrade must fail nothing. Each failure is printed with when it
+/// happened.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<std::sync::atomic::AtomicUsize>,
+    failed: Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// One task per request, each sending it again and again (so a
+    /// request without a streamed body); `right(status, body)` judges
+    /// each answer.
+    pub fn start(requests: Vec<reqwest::RequestBuilder>, right: fn(u16, &str) -> bool) -> Load {
+        use std::sync::atomic::Ordering;
+        let load = Load {
+            stop: Arc::default(),
+            served: Arc::default(),
+            failed: Arc::default(),
+            tasks: Vec::new(),
+        };
+        let started = Instant::now();
+        let tasks = requests
+            .into_iter()
+            .map(|request| {
+                let (stop, served, failed) =
+                    (load.stop.clone(), load.served.clone(), load.failed.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let sent = request
+                            .try_clone()
+                            .expect("a request without a streamed body");
+                        let answer = match sent.send().await {
+                            Ok(r) => {
+                                let status = r.status().as_u16();
+                                r.text().await.map(|body| (status, body))
+                            }
+                            Err(e) => Err(e),
+                        };
+                        let ok = match &answer {
+                            Ok((status, body)) => right(*status, body),
+                            Err(_) => false,
+                        };
+                        if !ok {
+                            eprintln!("wrong answer at {:?}: {answer:?}", started.elapsed());
+                        }
+                        let counter = if ok { &served } else { &failed };
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        Load { tasks, ..load }
+    }
+
+    /// Right answers so far.
+    pub fn served(&self) -> usize {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stop every client and wait for it; returns the right and the wrong
+    /// answers.
+    pub async fn stop(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.expect("a load client panicked");
+        }
+        (
+            self.served.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}

@@ -27,16 +27,8 @@ fn routes() -> Router {
 }
 
 async fn metric(stavka: &Stavka, limit: &str) -> f64 {
-    let text = reqwest::get(stavka.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("stavka_limited_total{{limit=\"{limit}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0.0, |v| v.parse().unwrap())
+    let sample = format!("stavka_limited_total{{limit=\"{limit}\"}}");
+    stavka.metric(&sample).await.unwrap_or(0.0)
 }
 
 /// A TCP connection to `addr` from the loopback address `from`.

@@ -2,13 +2,12 @@
 //! published while traffic flows without a failed request; an invalid one
 //! changes nothing and says why; settings only a restart applies are named.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use stavka_e2e::{client, Origin, Stavka};
+use stavka_e2e::{client, Load, Origin, Stavka};
 
 fn site(name: &str, host: &str, origin: &Origin, policy: &str) -> String {
     format!(
@@ -51,22 +50,12 @@ async fn sighup_adds_a_site_and_changes_a_policy_under_load_without_a_failed_req
     );
     assert_eq!(get_host(&stavka, "b.test", "/").await.status(), 421);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut workers = Vec::new();
-    for _ in 0..20 {
-        let (stavka, stop, served, failed) =
-            (stavka.clone(), stop.clone(), served.clone(), failed.clone());
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let resp = get_host(&stavka, "a.test", "/").await;
-                let ok = resp.status() == 200
-                    && matches!(resp.text().await.as_deref(), Ok("blue" | "green"));
-                let counter = if ok { &served } else { &failed };
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-        }));
-    }
+    let requests = (0..20)
+        .map(|_| client().get(stavka.url("/")).header("host", "a.test"))
+        .collect();
+    let load = Load::start(requests, |status, body| {
+        status == 200 && matches!(body, "blue" | "green")
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Site a now runs module green, and site b is new.
@@ -89,16 +78,9 @@ async fn sighup_adds_a_site_and_changes_a_policy_under_load_without_a_failed_req
     assert_eq!(b.status(), 200);
     assert_eq!(b.text().await.unwrap(), "origin");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        w.await.unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "failed requests during the reload"
-    );
-    assert!(served.load(Ordering::SeqCst) > 50, "the load was real");
+    let (served, failed) = load.stop().await;
+    assert_eq!(failed, 0, "failed requests during the reload");
+    assert!(served > 50, "the load was real");
 
     let events = stavka.admin_json("/events").await;
     let reloaded = events["events"]
@@ -191,20 +173,9 @@ async fn a_rejected_reload_changes_nothing_and_restart_only_settings_are_named()
     );
     assert_eq!(report["unchanged"], 1, "{report}");
 
-    let metrics = reqwest::get(stavka.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("stavka_config_reloads_total{result=\"rejected\"} 2"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("stavka_config_reloads_total{result=\"applied\"} 1"),
-        "{metrics}"
-    );
+    let reloads = |result: &str| format!("stavka_config_reloads_total{{result=\"{result}\"}}");
+    assert_eq!(stavka.metric(&reloads("rejected")).await, Some(2.0));
+    assert_eq!(stavka.metric(&reloads("applied")).await, Some(1.0));
     let kinds: Vec<String> = stavka.admin_json("/events").await["events"]
         .as_array()
         .unwrap()

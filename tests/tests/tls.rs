@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use stavka_e2e::{free_addr, Origin, Stavka};
+use stavka_e2e::{free_addr, Load, Origin, Stavka};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A test certificate authority.
@@ -315,16 +314,8 @@ async fn sni_picks_each_sites_certificate_and_h2_by_alpn_is_served_from_cache() 
         assert!((300..800).contains(&days), "{c}");
         assert!(c["last_error"].is_null(), "{c}");
     }
-    let metrics = reqwest::get(stavka.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("stavka_tls_certificate_expiry_seconds{certificate=\"wild\"}"),
-        "{metrics}"
-    );
+    let expiry = "stavka_tls_certificate_expiry_seconds{certificate=\"wild\"}";
+    assert!(stavka.metric(expiry).await.is_some(), "{expiry}");
 }
 
 #[tokio::test]
@@ -366,39 +357,19 @@ async fn certificates_rotate_under_load_without_a_failed_request_and_a_bad_one_i
     assert_eq!(presented(tls, Some("r.test")).await.0, der(&old.cert));
 
     // 50 clients loop, half on fresh connections (a handshake each).
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let url = format!("https://r.test:{}/page", tls.port());
-    let mut clients = Vec::new();
-    for i in 0..50 {
-        let mut builder = https_client(&ca, &["r.test"], tls);
-        if i % 2 == 0 {
-            builder = builder.pool_max_idle_per_host(0).http1_only();
-        }
-        let client = builder.build().unwrap();
-        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
-        clients.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let answer = match client.get(&url).send().await {
-                    Ok(r) => (r.status(), r.text().await),
-                    Err(e) => {
-                        eprintln!("request failed: {e:?}");
-                        failed.fetch_add(1, Ordering::SeqCst);
-                        continue;
-                    }
-                };
-                match answer {
-                    (status, Ok(body)) if status == 200 && body == "page body" => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                    }
-                    (status, body) => {
-                        eprintln!("bad answer: {status} {body:?}");
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
+    let requests = (0..50)
+        .map(|i| {
+            let mut builder = https_client(&ca, &["r.test"], tls);
+            if i % 2 == 0 {
+                builder = builder.pool_max_idle_per_host(0).http1_only();
             }
-        }));
-    }
+            builder.build().unwrap().get(&url)
+        })
+        .collect();
+    let load = Load::start(requests, |status, body| {
+        status == 200 && body == "page body"
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Rotate: a new key and certificate, renamed into place.
@@ -412,7 +383,7 @@ async fn certificates_rotate_under_load_without_a_failed_request_and_a_bad_one_i
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let seen_after = ok.load(Ordering::SeqCst);
+    let seen_after = load.served();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // A broken chain is refused; the new certificate keeps serving.
@@ -438,19 +409,9 @@ async fn certificates_rotate_under_load_without_a_failed_request_and_a_bad_one_i
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(presented(tls, Some("r.test")).await.0, der(&new.cert));
 
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "failed requests during rotation"
-    );
-    assert!(
-        ok.load(Ordering::SeqCst) > seen_after,
-        "requests were served after the swap"
-    );
+    let (ok, failed) = load.stop().await;
+    assert_eq!(failed, 0, "failed requests during rotation");
+    assert!(ok > seen_after, "requests were served after the swap");
 
     let events = stavka.admin_json("/events").await;
     let kinds: Vec<&str> = events["events"]
@@ -465,18 +426,8 @@ async fn certificates_rotate_under_load_without_a_failed_request_and_a_bad_one_i
         ["certificate-loaded", "certificate-rejected"],
         "{events}"
     );
-    let metrics = reqwest::get(stavka.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(
-            "stavka_tls_certificate_loads_total{certificate=\"r\",result=\"rejected\"} 1"
-        ),
-        "{metrics}"
-    );
+    let rejected = "stavka_tls_certificate_loads_total{certificate=\"r\",result=\"rejected\"}";
+    assert_eq!(stavka.metric(rejected).await, Some(1.0));
 }
 
 #[tokio::test]

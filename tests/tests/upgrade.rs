@@ -4,13 +4,11 @@
 //! fails, the old process exits 0, and the new one serves afterwards. Twice:
 //! by hand, then with `stavka upgrade` as systemd's `ExecReload` runs it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use stavka_e2e::{client, default_site, Origin, Stavka};
+use stavka_e2e::{client, default_site, Load, Origin, Stavka};
 
 #[tokio::test]
 async fn an_upgrade_under_load_fails_no_request() {
@@ -36,31 +34,15 @@ async fn an_upgrade_under_load_fails_no_request() {
     .await;
     let (proxy, admin) = (stavka.proxy, stavka.admin);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let t0 = std::time::Instant::now();
-    let mut clients = Vec::new();
-    for i in 0..20 {
-        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
-        let url = format!(
-            "http://{proxy}/{}",
-            if i % 2 == 0 { "cached" } else { "live" }
-        );
-        clients.push(tokio::spawn(async move {
-            let client = client();
-            while !stop.load(Ordering::SeqCst) {
-                let ok = match client.get(&url).send().await {
-                    Ok(r) => r.status() == 200 && r.text().await.is_ok(),
-                    Err(e) => {
-                        eprintln!("failed at {:?}: {e:?}", t0.elapsed());
-                        false
-                    }
-                };
-                let counter = if ok { &served } else { &failed };
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-        }));
-    }
+    let requests = (0..20)
+        .map(|i| {
+            client().get(format!(
+                "http://{proxy}/{}",
+                if i % 2 == 0 { "cached" } else { "live" }
+            ))
+        })
+        .collect();
+    let load = Load::start(requests, |status, _| status == 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let old = stavka.upgrade(&sock, Duration::from_secs(30)).await;
@@ -114,21 +96,11 @@ async fn an_upgrade_under_load_fails_no_request() {
         String::from_utf8_lossy(&message[..n]),
         format!("READY=1\nMAINPID={newest}\n")
     );
-    let before = served.load(Ordering::SeqCst);
+    let before = load.served();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "requests failed during the upgrade"
-    );
-    assert!(
-        served.load(Ordering::SeqCst) > before,
-        "the new process serves"
-    );
+    let (served, failed) = load.stop().await;
+    assert_eq!(failed, 0, "requests failed during the upgrade");
+    assert!(served > before, "the new process serves");
     // Same addresses, and the new process answers the admin API.
     assert_eq!((stavka.proxy, stavka.admin), (proxy, admin));
     let ready = client()
