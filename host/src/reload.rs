@@ -110,7 +110,7 @@ fn differs(a: &impl Debug, b: &impl Debug) -> bool {
 /// The sections of `new` that differ from `started` and need a restart.
 fn restart_required(started: &Config, new: &Config) -> Vec<String> {
     let (was, is) = (&started.limits, &new.limits);
-    let sections: [(&str, bool); 12] = [
+    let sections: [(&str, bool); 13] = [
         ("listen", differs(&started.listen, &new.listen)),
         ("server", differs(&started.server, &new.server)),
         ("store", differs(&started.store, &new.store)),
@@ -128,6 +128,10 @@ fn restart_required(started: &Config, new: &Config) -> Vec<String> {
         (
             "limits.h2_max_streams",
             was.h2_max_streams != is.h2_max_streams,
+        ),
+        (
+            "limits.h2_max_resets",
+            was.h2_max_resets != is.h2_max_resets,
         ),
     ];
     sections

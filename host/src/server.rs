@@ -22,7 +22,7 @@ use crate::shutdown::{exit_when_drained, save_eviction_state, InFlight, Signals}
 use crate::sites::SiteRouter;
 use crate::tls;
 use pingora_core::apps::HttpServerOptions;
-use pingora_core::protocols::http::v2::server::default_h2_options;
+use pingora_core::protocols::http::v2::server::{default_h2_options, ResetBudget};
 
 /// Start serving `config` and block until a signal ends the process:
 /// SIGTERM drains in-flight requests (see [`crate::shutdown`]), SIGINT
@@ -126,6 +126,10 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> a
     options.header_read_timeout = Some(config.limits.header_timeout);
     options.keepalive_timeout = Some(config.limits.idle_timeout);
     options.h2_idle_timeout = Some(config.limits.idle_timeout);
+    options.h2_reset_budget = Some(ResetBudget {
+        burst: config.limits.h2_max_resets,
+        per_second: f64::from(config.limits.h2_max_resets) / 10.0,
+    });
     app.server_options = Some(options);
     let mut h2 = default_h2_options();
     h2.max_concurrent_streams(config.limits.h2_max_streams);

@@ -161,9 +161,7 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    state.limits.sync_header_timeouts(
-        pingora_core::protocols::http::v1::server::HttpSession::header_timeouts(),
-    );
+    state.limits.sync_pingora_counts();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state

@@ -46,6 +46,11 @@ pub struct Limits {
     /// Concurrent streams on one HTTP/2 connection (RFC 9113 §5.1.2).
     /// Default 100. Needs a restart to change.
     pub h2_max_streams: u32,
+    /// Streams one HTTP/2 connection may reset before their answer: this
+    /// many at once, refilled at a tenth of it per second. Past it the
+    /// connection gets `GOAWAY(ENHANCE_YOUR_CALM)` and closes (rapid reset,
+    /// CVE-2023-44487). Default 200. Needs a restart to change.
+    pub h2_max_resets: u32,
 }
 
 impl Default for Limits {
@@ -62,6 +67,7 @@ impl Default for Limits {
             requests_per_second: 0.0,
             burst: 100,
             h2_max_streams: 100,
+            h2_max_resets: 200,
         }
     }
 }
@@ -80,6 +86,7 @@ impl Limits {
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("h2_max_streams", u64::from(self.h2_max_streams)),
+            ("h2_max_resets", u64::from(self.h2_max_resets)),
             ("burst", u64::from(self.burst)),
         ];
         for (field, value) in positive {

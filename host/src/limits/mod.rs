@@ -40,11 +40,15 @@ pub enum Limit {
     Connections,
     /// `max_connections_per_ip`: closed at accept.
     ConnectionsPerIp,
+    /// `h2_max_resets`, and h2's own bounds on floods (resets of streams
+    /// not yet accepted, CONTINUATION, …): GOAWAY(ENHANCE_YOUR_CALM) and
+    /// closed (counted inside pingora).
+    H2Abuse,
 }
 
 impl Limit {
     /// Every limit.
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
         Limit::HeaderBytes,
         Limit::Headers,
         Limit::Uri,
@@ -53,6 +57,7 @@ impl Limit {
         Limit::HeaderTimeout,
         Limit::Connections,
         Limit::ConnectionsPerIp,
+        Limit::H2Abuse,
     ];
 
     /// The `limit` label and the `Cache-Status` detail.
@@ -66,6 +71,7 @@ impl Limit {
             Limit::HeaderTimeout => "header-timeout",
             Limit::Connections => "too-many-connections",
             Limit::ConnectionsPerIp => "too-many-connections-per-ip",
+            Limit::H2Abuse => "h2-abuse",
         }
     }
 
@@ -78,7 +84,7 @@ impl Limit {
             Limit::Body => 413,
             Limit::Rate => 429,
             Limit::HeaderTimeout => 408,
-            Limit::Connections | Limit::ConnectionsPerIp => 0,
+            Limit::Connections | Limit::ConnectionsPerIp | Limit::H2Abuse => 0,
         }
     }
 
@@ -93,6 +99,7 @@ impl Limit {
             Limit::HeaderTimeout => "the request header did not arrive in time",
             Limit::Connections => "too many open connections",
             Limit::ConnectionsPerIp => "too many open connections from this address",
+            Limit::H2Abuse => "an HTTP/2 flood: too many streams reset, or frames",
         }
     }
 
@@ -183,10 +190,15 @@ impl Limits {
         self.limited[limit.index()].inc();
     }
 
-    /// Bring the header-timeout count up to pingora's, which answers those
-    /// itself (for scrapes).
-    pub fn sync_header_timeouts(&self, total: u64) {
-        crate::metrics::advance(&self.limited[Limit::HeaderTimeout.index()], total);
+    /// Bring the counts of the limits pingora enforces itself (header
+    /// timeouts, HTTP/2 floods) up to pingora's, for scrapes.
+    pub fn sync_pingora_counts(&self) {
+        use pingora_core::protocols::http::{v1, v2};
+        crate::metrics::advance(
+            &self.limited[Limit::HeaderTimeout.index()],
+            v1::server::HttpSession::header_timeouts(),
+        );
+        crate::metrics::advance(&self.limited[Limit::H2Abuse.index()], v2::server::floods());
     }
 
     /// The first limit `req` from `client` runs into, if any: its header,
@@ -293,7 +305,7 @@ mod tests {
         assert_eq!(limits.check_request(&req, None), Err(Limit::Body));
         assert!(limits.body_over(11) && !limits.body_over(10));
         let statuses: Vec<u16> = Limit::ALL.iter().map(|l| l.status()).collect();
-        assert_eq!(statuses, [431, 431, 414, 413, 429, 408, 0, 0]);
+        assert_eq!(statuses, [431, 431, 414, 413, 429, 408, 0, 0, 0]);
     }
 
     #[test]

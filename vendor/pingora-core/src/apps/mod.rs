@@ -100,6 +100,12 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None` (pingora's 60 s)
     pub keepalive_timeout: Option<Duration>,
+
+    /// stavka: how many streams an HTTP/2 client may reset before their
+    /// answer; past it the connection gets GOAWAY (paced rapid reset).
+    ///
+    /// Default: `None` (no bound beyond h2's own)
+    pub h2_reset_budget: Option<crate::protocols::http::v2::server::ResetBudget>,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -332,11 +338,13 @@ where
             let app = self.clone();
             let shutdown_for_session = shutdown.clone();
             let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
+            let h2_reset_budget = self.server_options().and_then(|o| o.h2_reset_budget);
             server::accept_downstream_sessions(
                 h2_conn,
                 digest,
                 shutdown.clone(),
                 h2_idle_timeout,
+                h2_reset_budget,
                 |h2_stream, guard| {
                     let app = app.clone();
                     let shutdown = shutdown_for_session.clone();

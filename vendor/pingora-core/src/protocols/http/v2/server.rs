@@ -25,7 +25,7 @@ use http::{header, HeaderMap, Response, StatusCode};
 use log::{debug, warn};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::ready;
 use std::time::Duration;
@@ -135,11 +135,14 @@ pub(crate) async fn accept_downstream_sessions<F>(
     digest: Arc<Digest>,
     mut shutdown: ShutdownWatch,
     idle_timeout: Option<Duration>,
+    reset_budget: Option<ResetBudget>,
     mut on_session: F,
 ) where
     F: FnMut(HttpSession, StreamGuard),
 {
     let mut shutdown_initiated = false;
+    // stavka: streams the client reset before their answer, against the budget.
+    let mut reset_tokens = reset_budget.map(ResetTokens::new);
     // Per-connection budget for malformed streams (see MAX_MALFORMED_STREAMS_PER_CONN).
     let mut malformed_streams = 0usize;
     // In-flight sessions, decremented by the `StreamGuard` given to `on_session`.
@@ -177,6 +180,21 @@ pub(crate) async fn accept_downstream_sessions<F>(
                     // a dead peer).
                     return;
                 }
+                // stavka: a stream the client reset before its answer (rapid
+                // reset, CVE-2023-44487, paced so h2's own count of resets
+                // before accept never sees it). Past the budget the connection
+                // gets GOAWAY(ENHANCE_YOUR_CALM) and closes; the codec is still
+                // polled below so the GOAWAY is flushed.
+                _ = active.reset.notified(), if reset_tokens.is_some() => {
+                    let resets = active.client_resets.swap(0, Ordering::Relaxed);
+                    if reset_tokens.as_mut().is_some_and(|t| !t.spend(resets)) {
+                        H2_FLOODS.fetch_add(1, Ordering::Relaxed);
+                        debug!("H2 client reset {resets} streams past its budget: GOAWAY");
+                        conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                        shutdown_initiated = true;
+                    }
+                    continue;
+                }
             }
         };
         match h2_stream {
@@ -184,6 +202,17 @@ pub(crate) async fn accept_downstream_sessions<F>(
                 // It is common for the client to just disconnect TCP without
                 // properly closing H2. So we don't log the errors here
                 debug!("H2 error when accepting new stream {e}");
+                // stavka: the floods h2 bounds itself are counted with ours.
+                if e.root_cause()
+                    .downcast_ref::<h2::Error>()
+                    .is_some_and(|e| {
+                        e.is_go_away()
+                            && e.is_library()
+                            && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
+                    })
+                {
+                    H2_FLOODS.fetch_add(1, Ordering::Relaxed);
+                }
                 return;
             }
             // None means the connection is ready to be closed
@@ -191,7 +220,10 @@ pub(crate) async fn accept_downstream_sessions<F>(
             // The offending stream was already answered or reset; keep the
             // connection alive and continue accepting sibling streams.
             Ok(Some(H2Accept::Rejected)) => continue,
-            Ok(Some(H2Accept::Session(session))) => {
+            Ok(Some(H2Accept::Session(mut session))) => {
+                if reset_tokens.is_some() {
+                    session.reset_tally = Some(active.clone());
+                }
                 on_session(session, active.start_session());
             }
         }
@@ -216,6 +248,10 @@ impl Drop for StreamGuard {
 struct ActiveSessions {
     count: AtomicUsize,
     idle: Notify,
+    // stavka: streams the client reset before their answer, not yet seen by
+    // the accept loop, which `reset` wakes.
+    client_resets: AtomicU32,
+    reset: Notify,
 }
 
 impl ActiveSessions {
@@ -223,7 +259,14 @@ impl ActiveSessions {
         Self {
             count: AtomicUsize::new(0),
             idle: Notify::new(),
+            client_resets: AtomicU32::new(0),
+            reset: Notify::new(),
         }
+    }
+
+    fn client_reset(&self) {
+        self.client_resets.fetch_add(1, Ordering::Relaxed);
+        self.reset.notify_one();
     }
 
     fn start_session(self: &Arc<Self>) -> StreamGuard {
@@ -245,6 +288,55 @@ async fn wait_for_idle_timeout(active: &ActiveSessions, idle_timeout: Duration) 
     }
 }
 
+/// stavka: how many streams one HTTP/2 connection may reset before their
+/// answer (a token bucket: `burst` at once, refilled at `per_second`). A
+/// client past it gets GOAWAY(ENHANCE_YOUR_CALM). h2 itself counts only
+/// resets of streams not yet accepted, so a client that paces its resets
+/// (CVE-2023-44487, one HEADERS and RST_STREAM pair at a time) would
+/// otherwise have every stream served and forwarded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResetBudget {
+    /// Resets allowed at once.
+    pub burst: u32,
+    /// Resets allowed per second after the burst.
+    pub per_second: f64,
+}
+
+static H2_FLOODS: AtomicU64 = AtomicU64::new(0);
+
+/// stavka: how many HTTP/2 connections were closed with
+/// GOAWAY(ENHANCE_YOUR_CALM) so far: for resetting streams past their
+/// [`ResetBudget`], or for a flood h2 bounds itself (resets of streams not
+/// yet accepted, CONTINUATION frames, …), for the host's metrics.
+pub fn floods() -> u64 {
+    H2_FLOODS.load(Ordering::Relaxed)
+}
+
+struct ResetTokens {
+    budget: ResetBudget,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl ResetTokens {
+    fn new(budget: ResetBudget) -> Self {
+        Self {
+            budget,
+            tokens: f64::from(budget.burst),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Take `resets` tokens; false once the budget is overdrawn.
+    fn spend(&mut self, resets: u32) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.budget.per_second;
+        self.at = now;
+        self.tokens = (self.tokens + refill).min(f64::from(self.budget.burst)) - f64::from(resets);
+        self.tokens >= 0.0
+    }
+}
+
 use futures::task::Context;
 use futures::task::Poll;
 use std::pin::Pin;
@@ -263,6 +355,27 @@ impl Future for Idle<'_> {
             self.0.send_response.poll_reset(cx)
         }
         .map_err(|e| Error::because(ErrorType::H2Error, "downstream error while idling", e))
+    }
+}
+
+/// stavka: a stream that ends unanswered because the client reset it counts
+/// against the connection's [`ResetBudget`].
+impl Drop for HttpSession {
+    fn drop(&mut self) {
+        let Some(tally) = self.reset_tally.as_ref() else {
+            return;
+        };
+        if self.ended || self.reset_sent {
+            return;
+        }
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let reset = match self.send_response_body.as_mut() {
+            Some(body) => body.poll_reset(&mut cx),
+            None => self.send_response.poll_reset(&mut cx),
+        };
+        if matches!(reset, Poll::Ready(Ok(_))) {
+            tally.client_reset();
+        }
     }
 }
 
@@ -291,6 +404,10 @@ pub struct HttpSession {
     pub write_timeout: Option<Duration>,
     // How long to wait when draining (discarding) request body
     total_drain_timeout: Option<Duration>,
+    // stavka: where to count this stream if the client resets it before its
+    // answer ends (see `ResetBudget`), and whether we reset it ourselves.
+    reset_tally: Option<Arc<ActiveSessions>>,
+    reset_sent: bool,
 }
 
 /// The outcome of accepting the next event on an HTTP/2 downstream connection.
@@ -499,6 +616,8 @@ impl HttpSession {
             digest,
             write_timeout: None,
             total_drain_timeout: None,
+            reset_tally: None,
+            reset_sent: false,
         })))
     }
 
@@ -845,6 +964,7 @@ impl HttpSession {
     pub fn shutdown_with_reason(&mut self, reason: h2::Reason) {
         if !self.ended {
             self.send_response.send_reset(reason);
+            self.reset_sent = true;
         }
     }
 
