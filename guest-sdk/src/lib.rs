@@ -14,7 +14,7 @@
 //!
 //! impl Policy for Docs {
 //!     fn on_request(req: &Request) -> RequestOutcome {
-//!         if req.path.starts_with("/admin") {
+//!         if req.path().starts_with("/admin") {
 //!             return RequestOutcome::respond(Synthetic::text(403, "forbidden\n"));
 //!         }
 //!         // Tracking parameters do not change the page: keep them out of the key.
@@ -23,7 +23,7 @@
 //!     }
 //!
 //!     fn on_response(req: &Request, resp: &Response) -> ResponseOutcome {
-//!         if resp.status == 200 && stavka_policy::path_matches("/static/**", &req.path) {
+//!         if resp.status == 200 && stavka_policy::path_matches("/static/**", req.path()) {
 //!             return ResponseOutcome::store(hours(24)).tag("static");
 //!         }
 //!         ResponseOutcome::default()
@@ -40,6 +40,22 @@
 //! export_policy!(Docs);
 //! ```
 //!
+//! # Reading the request
+//!
+//! A hook gets the [`Request`] as a handle and reads its fields through
+//! methods (`req.path()`, `req.query()`, `req.header("cookie")`, ...). The
+//! SDK asks the host for a field the first time the hook reads it and
+//! keeps the answer for the rest of the call; a field never read is never
+//! asked for. The host records which fields a decision read: when a call
+//! used nothing but request fields (no clock, randomness, key-value store,
+//! counter, gauge, log line or [`rate_limit`]), its decision depends on
+//! those fields alone, and the host may give the same decision to a later
+//! request that agrees on all of them without calling the module. So read
+//! only what the decision depends on: a policy that reads the client
+//! address it then ignores gets a decision per client. (The host cannot
+//! see state an instance keeps in its own memory between calls; its
+//! documentation says which modules it reuses decisions for.)
+//!
 //! # Instances and state
 //!
 //! The module's sidecar file chooses the lifetime. A *per-request* module
@@ -48,7 +64,8 @@
 //! [`Policy::init`] runs once per instance; state in `static`s (a
 //! `thread_local!` `RefCell`, say) survives between the requests that
 //! instance serves. Instances do not share memory: state that every instance
-//! must see belongs in the host key-value store ([`kv`]).
+//! must see belongs in the host key-value store ([`kv`]), and a limit that
+//! must hold across instances in the host's token buckets ([`rate_limit`]).
 //!
 //! Every hook runs under a deadline (a few milliseconds) and a memory cap;
 //! a hook that exceeds them is stopped and the module's failure mode
@@ -85,9 +102,12 @@ use testing::host;
 pub mod testing;
 pub use bindings::stavka::policy::host::Level;
 pub use bindings::stavka::policy::types::{
-    Entry, HeaderEdits, HitDecision, Lookup, Request, RequestDecision, RequestOutcome, Response,
+    Entry, HeaderEdits, HitDecision, Lookup, RequestDecision, RequestOutcome, Response,
     ResponseDecision, ResponseOutcome, Store, Synthetic,
 };
+pub use request::Request;
+
+mod request;
 
 /// A cache policy. Every hook has a default that leaves the decision to
 /// HTTP caching, so implement only the ones you need, and name them in
@@ -95,7 +115,7 @@ pub use bindings::stavka::policy::types::{
 pub trait Policy {
     /// The hooks this policy implements. The module exports every hook
     /// whatever this says; the host calls only these, so a hook left at its
-    /// default costs nothing (each call copies the request into the guest).
+    /// default costs nothing (each call is a trip into the guest).
     /// Default: all three.
     const HOOKS: HookSet = HookSet::all();
 
@@ -152,23 +172,23 @@ macro_rules! export_policy {
             }
         }
         impl $crate::bindings::exports::stavka::policy::on_request::Guest for __StavkaPolicyExport {
-            fn decide(req: $crate::Request) -> $crate::RequestOutcome {
-                <$policy as $crate::Policy>::on_request(&req)
+            fn decide(req: &$crate::bindings::stavka::policy::incoming::Request) -> $crate::RequestOutcome {
+                <$policy as $crate::Policy>::on_request(&$crate::Request::__from_host(req))
             }
         }
         impl $crate::bindings::exports::stavka::policy::on_response::Guest for __StavkaPolicyExport {
-            fn decide(req: $crate::Request, resp: $crate::Response) -> $crate::ResponseOutcome {
-                <$policy as $crate::Policy>::on_response(&req, &resp)
+            fn decide(req: &$crate::bindings::stavka::policy::incoming::Request, resp: $crate::Response) -> $crate::ResponseOutcome {
+                <$policy as $crate::Policy>::on_response(&$crate::Request::__from_host(req), &resp)
             }
         }
         impl $crate::bindings::exports::stavka::policy::on_hit::Guest for __StavkaPolicyExport {
-            fn decide(req: $crate::Request, found: $crate::Entry) -> $crate::HitDecision {
-                <$policy as $crate::Policy>::on_hit(&req, &found)
+            fn decide(req: &$crate::bindings::stavka::policy::incoming::Request, found: $crate::Entry) -> $crate::HitDecision {
+                <$policy as $crate::Policy>::on_hit(&$crate::Request::__from_host(req), &found)
             }
         }
         impl $crate::bindings::exports::stavka::policy::slicing::Guest for __StavkaPolicyExport {
-            fn decide(req: $crate::Request) -> $crate::SliceDecision {
-                <$policy as $crate::Policy>::on_slice(&req)
+            fn decide(req: &$crate::bindings::stavka::policy::incoming::Request) -> $crate::SliceDecision {
+                <$policy as $crate::Policy>::on_slice(&$crate::Request::__from_host(req))
             }
             fn implemented() -> bool {
                 <$policy as $crate::Policy>::SLICES
@@ -176,44 +196,6 @@ macro_rules! export_policy {
         }
         $crate::bindings::__export_world!(__StavkaPolicyExport with_types_in $crate::bindings);
     };
-}
-
-impl Request {
-    /// A header field of this request (all lines joined with ", ").
-    pub fn header(&self, name: &str) -> Option<String> {
-        host::request_header(name)
-    }
-
-    /// The first value of a query parameter, percent-decoding not applied.
-    pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .as_deref()?
-            .split('&')
-            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
-    }
-
-    /// A cookie's value from the `Cookie` header.
-    pub fn cookie(&self, name: &str) -> Option<String> {
-        let cookies = self.header("cookie")?;
-        cookies
-            .split(';')
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_owned())
-    }
-
-    /// The path with its query normalised: parameters sorted, and those
-    /// matching `drop` removed (`utm_*` drops every name starting `utm_`).
-    /// A good cache key when parameter order or tracking parameters do not
-    /// change the response.
-    pub fn normalized_path_and_query(&self, drop: &[&str]) -> String {
-        match self.query.as_deref().map(|q| normalize_query(q, drop)) {
-            Some(q) if !q.is_empty() => format!("{}?{q}", self.path),
-            _ => self.path.clone(),
-        }
-    }
 }
 
 /// Sort a query string's parameters and remove those matching `drop`
@@ -506,6 +488,35 @@ pub fn now_ms() -> u64 {
 /// Monotonic nanoseconds, for measuring intervals.
 pub fn monotonic_ns() -> u64 {
     host::monotonic_ns()
+}
+
+/// Take one token from the host's token bucket `key`: `true` if there was
+/// one, `false` if the bucket is empty (the caller is over its limit).
+///
+/// The bucket holds up to `burst` tokens, refills at `per_second` tokens a
+/// second (a rate that is negative or not finite refills nothing), and is
+/// created full the first time `key` is used. It lives in the host, shared
+/// by every instance of the module on every thread, so the limit is the
+/// module's whatever the pool size; instance state (a `thread_local!`
+/// count) would give each pooled instance a budget of its own. Each call
+/// may pass another rate and burst for its key; the latest apply. Buckets
+/// belong to one module version (a reload starts them full) and the host
+/// keeps at most 65,536 of them, dropping the least recently used, which
+/// come back full.
+///
+/// ```no_run
+/// # use stavka_policy::{rate_limit, Request, RequestOutcome, Synthetic};
+/// fn on_request(req: &Request) -> RequestOutcome {
+///     // 10 requests a second per client, bursts of 20.
+///     let client = req.client_addr().unwrap_or("unknown");
+///     if !rate_limit(client, 10.0, 20) {
+///         return RequestOutcome::respond(Synthetic::text(429, "slow down\n"));
+///     }
+///     RequestOutcome::lookup()
+/// }
+/// ```
+pub fn rate_limit(key: &str, per_second: f64, burst: u32) -> bool {
+    host::rate_limit(key, per_second, burst)
 }
 
 #[cfg(test)]

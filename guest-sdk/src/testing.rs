@@ -1,27 +1,35 @@
 //! Test a policy with plain `cargo test`, without a server.
 //!
 //! Built for any target but `wasm32`, the SDK answers the host imports
-//! from this module instead of the proxy: request and response headers,
-//! the key-value store, a clock you set, and the log lines, counters and
+//! from this module instead of the proxy: the request's fields, response
+//! headers, the key-value store, a clock you set, token buckets for
+//! [`rate_limit`](crate::rate_limit), and the log lines, counters and
 //! gauges a hook wrote, all per test thread. Call the hooks directly on
-//! requests, responses and entries made here, and check their outcomes.
+//! requests, responses and entries made here, and check their outcomes,
+//! and which request fields they read ([`request_reads`]): those are what
+//! the host would key a reused decision on.
 //!
 //! ```
-//! use stavka_policy::testing::{self, request, response};
+//! use stavka_policy::testing::{self, response, RequestBuilder};
 //! use stavka_policy::{Policy, ResponseDecision};
 //! # struct MyPolicy;
 //! # impl Policy for MyPolicy {}
 //!
 //! testing::reset();
-//! testing::set_request_header("authorization", "Bearer t");
 //! testing::kv_put("tokens", "t");
-//! let outcome = MyPolicy::on_response(&request("GET", "/static/a.css"), &response(200));
+//! let req = RequestBuilder::new("GET", "/static/a.css")
+//!     .header("authorization", "Bearer t")
+//!     .client_addr("192.0.2.1")
+//!     .build();
+//! let outcome = MyPolicy::on_response(&req, &response(200));
 //! assert!(matches!(outcome.decision, ResponseDecision::Default));
+//! assert!(testing::request_reads().is_empty(), "the default hook reads nothing");
 //! ```
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use crate::request::Field;
 use crate::{Entry, Level, Request, Response};
 
 /// What the host would hold for the hook being tested.
@@ -35,6 +43,14 @@ struct Host {
     logs: Vec<(Level, String)>,
     counters: HashMap<String, u64>,
     gauges: HashMap<String, i64>,
+    reads: Vec<String>,
+    buckets: HashMap<String, Bucket>,
+}
+
+/// A token bucket, as the host keeps one per `rate_limit` key.
+struct Bucket {
+    tokens: f64,
+    at_ns: u64,
 }
 
 thread_local! {
@@ -50,7 +66,8 @@ pub fn reset() {
     with(|h| *h = Host::default());
 }
 
-/// A request header field the hook reads (`Request::header`).
+/// A request header field every test request on this thread has unless
+/// it sets that field itself ([`RequestBuilder::header`]).
 pub fn set_request_header(name: &str, value: &str) {
     with(|h| {
         h.request_headers
@@ -79,6 +96,28 @@ pub fn set_now_ms(ms: u64) {
     });
 }
 
+/// Move both clocks `ms` forward: token buckets refill by what that earns.
+pub fn advance_ms(ms: u64) {
+    with(|h| {
+        h.now_ms += ms;
+        h.monotonic_ns += ms * 1_000_000;
+    });
+}
+
+/// The request fields the hooks asked the host for on this thread, in
+/// order: `method`, `scheme`, `host`, `path`, `query`, `client-addr`, and
+/// `header:NAME`. The SDK asks at most once per field per request, and
+/// only for what a hook reads; a decision the host reuses is keyed by
+/// exactly these. [`reset`] (or [`clear_request_reads`]) starts over.
+pub fn request_reads() -> Vec<String> {
+    with(|h| h.reads.clone())
+}
+
+/// Forget the request fields read so far ([`request_reads`]).
+pub fn clear_request_reads() {
+    with(|h| h.reads.clear());
+}
+
 /// The lines the hooks logged, in order.
 pub fn logs() -> Vec<(Level, String)> {
     with(|h| h.logs.clone())
@@ -95,20 +134,141 @@ pub fn gauge_value(name: &str) -> Option<i64> {
 }
 
 /// A request as the host would pass it: `target` is the path and query,
-/// the host `localhost`, no client address.
-pub fn request(method: &str, target: &str) -> Request {
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
-        None => (target.to_owned(), None),
-    };
-    Request {
-        method: method.to_owned(),
-        scheme: "http".to_owned(),
-        host: "localhost".to_owned(),
-        path,
-        query,
-        client_addr: None,
+/// the scheme `http`, the host `localhost`, no header fields (but those of
+/// [`set_request_header`]) and no client address. [`RequestBuilder`]
+/// makes any other.
+pub fn request(method: &str, target: &str) -> Request<'static> {
+    RequestBuilder::new(method, target).build()
+}
+
+/// A test request's fields, answered through the host double so that
+/// reading one is recorded as the host would see it.
+pub(crate) struct Fields {
+    method: String,
+    scheme: String,
+    host: String,
+    path: String,
+    query: Option<String>,
+    client_addr: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+/// Makes a [`Request`] for a test, field by field.
+///
+/// ```
+/// use stavka_policy::testing::RequestBuilder;
+///
+/// let req = RequestBuilder::new("GET", "/a?x=1")
+///     .scheme("https")
+///     .host("example.com")
+///     .header("Cookie", "session=abc")
+///     .client_addr("192.0.2.1")
+///     .build();
+/// assert_eq!(req.query_param("x"), Some("1"));
+/// assert_eq!(req.cookie("session").as_deref(), Some("abc"));
+/// ```
+pub struct RequestBuilder {
+    fields: Fields,
+}
+
+impl RequestBuilder {
+    /// A request for `target` (the path and query), otherwise as
+    /// [`request`] makes it.
+    pub fn new(method: &str, target: &str) -> RequestBuilder {
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+            None => (target.to_owned(), None),
+        };
+        RequestBuilder {
+            fields: Fields {
+                method: method.to_owned(),
+                scheme: "http".to_owned(),
+                host: "localhost".to_owned(),
+                path,
+                query,
+                client_addr: None,
+                headers: Vec::new(),
+            },
+        }
     }
+
+    /// The method.
+    pub fn method(mut self, method: &str) -> RequestBuilder {
+        self.fields.method = method.to_owned();
+        self
+    }
+
+    /// The scheme (`http` or `https`).
+    pub fn scheme(mut self, scheme: &str) -> RequestBuilder {
+        self.fields.scheme = scheme.to_owned();
+        self
+    }
+
+    /// The Host; kept lower-case, as the host passes it.
+    pub fn host(mut self, host: &str) -> RequestBuilder {
+        self.fields.host = host.to_ascii_lowercase();
+        self
+    }
+
+    /// The path, percent-encoded.
+    pub fn path(mut self, path: &str) -> RequestBuilder {
+        self.fields.path = path.to_owned();
+        self
+    }
+
+    /// The query string without `?`, or `None` for a request without one.
+    pub fn query(mut self, query: Option<&str>) -> RequestBuilder {
+        self.fields.query = query.map(str::to_owned);
+        self
+    }
+
+    /// Add a header field; a field added twice has its values joined with
+    /// ", ", as the host joins the lines of one field.
+    pub fn header(mut self, name: &str, value: &str) -> RequestBuilder {
+        let name = name.to_ascii_lowercase();
+        match self.fields.headers.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, joined)) => {
+                joined.push_str(", ");
+                joined.push_str(value);
+            }
+            None => self.fields.headers.push((name, value.to_owned())),
+        }
+        self
+    }
+
+    /// The client's IP address.
+    pub fn client_addr(mut self, addr: &str) -> RequestBuilder {
+        self.fields.client_addr = Some(addr.to_owned());
+        self
+    }
+
+    /// The request, as a hook gets it.
+    pub fn build(self) -> Request<'static> {
+        Request::from_test(self.fields)
+    }
+}
+
+/// Answer a test request's field as the host would, and record the read.
+pub(crate) fn read(fields: &Fields, field: Field) -> Option<String> {
+    let (read, value) = match field {
+        Field::Method => ("method".to_owned(), Some(fields.method.clone())),
+        Field::Scheme => ("scheme".to_owned(), Some(fields.scheme.clone())),
+        Field::Host => ("host".to_owned(), Some(fields.host.clone())),
+        Field::Path => ("path".to_owned(), Some(fields.path.clone())),
+        Field::Query => ("query".to_owned(), fields.query.clone()),
+        Field::ClientAddr => ("client-addr".to_owned(), fields.client_addr.clone()),
+        Field::Header(name) => {
+            let name = name.to_ascii_lowercase();
+            let own = fields.headers.iter().find(|(n, _)| *n == name);
+            let value = match own {
+                Some((_, value)) => Some(value.clone()),
+                None => with(|h| h.request_headers.get(&name).cloned()),
+            };
+            (format!("header:{name}"), value)
+        }
+    };
+    with(|h| h.reads.push(read));
+    value
 }
 
 /// An origin response with `status`.
@@ -129,12 +289,8 @@ pub fn entry(status: u16, ttl_seconds: i64, tags: &[&str]) -> Entry {
 
 /// The host imports, answered from this thread's state.
 pub(crate) mod host {
-    use super::with;
+    use super::{with, Bucket};
     use crate::Level;
-
-    pub fn request_header(name: &str) -> Option<String> {
-        with(|h| h.request_headers.get(&name.to_ascii_lowercase()).cloned())
-    }
 
     pub fn response_header(name: &str) -> Option<String> {
         with(|h| h.response_headers.get(&name.to_ascii_lowercase()).cloned())
@@ -162,5 +318,130 @@ pub(crate) mod host {
 
     pub fn monotonic_ns() -> u64 {
         with(|h| h.monotonic_ns)
+    }
+
+    /// The host's token bucket, on the double's monotonic clock: full at
+    /// first use, refilled at the rate of the latest call (nothing for a
+    /// negative or non-finite one), capped at the latest burst.
+    pub fn rate_limit(key: &str, per_second: f64, burst: u32) -> bool {
+        let per_second = if per_second.is_finite() {
+            per_second.max(0.0)
+        } else {
+            0.0
+        };
+        let burst = f64::from(burst);
+        with(|h| {
+            let now = h.monotonic_ns;
+            let bucket = h.buckets.entry(key.to_owned()).or_insert(Bucket {
+                tokens: burst,
+                at_ns: now,
+            });
+            let earned = now.saturating_sub(bucket.at_ns) as f64 / 1e9 * per_second;
+            bucket.tokens = (bucket.tokens + earned).min(burst);
+            bucket.at_ns = now;
+            if bucket.tokens >= 1.0 {
+                bucket.tokens -= 1.0;
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{rate_limit, RequestDecision, RequestOutcome};
+
+    #[test]
+    fn a_field_is_asked_for_once_and_only_when_read() {
+        reset();
+        let req = RequestBuilder::new("GET", "/a?b=2&a=1")
+            .header("X-Device", "phone")
+            .client_addr("192.0.2.1")
+            .build();
+        assert!(request_reads().is_empty(), "building reads nothing");
+        assert_eq!(req.path(), "/a");
+        assert_eq!(req.path(), "/a");
+        assert_eq!(req.query_param("a"), Some("1"));
+        let outcome = RequestOutcome::lookup_normalized(&req, &[]);
+        let RequestDecision::Lookup(lookup) = outcome.decision else {
+            panic!("a lookup");
+        };
+        assert_eq!(lookup.cache_key.as_deref(), Some("/a?a=1&b=2"));
+        assert_eq!(req.header("x-device").as_deref(), Some("phone"));
+        assert_eq!(req.header("X-DEVICE").as_deref(), Some("phone"));
+        assert_eq!(req.header("accept"), None);
+        assert_eq!(req.header("accept"), None);
+        assert_eq!(
+            request_reads(),
+            ["path", "query", "header:x-device", "header:accept"]
+        );
+        let debug = format!("{req:?}");
+        assert!(!debug.contains("192.0.2.1"), "{debug}");
+        assert_eq!(req.client_addr(), Some("192.0.2.1"));
+        assert_eq!(req.method(), "GET");
+        assert_eq!((req.scheme(), req.host()), ("http", "localhost"));
+        assert_eq!(request_reads().len(), 8);
+    }
+
+    #[test]
+    fn builder_fields_and_thread_headers() {
+        reset();
+        set_request_header("cookie", "a=1; b=2");
+        let plain = request("POST", "/x");
+        assert_eq!(plain.cookie("b").as_deref(), Some("2"));
+        assert_eq!(plain.query(), None);
+        let own = RequestBuilder::new("GET", "/")
+            .method("PUT")
+            .scheme("https")
+            .host("Example.COM")
+            .path("/p")
+            .query(Some("q=1"))
+            .header("cookie", "a=9")
+            .header("accept", "text/html")
+            .header("accept", "*/*")
+            .build();
+        assert_eq!(own.cookie("a").as_deref(), Some("9"), "its own field wins");
+        assert_eq!(own.cookie("b"), None);
+        assert_eq!(own.header("accept").as_deref(), Some("text/html, */*"));
+        assert_eq!(
+            (
+                own.method(),
+                own.scheme(),
+                own.host(),
+                own.path(),
+                own.query()
+            ),
+            ("PUT", "https", "example.com", "/p", Some("q=1"))
+        );
+        assert_eq!(own.client_addr(), None);
+        clear_request_reads();
+        assert!(request_reads().is_empty());
+    }
+
+    #[test]
+    fn rate_limit_is_a_token_bucket_on_the_test_clock() {
+        reset();
+        let allowed = (0..10).filter(|_| rate_limit("k", 2.0, 3)).count();
+        assert_eq!(allowed, 3, "created full: the burst");
+        assert!(rate_limit("other", 2.0, 3), "keys are apart");
+        advance_ms(499);
+        assert!(!rate_limit("k", 2.0, 3));
+        advance_ms(1);
+        assert!(rate_limit("k", 2.0, 3), "one token each half second");
+        assert!(!rate_limit("k", 2.0, 3));
+        advance_ms(60_000);
+        assert_eq!((0..10).filter(|_| rate_limit("k", 2.0, 3)).count(), 3);
+        assert!(!rate_limit("never", f64::NAN, 0), "no burst, no token");
+        assert!(rate_limit("once", f64::INFINITY, 1));
+        advance_ms(1_000);
+        assert!(
+            !rate_limit("once", f64::INFINITY, 1),
+            "no finite rate refills nothing"
+        );
+        reset();
+        assert!(rate_limit("k", 2.0, 1), "reset starts full");
     }
 }

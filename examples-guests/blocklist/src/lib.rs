@@ -60,7 +60,7 @@ impl Policy for Blocklist {
                     .collect();
                 state.raw = raw;
             }
-            if state.patterns.iter().any(|p| path_matches(p, &req.path)) {
+            if state.patterns.iter().any(|p| path_matches(p, req.path())) {
                 counter("blocked_hits", 1);
                 return HitDecision::Respond(Synthetic::text(
                     state.status,

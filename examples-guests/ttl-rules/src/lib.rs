@@ -29,18 +29,18 @@ impl Policy for TtlRules {
     }
 
     fn on_response(req: &Request, resp: &Response) -> ResponseOutcome {
-        if path_matches("/api/**", &req.path) {
+        if path_matches("/api/**", req.path()) {
             return ResponseOutcome::no_store();
         }
         if resp.status != 200 {
             return ResponseOutcome::default();
         }
-        if path_matches("/static/**", &req.path) {
+        if path_matches("/static/**", req.path()) {
             return ResponseOutcome::store(days(1))
                 .tag("static")
                 .set_header("x-policy-ttl", "86400");
         }
-        if path_matches("/news/**", &req.path) {
+        if path_matches("/news/**", req.path()) {
             return ResponseOutcome::store(minutes(1))
                 .stale_while_revalidate(minutes(5))
                 .set_header("x-policy-ttl", "60");
@@ -54,7 +54,7 @@ export_policy!(TtlRules);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stavka_policy::testing::{request, response};
+    use stavka_policy::testing::{self, request, response};
     use stavka_policy::{RequestDecision, ResponseDecision};
 
     #[test]
@@ -76,5 +76,12 @@ mod tests {
             panic!("a lookup");
         };
         assert_eq!(lookup.cache_key.as_deref(), Some("/news/a?a=1&b=2"));
+    }
+
+    #[test]
+    fn the_key_depends_on_the_path_and_query_alone() {
+        testing::reset();
+        TtlRules::on_request(&request("GET", "/a?b=2"));
+        assert_eq!(testing::request_reads(), ["query", "path"]);
     }
 }

@@ -6,7 +6,7 @@ use stavka_policy::{export_policy, Entry, HitDecision, Policy, Request, RequestO
 struct Decisions;
 impl Policy for Decisions {
     fn on_request(req: &Request) -> RequestOutcome {
-        match req.path.as_str() {
+        match req.path() {
             "/bypass" => RequestOutcome::bypass(),
             "/device" => {
                 RequestOutcome::lookup().vary_on(req.header("x-device").unwrap_or_default())
@@ -15,7 +15,7 @@ impl Policy for Decisions {
         }
     }
     fn on_hit(req: &Request, _entry: &Entry) -> HitDecision {
-        if req.path == "/revalidate" {
+        if req.path() == "/revalidate" {
             HitDecision::Revalidate
         } else {
             HitDecision::Serve

@@ -5,7 +5,7 @@ impl Policy for Looping {
     fn on_request(req: &Request) -> RequestOutcome {
         let mut n = 0u64;
         loop {
-            n = n.wrapping_add(req.path.len() as u64);
+            n = n.wrapping_add(req.path().len() as u64);
             std::hint::black_box(n);
         }
     }

@@ -13,7 +13,7 @@ impl Policy for Slicer {
         RequestOutcome::lookup()
     }
     fn on_slice(req: &Request) -> SliceDecision {
-        match req.path.as_str() {
+        match req.path() {
             "/whole" => SliceDecision::Whole,
             "/v" => SliceDecision::Slice(SliceSettings {
                 block_kib: Some(128),
