@@ -113,15 +113,17 @@ mod request;
 /// HTTP caching, so implement only the ones you need, and name them in
 /// [`Policy::HOOKS`] so the host does not call the others.
 pub trait Policy {
-    /// The hooks this policy implements. The module exports every hook
-    /// whatever this says; the host calls only these, so a hook left at its
-    /// default costs nothing (each call is a trip into the guest).
-    /// Default: all three.
+    /// The hooks this policy implements, [`HookSet::INIT`] included if it
+    /// implements [`Policy::init`]. The module exports every hook whatever
+    /// this says; the host calls only these, so a hook left at its default
+    /// costs nothing (each call is a trip into the guest). Default: all
+    /// four.
     const HOOKS: HookSet = HookSet::all();
 
     /// Runs once per instance of a long-lived module, with the `[init]`
-    /// table of its sidecar file. An error rejects this module version and
-    /// the previous one keeps serving.
+    /// table of its sidecar file, if [`Policy::HOOKS`] names
+    /// [`HookSet::INIT`]. An error rejects this module version and the
+    /// previous one keeps serving.
     fn init(_config: &[(String, String)]) -> Result<(), String> {
         Ok(())
     }

@@ -1,7 +1,10 @@
-//! What a policy adds to a request, per instance mode: p50 and p99 of the
-//! policy work a cache hit does (copy the request headers for the guest,
-//! `on-request`, and `on-hit` if the policy decides hits — the ttl-rules
-//! example does not), against the same loop with no policy, in one run.
+//! What a policy adds to a request, per instance mode, with the memo off
+//! (every call enters the guest: a genuinely fresh per-request instance)
+//! and on (the same hot request again, answered from the memo): p50 and
+//! p99 of the policy work a cache hit does (copy the request for the
+//! guest, `on-request`, and `on-hit` if the policy decides hits — the
+//! ttl-rules example does not), against the same loop with no policy, in
+//! one run.
 //!
 //! Needs the example guests built (`./x bench-policy` does it):
 //! `cargo bench -p stavka --bench policy_overhead`.
@@ -26,8 +29,9 @@ fn guests_dir() -> PathBuf {
         })
 }
 
-/// A browser-like request: the header copy is part of the cost.
-fn request() -> (Request, HeaderMap) {
+/// A browser-like request: the copy of its fields and headers is part of
+/// the cost.
+fn request() -> Request {
     let mut headers = HeaderMap::new();
     for (k, v) in [
         ("host", "www.example.com"),
@@ -43,15 +47,15 @@ fn request() -> (Request, HeaderMap) {
     ] {
         headers.insert(k, v.parse().unwrap());
     }
-    let req = Request {
+    Request {
         method: "GET".into(),
         scheme: "http".into(),
         host: "www.example.com".into(),
         path: "/news/today".into(),
         query: Some("b=2&a=1&utm_source=mail".into()),
         client_addr: Some("192.0.2.7".into()),
-    };
-    (req, headers)
+        headers,
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -63,10 +67,19 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let module = std::fs::read(guests_dir().join("ttl_rules.wasm"))
         .expect("ttl_rules.wasm: build the guests first (./x bench)");
-    for (name, sidecar) in [
-        ("per-request", "mode = \"per-request\"\n"),
-        ("long-lived", "mode = \"long-lived\"\ninstances = 4\n"),
-    ] {
+    const MODES: [(&str, &str); 4] = [
+        ("per-request", "mode = \"per-request\"\nmemo = false\n"),
+        ("per-request-memo", "mode = \"per-request\"\nmemo = true\n"),
+        (
+            "long-lived",
+            "mode = \"long-lived\"\ninstances = 4\nmemo = false\n",
+        ),
+        (
+            "long-lived-memo",
+            "mode = \"long-lived\"\ninstances = 4\nmemo = true\n",
+        ),
+    ];
+    for (name, sidecar) in MODES {
         std::fs::write(dir.join(format!("{name}.wasm")), &module).unwrap();
         std::fs::write(dir.join(format!("{name}.toml")), sidecar).unwrap();
     }
@@ -89,7 +102,7 @@ fn main() {
         .unwrap();
     runtime.block_on(registry.load_all());
 
-    let (req, headers) = request();
+    let req = request();
     let entry = Entry {
         status: 200,
         age_seconds: 12,
@@ -106,7 +119,7 @@ fn main() {
         "mode", "p50", "p99", "added p50", "added p99"
     );
     let mut baseline = (Duration::ZERO, Duration::ZERO);
-    for mode in ["none", "per-request", "long-lived"] {
+    for mode in std::iter::once("none").chain(MODES.map(|(name, _)| name)) {
         let module = registry.get(mode);
         let mut samples = Vec::with_capacity(SAMPLES);
         runtime.block_on(async {
@@ -115,18 +128,19 @@ fn main() {
                 if let Some(module) = &module {
                     // One request: its hooks share a per-request instance.
                     let mut instance = RequestInstance::default();
+                    let request = Arc::new(req.clone());
                     let input = CallInput {
-                        request: Some(Arc::new(headers.clone())),
+                        request: Some(request.clone()),
                         response: None,
                     };
-                    let outcome = module.on_request(&mut instance, &req, input).await;
+                    let outcome = module.on_request(&mut instance, input).await;
                     std::hint::black_box(outcome.expect("exported").expect("no failure"));
                     if module.decides_hits() {
                         let input = CallInput {
-                            request: Some(Arc::new(headers.clone())),
+                            request: Some(request),
                             response: Some(response.clone()),
                         };
-                        let decision = module.on_hit(&mut instance, &req, &entry, input).await;
+                        let decision = module.on_hit(&mut instance, &entry, input).await;
                         std::hint::black_box(decision.expect("exported").expect("no failure"));
                     }
                 } else {

@@ -126,7 +126,7 @@ async fn decide(trial: &Trial) -> anyhow::Result<Value> {
             "hooks": module.exported_hooks(),
         },
     });
-    let mut p = PolicyDecisions::new(module, &req, &trial.host, None);
+    let mut p = PolicyDecisions::new(module, &req, "http", &trial.host, None);
     let synthetic = p
         .decide_request()
         .await

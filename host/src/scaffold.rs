@@ -17,7 +17,7 @@ pub enum Sdk {
 }
 
 /// The version requirement a scaffold depends on when no path is given.
-pub const SDK_VERSION: &str = "0.1";
+pub const SDK_VERSION: &str = "0.2";
 
 /// Write the crate for module `name` into `parent/name`. Refuses a name
 /// that cannot name both a module file and a crate, and a directory that
@@ -95,6 +95,8 @@ mode = "long-lived"   # or "per-request": a fresh instance for every request
 # deadline = "5ms"    # CPU time per hook call
 # memory = "32MiB"    # linear memory cap
 # failure = "open"    # when a call fails: "open" (as if no policy) or "closed" (503)
+memo = true           # reuse a decision for requests that agree on every field it read, when
+                      # it used nothing else; long-lived: only if instance state never decides
 # [init]              # long-lived: passed to init() once per instance
 # greeting = "hello"
 "#;
@@ -107,7 +109,8 @@ fn lib_rs(name: &str) -> String {
 //! implement the ones you need and name them in `HOOKS`, so the host
 //! skips the rest. See the `stavka-policy` documentation for every hook
 //! (`on_hit`, `on_slice`, `init`) and for the host's key-value store,
-//! clock, log and metrics.
+//! clock, log, rate limits and metrics. Decisions are pure here (they read
+//! only the request), so the sidecar lets the host reuse them.
 
 use stavka_policy::{{
     export_policy, HookSet, Policy, Request, RequestOutcome, Response, ResponseOutcome,
@@ -174,7 +177,7 @@ mod tests {
         }
         let made = new_policy(dir.path(), "my-rules", &sdk).unwrap();
         let cargo = std::fs::read_to_string(made.join("Cargo.toml")).unwrap();
-        assert!(cargo.contains("stavka-policy = \"0.1\""), "{cargo}");
+        assert!(cargo.contains("stavka-policy = \"0.2\""), "{cargo}");
         assert!(made.join("my-rules.toml").is_file());
         let again = new_policy(dir.path(), "my-rules", &sdk).unwrap_err();
         assert!(again.to_string().contains("already exists"), "{again}");

@@ -25,9 +25,16 @@ async fn a_scaffolded_policy_builds_from_the_packaged_sdk_and_hot_loads() {
         ],
         &[],
     );
+    // The SDK is versioned apart from the workspace.
+    let manifest = std::fs::read_to_string(workspace_root().join("guest-sdk/Cargo.toml")).unwrap();
+    let version = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("guest-sdk/Cargo.toml names its version");
     let package = target_dir()
         .join("package")
-        .join(format!("stavka-policy-{}.crate", env!("CARGO_PKG_VERSION")));
+        .join(format!("stavka-policy-{version}.crate"));
     let unpacked = Command::new("tar")
         .arg("xzf")
         .arg(&package)
@@ -36,9 +43,7 @@ async fn a_scaffolded_policy_builds_from_the_packaged_sdk_and_hot_loads() {
         .status()
         .unwrap();
     assert!(unpacked.success(), "tar {}", package.display());
-    let sdk = work
-        .path()
-        .join(format!("stavka-policy-{}", env!("CARGO_PKG_VERSION")));
+    let sdk = work.path().join(format!("stavka-policy-{version}"));
 
     let made = Command::new(stavka_bin())
         .args(["policy", "new", "hello-policy", "--dir"])

@@ -30,7 +30,7 @@ thread_local! {
 }
 
 impl Policy for Blocklist {
-    const HOOKS: HookSet = HookSet::ON_HIT;
+    const HOOKS: HookSet = HookSet::ON_HIT.union(HookSet::INIT);
 
     fn init(config: &[(String, String)]) -> Result<(), String> {
         for (key, value) in config {

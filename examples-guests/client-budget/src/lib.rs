@@ -49,7 +49,7 @@ thread_local! {
 }
 
 impl Policy for ClientBudget {
-    const HOOKS: HookSet = HookSet::ON_REQUEST;
+    const HOOKS: HookSet = HookSet::ON_REQUEST.union(HookSet::INIT);
 
     fn init(config: &[(String, String)]) -> Result<(), String> {
         let mut budget = BUDGET.get();

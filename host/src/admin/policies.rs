@@ -45,14 +45,18 @@ struct Serving {
     name: String,
     /// The first 16 hex digits of the SHA-256 of the file.
     hash: String,
+    /// The `stavka:policy` series it was built for.
+    wit: &'static str,
     mode: Mode,
     /// HTTP date it was published.
     loaded_at: String,
     deadline_ms: f64,
     memory_bytes: usize,
     failure: Failure,
-    /// The hooks it exports and does not disclaim.
+    /// The hooks it implements (exports and does not disclaim).
     hooks: Vec<&'static str>,
+    /// Decisions kept for reuse; `None` when it keeps none.
+    memo: Option<usize>,
     /// Why the newest file was rejected, while this version serves.
     last_error: Option<String>,
     /// The module's circuit breaker: closed, open or half-open.
@@ -64,6 +68,7 @@ struct Serving {
 #[derive(Debug, Serialize)]
 struct Counters {
     calls: u64,
+    memo_hits: u64,
     failures: BTreeMap<&'static str, u64>,
 }
 
@@ -81,16 +86,19 @@ impl Module {
         Module::Serving(Box::new(Serving {
             name: module.name().to_owned(),
             hash: module.hash.clone(),
+            wit: module.wit_version().as_str(),
             mode: settings.mode,
             loaded_at: httpdate::fmt_http_date(module.loaded_at),
             deadline_ms: settings.deadline.as_secs_f64() * 1000.0,
             memory_bytes: settings.memory,
             failure: settings.failure,
             hooks: module.exported_hooks(),
+            memo: module.memo_len(),
             last_error: metrics.last_error(module.name()),
             breaker: module.shared.breaker.state().as_str(),
             counters: Counters {
                 calls,
+                memo_hits: metrics.memo_hit_total(module.name()),
                 failures: failures.into_iter().collect(),
             },
         }))

@@ -233,7 +233,7 @@ impl Limits {
         if let (Some(ip), true) = (client, s.requests_per_second > 0.0) {
             if !self
                 .rate
-                .allow(ip, s.requests_per_second, s.burst, Instant::now())
+                .allow(&ip, s.requests_per_second, s.burst, Instant::now())
             {
                 return Err(Limit::Rate);
             }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::Policy;
+use super::bindings::{v01, v02};
 use super::host::{HostState, EPOCH_TICK};
 use crate::policy_settings::MAX_MEMORY;
 
@@ -66,8 +66,11 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| wasmtime_error("linking WASI", &e))?;
-        Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(|e| wasmtime_error("linking the host interface", &e))?;
+        // Every version of the package the host speaks, side by side.
+        v01::Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| wasmtime_error("linking the host interface 0.1", &e))?;
+        v02::Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| wasmtime_error("linking the host interface 0.2", &e))?;
         Ok(Runtime { engine, linker })
     }
 }

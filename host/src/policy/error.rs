@@ -33,7 +33,7 @@ pub enum LoadError {
     NotAComponent(String),
     /// It exports a `stavka:policy` interface this host does not know, or
     /// of an incompatible version.
-    #[error("exports {0}, which this host does not speak (it speaks stavka:policy@0.1.0 to @{version})", version = super::module::WIT_VERSION)]
+    #[error("exports {0}, which this host does not speak (it speaks stavka:policy@0.1.0 to @0.1.z and @0.2.0 to @{version}, one series per module)", version = super::module::WIT_VERSION)]
     ForeignInterface(String),
     /// It imports something the host does not provide.
     #[error("does not satisfy the stavka:policy world: {0}")]

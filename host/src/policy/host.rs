@@ -9,17 +9,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::HeaderMap;
 use prometheus::{IntCounter, IntGauge};
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::stavka::policy::host::{self, Level};
-use super::bindings::stavka::policy::types;
+use super::bindings::{v01, v02};
 use super::breaker::Breaker;
 use super::kv::Kv;
 use super::metrics::PolicyMetrics;
+use super::request::{Request, RequestHandle};
+use super::trace::{Field, Impurity, MonotonicClock, Random, Reads, WallClock};
+use crate::limits::RateLimiter;
 
 /// How often the engine's epoch advances: the resolution of every
 /// deadline, and the most CPU time a call is charged before its first
@@ -40,6 +42,11 @@ pub struct ModuleShared {
     pub kv: Arc<Kv>,
     /// Its circuit breaker; each new version resets it.
     pub breaker: Breaker,
+    /// Token buckets for `host.rate-limit`, shared by every instance.
+    pub buckets: RateLimiter<String>,
+    /// WASI's insecure seed for every instance, so that instances of the
+    /// module hash alike and a call's outcome depends only on what it read.
+    seed: u128,
     metrics: Arc<PolicyMetrics>,
     counters: Mutex<HashMap<String, IntCounter>>,
     gauges: Mutex<HashMap<String, IntGauge>>,
@@ -53,6 +60,8 @@ impl ModuleShared {
             breaker: Breaker::new(name.clone(), metrics.breaker(&name)),
             name,
             kv,
+            buckets: RateLimiter::default(),
+            seed: rand::random(),
             metrics,
             counters: Mutex::default(),
             gauges: Mutex::default(),
@@ -78,12 +87,12 @@ impl ModuleShared {
     }
 }
 
-/// The headers a hook call may read through `request-header` and
-/// `response-header`.
+/// What a hook call may read: the request's fields, and the response's or
+/// cached entry's header fields.
 #[derive(Default, Clone)]
 pub struct CallInput {
-    /// The request's header fields.
-    pub request: Option<Arc<HeaderMap>>,
+    /// The request.
+    pub request: Option<Arc<Request>>,
     /// The origin response's or cached entry's header fields.
     pub response: Option<Arc<HeaderMap>>,
 }
@@ -205,6 +214,10 @@ pub struct HostState {
     pub limits: MemoryCap,
     /// The current call's time budget.
     pub budget: CallBudget,
+    /// The fields the current call read, when they are being recorded.
+    pub reads: Option<Reads>,
+    /// Set when the current call uses anything besides its fields.
+    pub impurity: Impurity,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -212,10 +225,18 @@ pub struct HostState {
 impl HostState {
     /// State for a new instance: a WASI context with no filesystem, no
     /// network, no environment; stdout and stderr go to the host log.
+    /// Its clocks, random sources and output streams mark the call that
+    /// uses them as impure.
     pub fn new(shared: Arc<ModuleShared>, memory_limit: usize) -> HostState {
+        let impurity = Impurity::default();
         let wasi = WasiCtxBuilder::new()
-            .stdout(GuestLog::new(&shared.name, "stdout"))
-            .stderr(GuestLog::new(&shared.name, "stderr"))
+            .stdout(GuestLog::new(&shared.name, "stdout", impurity.clone()))
+            .stderr(GuestLog::new(&shared.name, "stderr", impurity.clone()))
+            .wall_clock(WallClock(impurity.clone()))
+            .monotonic_clock(MonotonicClock(impurity.clone()))
+            .secure_random(Random::new(impurity.clone()))
+            .insecure_random(Random::new(impurity.clone()))
+            .insecure_random_seed(shared.seed)
             .build();
         HostState {
             shared,
@@ -225,8 +246,61 @@ impl HostState {
                 exceeded: false,
             },
             budget: CallBudget::new(),
+            reads: None,
+            impurity,
             wasi,
             table: ResourceTable::new(),
+        }
+    }
+
+    /// `field` of the current call's input, recorded if reads are.
+    fn read(&mut self, field: Field) -> Option<String> {
+        let value = field.value(
+            self.input.request.as_deref(),
+            self.input.response.as_deref(),
+        );
+        if let Some(reads) = &mut self.reads {
+            reads.push((field, value.clone()));
+        }
+        value
+    }
+
+    fn wall_clock_ms(&mut self) -> u64 {
+        self.impurity.mark();
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn monotonic_ns(&mut self) -> u64 {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        self.impurity.mark();
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+
+    fn kv_get(&mut self, key: &str) -> Option<String> {
+        self.impurity.mark();
+        self.shared.kv.get(key)
+    }
+
+    fn counter_add(&mut self, name: &str, delta: u64) {
+        self.impurity.mark();
+        let shared = &self.shared;
+        let metrics = &shared.metrics;
+        if let Some(c) =
+            shared.guest_metric(&shared.counters, name, |m, n| metrics.guest_counter(m, n))
+        {
+            c.inc_by(delta);
+        }
+    }
+
+    fn gauge_set(&mut self, name: &str, value: i64) {
+        self.impurity.mark();
+        let shared = &self.shared;
+        let metrics = &shared.metrics;
+        if let Some(g) = shared.guest_metric(&shared.gauges, name, |m, n| metrics.guest_gauge(m, n))
+        {
+            g.set(value);
         }
     }
 }
@@ -240,74 +314,111 @@ impl WasiView for HostState {
     }
 }
 
-fn joined(headers: Option<&Arc<HeaderMap>>, name: &str) -> Option<String> {
-    let mut values = headers?
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let first = values.next()?;
-    Some(values.fold(first.to_owned(), |mut all, v| {
-        all.push_str(", ");
-        all.push_str(v);
-        all
-    }))
+/// The `host` imports every version shares, for each version's `Host`
+/// trait; `$extra` are the version's own.
+macro_rules! host_imports {
+    ($version:ident, { $($extra:tt)* }) => {
+        impl $version::stavka::policy::host::Host for HostState {
+            fn log(&mut self, level: $version::stavka::policy::host::Level, message: String) {
+                use $version::stavka::policy::host::Level;
+                self.impurity.mark();
+                let module = &*self.shared.name;
+                match level {
+                    Level::Trace => tracing::trace!(target: "stavka::policy", module, "{message}"),
+                    Level::Debug => tracing::debug!(target: "stavka::policy", module, "{message}"),
+                    Level::Info => tracing::info!(target: "stavka::policy", module, "{message}"),
+                    Level::Warn => tracing::warn!(target: "stavka::policy", module, "{message}"),
+                    Level::Error => tracing::error!(target: "stavka::policy", module, "{message}"),
+                }
+            }
+
+            fn wall_clock_ms(&mut self) -> u64 {
+                HostState::wall_clock_ms(self)
+            }
+
+            fn monotonic_ns(&mut self) -> u64 {
+                HostState::monotonic_ns(self)
+            }
+
+            fn kv_get(&mut self, key: String) -> Option<String> {
+                HostState::kv_get(self, &key)
+            }
+
+            fn counter_add(&mut self, name: String, delta: u64) {
+                HostState::counter_add(self, &name, delta);
+            }
+
+            fn gauge_set(&mut self, name: String, value: i64) {
+                HostState::gauge_set(self, &name, value);
+            }
+
+            fn response_header(&mut self, name: String) -> Option<String> {
+                self.read(Field::header(true, &name))
+            }
+
+            $($extra)*
+        }
+    };
 }
 
-impl types::Host for HostState {}
+impl v01::stavka::policy::types::Host for HostState {}
 
-impl host::Host for HostState {
-    fn log(&mut self, level: Level, message: String) {
-        let module = &*self.shared.name;
-        match level {
-            Level::Trace => tracing::trace!(target: "stavka::policy", module, "{message}"),
-            Level::Debug => tracing::debug!(target: "stavka::policy", module, "{message}"),
-            Level::Info => tracing::info!(target: "stavka::policy", module, "{message}"),
-            Level::Warn => tracing::warn!(target: "stavka::policy", module, "{message}"),
-            Level::Error => tracing::error!(target: "stavka::policy", module, "{message}"),
-        }
-    }
-
-    fn wall_clock_ms(&mut self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-
-    fn monotonic_ns(&mut self) -> u64 {
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
-    }
-
-    fn kv_get(&mut self, key: String) -> Option<String> {
-        self.shared.kv.get(&key)
-    }
-
-    fn counter_add(&mut self, name: String, delta: u64) {
-        let shared = &self.shared;
-        let metrics = &shared.metrics;
-        if let Some(c) =
-            shared.guest_metric(&shared.counters, &name, |m, n| metrics.guest_counter(m, n))
-        {
-            c.inc_by(delta);
-        }
-    }
-
-    fn gauge_set(&mut self, name: String, value: i64) {
-        let shared = &self.shared;
-        let metrics = &shared.metrics;
-        if let Some(g) =
-            shared.guest_metric(&shared.gauges, &name, |m, n| metrics.guest_gauge(m, n))
-        {
-            g.set(value);
-        }
-    }
-
+host_imports!(v01, {
     fn request_header(&mut self, name: String) -> Option<String> {
-        joined(self.input.request.as_ref(), &name)
+        self.read(Field::header(false, &name))
+    }
+});
+
+host_imports!(v02, {
+    fn rate_limit(&mut self, key: String, per_second: f64, burst: u32) -> bool {
+        self.impurity.mark();
+        let per_second = if per_second.is_finite() {
+            per_second.max(0.0)
+        } else {
+            0.0
+        };
+        self.shared
+            .buckets
+            .allow(key.as_str(), per_second, burst, Instant::now())
+    }
+});
+
+impl v02::stavka::policy::incoming::Host for HostState {}
+
+/// A 0.2 guest reads the request through its handle; every call has one
+/// request, the one in the call input, so the handle names nothing.
+impl v02::stavka::policy::incoming::HostRequest for HostState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> String {
+        self.read(Field::Method).unwrap_or_default()
     }
 
-    fn response_header(&mut self, name: String) -> Option<String> {
-        joined(self.input.response.as_ref(), &name)
+    fn scheme(&mut self, _: Resource<RequestHandle>) -> String {
+        self.read(Field::Scheme).unwrap_or_default()
+    }
+
+    fn host(&mut self, _: Resource<RequestHandle>) -> String {
+        self.read(Field::Host).unwrap_or_default()
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> String {
+        self.read(Field::Path).unwrap_or_default()
+    }
+
+    fn query(&mut self, _: Resource<RequestHandle>) -> Option<String> {
+        self.read(Field::Query)
+    }
+
+    fn client_addr(&mut self, _: Resource<RequestHandle>) -> Option<String> {
+        self.read(Field::ClientAddr)
+    }
+
+    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
+        self.read(Field::header(false, &name))
+    }
+
+    /// The host owns the request; a borrow's end frees nothing.
+    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        Ok(())
     }
 }
 
@@ -317,18 +428,22 @@ pub struct GuestLog {
     module: Arc<str>,
     stream: &'static str,
     line: Arc<Mutex<Vec<u8>>>,
+    impurity: Impurity,
 }
 
 impl GuestLog {
-    fn new(module: &Arc<str>, stream: &'static str) -> GuestLog {
+    fn new(module: &Arc<str>, stream: &'static str, impurity: Impurity) -> GuestLog {
         GuestLog {
             module: module.clone(),
             stream,
             line: Arc::default(),
+            impurity,
         }
     }
 
+    /// Writing is a side effect: the call that writes is impure.
     fn push(&self, mut bytes: &[u8]) {
+        self.impurity.mark();
         let mut line = self.line.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
             let room = MAX_LOG_LINE.saturating_sub(line.len());

@@ -94,6 +94,7 @@ impl LoadResult {
 /// The policy metric families.
 pub struct PolicyMetrics {
     calls: IntCounterVec,
+    memo_hits: IntCounterVec,
     failures: IntCounterVec,
     duration: HistogramVec,
     info: IntGaugeVec,
@@ -122,6 +123,7 @@ struct Exported {
 /// A module's call counters, resolved once per loaded module version.
 pub struct ModuleCallMetrics {
     calls: [IntCounter; HOOKS.len()],
+    memo_hits: [IntCounter; HOOKS.len()],
     failures: [[IntCounter; 5]; HOOKS.len()],
     /// Seconds per call, including instantiation for per-request modules.
     pub duration: prometheus::Histogram,
@@ -131,6 +133,11 @@ impl ModuleCallMetrics {
     /// Count a call of `hook`.
     pub fn call(&self, hook: Hook) {
         self.calls[hook as usize].inc();
+    }
+
+    /// Count a call of `hook` answered from the memo, without the guest.
+    pub fn memo_hit(&self, hook: Hook) {
+        self.memo_hits[hook as usize].inc();
     }
 
     /// Count a failed call of `hook`.
@@ -177,6 +184,11 @@ impl PolicyMetrics {
         };
         PolicyMetrics {
             calls: cv("stavka_policy_calls_total", "Policy hook calls that entered the module, by module and hook.", &["module", "hook"]),
+            memo_hits: cv(
+                "stavka_policy_memo_hits_total",
+                "Policy hook calls answered with a decision the module made earlier for a request that agreed on every field it read, without entering the module.",
+                &["module", "hook"],
+            ),
             failures: cv(
                 "stavka_policy_failures_total",
                 "Policy hook calls stopped by a trap, the deadline or the memory cap, or refused before entering the module (busy, breaker-open).",
@@ -240,6 +252,7 @@ impl PolicyMetrics {
     pub fn module(&self, module: &str) -> ModuleCallMetrics {
         ModuleCallMetrics {
             calls: HOOKS.map(|h| self.calls.with_label_values(&[module, h.as_str()])),
+            memo_hits: HOOKS.map(|h| self.memo_hits.with_label_values(&[module, h.as_str()])),
             failures: HOOKS.map(|h| {
                 KINDS.map(|k| {
                     self.failures
@@ -366,6 +379,19 @@ impl PolicyMetrics {
             (k.as_str(), n)
         });
         (calls, failures)
+    }
+
+    /// A module's calls answered from its memo, over all hooks.
+    pub fn memo_hit_total(&self, module: &str) -> u64 {
+        HOOKS
+            .iter()
+            .filter_map(|h| {
+                self.memo_hits
+                    .get_metric_with_label_values(&[module, h.as_str()])
+                    .ok()
+            })
+            .map(|c| c.get())
+            .sum()
     }
 
     /// A guest-defined counter.

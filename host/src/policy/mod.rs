@@ -14,10 +14,13 @@ mod engine;
 mod error;
 mod host;
 pub mod kv;
+mod memo;
 pub mod metrics;
 mod module;
 pub mod preflight;
+pub mod request;
 mod sidecar;
+mod trace;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
@@ -27,9 +30,9 @@ use std::time::UNIX_EPOCH;
 
 use arc_swap::ArcSwap;
 
-pub use bindings::exports::stavka::policy::slicing::{SliceDecision, SliceSettings};
-pub use bindings::stavka::policy::types::{
-    Entry, HeaderEdits, HitDecision, Lookup, Request, RequestDecision, RequestOutcome, Response,
+pub use bindings::v01::exports::stavka::policy::slicing::{SliceDecision, SliceSettings};
+pub use bindings::v01::stavka::policy::types::{
+    Entry, HeaderEdits, HitDecision, Lookup, RequestDecision, RequestOutcome, Response,
     ResponseDecision, ResponseOutcome, Store, Synthetic,
 };
 pub use engine::Runtime;
@@ -37,7 +40,8 @@ pub use error::{CallFailure, LoadError};
 pub use host::CallInput;
 pub use kv::{Kv, KvStores};
 pub use metrics::{FailureKind, PolicyMetrics};
-pub use module::{PolicyModule, RequestInstance};
+pub use module::{PolicyModule, RequestInstance, WitVersion};
+pub use request::Request;
 pub use sidecar::{Mode, Settings, SidecarError};
 pub use watch::{Reloader, Watcher};
 

@@ -18,25 +18,24 @@ use std::time::{Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use wasmtime::component::{Component, Instance, InstancePre};
+use wasmtime::component::{Component, Instance, InstancePre, Resource};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::exports::stavka::policy::hooks::HookSet;
-use super::bindings::exports::stavka::policy::slicing::{self, SliceDecision};
-use super::bindings::exports::stavka::policy::{hooks, lifecycle, on_hit, on_request, on_response};
-use super::bindings::stavka::policy::types::{
-    Entry, HitDecision, Request, RequestOutcome, Response, ResponseOutcome,
-};
+use super::bindings::{v01, v02};
 use super::engine::Runtime;
 use super::error::{CallFailure, LoadError};
 use super::host::{CallInput, HostState, ModuleShared, WALL_FACTOR};
+use super::memo::Memo;
 use super::metrics::{FailureKind, Hook, ModuleCallMetrics, PolicyMetrics};
+use super::request::RequestHandle;
 use super::sidecar::{Mode, Settings};
+use super::trace::RECORD_FIELDS;
+use super::{Entry, HitDecision, RequestOutcome, Response, ResponseOutcome, SliceDecision};
 
 /// The package every hook interface belongs to.
 const PACKAGE: &str = "stavka:policy/";
 /// The newest version of the package this host speaks: `wit/policy.wit`.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.2.0";
 /// The interfaces a module may export.
 const INTERFACES: [&str; 6] = [
     "on-request",
@@ -47,40 +46,227 @@ const INTERFACES: [&str; 6] = [
     "hooks",
 ];
 
-/// Whether an export named `name` is one of this package's interfaces at a
-/// version this host speaks: any `0.1.z` (wasmtime resolves them to ours;
-/// a module built for an older `0.1` simply lacks the newer exports).
-fn spoken(name: &str) -> bool {
-    let Some(versioned) = name.strip_prefix(PACKAGE) else {
-        return true;
-    };
-    versioned
-        .split_once('@')
-        .is_some_and(|(interface, version)| {
-            INTERFACES.contains(&interface) && version.starts_with("0.1.")
-        })
+/// The versions of the package a module may be built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WitVersion {
+    /// `0.1.z` (`wit/v0.1/`): the request is a record.
+    V01,
+    /// `0.2.z` (`wit/`): the request is a resource.
+    V02,
 }
 
-/// Which hooks the module exports, found once at load.
-struct Hooks {
-    on_request: Option<on_request::GuestIndices>,
-    on_response: Option<on_response::GuestIndices>,
-    on_hit: Option<on_hit::GuestIndices>,
-    slicing: Option<slicing::GuestIndices>,
-    lifecycle: Option<lifecycle::GuestIndices>,
+impl WitVersion {
+    /// The version's minor series, for listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WitVersion::V01 => "0.1",
+            WitVersion::V02 => "0.2",
+        }
+    }
+}
+
+/// The version of this package an export named `name` belongs to: `None`
+/// for another package's; an error for one of ours this host does not
+/// speak (wasmtime resolves any `0.1.z` or `0.2.z` to ours; a module built
+/// for an older patch simply lacks the newer exports).
+fn spoken(name: &str) -> Result<Option<WitVersion>, ()> {
+    let Some(versioned) = name.strip_prefix(PACKAGE) else {
+        return Ok(None);
+    };
+    let (interface, version) = versioned.split_once('@').ok_or(())?;
+    if !INTERFACES.contains(&interface) {
+        return Err(());
+    }
+    if version.starts_with("0.1.") {
+        Ok(Some(WitVersion::V01))
+    } else if version.starts_with("0.2.") {
+        Ok(Some(WitVersion::V02))
+    } else {
+        Err(())
+    }
+}
+
+/// The exports of one version's hooks: found once at load (`GuestIndices`)
+/// or resolved once per instance (`Guest`).
+struct Slots<Rq, Rs, Ht, Sl> {
+    on_request: Option<Rq>,
+    on_response: Option<Rs>,
+    on_hit: Option<Ht>,
+    slicing: Option<Sl>,
+}
+
+impl<Rq, Rs, Ht, Sl> Default for Slots<Rq, Rs, Ht, Sl> {
+    fn default() -> Self {
+        Slots {
+            on_request: None,
+            on_response: None,
+            on_hit: None,
+            slicing: None,
+        }
+    }
+}
+
+impl<Rq, Rs, Ht, Sl> Slots<Rq, Rs, Ht, Sl> {
+    /// Forget the exported hooks the component says it does not implement.
+    fn keep(&mut self, implemented: Implemented) {
+        if !implemented.on_request {
+            self.on_request = None;
+        }
+        if !implemented.on_response {
+            self.on_response = None;
+        }
+        if !implemented.on_hit {
+            self.on_hit = None;
+        }
+    }
+
+    fn present(&self) -> [bool; 4] {
+        [
+            self.on_request.is_some(),
+            self.on_response.is_some(),
+            self.on_hit.is_some(),
+            self.slicing.is_some(),
+        ]
+    }
+}
+
+/// What a component's `hooks` export says it implements.
+#[derive(Debug, Clone, Copy)]
+struct Implemented {
+    on_request: bool,
+    on_response: bool,
+    on_hit: bool,
+    /// Always true for 0.1, whose hook set cannot say.
+    init: bool,
+}
+
+/// A component's `hooks` export, by version.
+enum Declared {
+    V01(Option<v01::exports::stavka::policy::hooks::GuestIndices>),
+    V02(Option<v02::exports::stavka::policy::hooks::GuestIndices>),
+}
+
+impl Declared {
+    /// What it says the component implements; `None` without the export.
+    async fn ask(self, live: &mut Live) -> wasmtime::Result<Option<Implemented>> {
+        let store = &mut live.store;
+        Ok(Some(match self {
+            Declared::V01(None) | Declared::V02(None) => return Ok(None),
+            Declared::V01(Some(i)) => {
+                use v01::exports::stavka::policy::hooks::HookSet;
+                let set = i
+                    .load(&mut *store, &live.instance)?
+                    .call_implemented(store)
+                    .await?;
+                Implemented {
+                    on_request: set.contains(HookSet::ON_REQUEST),
+                    on_response: set.contains(HookSet::ON_RESPONSE),
+                    on_hit: set.contains(HookSet::ON_HIT),
+                    init: true,
+                }
+            }
+            Declared::V02(Some(i)) => {
+                use v02::exports::stavka::policy::hooks::HookSet;
+                let set = i
+                    .load(&mut *store, &live.instance)?
+                    .call_implemented(store)
+                    .await?;
+                Implemented {
+                    on_request: set.contains(HookSet::ON_REQUEST),
+                    on_response: set.contains(HookSet::ON_RESPONSE),
+                    on_hit: set.contains(HookSet::ON_HIT),
+                    init: set.contains(HookSet::INIT),
+                }
+            }
+        }))
+    }
+}
+
+/// Generated per version: the names differ only by the module path.
+macro_rules! version_slots {
+    ($v:ident, $indices:ident, $guests:ident) => {
+        type $indices = Slots<
+            $v::exports::stavka::policy::on_request::GuestIndices,
+            $v::exports::stavka::policy::on_response::GuestIndices,
+            $v::exports::stavka::policy::on_hit::GuestIndices,
+            $v::exports::stavka::policy::slicing::GuestIndices,
+        >;
+        type $guests = Slots<
+            $v::exports::stavka::policy::on_request::Guest,
+            $v::exports::stavka::policy::on_response::Guest,
+            $v::exports::stavka::policy::on_hit::Guest,
+            $v::exports::stavka::policy::slicing::Guest,
+        >;
+
+        impl $indices {
+            /// The hooks `pre` exports, and its `lifecycle` and `hooks`.
+            fn find(
+                pre: &InstancePre<HostState>,
+            ) -> (
+                $indices,
+                Option<$v::exports::stavka::policy::lifecycle::GuestIndices>,
+                Option<$v::exports::stavka::policy::hooks::GuestIndices>,
+            ) {
+                use $v::exports::stavka::policy::*;
+                (
+                    Slots {
+                        on_request: on_request::GuestIndices::new(pre).ok(),
+                        on_response: on_response::GuestIndices::new(pre).ok(),
+                        on_hit: on_hit::GuestIndices::new(pre).ok(),
+                        slicing: slicing::GuestIndices::new(pre).ok(),
+                    },
+                    lifecycle::GuestIndices::new(pre).ok(),
+                    hooks::GuestIndices::new(pre).ok(),
+                )
+            }
+
+            /// Resolve every hook of `live`, which checks its type.
+            fn check_types(&self, live: &mut Live) -> wasmtime::Result<()> {
+                if let Some(i) = &self.on_request {
+                    live.export(|e| &mut e.$v.on_request, |s, inst| i.load(s, inst))?;
+                }
+                if let Some(i) = &self.on_response {
+                    live.export(|e| &mut e.$v.on_response, |s, inst| i.load(s, inst))?;
+                }
+                if let Some(i) = &self.on_hit {
+                    live.export(|e| &mut e.$v.on_hit, |s, inst| i.load(s, inst))?;
+                }
+                if let Some(i) = &self.slicing {
+                    live.export(|e| &mut e.$v.slicing, |s, inst| i.load(s, inst))?;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+version_slots!(v01, Indices01, Guests01);
+version_slots!(v02, Indices02, Guests02);
+
+/// Which hooks the module exports, found once at load, by version.
+enum Hooks {
+    V01(
+        Indices01,
+        Option<v01::exports::stavka::policy::lifecycle::GuestIndices>,
+    ),
+    V02(
+        Indices02,
+        Option<v02::exports::stavka::policy::lifecycle::GuestIndices>,
+    ),
 }
 
 impl Hooks {
-    /// Forget the exported hooks the component says it does not implement.
-    fn keep(&mut self, implemented: HookSet) {
-        if !implemented.contains(HookSet::ON_REQUEST) {
-            self.on_request = None;
+    fn present(&self) -> [bool; 4] {
+        match self {
+            Hooks::V01(h, _) => h.present(),
+            Hooks::V02(h, _) => h.present(),
         }
-        if !implemented.contains(HookSet::ON_RESPONSE) {
-            self.on_response = None;
-        }
-        if !implemented.contains(HookSet::ON_HIT) {
-            self.on_hit = None;
+    }
+
+    fn has_lifecycle(&self) -> bool {
+        match self {
+            Hooks::V01(_, l) => l.is_some(),
+            Hooks::V02(_, l) => l.is_some(),
         }
     }
 }
@@ -94,13 +280,12 @@ struct Live {
     exports: Exports,
 }
 
-/// The hook exports of one instance, resolved on first use.
+/// The hook exports of one instance, resolved on first use; only its
+/// module's version's are ever filled.
 #[derive(Default)]
 struct Exports {
-    on_request: Option<on_request::Guest>,
-    on_response: Option<on_response::Guest>,
-    on_hit: Option<on_hit::Guest>,
-    slicing: Option<slicing::Guest>,
+    v01: Guests01,
+    v02: Guests02,
 }
 
 impl Live {
@@ -136,8 +321,84 @@ impl RequestInstance {
         *self.slot() = None;
     }
 
+    /// Whether the next hook runs on a fresh instance.
+    fn is_fresh(&mut self) -> bool {
+        self.slot().is_none()
+    }
+
     fn slot(&mut self) -> &mut Option<Live> {
         self.0.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Call the hook `$name` with `$args`, in whichever version the module
+/// speaks, as [`PolicyModule::call`] does: `$req` is the request as that
+/// version takes it (a record lowered whole for 0.1, a borrowed handle for
+/// 0.2). `$key` is what besides the request the outcome depends on, for
+/// the memo. `None` when the module does not implement the hook.
+macro_rules! hook_call {
+    ($self:ident, $slot:ident, $input:ident, $hook:expr, $name:ident, $key:expr, |$req:ident| ($($arg:expr),*)) => {{
+        let memo = $self.memos.as_ref().map(|m| (&m.$name, $key));
+        match &$self.hooks {
+            Hooks::V01(hooks, _) => {
+                let index = hooks.$name.as_ref()?;
+                let call = async |live: &mut Live| {
+                    let record = record(&live.store.data().input);
+                    let (guest, store) = live.export(|e| &mut e.v01.$name, |s, i| index.load(s, i))?;
+                    let $req = &record;
+                    guest.call_decide(store, $($arg),*).await.map(Into::into)
+                };
+                Some($self.call($hook, $slot, $input, memo, call).await)
+            }
+            Hooks::V02(hooks, _) => {
+                let index = hooks.$name.as_ref()?;
+                let call = async |live: &mut Live| {
+                    let (guest, store) = live.export(|e| &mut e.v02.$name, |s, i| index.load(s, i))?;
+                    let $req = Resource::<RequestHandle>::new_borrow(0);
+                    guest.call_decide(store, $($arg),*).await.map(Into::into)
+                };
+                Some($self.call($hook, $slot, $input, memo, call).await)
+            }
+        }
+    }};
+}
+
+/// The decisions of one module version kept for reuse, by hook (see
+/// `memo`).
+#[derive(Default)]
+struct Memos {
+    on_request: Memo<RequestOutcome>,
+    on_response: Memo<ResponseOutcome>,
+    on_hit: Memo<HitDecision>,
+    slicing: Memo<SliceDecision>,
+}
+
+/// A 0.1 guest's request record: every field, lowered whole.
+fn record(input: &CallInput) -> v01::stavka::policy::types::Request {
+    let req = input.request.as_deref();
+    let field =
+        |f: fn(&super::request::Request) -> &String| req.map(f).cloned().unwrap_or_default();
+    v01::stavka::policy::types::Request {
+        method: field(|r| &r.method),
+        scheme: field(|r| &r.scheme),
+        host: field(|r| &r.host),
+        path: field(|r| &r.path),
+        query: req.and_then(|r| r.query.clone()),
+        client_addr: req.and_then(|r| r.client_addr.clone()),
+    }
+}
+
+impl From<v02::exports::stavka::policy::slicing::SliceDecision> for SliceDecision {
+    fn from(decision: v02::exports::stavka::policy::slicing::SliceDecision) -> Self {
+        use v02::exports::stavka::policy::slicing::SliceDecision as V02;
+        match decision {
+            V02::Default => SliceDecision::Default,
+            V02::Whole => SliceDecision::Whole,
+            V02::Slice(s) => SliceDecision::Slice(super::SliceSettings {
+                block_kib: s.block_kib,
+                read_ahead: s.read_ahead,
+            }),
+        }
     }
 }
 
@@ -156,6 +417,8 @@ pub struct PolicyModule {
     metrics: ModuleCallMetrics,
     /// Idle initialised instances of a long-lived module.
     pool: Mutex<Vec<Live>>,
+    /// Decisions kept for reuse, when the sidecar allows it.
+    memos: Option<Memos>,
     /// One permit per call that may run at once: `settings.instances`.
     running: Semaphore,
 }
@@ -174,24 +437,30 @@ impl PolicyModule {
         let hash = content_hash(bytes);
         let component = Component::from_binary(&runtime.engine, bytes)
             .map_err(|e| LoadError::NotAComponent(root_cause(&e)))?;
+        let mut version = None;
         for (name, _) in component.component_type().exports(&runtime.engine) {
-            if !spoken(name) {
-                return Err(LoadError::ForeignInterface(name.to_owned()));
+            match spoken(name) {
+                Ok(None) => {}
+                Ok(Some(v)) if version.is_none_or(|seen| seen == v) => version = Some(v),
+                Ok(Some(_)) | Err(()) => return Err(LoadError::ForeignInterface(name.to_owned())),
             }
         }
         let pre = runtime
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WorldMismatch(root_cause(&e)))?;
-        let hooks = Hooks {
-            on_request: on_request::GuestIndices::new(&pre).ok(),
-            on_response: on_response::GuestIndices::new(&pre).ok(),
-            on_hit: on_hit::GuestIndices::new(&pre).ok(),
-            slicing: slicing::GuestIndices::new(&pre).ok(),
-            lifecycle: lifecycle::GuestIndices::new(&pre).ok(),
+        let (hooks, declared) = match version.unwrap_or(WitVersion::V02) {
+            WitVersion::V01 => {
+                let (slots, lifecycle, declared) = Indices01::find(&pre);
+                (Hooks::V01(slots, lifecycle), Declared::V01(declared))
+            }
+            WitVersion::V02 => {
+                let (slots, lifecycle, declared) = Indices02::find(&pre);
+                (Hooks::V02(slots, lifecycle), Declared::V02(declared))
+            }
         };
-        let declared = hooks::GuestIndices::new(&pre).ok();
         let running = Semaphore::new(settings.instances);
+        let settings_memo = settings.memo;
         let mut module = PolicyModule {
             metrics: metrics.module(&shared.name),
             shared,
@@ -201,37 +470,58 @@ impl PolicyModule {
             pre,
             hooks,
             pool: Mutex::new(Vec::new()),
+            memos: settings_memo.then(Memos::default),
             running,
         };
         // Instantiate once: exports with the right names but wrong types,
         // and a failing `init`, are caught here rather than on a request.
         let mut live = module
-            .instantiate()
+            .instantiate_bare()
             .await
             .map_err(LoadError::FirstInstance)?;
+        match &module.hooks {
+            Hooks::V01(h, _) => h.check_types(&mut live),
+            Hooks::V02(h, _) => h.check_types(&mut live),
+        }
+        .map_err(|e| LoadError::Signature(root_cause(&e)))?;
+        module.start_call(&mut live.store);
+        let implemented = declared
+            .ask(&mut live)
+            .await
+            .map_err(|e| LoadError::Implemented(root_cause(&e)))?;
+        module.start_call(&mut live.store);
+        let slices = module
+            .ask_slicing(&mut live)
+            .await
+            .map_err(|e| LoadError::Implemented(root_cause(&e)))?;
+        match &mut module.hooks {
+            Hooks::V01(h, lifecycle) => {
+                if let Some(i) = implemented {
+                    h.keep(i);
+                }
+                if !slices {
+                    h.slicing = None;
+                }
+                // 0.1's hook set cannot disclaim `init`.
+                let _ = lifecycle;
+            }
+            Hooks::V02(h, lifecycle) => {
+                if let Some(i) = implemented {
+                    h.keep(i);
+                    if !i.init {
+                        *lifecycle = None;
+                    }
+                }
+                if !slices {
+                    h.slicing = None;
+                }
+            }
+        }
+        // A failing `init` rejects the version.
         module
-            .check_types(&mut live)
-            .map_err(|e| LoadError::Signature(root_cause(&e)))?;
-        if let Some(declared) = declared {
-            module.start_call(&mut live.store);
-            let implemented = match declared.load(&mut live.store, &live.instance) {
-                Ok(hooks) => hooks.call_implemented(&mut live.store).await,
-                Err(e) => Err(e),
-            }
-            .map_err(|e| LoadError::Implemented(root_cause(&e)))?;
-            module.hooks.keep(implemented);
-        }
-        if let Some(slicing) = &module.hooks.slicing {
-            module.start_call(&mut live.store);
-            let implemented = match slicing.load(&mut live.store, &live.instance) {
-                Ok(guest) => guest.call_implemented(&mut live.store).await,
-                Err(e) => Err(e),
-            }
-            .map_err(|e| LoadError::Implemented(root_cause(&e)))?;
-            if !implemented {
-                module.hooks.slicing = None;
-            }
-        }
+            .init(&mut live)
+            .await
+            .map_err(LoadError::FirstInstance)?;
         if module.settings.mode == Mode::LongLived {
             module
                 .pool
@@ -243,26 +533,67 @@ impl PolicyModule {
         Ok(module)
     }
 
+    /// Whether the module's `slicing` export implements `decide` (false
+    /// if it has none).
+    async fn ask_slicing(&self, live: &mut Live) -> wasmtime::Result<bool> {
+        match &self.hooks {
+            Hooks::V01(h, _) => match &h.slicing {
+                Some(i) => {
+                    let (guest, store) =
+                        live.export(|e| &mut e.v01.slicing, |s, inst| i.load(s, inst))?;
+                    guest.call_implemented(store).await
+                }
+                None => Ok(false),
+            },
+            Hooks::V02(h, _) => match &h.slicing {
+                Some(i) => {
+                    let (guest, store) =
+                        live.export(|e| &mut e.v02.slicing, |s, inst| i.load(s, inst))?;
+                    guest.call_implemented(store).await
+                }
+                None => Ok(false),
+            },
+        }
+    }
+
     /// The module's name.
     pub fn name(&self) -> &str {
         &self.shared.name
     }
 
+    /// Decisions kept for reuse (all hooks), or `None` when the module
+    /// does not keep any.
+    pub fn memo_len(&self) -> Option<usize> {
+        let m = self.memos.as_ref()?;
+        Some(m.on_request.kept() + m.on_response.kept() + m.on_hit.kept() + m.slicing.kept())
+    }
+
+    /// The version of `stavka:policy` it was built for.
+    pub fn wit_version(&self) -> WitVersion {
+        match self.hooks {
+            Hooks::V01(..) => WitVersion::V01,
+            Hooks::V02(..) => WitVersion::V02,
+        }
+    }
+
     /// Whether hits go through `on-hit`: exported, and not disclaimed by
     /// the module's `hooks` export.
     pub fn decides_hits(&self) -> bool {
-        self.hooks.on_hit.is_some()
+        self.hooks.present()[2]
     }
 
-    /// Which hooks it exports (less those it disclaims), for listings.
+    /// Which hooks it implements (those it exports, less those it
+    /// disclaims), for listings; `init` only for a long-lived module that
+    /// exports `lifecycle`, the only kind it is called for.
     pub fn exported_hooks(&self) -> Vec<&'static str> {
-        let h = &self.hooks;
+        let [request, response, hit, slice] = self.hooks.present();
+        let init = self.hooks.has_lifecycle() && self.settings.mode == Mode::LongLived;
         [
-            (h.on_request.is_some(), Hook::Request),
-            (h.on_response.is_some(), Hook::Response),
-            (h.on_hit.is_some(), Hook::Hit),
-            (h.slicing.is_some(), Hook::Slice),
-            (h.lifecycle.is_some(), Hook::Init),
+            (request, Hook::Request),
+            (response, Hook::Response),
+            (hit, Hook::Hit),
+            (slice, Hook::Slice),
+            (init, Hook::Init),
         ]
         .into_iter()
         .filter(|(present, _)| *present)
@@ -270,25 +601,15 @@ impl PolicyModule {
         .collect()
     }
 
-    /// Resolve every exported hook of `live`, which checks its type.
-    fn check_types(&self, live: &mut Live) -> wasmtime::Result<()> {
-        if let Some(i) = &self.hooks.on_request {
-            live.export(|e| &mut e.on_request, |s, inst| i.load(s, inst))?;
-        }
-        if let Some(i) = &self.hooks.on_response {
-            live.export(|e| &mut e.on_response, |s, inst| i.load(s, inst))?;
-        }
-        if let Some(i) = &self.hooks.on_hit {
-            live.export(|e| &mut e.on_hit, |s, inst| i.load(s, inst))?;
-        }
-        if let Some(i) = &self.hooks.slicing {
-            live.export(|e| &mut e.slicing, |s, inst| i.load(s, inst))?;
-        }
-        Ok(())
-    }
-
     /// A new instance; long-lived ones are initialised.
     async fn instantiate(&self) -> Result<Live, CallFailure> {
+        let mut live = self.instantiate_bare().await?;
+        self.init(&mut live).await?;
+        Ok(live)
+    }
+
+    /// A new instance, not initialised.
+    async fn instantiate_bare(&self) -> Result<Live, CallFailure> {
         let state = HostState::new(self.shared.clone(), self.settings.memory);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -305,34 +626,49 @@ impl PolicyModule {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| self.failure(Hook::Init, &store, &e))?;
-        let mut live = Live {
+        Ok(Live {
             store,
             instance,
             exports: Exports::default(),
-        };
-        if self.settings.mode == Mode::LongLived {
-            if let Some(lifecycle) = &self.hooks.lifecycle {
+        })
+    }
+
+    /// Run `init` on a long-lived module's new instance, if it has one.
+    async fn init(&self, live: &mut Live) -> Result<(), CallFailure> {
+        if self.settings.mode != Mode::LongLived {
+            return Ok(());
+        }
+        let config = &self.settings.init;
+        let store = &mut live.store;
+        let result = match &self.hooks {
+            Hooks::V01(_, Some(lifecycle)) => {
                 self.metrics.call(Hook::Init);
-                self.start_call(&mut live.store);
-                let result = match lifecycle.load(&mut live.store, &live.instance) {
-                    Ok(l) => l.call_init(&mut live.store, &self.settings.init).await,
+                self.start_call(store);
+                match lifecycle.load(&mut *store, &live.instance) {
+                    Ok(l) => l.call_init(&mut *store, config).await,
                     Err(e) => Err(e),
-                };
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(message)) => {
-                        return Err(CallFailure {
-                            module: self.shared.name.clone(),
-                            hook: Hook::Init.as_str(),
-                            kind: FailureKind::Trap,
-                            message: format!("init refused: {message}"),
-                        })
-                    }
-                    Err(e) => return Err(self.failure(Hook::Init, &live.store, &e)),
                 }
             }
+            Hooks::V02(_, Some(lifecycle)) => {
+                self.metrics.call(Hook::Init);
+                self.start_call(store);
+                match lifecycle.load(&mut *store, &live.instance) {
+                    Ok(l) => l.call_init(&mut *store, config).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Hooks::V01(_, None) | Hooks::V02(_, None) => return Ok(()),
+        };
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(CallFailure {
+                module: self.shared.name.clone(),
+                hook: Hook::Init.as_str(),
+                kind: FailureKind::Trap,
+                message: format!("init refused: {message}"),
+            }),
+            Err(e) => Err(self.failure(Hook::Init, store, &e)),
         }
-        Ok(live)
     }
 
     /// Arm the deadline for one call (or instantiation).
@@ -402,13 +738,25 @@ impl PolicyModule {
     /// # Cancel safety
     /// A cancelled call drops its instance (never reused mid-call), frees
     /// its slot, and lets another call probe a half-open breaker.
-    async fn call<R>(
+    async fn call<R: Clone>(
         &self,
         hook: Hook,
         slot: &mut RequestInstance,
         input: CallInput,
+        memo: Option<(&Memo<R>, String)>,
         f: impl AsyncFnOnce(&mut Live) -> wasmtime::Result<R>,
     ) -> Result<R, CallFailure> {
+        // A per-request call is a function of its input only on a fresh
+        // instance; a long-lived module keeps decisions only when its
+        // sidecar says its state does not decide them.
+        let memo = memo.filter(|_| self.settings.mode == Mode::LongLived || slot.is_fresh());
+        if let Some((memo, key)) = &memo {
+            let request = input.request.as_deref();
+            if let Some(outcome) = memo.get(key, request, input.response.as_deref()) {
+                self.metrics.memo_hit(hook);
+                return Ok(outcome);
+            }
+        }
         let ticket = self
             .shared
             .breaker
@@ -417,7 +765,7 @@ impl PolicyModule {
         let _turn = self.wait_turn(hook).await?;
         let started = Instant::now();
         self.metrics.call(hook);
-        let result = self.run(hook, slot, input, f).await;
+        let result = self.run(hook, slot, input, memo, f).await;
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
@@ -439,28 +787,53 @@ impl PolicyModule {
     }
 
     /// [`call`](Self::call) once admitted: take an instance, call, keep it
-    /// if the call succeeded.
-    async fn run<R>(
+    /// if the call succeeded, and keep the outcome in `memo` if the call
+    /// read nothing but fields.
+    async fn run<R: Clone>(
         &self,
         hook: Hook,
         slot: &mut RequestInstance,
         input: CallInput,
+        memo: Option<(&Memo<R>, String)>,
         f: impl AsyncFnOnce(&mut Live) -> wasmtime::Result<R>,
     ) -> Result<R, CallFailure> {
         let pooled = match self.settings.mode {
             Mode::PerRequest => slot.slot().take(),
             Mode::LongLived => self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop(),
         };
+        let reused = pooled.is_some();
         let mut live = match pooled {
             Some(live) => live,
             None => self.instantiate().await?,
         };
-        live.store.data_mut().input = input;
+        let state = live.store.data_mut();
+        if reused {
+            // What earlier calls used is theirs; a new instance's start
+            // counts against its first call.
+            state.impurity.take();
+        }
+        if memo.is_some() {
+            state.reads = Some(match self.wit_version() {
+                // A 0.1 guest gets every field of the record.
+                WitVersion::V01 => RECORD_FIELDS
+                    .iter()
+                    .map(|f| (f.clone(), f.value(input.request.as_deref(), None)))
+                    .collect(),
+                WitVersion::V02 => Vec::new(),
+            });
+        }
+        state.input = input;
         self.start_call(&mut live.store);
         let result = f(&mut live).await;
-        live.store.data_mut().input = CallInput::default();
+        let state = live.store.data_mut();
+        state.input = CallInput::default();
+        let impure = state.impurity.take();
+        let reads = state.reads.take();
         match result {
             Ok(r) => {
+                if let (Some((memo, key)), Some(reads), false) = (memo, reads, impure) {
+                    memo.put(&key, reads, &r);
+                }
                 match self.settings.mode {
                     Mode::PerRequest => *slot.slot() = Some(live),
                     Mode::LongLived => self
@@ -475,71 +848,81 @@ impl PolicyModule {
         }
     }
 
-    /// `on-request`, or `None` when the module does not export it.
+    /// `on-request`, or `None` when the module does not implement it.
     pub async fn on_request(
         &self,
         slot: &mut RequestInstance,
-        req: &Request,
         input: CallInput,
     ) -> Option<Result<RequestOutcome, CallFailure>> {
-        let hook = self.hooks.on_request.as_ref()?;
-        let call = async |live: &mut Live| {
-            let (guest, store) = live.export(|e| &mut e.on_request, |s, i| hook.load(s, i))?;
-            guest.call_decide(store, req).await
-        };
-        Some(self.call(Hook::Request, slot, input, call).await)
+        hook_call!(
+            self,
+            slot,
+            input,
+            Hook::Request,
+            on_request,
+            String::new(),
+            |req| (req)
+        )
     }
 
-    /// `on-response`, or `None` when the module does not export it.
+    /// `on-response`, or `None` when the module does not implement it.
     pub async fn on_response(
         &self,
         slot: &mut RequestInstance,
-        req: &Request,
         resp: Response,
         input: CallInput,
     ) -> Option<Result<ResponseOutcome, CallFailure>> {
-        let hook = self.hooks.on_response.as_ref()?;
-        let call = async |live: &mut Live| {
-            let (guest, store) = live.export(|e| &mut e.on_response, |s, i| hook.load(s, i))?;
-            guest.call_decide(store, req, resp).await
-        };
-        Some(self.call(Hook::Response, slot, input, call).await)
+        hook_call!(
+            self,
+            slot,
+            input,
+            Hook::Response,
+            on_response,
+            resp.status.to_string(),
+            |req| (req, resp)
+        )
     }
 
-    /// `on-hit`, or `None` when the module does not export it.
+    /// `on-hit`, or `None` when the module does not implement it.
     pub async fn on_hit(
         &self,
         slot: &mut RequestInstance,
-        req: &Request,
         entry: &Entry,
         input: CallInput,
     ) -> Option<Result<HitDecision, CallFailure>> {
-        let hook = self.hooks.on_hit.as_ref()?;
-        let call = async |live: &mut Live| {
-            let (guest, store) = live.export(|e| &mut e.on_hit, |s, i| hook.load(s, i))?;
-            guest.call_decide(store, req, entry).await
+        // The entry is part of the call's input: its age and freshness
+        // change by the second, so `on-hit` decisions are rarely reused.
+        let key = || {
+            format!(
+                "{} {} {} {:?}",
+                entry.status, entry.age_seconds, entry.ttl_seconds, entry.tags
+            )
         };
-        Some(self.call(Hook::Hit, slot, input, call).await)
+        hook_call!(self, slot, input, Hook::Hit, on_hit, key(), |req| (
+            req, entry
+        ))
     }
 
-    /// Whether it exports `slicing` (0.1.1 and later).
+    /// Whether it implements `slicing` (0.1.1 and later).
     pub fn decides_slicing(&self) -> bool {
-        self.hooks.slicing.is_some()
+        self.hooks.present()[3]
     }
 
-    /// `slicing.decide`, or `None` when the module does not export it.
+    /// `slicing.decide`, or `None` when the module does not implement it.
     pub async fn slicing(
         &self,
         slot: &mut RequestInstance,
-        req: &Request,
         input: CallInput,
     ) -> Option<Result<SliceDecision, CallFailure>> {
-        let hook = self.hooks.slicing.as_ref()?;
-        let call = async |live: &mut Live| {
-            let (guest, store) = live.export(|e| &mut e.slicing, |s, i| hook.load(s, i))?;
-            guest.call_decide(store, req).await
-        };
-        Some(self.call(Hook::Slice, slot, input, call).await)
+        hook_call!(
+            self,
+            slot,
+            input,
+            Hook::Slice,
+            slicing,
+            String::new(),
+            |req| (req)
+        )
     }
 }
 

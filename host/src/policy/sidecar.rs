@@ -63,6 +63,7 @@ struct SidecarFile {
     breaker_window: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     breaker_cooldown: Option<Duration>,
+    memo: Option<bool>,
     #[serde(default)]
     init: BTreeMap<String, toml::Value>,
 }
@@ -84,6 +85,12 @@ pub struct Settings {
     pub breaker: BreakerLimits,
     /// Long-lived: the `init` argument.
     pub init: Vec<(String, String)>,
+    /// Reuse a decision for a request that agrees on every field the call
+    /// read, when the call used nothing else (see `memo`). Default: on for
+    /// per-request modules (a fresh instance's call is a function of what
+    /// it read); off for long-lived ones, whose instances' own state could
+    /// decide too: turn it on when it does not.
+    pub memo: bool,
 }
 
 impl Settings {
@@ -95,6 +102,7 @@ impl Settings {
 
     fn new(mode: Mode, limits: &PolicyLimits, init: Vec<(String, String)>) -> Settings {
         Settings {
+            memo: mode == Mode::PerRequest,
             mode,
             deadline: limits.deadline,
             memory: limits.memory_bytes(),
@@ -135,11 +143,11 @@ impl Settings {
                 (k, v)
             })
             .collect();
-        Ok(Settings::new(
-            file.mode.unwrap_or(Mode::PerRequest),
-            &limits,
-            init,
-        ))
+        let mut settings = Settings::new(file.mode.unwrap_or(Mode::PerRequest), &limits, init);
+        if let Some(memo) = file.memo {
+            settings.memo = memo;
+        }
+        Ok(settings)
     }
 }
 

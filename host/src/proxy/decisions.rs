@@ -28,10 +28,9 @@ pub struct PolicyDecisions {
     /// if a new version is published meanwhile.
     pub module: Arc<PolicyModule>,
     /// The request as the module sees it.
-    pub request: Request,
+    pub request: Arc<Request>,
     /// A per-request module's instance, shared by this request's hooks.
     pub instance: RequestInstance,
-    headers: Arc<HeaderMap>,
     /// Replaces the path and query in the cache key.
     pub key: Option<String>,
     /// Extra values the entry varies on.
@@ -61,25 +60,26 @@ pub enum AfterHit {
 }
 
 impl PolicyDecisions {
-    /// Start deciding `req` (from `client`) with `module`.
+    /// Start deciding `req` (from `client`, over `scheme`) with `module`.
     pub fn new(
         module: Arc<PolicyModule>,
         req: &RequestHeader,
+        scheme: &str,
         host: &str,
         client: Option<String>,
     ) -> PolicyDecisions {
         PolicyDecisions {
             module,
-            request: Request {
+            request: Arc::new(Request {
                 method: req.method.as_str().to_owned(),
-                scheme: "http".to_owned(),
+                scheme: scheme.to_owned(),
                 host: host.to_owned(),
                 path: req.uri.path().to_owned(),
                 query: req.uri.query().map(str::to_owned),
                 client_addr: client,
-            },
+                headers: req.headers.clone(),
+            }),
             instance: RequestInstance::default(),
-            headers: Arc::new(req.headers.clone()),
             key: None,
             variance: Vec::new(),
             bypass: false,
@@ -89,10 +89,10 @@ impl PolicyDecisions {
         }
     }
 
-    /// Input for a call that reads only the request's headers.
+    /// Input for a call that reads only the request.
     pub fn request_input(&self) -> CallInput {
         CallInput {
-            request: Some(self.headers.clone()),
+            request: Some(self.request.clone()),
             response: None,
         }
     }
@@ -100,7 +100,7 @@ impl PolicyDecisions {
     /// Input for a call that also reads response headers.
     pub fn response_input(&self, response: &HeaderMap) -> CallInput {
         CallInput {
-            request: Some(self.headers.clone()),
+            request: Some(self.request.clone()),
             response: Some(Arc::new(response.clone())),
         }
     }
@@ -135,11 +135,7 @@ impl PolicyDecisions {
     /// returns the response to send instead, if the module chose one.
     pub async fn decide_request(&mut self) -> pingora_error::Result<Option<Synthetic>> {
         let input = self.request_input();
-        let outcome = match self
-            .module
-            .on_request(&mut self.instance, &self.request, input)
-            .await
-        {
+        let outcome = match self.module.on_request(&mut self.instance, input).await {
             None => return Ok(None),
             Some(Err(_)) => return self.on_failure().map(|()| None),
             Some(Ok(outcome)) => outcome,
@@ -179,10 +175,7 @@ impl PolicyDecisions {
         }
         let entry = entry(meta, tags(), SystemTime::now());
         let input = self.response_input(meta.headers());
-        let decided = self
-            .module
-            .on_hit(&mut self.instance, &self.request, &entry, input)
-            .await;
+        let decided = self.module.on_hit(&mut self.instance, &entry, input).await;
         // No later hook runs on a hit, and the body may take long to send:
         // give the instance back now.
         self.instance.release();
@@ -212,11 +205,7 @@ impl PolicyDecisions {
     /// the hook, or failed open).
     pub async fn decide_slicing(&mut self) -> pingora_error::Result<Option<SliceDecision>> {
         let input = self.request_input();
-        match self
-            .module
-            .slicing(&mut self.instance, &self.request, input)
-            .await
-        {
+        match self.module.slicing(&mut self.instance, input).await {
             None => Ok(None),
             Some(Err(_)) => self.on_failure().map(|()| None),
             Some(Ok(decision)) => Ok(Some(decision)),
@@ -235,7 +224,7 @@ impl PolicyDecisions {
         let input = self.response_input(&resp.headers);
         match self
             .module
-            .on_response(&mut self.instance, &self.request, status, input)
+            .on_response(&mut self.instance, status, input)
             .await
         {
             None => Ok(()),

@@ -362,7 +362,12 @@ impl ProxyHttp for StavkaProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip().to_string());
         let host = ctx.host.as_deref().unwrap_or("");
-        let mut p = PolicyDecisions::new(module, session.req_header(), host, client);
+        let scheme = if https::is_tls(session) {
+            "https"
+        } else {
+            "http"
+        };
+        let mut p = PolicyDecisions::new(module, session.req_header(), scheme, host, client);
         let synthetic = p.decide_request().await?;
         ctx.policy = Some(p);
         if let Some(synthetic) = synthetic {
