@@ -644,3 +644,73 @@ async fn a_certificate_that_does_not_load_is_a_configuration_error_naming_its_fi
         "{stderr}"
     );
 }
+
+/// A configuration reload that points a site at other certificate files
+/// (and adds a site with its own) publishes them with the rest of the
+/// configuration: handshakes after it get the new certificates, while the
+/// default certificate is unchanged.
+#[tokio::test]
+async fn a_configuration_reload_brings_new_certificate_files() {
+    let origin = Origin::start(cached_origin_routes()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("stavka test CA");
+    let (old, new, b, fallback) = (
+        ca.issue(&["a.test"]),
+        ca.issue(&["a.test"]),
+        ca.issue(&["b.test"]),
+        ca.issue(&["default.test"]),
+    );
+    let (old_cert, old_key) = write(dir.path(), "a-old", &old);
+    let (new_cert, new_key) = write(dir.path(), "a-new", &new);
+    let (b_cert, b_key) = write(dir.path(), "b", &b);
+    let (d_cert, d_key) = write(dir.path(), "default", &fallback);
+    let tls = free_addr();
+    let defaults = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        d_cert.display(),
+        d_key.display()
+    );
+    let before = format!(
+        "{defaults}\n{}",
+        site(
+            "a",
+            &["a.test"],
+            origin.addr,
+            &tls_files(&old_cert, &old_key)
+        )
+    );
+    let stavka = Stavka::start_listening(&format!("tls = \"{tls}\""), &before, &[]).await;
+    assert_eq!(presented(tls, Some("a.test")).await.0, der(&old.cert));
+    assert_eq!(presented(tls, Some("b.test")).await.0, der(&fallback.cert));
+
+    // The same file, with the site's certificate moved and a site added.
+    let config = std::fs::read_to_string(stavka.config_path()).unwrap();
+    let after = config
+        .replace(
+            &old_cert.display().to_string(),
+            &new_cert.display().to_string(),
+        )
+        .replace(
+            &old_key.display().to_string(),
+            &new_key.display().to_string(),
+        )
+        + &site("b", &["b.test"], origin.addr, &tls_files(&b_cert, &b_key));
+    std::fs::write(stavka.config_path(), after).unwrap();
+    let resp = stavka_e2e::client()
+        .post(stavka.admin_url("/config/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+
+    assert_eq!(presented(tls, Some("a.test")).await.0, der(&new.cert));
+    assert_eq!(presented(tls, Some("b.test")).await.0, der(&b.cert));
+    assert_eq!(presented(tls, None).await.0, der(&fallback.cert));
+    let client = https_client(&ca, &["b.test"], tls).build().unwrap();
+    let page = client
+        .get(format!("https://b.test:{}/page", tls.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+}
