@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 use stavka::config;
 use stavka::metrics::Metrics;
-use stavka::policy::{CallInput, Entry, PolicyMetrics, PolicyRegistry, Request, RequestInstance};
+use stavka::policy::{
+    CallInput, CallView, Entry, PolicyMetrics, PolicyRegistry, Request, RequestInstance,
+};
 
 const WARMUP: usize = 2_000;
 const SAMPLES: usize = 50_000;
@@ -115,7 +117,7 @@ fn main() {
         "policy work per cache hit (header copy + on-request + on-hit if the policy decides hits), {SAMPLES} samples each"
     );
     println!(
-        "{:<14} {:>10} {:>10} {:>14} {:>14}",
+        "{:<18} {:>10} {:>10} {:>14} {:>14}",
         "mode", "p50", "p99", "added p50", "added p99"
     );
     let mut baseline = (Duration::ZERO, Duration::ZERO);
@@ -126,21 +128,30 @@ fn main() {
             for i in 0..WARMUP + SAMPLES {
                 let started = Instant::now();
                 if let Some(module) = &module {
-                    // One request: its hooks share a per-request instance.
+                    // One request: its hooks share a per-request instance,
+                    // and its fields are copied once, as the proxy does.
                     let mut instance = RequestInstance::default();
                     let request = Arc::new(req.clone());
-                    let input = CallInput {
+                    let view = CallView {
+                        request: Some(request.view()),
+                        response: None,
+                    };
+                    let input = || CallInput {
                         request: Some(request.clone()),
                         response: None,
                     };
-                    let outcome = module.on_request(&mut instance, input).await;
+                    let outcome = module.on_request(&mut instance, view, input).await;
                     std::hint::black_box(outcome.expect("exported").expect("no failure"));
                     if module.decides_hits() {
-                        let input = CallInput {
-                            request: Some(request),
+                        let view = CallView {
+                            request: Some(request.view()),
+                            response: Some(&response),
+                        };
+                        let input = || CallInput {
+                            request: Some(request.clone()),
                             response: Some(response.clone()),
                         };
-                        let decision = module.on_hit(&mut instance, &entry, input).await;
+                        let decision = module.on_hit(&mut instance, &entry, view, input).await;
                         std::hint::black_box(decision.expect("exported").expect("no failure"));
                     }
                 } else {
@@ -157,7 +168,7 @@ fn main() {
             baseline = (p50, p99);
         }
         println!(
-            "{:<14} {:>8.2}µs {:>8.2}µs {:>12.2}µs {:>12.2}µs",
+            "{:<18} {:>8.2}µs {:>8.2}µs {:>12.2}µs {:>12.2}µs",
             mode,
             p50.as_secs_f64() * 1e6,
             p99.as_secs_f64() * 1e6,

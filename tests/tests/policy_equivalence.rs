@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use stavka::config;
 use stavka::metrics::Metrics;
 use stavka::policy::{
-    CallInput, Entry, PolicyMetrics, PolicyModule, PolicyRegistry, Request, RequestInstance,
-    Response,
+    CallInput, CallView, Entry, PolicyMetrics, PolicyModule, PolicyRegistry, Request,
+    RequestInstance, Response,
 };
 use stavka_e2e::guest;
 
@@ -110,15 +110,29 @@ fn request() -> impl Strategy<Value = Request> {
 /// origin wait) the response.
 async fn decide(module: &PolicyModule, req: &Request, status: u16) -> String {
     let req = Arc::new(req.clone());
-    let input = |response: Option<Arc<HeaderMap>>| CallInput {
-        request: Some(req.clone()),
-        response,
-    };
-    let mut instance = RequestInstance::default();
-    let mut decisions = format!("{:?}", module.on_request(&mut instance, input(None)).await);
     let mut headers = HeaderMap::new();
     headers.insert("cache-control", "max-age=60".parse().unwrap());
     let headers = Arc::new(headers);
+    fn view<'a>(req: &'a Request, response: Option<&'a HeaderMap>) -> CallView<'a> {
+        CallView {
+            request: Some(req.view()),
+            response,
+        }
+    }
+    let input = |response: Option<Arc<HeaderMap>>| {
+        let req = req.clone();
+        move || CallInput {
+            request: Some(req),
+            response,
+        }
+    };
+    let mut instance = RequestInstance::default();
+    let mut decisions = format!(
+        "{:?}",
+        module
+            .on_request(&mut instance, view(&req, None), input(None))
+            .await
+    );
     let entry = Entry {
         status,
         age_seconds: 5,
@@ -128,14 +142,24 @@ async fn decide(module: &PolicyModule, req: &Request, status: u16) -> String {
     decisions += &format!(
         "{:?}",
         module
-            .on_hit(&mut instance, &entry, input(Some(headers.clone())))
+            .on_hit(
+                &mut instance,
+                &entry,
+                view(&req, Some(&headers)),
+                input(Some(headers.clone()))
+            )
             .await
     );
     instance.release();
     decisions += &format!(
         "{:?}",
         module
-            .on_response(&mut instance, Response { status }, input(Some(headers)))
+            .on_response(
+                &mut instance,
+                Response { status },
+                view(&req, Some(&headers)),
+                input(Some(headers.clone()))
+            )
             .await
     );
     decisions

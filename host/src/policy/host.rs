@@ -19,7 +19,7 @@ use super::bindings::{v01, v02};
 use super::breaker::Breaker;
 use super::kv::Kv;
 use super::metrics::PolicyMetrics;
-use super::request::{Request, RequestHandle};
+use super::request::{Request, RequestHandle, RequestView};
 use super::trace::{Field, Impurity, MonotonicClock, Random, Reads, WallClock};
 use crate::limits::RateLimiter;
 
@@ -85,6 +85,16 @@ impl ModuleShared {
         map.insert(name.to_owned(), m.clone());
         Some(m)
     }
+}
+
+/// What a hook call reads, borrowed: enough to look up a kept decision
+/// before anything is copied for the guest.
+#[derive(Default, Clone, Copy)]
+pub struct CallView<'a> {
+    /// The request.
+    pub request: Option<RequestView<'a>>,
+    /// The origin response's or cached entry's header fields.
+    pub response: Option<&'a HeaderMap>,
 }
 
 /// What a hook call may read: the request's fields, and the response's or
@@ -256,7 +266,7 @@ impl HostState {
     /// `field` of the current call's input, recorded if reads are.
     fn read(&mut self, field: Field) -> Option<String> {
         let value = field.value(
-            self.input.request.as_deref(),
+            self.input.request.as_deref().map(Request::view),
             self.input.response.as_deref(),
         );
         if let Some(reads) = &mut self.reads {

@@ -37,11 +37,11 @@ pub use bindings::v01::stavka::policy::types::{
 };
 pub use engine::Runtime;
 pub use error::{CallFailure, LoadError};
-pub use host::CallInput;
+pub use host::{CallInput, CallView};
 pub use kv::{Kv, KvStores};
 pub use metrics::{FailureKind, PolicyMetrics};
 pub use module::{PolicyModule, RequestInstance, WitVersion};
-pub use request::Request;
+pub use request::{Request, RequestView};
 pub use sidecar::{Mode, Settings, SidecarError};
 pub use watch::{Reloader, Watcher};
 

@@ -24,10 +24,10 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::bindings::{v01, v02};
 use super::engine::Runtime;
 use super::error::{CallFailure, LoadError};
-use super::host::{CallInput, HostState, ModuleShared, WALL_FACTOR};
+use super::host::{CallInput, CallView, HostState, ModuleShared, WALL_FACTOR};
 use super::memo::Memo;
 use super::metrics::{FailureKind, Hook, ModuleCallMetrics, PolicyMetrics};
-use super::request::RequestHandle;
+use super::request::{Request, RequestHandle};
 use super::sidecar::{Mode, Settings};
 use super::trace::RECORD_FIELDS;
 use super::{Entry, HitDecision, RequestOutcome, Response, ResponseOutcome, SliceDecision};
@@ -337,7 +337,7 @@ impl RequestInstance {
 /// 0.2). `$key` is what besides the request the outcome depends on, for
 /// the memo. `None` when the module does not implement the hook.
 macro_rules! hook_call {
-    ($self:ident, $slot:ident, $input:ident, $hook:expr, $name:ident, $key:expr, |$req:ident| ($($arg:expr),*)) => {{
+    ($self:ident, $slot:ident, $view:ident, $input:ident, $hook:expr, $name:ident, $key:expr, [$req:ident]($($arg:expr),*)) => {{
         let memo = $self.memos.as_ref().map(|m| (&m.$name, $key));
         match &$self.hooks {
             Hooks::V01(hooks, _) => {
@@ -348,7 +348,7 @@ macro_rules! hook_call {
                     let $req = &record;
                     guest.call_decide(store, $($arg),*).await.map(Into::into)
                 };
-                Some($self.call($hook, $slot, $input, memo, call).await)
+                Some($self.call($hook, $slot, $view, $input, memo, call).await)
             }
             Hooks::V02(hooks, _) => {
                 let index = hooks.$name.as_ref()?;
@@ -357,7 +357,7 @@ macro_rules! hook_call {
                     let $req = Resource::<RequestHandle>::new_borrow(0);
                     guest.call_decide(store, $($arg),*).await.map(Into::into)
                 };
-                Some($self.call($hook, $slot, $input, memo, call).await)
+                Some($self.call($hook, $slot, $view, $input, memo, call).await)
             }
         }
     }};
@@ -742,7 +742,8 @@ impl PolicyModule {
         &self,
         hook: Hook,
         slot: &mut RequestInstance,
-        input: CallInput,
+        view: CallView<'_>,
+        input: impl FnOnce() -> CallInput,
         memo: Option<(&Memo<R>, String)>,
         f: impl AsyncFnOnce(&mut Live) -> wasmtime::Result<R>,
     ) -> Result<R, CallFailure> {
@@ -751,12 +752,12 @@ impl PolicyModule {
         // sidecar says its state does not decide them.
         let memo = memo.filter(|_| self.settings.mode == Mode::LongLived || slot.is_fresh());
         if let Some((memo, key)) = &memo {
-            let request = input.request.as_deref();
-            if let Some(outcome) = memo.get(key, request, input.response.as_deref()) {
+            if let Some(outcome) = memo.get(key, view.request, view.response) {
                 self.metrics.memo_hit(hook);
                 return Ok(outcome);
             }
         }
+        let input = input();
         let ticket = self
             .shared
             .breaker
@@ -817,7 +818,12 @@ impl PolicyModule {
                 // A 0.1 guest gets every field of the record.
                 WitVersion::V01 => RECORD_FIELDS
                     .iter()
-                    .map(|f| (f.clone(), f.value(input.request.as_deref(), None)))
+                    .map(|f| {
+                        (
+                            f.clone(),
+                            f.value(input.request.as_deref().map(Request::view), None),
+                        )
+                    })
                     .collect(),
                 WitVersion::V02 => Vec::new(),
             });
@@ -849,19 +855,24 @@ impl PolicyModule {
     }
 
     /// `on-request`, or `None` when the module does not implement it.
+    /// `view` is what a kept decision is looked up by; `input` is built
+    /// only if the call enters the guest.
     pub async fn on_request(
         &self,
         slot: &mut RequestInstance,
-        input: CallInput,
+        view: CallView<'_>,
+        input: impl FnOnce() -> CallInput,
     ) -> Option<Result<RequestOutcome, CallFailure>> {
+        let key = String::new();
         hook_call!(
             self,
             slot,
+            view,
             input,
             Hook::Request,
             on_request,
-            String::new(),
-            |req| (req)
+            key,
+            [req](req)
         )
     }
 
@@ -870,16 +881,19 @@ impl PolicyModule {
         &self,
         slot: &mut RequestInstance,
         resp: Response,
-        input: CallInput,
+        view: CallView<'_>,
+        input: impl FnOnce() -> CallInput,
     ) -> Option<Result<ResponseOutcome, CallFailure>> {
+        let key = resp.status.to_string();
         hook_call!(
             self,
             slot,
+            view,
             input,
             Hook::Response,
             on_response,
-            resp.status.to_string(),
-            |req| (req, resp)
+            key,
+            [req](req, resp)
         )
     }
 
@@ -888,7 +902,8 @@ impl PolicyModule {
         &self,
         slot: &mut RequestInstance,
         entry: &Entry,
-        input: CallInput,
+        view: CallView<'_>,
+        input: impl FnOnce() -> CallInput,
     ) -> Option<Result<HitDecision, CallFailure>> {
         // The entry is part of the call's input: its age and freshness
         // change by the second, so `on-hit` decisions are rarely reused.
@@ -898,9 +913,16 @@ impl PolicyModule {
                 entry.status, entry.age_seconds, entry.ttl_seconds, entry.tags
             )
         };
-        hook_call!(self, slot, input, Hook::Hit, on_hit, key(), |req| (
-            req, entry
-        ))
+        hook_call!(
+            self,
+            slot,
+            view,
+            input,
+            Hook::Hit,
+            on_hit,
+            key(),
+            [req](req, entry)
+        )
     }
 
     /// Whether it implements `slicing` (0.1.1 and later).
@@ -912,16 +934,19 @@ impl PolicyModule {
     pub async fn slicing(
         &self,
         slot: &mut RequestInstance,
-        input: CallInput,
+        view: CallView<'_>,
+        input: impl FnOnce() -> CallInput,
     ) -> Option<Result<SliceDecision, CallFailure>> {
+        let key = String::new();
         hook_call!(
             self,
             slot,
+            view,
             input,
             Hook::Slice,
             slicing,
-            String::new(),
-            |req| (req)
+            key,
+            [req](req)
         )
     }
 }

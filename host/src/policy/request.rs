@@ -27,3 +27,53 @@ pub struct Request {
 /// request, the one in its store's call input, so the handle carries
 /// nothing.
 pub struct RequestHandle;
+
+/// A request's fields, borrowed: what deciding from kept decisions reads,
+/// so a request answered that way copies nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// `GET`, `POST`, ...
+    pub method: &'a str,
+    /// The scheme the client spoke to the proxy.
+    pub scheme: &'a str,
+    /// The Host, lower-case, without port.
+    pub host: &'a str,
+    /// The path, percent-encoded as received.
+    pub path: &'a str,
+    /// The query string without `?`.
+    pub query: Option<&'a str>,
+    /// The client's IP address.
+    pub client_addr: Option<&'a str>,
+    /// The request's header fields.
+    pub headers: &'a HeaderMap,
+}
+
+impl Request {
+    /// This request, borrowed.
+    pub fn view(&self) -> RequestView<'_> {
+        RequestView {
+            method: &self.method,
+            scheme: &self.scheme,
+            host: &self.host,
+            path: &self.path,
+            query: self.query.as_deref(),
+            client_addr: self.client_addr.as_deref(),
+            headers: &self.headers,
+        }
+    }
+}
+
+impl RequestView<'_> {
+    /// An owned copy, for a call that enters the guest.
+    pub fn to_request(&self) -> Request {
+        Request {
+            method: self.method.to_owned(),
+            scheme: self.scheme.to_owned(),
+            host: self.host.to_owned(),
+            path: self.path.to_owned(),
+            query: self.query.map(str::to_owned),
+            client_addr: self.client_addr.map(str::to_owned),
+            headers: self.headers.clone(),
+        }
+    }
+}

@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{SeedableRng, TryRng};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
-use super::request::Request;
+use super::request::RequestView;
 
 /// A field of the request, or of the response or entry, a call can read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -48,27 +48,29 @@ pub const RECORD_FIELDS: [Field; 6] = [
 impl Field {
     /// This field's value in `request` and `response`: header fields with
     /// several lines are joined with ", ".
-    pub fn value(&self, request: Option<&Request>, response: Option<&HeaderMap>) -> Option<String> {
+    pub fn value(
+        &self,
+        request: Option<RequestView<'_>>,
+        response: Option<&HeaderMap>,
+    ) -> Option<String> {
         self.value_ref(request, response).map(Cow::into_owned)
     }
 
     /// [`Field::value`], borrowed where it can be.
     pub fn value_ref<'a>(
         &self,
-        request: Option<&'a Request>,
+        request: Option<RequestView<'a>>,
         response: Option<&'a HeaderMap>,
     ) -> Option<Cow<'a, str>> {
         let req = request;
         match self {
-            Field::Method => req.map(|r| Cow::Borrowed(r.method.as_str())),
-            Field::Scheme => req.map(|r| Cow::Borrowed(r.scheme.as_str())),
-            Field::Host => req.map(|r| Cow::Borrowed(r.host.as_str())),
-            Field::Path => req.map(|r| Cow::Borrowed(r.path.as_str())),
-            Field::Query => req.and_then(|r| r.query.as_deref()).map(Cow::Borrowed),
-            Field::ClientAddr => req
-                .and_then(|r| r.client_addr.as_deref())
-                .map(Cow::Borrowed),
-            Field::RequestHeader(name) => joined(req.map(|r| &r.headers), name),
+            Field::Method => req.map(|r| Cow::Borrowed(r.method)),
+            Field::Scheme => req.map(|r| Cow::Borrowed(r.scheme)),
+            Field::Host => req.map(|r| Cow::Borrowed(r.host)),
+            Field::Path => req.map(|r| Cow::Borrowed(r.path)),
+            Field::Query => req.and_then(|r| r.query).map(Cow::Borrowed),
+            Field::ClientAddr => req.and_then(|r| r.client_addr).map(Cow::Borrowed),
+            Field::RequestHeader(name) => joined(req.map(|r| r.headers), name),
             Field::ResponseHeader(name) => joined(response, name),
         }
     }

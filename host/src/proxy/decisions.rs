@@ -18,8 +18,8 @@ use crate::cache::store::POLICY_TAGS;
 use crate::error_kind::ErrorKind;
 use crate::hop_by_hop;
 use crate::policy::{
-    CallInput, Entry, Failure, HeaderEdits, HitDecision, PolicyModule, Request, RequestDecision,
-    RequestInstance, Response, ResponseDecision, SliceDecision, Store, Synthetic,
+    CallInput, CallView, Entry, Failure, HeaderEdits, HitDecision, PolicyModule, Request,
+    RequestDecision, RequestInstance, Response, ResponseDecision, SliceDecision, Store, Synthetic,
 };
 
 /// What a site's policy has decided so far for one request.
@@ -88,22 +88,6 @@ impl PolicyDecisions {
             after_hit: AfterHit::Proceed,
         }
     }
-
-    /// Input for a call that reads only the request.
-    pub fn request_input(&self) -> CallInput {
-        CallInput {
-            request: Some(self.request.clone()),
-            response: None,
-        }
-    }
-
-    /// Input for a call that also reads response headers.
-    pub fn response_input(&self, response: &HeaderMap) -> CallInput {
-        CallInput {
-            request: Some(self.request.clone()),
-            response: Some(Arc::new(response.clone())),
-        }
-    }
 }
 
 impl PolicyDecisions {
@@ -134,8 +118,12 @@ impl PolicyDecisions {
     /// `on-request`: records the key, variance, bypass and origin edits;
     /// returns the response to send instead, if the module chose one.
     pub async fn decide_request(&mut self) -> pingora_error::Result<Option<Synthetic>> {
-        let input = self.request_input();
-        let outcome = match self.module.on_request(&mut self.instance, input).await {
+        let (view, input) = call(&self.request, None);
+        let outcome = match self
+            .module
+            .on_request(&mut self.instance, view, input)
+            .await
+        {
             None => return Ok(None),
             Some(Err(_)) => return self.on_failure().map(|()| None),
             Some(Ok(outcome)) => outcome,
@@ -174,8 +162,12 @@ impl PolicyDecisions {
             return None;
         }
         let entry = entry(meta, tags(), SystemTime::now());
-        let input = self.response_input(meta.headers());
-        let decided = self.module.on_hit(&mut self.instance, &entry, input).await;
+        let headers = Some(meta.headers());
+        let (view, input) = call(&self.request, headers);
+        let decided = self
+            .module
+            .on_hit(&mut self.instance, &entry, view, input)
+            .await;
         // No later hook runs on a hit, and the body may take long to send:
         // give the instance back now.
         self.instance.release();
@@ -204,8 +196,8 @@ impl PolicyDecisions {
     /// blocks, or `None` when the module does not say (it does not export
     /// the hook, or failed open).
     pub async fn decide_slicing(&mut self) -> pingora_error::Result<Option<SliceDecision>> {
-        let input = self.request_input();
-        match self.module.slicing(&mut self.instance, input).await {
+        let (view, input) = call(&self.request, None);
+        match self.module.slicing(&mut self.instance, view, input).await {
             None => Ok(None),
             Some(Err(_)) => self.on_failure().map(|()| None),
             Some(Ok(decision)) => Ok(Some(decision)),
@@ -221,10 +213,11 @@ impl PolicyDecisions {
         let status = Response {
             status: resp.status.as_u16(),
         };
-        let input = self.response_input(&resp.headers);
+        let headers = Some(&resp.headers);
+        let (view, input) = call(&self.request, headers);
         match self
             .module
-            .on_response(&mut self.instance, status, input)
+            .on_response(&mut self.instance, status, view, input)
             .await
         {
             None => Ok(()),
@@ -236,6 +229,24 @@ impl PolicyDecisions {
             }
         }
     }
+}
+
+/// What a call on `request` (and `response`) reads, borrowed, by which a
+/// kept decision is looked up; and how to make it owned, for a call that
+/// enters the guest.
+fn call<'a>(
+    request: &'a Arc<Request>,
+    response: Option<&'a HeaderMap>,
+) -> (CallView<'a>, impl FnOnce() -> CallInput + 'a) {
+    let view = CallView {
+        request: Some(request.view()),
+        response,
+    };
+    let input = move || CallInput {
+        request: Some(request.clone()),
+        response: response.map(|r| Arc::new(r.clone())),
+    };
+    (view, input)
 }
 
 #[async_trait::async_trait]
