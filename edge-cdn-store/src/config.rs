@@ -44,6 +44,13 @@ pub struct StoreConfig {
     pub shared_timeout: Duration,
     /// When objects are written to the shared tier. Default `write-through`.
     pub shared_writes: crate::shared::SharedWrites,
+    /// Objects up to this size are written to the shared tier, streamed.
+    /// Default `8MiB`.
+    pub shared_max_object: ByteSize,
+    /// Objects being written to the shared tier at once, in the background;
+    /// an object beyond it is not shared. Each holds at most one chunk in
+    /// memory. Default 16.
+    pub shared_write_concurrency: usize,
     /// Response fields whose values are an object's surrogate tags, for
     /// purging by tag: lists split on commas and whitespace. Default
     /// `["surrogate-key", "cache-tag"]`.
@@ -64,6 +71,8 @@ impl Default for StoreConfig {
             fsync: false,
             shared_timeout: Duration::from_millis(50),
             shared_writes: crate::shared::SharedWrites::WriteThrough,
+            shared_max_object: ByteSize::mib(8),
+            shared_write_concurrency: 16,
             tag_headers: vec!["surrogate-key".into(), "cache-tag".into()],
         }
     }
@@ -108,6 +117,9 @@ impl StoreConfig {
         }
         if self.write_concurrency == 0 {
             out.push(("write_concurrency", "must be at least 1".into()));
+        }
+        if self.shared_write_concurrency == 0 {
+            out.push(("shared_write_concurrency", "must be at least 1".into()));
         }
         out
     }

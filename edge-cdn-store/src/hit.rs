@@ -1,6 +1,8 @@
 //! Reading a cached body: from memory, from disk (checked block by block),
-//! or from a write still in progress. [`Hit`] is the one `HandleHit` pingora
-//! sees; each kind of body says only how it reads and seeks.
+//! from a write still in progress (a miss, or a shared-tier hit being stored
+//! locally), or straight from the shared tier. [`Hit`] is the one
+//! `HandleHit` pingora sees; each kind of body says only how it reads and
+//! seeks.
 
 use std::any::Any;
 use std::fs::File;
@@ -21,6 +23,7 @@ use crate::error::StoreError;
 use crate::io;
 use crate::observer::StoreEvent;
 use crate::partial::{Next, Partial, Progress};
+use crate::shared::SharedBody;
 use crate::tiers::Tiers;
 
 /// A cache hit as pingora reads it.
@@ -31,6 +34,8 @@ pub enum Hit {
     Disk(DiskHit),
     /// A body still being written.
     Partial(PartialHit),
+    /// A shared tier's body, streamed without being stored locally.
+    Shared(SharedStream),
 }
 
 impl Hit {
@@ -46,13 +51,16 @@ impl HandleHit for Hit {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: the position advances only when bytes are returned, so
-    /// a call after a dropped one reads the same bytes.
+    /// Cancel safe for stored bodies: the position advances only when bytes
+    /// are returned, so a call after a dropped one reads the same bytes. A
+    /// body streamed from the shared tier is cancel safe as its
+    /// [`SharedBody`] is (Redis's is).
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
         match self {
             Hit::Memory(hit) => Ok(hit.read()),
             Hit::Disk(hit) => hit.read().await,
             Hit::Partial(hit) => hit.read().await,
+            Hit::Shared(hit) => hit.read().await,
         }
     }
 
@@ -65,32 +73,39 @@ impl HandleHit for Hit {
         Ok(())
     }
 
-    /// Whole bodies seek; a write in progress does not.
+    /// Whole bodies seek; a write in progress and a stream do not.
     fn can_seek(&self) -> bool {
-        !matches!(self, Hit::Partial(_))
+        !matches!(self, Hit::Partial(_) | Hit::Shared(_))
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
         match self {
             Hit::Memory(hit) => hit.seek(start, end),
             Hit::Disk(hit) => hit.seek(start, end),
-            Hit::Partial(_) => {
-                Error::e_explain(ErrorType::InternalError, "a write in progress cannot seek")
+            Hit::Partial(_) | Hit::Shared(_) => {
+                Error::e_explain(ErrorType::InternalError, "a body in flight cannot seek")
             }
         }
     }
 
-    /// A reader following a write is not an access: the write itself is
-    /// admitted to the eviction manager when it commits.
+    /// A reader following a miss is not an access: the miss itself is
+    /// admitted to the eviction manager when it commits. A shared-tier hit
+    /// being stored is: nobody else admits the local copy. A body streamed
+    /// without being stored is not.
     fn should_count_access(&self) -> bool {
-        !matches!(self, Hit::Partial(_))
+        match self {
+            Hit::Memory(_) | Hit::Disk(_) => true,
+            Hit::Partial(hit) => hit.weight.is_some(),
+            Hit::Shared(_) => false,
+        }
     }
 
     fn get_eviction_weight(&self) -> usize {
         match self {
             Hit::Memory(hit) => hit.body.len(),
             Hit::Disk(hit) => hit.reader.len as usize,
-            Hit::Partial(_) => 0,
+            Hit::Partial(hit) => hit.weight.unwrap_or(0),
+            Hit::Shared(_) => 0,
         }
     }
 
@@ -223,6 +238,8 @@ pub struct PartialHit {
     progress: watch::Receiver<Progress>,
     pos: u64,
     partial: Arc<Partial>,
+    /// The eviction weight to admit, for a write nobody else admits.
+    weight: Option<usize>,
 }
 
 impl PartialHit {
@@ -233,7 +250,15 @@ impl PartialHit {
             progress: partial.subscribe(),
             pos: 0,
             partial,
+            weight: None,
         }
+    }
+
+    /// Count this read as an access of `weight` bytes: the write it
+    /// follows (a shared-tier hit being stored) has no miss to admit it.
+    pub fn counted(mut self, weight: usize) -> PartialHit {
+        self.weight = Some(weight);
+        self
     }
 
     async fn read(&mut self) -> Result<Option<Bytes>> {
@@ -269,6 +294,57 @@ impl PartialHit {
                     return Err(StoreError::WriteAbandoned.into_pingora());
                 }
             }
+        }
+    }
+}
+
+/// A shared tier's body streamed to the client without a local copy (no
+/// write permit was free, or the object is over `max_object_size`). A body
+/// that ends short of, or runs past, its length is an error, never a clean
+/// end.
+pub struct SharedStream {
+    body: Box<dyn SharedBody>,
+    len: u64,
+    sent: u64,
+    done: bool,
+}
+
+impl SharedStream {
+    /// Stream `body`, which must be `len` bytes.
+    pub fn new(body: Box<dyn SharedBody>, len: u64) -> SharedStream {
+        SharedStream {
+            body,
+            len,
+            sent: 0,
+            done: false,
+        }
+    }
+
+    async fn read(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        let incomplete = |why: String| Error::explain(ErrorType::ReadError, why);
+        match self.body.next_chunk().await {
+            Ok(Some(chunk)) => {
+                self.sent += chunk.len() as u64;
+                if self.sent > self.len {
+                    return Err(incomplete(format!(
+                        "shared body longer than its {} bytes",
+                        self.len
+                    )));
+                }
+                Ok(Some(chunk))
+            }
+            Ok(None) if self.sent == self.len => {
+                self.done = true;
+                Ok(None)
+            }
+            Ok(None) => Err(incomplete(format!(
+                "shared body ended at {} of {} bytes",
+                self.sent, self.len
+            ))),
+            Err(e) => Err(incomplete(e.to_string())),
         }
     }
 }

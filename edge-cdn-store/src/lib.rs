@@ -22,8 +22,10 @@
 //! - **Cancel safe.** Dropping a store future mid-write removes the
 //!   temporary file, releases the write permit and tells the readers
 //!   following the write; each async method says what dropping it means.
-//! - **A seam for a shared tier.** [`SharedTier`] is consulted after a local
-//!   miss and written per [`SharedWrites`]; it fails open to the origin.
+//! - **A shared tier.** [`SharedTier`] is consulted after a local miss and
+//!   written per [`SharedWrites`], bodies streamed in chunks both ways; it
+//!   fails open to the origin. A remote tier fails fast behind a circuit
+//!   [`Breaker`].
 //! - **A catalog for purging.** Each object's primary key bytes and
 //!   surrogate tags (from `tag_headers`) are recorded, persisted in its meta
 //!   file and rebuilt at start-up, so [`TieredStore::select`] finds every
@@ -40,6 +42,7 @@
 //!   and `tracing` implementations are included. [`TieredStore::health`]
 //!   says whether the disk is writable and how much room is left.
 
+mod breaker;
 mod catalog;
 mod config;
 mod disk;
@@ -72,6 +75,10 @@ pub mod __bench {
     pub use crate::index::Index;
 }
 
-pub use shared::{NoSharedTier, SharedError, SharedObject, SharedTier, SharedWrites};
+pub use breaker::{Attempt, Breaker, BreakerState, SharedOp};
+pub use shared::{
+    stale_horizon, BytesBody, NoSharedTier, SharedBody, SharedError, SharedHit, SharedMeta,
+    SharedTier, SharedWrites,
+};
 pub use space::Space;
 pub use store::{Described, Health, TieredStore};

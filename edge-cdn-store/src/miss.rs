@@ -23,7 +23,7 @@ use crate::error::StoreError;
 use crate::io;
 use crate::memory::MemObject;
 use crate::observer::StoreEvent;
-use crate::partial::Announced;
+use crate::partial::{Announced, Partial};
 use crate::shared::SharedWrites;
 use crate::tiers::Tiers;
 use crate::write::{Admitted, Write};
@@ -121,6 +121,9 @@ pub struct Miss {
     /// the handoffs after the temp file exists).
     last: Option<Bytes>,
     write_tag: [u8; 8],
+    /// Whether the object goes to the shared tier when committed (per
+    /// `shared_writes`): not when it came from there.
+    shares: bool,
 }
 
 impl Miss {
@@ -152,6 +155,22 @@ impl Miss {
             small: Some(BytesMut::new()),
             last: None,
             write_tag,
+            shares: true,
+        }
+    }
+
+    /// This miss is filled from the shared tier, not the origin: it is
+    /// not written back there.
+    pub fn filling_from_shared(mut self) -> Miss {
+        self.shares = false;
+        self
+    }
+
+    /// The write as its readers follow it, while it is being stored.
+    pub fn partial(&self) -> Option<Arc<Partial>> {
+        match &self.state {
+            State::Storing(flight) => Some(flight.readers.partial().clone()),
+            _ => None,
         }
     }
 }
@@ -250,7 +269,8 @@ impl HandleMiss for Miss {
     /// The commit, the index, catalog and memory updates and telling the
     /// readers all run on the blocking pool once started: dropping the
     /// future does not lose a committed object or leave readers waiting.
-    /// Only the copy to the shared tier is skipped.
+    /// Only the copy to the shared tier is skipped. That copy runs in the
+    /// background for objects up to `shared_max_object`.
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         let mut flight = match std::mem::replace(&mut self.state, State::Gone) {
             State::Storing(flight) => flight,
@@ -311,12 +331,12 @@ impl HandleMiss for Miss {
             tiers.install_committed(hash, size, record, held.clone());
             readers.done(body_len);
             tiers.observe(StoreEvent::Insert(size));
-            Ok(Ok((size, held)))
+            Ok(Ok((size, body_len, held)))
         })
         .await;
         self.tiers
             .observe(StoreEvent::DiskLatency("commit", started.elapsed()));
-        let (size, held) = match committed {
+        let (size, body_len, held) = match committed {
             Ok(Ok(stored)) => stored,
             Ok(Err(not_stored)) => return Ok(not_stored),
             Err(e) => {
@@ -324,10 +344,8 @@ impl HandleMiss for Miss {
                 return Err(e.into_pingora());
             }
         };
-        if let Some(object) = held {
-            if tiers.config.shared_writes == SharedWrites::WriteThrough {
-                tiers.share(hash, &object);
-            }
+        if self.shares && tiers.config.shared_writes == SharedWrites::WriteThrough {
+            tiers.share(hash, held, body_len);
         }
         Ok(MissFinishType::Created(size as usize))
     }

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
+use crate::breaker::{BreakerState, SharedOp};
 use crate::error::WriteFailure;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Which tier served or held an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,13 @@ pub enum StoreEvent {
     WriteFailed(WriteFailure),
     /// The shared tier failed or was too slow; the store failed open.
     SharedUnavailable,
+    /// One call to the shared tier failed or timed out (reported by the
+    /// tier itself, through its [`Breaker`](crate::Breaker)).
+    SharedError(SharedOp),
+    /// The shared tier's circuit breaker changed state.
+    SharedBreaker(BreakerState),
+    /// An object was written to the shared tier, with this many body bytes.
+    SharedPut(u64),
 }
 
 /// Receives the store's events. Must be cheap: it is called on the request path.
@@ -85,7 +93,9 @@ pub struct TracingObserver;
 impl StoreObserver for TracingObserver {
     fn event(&self, event: StoreEvent) {
         match event {
-            StoreEvent::Corrupt | StoreEvent::WriteFailed(_) => {
+            StoreEvent::Corrupt
+            | StoreEvent::WriteFailed(_)
+            | StoreEvent::SharedBreaker(BreakerState::Open) => {
                 tracing::warn!(target: "edge_cdn_store", ?event)
             }
             _ => tracing::debug!(target: "edge_cdn_store", ?event),
@@ -93,12 +103,15 @@ impl StoreObserver for TracingObserver {
     }
 }
 
-/// Exports events as Prometheus counters and a latency histogram.
+/// Exports events as Prometheus counters and a latency histogram, and the
+/// shared tier's errors and breaker state.
 pub struct PrometheusObserver {
     lookups: IntCounterVec,
     events: IntCounterVec,
     bytes: IntCounterVec,
     latency: HistogramVec,
+    shared_errors: IntCounterVec,
+    breaker: IntGauge,
 }
 
 impl PrometheusObserver {
@@ -114,7 +127,7 @@ impl PrometheusObserver {
         let events = IntCounterVec::new(
             Opts::new(
                 "edge_store_events_total",
-                "Inserts, promotions, evictions, purges, corrupt files, skipped and failed writes.",
+                "Inserts, promotions, evictions, purges, corrupt files, skipped and failed writes, shared-tier puts, failures and breaker openings.",
             ),
             &["event"],
         )?;
@@ -132,15 +145,30 @@ impl PrometheusObserver {
             ]),
             &["op"],
         )?;
+        let shared_errors = IntCounterVec::new(
+            Opts::new(
+                "edge_store_shared_errors_total",
+                "Shared-tier calls that failed or timed out, by operation.",
+            ),
+            &["op"],
+        )?;
+        let breaker = IntGauge::new(
+            "edge_store_shared_breaker_state",
+            "The shared tier's circuit breaker: 0 closed, 1 open, 2 half-open (probing).",
+        )?;
         registry.register(Box::new(lookups.clone()))?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(shared_errors.clone()))?;
+        registry.register(Box::new(breaker.clone()))?;
         Ok(PrometheusObserver {
             lookups,
             events,
             bytes,
             latency,
+            shared_errors,
+            breaker,
         })
     }
 }
@@ -162,6 +190,16 @@ impl StoreObserver for PrometheusObserver {
             StoreEvent::Skipped => count("skipped"),
             StoreEvent::WriteFailed(_) => count("write-failed"),
             StoreEvent::SharedUnavailable => count("shared-unavailable"),
+            StoreEvent::SharedError(op) => {
+                self.shared_errors.with_label_values(&[op.as_str()]).inc()
+            }
+            StoreEvent::SharedBreaker(state) => {
+                if state == BreakerState::Open {
+                    count("shared-breaker-opened");
+                }
+                self.breaker.set(state.as_gauge());
+            }
+            StoreEvent::SharedPut(_) => count("shared-put"),
             StoreEvent::BytesRead(n) => self.bytes.with_label_values(&["read"]).inc_by(n),
             StoreEvent::BytesWritten(n) => self.bytes.with_label_values(&["written"]).inc_by(n),
             StoreEvent::DiskLatency(op, d) => self

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::key::CacheKey;
 use pingora_cache::storage::{
-    HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
+    HandleMiss, HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
 };
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::CacheMeta;
@@ -23,19 +23,19 @@ use pingora_error::{Error, ErrorType, Result};
 
 use crate::catalog::{tags_in, Catalog, Listed, Selector};
 use crate::config::StoreConfig;
-use crate::disk::format::{MetaBlobs, MetaHeader};
-use crate::disk::{encode_key, DiskTier, Recovered};
+use crate::disk::format::MetaHeader;
+use crate::disk::{DiskTier, Recovered};
 use crate::error::StoreError;
-use crate::hit::{DiskHit, Hit, MemoryHit, PartialHit};
+use crate::hit::{DiskHit, Hit, MemoryHit, PartialHit, SharedStream};
 use crate::index::Index;
 use crate::io;
 use crate::memory::{MemObject, MemoryTier};
 use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
 use crate::partial::{Partial, Partials, Progress};
-use crate::shared::{NoSharedTier, SharedObject, SharedTier, SharedWrites};
+use crate::shared::{NoSharedTier, SharedBody, SharedHit, SharedMeta, SharedTier};
 use crate::space::Space;
-use crate::tiers::{hash_of, Tiers};
+use crate::tiers::{hash_of, Sharing, Tiers};
 use crate::write::Writers;
 
 /// How long a lookup that found a write just as it committed waits for the
@@ -78,6 +78,10 @@ pub struct Health {
     pub memory_objects: usize,
     /// Bytes in memory.
     pub memory_bytes: usize,
+    /// Why the shared tier is not being asked right now (its circuit
+    /// breaker is open); `None` when it is in use or there is none. The
+    /// store serves every response without it.
+    pub shared_degraded: Option<String>,
 }
 
 impl TieredStore {
@@ -110,6 +114,7 @@ impl TieredStore {
             recovered.push(object);
         }
         let memory_limit = usize::try_from(config.memory_bytes.as_u64()).unwrap_or(usize::MAX);
+        let shared_write_concurrency = config.shared_write_concurrency;
         Ok(TieredStore {
             tiers: Tiers {
                 memory: MemoryTier::new(memory_limit),
@@ -121,6 +126,7 @@ impl TieredStore {
                 partials: Partials::default(),
                 observer,
                 shared,
+                sharing: Sharing::new(shared_write_concurrency),
             },
             recovered: Mutex::new(recovered),
         })
@@ -158,6 +164,7 @@ impl TieredStore {
             disk_bytes,
             memory_objects,
             memory_bytes,
+            shared_degraded: self.tiers.shared.degraded(),
         }
     }
 
@@ -212,79 +219,111 @@ impl TieredStore {
         Some(Described { meta, tier, size })
     }
 
-    /// After a local miss: the shared tier's copy, stored locally and
-    /// served. A slow or failing shared tier is a miss (fail open).
+    /// After a local miss: the shared tier's copy, streamed to the client
+    /// while it is stored locally. A slow or failing shared tier is a miss
+    /// (fail open): its first answer — the meta, and whether the body is
+    /// whole — must come within `shared_timeout`.
     async fn shared_lookup(
         &'static self,
         key: &CacheKey,
         hash: u128,
     ) -> Option<(CacheMeta, HitHandler)> {
-        if !self.tiers.shared.enabled() {
+        let tiers = &self.tiers;
+        if !tiers.shared.enabled() {
             return None;
         }
-        let object = match tokio::time::timeout(
-            self.tiers.config.shared_timeout,
-            self.tiers.shared.get(hash),
-        )
-        .await
-        {
-            Ok(Ok(Some(object))) => object,
+        let found = tokio::time::timeout(tiers.config.shared_timeout, tiers.shared.get(hash)).await;
+        let SharedHit { meta: shared, body } = match found {
+            Ok(Ok(Some(hit))) => hit,
             Ok(Ok(None)) => return None,
             Ok(Err(_)) | Err(_) => {
-                self.tiers.observe(StoreEvent::SharedUnavailable);
+                tiers.observe(StoreEvent::SharedUnavailable);
                 return None;
             }
         };
-        let meta = CacheMeta::deserialize(&object.internal, &object.header).ok()?;
-        self.keep_shared(key, hash, &object, &meta).await;
-        self.tiers.observe(StoreEvent::Hit(Tier::Shared));
-        Some((meta, Hit::Memory(MemoryHit::new(object.body)).boxed()))
+        let meta = CacheMeta::deserialize(&shared.internal, &shared.header).ok()?;
+        tiers.observe(StoreEvent::Hit(Tier::Shared));
+        let handler = match self.fill_from_shared(key, hash, &meta, &shared).await {
+            Some((miss, follow)) => {
+                tokio::spawn(Self::pump(tiers, miss, body, shared.body_len));
+                Hit::Partial(follow).boxed()
+            }
+            None => Hit::Shared(SharedStream::new(body, shared.body_len)).boxed(),
+        };
+        Some((meta, handler))
     }
 
-    /// Store a shared tier's `object` locally too, as if this server had
-    /// fetched it, if a writer is admitted; a failure only loses the copy.
-    /// The write, the commit and the install are one trip to the blocking
-    /// pool, so a lookup dropped while it runs leaves no object behind that
-    /// the index does not know.
-    async fn keep_shared(
+    /// Begin storing a shared tier's object locally, as if this server had
+    /// fetched it: a [`Miss`] (admitted like any writer) that readers —
+    /// this lookup's client first — follow as it is written. `None` if no
+    /// writer is admitted or the write cannot begin; the body is then
+    /// streamed without a local copy.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped, the write is abandoned: its temporary file is removed and
+    /// its permit released.
+    async fn fill_from_shared(
         &'static self,
         key: &CacheKey,
         hash: u128,
-        object: &SharedObject,
         meta: &CacheMeta,
-    ) {
+        shared: &SharedMeta,
+    ) -> Option<(Box<Miss>, PartialHit)> {
         let tiers = &self.tiers;
-        let Ok(admitted) = tiers.admit() else {
-            return;
-        };
-        let held =
-            (object.body.len() as u64 <= tiers.config.memory_max_object.as_u64()).then(|| {
-                let (internal, header, body) = (
-                    object.internal.clone(),
-                    object.header.clone(),
-                    object.body.clone(),
-                );
-                Arc::new(MemObject::decoded(internal, header, body, meta))
-            });
-        let local = object.clone();
-        let key_blob = encode_key(key);
-        let record = tiers.record(key, meta);
-        let stored = io::blocking(move || {
-            let mut write = admitted.begin(&tiers.disk, hash)?;
-            write.write(&local.body)?;
-            let blobs = MetaBlobs {
-                internal: &local.internal,
-                header: &local.header,
-                key: &key_blob,
-            };
-            let (body_len, meta_len) = write.commit(&tiers.disk, blobs)?;
-            tiers.install_committed(hash, body_len + meta_len, record, held);
-            Ok(())
-        })
-        .await;
-        if let Err(e) = stored {
-            tiers.write_failed(&e);
+        if shared.body_len > tiers.config.max_object_size.as_u64() {
+            return None;
         }
+        let admitted = tiers.admit().ok()?;
+        let write = io::blocking(move || admitted.begin(&tiers.disk, hash))
+            .await
+            .inspect_err(|e| tiers.write_failed(e))
+            .ok()?;
+        let record = tiers.record(key, meta);
+        let blobs = (shared.internal.clone(), shared.header.clone());
+        let miss = Box::new(Miss::new(tiers, key, record, blobs, write).filling_from_shared());
+        let partial = miss.partial()?;
+        let temp = partial.temp.clone();
+        let file = io::blocking(move || {
+            File::open(temp).map_err(|e| StoreError::Io("open partial body", e))
+        })
+        .await
+        .ok()?;
+        let weight = usize::try_from(shared.body_len).unwrap_or(usize::MAX);
+        Some((miss, PartialHit::new(partial, file).counted(weight)))
+    }
+
+    /// Copy a shared tier's `body` of `len` bytes into `miss`, chunk by
+    /// chunk, and commit it. A body that fails or is not exactly `len`
+    /// bytes abandons the write: its readers get an error, not a short
+    /// body. Runs as its own task, so the local copy completes even if the
+    /// client that asked for it goes away.
+    async fn pump(
+        tiers: &'static Tiers,
+        mut miss: Box<Miss>,
+        mut body: Box<dyn SharedBody>,
+        len: u64,
+    ) {
+        let mut got = 0u64;
+        loop {
+            match body.next_chunk().await {
+                Ok(Some(chunk)) => {
+                    got += chunk.len() as u64;
+                    if got > len || miss.write_body(chunk, false).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) if got == len => {
+                    // A failed commit is counted by the miss; readers still
+                    // get the whole body.
+                    let _ = miss.finish().await;
+                    return;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        tiers.observe(StoreEvent::SharedUnavailable);
+        // Dropping the miss abandons the write and tells its readers.
     }
 
     /// Follow a write in progress. Opening its temporary file is file I/O,
@@ -358,13 +397,16 @@ impl TieredStore {
                         Arc::new(MemObject::decoded(internal, header, body.clone(), &meta));
                     self.tiers.memory.insert(hash, object.clone());
                     self.tiers.observe(StoreEvent::Promotion);
-                    if self.tiers.config.shared_writes == SharedWrites::OnPromotion {
-                        self.tiers.share(hash, &object);
-                    }
+                    self.tiers.share_once(hash, Some(object), body.len() as u64);
+                } else {
+                    self.tiers.share_once(hash, None, body.len() as u64);
                 }
                 Hit::Memory(MemoryHit::new(body)).boxed()
             }
-            None => Hit::Disk(DiskHit::new(&self.tiers, hash, body)).boxed(),
+            None => {
+                self.tiers.share_once(hash, None, body.len);
+                Hit::Disk(DiskHit::new(&self.tiers, hash, body)).boxed()
+            }
         };
         Ok(Some((meta, handler)))
     }
@@ -425,11 +467,11 @@ impl Storage for TieredStore {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe. A lookup dropped while it stores a shared tier's copy
-    /// locally leaves the copy stored and indexed, or not stored at all:
-    /// the write, the commit and the install are one task on the blocking
-    /// pool. One dropped while removing a corrupt object still removes its
-    /// files; its skipped bookkeeping (a promotion to memory, forgetting a
+    /// Cancel safe. A lookup dropped once a shared tier's hit has begun
+    /// filling the local store leaves the fill running in its own task (it
+    /// commits, or is abandoned on an error); dropped before, the local
+    /// write is abandoned and nothing is left. One dropped while removing
+    /// a corrupt object still removes its files; its skipped bookkeeping (a promotion to memory, forgetting a
     /// file removed behind the store's back) is redone by the next lookup.
     async fn lookup(
         &'static self,

@@ -8,21 +8,29 @@
 //! miss handler borrows it. None of them imports another, so the handlers
 //! depend on this module and not on the store.
 
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use pingora_cache::key::{CacheHashKey, CacheKey};
 use pingora_cache::CacheMeta;
+use tokio::sync::Semaphore;
 
 use crate::catalog::{tags_in, Catalog, Record};
 use crate::config::StoreConfig;
-use crate::disk::DiskTier;
+use crate::disk::format::MetaHeader;
+use crate::disk::{BodyReader, DiskTier};
 use crate::error::StoreError;
 use crate::index::Index;
 use crate::io;
 use crate::memory::{MemObject, MemoryTier};
 use crate::observer::{StoreEvent, StoreObserver};
 use crate::partial::Partials;
-use crate::shared::{SharedObject, SharedTier};
+use crate::shared::{
+    stale_horizon, BytesBody, SharedBody, SharedError, SharedMeta, SharedTier, SharedWrites,
+};
 use crate::write::{Admitted, Writers};
 
 /// A cache key's 128-bit hash, as every map and file name uses it.
@@ -50,6 +58,73 @@ pub struct Tiers {
     pub observer: Arc<dyn StoreObserver>,
     /// The tier shared with other servers, if any.
     pub shared: Arc<dyn SharedTier>,
+    /// Writes to the shared tier in flight, and what was shared lately.
+    pub sharing: Sharing,
+}
+
+/// Chunks a body held in memory is handed to the shared tier in.
+const SHARE_CHUNK: usize = 256 * 1024;
+
+/// Objects [`Tiers::share_once`] remembers having shared.
+const RECENTLY_SHARED: usize = 8192;
+
+/// The state of writes to the shared tier: a bound on those in flight,
+/// and the objects shared lately on promotion, so a large object streamed
+/// from disk again and again is shared once, not on every hit.
+pub struct Sharing {
+    permits: Arc<Semaphore>,
+    recent: Mutex<(HashSet<u128>, VecDeque<u128>)>,
+}
+
+impl Sharing {
+    /// Room for `concurrency` writes at once.
+    pub fn new(concurrency: usize) -> Sharing {
+        Sharing {
+            permits: Arc::new(Semaphore::new(concurrency)),
+            recent: Mutex::default(),
+        }
+    }
+
+    /// Remember `hash` as shared; false if it already was.
+    fn first_time(&self, hash: u128) -> bool {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let (set, order) = &mut *recent;
+        if !set.insert(hash) {
+            return false;
+        }
+        order.push_back(hash);
+        if order.len() > RECENTLY_SHARED {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// A committed body read back from disk for the shared tier, one checked
+/// block at a time on the blocking pool.
+struct DiskBody {
+    reader: Arc<BodyReader>,
+    next: usize,
+}
+
+#[async_trait]
+impl SharedBody for DiskBody {
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the position advances only when a block is returned.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, SharedError> {
+        if self.next >= self.reader.blocks() {
+            return Ok(None);
+        }
+        let (reader, index) = (self.reader.clone(), self.next);
+        let block = io::blocking(move || reader.block(index))
+            .await
+            .map_err(|e| SharedError::Source(e.to_string()))?;
+        self.next += 1;
+        Ok(Some(block))
+    }
 }
 
 impl Tiers {
@@ -106,22 +181,95 @@ impl Tiers {
         }
     }
 
-    /// Copy `object` to the shared tier in the background; a failure is
-    /// only counted.
-    pub fn share(&'static self, hash: u128, object: &MemObject) {
-        if !self.shared.enabled() {
+    /// Copy `hash`'s committed object of `body_len` bytes to the shared
+    /// tier in the background, if it is at most `shared_max_object` and
+    /// fewer than `shared_write_concurrency` copies are in flight: from
+    /// `held` if memory has it, else streamed from its disk file. Its TTL
+    /// there is its stale horizon; an object past it is not shared. A
+    /// failure is only counted.
+    pub fn share(&'static self, hash: u128, held: Option<Arc<MemObject>>, body_len: u64) {
+        if !self.shared.enabled() || body_len > self.config.shared_max_object.as_u64() {
             return;
         }
-        let object = SharedObject {
-            internal: object.internal.clone(),
-            header: object.header.clone(),
-            body: object.body.clone(),
+        let Ok(permit) = self.sharing.permits.clone().try_acquire_owned() else {
+            tracing::debug!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), "shared-tier writes saturated; not shared");
+            return;
         };
         tokio::spawn(async move {
-            if self.shared.put(hash, object).await.is_err() {
-                self.observe(StoreEvent::SharedUnavailable);
+            let _permit = permit;
+            let Some((meta, body)) = self.share_source(hash, held).await else {
+                return;
+            };
+            let Some(ttl) = CacheMeta::deserialize(&meta.internal, &meta.header)
+                .ok()
+                .and_then(|decoded| stale_horizon(&decoded, SystemTime::now()))
+            else {
+                return;
+            };
+            let len = meta.body_len;
+            match self.shared.put(hash, meta, ttl, body).await {
+                Ok(()) => self.observe(StoreEvent::SharedPut(len)),
+                Err(error) => {
+                    tracing::debug!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "not shared");
+                    self.observe(StoreEvent::SharedUnavailable);
+                }
             }
         });
+    }
+
+    /// [`Tiers::share`] for a read of an object already stored (on
+    /// promotion): only if it was not shared lately.
+    pub fn share_once(&'static self, hash: u128, held: Option<Arc<MemObject>>, body_len: u64) {
+        if self.config.shared_writes == SharedWrites::OnPromotion
+            && self.shared.enabled()
+            && body_len <= self.config.shared_max_object.as_u64()
+            && self.sharing.first_time(hash)
+        {
+            self.share(hash, held, body_len);
+        }
+    }
+
+    /// The meta and body of `hash`'s committed object, for the shared tier.
+    async fn share_source(
+        &'static self,
+        hash: u128,
+        held: Option<Arc<MemObject>>,
+    ) -> Option<(SharedMeta, Box<dyn SharedBody>)> {
+        if let Some(object) = held {
+            let meta = SharedMeta {
+                internal: object.internal.clone(),
+                header: object.header.clone(),
+                body_len: object.body.len() as u64,
+            };
+            return Some((
+                meta,
+                Box::new(BytesBody::new(object.body.clone(), SHARE_CHUNK)),
+            ));
+        }
+        let opened = io::blocking(move || {
+            let Some(bytes) = self.disk.read_meta(hash)? else {
+                return Ok(None);
+            };
+            let (header, blobs) = MetaHeader::decode(&bytes)?;
+            let reader = self.disk.open_body(hash, &header)?;
+            Ok(Some((
+                Bytes::copy_from_slice(blobs.internal),
+                Bytes::copy_from_slice(blobs.header),
+                reader,
+            )))
+        })
+        .await;
+        let (internal, header, reader) = opened.ok()??;
+        let meta = SharedMeta {
+            internal,
+            header,
+            body_len: reader.len,
+        };
+        let body = DiskBody {
+            reader: Arc::new(reader),
+            next: 0,
+        };
+        Some((meta, Box::new(body)))
     }
 
     /// Remove `hash` from every tier; returns whether it was stored.

@@ -3,32 +3,79 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use bytesize::ByteSize;
 use common::{config, get_body, key, open_shared};
 use edge_cdn_store::{
-    SharedError, SharedObject, SharedTier, SharedWrites, StoreConfig, TieredStore,
+    BytesBody, SharedBody, SharedError, SharedHit, SharedMeta, SharedTier, SharedWrites,
+    StoreConfig, TieredStore,
 };
 use pingora_cache::key::CacheHashKey;
 use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
 
-/// A shared tier in memory, standing in for a PoP-wide cache.
+/// What the in-process tier holds for one object.
+#[derive(Clone)]
+struct Held {
+    meta: SharedMeta,
+    body: Bytes,
+    ttl: Duration,
+}
+
+/// A shared tier in memory, standing in for a PoP-wide cache. It hands
+/// bodies out in 1000-byte chunks, so every hit streams.
 #[derive(Default)]
 struct InProcess {
-    objects: Mutex<HashMap<u128, SharedObject>>,
+    objects: Mutex<HashMap<u128, Held>>,
+    gets: AtomicUsize,
+    puts: AtomicUsize,
+}
+
+impl InProcess {
+    fn len(&self) -> usize {
+        self.objects.lock().unwrap().len()
+    }
+
+    fn held(&self, name: &str) -> Option<Held> {
+        let hash = u128::from_be_bytes(key(name).combined_bin());
+        self.objects.lock().unwrap().get(&hash).cloned()
+    }
 }
 
 #[async_trait]
 impl SharedTier for InProcess {
-    async fn get(&self, hash: u128) -> Result<Option<SharedObject>, SharedError> {
-        Ok(self.objects.lock().unwrap().get(&hash).cloned())
+    async fn get(&self, hash: u128) -> Result<Option<SharedHit>, SharedError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        let held = self.objects.lock().unwrap().get(&hash).cloned();
+        Ok(held.map(|held| SharedHit {
+            meta: held.meta,
+            body: Box::new(BytesBody::new(held.body, 1000)),
+        }))
     }
-    async fn put(&self, hash: u128, object: SharedObject) -> Result<(), SharedError> {
-        self.objects.lock().unwrap().insert(hash, object);
+    async fn put(
+        &self,
+        hash: u128,
+        meta: SharedMeta,
+        ttl: Duration,
+        mut body: Box<dyn SharedBody>,
+    ) -> Result<(), SharedError> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        let mut all = Vec::new();
+        while let Some(chunk) = body.next_chunk().await? {
+            all.extend_from_slice(&chunk);
+        }
+        assert_eq!(all.len() as u64, meta.body_len, "the body is whole");
+        let held = Held {
+            meta,
+            body: all.into(),
+            ttl,
+        };
+        self.objects.lock().unwrap().insert(hash, held);
         Ok(())
     }
     async fn delete(&self, hash: u128) -> Result<(), SharedError> {
@@ -42,15 +89,21 @@ struct Stalled;
 
 #[async_trait]
 impl SharedTier for Stalled {
-    async fn get(&self, _hash: u128) -> Result<Option<SharedObject>, SharedError> {
+    async fn get(&self, _hash: u128) -> Result<Option<SharedHit>, SharedError> {
         tokio::time::sleep(Duration::from_secs(30)).await;
         Ok(None)
     }
-    async fn put(&self, _hash: u128, _object: SharedObject) -> Result<(), SharedError> {
-        Err(SharedError("down".into()))
+    async fn put(
+        &self,
+        _hash: u128,
+        _meta: SharedMeta,
+        _ttl: Duration,
+        _body: Box<dyn SharedBody>,
+    ) -> Result<(), SharedError> {
+        Err(SharedError::Unavailable("down".into()))
     }
     async fn delete(&self, _hash: u128) -> Result<(), SharedError> {
-        Err(SharedError("down".into()))
+        Err(SharedError::Unavailable("down".into()))
     }
 }
 
@@ -89,7 +142,7 @@ async fn a_local_miss_is_filled_from_the_shared_tier_and_kept_locally() {
     let a = open(a_dir.path(), shared.clone(), SharedWrites::WriteThrough);
     let b = open(b_dir.path(), shared.clone(), SharedWrites::WriteThrough);
     put(a, "/s", b"shared body").await;
-    until(|| !shared.objects.lock().unwrap().is_empty()).await;
+    until(|| shared.len() > 0).await;
 
     assert_eq!(
         get_body(b, "/s").await.as_deref(),
@@ -114,7 +167,7 @@ async fn a_shared_fill_is_admitted_like_any_writer() {
     let shared = Arc::new(InProcess::default());
     let a = open(a_dir.path(), shared.clone(), SharedWrites::WriteThrough);
     put(a, "/s", b"shared body").await;
-    until(|| !shared.objects.lock().unwrap().is_empty()).await;
+    until(|| shared.len() > 0).await;
     let b = open_shared(
         StoreConfig {
             write_concurrency: 1,
@@ -154,7 +207,7 @@ async fn invalidation_reaches_the_shared_tier_and_eviction_does_not() {
     let span = Span::inactive().handle();
     put(store, "/e", b"evicted").await;
     put(store, "/i", b"invalidated").await;
-    until(|| shared.objects.lock().unwrap().len() == 2).await;
+    until(|| shared.len() == 2).await;
 
     let e = key("/e").to_compact();
     store
@@ -181,14 +234,11 @@ async fn on_promotion_writes_only_objects_read_again() {
         put(store, "/hot", b"hot").await;
         put(store, "/cold", b"cold").await;
     }
-    assert!(
-        shared.objects.lock().unwrap().is_empty(),
-        "nothing shared on write"
-    );
+    assert_eq!(shared.len(), 0, "nothing shared on write");
     // ...read again after a restart: promoted from disk, so shared.
     let store = open(dir.path(), shared.clone(), SharedWrites::OnPromotion);
     assert!(get_body(store, "/hot").await.is_some());
-    until(|| shared.objects.lock().unwrap().len() == 1).await;
+    until(|| shared.len() == 1).await;
 }
 
 #[tokio::test]
@@ -206,4 +256,131 @@ async fn a_stalled_shared_tier_fails_open() {
         get_body(store, "/local").await.as_deref(),
         Some(&b"local"[..])
     );
+}
+
+#[tokio::test]
+async fn a_large_object_streams_from_the_shared_tier_and_is_stored_locally() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let shared = Arc::new(InProcess::default());
+    let a = open(a_dir.path(), shared.clone(), SharedWrites::WriteThrough);
+    let b = open(b_dir.path(), shared.clone(), SharedWrites::WriteThrough);
+    // Over memory_max_object (256 KiB): shared from A's disk file.
+    let data = common::body(1024 * 1024 + 7, 3);
+    common::put(a, "/large", &data).await;
+    until(|| shared.len() == 1).await;
+    let held = shared.held("/large").unwrap();
+    assert_eq!(held.body, data);
+    assert!(
+        held.ttl > Duration::from_secs(590) && held.ttl <= Duration::from_secs(600),
+        "the TTL is the stale horizon: {:?}",
+        held.ttl
+    );
+
+    let span = Span::inactive().handle();
+    let (meta, mut hit) = b.lookup(&key("/large"), &span).await.unwrap().unwrap();
+    assert!(hit.should_count_access(), "the local copy is admitted");
+    assert_eq!(hit.get_eviction_weight(), data.len());
+    assert_eq!(
+        meta.response_header().headers.get("x-tag").unwrap(),
+        "/large"
+    );
+    // A second reader while the first streams follows the local fill.
+    let (_, mut second) = b.lookup(&key("/large"), &span).await.unwrap().unwrap();
+    assert_eq!(common::read_all(&mut hit).await.unwrap(), data);
+    assert_eq!(common::read_all(&mut second).await.unwrap(), data);
+    assert_eq!(shared.gets.load(Ordering::SeqCst), 1, "asked once");
+    assert_eq!(b.health().disk_objects, 1, "stored locally");
+    assert_eq!(get_body(b, "/large").await.unwrap(), data);
+    assert_eq!(
+        shared.puts.load(Ordering::SeqCst),
+        1,
+        "a fill is not shared back"
+    );
+}
+
+#[tokio::test]
+async fn objects_over_shared_max_object_are_not_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Arc::new(InProcess::default());
+    let store = open_shared(
+        StoreConfig {
+            shared_max_object: ByteSize::kib(1),
+            ..config(dir.path())
+        },
+        shared.clone(),
+    );
+    common::put(store, "/big", &common::body(2048, 1)).await;
+    common::put(store, "/small", &common::body(1024, 2)).await;
+    until(|| shared.len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(shared.held("/small").is_some());
+    assert!(shared.held("/big").is_none());
+}
+
+#[tokio::test]
+async fn a_short_shared_body_is_an_error_not_a_short_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Arc::new(InProcess::default());
+    let (internal, header) = common::meta("/short").serialize().unwrap();
+    let hash = u128::from_be_bytes(key("/short").combined_bin());
+    shared.objects.lock().unwrap().insert(
+        hash,
+        Held {
+            meta: SharedMeta {
+                internal: internal.into(),
+                header: header.into(),
+                body_len: 5000,
+            },
+            body: common::body(4000, 9),
+            ttl: Duration::from_secs(60),
+        },
+    );
+    for writers in [64, 1] {
+        // Stored locally as it streams, and streamed without a local copy.
+        let store = open_shared(
+            StoreConfig {
+                write_concurrency: writers,
+                ..config(dir.path())
+            },
+            shared.clone(),
+        );
+        let _busy = if writers == 1 {
+            let span = Span::inactive().handle();
+            Some(
+                store
+                    .get_miss_handler(&key("/other"), &common::meta("other"), &span)
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            None
+        };
+        let span = Span::inactive().handle();
+        let (_, mut hit) = store.lookup(&key("/short"), &span).await.unwrap().unwrap();
+        assert!(
+            common::read_all(&mut hit).await.is_err(),
+            "{writers} writers: a body short of its length fails"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(store.health().disk_objects, 0, "and is not stored");
+    }
+}
+
+#[tokio::test]
+async fn on_promotion_shares_a_large_object_read_from_disk_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Arc::new(InProcess::default());
+    let data = common::body(2 * 1024 * 1024, 5);
+    {
+        let store = open(dir.path(), shared.clone(), SharedWrites::OnPromotion);
+        common::put(store, "/video", &data).await;
+    }
+    let store = open(dir.path(), shared.clone(), SharedWrites::OnPromotion);
+    for _ in 0..3 {
+        assert_eq!(get_body(store, "/video").await.unwrap(), data);
+    }
+    until(|| shared.len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(shared.puts.load(Ordering::SeqCst), 1);
+    assert_eq!(shared.held("/video").unwrap().body, data);
 }
