@@ -24,7 +24,8 @@
 //!   following the write; each async method says what dropping it means.
 //! - **A shared tier.** [`SharedTier`] is consulted after a local miss and
 //!   written per [`SharedWrites`], bodies streamed in chunks both ways; it
-//!   fails open to the origin. A remote tier fails fast behind a circuit
+//!   fails open to the origin. With the `redis` feature, [`RedisTier`]
+//!   implements it on Redis or Redis Cluster, behind a circuit
 //!   [`Breaker`].
 //! - **A catalog for purging.** Each object's primary key bytes and
 //!   surrogate tags (from `tag_headers`) are recorded, persisted in its meta
@@ -54,6 +55,8 @@ mod memory;
 mod miss;
 mod observer;
 mod partial;
+#[cfg(feature = "redis")]
+mod redis_tier;
 mod sharded;
 mod shared;
 mod space;
@@ -76,6 +79,8 @@ pub mod __bench {
 }
 
 pub use breaker::{Attempt, Breaker, BreakerState, SharedOp};
+#[cfg(feature = "redis")]
+pub use redis_tier::{RedisConfig, RedisServers, RedisTier, RedisTierError};
 pub use shared::{
     stale_horizon, BytesBody, NoSharedTier, SharedBody, SharedError, SharedHit, SharedMeta,
     SharedTier, SharedWrites,
