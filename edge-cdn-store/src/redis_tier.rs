@@ -67,7 +67,7 @@ use crate::shared::{BytesBody, SharedBody, SharedError, SharedHit, SharedMeta, S
 
 /// How long the chunks of an object replaced by a newer write live on, for
 /// readers streaming them when it was replaced.
-pub const REPLACED_GRACE: Duration = Duration::from_secs(30);
+const REPLACED_GRACE: Duration = Duration::from_secs(30);
 
 /// How much longer than the meta each chunk lives, so chunks written
 /// before it never expire first.
@@ -603,7 +603,7 @@ impl SharedTier for RedisTier {
 
     /// Chunks first, each as it fills, then the meta with `SET … GET`;
     /// the version it replaced, if any, has its chunks expire after
-    /// [`REPLACED_GRACE`]. At most one chunk is held in memory.
+    /// `REPLACED_GRACE` (30 s). At most one chunk is held in memory.
     ///
     /// # Cancel safety
     ///
