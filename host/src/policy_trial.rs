@@ -126,9 +126,9 @@ async fn decide(trial: &Trial) -> anyhow::Result<Value> {
             "hooks": module.exported_hooks(),
         },
     });
-    let mut p = PolicyDecisions::new(module, &req, "http", &trial.host, None);
+    let mut p = PolicyDecisions::new(module, "http", &trial.host, None);
     let synthetic = p
-        .decide_request()
+        .decide_request(&req)
         .await
         .map_err(|e| anyhow::anyhow!("on-request failed closed: {e}"))?;
     report["on-request"] = match (&synthetic, p.bypass) {
@@ -153,7 +153,7 @@ async fn decide(trial: &Trial) -> anyhow::Result<Value> {
     }
     if p.module.decides_slicing() {
         report["slicing"] = match p
-            .decide_slicing()
+            .decide_slicing(&req)
             .await
             .map_err(|e| anyhow::anyhow!("slicing failed closed: {e}"))?
         {
@@ -173,7 +173,7 @@ async fn decide(trial: &Trial) -> anyhow::Result<Value> {
     for (name, value) in fields(&trial.response_headers, "-R")? {
         resp.append_header(name, value)?;
     }
-    p.decide_response(&mut resp)
+    p.decide_response(Some(&req), &mut resp)
         .await
         .map_err(|e| anyhow::anyhow!("on-response failed closed: {e}"))?;
     let headers = crate::admin::report::field_pairs(&resp.headers);

@@ -5,7 +5,7 @@
 //! `cache_hit_filter`) and its decision waits here for the synchronous hook
 //! that acts on it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -19,7 +19,8 @@ use crate::error_kind::ErrorKind;
 use crate::hop_by_hop;
 use crate::policy::{
     CallInput, CallView, Entry, Failure, HeaderEdits, HitDecision, PolicyModule, Request,
-    RequestDecision, RequestInstance, Response, ResponseDecision, SliceDecision, Store, Synthetic,
+    RequestDecision, RequestInstance, RequestView, Response, ResponseDecision, SliceDecision,
+    Store, Synthetic,
 };
 
 /// What a site's policy has decided so far for one request.
@@ -27,8 +28,8 @@ pub struct PolicyDecisions {
     /// The module version this request started with; it finishes on it even
     /// if a new version is published meanwhile.
     pub module: Arc<PolicyModule>,
-    /// The request as the module sees it.
-    pub request: Arc<Request>,
+    /// What the module is asked about, besides pingora's request header.
+    asked: Asked,
     /// A per-request module's instance, shared by this request's hooks.
     pub instance: RequestInstance,
     /// Replaces the path and query in the cache key.
@@ -59,26 +60,76 @@ pub enum AfterHit {
     FailClosed,
 }
 
+/// The request as a module sees it: pingora's header, borrowed at each
+/// decision, with what the proxy knows besides; and the owned copy made
+/// the first time a call enters the guest, which later decisions use.
+struct Asked {
+    scheme: &'static str,
+    host: String,
+    client: Option<String>,
+    owned: OnceLock<Arc<Request>>,
+}
+
+impl Asked {
+    /// What a call on `req` (and `response`) reads, borrowed, by which a
+    /// kept decision is looked up; and how to make it owned, for a call
+    /// that enters the guest. `None` when there is no request to read:
+    /// `req` is not given and no copy was kept (see
+    /// [`PolicyDecisions::keep_request`]).
+    fn call<'a>(
+        &'a self,
+        req: Option<&'a RequestHeader>,
+        response: Option<&'a HeaderMap>,
+    ) -> Option<(CallView<'a>, impl FnOnce() -> CallInput + 'a)> {
+        let view = match (self.owned.get(), req) {
+            (Some(owned), _) => owned.view(),
+            (None, Some(req)) => RequestView {
+                method: req.method.as_str(),
+                scheme: self.scheme,
+                host: &self.host,
+                path: req.uri.path(),
+                query: req.uri.query(),
+                client_addr: self.client.as_deref(),
+                headers: &req.headers,
+            },
+            (None, None) => return None,
+        };
+        let input = move || CallInput {
+            request: Some(
+                self.owned
+                    .get_or_init(|| Arc::new(view.to_request()))
+                    .clone(),
+            ),
+            response: response.map(|r| Arc::new(r.clone())),
+        };
+        Some((
+            CallView {
+                request: Some(view),
+                response,
+            },
+            input,
+        ))
+    }
+}
+
 impl PolicyDecisions {
-    /// Start deciding `req` (from `client`, over `scheme`) with `module`.
+    /// Start deciding a request (for `host`, from `client`, over
+    /// `scheme`) with `module`. Its header is borrowed from pingora at each
+    /// decision, and copied only when a call enters the guest.
     pub fn new(
         module: Arc<PolicyModule>,
-        req: &RequestHeader,
-        scheme: &str,
+        scheme: &'static str,
         host: &str,
         client: Option<String>,
     ) -> PolicyDecisions {
         PolicyDecisions {
             module,
-            request: Arc::new(Request {
-                method: req.method.as_str().to_owned(),
-                scheme: scheme.to_owned(),
+            asked: Asked {
+                scheme,
                 host: host.to_owned(),
-                path: req.uri.path().to_owned(),
-                query: req.uri.query().map(str::to_owned),
-                client_addr: client,
-                headers: req.headers.clone(),
-            }),
+                client,
+                owned: OnceLock::new(),
+            },
             instance: RequestInstance::default(),
             key: None,
             variance: Vec::new(),
@@ -115,10 +166,24 @@ impl PolicyDecisions {
         std::mem::take(&mut self.after_hit)
     }
 
+    /// Copy `req` for the decisions made where pingora's header is not at
+    /// hand (the slice engine's [`Judge`](crate::slice::Judge)): call it
+    /// before handing these decisions over.
+    pub fn keep_request(&self, req: &RequestHeader) {
+        if let Some((_, input)) = self.asked.call(Some(req), None) {
+            drop(input());
+        }
+    }
+
     /// `on-request`: records the key, variance, bypass and origin edits;
     /// returns the response to send instead, if the module chose one.
-    pub async fn decide_request(&mut self) -> pingora_error::Result<Option<Synthetic>> {
-        let (view, input) = call(&self.request, None);
+    pub async fn decide_request(
+        &mut self,
+        req: &RequestHeader,
+    ) -> pingora_error::Result<Option<Synthetic>> {
+        let Some((view, input)) = self.asked.call(Some(req), None) else {
+            return Ok(None);
+        };
         let outcome = match self
             .module
             .on_request(&mut self.instance, view, input)
@@ -153,6 +218,7 @@ impl PolicyDecisions {
     /// chosen and before any origin request.
     pub async fn decide_hit(
         &mut self,
+        req: &RequestHeader,
         meta: &CacheMeta,
         tags: impl FnOnce() -> Vec<String>,
     ) -> Option<ForcedFreshness> {
@@ -162,12 +228,14 @@ impl PolicyDecisions {
             return None;
         }
         let entry = entry(meta, tags(), SystemTime::now());
-        let headers = Some(meta.headers());
-        let (view, input) = call(&self.request, headers);
-        let decided = self
-            .module
-            .on_hit(&mut self.instance, &entry, view, input)
-            .await;
+        let decided = match self.asked.call(Some(req), Some(meta.headers())) {
+            Some((view, input)) => {
+                self.module
+                    .on_hit(&mut self.instance, &entry, view, input)
+                    .await
+            }
+            None => None,
+        };
         // No later hook runs on a hit, and the body may take long to send:
         // give the instance back now.
         self.instance.release();
@@ -195,8 +263,13 @@ impl PolicyDecisions {
     /// `slicing`: whether and how this request's object is served from
     /// blocks, or `None` when the module does not say (it does not export
     /// the hook, or failed open).
-    pub async fn decide_slicing(&mut self) -> pingora_error::Result<Option<SliceDecision>> {
-        let (view, input) = call(&self.request, None);
+    pub async fn decide_slicing(
+        &mut self,
+        req: &RequestHeader,
+    ) -> pingora_error::Result<Option<SliceDecision>> {
+        let Some((view, input)) = self.asked.call(Some(req), None) else {
+            return Ok(None);
+        };
         match self.module.slicing(&mut self.instance, view, input).await {
             None => Ok(None),
             Some(Err(_)) => self.on_failure().map(|()| None),
@@ -205,16 +278,21 @@ impl PolicyDecisions {
     }
 
     /// `on-response`: applies its header edits to the origin's response and
-    /// records the storage decision for `response_cache_filter`.
+    /// records the storage decision for `response_cache_filter`. Without
+    /// `req`, the request kept by [`PolicyDecisions::keep_request`] is
+    /// used; with neither, the module is not asked and its failure mode
+    /// decides.
     pub async fn decide_response(
         &mut self,
+        req: Option<&RequestHeader>,
         resp: &mut ResponseHeader,
     ) -> pingora_error::Result<()> {
         let status = Response {
             status: resp.status.as_u16(),
         };
-        let headers = Some(&resp.headers);
-        let (view, input) = call(&self.request, headers);
+        let Some((view, input)) = self.asked.call(req, Some(&resp.headers)) else {
+            return self.on_failure();
+        };
         match self
             .module
             .on_response(&mut self.instance, status, view, input)
@@ -231,29 +309,11 @@ impl PolicyDecisions {
     }
 }
 
-/// What a call on `request` (and `response`) reads, borrowed, by which a
-/// kept decision is looked up; and how to make it owned, for a call that
-/// enters the guest.
-fn call<'a>(
-    request: &'a Arc<Request>,
-    response: Option<&'a HeaderMap>,
-) -> (CallView<'a>, impl FnOnce() -> CallInput + 'a) {
-    let view = CallView {
-        request: Some(request.view()),
-        response,
-    };
-    let input = move || CallInput {
-        request: Some(request.clone()),
-        response: response.map(|r| Arc::new(r.clone())),
-    };
-    (view, input)
-}
-
 #[async_trait::async_trait]
 impl crate::slice::Judge for PolicyDecisions {
     async fn consult(&mut self, resp: &mut ResponseHeader) -> pingora_error::Result<()> {
         if self.response.is_none() {
-            self.decide_response(resp).await?;
+            self.decide_response(None, resp).await?;
         }
         Ok(())
     }

@@ -148,10 +148,14 @@ impl StavkaProxy {
     /// Whether this request's object is sliced, and how: as its site is
     /// configured, unless its policy's `slicing` hook says otherwise. Asked
     /// only of a request the slice engine would take.
-    async fn slice_settings(&self, ctx: &mut RequestCtx) -> Result<Option<slice::Settings>> {
+    async fn slice_settings(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<slice::Settings>> {
         let site_slices = ctx.site.as_ref().is_some_and(|s| s.slice);
         let decision = match ctx.policy.as_mut() {
-            Some(p) => p.decide_slicing().await?,
+            Some(p) => p.decide_slicing(req).await?,
             None => None,
         };
         Ok(match decision {
@@ -170,7 +174,7 @@ impl StavkaProxy {
         if !self.slicer.takes(session.req_header(), &object) {
             return Ok(false);
         }
-        let Some(settings) = self.slice_settings(ctx).await? else {
+        let Some(settings) = self.slice_settings(session.req_header(), ctx).await? else {
             return Ok(false);
         };
         let Some(site) = ctx.site.clone() else {
@@ -198,6 +202,7 @@ impl StavkaProxy {
         // not hold its pool slot meanwhile (as in `upstream_peer`).
         if let Some(p) = ctx.policy.as_mut() {
             p.instance.release();
+            p.keep_request(session.req_header());
         }
         let policy = ctx
             .policy
@@ -367,8 +372,8 @@ impl ProxyHttp for StavkaProxy {
         } else {
             "http"
         };
-        let mut p = PolicyDecisions::new(module, session.req_header(), scheme, host, client);
-        let synthetic = p.decide_request().await?;
+        let mut p = PolicyDecisions::new(module, scheme, host, client);
+        let synthetic = p.decide_request(session.req_header()).await?;
         ctx.policy = Some(p);
         if let Some(synthetic) = synthetic {
             let status = local::respond_synthetic(session, &synthetic, &self.cache_name).await?;
@@ -418,7 +423,7 @@ impl ProxyHttp for StavkaProxy {
 
     async fn cache_hit_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         meta: &CacheMeta,
         _hit_handler: &mut HitHandler,
         is_fresh: bool,
@@ -428,7 +433,11 @@ impl ProxyHttp for StavkaProxy {
         let Some(p) = ctx.policy.as_mut() else {
             return Ok(None);
         };
-        let forced = p.decide_hit(meta, || self.store.tags(meta.headers())).await;
+        let forced = p
+            .decide_hit(session.req_header(), meta, || {
+                self.store.tags(meta.headers())
+            })
+            .await;
         if matches!(forced, Some(ForcedFreshness::ForceExpired)) {
             ctx.found_stale = true;
         }
@@ -536,15 +545,19 @@ impl ProxyHttp for StavkaProxy {
                 freshness::corrected_initial_age(upstream_response, sent_at, SystemTime::now());
         }
         if let Some(p) = ctx.policy.as_mut() {
-            p.decide_response(upstream_response).await?;
+            p.decide_response(Some(session.req_header()), upstream_response)
+                .await?;
         }
         if self.slicer.too_large(upstream_response) && session.req_header().method == Method::GET {
             if let Some(object) = self.slice_object(session, ctx) {
-                if let Some(settings) = self.slice_settings(ctx).await? {
+                if let Some(settings) = self.slice_settings(session.req_header(), ctx).await? {
                     let authorization = session
                         .req_header()
                         .headers
                         .contains_key(header::AUTHORIZATION);
+                    if let Some(p) = ctx.policy.as_ref() {
+                        p.keep_request(session.req_header());
+                    }
                     let policy = ctx
                         .policy
                         .as_mut()
