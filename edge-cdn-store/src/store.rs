@@ -599,7 +599,9 @@ impl Storage for TieredStore {
         Ok(PurgeOutcome::Purged(None))
     }
 
-    /// Keep an object but mark it stale.
+    /// Keep an object but mark it stale. Its shared tier copy, which
+    /// cannot be marked stale in place, is deleted: another server without
+    /// a local copy then misses rather than serving it fresh.
     ///
     /// # Cancel safety
     ///
@@ -612,6 +614,9 @@ impl Storage for TieredStore {
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         let hash = hash_of(target.key());
+        if self.tiers.shared.enabled() && self.tiers.shared.delete(hash).await.is_err() {
+            self.tiers.observe(StoreEvent::SharedUnavailable);
+        }
         let Some(mut meta) = self.stored_meta(hash).await else {
             return Ok(PurgeOutcome::NotFound);
         };

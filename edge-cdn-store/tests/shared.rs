@@ -16,7 +16,7 @@ use edge_cdn_store::{
     StoreConfig, TieredStore,
 };
 use pingora_cache::key::CacheHashKey;
-use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
+use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
 
 /// What the in-process tier holds for one object.
@@ -200,14 +200,15 @@ async fn a_shared_fill_is_admitted_like_any_writer() {
 }
 
 #[tokio::test]
-async fn invalidation_reaches_the_shared_tier_and_eviction_does_not() {
+async fn invalidation_and_soft_purge_reach_the_shared_tier_and_eviction_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let shared = Arc::new(InProcess::default());
     let store = open(dir.path(), shared.clone(), SharedWrites::WriteThrough);
     let span = Span::inactive().handle();
     put(store, "/e", b"evicted").await;
     put(store, "/i", b"invalidated").await;
-    until(|| shared.len() == 2).await;
+    put(store, "/s", b"marked stale").await;
+    until(|| shared.len() == 3).await;
 
     let e = key("/e").to_compact();
     store
@@ -219,9 +220,18 @@ async fn invalidation_reaches_the_shared_tier_and_eviction_does_not() {
         .purge(PurgeTarget::Active(&i), PurgeType::Invalidation, &span)
         .await
         .unwrap();
+    // A soft purge keeps the local copy (stale) and deletes the shared
+    // one, which cannot be marked stale in place.
+    let soft = key("/s").to_compact();
+    let outcome = store
+        .expire(PurgeTarget::Active(&soft), &span)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, PurgeOutcome::Expired));
     let objects = shared.objects.lock().unwrap();
     assert!(objects.contains_key(&u128::from_be_bytes(e.combined_bin())));
     assert!(!objects.contains_key(&u128::from_be_bytes(i.combined_bin())));
+    assert!(!objects.contains_key(&u128::from_be_bytes(soft.combined_bin())));
 }
 
 #[tokio::test]
