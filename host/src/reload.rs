@@ -110,10 +110,11 @@ fn differs(a: &impl Debug, b: &impl Debug) -> bool {
 /// The sections of `new` that differ from `started` and need a restart.
 fn restart_required(started: &Config, new: &Config) -> Vec<String> {
     let (was, is) = (&started.limits, &new.limits);
-    let sections: [(&str, bool); 13] = [
+    let sections: [(&str, bool); 14] = [
         ("listen", differs(&started.listen, &new.listen)),
         ("server", differs(&started.server, &new.server)),
         ("store", differs(&started.store, &new.store)),
+        ("shared", differs(&started.shared, &new.shared)),
         ("admin", differs(&started.admin, &new.admin)),
         ("log", differs(&started.log, &new.log)),
         ("policy", differs(&started.policy, &new.policy)),

@@ -11,6 +11,7 @@ use pingora_core::services::background::background_service;
 use pingora_proxy::http_proxy_service_with_name;
 
 use crate::admin::{AdminService, AdminState};
+use crate::cache::purge_bus::{self, PurgeBus};
 use crate::cache::store::CacheStore;
 use crate::config::{Config, ConfigErrors};
 use crate::limits::Limits;
@@ -39,7 +40,21 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> a
         &config.origin,
         &metrics,
     )?));
-    let store = CacheStore::open(&config.cache, &config.store, metrics.registry())?;
+    let store = CacheStore::open(
+        &config.cache,
+        &config.store,
+        config.shared.as_ref(),
+        metrics.registry(),
+    )?;
+    // The cluster-wide purge bus, on the shared tier's Redis. Neither
+    // waits for Redis: a node starts while it is down and catches up.
+    let purge_bus = match &config.shared {
+        Some(shared) if shared.purge => Some(PurgeBus::start(shared, store, metrics.registry())?),
+        _ => None,
+    };
+    if let Some(shared) = &config.shared {
+        warn_if_unreachable(shared);
+    }
     let certificates = load_certificates(&config, &metrics)?;
     let cert_watcher = certificates
         .clone()
@@ -164,6 +179,7 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> a
             sampler: Default::default(),
             certificates,
             limits,
+            purge_bus,
         },
     );
     server.add_service(proxy_service);
@@ -195,6 +211,38 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> a
     // drain thread, which saves the same state.
     save_eviction_state(store);
     Ok(())
+}
+
+/// Say at start when the shared tier's Redis does not answer: the node
+/// starts anyway (lookups fail open to the origin and the breaker opens;
+/// the purge bus catches up once it connects).
+fn warn_if_unreachable(shared: &crate::config::Shared) {
+    let servers = shared.servers();
+    let url = match &servers {
+        edge_cdn_store::RedisServers::Standalone(url) => url.clone(),
+        edge_cdn_store::RedisServers::Cluster(nodes) => nodes.first().cloned().unwrap_or_default(),
+    };
+    let timeout = shared.timeout * 4;
+    let answered = purge_bus::runtime().block_on(async {
+        let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+        let ping = async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        match tokio::time::timeout(timeout, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    });
+    match answered {
+        Ok(()) => tracing::info!(servers = %shared.servers_for_log(), "shared tier: Redis answers"),
+        Err(error) => tracing::warn!(
+            servers = %shared.servers_for_log(),
+            %error,
+            "shared tier: Redis does not answer; starting without it (requests go to the origin until it does)"
+        ),
+    }
 }
 
 /// The TLS listener's certificates (`None` without one); a certificate that

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::AdminState;
 use crate::cache::key::{self, cache_key};
-use crate::cache::store::PurgeMode;
+use crate::cache::store::{PurgeMode, PurgeSelector};
 use crate::events::EventKind;
 use crate::host_name;
 use pingora_cache::key::CacheHashKey;
@@ -44,6 +44,9 @@ pub struct PurgeReport {
     purged: usize,
     /// How long the purge took.
     took_ms: f64,
+    /// `local` (no purge bus), `sent` (handed to every other node) or
+    /// `failed: why` (applied here only).
+    cluster: String,
 }
 
 /// Every stored entry of a URL: `#/components/schemas/Inspection`.
@@ -162,23 +165,19 @@ pub async fn purge(
 ) -> Result<Json<PurgeReport>, ApiError> {
     let Json(request) = request?;
     let started = Instant::now();
-    let (selector, value, objects) = match (request.url, request.prefix, request.tag) {
+    let (value, selector) = match (request.url, request.prefix, request.tag) {
         (Some(url), None, None) => {
             let primary = locate(&state, &url, "/")?.primary();
-            ("url", url, state.store.select_url(&primary))
+            (url, PurgeSelector::Url(primary))
         }
         (None, Some(prefix), None) => {
             let at = locate(&state, &prefix, "")?;
             let bytes = key::primary(&at.site, &at.host, &at.target);
-            (
-                "prefix",
-                prefix,
-                state.store.select(Selector::Prefix(&bytes)),
-            )
+            (prefix, PurgeSelector::Prefix(bytes))
         }
         (None, None, Some(tag)) if !tag.trim().is_empty() => {
-            let objects = state.store.select(Selector::Tag(tag.trim()));
-            ("tag", tag, objects)
+            let trimmed = tag.trim().to_owned();
+            (tag, PurgeSelector::Tag(trimmed))
         }
         _ => {
             return Err(ApiError::BadRequest(
@@ -191,8 +190,21 @@ pub async fn purge(
     } else {
         PurgeMode::Hard
     };
+    let objects = state.store.select_by(&selector);
     let matched = objects.len();
     let purged = state.store.purge(objects, mode).await;
+    let kind = selector.kind();
+    // Applied here first (a hard purge also deletes the shared tier's
+    // copy), then sent: another node that misses after applying it finds
+    // no shared copy either.
+    let cluster = match &state.purge_bus {
+        None => "local".to_owned(),
+        Some(bus) => match bus.publish(selector, mode).await {
+            Ok(()) => "sent".to_owned(),
+            Err(why) => format!("failed: {why}"),
+        },
+    };
+    let selector = kind;
     let report = PurgeReport {
         selector,
         value,
@@ -203,8 +215,9 @@ pub async fn purge(
         matched,
         purged,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        cluster,
     };
-    tracing::info!(selector, value = %report.value, mode = report.mode, matched, purged, "purge");
+    tracing::info!(selector, value = %report.value, mode = report.mode, matched, purged, cluster = %report.cluster, "purge");
     state.metrics.events.record(
         EventKind::Purge,
         format!("{selector} {}", report.value),

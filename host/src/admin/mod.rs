@@ -65,6 +65,8 @@ pub struct AdminState {
     pub certificates: Option<Arc<crate::tls::Certificates>>,
     /// The client limits, whose header-timeout count pingora keeps.
     pub limits: Arc<crate::limits::Limits>,
+    /// The cluster-wide purge bus, when `[shared]` configures one.
+    pub purge_bus: Option<Arc<crate::cache::purge_bus::PurgeBus>>,
 }
 
 /// The admin HTTP service on a listener bound before the server started, so

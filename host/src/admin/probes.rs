@@ -40,6 +40,11 @@ struct Checks {
     /// every other site out of rotation; that site answers 503 itself
     /// (`policy_missing = "closed"`).
     policies: String,
+    /// `off` (no shared tier), `ok`, or why the shared tier is not being
+    /// asked (its breaker is open) and whether the purge bus is
+    /// subscribed. Never makes the node unready: lookups fail open to the
+    /// origin.
+    shared: String,
 }
 
 /// Liveness: the process serves.
@@ -64,11 +69,20 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
     };
     let store = state.store;
     let health = tokio::task::spawn_blocking(move || store.health()).await;
-    let (storage, store_free_bytes, low_space) = match health {
-        Ok(h) => (h.writable, h.space.map(|s| s.free), h.low_space),
-        Err(e) => (Err(e.to_string()), None, None),
+    let (storage, store_free_bytes, low_space, shared_degraded) = match health {
+        Ok(h) => (
+            h.writable,
+            h.space.map(|s| s.free),
+            h.low_space,
+            h.shared_degraded,
+        ),
+        Err(e) => (Err(e.to_string()), None, None, None),
     };
-    let degraded = storage_degraded(low_space);
+    let mut degraded = storage_degraded(low_space);
+    let shared = shared_check(&state, shared_degraded);
+    if shared != "ok" && shared != "off" {
+        degraded.push(format!("shared: {shared}"));
+    }
     let draining = state.in_flight.is_draining();
     let ready = listener.is_ok() && storage.is_ok() && !draining;
     let show = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".to_owned());
@@ -80,6 +94,7 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
             proxy_listener: show(listener),
             storage: show(storage),
             policies: policies_check(&state),
+            shared,
         },
         degraded,
     };
@@ -89,6 +104,22 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// The shared tier and the purge bus: `off`, `ok`, or what is wrong.
+fn shared_check(state: &AdminState, degraded: Option<String>) -> String {
+    if state.store.shared_breaker().is_none() {
+        return "off".to_owned();
+    }
+    let mut problems: Vec<String> = degraded.into_iter().collect();
+    if state.purge_bus.as_ref().is_some_and(|bus| !bus.connected()) {
+        problems.push("purge bus: disconnected (purges from other nodes wait)".to_owned());
+    }
+    if problems.is_empty() {
+        "ok".to_owned()
+    } else {
+        problems.join("; ")
+    }
 }
 
 /// `ok`, or the sites whose named module is not being served.

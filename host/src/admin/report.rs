@@ -94,6 +94,19 @@ pub struct Store {
     pub disk: Tier,
     /// What the catalog indexes.
     pub catalog: Catalog,
+    /// The shared tier on Redis, when `[shared]` configures one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedStatus>,
+}
+
+/// The shared tier and the purge bus: `store.shared` in `/stats`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SharedStatus {
+    /// The circuit breaker: `closed` (in use), `open` (not asked) or
+    /// `half-open` (one probe).
+    pub breaker: String,
+    /// `connected`, `disconnected` or `off` (`purge = false`).
+    pub purge_bus: String,
 }
 
 /// One tier: `#/components/schemas/Tier`.

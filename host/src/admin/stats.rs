@@ -21,8 +21,8 @@ use prometheus::proto::{Histogram, Metric, MetricFamily};
 use super::error::ApiError;
 use super::report::{
     BytesPerSecond, BytesServed, Catalog, Events, Evictions, Latency, OriginHealth, OriginRates,
-    OriginTotals, Percentiles, Point, PolicyTotals, Rates, SiteRates, Stats, Store, Tier, Top,
-    TopUrl, Totals,
+    OriginTotals, Percentiles, Point, PolicyTotals, Rates, SharedStatus, SiteRates, Stats, Store,
+    Tier, Top, TopUrl, Totals,
 };
 use super::AdminState;
 use crate::cache::outcome::{Outcome, Source};
@@ -557,6 +557,15 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Stats> {
                 objects: catalog_objects as u64,
                 tags: catalog_tags as u64,
             },
+            shared: state.store.shared_breaker().map(|breaker| SharedStatus {
+                breaker: breaker.as_str().to_owned(),
+                purge_bus: match &state.purge_bus {
+                    None => "off",
+                    Some(bus) if bus.connected() => "connected",
+                    Some(_) => "disconnected",
+                }
+                .to_owned(),
+            }),
         },
         rates,
         series,

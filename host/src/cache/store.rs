@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use edge_cdn_store::{
-    Described, Health, Listed, PrometheusObserver, Selector, StoreEvent, StoreObserver,
-    TieredStore, WriteFailure,
+    BreakerState, Described, Health, Listed, NoSharedTier, PrometheusObserver, RedisTier, Selector,
+    SharedTier, StoreEvent, StoreObserver, TieredStore, WriteFailure,
 };
 use futures_util::StreamExt;
 use http::HeaderMap;
@@ -84,6 +84,19 @@ impl StoreObserver for Observer {
     }
 }
 
+/// The shared tier on the Redis `shared` names. It connects lazily: a
+/// Redis that is down now only makes lookups fail open (and opens the
+/// breaker) until it is up.
+fn open_shared(
+    shared: &config::Shared,
+    observer: Arc<dyn StoreObserver>,
+) -> anyhow::Result<Arc<RedisTier>> {
+    let _entered = super::purge_bus::runtime().enter();
+    let tier = RedisTier::new(&shared.redis_config(), observer).context("shared")?;
+    tracing::info!(servers = %shared.servers_for_log(), "shared tier on Redis");
+    Ok(Arc::new(tier))
+}
+
 /// What a purge does to each object it selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurgeMode {
@@ -92,6 +105,29 @@ pub enum PurgeMode {
     /// Mark it stale, keeping it: the next request revalidates, and
     /// stale-if-error can still serve it if the origin fails.
     Soft,
+}
+
+/// What a purge selects, in the cache key's terms (so every node applies
+/// it the same way, whatever its sites say about a URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeSelector {
+    /// A URL's primary key: its Vary variants, and its blocks when sliced.
+    Url(Vec<u8>),
+    /// Primary keys starting with these bytes.
+    Prefix(Vec<u8>),
+    /// A surrogate tag.
+    Tag(String),
+}
+
+impl PurgeSelector {
+    /// `url`, `prefix` or `tag`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PurgeSelector::Url(_) => "url",
+            PurgeSelector::Prefix(_) => "prefix",
+            PurgeSelector::Tag(_) => "tag",
+        }
+    }
 }
 
 /// Everything a request needs to use the cache, built once and shared.
@@ -106,6 +142,8 @@ pub struct CacheStore {
     tag_fields: Vec<String>,
     disk_capacity: u64,
     memory_capacity: u64,
+    /// The shared tier, when `[shared]` configures one.
+    shared: Option<Arc<RedisTier>>,
 }
 
 /// Totals for metrics: the eviction manager's view of the disk tier and
@@ -138,11 +176,19 @@ impl CacheStore {
     pub fn open(
         cache: &config::Cache,
         store: &edge_cdn_store::StoreConfig,
+        shared: Option<&config::Shared>,
         registry: &prometheus::Registry,
     ) -> anyhow::Result<&'static CacheStore> {
         let observer: Arc<dyn StoreObserver> =
             Arc::new(Observer::new(registry).context("store metrics")?);
         let mut store = store.clone();
+        let tier = match shared {
+            Some(shared) => {
+                shared.apply_to(&mut store);
+                Some(open_shared(shared, observer.clone())?)
+            }
+            None => None,
+        };
         if !store
             .tag_headers
             .iter()
@@ -153,8 +199,15 @@ impl CacheStore {
         let store = &store;
         let started = std::time::Instant::now();
         let storage: &'static TieredStore = Box::leak(Box::new(
-            TieredStore::open(store.clone(), observer)
-                .with_context(|| format!("store.dir: cannot open {}", store.dir.display()))?,
+            TieredStore::open_with_shared(
+                store.clone(),
+                observer,
+                match &tier {
+                    Some(tier) => tier.clone() as Arc<dyn SharedTier>,
+                    None => Arc::new(NoSharedTier),
+                },
+            )
+            .with_context(|| format!("store.dir: cannot open {}", store.dir.display()))?,
         ));
         let size = usize::try_from(store.disk_bytes.as_u64()).unwrap_or(usize::MAX);
         let capacity = (size / 16384 / EVICTION_SHARDS).clamp(64, 65536);
@@ -210,7 +263,22 @@ impl CacheStore {
             tag_fields: store.tag_headers.clone(),
             disk_capacity: store.disk_bytes.as_u64(),
             memory_capacity: store.memory_bytes.as_u64(),
+            shared: tier,
         })))
+    }
+
+    /// The shared tier's circuit breaker, when there is a shared tier.
+    pub fn shared_breaker(&self) -> Option<BreakerState> {
+        self.shared.as_deref().map(RedisTier::breaker_state)
+    }
+
+    /// The stored objects a purge selects.
+    pub fn select_by(&self, selector: &PurgeSelector) -> Vec<Listed> {
+        match selector {
+            PurgeSelector::Url(primary) => self.select_url(primary),
+            PurgeSelector::Prefix(prefix) => self.select(Selector::Prefix(prefix)),
+            PurgeSelector::Tag(tag) => self.select(Selector::Tag(tag)),
+        }
     }
 
     /// Turn caching on for one request, with request collapsing and the size cap.

@@ -17,6 +17,7 @@ mod log;
 mod origin;
 mod policy;
 mod server;
+mod shared;
 mod site;
 pub mod slice;
 mod tls;
@@ -35,6 +36,7 @@ pub use log::{AccessFormat, Log, LogFormat};
 pub use origin::OriginTimeouts;
 pub use policy::Policy;
 pub use server::Server;
+pub use shared::Shared;
 pub use site::{normalize_host_pattern, split_host_port, Origin, PolicyMissing, Site};
 pub use slice::Slice;
 pub use tls::{CertFiles, Hsts, Tls};
@@ -53,6 +55,9 @@ pub struct Config {
     pub cache: Cache,
     /// Where and how much the cache stores: the tiered memory + disk store.
     pub store: edge_cdn_store::StoreConfig,
+    /// The shared tier on Redis and the cluster-wide purge bus; absent,
+    /// none (every store and every purge is local).
+    pub shared: Option<Shared>,
     /// Logging.
     pub log: Log,
     /// The admin API's access control.
@@ -113,6 +118,13 @@ impl Config {
             ("slice", self.slice.problems()),
             ("tls", self.tls.problems()),
             ("limits", self.limits.problems()),
+            (
+                "shared",
+                self.shared
+                    .as_ref()
+                    .map(Shared::problems)
+                    .unwrap_or_default(),
+            ),
         ];
         let fields = sections.into_iter().flat_map(|(section, problems)| {
             problems

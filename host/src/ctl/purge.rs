@@ -70,6 +70,9 @@ struct Report {
     matched: u64,
     purged: u64,
     took_ms: f64,
+    /// `local`, `sent` or `failed: why`; absent from older servers.
+    #[serde(default)]
+    cluster: String,
 }
 
 /// Purge, and say how many entries matched and went.
@@ -97,5 +100,11 @@ pub async fn run(client: &Client, args: &Args, json: bool) -> anyhow::Result<Str
         report.purged.to_string(),
         format!("{:.1} ms", report.took_ms),
     ]);
-    Ok(table.render())
+    // With a purge bus: whether the other nodes were told.
+    let cluster = match report.cluster.as_str() {
+        "" | "local" => String::new(),
+        "sent" => "sent to every node\n".to_owned(),
+        failed => format!("other nodes not told: {failed}\n"),
+    };
+    Ok(table.render() + &cluster)
 }

@@ -257,8 +257,19 @@ pub fn store(stats: &Stats) -> String {
             format::bytes(tier.capacity_bytes),
         ]);
     }
+    let shared = stats
+        .store
+        .shared
+        .as_ref()
+        .map(|s| {
+            format!(
+                "shared tier: breaker {}, purge bus {}\n",
+                s.breaker, s.purge_bus
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "{}catalog: {} objects, {} tags\n",
+        "{}catalog: {} objects, {} tags\n{shared}",
         table.render(),
         stats.store.catalog.objects,
         stats.store.catalog.tags
