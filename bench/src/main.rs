@@ -2,13 +2,16 @@
 //! origin on loopback, measured in one run, reported as one set of tables.
 //!
 //! The servers run pinned to `--server-cpus`, the driver (origin, clients,
-//! wrk) to `--client-cpus`, so the load generator never competes with the
-//! server it measures. Contenders take turns within each round, so drift in
-//! the machine affects them alike; each figure is the median over rounds.
-//! `./x bench` installs the peers and wrk, builds everything and runs this.
+//! wrk, h2load) to `--client-cpus`, so the load generator never competes
+//! with the server it measures. Contenders take turns within each round, so
+//! drift in the machine affects them alike; each figure is the median over
+//! rounds.
+//! `./x bench` installs the peers, wrk and h2load, builds everything and
+//! runs this.
 //! `stavka-bench soak` (`./x soak`) is the long-running stability check
 //! instead: see [`soak`].
 
+mod h2load;
 mod hit;
 mod memory;
 mod miss;
@@ -18,6 +21,7 @@ mod report;
 mod server;
 mod slice;
 mod soak;
+mod tls;
 mod wrk;
 
 use std::path::PathBuf;
@@ -44,6 +48,9 @@ enum Scenario {
     /// Range requests into a cold 1 GiB object: origin bytes, hits, time
     /// to first byte (stavka's slices against nginx's slice module).
     Slice,
+    /// Over TLS: 1 KiB hits on HTTP/1.1 and h2, and TLS 1.3 handshakes
+    /// per second, full and resumed (stavka and nginx; Varnish has no TLS).
+    Tls,
 }
 
 /// Something other than the comparison.
@@ -62,10 +69,10 @@ struct Args {
     /// Rounds; every figure is the median over them.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Seconds of measured load per hit run.
+    /// Seconds of measured load per hit run (HTTP and HTTPS).
     #[arg(long, default_value_t = 5)]
     duration: u64,
-    /// wrk's keep-alive connections.
+    /// wrk's and h2load's keep-alive connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
     /// Objects stored for the memory scenario.
@@ -151,7 +158,7 @@ fn fresh(tag: &str) -> String {
 impl Scenario {
     /// Who takes part: hits compare policy modes; misses and collapsing
     /// take the per-request policy too; memory compares storage layouts;
-    /// slices leave Varnish out, which has no equivalent.
+    /// slices and TLS leave Varnish out, which has no equivalent.
     fn contenders(self) -> &'static [Contender] {
         use Contender::*;
         match self {
@@ -159,6 +166,7 @@ impl Scenario {
             Scenario::Miss | Scenario::Collapse => &[Stavka, StavkaPerRequest, Nginx, Varnish],
             Scenario::Memory => &[Stavka, StavkaDiskOnly, Nginx, Varnish],
             Scenario::Slice => &[StavkaSlice, Nginx],
+            Scenario::Tls => &[Stavka, Nginx],
         }
     }
 }
@@ -213,6 +221,12 @@ async fn run(args: Args) -> Result<()> {
             && (args.contenders.is_empty() || args.contenders.contains(&c))
     };
     let duration = Duration::from_secs(args.duration);
+    // One certificate for the run, the same for every TLS contender.
+    let certificate = if scenarios.contains(&Scenario::Tls) {
+        Some(tls::Certificate::generate(&tools.work.join("certificate"))?)
+    } else {
+        None
+    };
     let mut results = Results::default();
     for round in 1..=args.runs {
         for &contender in Contender::value_variants() {
@@ -279,6 +293,24 @@ async fn run(args: Args) -> Result<()> {
                 results.slices.entry(contender).or_default().push(slices);
                 server.stop().await?;
             }
+            if let Some(certificate) = certificate
+                .as_ref()
+                .filter(|_| takes(Scenario::Tls, contender))
+            {
+                eprintln!("round {round}/{}: {} TLS", args.runs, contender.as_str());
+                let server = tools.start_tls(contender, origin.addr, certificate).await?;
+                let tls = tls::run(
+                    &origin,
+                    &server,
+                    certificate,
+                    &fresh("tls"),
+                    args.connections,
+                    duration,
+                )
+                .await?;
+                results.tls.entry(contender).or_default().push(tls);
+                server.stop().await?;
+            }
         }
     }
     let tables = results.markdown(args.connections, args.duration);
@@ -338,7 +370,7 @@ async fn machine() -> String {
         .unwrap_or_else(|_| format!("{program}: not found"))
     };
     format!(
-        "## Machine\n\n- CPU: {cpu}, {} logical CPUs\n- kernel: {}\n- {}\n- {}\n- {}\n- stavka at commit {}\n",
+        "## Machine\n\n- CPU: {cpu}, {} logical CPUs\n- kernel: {}\n- {}\n- {}\n- {}\n- {}\n- stavka at commit {}\n",
         // Not available_parallelism: this process is pinned.
         std::fs::read_to_string("/proc/cpuinfo")
             .map_or(0, |s| s.lines().filter(|l| l.starts_with("processor")).count()),
@@ -346,6 +378,7 @@ async fn machine() -> String {
         version("nginx", &["-v"]).await,
         version("varnishd", &["-V"]).await,
         version("wrk", &["-v"]).await,
+        version("h2load", &["--version"]).await,
         version("git", &["rev-parse", "--short", "HEAD"]).await,
     )
 }

@@ -10,6 +10,7 @@ use crate::memory::{Memory, OBJECT_SIZE};
 use crate::miss::{Collapse, FirstByte, COLLAPSE_DELAY_MS};
 use crate::server::Contender;
 use crate::slice::{self, Cost, Slices};
+use crate::tls::{self, Tls};
 use crate::wrk::Load;
 
 /// Every run's figures, by contender and scenario parameter.
@@ -25,6 +26,8 @@ pub struct Results {
     pub memory: BTreeMap<(Contender, usize), Vec<Memory>>,
     /// Range requests into sliced objects.
     pub slices: BTreeMap<Contender, Vec<Slices>>,
+    /// Hits and handshakes over TLS.
+    pub tls: BTreeMap<Contender, Vec<Tls>>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -85,6 +88,7 @@ impl Results {
         self.collapse_table(&mut out);
         self.memory_table(&mut out);
         self.slice_tables(&mut out);
+        self.tls_tables(&mut out, connections, seconds);
         out
     }
 
@@ -351,6 +355,105 @@ impl Results {
                 med(runs, |r| ms(r.collapse.first_byte(0.5))),
                 med(runs, |r| ms(r.collapse.last_done)),
                 ratio_of(runs, |r| &r.collapse, |c| c.origin_bytes as f64),
+            );
+        }
+        out.push('\n');
+    }
+
+    fn tls_tables(&self, out: &mut String, connections: usize, seconds: u64) {
+        if self.tls.is_empty() {
+            return;
+        }
+        // What each client negotiated with each server, all rounds.
+        let negotiated = |client: &str, of: fn(&Tls) -> Vec<&str>| {
+            let servers: Vec<String> = self
+                .tls
+                .iter()
+                .map(|(contender, runs)| {
+                    let mut seen: Vec<&str> = runs.iter().flat_map(of).collect();
+                    seen.sort_unstable();
+                    seen.dedup();
+                    format!("{} with {}", seen.join(" / "), contender.as_str())
+                })
+                .collect();
+            format!("{client} negotiated {}", servers.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "### TLS termination\n\nstavka and nginx present the same self-signed ECDSA P-256 certificate, generated for the run, and offer TLS 1.2 and 1.3, and h2 then http/1.1 by ALPN. Varnish does not terminate TLS (it needs a TLS proxy in front, such as hitch) and takes no part. {}; {}.\n",
+            negotiated("h2load", |r| r.loads.iter().map(|l| l.load.tls.as_str()).collect()),
+            negotiated("the handshake client", |r| vec![
+                r.full.tls.as_str(),
+                r.resumed.tls.as_str()
+            ]),
+        );
+        let shapes = tls::shapes(connections);
+        let _ = writeln!(
+            out,
+            "**Hits over HTTPS.** One {} object stored before the load; h2load (one thread) for {seconds} s per run after {} s of warm-up; req/s and the ratio to nginx (higher is better); the server's CPU time (user and system) per request; \"busy\" its share of one core. A server short of 100% busy was waiting on the client or had its core taken by something else on the machine: that round's req/s is not the server's.\n\n| server | load | req/s | ÷ nginx | server CPU per request (µs) | server busy |\n|---|---|---:|---:|---:|---:|",
+            size_name(tls::SIZE),
+            hit::WARMUP.as_secs()
+        );
+        let nginx = self.tls.get(&Contender::Nginx);
+        for (contender, runs) in &self.tls {
+            for (i, shape) in shapes.iter().enumerate() {
+                let rps = med(runs, |r| r.loads[i].load.rps);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {rps:.0} | {} | {:.1} | {:.0}% |",
+                    contender.as_str(),
+                    shape.label(),
+                    ratio(rps, nginx.map(|n| med(n, |r| r.loads[i].load.rps))),
+                    med(runs, |r| r.loads[i].cpu_each().as_secs_f64() * 1e6),
+                    med(runs, |r| r.loads[i].busy() * 100.0),
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n**TLS 1.3 handshakes** (the client offers TLS 1.3 only): {} clients, each a thread with its own tickets making one connection at a time for {} s: connect, handshake, close_notify, read until the server closes (which takes in the session tickets). Full: the client keeps no tickets. Resumed: each client starts with the tickets of one earlier connection and offers one (a PSK with an X25519 exchange, `psk_dhe_ke`, the only mode rustls offers: no certificate, no signature); \"resumed\" counts the handshakes the client saw resumed, over all rounds. The client (rustls with ring) accepts the run's certificate byte for byte without verifying the handshake signature, so its one core goes to the key exchange. Server CPU is the server's user and system time per handshake; \"busy\" its share of one core (near 100%: the server was the limit; lower: the client was).\n\n| server | handshake | per second | ÷ nginx | resumed | server CPU per handshake (µs) | server busy |\n|---|---|---:|---:|---:|---:|---:|",
+            tls::HANDSHAKE_CLIENTS,
+            tls::HANDSHAKE_TIME.as_secs()
+        );
+        for (contender, runs) in &self.tls {
+            for (name, resumed) in [("full", false), ("resumed", true)] {
+                let per_second = med(runs, |r| r.handshakes(resumed).per_second());
+                let _ = writeln!(
+                    out,
+                    "| {} | {name} | {per_second:.0} | {} | {} of {} | {:.0} | {:.0}% |",
+                    contender.as_str(),
+                    ratio(
+                        per_second,
+                        nginx.map(|n| med(n, |r| r.handshakes(resumed).per_second()))
+                    ),
+                    runs.iter()
+                        .map(|r| r.handshakes(resumed).resumed)
+                        .sum::<u64>(),
+                    runs.iter()
+                        .map(|r| r.handshakes(resumed).count)
+                        .sum::<u64>(),
+                    med(runs, |r| r.handshakes(resumed).cpu_each().as_secs_f64()
+                        * 1e6),
+                    med(runs, |r| r.handshakes(resumed).busy() * 100.0),
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n**A crowd coming back:** {} clients, each with its own tickets, connect one after another; then each comes back once, in the same order. How many came back to a resumed handshake shows what the server's session cache or tickets hold, which the few clients above do not.\n\n| server | returning clients resumed |\n|---|---:|",
+            tls::RETURNING_CLIENTS
+        );
+        for (contender, runs) in &self.tls {
+            let resumed: Vec<String> = runs
+                .iter()
+                .map(|r| r.returned_resumed.to_string())
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} of {} |",
+                contender.as_str(),
+                resumed.join(", "),
+                tls::RETURNING_CLIENTS
             );
         }
         out.push('\n');

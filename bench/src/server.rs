@@ -1,7 +1,8 @@
 //! The contenders: stavka in its configurations, nginx and Varnish, each
 //! started from the configuration checked in under `bench/configs/`, pinned
 //! to the server CPUs, and stopped (with every process it forked) when the
-//! scenario is done.
+//! scenario is done. stavka and nginx can also listen for TLS, with the
+//! additions in `stavka-tls.toml` and `nginx-tls.conf`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
+
+use crate::tls::Certificate;
 
 /// One server configuration under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
@@ -81,6 +84,8 @@ pub struct Running {
     pub contender: Contender,
     /// Its proxy listener.
     pub addr: SocketAddr,
+    /// Its TLS listener, when started with one.
+    pub tls: Option<SocketAddr>,
     /// stavka's admin listener (the peers have none).
     pub admin: Option<SocketAddr>,
     /// Its scratch directory: stavka's store is `cache/` and its policy
@@ -111,19 +116,44 @@ fn render(template: &Path, vars: &[(&str, String)]) -> Result<String> {
 impl Tools {
     /// Start `contender` in front of `origin` and wait until it answers.
     pub async fn start(&self, contender: Contender, origin: SocketAddr) -> Result<Running> {
+        self.launch(contender, origin, None).await
+    }
+
+    /// [`Tools::start`], also listening for TLS (HTTP/1.1 and h2 by ALPN)
+    /// with `certificate`. stavka and nginx only: Varnish has no TLS.
+    pub async fn start_tls(
+        &self,
+        contender: Contender,
+        origin: SocketAddr,
+        certificate: &Certificate,
+    ) -> Result<Running> {
+        self.launch(contender, origin, Some(certificate)).await
+    }
+
+    async fn launch(
+        &self,
+        contender: Contender,
+        origin: SocketAddr,
+        certificate: Option<&Certificate>,
+    ) -> Result<Running> {
         let dir = self.work.join(format!("{contender:?}").to_lowercase());
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
         let addr = free_addr()?;
+        let tls = match certificate {
+            Some(certificate) => Some((free_addr()?, certificate)),
+            None => None,
+        };
         let ((program, args), admin) = match contender {
-            Contender::Nginx => (self.nginx(&dir, addr, origin)?, None),
+            Contender::Nginx => (self.nginx(&dir, addr, origin, tls)?, None),
+            Contender::Varnish if tls.is_some() => bail!("Varnish does not terminate TLS"),
             Contender::Varnish => (self.varnish(&dir, addr, origin)?, None),
             _ => {
                 let admin = free_addr()?;
                 (
-                    self.stavka(contender, &dir, addr, admin, origin)?,
+                    self.stavka(contender, &dir, addr, admin, origin, tls)?,
                     Some(admin),
                 )
             }
@@ -145,6 +175,7 @@ impl Tools {
         let mut running = Running {
             contender,
             addr,
+            tls: tls.map(|(addr, _)| addr),
             admin,
             dir: dir.clone(),
             child,
@@ -167,6 +198,7 @@ impl Tools {
         addr: SocketAddr,
         admin: SocketAddr,
         origin: SocketAddr,
+        tls: Option<(SocketAddr, &Certificate)>,
     ) -> Result<(PathBuf, Vec<String>)> {
         let policies = dir.join("policies");
         std::fs::create_dir_all(&policies)?;
@@ -192,6 +224,7 @@ impl Tools {
             Contender::StavkaSlice => std::fs::read_to_string(self.configs.join("slice.toml"))?,
             _ => String::new(),
         };
+        let tls = self.tls_fragment("stavka-tls.toml", tls)?;
         let config = render(
             &self.configs.join("stavka.toml"),
             &[
@@ -204,6 +237,7 @@ impl Tools {
                 ("disk_bytes", disk_bytes),
                 ("policy", policy),
                 ("slice", slice),
+                ("tls", tls),
             ],
         )?;
         let path = dir.join("stavka.toml");
@@ -219,13 +253,16 @@ impl Tools {
         dir: &Path,
         addr: SocketAddr,
         origin: SocketAddr,
+        tls: Option<(SocketAddr, &Certificate)>,
     ) -> Result<(PathBuf, Vec<String>)> {
+        let tls = self.tls_fragment("nginx-tls.conf", tls)?;
         let config = render(
             &self.configs.join("nginx.conf"),
             &[
                 ("listen", addr.to_string()),
                 ("origin", origin.to_string()),
                 ("dir", dir.display().to_string()),
+                ("tls", tls),
             ],
         )?;
         let path = dir.join("nginx.conf");
@@ -234,6 +271,22 @@ impl Tools {
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         args.push(path.display().to_string());
         Ok(("nginx".into(), args))
+    }
+
+    /// The TLS listener's part of a configuration, from the file `name`
+    /// under `bench/configs/`: empty without TLS.
+    fn tls_fragment(&self, name: &str, tls: Option<(SocketAddr, &Certificate)>) -> Result<String> {
+        let Some((addr, certificate)) = tls else {
+            return Ok(String::new());
+        };
+        render(
+            &self.configs.join(name),
+            &[
+                ("listen", addr.to_string()),
+                ("cert", certificate.cert.display().to_string()),
+                ("key", certificate.key.display().to_string()),
+            ],
+        )
     }
 
     fn varnish(
@@ -302,6 +355,12 @@ impl Running {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A URL on its TLS listener.
+    pub fn https_url(&self, path: &str) -> Result<String> {
+        let addr = self.tls.context("started without TLS")?;
+        Ok(format!("https://{addr}{path}"))
+    }
+
     /// The process and every process it forked (nginx's workers, Varnish's
     /// child), found through `/proc/<pid>/task/*/children`.
     fn tree(&self) -> Vec<u32> {
@@ -340,6 +399,33 @@ impl Running {
         Ok(total)
     }
 
+    /// CPU time (user and system) used so far by the whole process tree.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        anyhow::ensure!(ticks_per_second > 0, "no clock tick rate");
+        let mut ticks = 0;
+        for pid in self.tree() {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .with_context(|| format!("reading /proc/{pid}/stat"))?;
+            // After the command name in parentheses: state is field 3 of
+            // proc(5), utime 14 and stime 15.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            for i in [11, 12] {
+                let field = fields
+                    .get(i)
+                    .with_context(|| format!("/proc/{pid}/stat: {stat}"))?;
+                ticks += field.parse::<u64>()?;
+            }
+        }
+        Ok(Duration::from_secs_f64(
+            ticks as f64 / ticks_per_second as f64,
+        ))
+    }
+
     /// The main process id, for profiling.
     pub fn pid(&self) -> u32 {
         self.pid
@@ -375,8 +461,9 @@ fn signal(pid: u32, sig: libc::c_int) {
 mod tests {
     use super::*;
 
-    /// Every contender's configuration renders from the checked-in files
-    /// with nothing left unfilled (a stale placeholder would only show as a
+    /// Every contender's configuration, and stavka's and nginx's with a
+    /// TLS listener, renders from the checked-in files with nothing left
+    /// unfilled (a stale placeholder would only show as a
     /// server refusing to start, in a benchmark run CI does not make).
     #[test]
     fn every_configuration_renders_completely() {
@@ -394,13 +481,22 @@ mod tests {
             "127.0.0.1:8001".parse().unwrap(),
             "127.0.0.1:9001".parse().unwrap(),
         );
-        for contender in <Contender as clap::ValueEnum>::value_variants() {
-            let dir = work.join(format!("{contender:?}"));
+        let certificate = Certificate::generate(&work.join("certificate")).unwrap();
+        let tls_addr: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        let contenders = <Contender as clap::ValueEnum>::value_variants();
+        let with_tls = [Contender::Stavka, Contender::Nginx];
+        let runs = contenders.iter().map(|c| (*c, None)).chain(
+            with_tls
+                .iter()
+                .map(|c| (*c, Some((tls_addr, &certificate)))),
+        );
+        for (contender, tls) in runs {
+            let dir = work.join(format!("{contender:?}-{}", tls.is_some()));
             std::fs::create_dir_all(&dir).unwrap();
             let (_, args) = match contender {
-                Contender::Nginx => tools.nginx(&dir, addr, origin),
+                Contender::Nginx => tools.nginx(&dir, addr, origin, tls),
                 Contender::Varnish => tools.varnish(&dir, addr, origin),
-                _ => tools.stavka(*contender, &dir, addr, addr, origin),
+                _ => tools.stavka(contender, &dir, addr, addr, origin, tls),
             }
             .unwrap();
             let file = args
@@ -415,8 +511,14 @@ mod tests {
                 "{contender:?}"
             );
             assert_eq!(
-                *contender == Contender::StavkaSlice,
+                contender == Contender::StavkaSlice,
                 text.contains("[slice]"),
+                "{contender:?}"
+            );
+            assert_eq!(tls.is_some(), text.contains("8443"), "{contender:?}");
+            assert_eq!(
+                tls.is_some(),
+                text.contains(&*certificate.key.to_string_lossy()),
                 "{contender:?}"
             );
         }
