@@ -51,6 +51,10 @@ pub struct Cost {
     /// `Cache-Status` says `collapsed`), such as a read-ahead still
     /// arriving.
     pub collapsed: usize,
+    /// Responses after the first, in request order, that were not
+    /// forwarded: hits and collapsed ones. For the sequential player this
+    /// is issue 13's goal (≥ 90% of the ranges after the first).
+    pub served_after_first: usize,
     /// When the last client was done, from the first request.
     pub last_done: Duration,
     /// The first client's first body byte after the origin's first body
@@ -194,6 +198,11 @@ fn add_up(got: &[Got], traffic: &Traffic) -> Cost {
         hits: got.iter().filter(|g| g.hit == Some(true)).count(),
         told: got.iter().filter(|g| g.hit.is_some()).count(),
         collapsed: got.iter().filter(|g| g.collapsed).count(),
+        served_after_first: got
+            .iter()
+            .skip(1)
+            .filter(|g| g.hit == Some(true) || g.collapsed)
+            .count(),
         last_done: got.iter().map(|g| g.done).max().unwrap_or_default(),
         after_origin: match (
             got.iter().map(|g| g.first_byte_at).min(),
