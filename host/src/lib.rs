@@ -17,6 +17,7 @@ pub mod host_name;
 pub mod host_table;
 pub mod limits;
 pub mod metrics;
+pub mod node;
 pub mod policy;
 pub mod policy_settings;
 pub mod policy_trial;

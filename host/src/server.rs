@@ -33,6 +33,8 @@ use pingora_core::protocols::http::v2::server::{default_h2_options, ResetBudget}
 /// (which hands them over on SIGQUIT, through `server.upgrade_sock`)
 /// instead of binding them.
 pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> anyhow::Result<()> {
+    let node = crate::node::init(config.shared.as_ref().and_then(|s| s.node_id.as_deref()));
+    tracing::info!(node, "node");
     let metrics = Arc::new(Metrics::new());
     let router = Arc::new(ArcSwap::from_pointee(SiteRouter::build(
         &config.sites,

@@ -244,7 +244,7 @@ impl PurgeBus {
             .unwrap_or_default()
             .as_millis();
         let bus = Arc::new(PurgeBus {
-            node: shared.node_id.clone().unwrap_or_else(default_node_id),
+            node: crate::node::init(shared.node_id.as_deref()).to_owned(),
             stream: format!("{}purge", shared.key_prefix),
             channel: format!("{}purge:bell", shared.key_prefix),
             max_len: shared.purge_log,
@@ -430,18 +430,6 @@ impl PurgeBus {
             "purge from another node applied"
         );
     }
-}
-
-/// Host name, process id and start time: unique per process.
-fn default_node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "stavka".to_owned());
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{host}-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ pub enum Detail {
     HttpsRedirect,
     /// The client ran into one of `[limits]`.
     Limit(crate::limits::Limit),
+    /// The request had already passed through this node (RFC 8586).
+    LoopDetected,
 }
 
 impl Detail {
@@ -117,6 +119,7 @@ impl Detail {
             Detail::Error(kind) => kind.as_str(),
             Detail::HttpsRedirect => "https-redirect",
             Detail::Limit(limit) => limit.as_str(),
+            Detail::LoopDetected => "loop-detected",
         }
     }
 }

@@ -309,6 +309,15 @@ impl ProxyHttp for StavkaProxy {
         if let Err(limit) = self.limits.check_request(session.req_header(), client) {
             return self.refuse(session, ctx, limit).await;
         }
+        // RFC 8586: a request this node already forwarded has come back
+        // (an origin pointing at the proxy, shields pointing at each
+        // other): 508 Loop Detected (RFC 5842 §7.2), never forwarded again.
+        if crate::node::looped(session.req_header(), crate::node::id()) {
+            let body = "stavka: this request has already passed through this node (CDN-Loop)\n";
+            return self
+                .answer_here(session, ctx, 508, Detail::LoopDetected, body.to_owned())
+                .await;
+        }
         ctx.host = match host_name::request_host(session.req_header()) {
             Ok(host) => host,
             Err(bad) => {
@@ -763,6 +772,7 @@ impl ProxyHttp for StavkaProxy {
 /// Shape the request the origin gets, for the proxy and the slice engine
 /// alike.
 fn prepare_upstream(upstream_request: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
+    crate::node::mark(upstream_request, crate::node::id())?;
     // The origin sees the host the entry is keyed on, never a port or
     // spelling the client chose (an origin that reflects Host would
     // otherwise poison the shared entry), in origin-form.
