@@ -537,6 +537,13 @@ impl ProxyHttp for StavkaProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if upstream_response.status.is_informational() {
+            // RFC 9110 §15.2: an interim response (a 103's preload links,
+            // RFC 8297) is passed on as it is; the final response is what
+            // the cache and the policy decide on.
+            hop_by_hop::strip(upstream_response);
+            return Ok(());
+        }
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         hop_by_hop::strip(upstream_response);
         freshness::stamp_date(upstream_response, SystemTime::now());
