@@ -161,6 +161,20 @@ async fn a_fill_on_one_node_is_a_shared_hit_on_another_and_a_purge_reaches_every
             fetch(n, "/news/1").await;
         }
         assert_eq!(origin.count("/news/1"), 1, "B's was a shared hit");
+        // B stores its copy of a shared hit in the background (and A its
+        // fill as the body ends): wait until both stores hold it, or the
+        // purge could land before the copy.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for n in [&a, &b] {
+            while n.inspect(&format!("http://{HOST}/news/1")).await["entries"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+            {
+                assert!(Instant::now() < deadline, "the node stored /news/1");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let report = c
             .purge(serde_json::json!({ "tag": "news", "soft": true }))
             .await;
