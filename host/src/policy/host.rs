@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -20,7 +20,9 @@ use super::breaker::Breaker;
 use super::kv::Kv;
 use super::metrics::PolicyMetrics;
 use super::request::{Request, RequestHandle, RequestView};
-use super::trace::{Field, Impurity, MonotonicClock, Random, Reads, WallClock};
+use super::trace::{
+    monotonic_now, wall_now, Field, Impurity, MonotonicClock, Random, Reads, WallClock,
+};
 use crate::limits::RateLimiter;
 
 /// How often the engine's epoch advances: the resolution of every
@@ -277,15 +279,12 @@ impl HostState {
 
     fn wall_clock_ms(&mut self) -> u64 {
         self.impurity.mark();
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+        wall_now().as_millis() as u64
     }
 
     fn monotonic_ns(&mut self) -> u64 {
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         self.impurity.mark();
-        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+        monotonic_now()
     }
 
     fn kv_get(&mut self, key: &str) -> Option<String> {

@@ -132,9 +132,7 @@ impl HostWallClock for WallClock {
 
     fn now(&self) -> std::time::Duration {
         self.0.mark();
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
+        wall_now()
     }
 }
 
@@ -147,13 +145,27 @@ impl HostMonotonicClock for MonotonicClock {
     }
 
     fn now(&self) -> u64 {
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         self.0.mark();
-        START
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_nanos() as u64
+        monotonic_now()
     }
+}
+
+/// Wall-clock time since the Unix epoch: what WASI's wall clock and
+/// `host.wall-clock-ms` read.
+pub fn wall_now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Nanoseconds since the first reading in this process: what WASI's
+/// monotonic clock and `host.monotonic-ns` read, so the two agree.
+pub fn monotonic_now() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 /// A WASI random source (a ChaCha generator seeded by the OS), marking the
