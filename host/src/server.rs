@@ -126,7 +126,7 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> a
         in_flight.clone(),
         policies.clone(),
         limits.clone(),
-    );
+    )?;
     let mut proxy_service =
         http_proxy_service_with_name(&server.configuration, proxy, "stavka proxy");
     proxy_service.add_tcp(&config.listen.proxy.to_string());
