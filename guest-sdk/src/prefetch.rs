@@ -134,18 +134,23 @@ impl Refusal {
             Refusal::QueueFull => "queue-full",
             Refusal::OverBudget => "over-budget",
             Refusal::Duplicate => "duplicate",
+            Refusal::Cached => "cached",
             Refusal::TooDeep => "too-deep",
         }
     }
 
     /// Whether every later prefetch of the same hook call would be refused
     /// too: the queue is full, a budget is spent, or prefetching is not
-    /// allowed in this hook or at this depth. A duplicate, an invalid
-    /// target or a header outside the allow-list concern that one target.
+    /// allowed in this hook or at this depth. A duplicate, a target still
+    /// fresh in the cache, an invalid target or a header outside the
+    /// allow-list concern that one target.
     pub fn refuses_the_rest(self) -> bool {
         match self {
             Refusal::NotHere | Refusal::QueueFull | Refusal::OverBudget | Refusal::TooDeep => true,
-            Refusal::InvalidTarget | Refusal::HeaderNotAllowed | Refusal::Duplicate => false,
+            Refusal::InvalidTarget
+            | Refusal::HeaderNotAllowed
+            | Refusal::Duplicate
+            | Refusal::Cached => false,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod policy_settings;
 pub mod policy_trial;
 pub mod pool;
+pub mod prefetch;
 pub mod proxy;
 pub mod reload;
 pub mod scaffold;

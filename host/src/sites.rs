@@ -55,6 +55,11 @@ pub struct Site {
     pub https_redirect: bool,
     /// `Strict-Transport-Security` for HTTPS responses.
     pub hsts: Option<HeaderValue>,
+    /// What the site's policy may prefetch; `None`: nothing.
+    pub prefetch: Option<Arc<crate::config::prefetch::Prefetch>>,
+    /// Send 103 Early Hints with the preload links a page's last response
+    /// carried.
+    pub early_hints: bool,
 }
 
 impl std::fmt::Debug for SiteMetrics {
@@ -182,6 +187,8 @@ impl SiteRouter {
                 ca,
                 https_redirect: cfg.https_redirect,
                 hsts,
+                prefetch: cfg.prefetch.clone().map(Arc::new),
+                early_hints: cfg.early_hints,
             });
             for pattern in &cfg.hosts {
                 let pattern = normalize_host_pattern(pattern)

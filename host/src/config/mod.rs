@@ -21,6 +21,7 @@ mod server;
 mod shared;
 mod shield;
 mod site;
+pub mod prefetch;
 pub mod slice;
 mod tier;
 mod tls;

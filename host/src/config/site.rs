@@ -72,6 +72,16 @@ pub struct Site {
     /// (never over plain HTTP, RFC 6797 §7.2). Default: none.
     #[serde(default)]
     pub hsts: Option<super::Hsts>,
+    /// Let the site's policy prefetch (`[site.prefetch]`, bounds on what it
+    /// may queue). Default: none, `prefetch.fetch` is refused.
+    #[serde(default)]
+    pub prefetch: Option<super::prefetch::Prefetch>,
+    /// Send a 103 Early Hints response (RFC 8297) before going to the
+    /// origin for a page whose last response carried `Link: <…>;
+    /// rel=preload` fields, with those fields. Default `false`. (A policy
+    /// may add hints of its own either way.)
+    #[serde(default)]
+    pub early_hints: bool,
 }
 
 /// What a site that names a policy module does while no version of that
@@ -189,6 +199,8 @@ impl Site {
             tls: None,
             https_redirect: false,
             hsts: None,
+            prefetch: None,
+            early_hints: false,
         }
     }
 }
@@ -278,6 +290,9 @@ impl Site {
         self.origin.check(err);
         if let Some(shield) = &self.shield {
             shield.check(err);
+        }
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.check(err);
         }
         if let Some(name) = &self.policy {
             if !is_module_name(name) {

@@ -35,13 +35,14 @@ use super::{Entry, HitDecision, RequestOutcome, Response, ResponseOutcome, Slice
 /// The package every hook interface belongs to.
 const PACKAGE: &str = "stavka:policy/";
 /// The newest version of the package this host speaks: `wit/policy.wit`.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.2.1";
 /// The interfaces a module may export.
-const INTERFACES: [&str; 6] = [
+const INTERFACES: [&str; 7] = [
     "on-request",
     "on-response",
     "on-hit",
     "slicing",
+    "on-body",
     "lifecycle",
     "hooks",
 ];
@@ -143,7 +144,7 @@ struct Implemented {
 /// Generated per version: the names differ only by the module path, and
 /// in what the hook set can disclaim (`$init` reads `init` from it).
 macro_rules! version_slots {
-    ($v:ident, $hooks:ident, $indices:ident, $guests:ident, $init:expr) => {
+    ($v:ident, $hooks:ident, $indices:ident, $guests:ident, $init:expr, $body:ty, $find_body:expr) => {
         type $indices = Slots<
             $v::exports::stavka::policy::on_request::GuestIndices,
             $v::exports::stavka::policy::on_response::GuestIndices,
@@ -161,6 +162,7 @@ macro_rules! version_slots {
             $indices,
             $v::exports::stavka::policy::lifecycle::GuestIndices,
             $v::exports::stavka::policy::hooks::GuestIndices,
+            $body,
         >;
 
         impl $hooks {
@@ -176,6 +178,7 @@ macro_rules! version_slots {
                     },
                     lifecycle: lifecycle::GuestIndices::new(pre).ok(),
                     declared: hooks::GuestIndices::new(pre).ok(),
+                    on_body: ($find_body)(pre),
                 }
             }
 
@@ -247,16 +250,30 @@ macro_rules! version_slots {
 }
 
 /// One version's hooks, found once at load.
-struct VersionHooks<S, L, D> {
+struct VersionHooks<S, L, D, B> {
     slots: S,
     lifecycle: Option<L>,
     /// The `hooks` export; only asked at load.
     declared: Option<D>,
+    /// `on-body`, called only when the module asked for a body (0.2.1).
+    on_body: Option<B>,
 }
 
-version_slots!(v01, Hooks01, Indices01, Guests01, |_| true);
-version_slots!(v02, Hooks02, Indices02, Guests02, |set| set
-    .contains(HookSet::INIT));
+/// The `on-body` export of a version that has none.
+enum NoBody {}
+
+version_slots!(v01, Hooks01, Indices01, Guests01, |_| true, NoBody, |_| {
+    None
+});
+version_slots!(
+    v02,
+    Hooks02,
+    Indices02,
+    Guests02,
+    |set| set.contains(HookSet::INIT),
+    v02::exports::stavka::policy::on_body::GuestIndices,
+    |pre| v02::exports::stavka::policy::on_body::GuestIndices::new(pre).ok()
+);
 
 /// Which hooks the module exports, found once at load, by version.
 enum Hooks {
@@ -877,6 +894,31 @@ impl PolicyModule {
             key(),
             [req](req, entry)
         )
+    }
+
+    /// `on-body.received` with the body the module asked for in
+    /// `on-response`; `None` when the module has no `on-body` (built for
+    /// 0.2.0 or 0.1). Never reused: a call that asked for a body was not
+    /// pure.
+    pub async fn on_body(
+        &self,
+        slot: &mut RequestInstance,
+        resp: Response,
+        body: &[u8],
+        view: CallView<'_>,
+        input: impl FnOnce() -> CallInput,
+    ) -> Option<Result<(), CallFailure>> {
+        let Hooks::V02(hooks) = &self.hooks else {
+            return None;
+        };
+        let index = hooks.on_body.as_ref()?;
+        let call = async |live: &mut Live| {
+            let guest = index.load(&mut live.store, &live.instance)?;
+            let req = Resource::<RequestHandle>::new_borrow(0);
+            guest.call_received(&mut live.store, req, resp, body).await
+        };
+        let memo: Option<(&Memo<()>, String)> = None;
+        Some(self.call(Hook::Body, slot, view, input, memo, call).await)
     }
 
     /// Whether it implements `slicing` (0.1.1 and later).

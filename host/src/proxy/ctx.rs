@@ -63,6 +63,9 @@ pub struct RequestCtx {
     /// The members this request tried, in order: a request that cannot
     /// connect to one tries one it has not tried.
     pub tried: Vec<SocketAddr>,
+    /// How deep a prefetch this request is, when this process sent it
+    /// (see [`crate::prefetch`]); `None` for a client's request.
+    pub prefetch_depth: Option<u8>,
     /// Counts this request as in flight until the context is dropped.
     _in_flight: InFlightGuard,
 }
@@ -105,6 +108,7 @@ impl RequestCtx {
             client: None,
             upstream: None,
             tried: Vec::new(),
+            prefetch_depth: None,
         }
     }
 }

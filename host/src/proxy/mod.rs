@@ -12,6 +12,7 @@ mod decisions;
 mod https;
 mod local;
 mod observe;
+mod prefetched;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use crate::limits::{Limit, Limits};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyRegistry, SliceDecision};
 use crate::pool::{Picked, Pool, PoolRole};
+use crate::prefetch::{self, Prefetcher};
 use crate::shutdown::InFlight;
 use crate::sites::{Site, SiteRouter};
 use crate::slice::{self, Judge};
@@ -71,19 +73,40 @@ pub struct StavkaProxy {
     limits: Arc<Limits>,
     /// The client-address header between edges and shields.
     client_header: ClientHeader,
+    /// Policies' prefetches, Early Hints and what became of them.
+    prefetcher: Arc<Prefetcher>,
+}
+
+/// The running parts the proxy works with, made by the server.
+pub struct ProxyParts {
+    /// The sites, replaced whole by a configuration reload.
+    pub router: Arc<ArcSwap<SiteRouter>>,
+    /// The cache.
+    pub store: &'static CacheStore,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Requests in flight, for a graceful shutdown.
+    pub in_flight: Arc<InFlight>,
+    /// The policy modules.
+    pub policies: Arc<PolicyRegistry>,
+    /// What one client may ask.
+    pub limits: Arc<Limits>,
+    /// Policies' prefetches and Early Hints.
+    pub prefetcher: Arc<Prefetcher>,
 }
 
 impl StavkaProxy {
     /// Assemble the proxy from a validated configuration.
-    pub fn new(
-        config: &config::Config,
-        router: Arc<ArcSwap<SiteRouter>>,
-        store: &'static CacheStore,
-        metrics: Arc<Metrics>,
-        in_flight: Arc<InFlight>,
-        policies: Arc<PolicyRegistry>,
-        limits: Arc<Limits>,
-    ) -> anyhow::Result<StavkaProxy> {
+    pub fn new(config: &config::Config, parts: ProxyParts) -> anyhow::Result<StavkaProxy> {
+        let ProxyParts {
+            router,
+            store,
+            metrics,
+            in_flight,
+            policies,
+            limits,
+            prefetcher,
+        } = parts;
         let rules = FreshnessRules {
             default_swr: config.cache.stale_while_revalidate,
             default_sie: config.cache.stale_if_error,
@@ -108,6 +131,7 @@ impl StavkaProxy {
             https_port: config.listen.tls.map(|a| a.port()),
             limits,
             client_header: ClientHeader::new(&config.tier)?,
+            prefetcher,
         })
     }
 }
@@ -334,6 +358,11 @@ impl ProxyHttp for StavkaProxy {
         // RFC 9112 §9.3.2: requests a client pipelines are answered one after
         // another, in order (pingora otherwise closes after the first).
         session.set_pipelining_enabled(true);
+        // A prefetch this process sent itself (see `prefetch`): honoured
+        // only with the process's token, and never passed on.
+        if let Some(mark) = session.req_header_mut().remove_header(prefetch::HEADER) {
+            ctx.prefetch_depth = self.prefetcher.is_internal(mark.as_bytes());
+        }
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -412,7 +441,12 @@ impl ProxyHttp for StavkaProxy {
         } else {
             "http"
         };
-        let mut p = PolicyDecisions::new(module, scheme, host, client);
+        let lane = site
+            .prefetch
+            .as_ref()
+            .map(|settings| self.prefetcher.lane(&site.name, settings));
+        let depth = ctx.prefetch_depth.unwrap_or(0);
+        let mut p = PolicyDecisions::new(module, scheme, host, client, lane, depth);
         let synthetic = p.decide_request(session.req_header()).await?;
         ctx.policy = Some(p);
         if let Some(synthetic) = synthetic {
@@ -489,6 +523,7 @@ impl ProxyHttp for StavkaProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
+        self.early_hints(session, ctx).await;
         let Some(p) = ctx.policy.as_mut() else {
             return Ok(true);
         };
@@ -654,6 +689,7 @@ impl ProxyHttp for StavkaProxy {
             p.decide_response(Some(session.req_header()), upstream_response)
                 .await?;
         }
+        self.mark_prefetched(session, upstream_response, ctx);
         if self.slicer.too_large(upstream_response) && session.req_header().method == Method::GET {
             if let Some(object) = self.slice_object(session, ctx) {
                 if let Some(settings) = self.slice_settings(session.req_header(), ctx).await? {
@@ -690,6 +726,9 @@ impl ProxyHttp for StavkaProxy {
     ) -> Result<Option<std::time::Duration>> {
         if let (Some(tee), Some(chunk)) = (ctx.tee.as_mut(), body.as_ref()) {
             tee.feed(chunk);
+        }
+        if let Some(p) = ctx.policy.as_mut() {
+            p.body_chunk(body.as_ref(), end_of_stream);
         }
         if end_of_stream {
             ctx.tee = None;
@@ -783,7 +822,8 @@ impl ProxyHttp for StavkaProxy {
         }
         // Surrogate tags are for this cache's purges, not for clients.
         self.store.strip_tags(resp);
-        let status = observe::cache_status(&session.cache, ctx);
+        let mut status = observe::cache_status(&session.cache, ctx);
+        self.account_prefetched(session, resp, ctx, &mut status);
         let mut value = status.render(&self.cache_name);
         // RFC 9211 §2: caches closer to the client append their member.
         if let Some(upstream) = resp
