@@ -14,7 +14,7 @@ use crate::config::{self, normalize_host_pattern, split_host_port};
 use crate::config::{OriginTimeouts, PolicyMissing};
 use crate::host_table::HostTable;
 use crate::metrics::{Metrics, SiteMetrics};
-use crate::pool::{Pool, PoolRole, PoolSpec};
+use crate::pool::{Pool, PoolRole, PoolSpec, ProbeTls};
 use pingora_core::protocols::tls::CaType;
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
 
@@ -138,7 +138,11 @@ impl SiteRouter {
                         .host_header
                         .clone()
                         .unwrap_or_else(|| host.to_owned()),
-                    probe_tls: cfg.origin.tls.then(|| sni.clone()),
+                    probe_tls: cfg.origin.tls.then(|| ProbeTls {
+                        sni: sni.clone(),
+                        verify: cfg.origin.tls_verify,
+                        ca: ca.clone(),
+                    }),
                     passive: &cfg.origin.passive,
                     dns_ttl: cfg.origin.dns_ttl,
                 },

@@ -3,7 +3,11 @@
 //! connection), with the configured thresholds, reporting each change to
 //! the log and `stavka_pool_member_healthy`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use pingora_core::protocols::tls::CaType;
+use pingora_core::upstreams::peer::PeerOptions;
 use pingora_load_balancing::health_check::{
     HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck,
 };
@@ -12,6 +16,26 @@ use prometheus::IntGaugeVec;
 
 use super::PoolRole;
 use crate::config::ActiveCheck;
+
+/// How a probe speaks TLS: as the site's requests do.
+#[derive(Debug, Clone)]
+pub struct ProbeTls {
+    /// The server name.
+    pub sni: String,
+    /// Verify the certificate's chain and name (`origin.tls_verify`).
+    pub verify: bool,
+    /// The CAs to verify against (`origin.ca_file`); `None`: the system's.
+    pub ca: Option<Arc<CaType>>,
+}
+
+impl ProbeTls {
+    /// Apply to a probe's connection options.
+    fn apply(&self, options: &mut PeerOptions) {
+        options.verify_cert = self.verify;
+        options.verify_hostname = self.verify;
+        options.ca = self.ca.clone();
+    }
+}
 
 /// Reports a member's health changes.
 pub struct Observer {
@@ -49,12 +73,12 @@ impl HealthObserve for Observer {
 }
 
 /// The health check `check` describes: HTTP when it names a path (with
-/// `check.host`, else `host`, as the Host; over TLS with server name
-/// `tls`), a connection otherwise.
+/// `check.host`, else `host`, as the Host; over `tls` when given), a
+/// connection (and a TLS handshake with `tls`) otherwise.
 pub fn build(
     check: &ActiveCheck,
     host: &str,
-    tls: Option<&str>,
+    tls: Option<&ProbeTls>,
     observer: Observer,
 ) -> Box<dyn HealthCheck + Send + Sync> {
     let (healthy, unhealthy) = (check.healthy as usize, check.unhealthy as usize);
@@ -62,8 +86,9 @@ pub fn build(
         Some(path) => {
             let host = check.host.as_deref().unwrap_or(host);
             let mut http = HttpHealthCheck::new(host, tls.is_some());
-            if let Some(sni) = tls {
-                http.peer_template.sni = sni.to_owned();
+            if let Some(tls) = tls {
+                http.peer_template.sni = tls.sni.clone();
+                tls.apply(&mut http.peer_template.options);
             }
             // Validated as a path by the configuration.
             if let Ok(uri) = http::Uri::try_from(path.as_str()) {
@@ -78,7 +103,11 @@ pub fn build(
         }
         None => {
             let mut tcp = match tls {
-                Some(sni) => TcpHealthCheck::new_tls(sni),
+                Some(tls) => {
+                    let mut tcp = TcpHealthCheck::new_tls(&tls.sni);
+                    tls.apply(&mut tcp.peer_template.options);
+                    tcp
+                }
                 None => TcpHealthCheck::new(),
             };
             tcp.peer_template.options.connection_timeout = Some(check.timeout);

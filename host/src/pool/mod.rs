@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::config::{ActiveCheck, Member, PassiveCheck, Selection};
 use discovery::Resolver;
+pub use health::ProbeTls;
 pub use member::{Failure, MemberState};
 
 /// What a pool is for: the `pool` label of its metrics.
@@ -64,8 +65,8 @@ pub struct PoolSpec<'a> {
     pub health: Option<&'a ActiveCheck>,
     /// The Host of an HTTP probe when `health.host` does not say.
     pub probe_host: String,
-    /// Probe with TLS (with this server name) instead of plain HTTP.
-    pub probe_tls: Option<String>,
+    /// Probe over TLS as requests connect, instead of plain HTTP.
+    pub probe_tls: Option<ProbeTls>,
     /// The passive health check.
     pub passive: &'a PassiveCheck,
     /// How often names are resolved again.
@@ -268,7 +269,7 @@ impl Pool {
             backends.set_health_check(health::build(
                 check,
                 &spec.probe_host,
-                spec.probe_tls.as_deref(),
+                spec.probe_tls.as_ref(),
                 observer,
             ));
         }
