@@ -64,10 +64,11 @@ fn site(origin: &str, more: &str) -> String {
 }
 
 /// A shield called `name` in front of `origin`, believing the client
-/// address header from 127.0.0.1 (where the edges connect from).
+/// address header from 127.0.0.1 (where the edges connect from), with a
+/// combined access log on its standard output.
 async fn shield(origin: &Origin, name: &str) -> Stavka {
     Stavka::start(&format!(
-        "[cache]\nname = \"{name}\"\n\n[tier]\ntrusted_edges = [\"127.0.0.1/32\"]\n\n{}",
+        "[cache]\nname = \"{name}\"\n\n[log]\naccess_format = \"combined\"\n\n[tier]\ntrusted_edges = [\"127.0.0.1/32\"]\n\n{}",
         site(&format!("{{ address = \"{}\" }}", origin.addr), "")
     ))
     .await
@@ -411,6 +412,19 @@ async fn the_client_address_header_is_believed_only_from_trusted_edges() {
             .await
             .unwrap();
         assert_eq!(body, "/who/2 client=-");
+        // The shield's access log names the client the edge vouched for,
+        // not the edge (127.0.0.1), as nginx's realip does.
+        let logged = |path: &str| {
+            s.stdout_lines()
+                .into_iter()
+                .find(|l| l.contains(&format!("GET {path} ")))
+        };
+        assert!(
+            eventually(Duration::from_secs(5), || logged("/who/1").is_some()).await,
+            "the shield logged /who/1"
+        );
+        let line = logged("/who/1").unwrap();
+        assert!(line.starts_with("127.0.0.2 "), "{line}");
     })
     .await;
 }
