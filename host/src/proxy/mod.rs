@@ -666,6 +666,9 @@ impl ProxyHttp for StavkaProxy {
             hop_by_hop::strip(upstream_response);
             return Ok(());
         }
+        // RFC 9110 §6.2, RFC 9112 §2.3: an intermediary sends its own
+        // version; an HTTP/1.0 origin's answer (stored, too) is not one.
+        upstream_response.set_version(http::Version::HTTP_11);
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         if let Some((pool, picked)) = &ctx.upstream {
             pool.answered(picked, upstream_response.status.as_u16());
