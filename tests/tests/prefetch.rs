@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use stavka_e2e::{client, default_site, eventually, Origin, Stavka};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use stavka_e2e::{client, default_site, eventually, raw_get, Origin, Stavka};
 use tokio::net::TcpStream;
 
 /// A cacheable answer with `extra` headers.
@@ -342,22 +341,6 @@ async fn the_prefetch_mark_from_a_client_or_an_origin_is_not_trusted() {
     assert_eq!(prefetched(&stavka, "fetched").await, 0.0);
 }
 
-/// GET `path` over HTTP/`version` on a raw connection: everything sent
-/// back.
-async fn raw_get(stavka: &Stavka, path: &str, version: &str, headers: &str) -> String {
-    let mut tcp = TcpStream::connect(stavka.proxy).await.unwrap();
-    let request = format!(
-        "GET {path} HTTP/{version}\r\nhost: test.example\r\n{headers}connection: close\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
-        .await
-        .expect("the proxy answers")
-        .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[tokio::test]
 async fn rfc8297_early_hints_come_from_the_policy_and_from_a_pages_last_preload_links() {
     let origin = Origin::start(
@@ -379,7 +362,7 @@ async fn rfc8297_early_hints_come_from_the_policy_and_from_a_pages_last_preload_
     .await;
     // The policy's own hint, before the origin is asked.
     let answer = raw_get(
-        &stavka,
+        stavka.proxy,
         "/asked",
         "1.1",
         "x-test-hint: </h.js>; rel=preload; as=script\r\n",
@@ -396,7 +379,7 @@ async fn rfc8297_early_hints_come_from_the_policy_and_from_a_pages_last_preload_
     assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
     // A page's preload links are learnt from its response, and sent when
     // the origin is asked for it again (here after a purge).
-    let first = raw_get(&stavka, "/learnt", "1.1", "").await;
+    let first = raw_get(stavka.proxy, "/learnt", "1.1", "").await;
     assert!(
         first.starts_with("HTTP/1.1 200"),
         "nothing learnt yet: {first}"
@@ -404,7 +387,7 @@ async fn rfc8297_early_hints_come_from_the_policy_and_from_a_pages_last_preload_
     stavka
         .purge(serde_json::json!({ "url": "test.example/learnt" }))
         .await;
-    let again = raw_get(&stavka, "/learnt", "1.1", "").await;
+    let again = raw_get(stavka.proxy, "/learnt", "1.1", "").await;
     let (hints, rest) = again.split_once("\r\n\r\n").unwrap();
     assert!(hints.starts_with("HTTP/1.1 103"), "{again}");
     assert!(
@@ -417,13 +400,13 @@ async fn rfc8297_early_hints_come_from_the_policy_and_from_a_pages_last_preload_
     assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
     assert_eq!(origin.count("/learnt"), 2);
     // A hit asks no origin: no hints. RFC 9110 §15.2: none to HTTP/1.0.
-    assert!(raw_get(&stavka, "/learnt", "1.1", "")
+    assert!(raw_get(stavka.proxy, "/learnt", "1.1", "")
         .await
         .starts_with("HTTP/1.1 200"));
     stavka
         .purge(serde_json::json!({ "url": "test.example/learnt" }))
         .await;
-    let old = raw_get(&stavka, "/learnt", "1.0", "").await;
+    let old = raw_get(stavka.proxy, "/learnt", "1.0", "").await;
     assert!(old.starts_with("HTTP/1.1 200"), "{old}");
 }
 
