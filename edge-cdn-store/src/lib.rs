@@ -74,7 +74,7 @@ pub use observer::{
 /// Internals exposed for the benchmarks only; not a stable API.
 #[doc(hidden)]
 pub mod __bench {
-    pub use crate::catalog::{Catalog, Record};
+    pub use crate::catalog::{open as open_catalog, Catalog, OwnedSelector, Record};
     pub use crate::index::Index;
 }
 

@@ -29,9 +29,14 @@ fn variant(primary: &str, variance: Option<u8>) -> CacheKey {
     key
 }
 
-fn names(store: &edge_cdn_store::TieredStore, selector: edge_cdn_store::Selector) -> Vec<String> {
+async fn names(
+    store: &'static edge_cdn_store::TieredStore,
+    selector: edge_cdn_store::Selector<'_>,
+) -> Vec<String> {
     let mut out: Vec<String> = store
         .select(selector)
+        .await
+        .unwrap()
         .iter()
         .map(|l| String::from_utf8_lossy(&l.primary_key).into_owned())
         .collect();
@@ -53,11 +58,11 @@ async fn selections_survive_a_restart_and_follow_purges_and_rewrites() {
     }
     let store = open(config(dir.path()));
     let primary = variant("h/a", None).primary_bin();
-    assert_eq!(names(store, Primary(&primary)), ["h/a", "h/a"]);
-    assert_eq!(names(store, Prefix(b"h/")), ["h/a", "h/a", "h/b"]);
-    assert_eq!(names(store, Tag("red")), ["g/a", "h/a", "h/a"]);
+    assert_eq!(names(store, Primary(&primary)).await, ["h/a", "h/a"]);
+    assert_eq!(names(store, Prefix(b"h/")).await, ["h/a", "h/a", "h/b"]);
+    assert_eq!(names(store, Tag("red")).await, ["g/a", "h/a", "h/a"]);
     assert_eq!(store.catalog_totals(), (4, 2));
-    let listed = store.select(Tag("blue"));
+    let listed = store.select(Tag("blue")).await.unwrap();
     assert!(listed.iter().all(|l| l.key.user_tag.as_ref() == "site"));
 
     // Purging one variant through the Storage interface drops it here too.
@@ -67,19 +72,19 @@ async fn selections_survive_a_restart_and_follow_purges_and_rewrites() {
         .purge(PurgeTarget::Active(&one), PurgeType::Invalidation, &span)
         .await
         .unwrap();
-    assert_eq!(names(store, Primary(&primary)), ["h/a"]);
-    assert_eq!(names(store, Tag("blue")), ["h/b"]);
+    assert_eq!(names(store, Primary(&primary)).await, ["h/a"]);
+    assert_eq!(names(store, Tag("blue")).await, ["h/b"]);
 
     // A meta rewrite (a 304 refresh) retags.
     store
         .update_meta(&variant("h/b", None), &tagged("green"), &span)
         .await
         .unwrap();
-    assert!(store.select(Tag("blue")).is_empty());
-    assert_eq!(names(store, Tag("green")), ["h/b"]);
+    assert!(store.select(Tag("blue")).await.unwrap().is_empty());
+    assert_eq!(names(store, Tag("green")).await, ["h/b"]);
 
     // Describe reports where the object is and what it holds.
-    let listed = store.select(Tag("green")).remove(0);
+    let listed = store.select(Tag("green")).await.unwrap().remove(0);
     let described = store.describe(&listed).await.unwrap();
     assert_eq!(described.meta.response_header().status.as_u16(), 200);
     assert!(described.size > data.len() as u64);
