@@ -9,8 +9,6 @@
 //! - `tags`: tag ‖ NUL ‖ combined hash → nothing. Tags never hold NUL (a
 //!   header value cannot), and a key's length is checked against its tag's
 //!   anyway, so one tag's scan never reaches another's entries.
-//! - `tag_counts`: tag → objects carrying it (little-endian `u64`), so the
-//!   number of distinct tags is kept without a scan.
 //!
 //! The value's integers are little-endian; every length is bounded by what
 //! the store accepts (`MAX_TAGS`, `MAX_TAG_LEN`, a user tag under 64 KiB).
@@ -36,18 +34,24 @@ pub struct Entry {
 impl From<Record> for Entry {
     /// The record, its tags' duplicates dropped.
     fn from(record: Record) -> Entry {
-        let mut tags: Vec<Box<str>> = Vec::with_capacity(record.tags.len());
-        for tag in record.tags {
-            if !tags.contains(&tag) {
-                tags.push(tag);
-            }
-        }
         Entry {
             key: record.key,
             primary_key: record.primary_key,
-            tags,
+            tags: distinct(record.tags),
         }
     }
+}
+
+/// `tags` without their duplicates, in order: an object carries a tag
+/// once, whatever its headers repeat.
+pub fn distinct(tags: Vec<Box<str>>) -> Vec<Box<str>> {
+    let mut out: Vec<Box<str>> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    out
 }
 
 impl Entry {

@@ -13,7 +13,6 @@
 //! left alone: this store fills a new generation and uses that. Every
 //! generation not in use (unlocked) other than the one opened is removed.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -21,7 +20,7 @@ use std::sync::atomic::Ordering;
 
 use pingora_cache::key::{CacheHashKey, HashBinary};
 
-use super::entry::Entry;
+use super::entry::{tag_entry, Entry};
 use super::{Catalog, Record, LOAD_BATCH};
 use crate::error::StoreError;
 
@@ -194,6 +193,7 @@ fn reconcile<'a>(
         catalog.remove(hash)?;
     }
     catalog.object_count.store(count, Ordering::Relaxed);
+    catalog.count_tags()?;
     if rewritten > 0 || !gone.is_empty() {
         tracing::info!(target: "edge_cdn_store", rewritten, dropped = gone.len(), objects = count, "catalog reconciled with the object files");
     }
@@ -202,7 +202,6 @@ fn reconcile<'a>(
 
 /// Fill an empty `catalog` with the objects `found`, in large batches.
 fn load<'a>(catalog: &Catalog, found: impl Iterator<Item = &'a Record>) -> Result<(), StoreError> {
-    let mut counts: HashMap<Box<str>, u64> = HashMap::new();
     let mut objects = 0usize;
     let mut batch = catalog.db.batch();
     for record in found {
@@ -211,20 +210,11 @@ fn load<'a>(catalog: &Catalog, found: impl Iterator<Item = &'a Record>) -> Resul
         batch.insert(&catalog.primaries, entry.primary_entry(&hash), []);
         batch.insert(&catalog.variants, entry.variant_entry(&hash), []);
         for tag in &entry.tags {
-            batch.insert(&catalog.tags, super::entry::tag_entry(tag, &hash), []);
-            *counts.entry(tag.clone()).or_default() += 1;
+            batch.insert(&catalog.tags, tag_entry(tag, &hash), []);
         }
         batch.insert(&catalog.objects, hash, entry.encode());
         objects += 1;
-        if objects % LOAD_BATCH == 0 {
-            std::mem::replace(&mut batch, catalog.db.batch())
-                .commit()
-                .map_err(StoreError::Catalog)?;
-        }
-    }
-    for (i, (tag, count)) in counts.iter().enumerate() {
-        batch.insert(&catalog.tag_counts, &**tag, count.to_le_bytes());
-        if (i + 1) % LOAD_BATCH == 0 {
+        if objects.is_multiple_of(LOAD_BATCH) {
             std::mem::replace(&mut batch, catalog.db.batch())
                 .commit()
                 .map_err(StoreError::Catalog)?;
@@ -232,6 +222,5 @@ fn load<'a>(catalog: &Catalog, found: impl Iterator<Item = &'a Record>) -> Resul
     }
     batch.commit().map_err(StoreError::Catalog)?;
     catalog.object_count.store(objects, Ordering::Relaxed);
-    catalog.tag_count.store(counts.len(), Ordering::Relaxed);
-    Ok(())
+    catalog.count_tags()
 }
