@@ -287,16 +287,21 @@ impl Catalog {
             OwnedSelector::Prefix(prefix) => (&self.primaries, prefix.clone()),
             OwnedSelector::Tag(tag) => (&self.tags, tag_prefix(tag)),
         };
-        let mut out = Vec::new();
+        let mut hashes = Vec::new();
         for kv in index.prefix(&prefix) {
             let key = kv.key().map_err(db)?;
             let hash = match selector {
                 OwnedSelector::Prefix(prefix) => primary_match(&key, prefix),
                 _ => hash_after(&key, prefix.len()),
             };
-            if let Some(listed) = hash.map(|h| self.get(&h)).transpose()?.flatten() {
-                out.push(listed);
-            }
+            hashes.extend(hash);
+        }
+        // In key order, the entries' reads walk the objects keyspace
+        // forwards, each block read once for all its objects.
+        hashes.sort_unstable();
+        let mut out = Vec::with_capacity(hashes.len());
+        for hash in &hashes {
+            out.extend(self.get(hash)?);
         }
         Ok(out)
     }
