@@ -6,9 +6,11 @@
 //!   key bytes, so a prefix purge is one range scan.
 //! - `variants`: primary hash ‖ combined hash → nothing: every Vary
 //!   variant of a URL.
-//! - `tags`: tag ‖ NUL ‖ combined hash → nothing. Tags never hold NUL (a
-//!   header value cannot), and a key's length is checked against its tag's
-//!   anyway, so one tag's scan never reaches another's entries.
+//! - `tags`: tag ‖ NUL ‖ combined hash → a copy of the object's entry, so
+//!   a tag's selection reads nothing else (an object's tags are few; a
+//!   tag's objects may be a hundred thousand). Tags never hold NUL (a
+//!   header value cannot), and a key's length is checked against its
+//!   tag's anyway, so one tag's scan never reaches another's entries.
 //!
 //! The value's integers are little-endian; every length is bounded by what
 //! the store accepts (`MAX_TAGS`, `MAX_TAG_LEN`, a user tag under 64 KiB).

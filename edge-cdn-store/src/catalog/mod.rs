@@ -5,7 +5,8 @@
 //! The catalog lives on the cache disk, in an embedded LSM database
 //! (`fjall`) under `<dir>/catalog/`, not in RAM: one value per object and
 //! three ordered indexes (see [`entry`]), so a prefix purge is a range scan
-//! and a tag purge a scan of that tag's entries. RAM holds only the
+//! and a tag purge one scan of that tag's entries, which carry their
+//! objects' values. RAM holds only the
 //! database's bounded caches and write buffers, and two counters.
 //!
 //! Every method blocks (it reads or writes the database): the store calls
@@ -123,11 +124,13 @@ fn db(e: fjall::Error) -> StoreError {
 }
 
 impl Catalog {
-    /// Open (creating) the database in `path`, counting what it holds.
+    /// Open (creating) the database in `path`. Its counters start at
+    /// zero: [`open`] sets them as it reconciles or fills it.
     fn at(path: &Path) -> Result<Catalog, StoreError> {
         Catalog::open_db(path).map_err(db)
     }
 
+    /// [`Catalog::at`], in the database's errors.
     fn open_db(path: &Path) -> Result<Catalog, fjall::Error> {
         let db = Database::builder(path).cache_size(CACHE_BYTES).open()?;
         // Uncompressed: on the fill path, CPU is dearer than disk.
@@ -169,7 +172,7 @@ impl Catalog {
     }
 
     /// Replace `hash`'s entry by what `new` makes of the old one, with its
-    /// index entries and tag counts, in one batch.
+    /// index entries, in one batch; then move the counters.
     fn change(
         &self,
         hash: &HashBinary,
@@ -198,13 +201,22 @@ impl Catalog {
             for gone in before.difference(after) {
                 batch.remove(index, gone.as_slice());
             }
-            for added in after.difference(before) {
-                batch.insert(index, added.as_slice(), []);
-            }
         }
-        match &new {
-            Some(entry) => batch.insert(&self.objects, hash, entry.encode()),
-            None => batch.remove(&self.objects, hash.as_slice()),
+        for added in after[0].difference(&before[0]) {
+            batch.insert(&self.primaries, added.as_slice(), []);
+        }
+        for added in after[1].difference(&before[1]) {
+            batch.insert(&self.variants, added.as_slice(), []);
+        }
+        if let Some(entry) = &new {
+            // Every tag entry carries the object's entry, which changed.
+            let value = entry.encode();
+            for key in &after[2] {
+                batch.insert(&self.tags, key.as_slice(), value.as_slice());
+            }
+            batch.insert(&self.objects, hash, value);
+        } else {
+            batch.remove(&self.objects, hash.as_slice());
         }
         // A tag is counted while any object carries it: one seek per tag
         // gained (before the commit) or lost (after it), under the writer
@@ -288,18 +300,26 @@ impl Catalog {
             OwnedSelector::Tag(tag) => (&self.tags, tag_prefix(tag)),
         };
         let mut hashes = Vec::new();
+        let mut out = Vec::new();
         for kv in index.prefix(&prefix) {
-            let key = kv.key().map_err(db)?;
+            let (key, value) = kv.into_inner().map_err(db)?;
             let hash = match selector {
                 OwnedSelector::Prefix(prefix) => primary_match(&key, prefix),
                 _ => hash_after(&key, prefix.len()),
             };
-            hashes.extend(hash);
+            let Some(hash) = hash else {
+                continue;
+            };
+            // A tag entry carries its object's entry: a tag's selection
+            // is one scan. Other index entries are keys only.
+            match Entry::decode(&value) {
+                Some(entry) => out.push(entry.listed()),
+                None => hashes.push(hash),
+            }
         }
         // In key order, the entries' reads walk the objects keyspace
         // forwards, each block read once for all its objects.
         hashes.sort_unstable();
-        let mut out = Vec::with_capacity(hashes.len());
         for hash in &hashes {
             out.extend(self.get(hash)?);
         }

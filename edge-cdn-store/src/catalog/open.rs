@@ -209,10 +209,11 @@ fn load<'a>(catalog: &Catalog, found: impl Iterator<Item = &'a Record>) -> Resul
         let entry = Entry::from(record.clone());
         batch.insert(&catalog.primaries, entry.primary_entry(&hash), []);
         batch.insert(&catalog.variants, entry.variant_entry(&hash), []);
+        let value = entry.encode();
         for tag in &entry.tags {
-            batch.insert(&catalog.tags, tag_entry(tag, &hash), []);
+            batch.insert(&catalog.tags, tag_entry(tag, &hash), value.as_slice());
         }
-        batch.insert(&catalog.objects, hash, entry.encode());
+        batch.insert(&catalog.objects, hash, value);
         objects += 1;
         if objects.is_multiple_of(LOAD_BATCH) {
             std::mem::replace(&mut batch, catalog.db.batch())
