@@ -11,6 +11,7 @@
 //! `stavka-bench soak` (`./x soak`) is the long-running stability check
 //! instead: see [`soak`].
 
+mod cluster;
 mod h2load;
 mod hit;
 mod hls;
@@ -56,6 +57,11 @@ enum Scenario {
     /// time to first byte and origin bytes, without and with the
     /// hls-prefetch policy (nginx for reference; no one else prefetches).
     Hls,
+    /// Three stavka edges on loopback, alone, sharing a tier on Redis,
+    /// behind two shields, and both: origin requests, hits per tier and
+    /// the latency each tier adds (stavka only; a chart besides the
+    /// tables).
+    Cluster,
 }
 
 /// Something other than the comparison.
@@ -175,6 +181,8 @@ impl Scenario {
             Scenario::Slice => &[StavkaSlice, Nginx],
             Scenario::Tls => &[Stavka, Nginx],
             Scenario::Hls => &[Stavka, StavkaHlsPrefetch, Nginx],
+            // Not a comparison: it starts its own nodes.
+            Scenario::Cluster => &[],
         }
     }
 }
@@ -236,6 +244,7 @@ async fn run(args: Args) -> Result<()> {
         None
     };
     let mut results = Results::default();
+    let mut cluster_rounds = Vec::new();
     for round in 1..=args.runs {
         for &contender in Contender::value_variants() {
             let load = [Scenario::Hit, Scenario::Miss, Scenario::Collapse];
@@ -327,8 +336,22 @@ async fn run(args: Args) -> Result<()> {
                 server.stop().await?;
             }
         }
+        if scenarios.contains(&Scenario::Cluster) {
+            eprintln!("round {round}/{}: cluster", args.runs);
+            cluster_rounds.push(cluster::run(&tools, &origin, round as u64).await?);
+        }
     }
-    let tables = results.markdown(args.connections, args.duration);
+    let mut tables = results.markdown(args.connections, args.duration);
+    if !cluster_rounds.is_empty() {
+        tables += &cluster::markdown(&cluster_rounds);
+        let chart = args.out.with_file_name("cluster.svg");
+        if let Some(dir) = chart.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&chart, cluster::chart(&cluster_rounds))
+            .with_context(|| format!("writing {}", chart.display()))?;
+        eprintln!("chart written to {}", chart.display());
+    }
     let report = format!("{}\n{tables}", machine().await);
     println!("{report}");
     if let Some(dir) = args.out.parent() {

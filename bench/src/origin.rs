@@ -5,7 +5,8 @@
 //! the time; for slices, a generated 1 GiB object that honours byte
 //! ranges and counts the body bytes it sends; and, for the video viewers,
 //! HLS streams (a media playlist and its segments) behind 50 ms of origin
-//! latency, counted the same way.
+//! latency, counted the same way; and, for the cluster scenario, small
+//! objects behind 20 ms of origin latency, counted the same way.
 //!
 //! It runs inside the driver process, so its `Instant`s and the client's are
 //! on one clock: a client's first byte minus the origin's first byte is what
@@ -218,6 +219,7 @@ impl Origin {
             .route("/flaky/{size}/{tag}/{*name}", get(flaky))
             .route("/slice/{*name}", get(big))
             .route("/hls/{stream}/{file}", get(hls))
+            .route("/cluster/{size}/{*name}", get(distant))
             .with_state(shared)
             .layer(middleware::from_fn(move |req: Request, next: Next| {
                 counting.with(req.uri().path(), |r| r.requests += 1);
@@ -511,6 +513,31 @@ async fn hls(State(s): State<Shared>, req: Request) -> Response {
         body,
     )
         .into_response()
+}
+
+/// What every `/cluster/` request waits before its answer: an origin some
+/// way from the nodes, so a request that reaches it stands out.
+pub const DISTANT_LATENCY: Duration = Duration::from_millis(20);
+
+/// `/cluster/{size}/{name}`: `size` bytes after [`DISTANT_LATENCY`],
+/// cacheable, its requests and body bytes counted per path (the cluster
+/// scenario).
+async fn distant(
+    State(s): State<Shared>,
+    Path((size, _)): Path<(usize, String)>,
+    uri: axum::http::Uri,
+) -> Response {
+    if size > MAX_OBJECT {
+        return (StatusCode::BAD_REQUEST, "size above 1 MiB").into_response();
+    }
+    let path = uri.path();
+    tokio::time::sleep(DISTANT_LATENCY).await;
+    s.ranged.with(path, |t| {
+        t.requests += 1;
+        t.bytes += size as u64;
+        t.first_byte.get_or_insert_with(Instant::now);
+    });
+    cacheable(Body::from(s.payload.slice(..size)))
 }
 
 /// What a request asks of the ranged object.

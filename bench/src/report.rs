@@ -43,7 +43,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// The median of one field over runs.
-fn med<T>(runs: &[T], field: impl Fn(&T) -> f64) -> f64 {
+pub fn med<T>(runs: &[T], field: impl Fn(&T) -> f64) -> f64 {
     median(runs.iter().map(field).collect())
 }
 

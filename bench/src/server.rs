@@ -133,7 +133,16 @@ fn render(template: &Path, vars: &[(&str, String)]) -> Result<String> {
 impl Tools {
     /// Start `contender` in front of `origin` and wait until it answers.
     pub async fn start(&self, contender: Contender, origin: SocketAddr) -> Result<Running> {
-        self.launch(contender, origin, None).await
+        self.launch(contender, origin, None, None).await
+    }
+
+    /// One node of a multi-node setup (the cluster scenario): plain stavka
+    /// in its own directory `name` under the work directory, with `extra`
+    /// appended to its configuration (the site's sub-tables first, such as
+    /// `[site.shield]`, then top-level tables such as `[shared]`).
+    pub async fn start_node(&self, name: &str, origin: SocketAddr, extra: &str) -> Result<Running> {
+        self.launch(Contender::Stavka, origin, None, Some((name, extra)))
+            .await
     }
 
     /// [`Tools::start`], also listening for TLS (HTTP/1.1 and h2 by ALPN)
@@ -144,7 +153,8 @@ impl Tools {
         origin: SocketAddr,
         certificate: &Certificate,
     ) -> Result<Running> {
-        self.launch(contender, origin, Some(certificate)).await
+        self.launch(contender, origin, Some(certificate), None)
+            .await
     }
 
     async fn launch(
@@ -152,8 +162,12 @@ impl Tools {
         contender: Contender,
         origin: SocketAddr,
         certificate: Option<&Certificate>,
+        node: Option<(&str, &str)>,
     ) -> Result<Running> {
-        let dir = self.work.join(format!("{contender:?}").to_lowercase());
+        let (dir, extra) = match node {
+            Some((name, extra)) => (self.work.join(name), extra),
+            None => (self.work.join(format!("{contender:?}").to_lowercase()), ""),
+        };
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
@@ -169,10 +183,13 @@ impl Tools {
             Contender::Varnish => (self.varnish(&dir, addr, origin)?, None),
             _ => {
                 let admin = free_addr()?;
-                (
-                    self.stavka(contender, &dir, addr, admin, origin, tls)?,
-                    Some(admin),
-                )
+                let command = self.stavka(contender, &dir, addr, admin, origin, tls)?;
+                if !extra.is_empty() {
+                    let path = dir.join("stavka.toml");
+                    let config = std::fs::read_to_string(&path)? + extra;
+                    std::fs::write(&path, config)?;
+                }
+                (command, Some(admin))
             }
         };
         let log = std::fs::File::create(dir.join("server.log"))?;
