@@ -2,7 +2,7 @@
 //! store's own index.
 //!
 //! pingora's `lru::Manager` keeps its own map and list node per object,
-//! with the whole cache key in it: about 126 bytes of RAM per object on
+//! with the whole cache key in it: 112–126 bytes of RAM per object on
 //! top of the store's index. This manager keeps nothing per object that
 //! the index does not already hold: the index's slots carry a 2-bit CLOCK
 //! counter next to the hash and size (see `index.rs`), so index and

@@ -17,10 +17,10 @@
 //!
 //! An object enters with [`INSERTED`] (1), each access adds one up to
 //! [`HOTTEST`] (3), and the eviction hand, passing a slot, takes one off;
-//! it evicts a slot it finds at 0. So an object read once is gone after
-//! the hand passes it twice, and one read three times survives four passes
-//! without another read (RRIP with two bits, as Kangaroo's RRIParoo keeps
-//! per object). The hand walks the shards' slots in order, one shard after
+//! it evicts a slot it finds at 0. So an object not read since it was
+//! stored is evicted at the hand's second visit, and one read twice or more
+//! survives three visits without another read (RRIP's re-reference counter
+//! in two bits; Kangaroo's RRIParoo runs RRIP in its flash sets). The hand walks the shards' slots in order, one shard after
 //! another: a single CLOCK over the whole table, in hash order rather than
 //! insertion order, which is what lets it live in the index itself.
 
@@ -36,8 +36,8 @@ const SHARDS: usize = 256;
 /// The counter of an object just stored.
 pub const INSERTED: u8 = 1;
 
-/// The counter's ceiling: an object read this often survives this many
-/// passes of the hand, plus one, without another read.
+/// The counter's ceiling: an object at it survives this many visits of
+/// the hand without another read.
 pub const HOTTEST: u8 = 3;
 
 /// One object: hash, bytes on disk (0: the slot is empty; a stored object

@@ -35,8 +35,8 @@
 //! - **Its own eviction manager.** [`ClockEviction`] (from
 //!   [`TieredStore::eviction`]) is a pingora `EvictionManager` that keeps
 //!   its CLOCK counters in the store's index: index and eviction state
-//!   cost one 21-byte slot per object, where pingora's `lru::Manager`
-//!   alone costs about 126 bytes.
+//!   cost one 21-byte slot per object (24–30 bytes with the table's free
+//!   room), where pingora's `lru::Manager` alone costs over 100.
 //! - **A full disk costs caching, never a response.** A write that fails
 //!   (no space, a deleted directory) stops storing that object only: its
 //!   partial file is removed, the failure counted by [`WriteFailure`], and
