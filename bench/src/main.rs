@@ -13,6 +13,7 @@
 
 mod h2load;
 mod hit;
+mod hls;
 mod memory;
 mod miss;
 mod origin;
@@ -51,6 +52,10 @@ enum Scenario {
     /// Over TLS: 1 KiB hits on HTTP/1.1 and h2, and TLS 1.3 handshakes
     /// per second, full and resumed (stavka and nginx; Varnish has no TLS).
     Tls,
+    /// Video viewers watching HLS streams at playback pace: segment hits,
+    /// time to first byte and origin bytes, without and with the
+    /// hls-prefetch policy (nginx for reference; no one else prefetches).
+    Hls,
 }
 
 /// Something other than the comparison.
@@ -158,7 +163,9 @@ fn fresh(tag: &str) -> String {
 impl Scenario {
     /// Who takes part: hits compare policy modes; misses and collapsing
     /// take the per-request policy too; memory compares storage layouts;
-    /// slices and TLS leave Varnish out, which has no equivalent.
+    /// slices and TLS leave Varnish out, which has no equivalent; the
+    /// video viewers compare stavka with and without prefetching, and
+    /// nginx as the incumbent.
     fn contenders(self) -> &'static [Contender] {
         use Contender::*;
         match self {
@@ -167,6 +174,7 @@ impl Scenario {
             Scenario::Memory => &[Stavka, StavkaDiskOnly, Nginx, Varnish],
             Scenario::Slice => &[StavkaSlice, Nginx],
             Scenario::Tls => &[Stavka, Nginx],
+            Scenario::Hls => &[Stavka, StavkaHlsPrefetch, Nginx],
         }
     }
 }
@@ -202,7 +210,7 @@ async fn run(args: Args) -> Result<()> {
     let tools = Tools {
         configs: root.join("bench/configs"),
         stavka: exe.with_file_name("stavka"),
-        guest: target.join("wasm32-wasip2/release/ttl_rules.wasm"),
+        guests: target.join("wasm32-wasip2/release"),
         work: args.work_dir.clone(),
         cpus: args.server_cpus.clone(),
     };
@@ -291,6 +299,13 @@ async fn run(args: Args) -> Result<()> {
                 // The round as the seed: contenders read the same ranges.
                 let slices = slice::run(&origin, &server, round as u64).await?;
                 results.slices.entry(contender).or_default().push(slices);
+                server.stop().await?;
+            }
+            if takes(Scenario::Hls, contender) {
+                eprintln!("round {round}/{}: {} HLS", args.runs, contender.as_str());
+                let server = tools.start(contender, origin.addr).await?;
+                let viewing = hls::run(&origin, &server).await?;
+                results.hls.entry(contender).or_default().push(viewing);
                 server.stop().await?;
             }
             if let Some(certificate) = certificate

@@ -2,8 +2,10 @@
 //! objects, a slow 50 MiB object and a slow small object, with a record per
 //! path of how many requests arrived and when the first byte left; for
 //! the soak, short-lived tagged objects from an origin that fails 1% of
-//! the time; and, for slices, a generated 1 GiB object that honours byte
-//! ranges and counts the body bytes it sends.
+//! the time; for slices, a generated 1 GiB object that honours byte
+//! ranges and counts the body bytes it sends; and, for the video viewers,
+//! HLS streams (a media playlist and its segments) behind 50 ms of origin
+//! latency, counted the same way.
 //!
 //! It runs inside the driver process, so its `Instant`s and the client's are
 //! on one clock: a client's first byte minus the origin's first byte is what
@@ -99,7 +101,39 @@ pub fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// What the origin got and sent for one ranged-object path.
+/// Segments in every HLS stream's playlist.
+pub const HLS_SEGMENTS: usize = 16;
+/// One segment's size: 4 s of video at 2 Mbit/s.
+pub const HLS_SEGMENT_BYTES: usize = 1_000_000;
+/// What every HLS request waits before its answer: the origin's distance
+/// from the edge.
+pub const HLS_LATENCY: Duration = Duration::from_millis(50);
+/// Each segment's duration, as the playlist gives it.
+const HLS_SEGMENT_SECONDS: u32 = 4;
+
+/// The name of segment `i` (from 1) of a stream.
+pub fn hls_segment(i: usize) -> String {
+    format!("seg_{i:05}.ts")
+}
+
+/// An HLS media playlist of [`HLS_SEGMENTS`] segments, video on demand
+/// (RFC 8216 §4.3: a finished playlist, `#EXT-X-ENDLIST`).
+fn hls_playlist() -> String {
+    let mut text = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{HLS_SEGMENT_SECONDS}\n#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-PLAYLIST-TYPE:VOD\n"
+    );
+    for i in 1..=HLS_SEGMENTS {
+        text.push_str(&format!(
+            "#EXTINF:{HLS_SEGMENT_SECONDS}.0,\n{}\n",
+            hls_segment(i)
+        ));
+    }
+    text.push_str("#EXT-X-ENDLIST\n");
+    text
+}
+
+/// What the origin got and sent for one counted path (a ranged object's
+/// or an HLS stream's).
 #[derive(Debug, Clone, Default)]
 pub struct Traffic {
     /// Requests received.
@@ -114,7 +148,7 @@ pub struct Traffic {
     pub first_byte: Option<Instant>,
 }
 
-/// Traffic per ranged-object path, and the bodies still being sent.
+/// Traffic per counted path, and the ranged bodies still being sent.
 #[derive(Default)]
 struct Ranged {
     paths: Mutex<HashMap<String, Traffic>>,
@@ -183,6 +217,7 @@ impl Origin {
             .route("/delay/{ms}/{*name}", get(delayed))
             .route("/flaky/{size}/{tag}/{*name}", get(flaky))
             .route("/slice/{*name}", get(big))
+            .route("/hls/{stream}/{file}", get(hls))
             .with_state(shared)
             .layer(middleware::from_fn(move |req: Request, next: Next| {
                 counting.with(req.uri().path(), |r| r.requests += 1);
@@ -226,6 +261,32 @@ impl Origin {
     pub fn take_traffic(&self, path: &str) -> Traffic {
         let mut map = self.ranged.paths.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(path).unwrap_or_default()
+    }
+
+    /// What every path starting with `prefix` cost so far, forgetting
+    /// them, sorted by path.
+    pub fn take_traffic_under(&self, prefix: &str) -> Vec<(String, Traffic)> {
+        let mut map = self.ranged.paths.lock().unwrap_or_else(|e| e.into_inner());
+        let paths: Vec<String> = map
+            .keys()
+            .filter(|p| p.starts_with(prefix))
+            .cloned()
+            .collect();
+        let mut taken: Vec<(String, Traffic)> = paths
+            .into_iter()
+            .filter_map(|p| map.remove(&p).map(|t| (p, t)))
+            .collect();
+        taken.sort_by(|a, b| a.0.cmp(&b.0));
+        taken
+    }
+
+    /// Requests that reached paths starting with `prefix` so far.
+    pub fn requests_under(&self, prefix: &str) -> usize {
+        let map = self.ranged.paths.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter(|(p, _)| p.starts_with(prefix))
+            .map(|(_, t)| t.requests)
+            .sum()
     }
 
     /// Wait until no ranged body has been in flight for 100 ms; fail after
@@ -401,6 +462,55 @@ async fn big(State(s): State<Shared>, req: Request) -> Response {
         );
     }
     resp
+}
+
+/// `/hls/{stream}/{file}`: after [`HLS_LATENCY`], the stream's media
+/// playlist (`playlist.m3u8`) or one of its segments (`seg_00001.ts` to
+/// [`HLS_SEGMENTS`]), cacheable; 404 for any other name (a segment past
+/// the end). Requests and body bytes are counted per path.
+async fn hls(State(s): State<Shared>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    tokio::time::sleep(HLS_LATENCY).await;
+    let file = path.rsplit('/').next().unwrap_or_default();
+    let (status, content_type, body) = if file == "playlist.m3u8" {
+        (
+            StatusCode::OK,
+            "application/vnd.apple.mpegurl",
+            Bytes::from(hls_playlist()),
+        )
+    } else if (1..=HLS_SEGMENTS).any(|i| hls_segment(i) == file) {
+        (
+            StatusCode::OK,
+            "video/mp2t",
+            s.payload.slice(..HLS_SEGMENT_BYTES),
+        )
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            Bytes::from_static(b"no such segment"),
+        )
+    };
+    let sent = body.len() as u64;
+    s.ranged.with(&path, |t| {
+        t.requests += 1;
+        t.bytes += sent;
+        t.first_byte.get_or_insert_with(Instant::now);
+    });
+    let cache_control = if status == StatusCode::OK {
+        CACHE_CONTROL
+    } else {
+        "no-store"
+    };
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, cache_control),
+            (header::CONTENT_TYPE, content_type),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// What a request asks of the ranged object.

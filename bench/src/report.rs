@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::hit;
+use crate::hls::{self, Viewing};
 use crate::memory::{Memory, OBJECT_SIZE};
 use crate::miss::{Collapse, FirstByte, COLLAPSE_DELAY_MS};
 use crate::server::Contender;
@@ -28,6 +29,8 @@ pub struct Results {
     pub slices: BTreeMap<Contender, Vec<Slices>>,
     /// Hits and handshakes over TLS.
     pub tls: BTreeMap<Contender, Vec<Tls>>,
+    /// Video viewers.
+    pub hls: BTreeMap<Contender, Vec<Viewing>>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -42,6 +45,14 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// The median of one field over runs.
 fn med<T>(runs: &[T], field: impl Fn(&T) -> f64) -> f64 {
     median(runs.iter().map(field).collect())
+}
+
+/// The time at quantile `q` (nearest rank) of `sorted`.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    match sorted.len() {
+        0 => Duration::ZERO,
+        n => sorted[((n - 1) as f64 * q).round() as usize],
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -89,6 +100,7 @@ impl Results {
         self.memory_table(&mut out);
         self.slice_tables(&mut out);
         self.tls_tables(&mut out, connections, seconds);
+        self.hls_table(&mut out);
         out
     }
 
@@ -464,6 +476,83 @@ impl Results {
         out.push('\n');
     }
 
+    fn hls_table(&self, out: &mut String) {
+        if self.hls.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "### Video viewers: prefetching HLS segments\n\n{} viewers start {} ms apart, round-robin over {} video-on-demand HLS streams of {} segments of {:.1} MB (4 s at 2 Mbit/s) behind {} ms of origin latency; each reads its stream's playlist, then every segment in order, one every {} ms: time scaled down {}×, so 4 s of video every {} ms. Every viewer watches to the end but those of one stream, who all leave after {} segments. stavka + hls-prefetch prefetches the first {} segments when it reads a playlist and {} ahead of each segment requested. Hits as each server says them (stavka's `Cache-Status`, nginx's `X-Cache-Status`), of the segment requests after each viewer's first; \"collapsed\": misses that waited for a fetch already on its way; \"prefetched\": hits on an object the policy prefetched (`detail=prefetched`). Time to first byte over those requests; \"local hit\": {} hits on a stored segment, one after another, after the viewers. \"Server CPU\": the server's user and system time while the viewers watched. \"Wasted\": origin bytes of what no viewer asked for. The goals (issue 18): ≥ 95% hits after the first segment, p50 within {} ms of a local hit's (a miss costs the origin's 50 ms), wasted ≤ 10% of origin bytes. stavka's slices do not take part: read-ahead runs inside one object, and a segment is one small object.\n\n| server | hits after the first segment | ≥ 95% | collapsed | prefetched | first byte p50 (ms) | p99 (ms) | local hit p50 (ms) | p50 at a local hit's | first segment p50 (ms) | origin requests | origin MB | wasted MB | wasted share | ≤ 10% | server CPU (s) |\n|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|",
+            hls::VIEWERS,
+            hls::STAGGER.as_millis(),
+            hls::STREAMS,
+            crate::origin::HLS_SEGMENTS,
+            crate::origin::HLS_SEGMENT_BYTES as f64 / 1e6,
+            crate::origin::HLS_LATENCY.as_millis(),
+            hls::PACE.as_millis(),
+            hls::TIME_SCALE,
+            hls::PACE.as_millis(),
+            hls::ABANDONED_AFTER,
+            hls::AHEAD,
+            hls::AHEAD,
+            hls::LOCAL_HITS,
+            hls::HIT_TOLERANCE.as_millis(),
+        );
+        let mb = |bytes: u64| bytes as f64 / 1e6;
+        for (contender, runs) in &self.hls {
+            let p50 = med(runs, |r| ms(quantile(&r.first_bytes, 0.5)));
+            let local = med(runs, |r| ms(quantile(&r.local_hits, 0.5)));
+            let _ = writeln!(
+                out,
+                "| {} | {:.1}% ({:.0}/{:.0}) | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.0} | {:.1} | {:.2} | {:.1}% | {} | {:.2} |",
+                contender.as_str(),
+                med(runs, |r| r.hit_ratio() * 100.0),
+                med(runs, |r| r.hits as f64),
+                med(runs, |r| r.after_first as f64),
+                yes_no(runs.iter().all(|r| r.hit_ratio() >= 0.95)),
+                med(runs, |r| r.collapsed as f64),
+                med(runs, |r| r.prefetched as f64),
+                p50,
+                med(runs, |r| ms(quantile(&r.first_bytes, 0.99))),
+                local,
+                yes_no(hls::at_a_local_hit(
+                    Duration::from_secs_f64(p50 / 1e3),
+                    Duration::from_secs_f64(local / 1e3)
+                )),
+                med(runs, |r| ms(quantile(&r.first_segment, 0.5))),
+                med(runs, |r| r.origin_requests as f64),
+                med(runs, |r| mb(r.origin_bytes)),
+                med(runs, |r| mb(r.wasted_bytes)),
+                med(runs, |r| r.wasted_share() * 100.0),
+                yes_no(runs.iter().all(|r| r.wasted_share() <= 0.10)),
+                med(runs, |r| r.server_cpu.as_secs_f64()),
+            );
+        }
+        for (contender, runs) in &self.hls {
+            let mut outcomes: Vec<&String> = runs.iter().flat_map(|r| r.prefetch.keys()).collect();
+            outcomes.sort_unstable();
+            outcomes.dedup();
+            if outcomes.is_empty() {
+                continue;
+            }
+            let counts: Vec<String> = outcomes
+                .iter()
+                .map(|o| {
+                    let n = med(runs, |r| r.prefetch.get(*o).copied().unwrap_or(0) as f64);
+                    format!("{o} {n:.0}")
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "\n{}: `stavka_prefetch_total` by outcome (median over rounds): {}; origin requests for paths no viewer asked for (segments past the end): {:.0}.",
+                contender.as_str(),
+                counts.join(", "),
+                med(runs, |r| r.unrequested as f64),
+            );
+        }
+        out.push('\n');
+    }
+
     /// Contenders with results, in declaration order.
     fn contenders(&self, has: impl Fn(Contender) -> bool) -> Vec<Contender> {
         <Contender as clap::ValueEnum>::value_variants()
@@ -477,6 +566,15 @@ impl Results {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let ms = |n| Duration::from_millis(n);
+        let sorted: Vec<Duration> = (1..=100).map(ms).collect();
+        assert_eq!(quantile(&sorted, 0.5), ms(51));
+        assert_eq!(quantile(&sorted, 0.99), ms(99));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

@@ -14,6 +14,9 @@ use tokio::process::{Child, Command};
 
 use crate::tls::Certificate;
 
+/// The ttl-rules guest's file name among the built guests.
+pub const TTL_RULES: &str = "ttl_rules.wasm";
+
 /// One server configuration under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum Contender {
@@ -30,6 +33,9 @@ pub enum Contender {
     /// scenario only): off elsewhere, where it would turn the 50 MiB miss
     /// into a sliced object.
     StavkaSlice,
+    /// stavka with the hls-prefetch policy, long-lived, and the site's
+    /// `[site.prefetch]` (`prefetch.toml`; hls scenario only).
+    StavkaHlsPrefetch,
     /// nginx `proxy_cache`.
     Nginx,
     /// Varnish with its built-in VCL.
@@ -48,19 +54,30 @@ impl Contender {
             Contender::StavkaLongLived => "stavka + long-lived policy",
             Contender::StavkaDiskOnly => "stavka, disk tier only",
             Contender::StavkaSlice => "stavka + slices",
+            Contender::StavkaHlsPrefetch => "stavka + hls-prefetch",
             Contender::Nginx => "nginx",
             Contender::Varnish => "Varnish",
             Contender::StavkaSoak => "stavka (soak)",
         }
     }
 
-    /// The stavka policy sidecar under `bench/configs/`, if any.
-    fn sidecar(self) -> Option<&'static str> {
+    /// The stavka policy, if any: its sidecar under `bench/configs/` and
+    /// its guest's file name among the built guests.
+    fn policy(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Contender::StavkaPerRequest => Some("per-request.toml"),
-            Contender::StavkaLongLived | Contender::StavkaSoak => Some("long-lived.toml"),
+            Contender::StavkaPerRequest => Some(("per-request.toml", TTL_RULES)),
+            Contender::StavkaLongLived | Contender::StavkaSoak => {
+                Some(("long-lived.toml", TTL_RULES))
+            }
+            Contender::StavkaHlsPrefetch => Some(("hls-prefetch.toml", "hls_prefetch.wasm")),
             _ => None,
         }
+    }
+
+    /// The site's `[site.prefetch]` table under `bench/configs/`, if it
+    /// prefetches.
+    fn prefetch(self) -> Option<&'static str> {
+        (self == Contender::StavkaHlsPrefetch).then_some("prefetch.toml")
     }
 }
 
@@ -70,8 +87,8 @@ pub struct Tools {
     pub configs: PathBuf,
     /// The release `stavka` binary.
     pub stavka: PathBuf,
-    /// The ttl-rules guest, built for wasm32-wasip2.
-    pub guest: PathBuf,
+    /// The example guests, built for wasm32-wasip2 in release mode.
+    pub guests: PathBuf,
     /// Scratch space; each start wipes its own subdirectory.
     pub work: PathBuf,
     /// `taskset` CPU list for servers.
@@ -202,13 +219,18 @@ impl Tools {
     ) -> Result<(PathBuf, Vec<String>)> {
         let policies = dir.join("policies");
         std::fs::create_dir_all(&policies)?;
-        let policy = match contender.sidecar() {
-            Some(sidecar) => {
+        let policy = match contender.policy() {
+            Some((sidecar, guest)) => {
+                let guest = self.guests.join(guest);
                 std::fs::copy(self.configs.join(sidecar), policies.join("p.toml"))?;
-                std::fs::copy(&self.guest, policies.join("p.wasm"))
-                    .with_context(|| format!("copying {}", self.guest.display()))?;
+                std::fs::copy(&guest, policies.join("p.wasm"))
+                    .with_context(|| format!("copying {}", guest.display()))?;
                 "policy = \"p\"".to_owned()
             }
+            None => String::new(),
+        };
+        let prefetch = match contender.prefetch() {
+            Some(table) => std::fs::read_to_string(self.configs.join(table))?,
             None => String::new(),
         };
         let (memory_bytes, memory_max_object, disk_bytes) = match contender {
@@ -236,6 +258,7 @@ impl Tools {
                 ("memory_max_object", memory_max_object.to_owned()),
                 ("disk_bytes", disk_bytes),
                 ("policy", policy),
+                ("prefetch", prefetch),
                 ("slice", slice),
                 ("tls", tls),
             ],
@@ -471,12 +494,14 @@ mod tests {
         let tools = Tools {
             configs: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs"),
             stavka: "stavka".into(),
-            guest: work.join("guest.wasm"),
+            guests: work.clone(),
             work: work.clone(),
             cpus: "0".into(),
         };
         std::fs::create_dir_all(&work).unwrap();
-        std::fs::write(&tools.guest, b"\0asm").unwrap();
+        for guest in [TTL_RULES, "hls_prefetch.wasm"] {
+            std::fs::write(work.join(guest), b"\0asm").unwrap();
+        }
         let (addr, origin): (SocketAddr, SocketAddr) = (
             "127.0.0.1:8001".parse().unwrap(),
             "127.0.0.1:9001".parse().unwrap(),
@@ -506,13 +531,18 @@ mod tests {
             let text = std::fs::read_to_string(file.expect("a config file argument")).unwrap();
             assert!(text.contains("9001"), "{contender:?} names the origin");
             assert_eq!(
-                contender.sidecar().is_some(),
+                contender.policy().is_some(),
                 text.contains("policy = \"p\""),
                 "{contender:?}"
             );
             assert_eq!(
                 contender == Contender::StavkaSlice,
                 text.contains("[slice]"),
+                "{contender:?}"
+            );
+            assert_eq!(
+                contender.prefetch().is_some(),
+                text.lines().any(|l| l == "[site.prefetch]"),
                 "{contender:?}"
             );
             assert_eq!(tls.is_some(), text.contains("8443"), "{contender:?}");

@@ -65,11 +65,7 @@ pub struct Cost {
 impl Cost {
     /// Time to first byte at quantile `q` (nearest rank).
     pub fn first_byte(&self, q: f64) -> Duration {
-        let n = self.first_bytes.len();
-        if n == 0 {
-            return Duration::ZERO;
-        }
-        self.first_bytes[((n - 1) as f64 * q).round() as usize]
+        crate::report::quantile(&self.first_bytes, q)
     }
 }
 
@@ -345,7 +341,7 @@ async fn fetch_range(
 /// has a `hit` parameter only when every block was stored; nginx's
 /// `X-Cache-Status` (`$upstream_cache_status`) describes the first slice
 /// of the range.
-fn said_hit(headers: &reqwest::header::HeaderMap) -> Option<bool> {
+pub fn said_hit(headers: &reqwest::header::HeaderMap) -> Option<bool> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(status) = text("cache-status") {
         return Some(status.split(';').skip(1).any(|p| p.trim() == "hit"));
@@ -355,7 +351,7 @@ fn said_hit(headers: &reqwest::header::HeaderMap) -> Option<bool> {
 
 /// Whether stavka's `Cache-Status` says the response waited for another
 /// request's fetch (nginx does not say).
-fn said_collapsed(headers: &reqwest::header::HeaderMap) -> bool {
+pub fn said_collapsed(headers: &reqwest::header::HeaderMap) -> bool {
     headers
         .get("cache-status")
         .and_then(|v| v.to_str().ok())

@@ -123,8 +123,8 @@ fn key_path(k: u64) -> (String, usize) {
 /// Run the soak against the stavka binary next to this one.
 pub async fn run(tools: &Tools, origin: &Origin, args: &Args) -> Result<()> {
     let guests = [
-        tools.guest.clone(),
-        tools.guest.with_file_name("decisions.wasm"),
+        tools.guests.join(crate::server::TTL_RULES),
+        tools.guests.join("decisions.wasm"),
     ];
     for guest in &guests {
         anyhow::ensure!(

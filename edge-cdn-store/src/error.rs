@@ -30,6 +30,11 @@ pub enum StoreError {
         /// The filesystem's size.
         total: u64,
     },
+    /// The purge catalog's database failed to read or write. The object
+    /// files are unaffected; the catalog is reconciled with them at the
+    /// next start.
+    #[error("purge catalog: {0}")]
+    Catalog(#[source] fjall::Error),
     /// A blocking I/O task panicked, or was cancelled by the runtime
     /// shutting down.
     #[error("disk task failed: {0}")]

@@ -27,11 +27,12 @@
 //!   fails open to the origin. With the `redis` feature, [`RedisTier`]
 //!   implements it on Redis or Redis Cluster, behind a circuit
 //!   [`Breaker`].
-//! - **A catalog for purging.** Each object's primary key bytes and
-//!   surrogate tags (from `tag_headers`) are recorded, persisted in its meta
-//!   file and rebuilt at start-up, so [`TieredStore::select`] finds every
-//!   Vary variant of a URL, every key under a prefix, or every object with a
-//!   tag — the hash-named files alone cannot answer that.
+//! - **A catalog for purging, on disk.** Each object's primary key bytes
+//!   and surrogate tags (from `tag_headers`) are recorded in an embedded
+//!   database on the cache disk (not in RAM), kept in its meta file too, and
+//!   reconciled with the files at start-up, so [`TieredStore::select`] finds
+//!   every Vary variant of a URL, every key under a prefix, or every object
+//!   with a tag — the hash-named files alone cannot answer that.
 //! - **Its own eviction manager.** [`ClockEviction`] (from
 //!   [`TieredStore::eviction`]) is a pingora `EvictionManager` that keeps
 //!   its CLOCK counters in the store's index: index and eviction state
@@ -80,7 +81,7 @@ pub use observer::{
 /// Internals exposed for the benchmarks only; not a stable API.
 #[doc(hidden)]
 pub mod __bench {
-    pub use crate::catalog::{Catalog, Record};
+    pub use crate::catalog::{open as open_catalog, Catalog, OwnedSelector, Record};
     pub use crate::index::Index;
 
     /// A manager over a bare index, as the store builds one.

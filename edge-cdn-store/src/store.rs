@@ -21,7 +21,7 @@ use pingora_cache::trace::SpanHandle;
 use pingora_cache::CacheMeta;
 use pingora_error::{Error, ErrorType, Result};
 
-use crate::catalog::{tags_in, Catalog, Listed, Selector};
+use crate::catalog::{self, tags_in, Listed, OwnedSelector, Selector};
 use crate::config::StoreConfig;
 use crate::disk::format::MetaHeader;
 use crate::disk::DiskTier;
@@ -107,11 +107,14 @@ impl TieredStore {
         let found = disk.recover(&config.tag_headers);
         let index = Arc::new(Index::default());
         index.reserve(found.len());
-        let catalog = Catalog::default();
-        for (object, record) in found {
+        for (object, _) in &found {
             index.insert(object.hash, object.size);
-            catalog.insert(record);
         }
+        let catalog = catalog::open(
+            &config.dir.join("catalog"),
+            found.iter().map(|(_, record)| record),
+            |hash| index.get(u128::from_be_bytes(*hash)).is_some(),
+        )?;
         let eviction = ClockEviction::new(index.clone(), config.disk_bytes.as_u64());
         let memory_limit = usize::try_from(config.memory_bytes.as_u64()).unwrap_or(usize::MAX);
         let shared_write_concurrency = config.shared_write_concurrency;
@@ -191,13 +194,19 @@ impl TieredStore {
 
     /// The stored objects `selector` picks: every Vary variant of a primary
     /// key, every primary key under a prefix, or every object with a tag.
-    /// Cheap for a key or a tag; a prefix walks the catalog one shard at a
-    /// time, never holding a lock the request path waits on for long.
-    pub fn select(&self, selector: Selector<'_>) -> Vec<Listed> {
-        self.tiers.catalog.select(selector)
+    /// Read from the catalog's database on the blocking pool: a scan of
+    /// the matching index entries and one read per object. An error is
+    /// the database failing to read; nothing is purged on a partial answer.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn select(&'static self, selector: Selector<'_>) -> Result<Vec<Listed>, StoreError> {
+        let selector = OwnedSelector::from(selector);
+        io::blocking(move || self.tiers.catalog.select(&selector)).await
     }
 
-    /// Objects in the catalog, and distinct surrogate tags.
+    /// Objects in the catalog, and distinct surrogate tags: two counters.
     pub fn catalog_totals(&self) -> (usize, usize) {
         self.tiers.catalog.totals()
     }
@@ -436,7 +445,7 @@ impl TieredStore {
                 .disk
                 .commit_meta(hash, &new, &internal, &header, blobs.key)?;
             tiers.memory.update_meta(hash, internal, header);
-            tiers.catalog.retag(&hash.to_be_bytes(), tags);
+            tiers.cataloged(hash, tiers.catalog.retag(&hash.to_be_bytes(), tags));
             Ok(true)
         })
         .await;

@@ -171,7 +171,7 @@ impl Tiers {
         held: Option<Arc<MemObject>>,
     ) {
         self.index.insert(hash, size);
-        self.catalog.insert(record);
+        self.cataloged(hash, self.catalog.insert(record));
         match held {
             Some(object) => {
                 self.memory.insert(hash, object);
@@ -179,6 +179,15 @@ impl Tiers {
             None => {
                 self.memory.remove(hash);
             }
+        }
+    }
+
+    /// A catalog update for `hash` failed: say so. The object files are
+    /// right regardless; the catalog is reconciled with them at the next
+    /// start, and until then a purge may miss (or not find) this object.
+    pub fn cataloged(&self, hash: u128, updated: Result<(), StoreError>) {
+        if let Err(error) = updated {
+            tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "catalog not updated");
         }
     }
 
@@ -277,15 +286,18 @@ impl Tiers {
     ///
     /// # Cancel safety
     ///
-    /// The maps are updated before the first await and the files are
-    /// removed on the blocking pool whether or not the caller waits.
+    /// The maps are updated before the first await; the catalog entry and
+    /// the files are removed on the blocking pool whether or not the
+    /// caller waits.
     pub async fn forget(&'static self, hash: u128) -> bool {
-        self.catalog.remove(&hash.to_be_bytes());
         let in_memory = self.memory.remove(hash);
         let in_index = self.index.remove(hash).is_some();
-        let on_disk = io::blocking(move || Ok(self.disk.remove(hash)))
-            .await
-            .unwrap_or(false);
+        let on_disk = io::blocking(move || {
+            self.cataloged(hash, self.catalog.remove(&hash.to_be_bytes()));
+            Ok(self.disk.remove(hash))
+        })
+        .await
+        .unwrap_or(false);
         in_memory || in_index || on_disk
     }
 

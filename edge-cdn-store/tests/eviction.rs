@@ -187,7 +187,14 @@ async fn a_vary_variant_is_evicted_alone() {
     put_key(store, &gzip, 30_000).await;
     let size = put_key(store, &br, 30_000).await;
     let primary = gzip.primary_bin();
-    assert_eq!(store.select(Selector::Primary(&primary)).len(), 2);
+    assert_eq!(
+        store
+            .select(Selector::Primary(&primary))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     // Room for one: the hand picks a victim, and the purge of the key it
     // returns removes that variant only.
     store.eviction().set_weight_limit(size as u64);
@@ -205,7 +212,7 @@ async fn a_vary_variant_is_evicted_alone() {
     assert!(store.lookup(gone, &span).await.unwrap().is_none());
     let (_, mut hit) = store.lookup(kept, &span).await.unwrap().unwrap();
     assert_eq!(read_all(&mut hit).await.unwrap(), body(30_000, 7));
-    let listed = store.select(Selector::Primary(&primary));
+    let listed = store.select(Selector::Primary(&primary)).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].key.combined_bin(), kept.combined_bin());
     assert_eq!(files(dir.path()), 1);

@@ -70,9 +70,49 @@
 //! Every hook runs under a deadline (a few milliseconds) and a memory cap;
 //! a hook that exceeds them is stopped and the module's failure mode
 //! decides the request.
+//!
+//! # Prefetching
+//!
+//! A policy that knows what the client will ask for next can have the host
+//! fetch it into the cache first ([`prefetch`], 0.2.1): the next segments
+//! of a video, the stylesheets of a page. What runs where:
+//!
+//! - [`prefetch::fetch`] (and [`prefetch::fetch_with_headers`]) queue a
+//!   path and query on the request's site. The host fetches it in the
+//!   background, at the lowest priority, through the normal cache path:
+//!   the same hooks of this module run for it, and it collapses with a
+//!   real request for the same object, so the origin sees one request.
+//! - [`prefetch::want_body`], in [`Policy::on_response`], asks for the
+//!   response's body (up to 1 MiB). Once it has arrived in full, and after
+//!   the client has been answered, the host calls [`Policy::on_body`] with
+//!   it, where only [`prefetch::fetch`] takes effect: parse a playlist or a
+//!   page there and fetch what it names. A module that never calls
+//!   `want_body` never has `on_body` called.
+//! - [`prefetch::early_hint`], in [`Policy::on_request`], adds a `Link` to a
+//!   103 Early Hints response the client gets before the origin is asked.
+//! - [`prefetch::same_site_target`] turns a URI found in a document into a
+//!   target `fetch` takes, or `None` for another host or scheme.
+//!
+//! A hook call that uses any of them does something besides deciding, so
+//! the host never reuses its decision for another request (see *Reading
+//! the request*): keep prefetching to the requests that need it. The
+//! budgets are the host's, not the module's: the site's `[site.prefetch]`
+//! settings (without them every prefetch is refused) bound the queue, the concurrency, the prefetches and bytes a
+//! second, and how deep prefetching may chain; a refused prefetch comes
+//! back as a [`Refusal`] (log it with [`Refusal::as_str`]) and is counted
+//! by the host as well. `on_body` may run on another instance than the
+//! `on_response` that asked for the body, as any two hooks may: state
+//! learnt from a body is only as wide as that instance, so a policy that
+//! must work with several instances needs a way that keeps no state too.
+//! Unit tests see every prefetch, body request and hint a hook made
+//! through [`testing`].
 
 // The generated code names this crate by its absolute path, as guests do.
 extern crate self as stavka_policy;
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::str::FromStr;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -98,6 +138,7 @@ use bindings::stavka::policy::host;
 #[cfg(not(target_arch = "wasm32"))]
 use testing::host;
 
+pub mod prefetch;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 pub use bindings::stavka::policy::host::Level;
@@ -105,9 +146,11 @@ pub use bindings::stavka::policy::types::{
     Entry, HeaderEdits, HitDecision, Lookup, RequestDecision, RequestOutcome, Response,
     ResponseDecision, ResponseOutcome, Store, Synthetic,
 };
+pub use prefetch::Refusal;
 pub use request::Request;
 
 mod request;
+mod target;
 
 /// A cache policy. Every hook has a default that leaves the decision to
 /// HTTP caching, so implement only the ones you need, and name them in
@@ -154,6 +197,15 @@ pub trait Policy {
     fn on_slice(_req: &Request) -> SliceDecision {
         SliceDecision::Default
     }
+
+    /// With the body of a response this module asked for with
+    /// [`prefetch::want_body`] in [`Policy::on_response`], once it has
+    /// arrived in full; the client has already been answered, and only
+    /// [`prefetch::fetch`] takes effect. `req` and `resp` are the request
+    /// and response of that `on_response`. No hook-set flag: the host calls
+    /// it only when asked to, so a policy that never wants a body pays
+    /// nothing for it.
+    fn on_body(_req: &Request, _resp: &Response, _body: &[u8]) {}
 }
 
 /// Export a [`Policy`] implementation as the module's hooks.
@@ -194,6 +246,11 @@ macro_rules! export_policy {
             }
             fn implemented() -> bool {
                 <$policy as $crate::Policy>::SLICES
+            }
+        }
+        impl $crate::bindings::exports::stavka::policy::on_body::Guest for __StavkaPolicyExport {
+            fn received(req: &$crate::bindings::stavka::policy::incoming::Request, resp: $crate::Response, body: ::std::vec::Vec<u8>) {
+                <$policy as $crate::Policy>::on_body(&$crate::Request::__from_host(req), &resp, &body)
             }
         }
         $crate::bindings::__export_world!(__StavkaPolicyExport with_types_in $crate::bindings);
@@ -244,6 +301,29 @@ pub fn path_matches(pattern: &str, path: &str) -> bool {
     let pattern: Vec<&str> = pattern.split('/').collect();
     let path: Vec<&str> = path.split('/').collect();
     segments(&pattern, &path)
+}
+
+/// A number from the `[init]` table, for [`Policy::init`]: `value` parsed
+/// and checked against `range`, or an error naming `key` that rejects the
+/// module version (so a typo in a sidecar never runs with a surprise).
+///
+/// ```
+/// let n: u32 = stavka_policy::init_number("segments", "3", 1..=16).unwrap();
+/// assert_eq!(n, 3);
+/// assert!(stavka_policy::init_number::<u32>("segments", "99", 1..=16).is_err());
+/// ```
+pub fn init_number<T>(key: &str, value: &str, range: RangeInclusive<T>) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display,
+{
+    match value.trim().parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{key}: {value:?} is not a number from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
 }
 
 /// Seconds, for TTLs and stale windows.

@@ -7,7 +7,11 @@
 //! gauges a hook wrote, all per test thread. Call the hooks directly on
 //! requests, responses and entries made here, and check their outcomes,
 //! and which request fields they read ([`request_reads`]): those are what
-//! the host would key a reused decision on.
+//! the host would key a reused decision on. The prefetches a hook asked
+//! for ([`prefetches`], [`prefetched`]), the body it wanted
+//! ([`wanted_body`]) and the Early Hints it added ([`early_hints`]) are
+//! recorded too, and a test chooses what `fetch` answers
+//! ([`answer_prefetches`]).
 //!
 //! ```
 //! use stavka_policy::testing::{self, response, RequestBuilder};
@@ -29,8 +33,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use crate::prefetch::{MAX_EARLY_HINTS, MAX_HEADERS, MAX_TARGET_BYTES};
 use crate::request::Field;
-use crate::{Entry, Level, Request, Response};
+use crate::{Entry, Level, Refusal, Request, Response};
 
 /// What the host would hold for the hook being tested.
 #[derive(Default)]
@@ -45,6 +50,26 @@ struct Host {
     gauges: HashMap<String, i64>,
     reads: Vec<String>,
     buckets: HashMap<String, Bucket>,
+    prefetches: Vec<Prefetch>,
+    prefetch_answer: Option<PrefetchAnswer>,
+    wanted_body: Option<u32>,
+    want_body_refused: bool,
+    early_hints: Vec<String>,
+    early_hints_refused: bool,
+}
+
+/// What a test has `fetch` answer for a valid target.
+type PrefetchAnswer = Box<dyn FnMut(&str) -> Result<(), Refusal>>;
+
+/// One `prefetch::fetch` a hook made, and what the host double answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefetch {
+    /// The path and query asked for.
+    pub target: String,
+    /// The extra request header fields, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// `Ok` if it was queued.
+    pub answer: Result<(), Refusal>,
 }
 
 /// A token bucket, as the host keeps one per `rate_limit` key.
@@ -131,6 +156,65 @@ pub fn counter_value(name: &str) -> u64 {
 /// A gauge's last value.
 pub fn gauge_value(name: &str) -> Option<i64> {
     with(|h| h.gauges.get(name).copied())
+}
+
+/// Every `prefetch::fetch` the hooks made on this thread, in order, refused
+/// ones included.
+pub fn prefetches() -> Vec<Prefetch> {
+    with(|h| h.prefetches.clone())
+}
+
+/// The targets of the prefetches that were queued, in order.
+pub fn prefetched() -> Vec<String> {
+    with(|h| {
+        h.prefetches
+            .iter()
+            .filter(|p| p.answer.is_ok())
+            .map(|p| p.target.clone())
+            .collect()
+    })
+}
+
+/// Have `fetch` answer with `answer` for each later prefetch of a valid
+/// target (a path that starts with one `/`, fits in 8 KiB, has no
+/// fragment, spaces, controls or non-ASCII, and at most 16 header fields:
+/// the double refuses the others as the host does). By
+/// default every valid prefetch is queued; `|_| Err(Refusal::QueueFull)`
+/// plays a full queue, and a closure that counts can refuse from the
+/// n-th on.
+pub fn answer_prefetches(answer: impl FnMut(&str) -> Result<(), Refusal> + 'static) {
+    with(|h| h.prefetch_answer = Some(Box::new(answer)));
+}
+
+/// The most bytes the last `prefetch::want_body` asked for (after the
+/// SDK's clamp to 1 MiB), if a hook asked.
+pub fn wanted_body() -> Option<u32> {
+    with(|h| h.wanted_body)
+}
+
+/// The links `prefetch::early_hint` added, in order.
+pub fn early_hints() -> Vec<String> {
+    with(|h| h.early_hints.clone())
+}
+
+/// Have `want_body` and `early_hint` answer `false` (as in a hook where
+/// the host does not offer them), or `true` again.
+pub fn refuse_body_and_hints(refuse: bool) {
+    with(|h| {
+        h.want_body_refused = refuse;
+        h.early_hints_refused = refuse;
+    });
+}
+
+/// Forget the prefetches, the wanted body and the Early Hints recorded so
+/// far, as for a new request (the 16-link limit counts from here); what
+/// `fetch` answers stays.
+pub fn clear_prefetches() {
+    with(|h| {
+        h.prefetches.clear();
+        h.wanted_body = None;
+        h.early_hints.clear();
+    });
 }
 
 /// A request as the host would pass it: `target` is the path and query,
@@ -349,10 +433,77 @@ pub(crate) mod host {
     }
 }
 
+/// The prefetch imports, answered and recorded on this thread.
+pub(crate) mod prefetch {
+    use super::{with, Prefetch, MAX_EARLY_HINTS, MAX_HEADERS, MAX_TARGET_BYTES};
+    use crate::Refusal;
+
+    pub fn fetch(target: &str, headers: &[(String, String)]) -> Result<(), Refusal> {
+        let invalid = !target.starts_with('/')
+            || target.starts_with("//")
+            || target.len() > MAX_TARGET_BYTES
+            || target.contains('#')
+            || !target.bytes().all(|b| b.is_ascii_graphic());
+        let answer = if invalid {
+            Err(Refusal::InvalidTarget)
+        } else if headers.len() > MAX_HEADERS {
+            Err(Refusal::HeaderNotAllowed)
+        } else {
+            // Called without the double borrowed, so the test's closure may
+            // use the double itself.
+            match with(|h| h.prefetch_answer.take()) {
+                Some(mut answer) => {
+                    let result = answer(target);
+                    with(|h| {
+                        h.prefetch_answer.get_or_insert(answer);
+                    });
+                    result
+                }
+                None => Ok(()),
+            }
+        };
+        with(|h| {
+            h.prefetches.push(Prefetch {
+                target: target.to_owned(),
+                headers: headers.to_vec(),
+                answer,
+            })
+        });
+        answer
+    }
+
+    pub fn want_body(max_bytes: u32) -> bool {
+        with(|h| {
+            if h.want_body_refused || max_bytes == 0 {
+                return false;
+            }
+            h.wanted_body = Some(max_bytes);
+            true
+        })
+    }
+
+    /// Refuses, as the host does, a link that does not start with `<` or
+    /// that a field value cannot carry (RFC 9110 §5.5: visible ASCII,
+    /// spaces and tabs only), and links past the 16th.
+    pub fn early_hint(link: &str) -> bool {
+        with(|h| {
+            let unfit = !link.trim_start().starts_with('<')
+                || !link
+                    .bytes()
+                    .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+            if h.early_hints_refused || unfit || h.early_hints.len() >= MAX_EARLY_HINTS {
+                return false;
+            }
+            h.early_hints.push(link.to_owned());
+            true
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{rate_limit, RequestDecision, RequestOutcome};
+    use crate::{counter, prefetch, rate_limit, RequestDecision, RequestOutcome};
 
     #[test]
     fn a_field_is_asked_for_once_and_only_when_read() {
@@ -443,5 +594,113 @@ mod tests {
         );
         reset();
         assert!(rate_limit("k", 2.0, 1), "reset starts full");
+    }
+
+    #[test]
+    fn prefetches_are_recorded_with_what_the_host_answered() {
+        reset();
+        assert_eq!(prefetch::fetch("/next.ts"), Ok(()));
+        assert_eq!(
+            prefetch::fetch_with_headers("/a.css", &[("Accept-Encoding", "br")]),
+            Ok(())
+        );
+        assert_eq!(prefetch::fetch("next.ts"), Err(Refusal::InvalidTarget));
+        for bad in ["//other.test/x", "/a#b", "/a b", "/caf\u{e9}", ""] {
+            assert_eq!(prefetch::fetch(bad), Err(Refusal::InvalidTarget), "{bad:?}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_TARGET_BYTES));
+        assert_eq!(prefetch::fetch(&long), Err(Refusal::InvalidTarget));
+        let many = [("x-a", "1"); 17];
+        assert_eq!(
+            prefetch::fetch_with_headers("/b", &many),
+            Err(Refusal::HeaderNotAllowed)
+        );
+        assert_eq!(prefetched(), ["/next.ts", "/a.css"]);
+        let all = prefetches();
+        assert_eq!(all.len(), 10);
+        assert_eq!(
+            all[1].headers,
+            [("accept-encoding".to_owned(), "br".to_owned())]
+        );
+        assert_eq!(all[2].answer, Err(Refusal::InvalidTarget));
+
+        let mut queued = 0;
+        answer_prefetches(move |target| {
+            assert!(target.starts_with('/'));
+            queued += 1;
+            if queued > 2 {
+                Err(Refusal::QueueFull)
+            } else {
+                // The closure may use the double.
+                counter("answered", 1);
+                Ok(())
+            }
+        });
+        clear_prefetches();
+        let answers: Vec<_> = (0..4).map(|i| prefetch::fetch(&format!("/{i}"))).collect();
+        assert_eq!(
+            answers,
+            [
+                Ok(()),
+                Ok(()),
+                Err(Refusal::QueueFull),
+                Err(Refusal::QueueFull)
+            ]
+        );
+        assert_eq!(prefetched(), ["/0", "/1"]);
+        assert_eq!(counter_value("answered"), 2);
+        clear_prefetches();
+        answer_prefetches(|target| match target {
+            "/dup" => Err(Refusal::Duplicate),
+            "/full" => Err(Refusal::QueueFull),
+            _ => Ok(()),
+        });
+        let queued = prefetch::fetch_all(["/a", "/dup", "bad", "/b", "/full", "/never"]);
+        assert_eq!(
+            queued, 2,
+            "one target's refusal goes on, a full queue stops"
+        );
+        assert_eq!(prefetches().len(), 5, "nothing asked after the full queue");
+        assert_eq!(Refusal::QueueFull.as_str(), "queue-full");
+        reset();
+        assert_eq!(prefetch::fetch("/x"), Ok(()), "reset queues again");
+    }
+
+    #[test]
+    fn body_requests_and_early_hints_are_recorded() {
+        reset();
+        assert_eq!(wanted_body(), None);
+        assert!(!prefetch::want_body(0), "nothing to hand over");
+        assert!(prefetch::want_body(4096));
+        assert_eq!(wanted_body(), Some(4096));
+        assert!(prefetch::want_body(u32::MAX));
+        assert_eq!(
+            wanted_body(),
+            Some(prefetch::MAX_BODY_BYTES),
+            "clamped to 1 MiB"
+        );
+        assert!(prefetch::early_hint("</a.css>; rel=preload; as=style"));
+        assert!(!prefetch::early_hint("</a.css>\r\nset-cookie: x=1"));
+        assert!(!prefetch::early_hint(""));
+        assert!(
+            !prefetch::early_hint("/a.css; rel=preload"),
+            "a link starts with <"
+        );
+        assert!(!prefetch::early_hint("</caf\u{e9}.css>; rel=preload"));
+        for i in 1..MAX_EARLY_HINTS {
+            assert!(prefetch::early_hint(&format!("</{i}>; rel=preload")));
+        }
+        assert!(!prefetch::early_hint("</17>; rel=preload"), "16 at most");
+        assert_eq!(early_hints().len(), MAX_EARLY_HINTS);
+        assert_eq!(early_hints()[0], "</a.css>; rel=preload; as=style");
+        clear_prefetches();
+        assert!(early_hints().is_empty());
+        assert_eq!(wanted_body(), None);
+        refuse_body_and_hints(true);
+        assert!(!prefetch::want_body(1));
+        assert!(!prefetch::early_hint("</a>; rel=preload"));
+        assert_eq!((wanted_body(), early_hints().len()), (None, 0));
+        refuse_body_and_hints(false);
+        assert!(prefetch::want_body(1));
     }
 }

@@ -140,7 +140,7 @@ fn main() {
                     };
                     let input = || CallInput {
                         request: Some(owned()),
-                        response: None,
+                        ..CallInput::default()
                     };
                     let outcome = module.on_request(&mut instance, view, input).await;
                     std::hint::black_box(outcome.expect("exported").expect("no failure"));
@@ -152,6 +152,7 @@ fn main() {
                         let input = || CallInput {
                             request: Some(owned()),
                             response: Some(response.clone()),
+                            ..CallInput::default()
                         };
                         let decision = module.on_hit(&mut instance, &entry, view, input).await;
                         std::hint::black_box(decision.expect("exported").expect("no failure"));

@@ -26,6 +26,9 @@ const LARGE_CHUNK: usize = 64 * 1024;
 const VIDEO_BYTES: u64 = 32 * 1024 * 1024;
 /// The validator `/etag` answers with.
 const ETAG: &str = "\"demo-v1\"";
+/// Segments in `/live/playlist.m3u8`, the HLS playlist the prefetch demo
+/// serves (a finished, video-on-demand one of 4-second segments).
+const HLS_SEGMENTS: u32 = 20;
 
 /// The demo origin's request counter, shown in bodies so a hit is visible.
 #[derive(Default)]
@@ -112,6 +115,8 @@ fn origin_router() -> Router {
         )
         .route("/large", get(large))
         .route("/video", get(video))
+        .route("/live/playlist.m3u8", get(playlist))
+        .route("/live/{segment}", get(segment))
         .route("/static/{*rest}", get(policy_path))
         .route("/api/{*rest}", get(policy_path))
         .route("/news/{*rest}", get(policy_path))
@@ -251,6 +256,45 @@ async fn video(headers: HeaderMap) -> Response {
     resp
 }
 
+/// An HLS media playlist (RFC 8216) of [`HLS_SEGMENTS`] numbered segments.
+async fn playlist() -> Response {
+    let mut text = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:1\n",
+    );
+    for n in 1..=HLS_SEGMENTS {
+        text.push_str(&format!("#EXTINF:4.0,\nseg_{n:05}.ts\n"));
+    }
+    text.push_str("#EXT-X-ENDLIST\n");
+    let mut resp = reply("max-age=60", text);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.apple.mpegurl"),
+    );
+    resp
+}
+
+/// One 64 KiB segment of the playlist, after 200 ms of origin latency, so
+/// a prefetched one (a hit) is visibly faster; counted.
+async fn segment(
+    State(s): State<Shared>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let known = name
+        .strip_prefix("seg_")
+        .and_then(|n| n.strip_suffix(".ts"))
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| (1..=HLS_SEGMENTS).contains(&n));
+    if !known {
+        return (StatusCode::NOT_FOUND, "no such segment\n").into_response();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.served.fetch_add(1, Ordering::Relaxed);
+    let mut resp = reply("max-age=600", "x".repeat(64 * 1024));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+    resp
+}
+
 /// Start the demo origin on an ephemeral loopback port, on its own thread
 /// and runtime so it is independent of the proxy's.
 fn start_origin() -> anyhow::Result<SocketAddr> {
@@ -279,7 +323,7 @@ fn start_origin() -> anyhow::Result<SocketAddr> {
 
 /// The example policies the demo installs: module name, the guest file it
 /// is built as, its sidecar, and the Host name whose site runs it.
-const POLICIES: [(&str, &str, &str, &str); 4] = [
+const POLICIES: [(&str, &str, &str, &str); 5] = [
     (
         "ttl-rules",
         "ttl_rules.wasm",
@@ -304,6 +348,12 @@ const POLICIES: [(&str, &str, &str, &str); 4] = [
         "mode = \"long-lived\"\ninstances = 1\n[init]\nrequests = 5\nwindow_seconds = 10\n",
         "budget.localhost",
     ),
+    (
+        "hls-prefetch",
+        "hls_prefetch.wasm",
+        "mode = \"long-lived\"\n[init]\nsegments = 3\n",
+        "video.localhost",
+    ),
 ];
 
 /// The configuration the demo runs: a default site in front of the built-in
@@ -323,6 +373,8 @@ pub fn config(
     let site = |name: &str, host: &str, default: bool, policy: Option<&str>| Site {
         default,
         policy: policy.map(str::to_owned),
+        // Only a module that prefetches needs room to.
+        prefetch: (policy == Some("hls-prefetch")).then(Default::default),
         ..Site::new(name, vec![host.into()], Origin::plain(origin.to_string()))
     };
     config.sites.push(site("demo", "localhost", true, None));
@@ -369,6 +421,7 @@ fn walkthrough(proxy: SocketAddr, admin: SocketAddr, policy_dir: Option<&Path>) 
              \x20 takedown at the edge:  curl -s -H 'Host: takedown.localhost' {p}/cacheable >/dev/null ; curl -s -X PUT --data /cacheable {a}/policies/blocklist/kv/blocked\n\
              \x20                        curl -si -H 'Host: takedown.localhost' {p}/cacheable | head -1\n\
              \x20 request budget:        for i in $(seq 7); do curl -s -o /dev/null -w '%{{http_code}} ' -H 'Host: budget.localhost' {p}/cacheable; done; echo\n\
+             \x20 prefetch (HLS):        curl -s -o /dev/null -H 'Host: video.localhost' {p}/live/playlist.m3u8 ; sleep 1 ; curl -s -o /dev/null -w '%{{time_total}} s\\n' -D - -H 'Host: video.localhost' {p}/live/seg_00001.ts | grep -i -e cache-status -e ' s$'  (a hit: detail=prefetched, no 200 ms origin wait)\n\
              \x20 loaded modules:        curl -s {a}/policies\n\
              \x20 hot swap:              copy any module over {dir}/ttl-rules.wasm; it is reloaded without a restart\n",
             dir = dir.display()

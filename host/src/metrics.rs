@@ -75,6 +75,8 @@ pub struct Metrics {
     in_flight: IntGauge,
     /// Serialises scrapes: each one advances counters from cumulative totals.
     scrape: std::sync::Mutex<()>,
+    /// Origin and shield pools: member health, failures, failovers.
+    pub pools: crate::pool::PoolMetrics,
 }
 
 /// A site's metric handles.
@@ -248,6 +250,7 @@ impl Metrics {
             memory_bytes: gauge(&r, "stavka_store_memory_bytes", "Bytes in the memory tier."),
             in_flight: gauge(&r, "stavka_requests_in_flight", "Requests being served now."),
             scrape: std::sync::Mutex::new(()),
+            pools: crate::pool::PoolMetrics::new(&r),
             registry: r,
         }
     }

@@ -126,7 +126,7 @@ async fn decide(trial: &Trial) -> anyhow::Result<Value> {
             "hooks": module.exported_hooks(),
         },
     });
-    let mut p = PolicyDecisions::new(module, "http", &trial.host, None);
+    let mut p = PolicyDecisions::new(module, "http", &trial.host, None, None, 0);
     let synthetic = p
         .decide_request(&req)
         .await

@@ -1,6 +1,7 @@
 //! Assembling and running the pingora server from a configuration.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -17,7 +18,8 @@ use crate::config::{Config, ConfigErrors};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::{preflight, PolicyMetrics, PolicyRegistry, Watcher};
-use crate::proxy::StavkaProxy;
+use crate::prefetch::Prefetcher;
+use crate::proxy::{ProxyParts, StavkaProxy};
 use crate::reload::{ConfigReloader, Published};
 use crate::shutdown::{exit_when_drained, save_eviction_state, InFlight, Signals};
 use crate::sites::SiteRouter;
@@ -118,18 +120,29 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> a
     server.bootstrap();
 
     let limits = Limits::new(&config.limits, metrics.registry());
+    let prefetcher = Arc::new(Prefetcher::new(
+        prefetch_socket(),
+        policies.metrics().prefetch().clone(),
+    ));
     let proxy = StavkaProxy::new(
         &config,
-        router.clone(),
-        store,
-        metrics.clone(),
-        in_flight.clone(),
-        policies.clone(),
-        limits.clone(),
-    );
+        ProxyParts {
+            router: router.clone(),
+            store,
+            metrics: metrics.clone(),
+            in_flight: in_flight.clone(),
+            policies: policies.clone(),
+            limits: limits.clone(),
+            prefetcher: prefetcher.clone(),
+        },
+    )?;
     let mut proxy_service =
         http_proxy_service_with_name(&server.configuration, proxy, "stavka proxy");
     proxy_service.add_tcp(&config.listen.proxy.to_string());
+    // Prefetches come back in here (see `prefetch`): only this user may
+    // connect, and only this process's token makes a request a prefetch.
+    let socket = prefetcher.socket().display().to_string();
+    proxy_service.add_uds(&socket, Some(std::fs::Permissions::from_mode(0o600)));
     if let (Some(addr), Some(certificates)) = (config.listen.tls, &certificates) {
         let settings = tls::listener_settings(certificates.clone(), config.tls.http2)?;
         proxy_service.add_tls_with_settings(&addr.to_string(), None, settings);
@@ -182,6 +195,7 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> a
             certificates,
             limits,
             purge_bus,
+            prefetcher: prefetcher.clone(),
         },
     );
     server.add_service(proxy_service);
@@ -196,11 +210,15 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> a
         disk_bytes = %config.store.disk_bytes,
         "stavka listening"
     );
+    let on_exit: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        save_eviction_state(store);
+        let _ = std::fs::remove_file(prefetcher.socket());
+    });
     exit_when_drained(
         server.watch_execution_phase(),
         in_flight.clone(),
         config.server.shutdown_timeout,
-        store,
+        on_exit.clone(),
     );
     let _watching = watcher;
     server.run(RunArgs {
@@ -210,8 +228,8 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> a
         }),
     });
     // A fast shutdown (SIGINT) returns here; a graceful one exits from the
-    // drain thread, which saves the same state.
-    save_eviction_state(store);
+    // drain thread, which does the same.
+    on_exit();
     Ok(())
 }
 
@@ -267,4 +285,12 @@ fn bind_shared(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+/// The Unix socket prefetches are sent to: one per process, in the
+/// temporary directory (a store directory could make the path longer than
+/// a socket address allows). Removed at exit; one left by a killed process
+/// is replaced by the next process given the same id.
+fn prefetch_socket() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("stavka-prefetch-{}.sock", std::process::id()))
 }

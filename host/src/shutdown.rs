@@ -109,12 +109,13 @@ impl ShutdownSignalWatch for Signals {
 
 /// Once pingora has closed the listeners, exit as soon as the last request in
 /// flight finishes (or `limit` passes), instead of sleeping pingora's whole
-/// grace period and then dropping what is left.
+/// grace period and then dropping what is left; `on_exit` runs first (it
+/// saves what must survive the process).
 pub fn exit_when_drained(
     mut phases: broadcast::Receiver<ExecutionPhase>,
     in_flight: Arc<InFlight>,
     limit: Duration,
-    store: &'static CacheStore,
+    on_exit: Arc<dyn Fn() + Send + Sync>,
 ) {
     std::thread::Builder::new()
         .name("drain".into())
@@ -136,7 +137,7 @@ pub fn exit_when_drained(
             } else {
                 tracing::info!("drained: exiting");
             }
-            save_eviction_state(store);
+            on_exit();
             std::process::exit(0);
         })
         .expect("spawn the drain thread");

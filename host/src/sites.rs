@@ -4,7 +4,6 @@
 //! a [`HostTable`] lookup: one hash probe for the exact name plus one per
 //! label for wildcards, with no allocation.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use crate::config::{self, normalize_host_pattern, split_host_port};
 use crate::config::{OriginTimeouts, PolicyMissing};
 use crate::host_table::HostTable;
 use crate::metrics::{Metrics, SiteMetrics};
+use crate::pool::{Pool, PoolRole, PoolSpec, ProbeTls};
 use pingora_core::protocols::tls::CaType;
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
 
@@ -23,8 +23,10 @@ use pingora_core::utils::tls::{parse_x509, WrappedX509};
 pub struct Site {
     /// From the configuration; the `site` label in metrics and logs.
     pub name: String,
-    /// The origin's resolved socket address.
-    pub origin_addr: SocketAddr,
+    /// The origin's members, their health and selection.
+    pub origin: Arc<Pool>,
+    /// The shields misses go to instead of the origin, if any.
+    pub shield: Option<Arc<Pool>>,
     /// Whether to speak TLS to the origin.
     pub tls: bool,
     /// Connect, read, write and idle timeouts for the origin (`[origin]`).
@@ -53,6 +55,11 @@ pub struct Site {
     pub https_redirect: bool,
     /// `Strict-Transport-Security` for HTTPS responses.
     pub hsts: Option<HeaderValue>,
+    /// What the site's policy may prefetch; `None`: nothing.
+    pub prefetch: Option<Arc<crate::config::prefetch::Prefetch>>,
+    /// Send 103 Early Hints with the preload links a page's last response
+    /// carried.
+    pub early_hints: bool,
 }
 
 impl std::fmt::Debug for SiteMetrics {
@@ -65,6 +72,8 @@ impl std::fmt::Debug for SiteMetrics {
 #[derive(Debug, Default)]
 pub struct SiteRouter {
     sites: HostTable<Arc<Site>>,
+    /// Every site, in configuration order.
+    all: Vec<Arc<Site>>,
 }
 
 impl SiteRouter {
@@ -79,25 +88,12 @@ impl SiteRouter {
     ) -> anyhow::Result<SiteRouter> {
         let mut router = SiteRouter::default();
         for (i, cfg) in sites.iter().enumerate() {
-            let (host, _) = split_host_port(&cfg.origin.address)
-                .map_err(|e| anyhow!("site[{i}].origin.address: {e}"))?;
-            let origin_addr = cfg
-                .origin
-                .address
-                .to_socket_addrs()
-                .with_context(|| {
-                    format!(
-                        "site[{i}].origin.address: cannot resolve {:?}",
-                        cfg.origin.address
-                    )
-                })?
-                .next()
-                .ok_or_else(|| {
-                    anyhow!(
-                        "site[{i}].origin.address: {:?} resolves to no address",
-                        cfg.origin.address
-                    )
-                })?;
+            let members = cfg.origin.members();
+            let first = members
+                .first()
+                .ok_or_else(|| anyhow!("site[{i}].origin: no member"))?;
+            let (host, _) =
+                split_host_port(first.address()).map_err(|e| anyhow!("site[{i}].origin: {e}"))?;
             let sni = match (&cfg.origin.sni, cfg.origin.tls) {
                 (Some(sni), true) => sni.clone(),
                 (None, true) => host.to_owned(),
@@ -113,7 +109,7 @@ impl SiteRouter {
             if cfg.origin.tls && !cfg.origin.tls_verify {
                 tracing::warn!(
                     site = cfg.name,
-                    origin = cfg.origin.address,
+                    origin = first.address(),
                     "origin.tls_verify = false: the origin's certificate is not checked"
                 );
             }
@@ -129,9 +125,58 @@ impl SiteRouter {
                 .map(|h| HeaderValue::from_str(&h.header_value()))
                 .transpose()
                 .with_context(|| format!("site[{i}].hsts"))?;
+            let origin = Pool::start(
+                PoolSpec {
+                    field: format!("site[{i}].origin"),
+                    site: &cfg.name,
+                    role: PoolRole::Origin,
+                    members: members.clone(),
+                    selection: cfg.origin.selection,
+                    health: cfg.origin.health.as_ref(),
+                    probe_host: cfg
+                        .origin
+                        .host_header
+                        .clone()
+                        .unwrap_or_else(|| host.to_owned()),
+                    probe_tls: cfg.origin.tls.then(|| ProbeTls {
+                        sni: sni.clone(),
+                        verify: cfg.origin.tls_verify,
+                        ca: ca.clone(),
+                    }),
+                    passive: &cfg.origin.passive,
+                    dns_ttl: cfg.origin.dns_ttl,
+                },
+                &metrics.pools,
+            )?;
+            let shield = cfg
+                .shield
+                .as_ref()
+                .map(|shield| {
+                    let probe_host = cfg.hosts.first().map_or_else(
+                        || host.to_owned(),
+                        |h| h.trim_start_matches("*.").to_owned(),
+                    );
+                    Pool::start(
+                        PoolSpec {
+                            field: format!("site[{i}].shield"),
+                            site: &cfg.name,
+                            role: PoolRole::Shield,
+                            members: shield.addresses.clone(),
+                            selection: crate::config::Selection::Ketama,
+                            health: shield.health.as_ref(),
+                            probe_host,
+                            probe_tls: None,
+                            passive: &shield.passive,
+                            dns_ttl: shield.dns_ttl,
+                        },
+                        &metrics.pools,
+                    )
+                })
+                .transpose()?;
             let site = Arc::new(Site {
                 name: cfg.name.clone(),
-                origin_addr,
+                origin,
+                shield,
                 tls: cfg.origin.tls,
                 timeouts: timeouts.clone(),
                 sni,
@@ -146,6 +191,8 @@ impl SiteRouter {
                 ca,
                 https_redirect: cfg.https_redirect,
                 hsts,
+                prefetch: cfg.prefetch.clone().map(Arc::new),
+                early_hints: cfg.early_hints,
             });
             for pattern in &cfg.hosts {
                 let pattern = normalize_host_pattern(pattern)
@@ -153,8 +200,9 @@ impl SiteRouter {
                 router.sites.insert(&pattern, site.clone());
             }
             if cfg.default {
-                router.sites.set_default(site);
+                router.sites.set_default(site.clone());
             }
+            router.all.push(site);
         }
         Ok(router)
     }
@@ -164,6 +212,11 @@ impl SiteRouter {
     /// default site.
     pub fn route(&self, host: Option<&str>) -> Option<&Arc<Site>> {
         self.sites.lookup(host)
+    }
+
+    /// Every site, in configuration order.
+    pub fn sites(&self) -> &[Arc<Site>] {
+        &self.all
     }
 }
 

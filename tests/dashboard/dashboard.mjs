@@ -50,6 +50,8 @@ try {
   if (!(rps > 0)) failures.push(`requests/s shows ${rps}`);
   const hit = await page.textContent("#hit-ratio");
   if (!hit.endsWith("%")) failures.push(`hit ratio shows ${hit}`);
+  const prefetch = await page.textContent("#prefetch");
+  if (!/^\d+ · \d+ · \d+/.test(prefetch)) failures.push(`prefetch shows ${prefetch}`);
   const diskObjects = await page.textContent("#tiers tr[data-tier=disk] td:nth-child(2)");
   if (!(Number(diskObjects) >= 2)) failures.push(`disk tier shows ${diskObjects} objects`);
 

@@ -642,6 +642,17 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> 
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `GET path` over HTTP/`version` ("1.1", "1.0") to the default test site
+/// on a raw connection, with `headers` (each line ending in CRLF) added:
+/// everything the proxy sent back, interim responses included, which no
+/// client library shows.
+pub async fn raw_get(addr: SocketAddr, path: &str, version: &str, headers: &str) -> String {
+    let request = format!(
+        "GET {path} HTTP/{version}\r\nhost: test.example\r\n{headers}connection: close\r\n\r\n"
+    );
+    raw_exchange(addr, request.as_bytes(), Duration::from_secs(10)).await
+}
+
 /// An origin that answers every request with bytes the test wrote by hand:
 /// for responses no server library would send (connection-specific fields,
 /// interim responses, a body cut short). Counts requests; the connection is

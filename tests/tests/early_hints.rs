@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use stavka_e2e::{default_site_at, Stavka};
+use stavka_e2e::{default_site_at, raw_get, Stavka};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// An origin that answers every request with a 103 carrying a preload
 /// link, then a cacheable 200; it counts the requests it answered.
@@ -48,19 +48,6 @@ async fn hinting_origin() -> (
     (addr, served)
 }
 
-/// GET `path` on a raw connection: everything the proxy sent back.
-async fn raw_get(stavka: &Stavka, path: &str) -> String {
-    let mut tcp = TcpStream::connect(stavka.proxy).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: test.example\r\nconnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
-        .await
-        .expect("the proxy answers")
-        .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[tokio::test]
 async fn an_origins_103_reaches_the_client_first_and_only_the_final_response_is_stored_rfc8297() {
     let (origin, served) = hinting_origin().await;
@@ -77,7 +64,7 @@ async fn an_origins_103_reaches_the_client_first_and_only_the_final_response_is_
             }
         };
         let before = served.load(std::sync::atomic::Ordering::SeqCst);
-        let first = raw_get(&stavka, "/page").await;
+        let first = raw_get(stavka.proxy, "/page", "1.1", "").await;
         let hint = first
             .find("HTTP/1.1 103")
             .unwrap_or_else(|| panic!("{policy:?}: no 103 in {first:?}"));
@@ -93,7 +80,7 @@ async fn an_origins_103_reaches_the_client_first_and_only_the_final_response_is_
         );
         assert!(first.ends_with("page"), "{first:?}");
         // The stored response is the final one: a hit, without a 103.
-        let second = raw_get(&stavka, "/page").await;
+        let second = raw_get(stavka.proxy, "/page", "1.1", "").await;
         assert!(second.starts_with("HTTP/1.1 200"), "{policy:?}: {second:?}");
         assert!(
             second

@@ -600,3 +600,30 @@ async fn rfc9112_9_3_2_pipelined_requests_are_answered_in_order() {
     );
     assert!(one < two && two < three, "{answer}");
 }
+
+/// RFC 9110 §6.2 and RFC 9112 §2.3: a proxy sends its own HTTP version. An
+/// origin that answers in HTTP/1.0 does not make an HTTP/1.1 client's
+/// response (a miss, then a hit of what was stored) claim HTTP/1.0, which
+/// would end a persistent connection the client could have kept.
+#[tokio::test]
+async fn rfc9110_6_2_an_http_1_0_origins_answer_goes_out_as_http_1_1() {
+    let old = RawOrigin::start(
+        vec![response(
+            "HTTP/1.0 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 2",
+            "ok",
+        )],
+        Duration::ZERO,
+    )
+    .await;
+    let stavka = Stavka::start(&old.site()).await;
+    for expected in ["stored", "hit"] {
+        let answer = raw_exchange(
+            stavka.proxy,
+            b"GET /old HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains(expected), "{answer}");
+    }
+}

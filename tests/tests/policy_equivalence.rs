@@ -130,6 +130,7 @@ async fn decide(module: &PolicyModule, req: &Request, status: u16) -> String {
         move || CallInput {
             request: Some(req),
             response,
+            ..CallInput::default()
         }
     };
     let mut instance = RequestInstance::default();

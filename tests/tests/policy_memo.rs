@@ -159,9 +159,10 @@ async fn a_new_module_version_starts_with_an_empty_memo() {
 
 /// `stavka:policy` 0.2 changed the request into a resource; modules built
 /// for 0.1.1 (ttl-rules from the 0.1.1 SDK, `tests/fixtures/`) still load
-/// and decide as the same policy built for 0.2 does.
+/// and decide as the same policy built for 0.2 does; and one built for
+/// 0.2.0, before 0.2.1 added prefetching and `on-body`, loads beside them.
 #[tokio::test]
-async fn a_module_built_for_policy_0_1_1_behaves_as_its_0_2_build() {
+async fn modules_built_for_policy_0_1_1_and_0_2_0_behave_as_the_current_build() {
     let origin = Origin::start(
         Router::new()
             .route(
@@ -174,13 +175,16 @@ async fn a_module_built_for_policy_0_1_1_behaves_as_its_0_2_build() {
             ),
     )
     .await;
-    let old = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/ttl_rules_v0_1_1.wasm"
-    ))
-    .unwrap();
+    let fixture = |name: &str| {
+        std::fs::read(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let builds = [
+        fixture("ttl_rules_v0_1_1.wasm"),
+        fixture("ttl_rules_v0_2_0.wasm"),
+        guest("ttl-rules"),
+    ];
     let mut seen = Vec::new();
-    for bytes in [old, guest("ttl-rules")] {
+    for bytes in builds {
         let stavka = Stavka::start(&default_site(&origin, Some("p"))).await;
         install(&stavka.policy_dir, "p", &bytes, "mode = \"long-lived\"\n");
         let mut first = None;
@@ -206,9 +210,13 @@ async fn a_module_built_for_policy_0_1_1_behaves_as_its_0_2_build() {
             ),
         ));
     }
-    assert_eq!((&seen[0].0, &seen[1].0), (&"0.1".into(), &"0.2".into()));
+    assert_eq!(
+        (&seen[0].0, &seen[1].0, &seen[2].0),
+        (&"0.1".into(), &"0.2".into(), &"0.2".into())
+    );
     assert_eq!(seen[0].1 .0, "86400", "on-response ran: {seen:?}");
     assert_eq!(seen[0].1, seen[1].1, "the same decisions");
+    assert_eq!(seen[1].1, seen[2].1, "the same decisions");
 }
 
 /// `host.rate-limit` is one bucket per key for the whole module: eight

@@ -20,9 +20,13 @@ use super::Entry;
 pub fn line(entry: &Entry<'_>, cache_name: &str, now: SystemTime) -> Vec<u8> {
     let req = entry.request;
     let mut out = Vec::with_capacity(256);
-    match entry.client.and_then(|a| a.as_inet()) {
-        Some(addr) => {
-            let _ = write!(out, "{}", addr.ip());
+    // As nginx's realip module does: the client a trusted edge named.
+    let client = entry
+        .forwarded_for
+        .or_else(|| entry.client.and_then(|a| a.as_inet()).map(|a| a.ip()));
+    match client {
+        Some(ip) => {
+            let _ = write!(out, "{ip}");
         }
         None => out.push(b'-'),
     }
@@ -181,6 +185,7 @@ mod tests {
         let entry = Entry {
             request: &req,
             client: Some(&client),
+            forwarded_for: None,
             site: "www",
             host: "example.com",
             status: 200,
@@ -215,6 +220,7 @@ mod tests {
         let entry = Entry {
             request: &req,
             client: None,
+            forwarded_for: None,
             site: "-",
             host: "-",
             status: 0,

@@ -31,6 +31,9 @@ pub struct Entry<'a> {
     pub request: &'a RequestHeader,
     /// The client's address, when the connection has one.
     pub client: Option<&'a SocketAddr>,
+    /// The client's address as a trusted edge gave it
+    /// (`tier.client_header`), when it did: the connection is the edge's.
+    pub forwarded_for: Option<std::net::IpAddr>,
     /// The site that served it, `-` for none.
     pub site: &'a str,
     /// The host the cache keyed it by, `-` for none.
@@ -109,6 +112,7 @@ impl AccessLog {
         tracing::info!(
             target: TARGET,
             client = %entry.client.map(|a| a.to_string()).unwrap_or_default(),
+            forwarded_for = entry.forwarded_for.map(tracing::field::display),
             site = entry.site,
             method = %req.method,
             host = entry.host,
@@ -135,6 +139,7 @@ mod tests {
         Entry {
             request,
             client: None,
+            forwarded_for: None,
             site: "-",
             host: "-",
             status,

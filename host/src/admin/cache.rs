@@ -190,7 +190,11 @@ pub async fn purge(
     } else {
         PurgeMode::Hard
     };
-    let objects = state.store.select_by(&selector);
+    let objects = state
+        .store
+        .select_by(&selector)
+        .await
+        .map_err(ApiError::catalog)?;
     let matched = objects.len();
     let purged = state.store.purge(objects, mode).await;
     let kind = selector.kind();
@@ -242,7 +246,12 @@ pub async fn inspect(
     let primary = at.primary();
     let hash = cache_key(&at.site, &at.host, &at.target).primary_bin();
     let mut entries = Vec::new();
-    for object in state.store.select(Selector::Primary(&hash)) {
+    let objects = state
+        .store
+        .select(Selector::Primary(&hash))
+        .await
+        .map_err(ApiError::catalog)?;
+    for object in objects {
         if let Some(entry) = describe(&state, &object).await {
             entries.push(entry);
         }
@@ -263,10 +272,14 @@ pub async fn inspect(
 /// catalog.
 async fn slice_state(state: &AdminState, primary: &[u8]) -> Option<SliceState> {
     let prefix = key::slice_prefix(primary);
-    let objects = state.store.select(Selector::Prefix(&prefix));
-    if objects.is_empty() {
-        return None;
-    }
+    let objects = match state.store.select(Selector::Prefix(&prefix)).await {
+        Ok(objects) if !objects.is_empty() => objects,
+        Ok(_) => return None,
+        Err(error) => {
+            tracing::warn!(%error, "slice blocks not listed: the store's catalog did not read");
+            return None;
+        }
+    };
     let mut indices: Vec<u64> = objects
         .iter()
         .filter_map(|o| key::slice_block_index(primary, &o.primary_key))

@@ -47,9 +47,18 @@ pub enum ApiError {
     /// line; the running one keeps serving (422).
     #[error("{0}")]
     ReloadRefused(String),
+    /// The store's purge catalog could not be read, so nothing was
+    /// selected (503); the cache keeps serving.
+    #[error("the store's catalog did not read: {0}")]
+    CatalogUnreadable(String),
 }
 
 impl ApiError {
+    /// A purge or an inspection that the store's catalog could not answer.
+    pub fn catalog(error: edge_cdn_store::StoreError) -> ApiError {
+        ApiError::CatalogUnreadable(error.to_string())
+    }
+
     /// The HTTP status it answers with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -60,6 +69,7 @@ impl ApiError {
             ApiError::Unreadable { status, .. } => *status,
             ApiError::NoConfigFile(_) => StatusCode::CONFLICT,
             ApiError::ReloadRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::CatalogUnreadable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct AdminState {
     pub limits: Arc<crate::limits::Limits>,
     /// The cluster-wide purge bus, when `[shared]` configures one.
     pub purge_bus: Option<Arc<crate::cache::purge_bus::PurgeBus>>,
+    /// Policies' prefetches: queues and what became of them.
+    pub prefetcher: Arc<crate::prefetch::Prefetcher>,
 }
 
 /// The admin HTTP service on a listener bound before the server started, so

@@ -70,6 +70,8 @@ struct Counters {
     calls: u64,
     memo_hits: u64,
     failures: BTreeMap<&'static str, u64>,
+    /// What it asked to prefetch, by outcome (those that happened).
+    prefetch: BTreeMap<&'static str, u64>,
 }
 
 impl Module {
@@ -100,6 +102,7 @@ impl Module {
                 calls,
                 memo_hits: metrics.memo_hit_total(module.name()),
                 failures: failures.into_iter().collect(),
+                prefetch: metrics.prefetch().totals(module.name()).into_iter().collect(),
             },
         }))
     }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::AdminState;
 use crate::policy::preflight;
+use crate::pool::{MemberHealth, PoolRole};
 
 /// `GET /readyz`: `#/components/schemas/Readiness`.
 #[derive(Debug, Serialize)]
@@ -28,6 +29,17 @@ pub struct Readiness {
     /// why: a store under its free-space floor still serves every
     /// response, it only stops storing new ones.
     degraded: Vec<String>,
+    /// Each site's origin and shield members and their health.
+    pools: Vec<SitePools>,
+}
+
+/// One site's pools, member by member.
+#[derive(Debug, Serialize)]
+struct SitePools {
+    site: String,
+    origin: Vec<MemberHealth>,
+    /// `null` when the site has no shields.
+    shield: Option<Vec<MemberHealth>>,
 }
 
 /// The outcome of each readiness check.
@@ -83,6 +95,8 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
     if shared != "ok" && shared != "off" {
         degraded.push(format!("shared: {shared}"));
     }
+    let pools = pools(&state);
+    degraded.extend(pools_degraded(&pools));
     let draining = state.in_flight.is_draining();
     let ready = listener.is_ok() && storage.is_ok() && !draining;
     let show = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".to_owned());
@@ -97,6 +111,7 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
             shared,
         },
         degraded,
+        pools,
     };
     let code = if ready {
         StatusCode::OK
@@ -120,6 +135,51 @@ fn shared_check(state: &AdminState, degraded: Option<String>) -> String {
     } else {
         problems.join("; ")
     }
+}
+
+/// Every site's pools as they are now.
+fn pools(state: &AdminState) -> Vec<SitePools> {
+    state
+        .sites
+        .load()
+        .sites()
+        .iter()
+        .map(|site| SitePools {
+            site: site.name.clone(),
+            origin: site.origin.health(),
+            shield: site.shield.as_ref().map(|s| s.health()),
+        })
+        .collect()
+}
+
+/// A member out of its pool (its health check failed, or requests took it
+/// out) degrades the node without making it unready: the pool's other
+/// members serve, and a pool with none left still tries them.
+fn pools_degraded(pools: &[SitePools]) -> Vec<String> {
+    let mut out = Vec::new();
+    for site in pools {
+        let roles = [
+            (PoolRole::Origin, Some(&site.origin)),
+            (PoolRole::Shield, site.shield.as_ref()),
+        ];
+        for (role, members) in roles {
+            for m in members.into_iter().flatten() {
+                let why = match (m.healthy, m.down_ms) {
+                    (false, _) => "fails its health check",
+                    (true, Some(_)) => "taken out by failed requests",
+                    (true, None) => continue,
+                };
+                out.push(format!(
+                    "pool: site {} {} member {} ({}) {why}",
+                    site.site,
+                    role.as_str(),
+                    m.address,
+                    m.resolved
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// `ok`, or the sites whose named module is not being served.

@@ -43,6 +43,23 @@ pub struct Totals {
     pub evictions: Evictions,
     /// Policy hook calls.
     pub policy: PolicyTotals,
+    /// What policies prefetched.
+    pub prefetch: PrefetchTotals,
+}
+
+/// What policies asked to prefetch, and what became of it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PrefetchTotals {
+    /// Counts by outcome (`stavka_prefetch_total`, all modules): queued,
+    /// fetched, already-cached, not-stored, failed, used, wasted, and each
+    /// refusal.
+    pub by_outcome: BTreeMap<String, u64>,
+    /// Prefetches waiting now, all sites.
+    pub queued: u64,
+    /// Prefetches being fetched now, all sites.
+    pub running: u64,
+    /// Prefetched objects not yet used nor stale.
+    pub tracked: u64,
 }
 
 /// Body bytes sent, by where they came from.

@@ -21,7 +21,8 @@ use prometheus::proto::{Histogram, Metric, MetricFamily};
 use super::error::ApiError;
 use super::report::{
     BytesPerSecond, BytesServed, Catalog, Events, Evictions, Latency, OriginHealth, OriginRates,
-    OriginTotals, Percentiles, Point, PolicyTotals, Rates, SharedStatus, SiteRates, Stats, Store,
+    OriginTotals, Percentiles, Point, PolicyTotals, PrefetchTotals, Rates, SharedStatus, SiteRates,
+    Stats, Store,
     Tier, Top, TopUrl, Totals,
 };
 use super::AdminState;
@@ -540,6 +541,21 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Stats> {
             policy: PolicyTotals {
                 calls: now.policy_calls as u64,
                 failures: now.policy_failures as u64,
+            },
+            prefetch: {
+                let (queued, running) = state
+                    .prefetcher
+                    .lanes()
+                    .iter()
+                    .fold((0, 0), |(q, r), (_, queued, running)| {
+                        (q + *queued as u64, r + *running as u64)
+                    });
+                PrefetchTotals {
+                    by_outcome: state.prefetcher.metrics().by_outcome(),
+                    queued,
+                    running,
+                    tracked: state.prefetcher.tracker.tracked() as u64,
+                }
             },
         },
         store: Store {

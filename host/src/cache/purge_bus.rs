@@ -416,7 +416,13 @@ impl PurgeBus {
             return;
         }
         self.metrics.received.inc();
-        let objects = self.store.select_by(&message.selector);
+        let objects = match self.store.select_by(&message.selector).await {
+            Ok(objects) => objects,
+            Err(error) => {
+                tracing::warn!(from = %message.node, selector = message.selector.kind(), %error, "purge from another node not applied: the store's catalog did not read");
+                return;
+            }
+        };
         let matched = objects.len();
         let purged = self.store.purge(objects, message.mode).await;
         self.metrics.applied.inc();

@@ -104,6 +104,8 @@ pub enum Detail {
     Limit(crate::limits::Limit),
     /// The request had already passed through this node (RFC 8586).
     LoopDetected,
+    /// A hit on an object a policy prefetched (`prefetch.fetch`).
+    Prefetched,
 }
 
 impl Detail {
@@ -120,6 +122,7 @@ impl Detail {
             Detail::HttpsRedirect => "https-redirect",
             Detail::Limit(limit) => limit.as_str(),
             Detail::LoopDetected => "loop-detected",
+            Detail::Prefetched => "prefetched",
         }
     }
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use edge_cdn_store::{
     BreakerState, ClockEviction, Described, Health, Listed, NoSharedTier, PrometheusObserver,
-    RedisTier, Selector, SharedTier, StoreEvent, StoreObserver, TieredStore, WriteFailure,
+    RedisTier, Selector, SharedTier, StoreError, StoreEvent, StoreObserver, TieredStore,
+    WriteFailure,
 };
 use futures_util::StreamExt;
 use http::HeaderMap;
@@ -171,10 +172,10 @@ pub struct StoreStats {
 }
 
 impl CacheStore {
-    /// Open the store (rebuilding its index from disk), restore the
-    /// eviction manager's saved recency, and admit recovered objects it did
-    /// not know, so that everything on disk is counted and evictable. Runs
-    /// once at start-up, before serving, and blocks.
+    /// Open the store (rebuilding its index from disk: everything on disk
+    /// is counted and evictable from then on), restore the eviction
+    /// manager's saved counters, and evict down to `disk_bytes` if it
+    /// shrank. Runs once at start-up, before serving, and blocks.
     pub fn open(
         cache: &config::Cache,
         store: &edge_cdn_store::StoreConfig,
@@ -268,12 +269,16 @@ impl CacheStore {
         self.shared.as_deref().map(RedisTier::breaker_state)
     }
 
-    /// The stored objects a purge selects.
-    pub fn select_by(&self, selector: &PurgeSelector) -> Vec<Listed> {
+    /// The stored objects a purge selects; an error when the store's
+    /// catalog cannot be read.
+    pub async fn select_by(
+        &'static self,
+        selector: &PurgeSelector,
+    ) -> Result<Vec<Listed>, StoreError> {
         match selector {
-            PurgeSelector::Url(primary) => self.select_url(primary),
-            PurgeSelector::Prefix(prefix) => self.select(Selector::Prefix(prefix)),
-            PurgeSelector::Tag(tag) => self.select(Selector::Tag(tag)),
+            PurgeSelector::Url(primary) => self.select_url(primary).await,
+            PurgeSelector::Prefix(prefix) => self.select(Selector::Prefix(prefix)).await,
+            PurgeSelector::Tag(tag) => self.select(Selector::Tag(tag)).await,
         }
     }
 
@@ -295,18 +300,24 @@ impl CacheStore {
     /// `primary`: all its Vary variants, or its blocks (RFC 9111 §4.4
     /// invalidation). Returns how many were removed.
     pub async fn invalidate(&'static self, primary: &[u8]) -> usize {
-        let objects = self.select_url(primary);
-        self.purge(objects, PurgeMode::Hard).await
+        match self.select_url(primary).await {
+            Ok(objects) => self.purge(objects, PurgeMode::Hard).await,
+            Err(error) => {
+                tracing::warn!(%error, "invalidation not applied: the store's catalog did not read");
+                0
+            }
+        }
     }
 
     /// Every object stored for the URL whose primary key is `primary`:
     /// its Vary variants and, when it is sliced, its blocks and their
     /// record (see [`super::key::slice_prefix`]).
-    pub fn select_url(&self, primary: &[u8]) -> Vec<Listed> {
+    pub async fn select_url(&'static self, primary: &[u8]) -> Result<Vec<Listed>, StoreError> {
         let hash = CacheKey::new(primary.to_vec(), "").primary_bin();
-        let mut objects = self.select(Selector::Primary(&hash));
-        objects.extend(self.select(Selector::Prefix(&super::key::slice_prefix(primary))));
-        objects
+        let mut objects = self.select(Selector::Primary(&hash)).await?;
+        let blocks = super::key::slice_prefix(primary);
+        objects.extend(self.select(Selector::Prefix(&blocks)).await?);
+        Ok(objects)
     }
 
     /// The entry stored under `key`, for code that uses the store directly
@@ -372,9 +383,10 @@ impl CacheStore {
         self.eviction.access(&entry, size, fresh_until);
     }
 
-    /// The stored objects `selector` picks (see [`TieredStore::select`]).
-    pub fn select(&self, selector: Selector<'_>) -> Vec<Listed> {
-        self.storage.select(selector)
+    /// The stored objects `selector` picks (see [`TieredStore::select`]),
+    /// read on the blocking pool.
+    pub async fn select(&'static self, selector: Selector<'_>) -> Result<Vec<Listed>, StoreError> {
+        self.storage.select(selector).await
     }
 
     /// Purge `objects`, a few at a time; returns how many were still

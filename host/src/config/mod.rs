@@ -16,10 +16,14 @@ mod listen;
 mod log;
 mod origin;
 mod policy;
+mod pool;
 mod server;
 mod shared;
+mod shield;
 mod site;
+pub mod prefetch;
 pub mod slice;
+mod tier;
 mod tls;
 
 use std::path::Path;
@@ -35,10 +39,13 @@ pub use listen::Listen;
 pub use log::{AccessFormat, Log, LogFormat};
 pub use origin::OriginTimeouts;
 pub use policy::Policy;
+pub use pool::{ActiveCheck, Member, PassiveCheck};
 pub use server::Server;
 pub use shared::Shared;
-pub use site::{normalize_host_pattern, split_host_port, Origin, PolicyMissing, Site};
+pub use shield::Shield;
+pub use site::{normalize_host_pattern, split_host_port, Origin, PolicyMissing, Selection, Site};
 pub use slice::Slice;
+pub use tier::Tier;
 pub use tls::{CertFiles, Hsts, Tls};
 
 /// The whole configuration file.
@@ -70,6 +77,8 @@ pub struct Config {
     pub tls: Tls,
     /// What one client may ask of the proxy.
     pub limits: Limits,
+    /// How edges pass the client's address on to shields.
+    pub tier: Tier,
     /// The sites this proxy serves, written as `[[site]]` tables.
     #[serde(rename = "site")]
     pub sites: Vec<Site>,
@@ -133,6 +142,12 @@ impl Config {
         });
         let errors: Vec<ConfigError> = fields
             .chain(site::problems(&self.sites))
+            .chain(
+                self.tier
+                    .problems()
+                    .into_iter()
+                    .map(|(field, message)| (format!("tier.{field}"), message)),
+            )
             .chain(self.tls_problems())
             .map(|(path, message)| ConfigError { path, message })
             .collect();

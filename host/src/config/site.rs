@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::pool::{self, default_dns_ttl, ActiveCheck, Member, PassiveCheck};
+use super::shield::Shield;
 use crate::policy_settings::is_module_name;
 
 /// One site: the Host names it answers and the origin behind them.
@@ -23,6 +25,11 @@ pub struct Site {
     pub default: bool,
     /// Where requests that the cache cannot answer go.
     pub origin: Origin,
+    /// Send misses to this pool of shields (other stavka nodes) instead
+    /// of the origin: each object's home shield is chosen by consistent
+    /// hashing on its cache key. Default: none, misses go to the origin.
+    #[serde(default)]
+    pub shield: Option<Shield>,
     /// The policy module (`<policy.dir>/<name>.wasm`) that decides for this
     /// site. Default: none, plain HTTP caching.
     #[serde(default)]
@@ -65,6 +72,16 @@ pub struct Site {
     /// (never over plain HTTP, RFC 6797 §7.2). Default: none.
     #[serde(default)]
     pub hsts: Option<super::Hsts>,
+    /// Let the site's policy prefetch (`[site.prefetch]`, bounds on what it
+    /// may queue). Default: none, `prefetch.fetch` is refused.
+    #[serde(default)]
+    pub prefetch: Option<super::prefetch::Prefetch>,
+    /// Send a 103 Early Hints response (RFC 8297) before going to the
+    /// origin for a page whose last response carried `Link: <…>;
+    /// rel=preload` fields, with those fields. Default `false`. (A policy
+    /// may add hints of its own either way.)
+    #[serde(default)]
+    pub early_hints: bool,
 }
 
 /// What a site that names a policy module does while no version of that
@@ -91,16 +108,39 @@ impl PolicyMissing {
     }
 }
 
-/// An origin server.
+/// An origin: one server (`address`) or a pool of them (`addresses`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Origin {
-    /// `host:port`; a name is resolved once, at start-up.
-    pub address: String,
+    /// `host:port` of a single origin server; give this or `addresses`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The members of a pool of origin servers, each `"host:port"` or
+    /// `{ address = "host:port", weight = 2 }`; give this or `address`.
+    /// Names are resolved at start and again every `dns_ttl`.
+    #[serde(default)]
+    pub addresses: Vec<Member>,
+    /// How a request picks a member: `"round-robin"` (weighted) or
+    /// `"ketama"` (consistent hashing on the cache key, so each object
+    /// has one home member). Default `"round-robin"`.
+    #[serde(default)]
+    pub selection: Selection,
+    /// Probe every member (`{ path = "/health", interval = "5s" }`).
+    /// Default: none, only requests judge a member.
+    #[serde(default)]
+    pub health: Option<ActiveCheck>,
+    /// What failed requests do to a member. Default: 3 consecutive
+    /// failures take it out for `10s`.
+    #[serde(default)]
+    pub passive: PassiveCheck,
+    /// Resolve member names again this often. Default `60s`.
+    #[serde(default = "default_dns_ttl", with = "humantime_serde")]
+    pub dns_ttl: std::time::Duration,
     /// Speak TLS to the origin. Default `false`.
     #[serde(default)]
     pub tls: bool,
-    /// The TLS server name; defaults to the host part of `address`.
+    /// The TLS server name; defaults to the host part of the first
+    /// member's address.
     #[serde(default)]
     pub sni: Option<String>,
     /// The Host header sent to the origin; defaults to the client's Host.
@@ -116,6 +156,27 @@ pub struct Origin {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// How a request picks a member of an origin pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// Each member in turn, in proportion to its weight.
+    #[default]
+    RoundRobin,
+    /// Consistent hashing (Ketama) on the cache key.
+    Ketama,
+}
+
+impl Selection {
+    /// The configuration's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::RoundRobin => "round-robin",
+            Selection::Ketama => "ketama",
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -129,6 +190,7 @@ impl Site {
             hosts,
             default: false,
             origin,
+            shield: None,
             policy: None,
             policy_missing: PolicyMissing::default(),
             serve_stale_on_error: None,
@@ -137,6 +199,8 @@ impl Site {
             tls: None,
             https_redirect: false,
             hsts: None,
+            prefetch: None,
+            early_hints: false,
         }
     }
 }
@@ -145,7 +209,12 @@ impl Origin {
     /// Plain HTTP to `address` (`host:port`), with the client's Host.
     pub fn plain(address: impl Into<String>) -> Origin {
         Origin {
-            address: address.into(),
+            address: Some(address.into()),
+            addresses: Vec::new(),
+            selection: Selection::default(),
+            health: None,
+            passive: PassiveCheck::default(),
+            dns_ttl: default_dns_ttl(),
             tls: false,
             sni: None,
             host_header: None,
@@ -219,6 +288,12 @@ impl Site {
             }
         }
         self.origin.check(err);
+        if let Some(shield) = &self.shield {
+            shield.check(err);
+        }
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.check(err);
+        }
         if let Some(name) = &self.policy {
             if !is_module_name(name) {
                 err(
@@ -231,20 +306,51 @@ impl Site {
 }
 
 impl Origin {
+    /// The pool's members: `address` alone, or `addresses`.
+    pub fn members(&self) -> Vec<Member> {
+        match &self.address {
+            Some(address) => vec![Member::Address(address.clone())],
+            None => self.addresses.clone(),
+        }
+    }
+
     /// Report problems with the origin to `err(field, message)`, its fields
     /// under `origin.`.
     fn check(&self, err: &mut dyn FnMut(String, String)) {
-        match split_host_port(&self.address) {
-            Err(why) => err("origin.address".into(), format!("{:?} {why}", self.address)),
-            Ok((host, _)) => {
-                if self.tls && self.sni.is_none() && host.parse::<std::net::IpAddr>().is_ok() {
-                    err(
-                        "origin.sni".into(),
-                        "required when origin.tls = true and origin.address is an IP address"
-                            .into(),
-                    );
+        match (&self.address, self.addresses.is_empty()) {
+            (Some(address), true) => {
+                if let Err(why) = split_host_port(address) {
+                    err("origin.address".into(), format!("{address:?} {why}"));
                 }
             }
+            (Some(_), false) => err(
+                "origin.addresses".into(),
+                "give origin.address or origin.addresses, not both".into(),
+            ),
+            (None, true) => err(
+                "origin.address".into(),
+                "required (or origin.addresses for a pool)".into(),
+            ),
+            (None, false) => {}
+        }
+        pool::check(
+            "origin",
+            &self.addresses,
+            self.health.as_ref(),
+            &self.passive,
+            self.dns_ttl,
+            err,
+        );
+        let ip_member = self
+            .members()
+            .iter()
+            .filter_map(|m| split_host_port(m.address()).ok())
+            .any(|(host, _)| host.parse::<std::net::IpAddr>().is_ok());
+        if self.tls && self.sni.is_none() && ip_member {
+            err(
+                "origin.sni".into(),
+                "required when origin.tls = true and a member's address is an IP address".into(),
+            );
         }
         let tls_only = [
             ("origin.ca_file", self.ca_file.is_some()),
@@ -326,5 +432,92 @@ mod tests {
         assert!(normalize_host_pattern("*").is_err());
         assert_eq!(split_host_port("[::1]:80").unwrap(), ("::1", 80));
         assert!(split_host_port("host:0").is_err());
+    }
+
+    fn problem_paths(text: &str) -> Vec<String> {
+        let config = crate::config::Config::from_toml(text).expect("parses");
+        match config.validate() {
+            Ok(()) => vec![],
+            Err(e) => e.0.into_iter().map(|e| e.path).collect(),
+        }
+    }
+
+    #[test]
+    fn one_address_loads_as_before_and_a_pool_with_a_shield_loads() {
+        let one = "[[site]]\nname = \"s\"\ndefault = true\norigin = { address = \"o:80\" }\n";
+        assert!(problem_paths(one).is_empty());
+        let config = crate::config::Config::from_toml(one).unwrap();
+        assert_eq!(
+            config.sites[0].origin.members(),
+            [Member::Address("o:80".into())]
+        );
+        let pool = r#"
+            [tier]
+            trusted_edges = ["10.0.0.0/8", "192.0.2.1"]
+            [[site]]
+            name = "s"
+            default = true
+            [site.origin]
+            addresses = ["a:80", { address = "b:80", weight = 3 }]
+            selection = "ketama"
+            dns_ttl = "5s"
+            health = { path = "/health", interval = "1s" }
+            passive = { failures = 2, down_for = "3s" }
+            [site.shield]
+            addresses = ["10.0.0.1:8080", "10.0.0.2:8080"]
+        "#;
+        assert!(problem_paths(pool).is_empty());
+        let config = crate::config::Config::from_toml(pool).unwrap();
+        let site = &config.sites[0];
+        assert_eq!(site.origin.members()[1].weight(), 3);
+        assert_eq!(site.origin.selection, Selection::Ketama);
+        assert_eq!(site.shield.as_ref().unwrap().addresses.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_pool_names_the_field() {
+        let got = problem_paths(
+            r#"
+            [tier]
+            client_header = "bad header"
+            trusted_edges = ["10.0.0.0/33"]
+            [[site]]
+            name = "s"
+            default = true
+            [site.origin]
+            address = "o:80"
+            addresses = ["p:80"]
+            [[site]]
+            name = "t"
+            hosts = ["t.example"]
+            [site.origin]
+            addresses = ["nohost", { address = "q:80", weight = 0 }]
+            health = { path = "health", interval = "0s" }
+            passive = { failures = 0 }
+            dns_ttl = "0s"
+            [site.shield]
+            addresses = []
+            [[site]]
+            name = "u"
+            hosts = ["u.example"]
+            origin = {}
+        "#,
+        );
+        assert_eq!(
+            got,
+            [
+                "site[0].origin.addresses",
+                "site[1].origin.addresses[0]",
+                "site[1].origin.addresses[1].weight",
+                "site[1].origin.health.path",
+                "site[1].origin.health.interval",
+                "site[1].origin.passive.failures",
+                "site[1].origin.dns_ttl",
+                "site[1].shield.addresses",
+                "site[2].origin.address",
+                "tier.client_header",
+                "tier.trusted_edges[0]",
+            ]
+        );
     }
 }

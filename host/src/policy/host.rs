@@ -24,6 +24,7 @@ use super::trace::{
     monotonic_now, wall_now, Field, Impurity, MonotonicClock, Random, Reads, WallClock,
 };
 use crate::limits::RateLimiter;
+use crate::prefetch::{Phase, PrefetchMetrics, Refusal, Scope};
 
 /// How often the engine's epoch advances: the resolution of every
 /// deadline, and the most CPU time a call is charged before its first
@@ -46,6 +47,8 @@ pub struct ModuleShared {
     pub breaker: Breaker,
     /// Token buckets for `host.rate-limit`, shared by every instance.
     pub buckets: RateLimiter<String>,
+    /// Where refused prefetches of calls that may not prefetch are counted.
+    pub prefetch: PrefetchMetrics,
     /// WASI's insecure seed for every instance, so that instances of the
     /// module hash alike and a call's outcome depends only on what it read.
     seed: u128,
@@ -56,13 +59,19 @@ pub struct ModuleShared {
 
 impl ModuleShared {
     /// Shared state for the module `name`.
-    pub fn new(name: &str, kv: Arc<Kv>, metrics: Arc<PolicyMetrics>) -> ModuleShared {
+    pub fn new(
+        name: &str,
+        kv: Arc<Kv>,
+        metrics: Arc<PolicyMetrics>,
+        prefetch: PrefetchMetrics,
+    ) -> ModuleShared {
         let name: Arc<str> = name.into();
         ModuleShared {
             breaker: Breaker::new(name.clone(), metrics.breaker(&name)),
             name,
             kv,
             buckets: RateLimiter::default(),
+            prefetch,
             seed: rand::random(),
             metrics,
             counters: Mutex::default(),
@@ -100,13 +109,16 @@ pub struct CallView<'a> {
 }
 
 /// What a hook call may read: the request's fields, and the response's or
-/// cached entry's header fields.
+/// cached entry's header fields; and what it may ask of the prefetcher.
 #[derive(Default, Clone)]
 pub struct CallInput {
     /// The request.
     pub request: Option<Arc<Request>>,
     /// The origin response's or cached entry's header fields.
     pub response: Option<Arc<HeaderMap>>,
+    /// The request's prefetching, and the hook's phase; `None` where a
+    /// hook may not prefetch (`init`, `slicing`).
+    pub prefetch: Option<(Arc<Scope>, Phase)>,
 }
 
 /// Caps an instance's memory and remembers that it did.
@@ -393,6 +405,54 @@ host_imports!(v02, {
 });
 
 impl v02::stavka::policy::incoming::Host for HostState {}
+
+/// Asking the prefetcher is a side effect: a call that asks is never
+/// reused for another request.
+impl v02::stavka::policy::prefetch::Host for HostState {
+    fn fetch(
+        &mut self,
+        target: String,
+        headers: Vec<(String, String)>,
+    ) -> Result<(), v02::stavka::policy::prefetch::Refusal> {
+        use v02::stavka::policy::prefetch::Refusal as Wit;
+        self.impurity.mark();
+        let result = match &self.input.prefetch {
+            Some((scope, _)) => scope.fetch(&self.shared.name, &target, &headers),
+            None => {
+                self.shared
+                    .prefetch
+                    .count(&self.shared.name, crate::prefetch::Outcome::Refused(Refusal::NotHere));
+                Err(Refusal::NotHere)
+            }
+        };
+        result.map_err(|refusal| match refusal {
+            Refusal::InvalidTarget => Wit::InvalidTarget,
+            Refusal::HeaderNotAllowed => Wit::HeaderNotAllowed,
+            Refusal::NotHere => Wit::NotHere,
+            Refusal::QueueFull => Wit::QueueFull,
+            Refusal::OverBudget => Wit::OverBudget,
+            Refusal::Duplicate => Wit::Duplicate,
+            Refusal::Cached => Wit::Cached,
+            Refusal::TooDeep => Wit::TooDeep,
+        })
+    }
+
+    fn want_body(&mut self, max_bytes: u32) -> bool {
+        self.impurity.mark();
+        self.input
+            .prefetch
+            .as_ref()
+            .is_some_and(|(scope, phase)| scope.want_body(*phase, max_bytes))
+    }
+
+    fn early_hint(&mut self, link: String) -> bool {
+        self.impurity.mark();
+        self.input
+            .prefetch
+            .as_ref()
+            .is_some_and(|(scope, phase)| scope.early_hint(*phase, &link))
+    }
+}
 
 /// A 0.2 guest reads the request through its handle; every call has one
 /// request, the one in the call input, so the handle names nothing.

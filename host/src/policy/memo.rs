@@ -12,7 +12,6 @@
 //! One memo belongs to one loaded module version, so a new version starts
 //! empty. It is bounded: a shard that fills is emptied.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex};
@@ -65,21 +64,21 @@ impl<T: Clone> Memo<T> {
         response: Option<&HeaderMap>,
     ) -> Option<T> {
         let shapes = self.shapes.load();
+        // The values are read twice (to hash, then to compare on a hash
+        // hit) rather than collected: a lookup allocates nothing.
+        let value = |f: &Field| f.value_ref(request, response);
         for (index, shape) in shapes.iter().enumerate() {
-            let values: Vec<Option<Cow<'_, str>>> = shape
-                .iter()
-                .map(|f| f.value_ref(request, response))
-                .collect();
-            let hash = self.hash(index, args, values.iter().map(Option::as_deref));
+            let hash = self.hash(index, args, shape.iter().map(value));
             let shard = self.shard(hash);
             let found = shard.get(&hash).and_then(|kept| {
                 kept.iter().find(|k| {
                     k.shape == index
                         && &*k.args == args
+                        && k.values.len() == shape.len()
                         && k.values
                             .iter()
-                            .map(Option::as_deref)
-                            .eq(values.iter().map(Option::as_deref))
+                            .zip(shape.iter())
+                            .all(|(kept, f)| kept.as_deref() == value(f).as_deref())
                 })
             });
             if let Some(found) = found {
@@ -156,17 +155,19 @@ impl<T: Clone> Memo<T> {
         found
     }
 
-    fn hash<'a>(
+    /// The hash of a shape's values; `V` is any string type (they all hash
+    /// as `str`, so a kept value and a looked-up one agree).
+    fn hash<V: AsRef<str>>(
         &self,
         shape: usize,
         args: &str,
-        values: impl Iterator<Item = Option<&'a str>>,
+        values: impl Iterator<Item = Option<V>>,
     ) -> u64 {
         let mut h = self.hasher.build_hasher();
         shape.hash(&mut h);
         args.hash(&mut h);
         for v in values {
-            v.hash(&mut h);
+            v.as_ref().map(AsRef::as_ref).hash(&mut h);
         }
         h.finish()
     }

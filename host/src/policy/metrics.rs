@@ -10,6 +10,7 @@ use prometheus::{
 
 use super::breaker::BreakerMetrics;
 use crate::events::{EventKind, EventLog};
+use crate::prefetch::PrefetchMetrics;
 
 /// A hook, as labelled in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum Hook {
     Slice,
     /// `lifecycle.init`.
     Init,
+    /// `on-body.received` (since 0.2.1).
+    Body,
 }
 
 impl Hook {
@@ -35,6 +38,7 @@ impl Hook {
             Hook::Hit => "on-hit",
             Hook::Slice => "slicing",
             Hook::Init => "init",
+            Hook::Body => "on-body",
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct PolicyMetrics {
     current: Mutex<HashMap<String, Exported>>,
     /// Loads, rejections, removals and breaker trips, for the operator.
     events: Arc<EventLog>,
+    /// What modules asked to prefetch, and what became of it.
+    prefetch: PrefetchMetrics,
 }
 
 /// A module's current `info` labels and `last_error` message.
@@ -146,12 +152,13 @@ impl ModuleCallMetrics {
     }
 }
 
-const HOOKS: [Hook; 5] = [
+const HOOKS: [Hook; 6] = [
     Hook::Request,
     Hook::Response,
     Hook::Hit,
     Hook::Slice,
     Hook::Init,
+    Hook::Body,
 ];
 const KINDS: [FailureKind; 5] = [
     FailureKind::Trap,
@@ -245,7 +252,13 @@ impl PolicyMetrics {
             guest_gauges: gv("stavka_policy_guest_gauge", "Gauges defined by policy modules.", &["module", "name"]),
             current: Mutex::default(),
             events,
+            prefetch: PrefetchMetrics::new(r),
         }
+    }
+
+    /// The prefetch family, which the prefetcher counts in too.
+    pub fn prefetch(&self) -> &PrefetchMetrics {
+        &self.prefetch
     }
 
     /// Handles for one module's calls.

@@ -272,6 +272,7 @@ impl PolicyRegistry {
                     name,
                     self.kv.for_module(name),
                     self.metrics.clone(),
+                    self.metrics.prefetch().clone(),
                 ))
             })
             .clone()

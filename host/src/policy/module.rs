@@ -35,13 +35,14 @@ use super::{Entry, HitDecision, RequestOutcome, Response, ResponseOutcome, Slice
 /// The package every hook interface belongs to.
 const PACKAGE: &str = "stavka:policy/";
 /// The newest version of the package this host speaks: `wit/policy.wit`.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.2.1";
 /// The interfaces a module may export.
-const INTERFACES: [&str; 6] = [
+const INTERFACES: [&str; 7] = [
     "on-request",
     "on-response",
     "on-hit",
     "slicing",
+    "on-body",
     "lifecycle",
     "hooks",
 ];
@@ -140,51 +141,10 @@ struct Implemented {
     init: bool,
 }
 
-/// A component's `hooks` export, by version.
-enum Declared {
-    V01(Option<v01::exports::stavka::policy::hooks::GuestIndices>),
-    V02(Option<v02::exports::stavka::policy::hooks::GuestIndices>),
-}
-
-impl Declared {
-    /// What it says the component implements; `None` without the export.
-    async fn ask(self, live: &mut Live) -> wasmtime::Result<Option<Implemented>> {
-        let store = &mut live.store;
-        Ok(Some(match self {
-            Declared::V01(None) | Declared::V02(None) => return Ok(None),
-            Declared::V01(Some(i)) => {
-                use v01::exports::stavka::policy::hooks::HookSet;
-                let set = i
-                    .load(&mut *store, &live.instance)?
-                    .call_implemented(store)
-                    .await?;
-                Implemented {
-                    on_request: set.contains(HookSet::ON_REQUEST),
-                    on_response: set.contains(HookSet::ON_RESPONSE),
-                    on_hit: set.contains(HookSet::ON_HIT),
-                    init: true,
-                }
-            }
-            Declared::V02(Some(i)) => {
-                use v02::exports::stavka::policy::hooks::HookSet;
-                let set = i
-                    .load(&mut *store, &live.instance)?
-                    .call_implemented(store)
-                    .await?;
-                Implemented {
-                    on_request: set.contains(HookSet::ON_REQUEST),
-                    on_response: set.contains(HookSet::ON_RESPONSE),
-                    on_hit: set.contains(HookSet::ON_HIT),
-                    init: set.contains(HookSet::INIT),
-                }
-            }
-        }))
-    }
-}
-
-/// Generated per version: the names differ only by the module path.
+/// Generated per version: the names differ only by the module path, and
+/// in what the hook set can disclaim (`$init` reads `init` from it).
 macro_rules! version_slots {
-    ($v:ident, $indices:ident, $guests:ident) => {
+    ($v:ident, $hooks:ident, $indices:ident, $guests:ident, $init:expr, $body:ty, $find_body:expr) => {
         type $indices = Slots<
             $v::exports::stavka::policy::on_request::GuestIndices,
             $v::exports::stavka::policy::on_response::GuestIndices,
@@ -198,76 +158,147 @@ macro_rules! version_slots {
             $v::exports::stavka::policy::slicing::Guest,
         >;
 
-        impl $indices {
+        type $hooks = VersionHooks<
+            $indices,
+            $v::exports::stavka::policy::lifecycle::GuestIndices,
+            $v::exports::stavka::policy::hooks::GuestIndices,
+            $body,
+        >;
+
+        impl $hooks {
             /// The hooks `pre` exports, and its `lifecycle` and `hooks`.
-            fn find(
-                pre: &InstancePre<HostState>,
-            ) -> (
-                $indices,
-                Option<$v::exports::stavka::policy::lifecycle::GuestIndices>,
-                Option<$v::exports::stavka::policy::hooks::GuestIndices>,
-            ) {
+            fn find(pre: &InstancePre<HostState>) -> $hooks {
                 use $v::exports::stavka::policy::*;
-                (
-                    Slots {
+                VersionHooks {
+                    slots: Slots {
                         on_request: on_request::GuestIndices::new(pre).ok(),
                         on_response: on_response::GuestIndices::new(pre).ok(),
                         on_hit: on_hit::GuestIndices::new(pre).ok(),
                         slicing: slicing::GuestIndices::new(pre).ok(),
                     },
-                    lifecycle::GuestIndices::new(pre).ok(),
-                    hooks::GuestIndices::new(pre).ok(),
-                )
+                    lifecycle: lifecycle::GuestIndices::new(pre).ok(),
+                    declared: hooks::GuestIndices::new(pre).ok(),
+                    on_body: ($find_body)(pre),
+                }
             }
 
             /// Resolve every hook of `live`, which checks its type.
             fn check_types(&self, live: &mut Live) -> wasmtime::Result<()> {
-                if let Some(i) = &self.on_request {
+                let slots = &self.slots;
+                if let Some(i) = &slots.on_request {
                     live.export(|e| &mut e.$v.on_request, |s, inst| i.load(s, inst))?;
                 }
-                if let Some(i) = &self.on_response {
+                if let Some(i) = &slots.on_response {
                     live.export(|e| &mut e.$v.on_response, |s, inst| i.load(s, inst))?;
                 }
-                if let Some(i) = &self.on_hit {
+                if let Some(i) = &slots.on_hit {
                     live.export(|e| &mut e.$v.on_hit, |s, inst| i.load(s, inst))?;
                 }
-                if let Some(i) = &self.slicing {
+                if let Some(i) = &slots.slicing {
                     live.export(|e| &mut e.$v.slicing, |s, inst| i.load(s, inst))?;
                 }
                 Ok(())
+            }
+
+            /// What the `hooks` export says the component implements;
+            /// `None` without the export.
+            async fn implemented(&self, live: &mut Live) -> wasmtime::Result<Option<Implemented>> {
+                use $v::exports::stavka::policy::hooks::HookSet;
+                let Some(declared) = &self.declared else {
+                    return Ok(None);
+                };
+                let store = &mut live.store;
+                let set = declared
+                    .load(&mut *store, &live.instance)?
+                    .call_implemented(store)
+                    .await?;
+                let init: fn(HookSet) -> bool = $init;
+                Ok(Some(Implemented {
+                    on_request: set.contains(HookSet::ON_REQUEST),
+                    on_response: set.contains(HookSet::ON_RESPONSE),
+                    on_hit: set.contains(HookSet::ON_HIT),
+                    init: init(set),
+                }))
+            }
+
+            /// Whether the `slicing` export implements `decide` (false
+            /// without one).
+            async fn ask_slicing(&self, live: &mut Live) -> wasmtime::Result<bool> {
+                let Some(i) = &self.slots.slicing else {
+                    return Ok(false);
+                };
+                let (guest, store) =
+                    live.export(|e| &mut e.$v.slicing, |s, inst| i.load(s, inst))?;
+                guest.call_implemented(store).await
+            }
+
+            /// Call `init` with `config`; `None` without a `lifecycle`.
+            async fn init(
+                &self,
+                live: &mut Live,
+                config: &[(String, String)],
+            ) -> Option<wasmtime::Result<Result<(), String>>> {
+                let lifecycle = self.lifecycle.as_ref()?;
+                let store = &mut live.store;
+                Some(match lifecycle.load(&mut *store, &live.instance) {
+                    Ok(l) => l.call_init(&mut *store, config).await,
+                    Err(e) => Err(e),
+                })
             }
         }
     };
 }
 
-version_slots!(v01, Indices01, Guests01);
-version_slots!(v02, Indices02, Guests02);
+/// One version's hooks, found once at load.
+struct VersionHooks<S, L, D, B> {
+    slots: S,
+    lifecycle: Option<L>,
+    /// The `hooks` export; only asked at load.
+    declared: Option<D>,
+    /// `on-body`, called only when the module asked for a body (0.2.1).
+    on_body: Option<B>,
+}
+
+/// The `on-body` export of a version that has none.
+enum NoBody {}
+
+version_slots!(v01, Hooks01, Indices01, Guests01, |_| true, NoBody, |_| {
+    None
+});
+version_slots!(
+    v02,
+    Hooks02,
+    Indices02,
+    Guests02,
+    |set| set.contains(HookSet::INIT),
+    v02::exports::stavka::policy::on_body::GuestIndices,
+    |pre| v02::exports::stavka::policy::on_body::GuestIndices::new(pre).ok()
+);
 
 /// Which hooks the module exports, found once at load, by version.
 enum Hooks {
-    V01(
-        Indices01,
-        Option<v01::exports::stavka::policy::lifecycle::GuestIndices>,
-    ),
-    V02(
-        Indices02,
-        Option<v02::exports::stavka::policy::lifecycle::GuestIndices>,
-    ),
+    V01(Hooks01),
+    V02(Hooks02),
+}
+
+/// `$body` with `$h` bound to the module's version's hooks, whichever it
+/// is: the arms differ only in type.
+macro_rules! each_version {
+    ($hooks:expr, $h:ident => $body:expr) => {
+        match $hooks {
+            Hooks::V01($h) => $body,
+            Hooks::V02($h) => $body,
+        }
+    };
 }
 
 impl Hooks {
     fn present(&self) -> [bool; 4] {
-        match self {
-            Hooks::V01(h, _) => h.present(),
-            Hooks::V02(h, _) => h.present(),
-        }
+        each_version!(self, h => h.slots.present())
     }
 
     fn has_lifecycle(&self) -> bool {
-        match self {
-            Hooks::V01(_, l) => l.is_some(),
-            Hooks::V02(_, l) => l.is_some(),
-        }
+        each_version!(self, h => h.lifecycle.is_some())
     }
 }
 
@@ -340,8 +371,8 @@ macro_rules! hook_call {
     ($self:ident, $slot:ident, $view:ident, $input:ident, $hook:expr, $name:ident, $key:expr, [$req:ident]($($arg:expr),*)) => {{
         let memo = $self.memos.as_ref().map(|m| (&m.$name, $key));
         match &$self.hooks {
-            Hooks::V01(hooks, _) => {
-                let index = hooks.$name.as_ref()?;
+            Hooks::V01(hooks) => {
+                let index = hooks.slots.$name.as_ref()?;
                 let call = async |live: &mut Live| {
                     let record = record(&live.store.data().input);
                     let (guest, store) = live.export(|e| &mut e.v01.$name, |s, i| index.load(s, i))?;
@@ -350,8 +381,8 @@ macro_rules! hook_call {
                 };
                 Some($self.call($hook, $slot, $view, $input, memo, call).await)
             }
-            Hooks::V02(hooks, _) => {
-                let index = hooks.$name.as_ref()?;
+            Hooks::V02(hooks) => {
+                let index = hooks.slots.$name.as_ref()?;
                 let call = async |live: &mut Live| {
                     let (guest, store) = live.export(|e| &mut e.v02.$name, |s, i| index.load(s, i))?;
                     let $req = Resource::<RequestHandle>::new_borrow(0);
@@ -449,15 +480,9 @@ impl PolicyModule {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WorldMismatch(root_cause(&e)))?;
-        let (hooks, declared) = match version.unwrap_or(WitVersion::V02) {
-            WitVersion::V01 => {
-                let (slots, lifecycle, declared) = Indices01::find(&pre);
-                (Hooks::V01(slots, lifecycle), Declared::V01(declared))
-            }
-            WitVersion::V02 => {
-                let (slots, lifecycle, declared) = Indices02::find(&pre);
-                (Hooks::V02(slots, lifecycle), Declared::V02(declared))
-            }
+        let hooks = match version.unwrap_or(WitVersion::V02) {
+            WitVersion::V01 => Hooks::V01(Hooks01::find(&pre)),
+            WitVersion::V02 => Hooks::V02(Hooks02::find(&pre)),
         };
         let running = Semaphore::new(settings.instances);
         let settings_memo = settings.memo;
@@ -479,44 +504,25 @@ impl PolicyModule {
             .instantiate_bare()
             .await
             .map_err(LoadError::FirstInstance)?;
-        match &module.hooks {
-            Hooks::V01(h, _) => h.check_types(&mut live),
-            Hooks::V02(h, _) => h.check_types(&mut live),
-        }
-        .map_err(|e| LoadError::Signature(root_cause(&e)))?;
+        each_version!(&module.hooks, h => h.check_types(&mut live))
+            .map_err(|e| LoadError::Signature(root_cause(&e)))?;
         module.start_call(&mut live.store);
-        let implemented = declared
-            .ask(&mut live)
-            .await
+        let implemented = each_version!(&module.hooks, h => h.implemented(&mut live).await)
             .map_err(|e| LoadError::Implemented(root_cause(&e)))?;
         module.start_call(&mut live.store);
-        let slices = module
-            .ask_slicing(&mut live)
-            .await
+        let slices = each_version!(&module.hooks, h => h.ask_slicing(&mut live).await)
             .map_err(|e| LoadError::Implemented(root_cause(&e)))?;
-        match &mut module.hooks {
-            Hooks::V01(h, lifecycle) => {
-                if let Some(i) = implemented {
-                    h.keep(i);
-                }
-                if !slices {
-                    h.slicing = None;
-                }
-                // 0.1's hook set cannot disclaim `init`.
-                let _ = lifecycle;
-            }
-            Hooks::V02(h, lifecycle) => {
-                if let Some(i) = implemented {
-                    h.keep(i);
-                    if !i.init {
-                        *lifecycle = None;
-                    }
-                }
-                if !slices {
-                    h.slicing = None;
+        each_version!(&mut module.hooks, h => {
+            if let Some(i) = implemented {
+                h.slots.keep(i);
+                if !i.init {
+                    h.lifecycle = None;
                 }
             }
-        }
+            if !slices {
+                h.slots.slicing = None;
+            }
+        });
         // A failing `init` rejects the version.
         module
             .init(&mut live)
@@ -531,29 +537,6 @@ impl PolicyModule {
         }
         module.shared.breaker.reset();
         Ok(module)
-    }
-
-    /// Whether the module's `slicing` export implements `decide` (false
-    /// if it has none).
-    async fn ask_slicing(&self, live: &mut Live) -> wasmtime::Result<bool> {
-        match &self.hooks {
-            Hooks::V01(h, _) => match &h.slicing {
-                Some(i) => {
-                    let (guest, store) =
-                        live.export(|e| &mut e.v01.slicing, |s, inst| i.load(s, inst))?;
-                    guest.call_implemented(store).await
-                }
-                None => Ok(false),
-            },
-            Hooks::V02(h, _) => match &h.slicing {
-                Some(i) => {
-                    let (guest, store) =
-                        live.export(|e| &mut e.v02.slicing, |s, inst| i.load(s, inst))?;
-                    guest.call_implemented(store).await
-                }
-                None => Ok(false),
-            },
-        }
     }
 
     /// The module's name.
@@ -638,26 +621,14 @@ impl PolicyModule {
         if self.settings.mode != Mode::LongLived {
             return Ok(());
         }
+        if !self.hooks.has_lifecycle() {
+            return Ok(());
+        }
+        self.metrics.call(Hook::Init);
+        self.start_call(&mut live.store);
         let config = &self.settings.init;
-        let store = &mut live.store;
-        let result = match &self.hooks {
-            Hooks::V01(_, Some(lifecycle)) => {
-                self.metrics.call(Hook::Init);
-                self.start_call(store);
-                match lifecycle.load(&mut *store, &live.instance) {
-                    Ok(l) => l.call_init(&mut *store, config).await,
-                    Err(e) => Err(e),
-                }
-            }
-            Hooks::V02(_, Some(lifecycle)) => {
-                self.metrics.call(Hook::Init);
-                self.start_call(store);
-                match lifecycle.load(&mut *store, &live.instance) {
-                    Ok(l) => l.call_init(&mut *store, config).await,
-                    Err(e) => Err(e),
-                }
-            }
-            Hooks::V01(_, None) | Hooks::V02(_, None) => return Ok(()),
+        let Some(result) = each_version!(&self.hooks, h => h.init(live, config).await) else {
+            return Ok(());
         };
         match result {
             Ok(Ok(())) => Ok(()),
@@ -667,7 +638,7 @@ impl PolicyModule {
                 kind: FailureKind::Trap,
                 message: format!("init refused: {message}"),
             }),
-            Err(e) => Err(self.failure(Hook::Init, store, &e)),
+            Err(e) => Err(self.failure(Hook::Init, &live.store, &e)),
         }
     }
 
@@ -923,6 +894,31 @@ impl PolicyModule {
             key(),
             [req](req, entry)
         )
+    }
+
+    /// `on-body.received` with the body the module asked for in
+    /// `on-response`; `None` when the module has no `on-body` (built for
+    /// 0.2.0 or 0.1). Never reused: a call that asked for a body was not
+    /// pure.
+    pub async fn on_body(
+        &self,
+        slot: &mut RequestInstance,
+        resp: Response,
+        body: &[u8],
+        view: CallView<'_>,
+        input: impl FnOnce() -> CallInput,
+    ) -> Option<Result<(), CallFailure>> {
+        let Hooks::V02(hooks) = &self.hooks else {
+            return None;
+        };
+        let index = hooks.on_body.as_ref()?;
+        let call = async |live: &mut Live| {
+            let guest = index.load(&mut live.store, &live.instance)?;
+            let req = Resource::<RequestHandle>::new_borrow(0);
+            guest.call_received(&mut live.store, req, resp, body).await
+        };
+        let memo: Option<(&Memo<()>, String)> = None;
+        Some(self.call(Hook::Body, slot, view, input, memo, call).await)
     }
 
     /// Whether it implements `slicing` (0.1.1 and later).

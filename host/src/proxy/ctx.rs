@@ -1,5 +1,6 @@
 //! Per-request state carried between pingora's phases.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -7,6 +8,7 @@ use pingora_cache::NoCacheReason;
 
 use super::decisions::PolicyDecisions;
 use crate::cache::status::{CacheStatus, Fwd};
+use crate::pool::{Picked, Pool};
 use crate::shutdown::InFlightGuard;
 use crate::sites::Site;
 
@@ -53,6 +55,17 @@ pub struct RequestCtx {
     pub tee: Option<crate::slice::Tee>,
     /// Request body bytes received so far, against `limits.max_body_bytes`.
     pub request_body_bytes: u64,
+    /// The client's address: the connection's, or what a trusted edge
+    /// said in `tier.client_header`.
+    pub client: Option<IpAddr>,
+    /// The pool member this request went to last, and its pool.
+    pub upstream: Option<(Arc<Pool>, Picked)>,
+    /// The members this request tried, in order: a request that cannot
+    /// connect to one tries one it has not tried.
+    pub tried: Vec<SocketAddr>,
+    /// How deep a prefetch this request is, when this process sent it
+    /// (see [`crate::prefetch`]); `None` for a client's request.
+    pub prefetch_depth: Option<u8>,
     /// Counts this request as in flight until the context is dropped.
     _in_flight: InFlightGuard,
 }
@@ -92,6 +105,10 @@ impl RequestCtx {
             tee: None,
             _in_flight: in_flight,
             request_body_bytes: 0,
+            client: None,
+            upstream: None,
+            tried: Vec::new(),
+            prefetch_depth: None,
         }
     }
 }

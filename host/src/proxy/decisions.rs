@@ -8,6 +8,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_cache::{CacheMeta, ForcedFreshness, NoCacheReason, RespCacheable};
 use pingora_error::{Error, ErrorType};
@@ -22,6 +23,7 @@ use crate::policy::{
     RequestDecision, RequestInstance, RequestView, Response, ResponseDecision, SliceDecision,
     Store, Synthetic,
 };
+use crate::prefetch::{Lane, Phase, Scope};
 
 /// What a site's policy has decided so far for one request.
 pub struct PolicyDecisions {
@@ -45,6 +47,20 @@ pub struct PolicyDecisions {
     /// What `on-hit` asked of the miss path, when it steered a hit there;
     /// read once, through [`PolicyDecisions::take_after_hit`].
     after_hit: AfterHit,
+    /// `Link` values `on-request` asked to send in a 103 Early Hints.
+    pub early_hints: Vec<HeaderValue>,
+    /// The response body `on-response` asked for, as it arrives.
+    body: Option<WantedBody>,
+}
+
+/// A response body a module asked to read (`prefetch.want-body`), kept
+/// until it has all arrived, then handed to its `on-body` in the
+/// background.
+struct WantedBody {
+    limit: usize,
+    bytes: Vec<u8>,
+    status: u16,
+    headers: Arc<HeaderMap>,
 }
 
 /// What `on-hit` asks `proxy_upstream_filter` to do, once pingora has taken
@@ -68,6 +84,13 @@ struct Asked {
     host: String,
     client: Option<String>,
     owned: OnceLock<Arc<Request>>,
+    /// The site's prefetch lane (none when the site does not prefetch).
+    lane: Option<Arc<Lane>>,
+    /// How deep a prefetch this request is (0: a real request).
+    depth: u8,
+    /// What the calls ask of the prefetcher, made with the first call
+    /// that enters the guest.
+    scope: OnceLock<Arc<Scope>>,
 }
 
 impl Asked {
@@ -80,6 +103,8 @@ impl Asked {
         &'a self,
         req: Option<&'a RequestHeader>,
         response: Option<&'a HeaderMap>,
+        phase: Option<Phase>,
+        module: &'a PolicyModule,
     ) -> Option<(CallView<'a>, impl FnOnce() -> CallInput + 'a)> {
         let view = match (self.owned.get(), req) {
             (Some(owned), _) => owned.view(),
@@ -101,6 +126,17 @@ impl Asked {
                     .clone(),
             ),
             response: response.map(|r| Arc::new(r.clone())),
+            prefetch: phase.map(|phase| {
+                let scope = self.scope.get_or_init(|| {
+                    Arc::new(Scope::new(
+                        self.lane.clone(),
+                        &self.host,
+                        self.depth,
+                        module.shared.prefetch.clone(),
+                    ))
+                });
+                (scope.clone(), phase)
+            }),
         };
         Some((
             CallView {
@@ -116,11 +152,15 @@ impl PolicyDecisions {
     /// Start deciding a request (for `host`, from `client`, over
     /// `scheme`) with `module`. Its header is borrowed from pingora at each
     /// decision, and copied only when a call enters the guest.
+    /// `lane` is the site's prefetch lane, `depth` how deep a prefetch
+    /// the request is (0 for a real one).
     pub fn new(
         module: Arc<PolicyModule>,
         scheme: &'static str,
         host: &str,
         client: Option<String>,
+        lane: Option<Arc<Lane>>,
+        depth: u8,
     ) -> PolicyDecisions {
         PolicyDecisions {
             module,
@@ -129,6 +169,9 @@ impl PolicyDecisions {
                 host: host.to_owned(),
                 client,
                 owned: OnceLock::new(),
+                lane,
+                depth,
+                scope: OnceLock::new(),
             },
             instance: RequestInstance::default(),
             key: None,
@@ -137,6 +180,8 @@ impl PolicyDecisions {
             origin_edits: None,
             response: None,
             after_hit: AfterHit::Proceed,
+            early_hints: Vec::new(),
+            body: None,
         }
     }
 }
@@ -170,7 +215,7 @@ impl PolicyDecisions {
     /// hand (the slice engine's [`Judge`](crate::slice::Judge)): call it
     /// before handing these decisions over.
     pub fn keep_request(&self, req: &RequestHeader) {
-        if let Some((_, input)) = self.asked.call(Some(req), None) {
+        if let Some((_, input)) = self.asked.call(Some(req), None, None, &self.module) {
             drop(input());
         }
     }
@@ -181,7 +226,8 @@ impl PolicyDecisions {
         &mut self,
         req: &RequestHeader,
     ) -> pingora_error::Result<Option<Synthetic>> {
-        let Some((view, input)) = self.asked.call(Some(req), None) else {
+        let phase = Some(Phase::Request);
+        let Some((view, input)) = self.asked.call(Some(req), None, phase, &self.module) else {
             return Ok(None);
         };
         let outcome = match self
@@ -193,6 +239,9 @@ impl PolicyDecisions {
             Some(Err(_)) => return self.on_failure().map(|()| None),
             Some(Ok(outcome)) => outcome,
         };
+        if let Some(scope) = self.asked.scope.get() {
+            self.early_hints = scope.take_asks().early_hints;
+        }
         self.origin_edits = Some(outcome.origin_request);
         Ok(match outcome.decision {
             RequestDecision::Lookup(lookup) => {
@@ -228,7 +277,11 @@ impl PolicyDecisions {
             return None;
         }
         let entry = entry(meta, tags(), SystemTime::now());
-        let decided = match self.asked.call(Some(req), Some(meta.headers())) {
+        let phase = Some(Phase::Other);
+        let decided = match self
+            .asked
+            .call(Some(req), Some(meta.headers()), phase, &self.module)
+        {
             Some((view, input)) => {
                 self.module
                     .on_hit(&mut self.instance, &entry, view, input)
@@ -267,7 +320,7 @@ impl PolicyDecisions {
         &mut self,
         req: &RequestHeader,
     ) -> pingora_error::Result<Option<SliceDecision>> {
-        let Some((view, input)) = self.asked.call(Some(req), None) else {
+        let Some((view, input)) = self.asked.call(Some(req), None, None, &self.module) else {
             return Ok(None);
         };
         match self.module.slicing(&mut self.instance, view, input).await {
@@ -290,7 +343,9 @@ impl PolicyDecisions {
         let status = Response {
             status: resp.status.as_u16(),
         };
-        let Some((view, input)) = self.asked.call(req, Some(&resp.headers)) else {
+        let phase = Some(Phase::Response);
+        let Some((view, input)) = self.asked.call(req, Some(&resp.headers), phase, &self.module)
+        else {
             return self.on_failure();
         };
         match self
@@ -303,9 +358,62 @@ impl PolicyDecisions {
             Some(Ok(outcome)) => {
                 apply_edits(resp, &outcome.headers)?;
                 self.response = Some(outcome.decision);
+                let wanted = self.asked.scope.get().and_then(|s| s.take_asks().want_body);
+                self.body = wanted.map(|limit| WantedBody {
+                    limit: limit as usize,
+                    bytes: Vec::new(),
+                    status: status.status,
+                    headers: Arc::new(resp.headers.clone()),
+                });
                 Ok(())
             }
         }
+    }
+
+    /// Keep `chunk` of the response body if `on-response` asked for it; at
+    /// the end of the body, hand it to the module's `on-body` in a task of
+    /// its own (the client is not kept waiting). A body longer than asked
+    /// for is dropped, and `on-body` is not called.
+    pub fn body_chunk(&mut self, chunk: Option<&Bytes>, end: bool) {
+        let Some(wanted) = self.body.as_mut() else {
+            return;
+        };
+        if let Some(chunk) = chunk {
+            if wanted.bytes.len() + chunk.len() > wanted.limit {
+                self.body = None;
+                return;
+            }
+            wanted.bytes.extend_from_slice(chunk);
+        }
+        if !end {
+            return;
+        }
+        let (Some(wanted), Some(request)) = (self.body.take(), self.asked.owned.get().cloned())
+        else {
+            return;
+        };
+        let module = self.module.clone();
+        let scope = self.asked.scope.get().cloned();
+        tokio::spawn(async move {
+            let mut instance = RequestInstance::default();
+            let view = CallView {
+                request: Some(request.view()),
+                response: Some(&wanted.headers),
+            };
+            let input = || CallInput {
+                request: Some(request.clone()),
+                response: Some(wanted.headers.clone()),
+                prefetch: scope.map(|s| (s, Phase::Other)),
+            };
+            let resp = Response {
+                status: wanted.status,
+            };
+            // A failure is counted and logged by the call; the response
+            // has been sent, so there is nothing to fail.
+            let _ = module
+                .on_body(&mut instance, resp, &wanted.bytes, view, input)
+                .await;
+        });
     }
 }
 

@@ -12,7 +12,9 @@ mod decisions;
 mod https;
 mod local;
 mod observe;
+mod prefetched;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -45,9 +47,12 @@ use crate::host_name;
 use crate::limits::{Limit, Limits};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyRegistry, SliceDecision};
+use crate::pool::{Picked, Pool, PoolRole};
+use crate::prefetch::{self, Prefetcher};
 use crate::shutdown::InFlight;
 use crate::sites::{Site, SiteRouter};
 use crate::slice::{self, Judge};
+use crate::tier::ClientHeader;
 use decisions::AfterHit;
 use observe::Recorder;
 
@@ -66,19 +71,42 @@ pub struct StavkaProxy {
     https_port: Option<u16>,
     /// What one client may ask.
     limits: Arc<Limits>,
+    /// The client-address header between edges and shields.
+    client_header: ClientHeader,
+    /// Policies' prefetches, Early Hints and what became of them.
+    prefetcher: Arc<Prefetcher>,
+}
+
+/// The running parts the proxy works with, made by the server.
+pub struct ProxyParts {
+    /// The sites, replaced whole by a configuration reload.
+    pub router: Arc<ArcSwap<SiteRouter>>,
+    /// The cache.
+    pub store: &'static CacheStore,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Requests in flight, for a graceful shutdown.
+    pub in_flight: Arc<InFlight>,
+    /// The policy modules.
+    pub policies: Arc<PolicyRegistry>,
+    /// What one client may ask.
+    pub limits: Arc<Limits>,
+    /// Policies' prefetches and Early Hints.
+    pub prefetcher: Arc<Prefetcher>,
 }
 
 impl StavkaProxy {
     /// Assemble the proxy from a validated configuration.
-    pub fn new(
-        config: &config::Config,
-        router: Arc<ArcSwap<SiteRouter>>,
-        store: &'static CacheStore,
-        metrics: Arc<Metrics>,
-        in_flight: Arc<InFlight>,
-        policies: Arc<PolicyRegistry>,
-        limits: Arc<Limits>,
-    ) -> StavkaProxy {
+    pub fn new(config: &config::Config, parts: ProxyParts) -> anyhow::Result<StavkaProxy> {
+        let ProxyParts {
+            router,
+            store,
+            metrics,
+            in_flight,
+            policies,
+            limits,
+            prefetcher,
+        } = parts;
         let rules = FreshnessRules {
             default_swr: config.cache.stale_while_revalidate,
             default_sie: config.cache.stale_if_error,
@@ -91,7 +119,7 @@ impl StavkaProxy {
             config.cache.name.clone(),
             metrics.clone(),
         )));
-        StavkaProxy {
+        Ok(StavkaProxy {
             router,
             store,
             rules,
@@ -102,14 +130,20 @@ impl StavkaProxy {
             slicer,
             https_port: config.listen.tls.map(|a| a.port()),
             limits,
-        }
+            client_header: ClientHeader::new(&config.tier)?,
+            prefetcher,
+        })
     }
 }
 
 impl StavkaProxy {
-    /// The site's origin, with this proxy's timeouts.
-    fn origin_peer(&self, site: &Site) -> HttpPeer {
-        let mut peer = HttpPeer::new(site.origin_addr, site.tls, site.sni.clone());
+    /// The peer for member `addr` of one of `site`'s pools, with this
+    /// proxy's timeouts: an origin as configured, a shield in plain HTTP.
+    fn peer(&self, site: &Site, role: PoolRole, addr: SocketAddr) -> HttpPeer {
+        let mut peer = match role {
+            PoolRole::Origin => HttpPeer::new(addr, site.tls, site.sni.clone()),
+            PoolRole::Shield => HttpPeer::new(addr, false, String::new()),
+        };
         let timeouts = &site.timeouts;
         peer.options.connection_timeout = Some(timeouts.connect_timeout);
         peer.options.read_timeout = Some(timeouts.read_timeout);
@@ -119,6 +153,24 @@ impl StavkaProxy {
         peer.options.verify_hostname = site.tls_verify;
         peer.options.ca = site.ca.clone();
         peer
+    }
+
+    /// Where a miss of `site` goes (its shields if it has them, else its
+    /// origin) and the member for this request: for a shield, the home of
+    /// the object `key` names; `None` when every member was tried.
+    fn pick(&self, site: &Site, key: &[u8], tried: &[SocketAddr]) -> Option<(Arc<Pool>, Picked)> {
+        let pool = site.shield.as_ref().unwrap_or(&site.origin);
+        let picked = pool.select(key, tried)?;
+        Some((pool.clone(), picked))
+    }
+
+    /// The client-address header to set on a request of `ctx` going
+    /// upstream: only one going to a shield carries it.
+    fn to_shield<'a>(&'a self, ctx: &RequestCtx) -> Option<&'a ClientHeader> {
+        ctx.site
+            .as_ref()
+            .is_some_and(|s| s.shield.is_some())
+            .then_some(&self.client_header)
     }
 
     /// The object's slice keys, when its site slices and the request can
@@ -182,11 +234,15 @@ impl StavkaProxy {
         };
         let mut request = session.req_header().clone();
         hop_by_hop::strip_request(&mut request);
-        prepare_upstream(&mut request, ctx)?;
+        prepare_upstream(&mut request, ctx, self.to_shield(ctx))?;
+        let key = shield_key(ctx, session.req_header());
+        let (pool, picked) = self
+            .pick(&site, &key, &[])
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "the pool has no member"))?;
         let target = slice::Target {
             object,
             upstream: Arc::new(slice::Upstream {
-                peer: self.origin_peer(&site),
+                peer: self.peer(&site, pool.role(), picked.addr),
                 request,
                 requests: site.metrics.origin_requests.clone(),
                 latency: site.metrics.origin_latency.clone(),
@@ -302,10 +358,17 @@ impl ProxyHttp for StavkaProxy {
         // RFC 9112 §9.3.2: requests a client pipelines are answered one after
         // another, in order (pingora otherwise closes after the first).
         session.set_pipelining_enabled(true);
-        let client = session
+        // A prefetch this process sent itself (see `prefetch`): honoured
+        // only with the process's token, and never passed on.
+        if let Some(mark) = session.req_header_mut().remove_header(prefetch::HEADER) {
+            ctx.prefetch_depth = self.prefetcher.is_internal(mark.as_bytes());
+        }
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        let client = self.client_header.client(session.req_header_mut(), peer);
+        ctx.client = client;
         if let Err(limit) = self.limits.check_request(session.req_header(), client) {
             return self.refuse(session, ctx, limit).await;
         }
@@ -371,17 +434,19 @@ impl ProxyHttp for StavkaProxy {
                 }
             };
         };
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
+        let client = ctx.client.map(|ip| ip.to_string());
         let host = ctx.host.as_deref().unwrap_or("");
         let scheme = if https::is_tls(session) {
             "https"
         } else {
             "http"
         };
-        let mut p = PolicyDecisions::new(module, scheme, host, client);
+        let lane = site
+            .prefetch
+            .as_ref()
+            .map(|settings| self.prefetcher.lane(&site.name, settings));
+        let depth = ctx.prefetch_depth.unwrap_or(0);
+        let mut p = PolicyDecisions::new(module, scheme, host, client, lane, depth);
         let synthetic = p.decide_request(session.req_header()).await?;
         ctx.policy = Some(p);
         if let Some(synthetic) = synthetic {
@@ -458,6 +523,7 @@ impl ProxyHttp for StavkaProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
+        self.early_hints(session, ctx).await;
         let Some(p) = ctx.policy.as_mut() else {
             return Ok(true);
         };
@@ -504,14 +570,20 @@ impl ProxyHttp for StavkaProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let site = ctx
             .site
-            .as_ref()
+            .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no site for upstream"))?;
-        let peer = self.origin_peer(site);
+        let key = shield_key(ctx, session.req_header());
+        let (pool, picked) = self.pick(&site, &key, &ctx.tried).ok_or_else(|| {
+            Error::explain(ErrorType::ConnectNoRoute, "every pool member was tried")
+        })?;
+        let peer = self.peer(&site, pool.role(), picked.addr);
+        ctx.tried.push(picked.addr);
+        ctx.upstream = Some((pool, picked));
         site.metrics.origin_requests.inc();
         // The request now waits on the origin: a per-request instance must
         // not hold its pool slot meanwhile.
@@ -528,7 +600,57 @@ impl ProxyHttp for StavkaProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        prepare_upstream(upstream_request, ctx)
+        prepare_upstream(upstream_request, ctx, self.to_shield(ctx))
+    }
+
+    /// A member that refused the connection counts against it, and the
+    /// request tries the next member it has not tried (pingora calls
+    /// `upstream_peer` again for an error marked for retry): nothing was
+    /// sent yet, so any method may.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some((pool, picked)) = &ctx.upstream {
+            if pool.connect_failed(picked, &ctx.tried) {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    /// pingora's rule (a request that cannot be sent again is not retried;
+    /// a failure on a reused connection is), plus: an idempotent request
+    /// whose member failed before answering (a shield killed mid-request)
+    /// tries the next member, as nothing reached the client yet.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let resendable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if !resendable {
+            e.set_retry(false);
+            return e;
+        }
+        e.retry.decide_reuse(client_reused);
+        let unanswered = ctx.upstream_status.is_none()
+            && !client_reused
+            && e.esource() == &ErrorSource::Upstream;
+        if let (true, Some((pool, picked))) = (unanswered, &ctx.upstream) {
+            if pool.connect_failed(picked, &ctx.tried) {
+                e.set_retry(true);
+            }
+        }
+        e
     }
 
     async fn upstream_response_filter(
@@ -544,7 +666,13 @@ impl ProxyHttp for StavkaProxy {
             hop_by_hop::strip(upstream_response);
             return Ok(());
         }
+        // RFC 9110 §6.2, RFC 9112 §2.3: an intermediary sends its own
+        // version; an HTTP/1.0 origin's answer (stored, too) is not one.
+        upstream_response.set_version(http::Version::HTTP_11);
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if let Some((pool, picked)) = &ctx.upstream {
+            pool.answered(picked, upstream_response.status.as_u16());
+        }
         hop_by_hop::strip(upstream_response);
         freshness::stamp_date(upstream_response, SystemTime::now());
         ctx.origin_age = upstream_response.headers.get(header::AGE).cloned();
@@ -564,6 +692,7 @@ impl ProxyHttp for StavkaProxy {
             p.decide_response(Some(session.req_header()), upstream_response)
                 .await?;
         }
+        self.mark_prefetched(session, upstream_response, ctx);
         if self.slicer.too_large(upstream_response) && session.req_header().method == Method::GET {
             if let Some(object) = self.slice_object(session, ctx) {
                 if let Some(settings) = self.slice_settings(session.req_header(), ctx).await? {
@@ -600,6 +729,9 @@ impl ProxyHttp for StavkaProxy {
     ) -> Result<Option<std::time::Duration>> {
         if let (Some(tee), Some(chunk)) = (ctx.tee.as_mut(), body.as_ref()) {
             tee.feed(chunk);
+        }
+        if let Some(p) = ctx.policy.as_mut() {
+            p.body_chunk(body.as_ref(), end_of_stream);
         }
         if end_of_stream {
             ctx.tee = None;
@@ -693,7 +825,8 @@ impl ProxyHttp for StavkaProxy {
         }
         // Surrogate tags are for this cache's purges, not for clients.
         self.store.strip_tags(resp);
-        let status = observe::cache_status(&session.cache, ctx);
+        let mut status = observe::cache_status(&session.cache, ctx);
+        self.account_prefetched(session, resp, ctx, &mut status);
         let mut value = status.render(&self.cache_name);
         // RFC 9211 §2: caches closer to the client append their member.
         if let Some(upstream) = resp
@@ -776,17 +909,42 @@ impl ProxyHttp for StavkaProxy {
     }
 }
 
-/// Shape the request the origin gets, for the proxy and the slice engine
-/// alike.
-fn prepare_upstream(upstream_request: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
+/// The bytes a shield pool hashes to find an object's home shield: the
+/// host and the target the cache key holds (the policy's key if it set
+/// one), without the site's name, so edges agree whatever they call the
+/// site.
+fn shield_key(ctx: &RequestCtx, req: &RequestHeader) -> Vec<u8> {
+    let target = ctx
+        .policy
+        .as_ref()
+        .and_then(|p| p.key.as_deref())
+        .unwrap_or_else(|| target(&req.uri));
+    key::primary("", ctx.host.as_deref().unwrap_or(""), target)
+}
+
+/// Shape the request the origin (or a shield) gets, for the proxy and the
+/// slice engine alike; one going to a shield carries the client's address
+/// in `to_shield`'s header.
+fn prepare_upstream(
+    upstream_request: &mut RequestHeader,
+    ctx: &RequestCtx,
+    to_shield: Option<&ClientHeader>,
+) -> Result<()> {
     crate::node::mark(upstream_request, crate::node::id())?;
+    if let Some(header) = to_shield {
+        header.forward(upstream_request, ctx.client)?;
+    }
     // The origin sees the host the entry is keyed on, never a port or
     // spelling the client chose (an origin that reflects Host would
-    // otherwise poison the shared entry), in origin-form.
-    match (
-        ctx.site.as_ref().and_then(|s| s.host_header.clone()),
-        &ctx.host,
-    ) {
+    // otherwise poison the shared entry), in origin-form. A shield gets
+    // the client's host, which it routes on; its own site says what its
+    // origin gets.
+    let configured = ctx
+        .site
+        .as_ref()
+        .filter(|_| to_shield.is_none())
+        .and_then(|s| s.host_header.clone());
+    match (configured, &ctx.host) {
         (Some(configured), _) => upstream_request.insert_header(header::HOST, configured)?,
         (None, Some(host))
             if upstream_request

@@ -198,6 +198,13 @@ impl Recorder {
             access.record(&Entry {
                 request: session.req_header(),
                 client: session.client_addr(),
+                forwarded_for: ctx.client.filter(|ip| {
+                    session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip())
+                        != Some(*ip)
+                }),
                 site: ctx.site.as_ref().map_or("-", |s| s.name.as_str()),
                 host: ctx.host.as_deref().unwrap_or("-"),
                 status,

@@ -693,10 +693,20 @@ impl Engine {
     /// Remove the object's record and every block.
     async fn remove(&'static self, object: &ObjectKey) {
         let prefix = key::slice_prefix(&object.primary);
-        let objects = self.store.select(edge_cdn_store::Selector::Prefix(&prefix));
-        self.store
-            .purge(objects, crate::cache::store::PurgeMode::Hard)
-            .await;
+        match self
+            .store
+            .select(edge_cdn_store::Selector::Prefix(&prefix))
+            .await
+        {
+            Ok(objects) => {
+                self.store
+                    .purge(objects, crate::cache::store::PurgeMode::Hard)
+                    .await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "sliced object's blocks not removed: the store's catalog did not read");
+            }
+        }
     }
 
     /// Claim the missing blocks from `first` on, through `needed` and

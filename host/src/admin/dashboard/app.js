@@ -148,6 +148,10 @@ function showStats(s) {
   const status = r.status_per_second || {};
   $("errors-rate").textContent = `${num(status["4xx"])} · ${num(status["5xx"])}`;
   $("policy-calls").textContent = s.totals.policy.calls + " · " + s.totals.policy.failures;
+  const prefetch = s.totals.prefetch.by_outcome;
+  $("prefetch").textContent = [prefetch.fetched, prefetch.used, prefetch.wasted]
+    .map((n) => String(n || 0)).join(" · ")
+    + (s.totals.prefetch.queued ? ` (${s.totals.prefetch.queued} queued)` : "");
 
   const times = s.series.map((p) => p.t);
   const rps = s.series.map((p) => p.requests_per_second);

@@ -746,9 +746,17 @@ impl HttpSession {
         }
 
         if header.status.is_informational() {
-            // ignore informational response 1xx header because send_response() can only be called once
-            // https://github.com/hyperium/h2/issues/167
-            debug!("ignoring informational headers");
+            // stavka: an interim response (RFC 9110 §15.2) goes out as its own
+            // HEADERS frame before the final one (RFC 9113 §8.1), so a 103
+            // Early Hints (RFC 8297) reaches h2 clients; h2's
+            // send_informational refuses 101 and anything after the final
+            // response.
+            if header.status != 101 && self.response_written.is_none() {
+                let resp = Response::from_parts(header.as_owned_parts(), ());
+                if let Err(e) = self.send_response.send_informational(resp) {
+                    debug!("informational response not sent: {e}");
+                }
+            }
             return Ok(());
         }
 
