@@ -12,8 +12,9 @@ use serde::Deserialize;
 pub struct StoreConfig {
     /// The disk tier's directory. Default `cache`.
     pub dir: PathBuf,
-    /// Bytes the disk tier may hold (bodies and metadata); the eviction
-    /// manager removes the least recently used beyond it. Default `1GiB`.
+    /// Bytes the disk tier may hold (bodies and metadata): the limit of
+    /// the store's eviction manager ([`TieredStore::eviction`](crate::TieredStore::eviction)),
+    /// which evicts the least used beyond it. Default `1GiB`.
     pub disk_bytes: ByteSize,
     /// Bytes of bodies the memory tier may hold. Default `64MiB`.
     pub memory_bytes: ByteSize,

@@ -1,72 +1,450 @@
-//! What is on disk: a sharded map from key hash to object size.
+//! What is on disk, and how recently each object was used: the one table
+//! that both lookups and the eviction manager ([`crate::ClockEviction`])
+//! consult, so an object costs one slot of RAM, not an index entry plus a
+//! recency node.
 //!
-//! A bucket is the 16-byte hash stored as bytes (a `u128` key would force
-//! 16-byte alignment and pad every bucket to 32) and a 4-byte size: 21 bytes
-//! with the map's control byte. With the map's power-of-two capacity that is
-//! about 44 bytes per object at a million objects (`benches/memory.rs`). Shards keep writers to
-//! different keys off each other's locks; a lookup holds one shard's lock
-//! for a single probe.
+//! A slot is the 128-bit key hash, the object's size on disk (objects are
+//! at most 4 GiB: see `StoreConfig::max_object_size`) and a 2-bit CLOCK
+//! counter: 21 bytes, packed. The table is split into shards by the hash's
+//! low bits, each an open-addressed Robin Hood table (linear probing,
+//! backward-shift deletion, so no tombstones) placed by the hash's high
+//! bits. A shard grows by a quarter when it is 7/8 full, and recovery
+//! sizes each shard for what it found, so a slot is occupied 70–88% of the
+//! time: 24–30 bytes per object (`benches/memory.rs`). A lookup holds one
+//! shard's lock for a probe; a writer holds it for one insert.
+//!
+//! # The CLOCK counter
+//!
+//! An object enters with [`INSERTED`] (1), each access adds one up to
+//! [`HOTTEST`] (3), and the eviction hand, passing a slot, takes one off;
+//! it evicts a slot it finds at 0. So an object not read since it was
+//! stored is evicted at the hand's second visit, and one read twice or more
+//! survives three visits without another read (RRIP's re-reference counter
+//! in two bits; Kangaroo's RRIParoo runs RRIP in its flash sets). The hand walks the shards' slots in order, one shard after
+//! another: a single CLOCK over the whole table, in hash order rather than
+//! insertion order, which is what lets it live in the index itself.
 
-use std::collections::HashMap;
-use std::sync::MutexGuard;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::sharded::Sharded;
 
-const SHARDS: usize = 64;
+/// Shards: enough that writers of different keys rarely meet, and that one
+/// shard's growth (a rehash under its lock) stays small at tens of
+/// millions of objects.
+const SHARDS: usize = 256;
 
-/// Key hash → bytes on disk.
+/// The counter of an object just stored.
+pub const INSERTED: u8 = 1;
+
+/// The counter's ceiling: an object at it survives this many visits of
+/// the hand without another read.
+pub const HOTTEST: u8 = 3;
+
+/// One object: hash, bytes on disk (0: the slot is empty; a stored object
+/// always has a meta file, so its size is never 0), CLOCK counter.
+#[derive(Clone, Copy, Default)]
+#[repr(C, packed)]
+struct Slot {
+    hash: u128,
+    size: u32,
+    clock: u8,
+}
+
+impl Slot {
+    fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+}
+
+/// One shard: a Robin Hood table of slots.
+#[derive(Default)]
+pub struct Table {
+    slots: Box<[Slot]>,
+    len: usize,
+}
+
+/// Where a slot's hash wants to sit in a table of `capacity` slots: the
+/// high 64 bits scaled onto the capacity (the low bits chose the shard).
+fn home(hash: u128, capacity: usize) -> usize {
+    ((u128::from((hash >> 64) as u64) * capacity as u128) >> 64) as usize
+}
+
+/// What one step of the eviction hand found.
+pub enum Swept {
+    /// An object whose counter was 0, removed: its hash and size.
+    Victim(u128, u64),
+    /// The hand left this shard with nothing to evict.
+    Passed,
+    /// The hand took its allowance of steps; it goes on from here.
+    Paused,
+}
+
+impl Table {
+    fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// How far `at` is from where its occupant wants to be.
+    fn distance(&self, at: usize) -> usize {
+        let cap = self.capacity();
+        (at + cap - home(self.slots[at].hash, cap)) % cap
+    }
+
+    fn find(&self, hash: u128) -> Option<usize> {
+        let cap = self.capacity();
+        if cap == 0 {
+            return None;
+        }
+        let mut at = home(hash, cap);
+        for probed in 0..cap {
+            let slot = self.slots[at];
+            // Robin Hood order: past a slot closer to its home than we are
+            // to ours, `hash` would have been placed already.
+            if slot.is_empty() || self.distance(at) < probed {
+                return None;
+            }
+            if slot.hash == hash {
+                return Some(at);
+            }
+            at = (at + 1) % cap;
+        }
+        None
+    }
+
+    /// Rebuild with room for `capacity` slots.
+    fn rebuild(&mut self, capacity: usize) {
+        let old = std::mem::replace(
+            &mut self.slots,
+            vec![Slot::default(); capacity].into_boxed_slice(),
+        );
+        self.len = 0;
+        for slot in old.iter().filter(|s| !s.is_empty()) {
+            self.place(*slot);
+        }
+    }
+
+    /// Put a slot whose hash is not in the table; the table has room.
+    fn place(&mut self, mut carry: Slot) {
+        let cap = self.capacity();
+        let mut at = home(carry.hash, cap);
+        let mut distance = 0;
+        loop {
+            if self.slots[at].is_empty() {
+                self.slots[at] = carry;
+                self.len += 1;
+                return;
+            }
+            let theirs = self.distance(at);
+            if theirs < distance {
+                std::mem::swap(&mut carry, &mut self.slots[at]);
+                distance = theirs;
+            }
+            at = (at + 1) % cap;
+            distance += 1;
+        }
+    }
+
+    /// Room for `more` slots beyond what is held, at most 7/8 full.
+    fn make_room(&mut self, more: usize) {
+        let wanted = self.len + more;
+        if wanted * 8 > self.capacity() * 7 {
+            let grown = (self.capacity() * 5 / 4).max(wanted * 8 / 7 + 1).max(16);
+            self.rebuild(grown);
+        }
+    }
+
+    /// Empty slot `at`, pulling the run after it one step back.
+    fn take(&mut self, at: usize) -> Slot {
+        let cap = self.capacity();
+        let taken = self.slots[at];
+        let mut hole = at;
+        loop {
+            let next = (hole + 1) % cap;
+            if self.slots[next].is_empty() || self.distance(next) == 0 {
+                self.slots[hole] = Slot::default();
+                break;
+            }
+            self.slots[hole] = self.slots[next];
+            hole = next;
+        }
+        self.len -= 1;
+        taken
+    }
+
+    /// Move the hand at `*at` forward by at most `steps` slots: evict the
+    /// first object found at counter 0, taking one off every other.
+    fn sweep(&mut self, at: &mut usize, steps: usize) -> Swept {
+        for _ in 0..steps {
+            if *at >= self.capacity() {
+                return Swept::Passed;
+            }
+            let slot = &mut self.slots[*at];
+            if slot.is_empty() {
+                *at += 1;
+            } else if slot.clock == 0 {
+                // The slot now holds what followed it: the hand stays.
+                let victim = self.take(*at);
+                return Swept::Victim(victim.hash, u64::from(victim.size));
+            } else {
+                slot.clock -= 1;
+                *at += 1;
+            }
+        }
+        Swept::Paused
+    }
+}
+
+/// Key hash → bytes on disk and CLOCK counter, sharded.
 pub struct Index {
-    shards: Sharded<HashMap<[u8; 16], u32>>,
+    shards: Sharded<Table>,
+    objects: AtomicUsize,
+    bytes: AtomicU64,
 }
 
 impl Default for Index {
     fn default() -> Self {
         Index {
             shards: Sharded::new(SHARDS),
+            objects: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
         }
     }
 }
 
+/// A size as a slot keeps it: at least 1 (0 marks an empty slot), at most
+/// `u32::MAX`.
+fn stored(size: u64) -> u32 {
+    u32::try_from(size).unwrap_or(u32::MAX).max(1)
+}
+
 impl Index {
-    fn shard(&self, key: u128) -> MutexGuard<'_, HashMap<[u8; 16], u32>> {
-        self.shards.lock(key as usize)
+    fn shard(&self, hash: u128) -> std::sync::MutexGuard<'_, Table> {
+        self.shards.lock(hash as usize)
     }
 
-    /// The size of `key`'s object, if one is on disk.
-    pub fn get(&self, key: u128) -> Option<u64> {
-        self.shard(key)
-            .get(&key.to_be_bytes())
-            .map(|s| u64::from(*s))
+    /// The size of `hash`'s object, if one is on disk. No change to its
+    /// counter.
+    pub fn get(&self, hash: u128) -> Option<u64> {
+        let table = self.shard(hash);
+        table.find(hash).map(|at| u64::from(table.slots[at].size))
     }
 
-    /// Record `key` with `size` bytes (objects are at most 4 GiB: see
-    /// `StoreConfig::max_object_size`); returns the size it replaced.
-    pub fn insert(&self, key: u128, size: u64) -> Option<u64> {
-        let size = u32::try_from(size).unwrap_or(u32::MAX);
-        self.shard(key)
-            .insert(key.to_be_bytes(), size)
-            .map(u64::from)
+    /// Record `hash` with `size` bytes; returns the size it replaced. A
+    /// replaced object keeps its counter (a rewrite is as hot as what it
+    /// replaces); a new one starts at [`INSERTED`].
+    pub fn insert(&self, hash: u128, size: u64) -> Option<u64> {
+        let size = stored(size);
+        let mut table = self.shard(hash);
+        if let Some(at) = table.find(hash) {
+            let old = table.slots[at].size;
+            table.slots[at].size = size;
+            self.bytes.fetch_add(u64::from(size), Ordering::Relaxed);
+            self.bytes.fetch_sub(u64::from(old), Ordering::Relaxed);
+            return Some(u64::from(old));
+        }
+        table.make_room(1);
+        table.place(Slot {
+            hash,
+            size,
+            clock: INSERTED,
+        });
+        self.objects.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(u64::from(size), Ordering::Relaxed);
+        None
     }
 
-    /// Forget `key`; returns its size if it was there.
-    pub fn remove(&self, key: u128) -> Option<u64> {
-        self.shard(key).remove(&key.to_be_bytes()).map(u64::from)
+    /// Forget `hash`; returns its size if it was there.
+    pub fn remove(&self, hash: u128) -> Option<u64> {
+        let mut table = self.shard(hash);
+        let at = table.find(hash)?;
+        let taken = table.take(at);
+        Some(self.forgotten(taken.size))
     }
 
-    /// Objects and bytes recorded.
+    fn forgotten(&self, size: u32) -> u64 {
+        self.objects.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(u64::from(size), Ordering::Relaxed);
+        u64::from(size)
+    }
+
+    /// Change `hash`'s size to what `reweigh` makes of it; false if it is
+    /// not there.
+    pub fn reweigh(&self, hash: u128, reweigh: impl FnOnce(u64) -> u64) -> bool {
+        let mut table = self.shard(hash);
+        let Some(at) = table.find(hash) else {
+            return false;
+        };
+        let old = table.slots[at].size;
+        let new = stored(reweigh(u64::from(old)));
+        table.slots[at].size = new;
+        self.bytes.fetch_add(u64::from(new), Ordering::Relaxed);
+        self.bytes.fetch_sub(u64::from(old), Ordering::Relaxed);
+        true
+    }
+
+    /// `hash` was used: one more on its counter, up to [`HOTTEST`]. False
+    /// if it is not there.
+    pub fn touch(&self, hash: u128) -> bool {
+        let mut table = self.shard(hash);
+        let Some(at) = table.find(hash) else {
+            return false;
+        };
+        let slot = &mut table.slots[at];
+        slot.clock = (slot.clock + 1).min(HOTTEST);
+        true
+    }
+
+    /// Set `hash`'s counter (capped at [`HOTTEST`]), as saved state
+    /// restores it; false if it is not there.
+    pub fn set_clock(&self, hash: u128, clock: u8) -> bool {
+        let mut table = self.shard(hash);
+        let Some(at) = table.find(hash) else {
+            return false;
+        };
+        table.slots[at].clock = clock.min(HOTTEST);
+        true
+    }
+
+    /// Objects and bytes recorded. Cheap: two counters.
     pub fn totals(&self) -> (usize, u64) {
-        self.shards.each().fold((0, 0), |(n, b), s| {
-            (
-                n + s.len(),
-                b + s.values().map(|v| u64::from(*v)).sum::<u64>(),
-            )
-        })
+        (
+            self.objects.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
     }
 
-    /// Reserve room for `n` more entries (recovery knows how many it found).
+    /// Reserve room for `n` more entries (recovery knows how many it
+    /// found), so recovery's table is sized once and tightly. Hashes do
+    /// not split evenly over the shards: each gets its share plus four
+    /// standard deviations, so hardly any has to grow (by a quarter) at
+    /// once.
     pub fn reserve(&self, n: usize) {
+        let share = n / self.shards.count();
+        let per_shard = share + 4 * share.isqrt() + 1;
         for mut shard in self.shards.each() {
-            shard.reserve(n / self.shards.count() + 1);
+            shard.make_room(per_shard);
+        }
+    }
+
+    /// How many shards the hand walks.
+    pub fn shard_count(&self) -> usize {
+        self.shards.count()
+    }
+
+    /// Move the eviction hand, at slot `*at` of shard `shard`, by at most
+    /// `steps` slots (see [`Table::sweep`]); a victim is removed from the
+    /// index here, under the shard's lock, so no lookup finds it after.
+    pub fn sweep(&self, shard: usize, at: &mut usize, steps: usize) -> Swept {
+        let swept = self.shards.lock(shard).sweep(at, steps);
+        if let Swept::Victim(_, size) = swept {
+            self.forgotten(stored(size));
+        }
+        swept
+    }
+
+    /// Every object whose counter is not [`INSERTED`], one shard at a
+    /// time: what a restart, which recovers every object at
+    /// [`INSERTED`], needs to be told.
+    pub fn counters(&self) -> Vec<(u128, u8)> {
+        let mut out = Vec::new();
+        for table in self.shards.each() {
+            out.extend(
+                table
+                    .slots
+                    .iter()
+                    .filter(|s| !s.is_empty() && s.clock != INSERTED)
+                    .map(|s| (s.hash, s.clock)),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn spread(i: u64) -> u128 {
+        u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+    }
+
+    #[test]
+    fn a_slot_is_21_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 21);
+    }
+
+    #[test]
+    fn sizes_are_kept_and_replaced() {
+        let index = Index::default();
+        assert_eq!(index.insert(spread(1), 100), None);
+        assert_eq!(index.insert(spread(1), 150), Some(100));
+        assert_eq!(index.get(spread(1)), Some(150));
+        assert_eq!(index.totals(), (1, 150));
+        assert!(index.reweigh(spread(1), |s| s + 10));
+        assert_eq!(index.remove(spread(1)), Some(160));
+        assert_eq!(index.totals(), (0, 0));
+        assert!(!index.reweigh(spread(1), |s| s));
+    }
+
+    #[test]
+    fn a_zero_size_is_stored_as_one_not_as_empty() {
+        let index = Index::default();
+        index.insert(spread(2), 0);
+        assert_eq!(index.get(spread(2)), Some(1));
+    }
+
+    #[test]
+    fn the_hand_takes_one_off_each_pass_and_evicts_at_zero() {
+        let mut table = Table::default();
+        table.make_room(2);
+        table.place(Slot {
+            hash: spread(1),
+            size: 10,
+            clock: 0,
+        });
+        table.place(Slot {
+            hash: spread(2),
+            size: 20,
+            clock: 2,
+        });
+        let mut at = 0;
+        let mut victims = Vec::new();
+        for _ in 0..4 {
+            loop {
+                match table.sweep(&mut at, usize::MAX) {
+                    Swept::Victim(hash, _) => victims.push(hash),
+                    Swept::Passed => break,
+                    Swept::Paused => unreachable!("unbounded steps"),
+                }
+            }
+            at = 0;
+        }
+        assert_eq!(victims, vec![spread(1), spread(2)], "2 needs three passes");
+        assert_eq!(table.len, 0);
+    }
+
+    proptest! {
+        /// The table agrees with a `HashMap` under any sequence of
+        /// inserts and removes, including colliding homes and wrap-around.
+        #[test]
+        fn agrees_with_a_hash_map(ops in proptest::collection::vec((any::<bool>(), 0u64..64, 1u64..1000), 1..400)) {
+            let index = Index { shards: Sharded::new(1), ..Index::default() };
+            let mut model = HashMap::new();
+            for (insert, key, size) in ops {
+                // Few distinct high bits: long runs and wrap-around.
+                let hash = (u128::from(key % 7) << 125) | u128::from(key);
+                if insert {
+                    prop_assert_eq!(index.insert(hash, size), model.insert(hash, size));
+                } else {
+                    prop_assert_eq!(index.remove(hash), model.remove(&hash));
+                }
+                prop_assert_eq!(index.totals(), (model.len(), model.values().sum()));
+            }
+            for (hash, size) in &model {
+                prop_assert_eq!(index.get(*hash), Some(*size));
+            }
         }
     }
 }

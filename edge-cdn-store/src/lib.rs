@@ -4,8 +4,8 @@
 //! implements the whole `Storage` trait for production use:
 //!
 //! - **Tiers.** A byte-bounded memory tier for small, hot objects in front of
-//!   a byte-bounded disk tier (bounded by the pingora eviction manager you
-//!   pair it with; weight = bytes on disk).
+//!   a byte-bounded disk tier (bounded by the pingora eviction manager the
+//!   store provides, [`ClockEviction`]; weight = bytes on disk).
 //! - **Safe, recoverable files.** Two files per object named by the key's
 //!   128-bit hash, written to a temporary file and renamed; a versioned
 //!   header with lengths and checksums on each, and a checksum per 64 KiB
@@ -33,6 +33,11 @@
 //!   reconciled with the files at start-up, so [`TieredStore::select`] finds
 //!   every Vary variant of a URL, every key under a prefix, or every object
 //!   with a tag — the hash-named files alone cannot answer that.
+//! - **Its own eviction manager.** [`ClockEviction`] (from
+//!   [`TieredStore::eviction`]) is a pingora `EvictionManager` that keeps
+//!   its CLOCK counters in the store's index: index and eviction state
+//!   cost one 21-byte slot per object (24–30 bytes with the table's free
+//!   room), where pingora's `lru::Manager` alone costs over 100.
 //! - **A full disk costs caching, never a response.** A write that fails
 //!   (no space, a deleted directory) stops storing that object only: its
 //!   partial file is removed, the failure counted by [`WriteFailure`], and
@@ -49,6 +54,7 @@ mod catalog;
 mod config;
 mod disk;
 mod error;
+mod eviction;
 mod hit;
 mod index;
 mod io;
@@ -67,8 +73,8 @@ mod write;
 
 pub use catalog::{tags_in, Listed, Selector, MAX_TAGS, MAX_TAG_LEN};
 pub use config::StoreConfig;
-pub use disk::Recovered;
 pub use error::{StoreError, WriteFailure};
+pub use eviction::ClockEviction;
 pub use observer::{
     NoopObserver, PrometheusObserver, StoreEvent, StoreObserver, Tier, TracingObserver,
 };
@@ -77,6 +83,14 @@ pub use observer::{
 pub mod __bench {
     pub use crate::catalog::{open as open_catalog, Catalog, OwnedSelector, Record};
     pub use crate::index::Index;
+
+    /// A manager over a bare index, as the store builds one.
+    pub fn clock_eviction(
+        index: std::sync::Arc<Index>,
+        limit: u64,
+    ) -> crate::eviction::ClockEviction {
+        crate::eviction::ClockEviction::new(index, limit)
+    }
 }
 
 pub use breaker::{Attempt, Breaker, BreakerState, SharedOp};

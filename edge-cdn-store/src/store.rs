@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::fs::File;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -24,8 +24,9 @@ use pingora_error::{Error, ErrorType, Result};
 use crate::catalog::{self, tags_in, Listed, OwnedSelector, Selector};
 use crate::config::StoreConfig;
 use crate::disk::format::MetaHeader;
-use crate::disk::{DiskTier, Recovered};
+use crate::disk::DiskTier;
 use crate::error::StoreError;
+use crate::eviction::ClockEviction;
 use crate::hit::{DiskHit, Hit, MemoryHit, PartialHit, SharedStream};
 use crate::index::Index;
 use crate::io;
@@ -45,7 +46,7 @@ const COMMIT_WAIT: Duration = Duration::from_secs(1);
 /// A memory + disk storage backend for pingora-cache.
 pub struct TieredStore {
     tiers: Tiers,
-    recovered: Mutex<Vec<Recovered>>,
+    eviction: ClockEviction,
 }
 
 /// A stored object, as [`TieredStore::describe`] finds it.
@@ -87,8 +88,8 @@ pub struct Health {
 impl TieredStore {
     /// Open the store in `config.dir`: rebuild the index from the files
     /// there, removing anything incomplete or corrupt. Blocking; run it at
-    /// start-up, before serving. The recovered objects wait in
-    /// [`TieredStore::take_recovered`] for the eviction manager.
+    /// start-up, before serving. Every recovered object is tracked by
+    /// [`TieredStore::eviction`] from the start.
     pub fn open(
         config: StoreConfig,
         observer: Arc<dyn StoreObserver>,
@@ -104,7 +105,7 @@ impl TieredStore {
     ) -> Result<TieredStore, StoreError> {
         let disk = DiskTier::open(&config.dir, config.fsync, config.min_free_percent)?;
         let found = disk.recover(&config.tag_headers);
-        let index = Index::default();
+        let index = Arc::new(Index::default());
         index.reserve(found.len());
         for (object, _) in &found {
             index.insert(object.hash, object.size);
@@ -114,7 +115,7 @@ impl TieredStore {
             found.iter().map(|(_, record)| record),
             |hash| index.get(u128::from_be_bytes(*hash)).is_some(),
         )?;
-        let recovered = found.into_iter().map(|(object, _)| object).collect();
+        let eviction = ClockEviction::new(index.clone(), config.disk_bytes.as_u64());
         let memory_limit = usize::try_from(config.memory_bytes.as_u64()).unwrap_or(usize::MAX);
         let shared_write_concurrency = config.shared_write_concurrency;
         Ok(TieredStore {
@@ -130,15 +131,17 @@ impl TieredStore {
                 shared,
                 sharing: Sharing::new(shared_write_concurrency),
             },
-            recovered: Mutex::new(recovered),
+            eviction,
         })
     }
 
-    /// The objects found at start, once: the caller admits them to its
-    /// eviction manager so they are tracked (and evictable) before they are
-    /// next read.
-    pub fn take_recovered(&self) -> Vec<Recovered> {
-        std::mem::take(&mut *self.recovered.lock().unwrap_or_else(|e| e.into_inner()))
+    /// The store's eviction manager, to pass to `HttpCache::enable` with
+    /// the store: it tracks every object on disk (those recovered at
+    /// start included) in the store's own index, and keeps them within
+    /// `disk_bytes`. Its victims are purged through
+    /// [`Storage::purge`] with `PurgeType::Eviction`, as pingora does.
+    pub fn eviction(&self) -> &ClockEviction {
+        &self.eviction
     }
 
     /// Whether the disk tier is writable and how much room is left.

@@ -44,8 +44,9 @@ pub struct Tiers {
     pub config: StoreConfig,
     /// The object files.
     pub disk: DiskTier,
-    /// What is on disk, by key hash.
-    pub index: Index,
+    /// What is on disk, by key hash, with each object's CLOCK counter
+    /// (shared with the store's [`ClockEviction`](crate::ClockEviction)).
+    pub index: Arc<Index>,
     /// Primary keys and tags of stored objects, for purging.
     pub catalog: Catalog,
     /// Small, hot objects.

@@ -68,7 +68,7 @@ fn a_process_killed_mid_write_keeps_every_committed_object_and_nothing_torn() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = open(dir.path());
-        assert_eq!(store.take_recovered().len(), 5);
+        assert_eq!(store.health().disk_objects, 5);
         for i in 0..5u8 {
             assert_eq!(
                 get_body(store, &format!("done-{i}")).await,

@@ -1,40 +1,60 @@
-//! The store paired with pingora's LRU eviction manager, as a host pairs
-//! them: admit on commit, purge what it evicts, save and restore its state.
+//! The store paired with its own eviction manager (`TieredStore::eviction`),
+//! as a host pairs them: admit on commit, purge what it evicts, save and
+//! restore its state.
 
 mod common;
 
 use std::path::Path;
 use std::time::SystemTime;
 
-use common::{body, config, get_body, key};
-use edge_cdn_store::TieredStore;
-use pingora_cache::eviction::{lru, EvictionManager};
+use common::{body, config, get_body, key, meta, put_with, read_all};
+use edge_cdn_store::{Selector, StoreConfig, TieredStore};
+use pingora_cache::eviction::EvictionManager;
+use pingora_cache::key::{CacheHashKey, CacheKey};
 use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
 use pingora_cache::CacheEntryKey;
 
-type Manager = lru::Manager<1>;
-
-fn open(dir: &Path) -> &'static TieredStore {
-    common::open(config(dir))
+fn open_with_limit(dir: &Path, limit: u64) -> &'static TieredStore {
+    common::open(StoreConfig {
+        disk_bytes: bytesize::ByteSize::b(limit),
+        ..config(dir)
+    })
 }
 
-/// Store an object and admit it, purging what the manager evicts: what
-/// pingora's `finish_miss_handler` does.
-async fn put(store: &'static TieredStore, manager: &Manager, name: &str, len: usize) {
-    let size = common::put(store, name, &body(len, 7)).await;
-    let entry = CacheEntryKey::key_only(key(name).to_compact());
+/// Purge what the manager evicted, as pingora's `finish_miss_handler`
+/// does in its spawned task.
+async fn purge_all(store: &'static TieredStore, victims: Vec<CacheEntryKey>) {
     let span = Span::inactive().handle();
-    for victim in manager.admit(entry, size, SystemTime::now()) {
+    for victim in &victims {
         store
-            .purge(PurgeTarget::Exact(&victim), PurgeType::Eviction, &span)
+            .purge(PurgeTarget::Exact(victim), PurgeType::Eviction, &span)
             .await
             .unwrap();
     }
 }
 
+/// Store an object under `key` and admit it, purging what the manager
+/// evicts; returns its size.
+async fn put_key(store: &'static TieredStore, key: &CacheKey, len: usize) -> usize {
+    let size = put_with(store, key, &meta("m"), &body(len, 7)).await;
+    let entry = CacheEntryKey::key_only(key.to_compact());
+    let victims = store.eviction().admit(entry, size, SystemTime::now());
+    purge_all(store, victims).await;
+    size
+}
+
+async fn put(store: &'static TieredStore, name: &str, len: usize) -> usize {
+    put_key(store, &key(name), len).await
+}
+
 async fn has(store: &'static TieredStore, name: &str) -> bool {
     get_body(store, name).await.is_some()
+}
+
+fn read(store: &'static TieredStore, name: &str) {
+    let entry = CacheEntryKey::key_only(key(name).to_compact());
+    assert!(store.eviction().access(&entry, 0, SystemTime::now()));
 }
 
 fn files(dir: &Path) -> usize {
@@ -59,22 +79,23 @@ fn files(dir: &Path) -> usize {
 #[tokio::test]
 async fn capacity_is_respected_under_churn_and_no_file_leaks() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
     let limit = 2_000_000;
-    let manager = Manager::with_capacity(limit, 64);
+    let store = open_with_limit(dir.path(), limit);
     for i in 0..300usize {
         // 1 KB to 60 KB, some keys rewritten.
         let len = 1_000 + (i * 7_919) % 59_000;
-        put(store, &manager, &format!("o{}", i % 250), len).await;
+        put(store, &format!("o{}", i % 250), len).await;
         let health = store.health();
         assert!(
-            health.disk_bytes <= limit as u64,
+            health.disk_bytes <= limit,
             "{} bytes on disk at step {i}",
             health.disk_bytes
         );
     }
     let health = store.health();
-    assert_eq!(health.disk_objects, manager.total_items());
+    assert_eq!(health.disk_objects, store.eviction().total_items());
+    assert_eq!(health.disk_bytes, store.eviction().total_size() as u64);
+    assert!(store.eviction().evicted_items() > 0);
     assert_eq!(
         files(dir.path()),
         health.disk_objects,
@@ -88,39 +109,126 @@ async fn recency_survives_a_restart_through_saved_eviction_state() {
     let state = dir.path().join("eviction");
     std::fs::create_dir_all(&state).unwrap();
     let state = state.to_str().unwrap().to_owned();
+    let names: Vec<String> = (0..10).map(|i| format!("o{i}")).collect();
+    let hot = ["o1", "o4", "o7"];
+    let mut hot_bytes = 0;
     {
-        let store = open(dir.path());
-        let manager = Manager::with_capacity(350_000, 16);
-        for name in ["a", "b", "c"] {
-            put(store, &manager, name, 100_000).await;
+        let store = open_with_limit(dir.path(), 100_000_000);
+        for name in &names {
+            let size = put(store, name, 20_000).await;
+            if hot.contains(&name.as_str()) {
+                hot_bytes += size as u64;
+            }
         }
-        // "a" is read again: "b" is now the least recently used.
-        assert!(manager.access(
-            &CacheEntryKey::key_only(key("a").to_compact()),
-            100_000,
-            SystemTime::now()
-        ));
-        manager.save(&state).await.unwrap();
+        for name in hot {
+            read(store, name);
+            read(store, name);
+        }
+        store.eviction().save(&state).await.unwrap();
     }
-    let store = open(dir.path());
-    let manager = Manager::with_capacity(350_000, 16);
-    manager.load(&state).await.unwrap();
-    // Admit only what the saved state does not know, as the host does:
-    // admitting a known object would make it the most recently used.
-    let recovered = store.take_recovered();
-    assert_eq!(recovered.len(), 3);
-    for r in recovered {
-        assert!(
-            manager.peek(&CacheEntryKey::key_only(r.key)),
-            "saved state knows every object"
+    let store = open_with_limit(dir.path(), 100_000_000);
+    assert_eq!(
+        store.eviction().total_items(),
+        10,
+        "recovered objects are tracked"
+    );
+    store.eviction().load(&state).await.unwrap();
+    // Room for the three read before the restart, and nothing else. With
+    // the state lost, which three stay would be a matter of hash order.
+    store.eviction().set_weight_limit(hot_bytes);
+    let victims = store.eviction().evict_to_limit();
+    assert_eq!(victims.len(), 7);
+    purge_all(store, victims).await;
+    for name in &names {
+        assert_eq!(
+            has(store, name).await,
+            hot.contains(&name.as_str()),
+            "{name}"
         );
     }
-    put(store, &manager, "d", 100_000).await;
+    assert_eq!(files(dir.path()), 3);
+}
+
+#[tokio::test]
+async fn damaged_eviction_state_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("eviction");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("clock"), b"not a saved state").unwrap();
+    let store = open_with_limit(dir.path(), 100_000_000);
+    put(store, "a", 1_000).await;
+    assert!(store
+        .eviction()
+        .load(state.to_str().unwrap())
+        .await
+        .is_err());
+    let missing = dir.path().join("nowhere");
     assert!(
-        !has(store, "b").await,
-        "the least recently used before the restart went first"
+        store
+            .eviction()
+            .load(missing.to_str().unwrap())
+            .await
+            .is_ok(),
+        "no state is a fresh start"
     );
-    for name in ["a", "c", "d"] {
-        assert!(has(store, name).await, "{name}");
-    }
+    assert!(has(store, "a").await);
+}
+
+#[tokio::test]
+async fn a_vary_variant_is_evicted_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_limit(dir.path(), 100_000_000);
+    let variant = |v: &[u8; 16]| {
+        let mut key = CacheKey::new(b"/page".to_vec(), "test");
+        key.set_variance_key(*v);
+        key
+    };
+    let (gzip, br) = (variant(b"gzip............"), variant(b"br.............."));
+    put_key(store, &gzip, 30_000).await;
+    let size = put_key(store, &br, 30_000).await;
+    let primary = gzip.primary_bin();
+    assert_eq!(
+        store
+            .select(Selector::Primary(&primary))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // Room for one: the hand picks a victim, and the purge of the key it
+    // returns removes that variant only.
+    store.eviction().set_weight_limit(size as u64);
+    let victims = store.eviction().evict_to_limit();
+    assert_eq!(victims.len(), 1);
+    let evicted = victims[0].key().combined_bin();
+    let (gone, kept) = if evicted == gzip.combined_bin() {
+        (&gzip, &br)
+    } else {
+        assert_eq!(evicted, br.combined_bin());
+        (&br, &gzip)
+    };
+    purge_all(store, victims).await;
+    let span = Span::inactive().handle();
+    assert!(store.lookup(gone, &span).await.unwrap().is_none());
+    let (_, mut hit) = store.lookup(kept, &span).await.unwrap().unwrap();
+    assert_eq!(read_all(&mut hit).await.unwrap(), body(30_000, 7));
+    let listed = store.select(Selector::Primary(&primary)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key.combined_bin(), kept.combined_bin());
+    assert_eq!(files(dir.path()), 1);
+}
+
+#[tokio::test]
+async fn a_failed_write_is_not_tracked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_limit(dir.path(), 100_000_000);
+    // Admitting a key the store did not commit (its write failed: pingora
+    // still admits it) tracks nothing, so no phantom bytes are counted.
+    let entry = CacheEntryKey::key_only(key("never").to_compact());
+    assert!(store
+        .eviction()
+        .admit(entry.clone(), 5_000, SystemTime::now())
+        .is_empty());
+    assert!(!store.eviction().peek(&entry));
+    assert_eq!(store.eviction().total_size(), 0);
 }

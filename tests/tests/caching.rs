@@ -543,7 +543,7 @@ async fn objects_over_max_object_size_are_proxied_not_stored() {
 }
 
 #[tokio::test]
-async fn cache_size_is_bounded_by_lru_eviction() {
+async fn cache_size_is_bounded_by_eviction() {
     let origin = Origin::start(Router::new().route(
         "/obj/{n}",
         get(|| async { ([("cache-control", "max-age=600")], vec![b'o'; 100 * 1024]) }),
@@ -564,8 +564,8 @@ async fn cache_size_is_bounded_by_lru_eviction() {
     let evicted = stavka.metric("stavka_cache_evictions_total").await.unwrap();
     assert!(bytes <= (1024 * 1024) as f64, "cache holds {bytes} bytes");
     assert!(evicted >= 19.0, "evicted {evicted}");
-    // pingora's LRU is sharded, so which objects stay is only roughly
-    // least-recently-used; what it guarantees is the bound.
+    // The store's CLOCK walks objects in hash order, so which objects stay
+    // is only roughly least-recently-used; what it guarantees is the bound.
     let objects = stavka.metric("stavka_cache_objects").await.unwrap();
     assert!(
         (1.0..=10.0).contains(&objects),

@@ -34,14 +34,10 @@ pub struct DiskTier {
     generation: AtomicU64,
 }
 
-/// An object found on disk when the store was opened, as
-/// [`TieredStore::take_recovered`](crate::TieredStore::take_recovered)
-/// hands it to the eviction manager.
+/// An object found on disk when the store was opened, for the index.
 pub struct Recovered {
     /// Its key hash.
     pub hash: u128,
-    /// Its cache key, for the eviction manager.
-    pub key: CompactCacheKey,
     /// Bytes on disk.
     pub size: u64,
 }
@@ -532,7 +528,6 @@ impl DiskTier {
             .map_err(|_| StoreError::Corrupt("undecodable cache meta"))?;
         let recovered = Recovered {
             hash,
-            key: key.compact.clone(),
             size: body.len + bytes.len() as u64,
         };
         let record = Record {

@@ -1,8 +1,9 @@
 //! The storage seam: the one place that chooses where cached objects live.
 //!
 //! Objects live in `edge-cdn-store`'s [`TieredStore`] (a memory tier in front
-//! of a disk tier), bounded by pingora's LRU eviction manager (weight = bytes
-//! on disk). The proxy only sees [`CacheStore`].
+//! of a disk tier), bounded by the store's own pingora eviction manager,
+//! [`ClockEviction`] (a CLOCK kept in the store's index; weight = bytes on
+//! disk, limit = `store.disk_bytes`). The proxy only sees [`CacheStore`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,12 +11,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use edge_cdn_store::{
-    BreakerState, Described, Health, Listed, NoSharedTier, PrometheusObserver, RedisTier, Selector,
-    SharedTier, StoreError, StoreEvent, StoreObserver, TieredStore, WriteFailure,
+    BreakerState, ClockEviction, Described, Health, Listed, NoSharedTier, PrometheusObserver,
+    RedisTier, Selector, SharedTier, StoreError, StoreEvent, StoreObserver, TieredStore,
+    WriteFailure,
 };
 use futures_util::StreamExt;
 use http::HeaderMap;
-use pingora_cache::eviction::{lru, EvictionManager};
+use pingora_cache::eviction::EvictionManager;
 use pingora_cache::key::CacheHashKey;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::predictor::{CacheablePredictor, Predictor};
@@ -30,13 +32,14 @@ use crate::config;
 
 use super::freshness::reason;
 
-/// LRU shards: enough that admissions on different keys rarely contend.
-const EVICTION_SHARDS: usize = 16;
 /// Predictor shards and per-shard capacity for remembering uncacheable keys.
 const PREDICTOR_SHARDS: usize = 16;
 const PREDICTOR_SHARD_CAPACITY: usize = 4096;
 /// Where, inside the store directory, the eviction manager's state is kept.
 const EVICTION_STATE: &str = "eviction";
+/// The files pingora's `lru::Manager` saved there before the store had its
+/// own manager (`lru.data.0`, …): removed at start, they are never read.
+const OLD_LRU_STATE: &str = "lru.data";
 /// Objects purged at once: enough to keep the disk busy, few enough that a
 /// purge of thousands leaves blocking threads for the proxy's own I/O.
 const PURGE_CONCURRENCY: usize = 16;
@@ -133,7 +136,7 @@ impl PurgeSelector {
 /// Everything a request needs to use the cache, built once and shared.
 pub struct CacheStore {
     storage: &'static TieredStore,
-    eviction: &'static lru::Manager<EVICTION_SHARDS>,
+    eviction: &'static ClockEviction,
     lock: &'static CacheKeyLockImpl,
     predictor: &'static (dyn CacheablePredictor + Sync),
     lock_wait_timeout: Duration,
@@ -169,10 +172,10 @@ pub struct StoreStats {
 }
 
 impl CacheStore {
-    /// Open the store (rebuilding its index from disk), restore the
-    /// eviction manager's saved recency, and admit recovered objects it did
-    /// not know, so that everything on disk is counted and evictable. Runs
-    /// once at start-up, before serving, and blocks.
+    /// Open the store (rebuilding its index from disk: everything on disk
+    /// is counted and evictable from then on), restore the eviction
+    /// manager's saved counters, and evict down to `disk_bytes` if it
+    /// shrank. Runs once at start-up, before serving, and blocks.
     pub fn open(
         cache: &config::Cache,
         store: &edge_cdn_store::StoreConfig,
@@ -209,30 +212,24 @@ impl CacheStore {
             )
             .with_context(|| format!("store.dir: cannot open {}", store.dir.display()))?,
         ));
-        let size = usize::try_from(store.disk_bytes.as_u64()).unwrap_or(usize::MAX);
-        let capacity = (size / 16384 / EVICTION_SHARDS).clamp(64, 65536);
-        let eviction: &'static lru::Manager<EVICTION_SHARDS> =
-            Box::leak(Box::new(lru::Manager::with_capacity(size, capacity)));
+        let eviction = storage.eviction();
         let eviction_state = store.dir.join(EVICTION_STATE);
-        let recovered = storage.take_recovered();
-        let count = recovered.len();
+        remove_old_lru_state(&eviction_state);
+        let count = eviction.total_items();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("store start-up runtime")?;
         runtime.block_on(async {
             if let Some(dir) = eviction_state.to_str() {
-                // A missing or unreadable state is a fresh start, not an error.
-                let _ = eviction.load(dir).await;
-            }
-            let now = SystemTime::now();
-            let mut victims = Vec::new();
-            for object in recovered {
-                let entry = CacheEntryKey::key_only(object.key);
-                if !eviction.peek(&entry) {
-                    victims.extend(eviction.admit(entry, object.size as usize, now));
+                // A missing state is a fresh start; a damaged one is one too,
+                // with every recovered object as if newly stored.
+                if let Err(e) = eviction.load(dir).await {
+                    tracing::warn!(dir, error = %e, "eviction state not restored");
                 }
             }
+            // A store reopened with a smaller disk_bytes is over it now.
+            let victims = eviction.evict_to_limit();
             let span = Span::inactive().handle();
             for victim in &victims {
                 let _ = storage
@@ -502,6 +499,20 @@ impl CacheStore {
         match self.eviction.save(dir).await {
             Ok(()) => tracing::info!(dir, "eviction state saved"),
             Err(e) => tracing::warn!(dir, error = %e, "cannot save eviction state"),
+        }
+    }
+}
+
+/// Remove the state files of the eviction manager used before
+/// [`ClockEviction`], once, at start: they would only take disk space.
+fn remove_old_lru_state(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(OLD_LRU_STATE)
+        {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
