@@ -544,7 +544,7 @@ impl Results {
                 .collect();
             let _ = writeln!(
                 out,
-                "\n{}: `stavka_prefetch_total` by outcome (median over rounds): {}; origin requests for paths no viewer asked for (segments past the end): {:.0}.",
+                "\n{}: `stavka_prefetch_total` by outcome (median over rounds): {}; origin requests for paths no viewer asked for (prefetched and never watched, or past the end): {:.0}.",
                 contender.as_str(),
                 counts.join(", "),
                 med(runs, |r| r.unrequested as f64),
