@@ -102,7 +102,11 @@ impl Module {
                 calls,
                 memo_hits: metrics.memo_hit_total(module.name()),
                 failures: failures.into_iter().collect(),
-                prefetch: metrics.prefetch().totals(module.name()).into_iter().collect(),
+                prefetch: metrics
+                    .prefetch()
+                    .totals(module.name())
+                    .into_iter()
+                    .collect(),
             },
         }))
     }

@@ -22,8 +22,7 @@ use super::error::ApiError;
 use super::report::{
     BytesPerSecond, BytesServed, Catalog, Events, Evictions, Latency, OriginHealth, OriginRates,
     OriginTotals, Percentiles, Point, PolicyTotals, PrefetchTotals, Rates, SharedStatus, SiteRates,
-    Stats, Store,
-    Tier, Top, TopUrl, Totals,
+    Stats, Store, Tier, Top, TopUrl, Totals,
 };
 use super::AdminState;
 use crate::cache::outcome::{Outcome, Source};

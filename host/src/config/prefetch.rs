@@ -113,8 +113,7 @@ impl Prefetch {
                 || name.bytes().any(|b| b.is_ascii_uppercase())
             {
                 err(field, format!("{name:?} is not a lower-case header name"));
-            } else if FORBIDDEN_HEADERS.contains(&name.as_str()) || name.starts_with("x-stavka-")
-            {
+            } else if FORBIDDEN_HEADERS.contains(&name.as_str()) || name.starts_with("x-stavka-") {
                 err(field, format!("{name:?} may not be set by a prefetch"));
             }
         }

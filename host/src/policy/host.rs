@@ -419,9 +419,10 @@ impl v02::stavka::policy::prefetch::Host for HostState {
         let result = match &self.input.prefetch {
             Some((scope, _)) => scope.fetch(&self.shared.name, &target, &headers),
             None => {
-                self.shared
-                    .prefetch
-                    .count(&self.shared.name, crate::prefetch::Outcome::Refused(Refusal::NotHere));
+                self.shared.prefetch.count(
+                    &self.shared.name,
+                    crate::prefetch::Outcome::Refused(Refusal::NotHere),
+                );
                 Err(Refusal::NotHere)
             }
         };

@@ -344,7 +344,9 @@ impl PolicyDecisions {
             status: resp.status.as_u16(),
         };
         let phase = Some(Phase::Response);
-        let Some((view, input)) = self.asked.call(req, Some(&resp.headers), phase, &self.module)
+        let Some((view, input)) = self
+            .asked
+            .call(req, Some(&resp.headers), phase, &self.module)
         else {
             return self.on_failure();
         };
