@@ -330,9 +330,11 @@ fn an_admin_listener_off_loopback_without_a_token_refuses_to_start() {
         "[listen]\nadmin = \"0.0.0.0:0\"\n[admin]\ntoken_env = \"STAVKA_TEST_NO_SUCH_VAR\"\n",
     )
     .unwrap();
+    // In the temporary directory: the default store directory is relative.
     let out = Command::new(stavka_bin())
         .arg("--config")
         .arg(&path)
+        .current_dir(dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

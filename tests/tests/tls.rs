@@ -641,10 +641,12 @@ async fn a_certificate_that_does_not_load_is_a_configuration_error_naming_its_fi
     let (code, stderr) = stavka_e2e::check_config(&file);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("site[0].tls.cert"), "{stderr}");
-    // Starting with it fails the same way.
+    // Starting with it fails the same way (in the temporary directory: the
+    // default store directory is relative).
     let out = std::process::Command::new(stavka_e2e::stavka_bin())
         .arg("--config")
         .arg(&file)
+        .current_dir(dir.path())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
