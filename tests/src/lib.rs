@@ -737,6 +737,19 @@ impl Stavka {
         self._dir.path().join("stavka.toml")
     }
 
+    /// Edit the configuration file the process started from with `edit`
+    /// and ask for a reload (`POST /config/reload`), as an operator would;
+    /// the API's answer.
+    pub async fn reload_with(&self, edit: impl FnOnce(String) -> String) -> reqwest::Response {
+        let config = std::fs::read_to_string(self.config_path()).unwrap();
+        std::fs::write(self.config_path(), edit(config)).unwrap();
+        client()
+            .post(self.admin_url("/config/reload"))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Every line the process has written to standard output so far.
     pub fn stdout_lines(&self) -> Vec<String> {
         let path = stdout_path(&self._dir.path().join("stavka.toml"));

@@ -49,17 +49,9 @@ async fn forwarded_requests_name_this_node_and_a_loop_between_nodes_gets_508_rfc
         "A's entry, then B's: {}",
         passed.text()
     );
-    let config = std::fs::read_to_string(b.config_path()).unwrap();
-    std::fs::write(
-        b.config_path(),
-        config.replace(&origin.addr.to_string(), &a.proxy.to_string()),
-    )
-    .unwrap();
-    let reloaded = client()
-        .post(b.admin_url("/config/reload"))
-        .send()
-        .await
-        .unwrap();
+    let reloaded = b
+        .reload_with(|c| c.replace(&origin.addr.to_string(), &a.proxy.to_string()))
+        .await;
     assert_eq!(reloaded.status(), 200);
 
     let looped = a.get("/y").await;

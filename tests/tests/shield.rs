@@ -479,17 +479,9 @@ async fn a_configuration_reload_swaps_the_origin_pool() {
         let (old, new) = (origin().await, origin().await);
         let node = Stavka::start(&site(&format!("{{ addresses = [\"{}\"] }}", old.addr), "")).await;
         assert_eq!(node.get_host(HOST, "/r/1").await.status, 200);
-        let config = std::fs::read_to_string(node.config_path()).unwrap();
-        std::fs::write(
-            node.config_path(),
-            config.replace(&old.addr.to_string(), &new.addr.to_string()),
-        )
-        .unwrap();
-        let reloaded = client()
-            .post(node.admin_url("/config/reload"))
-            .send()
-            .await
-            .unwrap();
+        let reloaded = node
+            .reload_with(|c| c.replace(&old.addr.to_string(), &new.addr.to_string()))
+            .await;
         assert_eq!(reloaded.status(), 200);
         assert_eq!(node.get_host(HOST, "/r/2").await.status, 200);
         assert_eq!((old.count("/r/1"), old.count("/r/2")), (1, 0));

@@ -703,23 +703,20 @@ async fn a_configuration_reload_brings_new_certificate_files() {
     assert_eq!(presented(tls, Some("b.test")).await.0, der(&fallback.cert));
 
     // The same file, with the site's certificate moved and a site added.
-    let config = std::fs::read_to_string(stavka.config_path()).unwrap();
-    let after = config
-        .replace(
-            &old_cert.display().to_string(),
-            &new_cert.display().to_string(),
-        )
-        .replace(
-            &old_key.display().to_string(),
-            &new_key.display().to_string(),
-        )
-        + &site("b", &["b.test"], origin.addr, &tls_files(&b_cert, &b_key));
-    std::fs::write(stavka.config_path(), after).unwrap();
-    let resp = stavka_e2e::client()
-        .post(stavka.admin_url("/config/reload"))
-        .send()
-        .await
-        .unwrap();
+    let resp = stavka
+        .reload_with(|config| {
+            config
+                .replace(
+                    &old_cert.display().to_string(),
+                    &new_cert.display().to_string(),
+                )
+                .replace(
+                    &old_key.display().to_string(),
+                    &new_key.display().to_string(),
+                )
+                + &site("b", &["b.test"], origin.addr, &tls_files(&b_cert, &b_key))
+        })
+        .await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 
     assert_eq!(presented(tls, Some("a.test")).await.0, der(&new.cert));
