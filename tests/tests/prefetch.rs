@@ -439,3 +439,39 @@ async fn rfc8297_early_hints_reach_http2_clients() {
     let final_response = response.await.unwrap();
     assert_eq!(final_response.status(), 200);
 }
+
+/// A module's own budget (`prefetch_rate` in its sidecar) holds over every
+/// site it serves, beside each site's `[site.prefetch]` budget: one
+/// prefetch a second for the module, where each site alone allows fifty.
+#[tokio::test]
+async fn a_modules_own_prefetch_budget_holds_across_its_sites() {
+    let origin = Origin::start(
+        Router::new()
+            .route("/page", page(&[("x-prefetch", "/o/1, /o/2, /o/3")], "p"))
+            .route("/o/{n}", page(&[], "o")),
+    )
+    .await;
+    let site = |name: &str, default: bool| {
+        format!(
+            "[[site]]\nname = \"{name}\"\nhosts = [\"{name}.example\"]\ndefault = {default}\npolicy = \"p\"\norigin = {{ address = \"{}\" }}\n[site.prefetch]\n\n",
+            origin.addr
+        )
+    };
+    let stavka = Stavka::start_with_modules(
+        &format!("{}{}", site("a", true), site("b", false)),
+        &[("p", "prefetcher", "prefetch_rate = 1\n")],
+    )
+    .await;
+    let results = |resp: &stavka_e2e::Fetched| {
+        let result = resp.header("x-prefetch-result").to_owned();
+        let ok = result.split(", ").filter(|r| *r == "ok").count();
+        let over = result.split(", ").filter(|r| *r == "over-budget").count();
+        (ok, over, result)
+    };
+    let (ok, over, a) = results(&stavka.get_host("a.example", "/page").await);
+    assert_eq!((ok, over), (1, 2), "{a}");
+    // Another site, its own lane and buckets full: the module's budget is
+    // spent (at most one more token may have come back meanwhile).
+    let (ok, over, b) = results(&stavka.get_host("b.example", "/page").await);
+    assert!(ok <= 1 && over >= 2, "{b}");
+}

@@ -24,7 +24,7 @@ use super::trace::{
     monotonic_now, wall_now, Field, Impurity, MonotonicClock, Random, Reads, WallClock,
 };
 use crate::limits::RateLimiter;
-use crate::prefetch::{Phase, PrefetchMetrics, Refusal, Scope};
+use crate::prefetch::{ModuleBuckets, Phase, PrefetchMetrics, Refusal, Scope};
 
 /// How often the engine's epoch advances: the resolution of every
 /// deadline, and the most CPU time a call is charged before its first
@@ -242,6 +242,8 @@ pub struct HostState {
     pub reads: Option<Reads>,
     /// Set when the current call uses anything besides its fields.
     pub impurity: Impurity,
+    /// The module version's own prefetch budget, if its sidecar sets one.
+    pub prefetch_budget: Option<Arc<ModuleBuckets>>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -251,7 +253,11 @@ impl HostState {
     /// network, no environment; stdout and stderr go to the host log.
     /// Its clocks, random sources and output streams mark the call that
     /// uses them as impure.
-    pub fn new(shared: Arc<ModuleShared>, memory_limit: usize) -> HostState {
+    pub fn new(
+        shared: Arc<ModuleShared>,
+        memory_limit: usize,
+        prefetch_budget: Option<Arc<ModuleBuckets>>,
+    ) -> HostState {
         let impurity = Impurity::default();
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestLog::new(&shared.name, "stdout", impurity.clone()))
@@ -272,6 +278,7 @@ impl HostState {
             budget: CallBudget::new(),
             reads: None,
             impurity,
+            prefetch_budget,
             wasi,
             table: ResourceTable::new(),
         }
@@ -417,7 +424,12 @@ impl v02::stavka::policy::prefetch::Host for HostState {
         use v02::stavka::policy::prefetch::Refusal as Wit;
         self.impurity.mark();
         let result = match &self.input.prefetch {
-            Some((scope, _)) => scope.fetch(&self.shared.name, &target, &headers),
+            Some((scope, _)) => scope.fetch(
+                &self.shared.name,
+                self.prefetch_budget.as_ref(),
+                &target,
+                &headers,
+            ),
             None => {
                 self.shared.prefetch.count(
                     &self.shared.name,

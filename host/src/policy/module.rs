@@ -31,6 +31,7 @@ use super::request::{Request, RequestHandle};
 use super::sidecar::{Mode, Settings};
 use super::trace::RECORD_FIELDS;
 use super::{Entry, HitDecision, RequestOutcome, Response, ResponseOutcome, SliceDecision};
+use crate::prefetch::ModuleBuckets;
 
 /// The package every hook interface belongs to.
 const PACKAGE: &str = "stavka:policy/";
@@ -450,6 +451,9 @@ pub struct PolicyModule {
     pool: Mutex<Vec<Live>>,
     /// Decisions kept for reuse, when the sidecar allows it.
     memos: Option<Memos>,
+    /// What the version may prefetch on all its sites, if its sidecar
+    /// says.
+    prefetch_budget: Option<Arc<ModuleBuckets>>,
     /// One permit per call that may run at once: `settings.instances`.
     running: Semaphore,
 }
@@ -486,6 +490,7 @@ impl PolicyModule {
         };
         let running = Semaphore::new(settings.instances);
         let settings_memo = settings.memo;
+        let prefetch_budget = ModuleBuckets::new(settings.prefetch);
         let mut module = PolicyModule {
             metrics: metrics.module(&shared.name),
             shared,
@@ -496,6 +501,7 @@ impl PolicyModule {
             hooks,
             pool: Mutex::new(Vec::new()),
             memos: settings_memo.then(Memos::default),
+            prefetch_budget,
             running,
         };
         // Instantiate once: exports with the right names but wrong types,
@@ -593,7 +599,11 @@ impl PolicyModule {
 
     /// A new instance, not initialised.
     async fn instantiate_bare(&self) -> Result<Live, CallFailure> {
-        let state = HostState::new(self.shared.clone(), self.settings.memory);
+        let state = HostState::new(
+            self.shared.clone(),
+            self.settings.memory,
+            self.prefetch_budget.clone(),
+        );
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut store| {

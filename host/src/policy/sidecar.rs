@@ -7,6 +7,7 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use crate::policy_settings::{BreakerLimits, Failure, LimitProblem, PolicyLimits};
+use crate::prefetch::ModuleBudget;
 
 /// How long an instance lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -64,6 +65,8 @@ struct SidecarFile {
     #[serde(default, with = "humantime_serde")]
     breaker_cooldown: Option<Duration>,
     memo: Option<bool>,
+    prefetch_rate: Option<u32>,
+    prefetch_bytes_per_second: Option<ByteSize>,
     #[serde(default)]
     init: BTreeMap<String, toml::Value>,
 }
@@ -91,6 +94,9 @@ pub struct Settings {
     /// it read); off for long-lived ones, whose instances' own state could
     /// decide too: turn it on when it does not.
     pub memo: bool,
+    /// What the module may prefetch on all its sites together, beside each
+    /// site's own `[site.prefetch]` budget. Default: no budget of its own.
+    pub prefetch: ModuleBudget,
 }
 
 impl Settings {
@@ -110,6 +116,7 @@ impl Settings {
             instances: limits.instances,
             breaker: limits.breaker,
             init,
+            prefetch: ModuleBudget::default(),
         }
     }
 
@@ -147,6 +154,24 @@ impl Settings {
         if let Some(memo) = file.memo {
             settings.memo = memo;
         }
+        let zero = |field: &str| {
+            SidecarError::Syntax(format!(
+                "{field}: must be more than 0 (leave it out for no budget of the module's own)"
+            ))
+        };
+        if file.prefetch_rate == Some(0) {
+            return Err(zero("prefetch_rate"));
+        }
+        if file
+            .prefetch_bytes_per_second
+            .is_some_and(|b| b.as_u64() == 0)
+        {
+            return Err(zero("prefetch_bytes_per_second"));
+        }
+        settings.prefetch = ModuleBudget {
+            rate: file.prefetch_rate,
+            bytes_per_second: file.prefetch_bytes_per_second.map(|b| b.as_u64()),
+        };
         Ok(settings)
     }
 }
@@ -181,6 +206,26 @@ mod tests {
             e.to_string(),
             "memory: must be between 64KiB (one Wasm page) and 256MiB; instances: must be at least 1"
         );
+    }
+
+    #[test]
+    fn a_modules_prefetch_budget_is_optional_and_never_zero() {
+        let d = crate::config::Policy::default().limits();
+        let s = Settings::parse(
+            "prefetch_rate = 20\nprefetch_bytes_per_second = \"4MiB\"\n",
+            &d,
+        )
+        .unwrap();
+        assert_eq!(
+            s.prefetch,
+            ModuleBudget {
+                rate: Some(20),
+                bytes_per_second: Some(4 * 1024 * 1024)
+            }
+        );
+        assert_eq!(Settings::defaults(&d).prefetch, ModuleBudget::default());
+        let e = Settings::parse("prefetch_rate = 0", &d).unwrap_err();
+        assert!(e.to_string().starts_with("prefetch_rate:"), "{e}");
     }
 
     #[test]

@@ -34,6 +34,76 @@ pub struct Ask<'a> {
     /// How deep a prefetch the asking request is itself (0 for a real
     /// request).
     pub depth: u8,
+    /// The module's own budget over all its sites, if its sidecar sets one.
+    pub budget: Option<&'a Arc<ModuleBuckets>>,
+}
+
+/// A module's own prefetch budget over all its sites, from its sidecar
+/// (`prefetch_rate`, `prefetch_bytes_per_second`); each `None` sets no
+/// limit of the module's own (each site's `[site.prefetch]` still holds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModuleBudget {
+    /// Prefetches queued per second, a bucket of one second.
+    pub rate: Option<u32>,
+    /// Bytes prefetched per second, a bucket of one second.
+    pub bytes_per_second: Option<u64>,
+}
+
+/// A module version's [`ModuleBudget`] as it is spent, shared by its calls
+/// on every site (a new version starts with full buckets).
+pub struct ModuleBuckets {
+    budget: ModuleBudget,
+    rate: Mutex<Bucket>,
+    bytes: Mutex<Bucket>,
+}
+
+impl ModuleBuckets {
+    /// The buckets of `budget`; `None` when it sets no limit.
+    pub fn new(budget: ModuleBudget) -> Option<Arc<ModuleBuckets>> {
+        if budget == ModuleBudget::default() {
+            return None;
+        }
+        Some(Arc::new(ModuleBuckets {
+            rate: Mutex::new(Bucket::full(budget.rate.map_or(0.0, f64::from))),
+            bytes: Mutex::new(Bucket::full(budget.bytes_per_second.unwrap_or(0) as f64)),
+            budget,
+        }))
+    }
+
+    /// Whether one more prefetch fits at `now`, without taking it.
+    fn fits(&self, now: Instant) -> bool {
+        let rate_ok = self
+            .budget
+            .rate
+            .is_none_or(|r| lock(&self.rate).level(f64::from(r), now) >= 1.0);
+        let bytes_ok = self
+            .budget
+            .bytes_per_second
+            .is_none_or(|b| lock(&self.bytes).level(b as f64, now) > 0.0);
+        rate_ok && bytes_ok
+    }
+
+    /// Take (`-1`) or give back (`+1`) one prefetch.
+    fn count(&self, delta: f64, now: Instant) {
+        if let Some(r) = self.budget.rate {
+            let mut rate = lock(&self.rate);
+            rate.level(f64::from(r), now);
+            rate.tokens += delta;
+        }
+    }
+
+    /// Take `bytes` fetched.
+    fn spend(&self, bytes: u64, now: Instant) {
+        if let Some(b) = self.budget.bytes_per_second {
+            let mut budget = lock(&self.bytes);
+            budget.level(b as f64, now);
+            budget.tokens -= bytes as f64;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One prefetch, checked and queued.
@@ -45,6 +115,7 @@ pub struct Job {
     /// The depth the fetch runs at.
     pub depth: u8,
     key: u64,
+    budget: Option<Arc<ModuleBuckets>>,
 }
 
 /// A token bucket holding one second's worth.
@@ -194,10 +265,14 @@ impl Lane {
             }
             {
                 let mut rate = self.rate.lock().unwrap_or_else(|e| e.into_inner());
-                if rate.level(f64::from(settings.rate), now) < 1.0 {
+                let module_fits = ask.budget.is_none_or(|b| b.fits(now));
+                if rate.level(f64::from(settings.rate), now) < 1.0 || !module_fits {
                     return Err(Refusal::OverBudget);
                 }
                 rate.tokens -= 1.0;
+                if let Some(budget) = ask.budget {
+                    budget.count(-1.0, now);
+                }
             }
             queue.pending.insert(key);
             queue.jobs.push_back(Job {
@@ -207,6 +282,7 @@ impl Lane {
                 headers,
                 depth: ask.depth + 1,
                 key,
+                budget: ask.budget.cloned(),
             });
             let start = queue.running < settings.concurrency;
             if start {
@@ -248,11 +324,17 @@ impl Lane {
                         budget.level(per_second, now);
                         budget.tokens -= *bytes as f64;
                     }
+                    if let Some(module) = &job.budget {
+                        module.spend(*bytes, now);
+                    }
                     if *outcome == Outcome::AlreadyCached {
                         // Nothing was fetched: the rate is for fetches.
                         let mut rate = self.rate.lock().unwrap_or_else(|e| e.into_inner());
                         rate.level(f64::from(settings.rate), now);
                         rate.tokens += 1.0;
+                        if let Some(module) = &job.budget {
+                            module.count(1.0, now);
+                        }
                     }
                     fresh_until = fresh_for.map(|d| now + d);
                     *outcome
@@ -355,6 +437,25 @@ mod tests {
         }
         assert!(queue.fresh.len() <= RECENT);
         assert!(!queue.is_fresh(1, now), "the oldest went first");
+    }
+
+    #[test]
+    fn a_modules_budget_counts_prefetches_and_bytes() {
+        assert!(ModuleBuckets::new(ModuleBudget::default()).is_none());
+        let b = ModuleBuckets::new(ModuleBudget {
+            rate: Some(2),
+            bytes_per_second: Some(1000),
+        })
+        .unwrap();
+        let now = Instant::now();
+        assert!(b.fits(now));
+        b.count(-1.0, now);
+        b.count(-1.0, now);
+        assert!(!b.fits(now), "two a second");
+        b.count(1.0, now);
+        assert!(b.fits(now), "one given back");
+        b.spend(5000, now);
+        assert!(!b.fits(now), "bytes overdrawn");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use crate::config::prefetch::Prefetch;
 
 pub use hints::{preload_links, Hints, MAX_LINKS};
-pub use lane::Lane;
+pub use lane::{Lane, ModuleBuckets, ModuleBudget};
 pub use scope::{Asks, Phase, Scope, MAX_BODY};
 pub use tracker::Tracker;
 

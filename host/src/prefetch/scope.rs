@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use http::HeaderValue;
 
 use super::hints::MAX_LINKS;
-use super::lane::{Ask, Lane};
+use super::lane::{Ask, Lane, ModuleBuckets};
 use super::{Outcome, PrefetchMetrics, Refusal};
 
 /// The largest body a module may ask for.
@@ -55,10 +55,11 @@ impl Scope {
         }
     }
 
-    /// `prefetch.fetch` from `module`.
+    /// `prefetch.fetch` from `module`, whose own budget is `budget`.
     pub fn fetch(
         &self,
         module: &Arc<str>,
+        budget: Option<&Arc<ModuleBuckets>>,
         target: &str,
         headers: &[(String, String)],
     ) -> Result<(), Refusal> {
@@ -73,6 +74,7 @@ impl Scope {
             target,
             headers,
             depth: self.depth,
+            budget,
         })
     }
 
