@@ -301,13 +301,7 @@ async fn local_hits(url: &str) -> Result<Vec<Duration>> {
 
 /// `stavka_prefetch_total{module="p"}` by outcome, from `/metrics`.
 async fn prefetch_counts(admin: std::net::SocketAddr) -> Result<BTreeMap<String, u64>> {
-    let text = crate::client(1)
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
+    let text = crate::admin_metrics(&crate::client(1), admin).await?;
     Ok(parse_prefetch_counts(&text))
 }
 

@@ -134,6 +134,17 @@ fn client(connections: usize) -> reqwest::Client {
         .expect("a client with no TLS or proxy settings builds")
 }
 
+/// The text of a stavka node's `/metrics` on its admin listener `admin`.
+async fn admin_metrics(client: &reqwest::Client, admin: std::net::SocketAddr) -> Result<String> {
+    Ok(client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?)
+}
+
 /// GET `url` and check that the body is `size` bytes.
 async fn fetch(client: &reqwest::Client, url: &str, size: usize) -> Result<()> {
     let body = client

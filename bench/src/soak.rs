@@ -308,13 +308,7 @@ async fn reinstalls(policies: PathBuf, guests: [PathBuf; 2], end: Instant, tally
 
 /// Module versions loaded so far, from `stavka_policy_loads_total`.
 async fn policy_loads(admin: std::net::SocketAddr) -> Result<u64> {
-    let text = crate::client(1)
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
+    let text = crate::admin_metrics(&crate::client(1), admin).await?;
     Ok(text
         .lines()
         .filter(|l| {

@@ -59,6 +59,19 @@ async fn fetch(node: &Stavka, path: &str) -> (u16, String, String) {
 
 /// Wait until `node` has written `n` objects to the shared tier (puts are
 /// written behind the response).
+/// Whether both nodes' purge buses are connected to Redis within 5 s.
+async fn both_subscribed(a: &Stavka, b: &Stavka) -> bool {
+    for _ in 0..100 {
+        if a.metric("stavka_purge_bus_connected").await == Some(1.0)
+            && b.metric("stavka_purge_bus_connected").await == Some(1.0)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 async fn shared_puts(node: &Stavka, n: f64) {
     let puts = node
         .metric_reaching("edge_store_events_total{event=\"shared-put\"}", n)
@@ -269,16 +282,7 @@ async fn redis_dying_mid_run_fails_open_and_a_restarted_one_is_used_again() {
             back.elapsed().as_secs_f64() * 1000.0
         );
         // The purge bus resubscribed too: a purge through B reaches A.
-        let mut subscribed = false;
-        for _ in 0..100 {
-            if a.metric("stavka_purge_bus_connected").await == Some(1.0)
-                && b.metric("stavka_purge_bus_connected").await == Some(1.0)
-            {
-                subscribed = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let subscribed = both_subscribed(&a, &b).await;
         assert!(subscribed, "both nodes resubscribed");
         fetch(&a, "/late").await;
         b.purge(serde_json::json!({ "url": format!("http://{HOST}/late") }))
@@ -327,16 +331,7 @@ async fn a_node_starts_without_its_redis_and_uses_it_once_it_is_up() {
         assert_eq!((status, body.as_str()), (200, "body of /early"));
 
         redis.restart();
-        let mut subscribed = false;
-        for _ in 0..100 {
-            if a.metric("stavka_purge_bus_connected").await == Some(1.0)
-                && b.metric("stavka_purge_bus_connected").await == Some(1.0)
-            {
-                subscribed = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let subscribed = both_subscribed(&a, &b).await;
         assert!(subscribed, "both nodes subscribed once Redis was up");
         let ready = a.admin_json("/readyz").await;
         assert_eq!(ready["checks"]["shared"], "ok", "{ready}");

@@ -372,13 +372,7 @@ impl Topology {
 /// One sample of `node`'s `/metrics`, 0 if absent.
 async fn metric(client: &reqwest::Client, node: &Running, sample: &str) -> Result<f64> {
     let admin = node.admin.context("a stavka node has an admin listener")?;
-    let text = client
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
+    let text = crate::admin_metrics(client, admin).await?;
     Ok(text
         .lines()
         .find_map(|l| {
