@@ -102,6 +102,7 @@ impl ModuleBuckets {
     }
 }
 
+/// `m`, locked; a poisoned lock still holds counts worth keeping.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -217,7 +218,7 @@ impl Lane {
 
     /// Jobs queued and fetches running.
     pub fn load(&self) -> (usize, usize) {
-        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = lock(&self.queue);
         (queue.jobs.len(), queue.running)
     }
 
@@ -244,16 +245,12 @@ impl Lane {
         let headers = checked_headers(ask.headers, &settings.headers)?;
         let key = self.hasher.hash_one((ask.host, target.as_str(), &headers));
         let now = Instant::now();
-        let bytes_left = self
-            .bytes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .level(settings.bytes_per_second.as_u64() as f64, now);
+        let bytes_left = lock(&self.bytes).level(settings.bytes_per_second.as_u64() as f64, now);
         if bytes_left <= 0.0 {
             return Err(Refusal::OverBudget);
         }
         let start = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = lock(&self.queue);
             if queue.pending.contains(&key) {
                 return Err(Refusal::Duplicate);
             }
@@ -264,7 +261,7 @@ impl Lane {
                 return Err(Refusal::QueueFull);
             }
             {
-                let mut rate = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+                let mut rate = lock(&self.rate);
                 let module_fits = ask.budget.is_none_or(|b| b.fits(now));
                 if rate.level(f64::from(settings.rate), now) < 1.0 || !module_fits {
                     return Err(Refusal::OverBudget);
@@ -300,7 +297,7 @@ impl Lane {
     async fn work(self: Arc<Self>) {
         loop {
             let job = {
-                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut queue = lock(&self.queue);
                 let next = queue.jobs.pop_front();
                 if next.is_none() {
                     queue.running -= 1;
@@ -320,7 +317,7 @@ impl Lane {
                     let now = Instant::now();
                     {
                         let per_second = settings.bytes_per_second.as_u64() as f64;
-                        let mut budget = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut budget = lock(&self.bytes);
                         budget.level(per_second, now);
                         budget.tokens -= *bytes as f64;
                     }
@@ -329,7 +326,7 @@ impl Lane {
                     }
                     if *outcome == Outcome::AlreadyCached {
                         // Nothing was fetched: the rate is for fetches.
-                        let mut rate = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut rate = lock(&self.rate);
                         rate.level(f64::from(settings.rate), now);
                         rate.tokens += 1.0;
                         if let Some(module) = &job.budget {
@@ -345,7 +342,7 @@ impl Lane {
                 }
             };
             self.metrics.count(&job.module, outcome);
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = lock(&self.queue);
             queue.pending.remove(&job.key);
             if let Some(until) = fresh_until {
                 queue.keep_fresh(job.key, until);
