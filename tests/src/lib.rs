@@ -283,8 +283,13 @@ impl Stavka {
             install(&policy_dir, name, &guest(guest_name), sidecar);
         }
         // Each test stores in its own directory; a test's own `[store]`
-        // table gets the directory added to it.
-        let store_dir = format!("dir = \"{}\"\n", dir.path().join("cache").display());
+        // table gets the directory added to it. Without the free-space floor
+        // unless the test sets one: how full the test machine's disk is must
+        // not decide whether an object is stored.
+        let mut store_dir = format!("dir = \"{}\"\n", dir.path().join("cache").display());
+        if !extra.contains("min_free_percent") {
+            store_dir.push_str("min_free_percent = 0\n");
+        }
         let extra = if extra.contains("[store]\n") {
             extra.replacen("[store]\n", &format!("[store]\n{store_dir}"), 1)
         } else {

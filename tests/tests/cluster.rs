@@ -44,8 +44,7 @@ async fn origin() -> Origin {
 /// A node on `redis` in front of `origin`, with test-sized timeouts.
 async fn node(origin: &Origin, redis: &RedisServer, name: &str) -> Stavka {
     Stavka::start(&format!(
-        // No free-space floor: this is about sharing, on whatever disk.
-        "[store]\nmin_free_percent = 0\n\n[shared]\nredis = \"{}\"\nnode_id = \"{name}\"\ntimeout = \"200ms\"\nlookup_timeout = \"200ms\"\nbreaker_failures = 3\nbreaker_cooldown = \"1s\"\n\n{}",
+        "[shared]\nredis = \"{}\"\nnode_id = \"{name}\"\ntimeout = \"200ms\"\nlookup_timeout = \"200ms\"\nbreaker_failures = 3\nbreaker_cooldown = \"1s\"\n\n{}",
         redis.url(),
         default_site(origin, None)
     ))
