@@ -206,7 +206,7 @@ fn main() {
     let catalog_objects = objects.min(1_000_000) as u64;
     let dir = tempfile::tempdir().unwrap();
     let before = LIVE.load(Ordering::Relaxed);
-    let catalog = open_catalog(dir.path(), std::iter::empty(), |_| false).unwrap();
+    let (catalog, _) = open_catalog(dir.path()).unwrap();
     let record = |i: u64| Record {
         key: CompactCacheKey {
             primary: hash(i).to_be_bytes(),

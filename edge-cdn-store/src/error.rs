@@ -30,9 +30,10 @@ pub enum StoreError {
         /// The filesystem's size.
         total: u64,
     },
-    /// The purge catalog's database failed to read or write. The object
-    /// files are unaffected; the catalog is reconciled with them at the
-    /// next start.
+    /// The purge catalog's database failed to read or write. An object it
+    /// could not record is not kept (no purge could find it); one it could
+    /// not forget is gone from disk regardless, and its leftover entry is
+    /// reconciled away at the next start.
     #[error("purge catalog: {0}")]
     Catalog(#[source] fjall::Error),
     /// A blocking I/O task panicked, or was cancelled by the runtime
@@ -50,15 +51,19 @@ pub enum WriteFailure {
     NoSpace,
     /// The store's directory went missing and could not be recreated.
     MissingDir,
+    /// The purge catalog could not record the object: it was removed
+    /// again, since no purge could have found it.
+    Catalog,
     /// Any other failure of the write.
     Io,
 }
 
 impl WriteFailure {
     /// Every reason, for exporters that resolve their labels up front.
-    pub const ALL: [WriteFailure; 3] = [
+    pub const ALL: [WriteFailure; 4] = [
         WriteFailure::NoSpace,
         WriteFailure::MissingDir,
+        WriteFailure::Catalog,
         WriteFailure::Io,
     ];
 
@@ -67,6 +72,7 @@ impl WriteFailure {
         match self {
             WriteFailure::NoSpace => "no-space",
             WriteFailure::MissingDir => "missing-dir",
+            WriteFailure::Catalog => "catalog",
             WriteFailure::Io => "io",
         }
     }
@@ -83,6 +89,7 @@ impl StoreError {
                 ErrorKind::NotFound => WriteFailure::MissingDir,
                 _ => WriteFailure::Io,
             },
+            StoreError::Catalog(_) => WriteFailure::Catalog,
             _ => WriteFailure::Io,
         }
     }

@@ -40,15 +40,12 @@
 //!
 //! # Restarts
 //!
-//! The index is rebuilt from the files at start, every object at the
-//! counter of a new one. [`EvictionManager::save`] writes the counters
-//! that differ from that (the objects read since they were stored, and
-//! those the hand has passed), checksummed; `load` puts them back onto the
-//! objects still on disk. So what was hot before a restart is hot after.
+//! Nothing is kept apart from the index: the store saves the index, every
+//! counter with it, at a clean stop (`TieredStore::save_index`) and takes it
+//! back when it opens, so what was hot before a restart is hot after.
+//! After an unclean stop the objects come back from the files, each at the
+//! counter of a new one.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -58,23 +55,12 @@ use pingora_cache::eviction::{CacheEntryKey, CacheEntryKeyRef, EvictionManager};
 use pingora_cache::key::CompactCacheKey;
 use pingora_error::Result;
 
-use crate::error::StoreError;
 use crate::index::{Index, Swept, HOTTEST};
-use crate::io;
 use crate::tiers::hash_of;
 
 /// Slots the hand examines per hold of a shard lock, so a lookup never
 /// waits behind a long sweep.
 const STEPS_PER_LOCK: usize = 1024;
-
-/// The saved counters' file, in the directory given to `save`.
-const STATE_FILE: &str = "clock";
-
-/// The saved state's first bytes: its format and version.
-const MAGIC: &[u8; 8] = b"stvclk01";
-
-/// Bytes per saved object: the hash, big-endian, and its counter.
-const RECORD: usize = 17;
 
 /// Where the eviction hand stands: a shard, and a slot in it.
 #[derive(Default)]
@@ -142,9 +128,8 @@ impl ClockEviction {
 
     /// Evict until the store is within its limit, and return the victims
     /// for the caller to purge: what `admit` does after recording its
-    /// object. At start-up, call it once after `load` (a store reopened
-    /// with a smaller `disk_bytes` may be over it) and purge what it
-    /// returns.
+    /// object. The store calls it once it has recovered its objects (a
+    /// store reopened with a smaller `disk_bytes` may be over it).
     pub fn evict_to_limit(&self) -> Vec<CacheEntryKey> {
         let limit = self.weight_limit();
         if self.index.totals().1 <= limit {
@@ -245,104 +230,16 @@ impl EvictionManager for ClockEviction {
         tracked(item.into()).is_some_and(|hash| self.index.get(hash).is_some())
     }
 
-    /// Write the counters that differ from a new object's to
-    /// `<dir_path>/clock`, through a temporary file and a rename, on the
-    /// blocking pool. The index is read one shard at a time.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropped, the write still completes or leaves the previous file.
-    async fn save(&self, dir_path: &str) -> Result<()> {
-        let counters = self.index.counters();
-        let path = Path::new(dir_path).join(STATE_FILE);
-        io::blocking(move || write_state(&path, &counters))
-            .await
-            .map_err(StoreError::into_pingora)
+    /// Nothing to save apart from the store's index, which the store
+    /// saves itself, counters included (`TieredStore::save_index`).
+    async fn save(&self, _dir_path: &str) -> Result<()> {
+        Ok(())
     }
 
-    /// Restore the counters `save` wrote onto the objects still on disk.
-    /// No file is a fresh start; a damaged one is an error and changes
-    /// nothing.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropped, the counters are restored or not, each whole.
-    async fn load(&self, dir_path: &str) -> Result<()> {
-        let path = Path::new(dir_path).join(STATE_FILE);
-        let index = self.index.clone();
-        io::blocking(move || {
-            for (hash, clock) in read_state(&path)? {
-                index.set_clock(hash, clock);
-            }
-            Ok(())
-        })
-        .await
-        .map_err(StoreError::into_pingora)
-    }
-}
-
-fn io_error(what: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
-    move |e| StoreError::Io(what, e)
-}
-
-/// Magic, count, records, CRC32 of everything before it.
-fn encode_state(counters: &[(u128, u8)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + counters.len() * RECORD + 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(counters.len() as u64).to_le_bytes());
-    for (hash, clock) in counters {
-        out.extend_from_slice(&hash.to_be_bytes());
-        out.push(*clock);
-    }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
-}
-
-fn decode_state(bytes: &[u8]) -> Result<Vec<(u128, u8)>, StoreError> {
-    let bad = || StoreError::Corrupt("damaged eviction state");
-    if bytes.len() < 20 {
-        return Err(bad());
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    let crc = u32::from_le_bytes(crc.try_into().map_err(|_| bad())?);
-    if &body[..8] != MAGIC || crc32fast::hash(body) != crc {
-        return Err(bad());
-    }
-    let count = u64::from_le_bytes(body[8..16].try_into().map_err(|_| bad())?);
-    let records = &body[16..];
-    if records.len() % RECORD != 0 || (records.len() / RECORD) as u64 != count {
-        return Err(bad());
-    }
-    Ok(records
-        .chunks_exact(RECORD)
-        .map(|r| {
-            let mut hash = [0u8; 16];
-            hash.copy_from_slice(&r[..16]);
-            (u128::from_be_bytes(hash), r[16])
-        })
-        .collect())
-}
-
-fn write_state(path: &Path, counters: &[(u128, u8)]) -> Result<(), StoreError> {
-    let temp = PathBuf::from(format!("{}.tmp", path.display()));
-    let written = fs::File::create(&temp)
-        .and_then(|mut file| {
-            file.write_all(&encode_state(counters))?;
-            file.sync_all()
-        })
-        .and_then(|()| fs::rename(&temp, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written.map_err(io_error("save eviction state"))
-}
-
-fn read_state(path: &Path) -> Result<Vec<(u128, u8)>, StoreError> {
-    match fs::read(path) {
-        Ok(bytes) => decode_state(&bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io_error("read eviction state")(e)),
+    /// Nothing to load: the store takes its saved index back, counters
+    /// included, when it opens.
+    async fn load(&self, _dir_path: &str) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -511,19 +408,5 @@ mod tests {
             victims.iter().all(|v| !m.peek(v)),
             "a victim is no longer indexed"
         );
-    }
-
-    #[test]
-    fn saved_state_round_trips_and_damage_is_refused() {
-        let counters = vec![(spread(1), 0), (spread(2), 3)];
-        let bytes = encode_state(&counters);
-        assert_eq!(decode_state(&bytes).unwrap(), counters);
-        for cut in [0, 3, 16, bytes.len() - 1] {
-            assert!(decode_state(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        let mut flipped = bytes.clone();
-        flipped[20] ^= 1;
-        assert!(decode_state(&flipped).is_err());
-        assert!(decode_state(&encode_state(&[])).unwrap().is_empty());
     }
 }

@@ -294,15 +294,22 @@ impl Index {
         true
     }
 
-    /// Set `hash`'s counter (capped at [`HOTTEST`]), as saved state
-    /// restores it; false if it is not there.
-    pub fn set_clock(&self, hash: u128, clock: u8) -> bool {
+    /// Put back an object a snapshot of the index saved: `hash` with
+    /// `size` bytes and counter `clock` (capped at [`HOTTEST`]). An entry
+    /// already there is left as it is.
+    pub fn restore(&self, hash: u128, size: u32, clock: u8) {
         let mut table = self.shard(hash);
-        let Some(at) = table.find(hash) else {
-            return false;
-        };
-        table.slots[at].clock = clock.min(HOTTEST);
-        true
+        if size == 0 || table.find(hash).is_some() {
+            return;
+        }
+        table.make_room(1);
+        table.place(Slot {
+            hash,
+            size,
+            clock: clock.min(HOTTEST),
+        });
+        self.objects.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(u64::from(size), Ordering::Relaxed);
     }
 
     /// Objects and bytes recorded. Cheap: two counters.
@@ -342,21 +349,15 @@ impl Index {
         swept
     }
 
-    /// Every object whose counter is not [`INSERTED`], one shard at a
-    /// time: what a restart, which recovers every object at
-    /// [`INSERTED`], needs to be told.
-    pub fn counters(&self) -> Vec<(u128, u8)> {
-        let mut out = Vec::new();
+    /// Every object's hash, size and counter, one shard at a time (so a
+    /// walk holds one shard lock at once): what a snapshot saves.
+    pub fn each(&self, mut f: impl FnMut(u128, u32, u8)) {
         for table in self.shards.each() {
-            out.extend(
-                table
-                    .slots
-                    .iter()
-                    .filter(|s| !s.is_empty() && s.clock != INSERTED)
-                    .map(|s| (s.hash, s.clock)),
-            );
+            for slot in table.slots.iter().filter(|s| !s.is_empty()) {
+                let Slot { hash, size, clock } = *slot;
+                f(hash, size, clock);
+            }
         }
-        out
     }
 }
 

@@ -10,8 +10,13 @@
 //!   128-bit hash, written to a temporary file and renamed; a versioned
 //!   header with lengths and checksums on each, and a checksum per 64 KiB
 //!   body block. A truncated or corrupted file is detected, removed and
-//!   treated as a miss; a restart (clean or `kill -9`) rebuilds the index
-//!   from the files and keeps every object that was committed.
+//!   treated as a miss; a restart keeps every object that was committed.
+//! - **Serving at once after a restart.** A clean stop saves the index
+//!   ([`TieredStore::save_index`]), which the next open takes back: every
+//!   object is a hit from the first request. After a `kill -9` the store
+//!   opens empty and walks its files in the background, objects turning
+//!   from misses into hits as the walk reaches them, purges made meanwhile
+//!   applied to what it finds ([`TieredStore::recovered`] waits for it).
 //! - **Streaming partial writes.** Requests collapsed behind a miss read the
 //!   body as it is written; a writer that gives up is an error to them, not
 //!   a clean (truncated) end.
@@ -30,7 +35,7 @@
 //! - **A catalog for purging, on disk.** Each object's primary key bytes
 //!   and surrogate tags (from `tag_headers`) are recorded in an embedded
 //!   database on the cache disk (not in RAM), kept in its meta file too, and
-//!   reconciled with the files at start-up, so [`TieredStore::select`] finds
+//!   reconciled with the files after an unclean stop, so [`TieredStore::select`] finds
 //!   every Vary variant of a URL, every key under a prefix, or every object
 //!   with a tag — the hash-named files alone cannot answer that.
 //! - **Its own eviction manager.** [`ClockEviction`] (from
@@ -62,10 +67,12 @@ mod memory;
 mod miss;
 mod observer;
 mod partial;
+mod recovery;
 #[cfg(feature = "redis")]
 mod redis_tier;
 mod sharded;
 mod shared;
+mod snapshot;
 mod space;
 mod store;
 mod tiers;
@@ -81,7 +88,7 @@ pub use observer::{
 /// Internals exposed for the benchmarks only; not a stable API.
 #[doc(hidden)]
 pub mod __bench {
-    pub use crate::catalog::{open as open_catalog, Catalog, OwnedSelector, Record};
+    pub use crate::catalog::{open as open_catalog, unstored, Catalog, OwnedSelector, Record};
     pub use crate::index::Index;
 
     /// A manager over a bare index, as the store builds one.
@@ -94,6 +101,7 @@ pub mod __bench {
 }
 
 pub use breaker::{Attempt, Breaker, BreakerState, SharedOp};
+pub use recovery::{Recovering, MAX_PURGES};
 #[cfg(feature = "redis")]
 pub use redis_tier::{RedisConfig, RedisServers, RedisTier, RedisTierError};
 pub use shared::{

@@ -328,7 +328,12 @@ impl HandleMiss for Miss {
                 _ => None,
             };
             let size = body_len + meta_len;
-            tiers.install_committed(hash, size, record, held.clone());
+            if let Err(e) = tiers.install_committed(hash, size, record, held.clone()) {
+                // Removed again; the readers hold the body file open.
+                tiers.write_failed(&e);
+                readers.done(body_len);
+                return Ok(Err(NOT_STORED));
+            }
             readers.done(body_len);
             tiers.observe(StoreEvent::Insert(size));
             Ok(Ok((size, body_len, held)))

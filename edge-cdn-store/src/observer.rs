@@ -72,6 +72,10 @@ pub enum StoreEvent {
     SharedBreaker(BreakerState),
     /// An object was written to the shared tier, with this many body bytes.
     SharedPut(u64),
+    /// The purge catalog could not record a change. An object it could not
+    /// record was removed; an entry it could not remove is left for the
+    /// next start's reconciliation.
+    CatalogFailed,
 }
 
 /// Receives the store's events. Must be cheap: it is called on the request path.
@@ -95,6 +99,7 @@ impl StoreObserver for TracingObserver {
         match event {
             StoreEvent::Corrupt
             | StoreEvent::WriteFailed(_)
+            | StoreEvent::CatalogFailed
             | StoreEvent::SharedBreaker(BreakerState::Open) => {
                 tracing::warn!(target: "edge_cdn_store", ?event)
             }
@@ -127,7 +132,7 @@ impl PrometheusObserver {
         let events = IntCounterVec::new(
             Opts::new(
                 "edge_store_events_total",
-                "Inserts, promotions, evictions, purges, corrupt files, skipped and failed writes, shared-tier puts, failures and breaker openings.",
+                "Inserts, promotions, evictions, purges, corrupt files, skipped and failed writes, shared-tier puts, failures and breaker openings, purge catalog failures.",
             ),
             &["event"],
         )?;
@@ -200,6 +205,7 @@ impl StoreObserver for PrometheusObserver {
                 self.breaker.set(state.as_gauge());
             }
             StoreEvent::SharedPut(_) => count("shared-put"),
+            StoreEvent::CatalogFailed => count("catalog-failed"),
             StoreEvent::BytesRead(n) => self.bytes.with_label_values(&["read"]).inc_by(n),
             StoreEvent::BytesWritten(n) => self.bytes.with_label_values(&["written"]).inc_by(n),
             StoreEvent::DiskLatency(op, d) => self

@@ -34,7 +34,10 @@ use crate::memory::{MemObject, MemoryTier};
 use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
 use crate::partial::{Partial, Partials, Progress};
+use crate::recovery::{self, Recovering, Recovery};
+use crate::sharded::Sharded;
 use crate::shared::{NoSharedTier, SharedBody, SharedHit, SharedMeta, SharedTier};
+use crate::snapshot;
 use crate::space::Space;
 use crate::tiers::{hash_of, Sharing, Tiers};
 use crate::write::Writers;
@@ -43,10 +46,15 @@ use crate::write::Writers;
 /// object to be installed: only its meta file and index entry are left.
 const COMMIT_WAIT: Duration = Duration::from_secs(1);
 
+/// Object locks, striped by hash (see `Tiers::hold`).
+const OBJECT_LOCKS: usize = 256;
+
 /// A memory + disk storage backend for pingora-cache.
 pub struct TieredStore {
-    tiers: Tiers,
-    eviction: ClockEviction,
+    tiers: Arc<Tiers>,
+    eviction: Arc<ClockEviction>,
+    /// This store's claim on its directory, which its saved index carries.
+    owner: u64,
 }
 
 /// A stored object, as [`TieredStore::describe`] finds it.
@@ -79,6 +87,9 @@ pub struct Health {
     pub memory_objects: usize,
     /// Bytes in memory.
     pub memory_bytes: usize,
+    /// While the store is still walking its files after an unclean stop
+    /// (objects not yet reached are misses), how far it has come.
+    pub recovering: Option<Recovering>,
     /// Why the shared tier is not being asked right now (its circuit
     /// breaker is open); `None` when it is in use or there is none. The
     /// store serves every response without it.
@@ -86,10 +97,13 @@ pub struct Health {
 }
 
 impl TieredStore {
-    /// Open the store in `config.dir`: rebuild the index from the files
-    /// there, removing anything incomplete or corrupt. Blocking; run it at
-    /// start-up, before serving. Every recovered object is tracked by
-    /// [`TieredStore::eviction`] from the start.
+    /// Open the store in `config.dir`, ready to serve at once. After a
+    /// clean stop ([`TieredStore::save_index`]) every object is indexed
+    /// from the saved index; otherwise the files are walked in the
+    /// background (see [`TieredStore::recovered`]) and objects come back
+    /// as the walk reaches them, anything incomplete or corrupt removed.
+    /// Blocking (it reads the saved index); run it at start-up. Every
+    /// object is tracked by [`TieredStore::eviction`] once indexed.
     pub fn open(
         config: StoreConfig,
         observer: Arc<dyn StoreObserver>,
@@ -104,35 +118,66 @@ impl TieredStore {
         shared: Arc<dyn SharedTier>,
     ) -> Result<TieredStore, StoreError> {
         let disk = DiskTier::open(&config.dir, config.fsync, config.min_free_percent)?;
-        let found = disk.recover(&config.tag_headers);
         let index = Arc::new(Index::default());
-        index.reserve(found.len());
-        for (object, _) in &found {
-            index.insert(object.hash, object.size);
-        }
-        let catalog = catalog::open(
-            &config.dir.join("catalog"),
-            found.iter().map(|(_, record)| record),
-            |hash| index.get(u128::from_be_bytes(*hash)).is_some(),
-        )?;
-        let eviction = ClockEviction::new(index.clone(), config.disk_bytes.as_u64());
+        let restored = snapshot::take(&config.dir, &index);
+        let owner = snapshot::claim(&config.dir)?;
+        let (catalog, fresh) = catalog::open(&config.dir.join("catalog"))?;
+        // A fresh catalog lists nothing: the walk fills it, whatever the
+        // index knows.
+        let walk = !restored || fresh;
+        let eviction = Arc::new(ClockEviction::new(
+            index.clone(),
+            config.disk_bytes.as_u64(),
+        ));
         let memory_limit = usize::try_from(config.memory_bytes.as_u64()).unwrap_or(usize::MAX);
         let shared_write_concurrency = config.shared_write_concurrency;
+        let tiers = Arc::new(Tiers {
+            memory: MemoryTier::new(memory_limit),
+            writers: Writers::new(config.write_concurrency),
+            config,
+            disk,
+            index,
+            catalog,
+            partials: Partials::default(),
+            observer,
+            shared,
+            sharing: Sharing::new(shared_write_concurrency),
+            recovery: Recovery::new(walk),
+            holds: Sharded::new(OBJECT_LOCKS),
+        });
+        let (for_thread, evicting) = (tiers.clone(), eviction.clone());
+        std::thread::Builder::new()
+            .name("store-recovery".into())
+            .spawn(move || recovery::run(for_thread, evicting, walk))
+            .map_err(|e| StoreError::Io("start the recovery thread", e))?;
         Ok(TieredStore {
-            tiers: Tiers {
-                memory: MemoryTier::new(memory_limit),
-                writers: Writers::new(config.write_concurrency),
-                config,
-                disk,
-                index,
-                catalog,
-                partials: Partials::default(),
-                observer,
-                shared,
-                sharing: Sharing::new(shared_write_concurrency),
-            },
+            tiers,
             eviction,
+            owner,
         })
+    }
+
+    /// Wait until the store has walked its files (at once if it had
+    /// nothing to recover): from then on every object on disk is indexed
+    /// and cataloged.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn recovered(&self) {
+        self.tiers.recovery.finished().await;
+    }
+
+    /// Save the index, counters included, for the next start to take back
+    /// instead of walking the files: call it at a clean stop, once nothing
+    /// is written any more. Blocking. While the store is still recovering
+    /// its index is incomplete, so nothing is saved and the next start
+    /// walks again.
+    pub fn save_index(&self) -> Result<(), StoreError> {
+        if self.tiers.recovery.progress().is_some() {
+            return Ok(());
+        }
+        snapshot::save(&self.tiers.config.dir, &self.tiers.index, self.owner)
     }
 
     /// The store's eviction manager, to pass to `HttpCache::enable` with
@@ -162,6 +207,7 @@ impl TieredStore {
         let (disk_objects, disk_bytes) = self.tiers.index.totals();
         let (memory_objects, memory_bytes) = self.tiers.memory.totals();
         Health {
+            recovering: self.tiers.recovery.progress(),
             writable,
             space: space.map(|(space, _)| space),
             low_space,
@@ -204,6 +250,23 @@ impl TieredStore {
     pub async fn select(&'static self, selector: Selector<'_>) -> Result<Vec<Listed>, StoreError> {
         let selector = OwnedSelector::from(selector);
         io::blocking(move || self.tiers.catalog.select(&selector)).await
+    }
+
+    /// [`TieredStore::select`], for a purge of what it returns: while the
+    /// store is still walking its files, the selector is remembered first,
+    /// and any object the walk recovers later that it picks is removed,
+    /// so a purge misses nothing the catalog did not list yet.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: once called, the selector is remembered whether or not
+    /// the selection is awaited, which only removes more.
+    pub async fn select_for_purge(
+        &'static self,
+        selector: Selector<'_>,
+    ) -> Result<Vec<Listed>, StoreError> {
+        self.tiers.recovery.purging(&OwnedSelector::from(selector));
+        self.select(selector).await
     }
 
     /// Objects in the catalog, and distinct surrogate tags: two counters.
@@ -445,8 +508,14 @@ impl TieredStore {
                 .disk
                 .commit_meta(hash, &new, &internal, &header, blobs.key)?;
             tiers.memory.update_meta(hash, internal, header);
-            tiers.cataloged(hash, tiers.catalog.retag(&hash.to_be_bytes(), tags));
-            Ok(true)
+            let _held = tiers.hold(hash);
+            match tiers.catalog.retag(&hash.to_be_bytes(), tags) {
+                Ok(()) => Ok(true),
+                Err(error) => {
+                    tiers.uncataloged(hash, error);
+                    Ok(false)
+                }
+            }
         })
         .await;
         match written {
@@ -469,6 +538,13 @@ impl TieredStore {
             .ok()??;
         let (_, blobs) = MetaHeader::decode(&bytes).ok()?;
         CacheMeta::deserialize(blobs.internal, blobs.header).ok()
+    }
+}
+
+impl Drop for TieredStore {
+    /// A walk still running stops at its next object.
+    fn drop(&mut self) {
+        self.tiers.recovery.stop();
     }
 }
 

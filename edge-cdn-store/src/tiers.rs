@@ -28,6 +28,8 @@ use crate::io;
 use crate::memory::{MemObject, MemoryTier};
 use crate::observer::{StoreEvent, StoreObserver};
 use crate::partial::Partials;
+use crate::recovery::Recovery;
+use crate::sharded::Sharded;
 use crate::shared::{
     stale_horizon, BytesBody, SharedBody, SharedError, SharedMeta, SharedTier, SharedWrites,
 };
@@ -61,6 +63,10 @@ pub struct Tiers {
     pub shared: Arc<dyn SharedTier>,
     /// Writes to the shared tier in flight, and what was shared lately.
     pub sharing: Sharing,
+    /// Where the background recovery of the files stands.
+    pub recovery: Recovery,
+    /// Per-object locks (striped by hash): see [`Tiers::hold`].
+    pub holds: Sharded<()>,
 }
 
 /// Chunks a body held in memory is handed to the shared tier in.
@@ -158,20 +164,27 @@ impl Tiers {
         }
     }
 
-    /// Make a just-committed object of `size` bytes on disk findable: index
-    /// it, catalog it, and hold it in memory if `held` (otherwise drop any
-    /// older copy memory has). Called on the blocking pool, right after the
-    /// commit, so a caller that stops waiting cannot leave a committed
-    /// object on disk that nothing knows about.
+    /// Make a just-committed object of `size` bytes on disk findable:
+    /// catalog it, index it, and hold it in memory if `held` (otherwise
+    /// drop any older copy memory has). Called on the blocking pool, right
+    /// after the commit, so a caller that stops waiting cannot leave a
+    /// committed object on disk that nothing knows about.
+    ///
+    /// The catalog comes first: if it cannot record the object, no purge
+    /// could ever find it, so the object is removed again (files, index,
+    /// memory) and the error returned, as for any write that failed.
     pub fn install_committed(
         &self,
         hash: u128,
         size: u64,
         record: Record,
         held: Option<Arc<MemObject>>,
-    ) {
+    ) -> Result<(), StoreError> {
+        let _held = self.hold(hash);
+        if let Err(error) = self.catalog.insert(record) {
+            return Err(self.uncataloged(hash, error));
+        }
         self.index.insert(hash, size);
-        self.cataloged(hash, self.catalog.insert(record));
         match held {
             Some(object) => {
                 self.memory.insert(hash, object);
@@ -180,15 +193,41 @@ impl Tiers {
                 self.memory.remove(hash);
             }
         }
+        Ok(())
     }
 
-    /// A catalog update for `hash` failed: say so. The object files are
-    /// right regardless; the catalog is reconciled with them at the next
-    /// start, and until then a purge may miss (or not find) this object.
-    pub fn cataloged(&self, hash: u128, updated: Result<(), StoreError>) {
-        if let Err(error) = updated {
-            tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "catalog not updated");
+    /// Hold `hash`'s object lock: a commit's index and catalog updates, a
+    /// removal, and the recovery walk's putting back of the object each
+    /// happen whole under it, so none undoes another (see
+    /// `crate::recovery`). Striped: unrelated objects rarely share one.
+    pub fn hold(&self, hash: u128) -> std::sync::MutexGuard<'_, ()> {
+        self.holds.lock(hash as usize)
+    }
+
+    /// Remove `hash` from the index, the catalog and the disk; returns
+    /// whether its files were there. Blocking; call it holding
+    /// [`Tiers::hold`].
+    pub fn remove_held(&self, hash: u128) -> bool {
+        self.index.remove(hash);
+        if let Err(error) = self.catalog.remove(&hash.to_be_bytes()) {
+            // Harmless until the next start reconciles it away: a purge
+            // selecting the entry finds no object.
+            tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "catalog entry of a removed object left");
+            self.observe(StoreEvent::CatalogFailed);
         }
+        self.disk.remove(hash)
+    }
+
+    /// The catalog could not record what `hash`'s object now is (a new
+    /// object, or new tags): remove the object from every tier, so a purge
+    /// that cannot see it cannot miss it either. Blocking. Returns `error`.
+    pub fn uncataloged(&self, hash: u128, error: StoreError) -> StoreError {
+        tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "catalog not updated; object removed");
+        self.observe(StoreEvent::CatalogFailed);
+        self.memory.remove(hash);
+        self.index.remove(hash);
+        self.disk.remove(hash);
+        error
     }
 
     /// Copy `hash`'s committed object of `body_len` bytes to the shared
@@ -293,8 +332,8 @@ impl Tiers {
         let in_memory = self.memory.remove(hash);
         let in_index = self.index.remove(hash).is_some();
         let on_disk = io::blocking(move || {
-            self.cataloged(hash, self.catalog.remove(&hash.to_be_bytes()));
-            Ok(self.disk.remove(hash))
+            let _held = self.hold(hash);
+            Ok(self.remove_held(hash))
         })
         .await
         .unwrap_or(false);

@@ -7,10 +7,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use common::{body, config, open, put_with};
+use common::{body, child, child_phase, config, open, put_with, reopen};
 use pingora_cache::key::{CacheHashKey, CacheKey};
 use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
@@ -61,7 +60,7 @@ async fn selections_survive_a_restart_and_follow_purges_and_rewrites() {
         put_with(store, &variant("h/b", None), &tagged("blue"), &data).await;
         put_with(store, &variant("g/a", None), &tagged("red"), &data).await;
     }
-    let store = open(config(dir.path()));
+    let store = reopen(config(dir.path())).await;
     let primary = variant("h/a", None).primary_bin();
     assert_eq!(names(store, Primary(&primary)).await, ["h/a", "h/a"]);
     assert_eq!(names(store, Prefix(b"h/")).await, ["h/a", "h/a", "h/b"]);
@@ -93,38 +92,6 @@ async fn selections_survive_a_restart_and_follow_purges_and_rewrites() {
     let described = store.describe(&listed).await.unwrap();
     assert_eq!(described.meta.response_header().status.as_u16(), 200);
     assert!(described.size > data.len() as u64);
-}
-
-const CHILD: &str = "EDGE_STORE_CATALOG_CHILD";
-
-/// Run the test `name` again in a child process with `phase` and `dir` in
-/// its environment, and wait for it to end (`ready: false`) or to create
-/// `dir/ready` and then SIGKILL it (`ready: true`).
-fn child(name: &str, phase: &str, dir: &Path, ready: bool) {
-    let mut process = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--test-threads=1"])
-        .env(CHILD, format!("{phase}:{}", dir.display()))
-        .spawn()
-        .unwrap();
-    if !ready {
-        assert!(process.wait().unwrap().success(), "child phase {phase}");
-        return;
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.join("ready").exists() {
-        assert!(Instant::now() < deadline, "child never got mid-write");
-        assert!(process.try_wait().unwrap().is_none(), "child exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    process.kill().unwrap(); // SIGKILL: no destructor runs.
-    process.wait().unwrap();
-}
-
-/// The phase and directory this process runs as a child for, if it is one.
-fn child_phase() -> Option<(String, std::path::PathBuf)> {
-    let var = std::env::var(CHILD).ok()?;
-    let (phase, dir) = var.split_once(':')?;
-    Some((phase.to_owned(), dir.into()))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -194,7 +161,7 @@ fn a_catalog_behind_and_ahead_of_the_files_after_a_kill_mid_fill_is_reconciled()
 
     runtime().block_on(async {
         use edge_cdn_store::Selector::{Prefix, Primary, Tag};
-        let store = open(config(dir.path()));
+        let store = reopen(config(dir.path())).await;
         assert_eq!(
             names(store, Prefix(b"k/")).await,
             ["k/b", "k/c", "k/d", "k/e"]
@@ -239,7 +206,7 @@ fn a_corrupt_catalog_is_discarded_and_rebuilt_from_the_files() {
 
     runtime().block_on(async {
         use edge_cdn_store::Selector::{Prefix, Tag};
-        let store = open(config(dir.path()));
+        let store = reopen(config(dir.path())).await;
         assert_eq!(names(store, Prefix(b"c/")).await, ["c/a", "c/b"]);
         assert_eq!(names(store, Tag("blue")).await, ["c/b", "d/a"]);
         assert_eq!(store.catalog_totals(), (3, 2));
@@ -259,7 +226,7 @@ async fn a_catalog_held_by_another_store_is_left_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let old = open(config(dir.path()));
     put_with(old, &variant("h/a", None), &tagged("red"), &body(500, 1)).await;
-    let new = open(config(dir.path()));
+    let new = reopen(config(dir.path())).await;
     assert_eq!(names(new, Tag("red")).await, ["h/a"]);
     put_with(new, &variant("h/b", None), &tagged("red"), &body(500, 2)).await;
     assert_eq!(names(new, Tag("red")).await, ["h/a", "h/b"]);

@@ -68,6 +68,7 @@ fn a_process_killed_mid_write_keeps_every_committed_object_and_nothing_torn() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = open(dir.path());
+        store.recovered().await;
         assert_eq!(store.health().disk_objects, 5);
         for i in 0..5u8 {
             assert_eq!(
@@ -90,7 +91,10 @@ enum Op {
     Put(u8, usize, u8),
     Get(u8),
     Purge(u8),
-    Restart,
+    /// A stop without saving the index (a crash), or with (`clean`).
+    Restart {
+        clean: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -99,15 +103,15 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(k, len, seed)| Op::Put(k, len, seed)),
         4 => (0u8..6).prop_map(Op::Get),
         2 => (0u8..6).prop_map(Op::Purge),
-        1 => Just(Op::Restart),
+        1 => any::<bool>().prop_map(|clean| Op::Restart { clean }),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// Any sequence of puts, gets, purges and restarts leaves the store
-    /// answering exactly as a map would.
+    /// Any sequence of puts, gets, purges and restarts (clean, or as after
+    /// a crash) leaves the store answering exactly as a map would.
     #[test]
     fn the_store_behaves_like_a_map(ops in proptest::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
@@ -131,7 +135,19 @@ proptest! {
                         store.purge(PurgeTarget::Active(&compact), PurgeType::Invalidation, &span).await.unwrap();
                         model.remove(&k);
                     }
-                    Op::Restart => store = open(dir.path()),
+                    Op::Restart { clean } => {
+                        if clean {
+                            store.save_index().unwrap();
+                        }
+                        store = open(dir.path());
+                        // Recovering, a lookup misses or finds the object
+                        // whole; once recovered, it finds it.
+                        for k in 0..6u8 {
+                            let found = get_body(store, &format!("k{k}")).await;
+                            assert!(found.is_none() || found == model.get(&k).cloned());
+                        }
+                        store.recovered().await;
+                    }
                 }
             }
             for k in 0..6u8 {

@@ -1,6 +1,6 @@
 //! The store paired with its own eviction manager (`TieredStore::eviction`),
-//! as a host pairs them: admit on commit, purge what it evicts, save and
-//! restore its state.
+//! as a host pairs them: admit on commit, purge what it evicts, and keep
+//! its counters across a restart with the store's saved index.
 
 mod common;
 
@@ -104,11 +104,8 @@ async fn capacity_is_respected_under_churn_and_no_file_leaks() {
 }
 
 #[tokio::test]
-async fn recency_survives_a_restart_through_saved_eviction_state() {
+async fn recency_survives_a_restart_through_the_saved_index() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("eviction");
-    std::fs::create_dir_all(&state).unwrap();
-    let state = state.to_str().unwrap().to_owned();
     let names: Vec<String> = (0..10).map(|i| format!("o{i}")).collect();
     let hot = ["o1", "o4", "o7"];
     let mut hot_bytes = 0;
@@ -124,17 +121,17 @@ async fn recency_survives_a_restart_through_saved_eviction_state() {
             read(store, name);
             read(store, name);
         }
-        store.eviction().save(&state).await.unwrap();
+        store.save_index().unwrap();
     }
     let store = open_with_limit(dir.path(), 100_000_000);
     assert_eq!(
         store.eviction().total_items(),
         10,
-        "recovered objects are tracked"
+        "saved objects are tracked from the start"
     );
-    store.eviction().load(&state).await.unwrap();
+    store.recovered().await;
     // Room for the three read before the restart, and nothing else. With
-    // the state lost, which three stay would be a matter of hash order.
+    // the counters lost, which three stay would be a matter of hash order.
     store.eviction().set_weight_limit(hot_bytes);
     let victims = store.eviction().evict_to_limit();
     assert_eq!(victims.len(), 7);
@@ -150,28 +147,18 @@ async fn recency_survives_a_restart_through_saved_eviction_state() {
 }
 
 #[tokio::test]
-async fn damaged_eviction_state_is_refused_and_changes_nothing() {
+async fn a_damaged_saved_index_is_a_walk_that_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("eviction");
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::write(state.join("clock"), b"not a saved state").unwrap();
+    {
+        let store = open_with_limit(dir.path(), 100_000_000);
+        put(store, "a", 1_000).await;
+        store.save_index().unwrap();
+    }
+    std::fs::write(dir.path().join("index"), b"not a saved index").unwrap();
     let store = open_with_limit(dir.path(), 100_000_000);
-    put(store, "a", 1_000).await;
-    assert!(store
-        .eviction()
-        .load(state.to_str().unwrap())
-        .await
-        .is_err());
-    let missing = dir.path().join("nowhere");
-    assert!(
-        store
-            .eviction()
-            .load(missing.to_str().unwrap())
-            .await
-            .is_ok(),
-        "no state is a fresh start"
-    );
+    store.recovered().await;
     assert!(has(store, "a").await);
+    assert_eq!(store.eviction().total_items(), 1);
 }
 
 #[tokio::test]

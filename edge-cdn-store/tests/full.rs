@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{body, get_body, key, meta, put, read_all};
 use edge_cdn_store::{Space, StoreConfig, StoreEvent, StoreObserver, TieredStore, WriteFailure};
+use pingora_cache::key::CacheHashKey;
 use pingora_cache::storage::{HitHandler, MissFinishType, MissHandler, Storage};
 use pingora_cache::trace::Span;
 use tempfile::TempDir;
@@ -277,4 +278,52 @@ async fn a_deleted_store_directory_is_recreated_by_the_next_write() {
         "the probe recreates it too"
     );
     assert!(dir.path().join("cache/tmp").is_dir());
+}
+
+/// An object the purge catalog cannot record is not kept, since no purge
+/// could find it: it is removed again, its response still served whole,
+/// and the failure counted (`catalog`). Here the catalog's database lives
+/// on a full filesystem of its own.
+#[tokio::test]
+async fn an_object_the_catalog_cannot_record_is_not_kept() {
+    let Some(fs) = Tmpfs::mount("1m") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("cache")).unwrap();
+    std::os::unix::fs::symlink(fs.path(), dir.path().join("cache/catalog")).unwrap();
+    let (store, failures) = open(dir.path(), 0);
+    fs.fill(0);
+
+    // The database buffers its journal: writes fail once a buffer's worth
+    // of records meets the full disk. Long keys get there in a few objects.
+    let long = "k".repeat(4096);
+    let mut failed_at = None;
+    for i in 0..64 {
+        let name = format!("/{i}/{long}");
+        let data = body(2048, i as u8);
+        let (mut miss, reader) = write_with_reader(store, &name).await;
+        let reader = read_to_end(reader);
+        miss.write_body(data.clone(), true).await.unwrap();
+        miss.finish().await.unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), data, "served whole");
+        if failures.seen().contains(&WriteFailure::Catalog) {
+            failed_at = Some(name);
+            break;
+        }
+    }
+    let name = failed_at.expect("the catalog's writes failed on a full disk");
+    assert!(!store.holds(&key(&name)), "not indexed");
+    assert!(get_body(store, &name).await.is_none(), "a miss");
+    let hash = u128::from_be_bytes(key(&name).combined_bin());
+    let shard = dir.path().join(format!("cache/{:02x}", hash >> 120));
+    let left: Vec<_> = std::fs::read_dir(&shard)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|f| {
+            f.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{hash:032x}"))
+        })
+        .collect();
+    assert!(left.is_empty(), "its files are gone: {left:?}");
 }

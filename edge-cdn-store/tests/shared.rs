@@ -247,6 +247,7 @@ async fn on_promotion_writes_only_objects_read_again() {
     assert_eq!(shared.len(), 0, "nothing shared on write");
     // ...read again after a restart: promoted from disk, so shared.
     let store = open(dir.path(), shared.clone(), SharedWrites::OnPromotion);
+    store.recovered().await;
     assert!(get_body(store, "/hot").await.is_some());
     until(|| shared.len() == 1).await;
 }
@@ -386,6 +387,7 @@ async fn on_promotion_shares_a_large_object_read_from_disk_once() {
         common::put(store, "/video", &data).await;
     }
     let store = open(dir.path(), shared.clone(), SharedWrites::OnPromotion);
+    store.recovered().await;
     for _ in 0..3 {
         assert_eq!(get_body(store, "/video").await.unwrap(), data);
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use bytesize::ByteSize;
-use common::{body, get, key, meta, open, put, read_all};
+use common::{body, get, key, meta, open, put, read_all, reopen};
 use edge_cdn_store::StoreConfig;
 use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
@@ -83,7 +83,7 @@ async fn a_restart_keeps_every_committed_object() {
             put(store, &format!("/o/{i}"), d).await;
         }
     }
-    let store = open(config(dir.path()));
+    let store = reopen(config(dir.path())).await;
     assert_eq!(store.health().disk_objects, 20);
     for (i, d) in data.iter().enumerate() {
         assert_eq!(&get(store, &format!("/o/{i}")).await.unwrap().1, d);
@@ -107,7 +107,7 @@ async fn corrupt_files_are_misses_and_are_removed_never_served() {
         bytes[at] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
     }
-    let store = open(config(dir.path()));
+    let store = reopen(config(dir.path())).await;
     // Checked whole at lookup: a miss.
     assert!(get(store, "/small").await.is_none());
     // Checked block by block: the read fails before the bad block is returned.
@@ -168,7 +168,7 @@ async fn truncated_foreign_and_old_layout_files_are_cleaned_up_at_start() {
     let old_layout = dir.path().join("ab").join("cd");
     std::fs::create_dir_all(&old_layout).unwrap();
     std::fs::copy(&other, old_layout.join("x.body")).unwrap();
-    let store = open(config(dir.path()));
+    let store = reopen(config(dir.path())).await;
     assert_eq!(store.health().disk_objects, 0);
     assert!(files(dir.path(), "meta").is_empty() && files(dir.path(), "body").is_empty());
     assert!(!old_layout.exists());

@@ -21,7 +21,7 @@ use crate::policy::{preflight, PolicyMetrics, PolicyRegistry, Watcher};
 use crate::prefetch::Prefetcher;
 use crate::proxy::{ProxyParts, StavkaProxy};
 use crate::reload::{ConfigReloader, Published};
-use crate::shutdown::{exit_when_drained, save_eviction_state, InFlight, Signals};
+use crate::shutdown::{exit_when_drained, InFlight, Signals};
 use crate::sites::SiteRouter;
 use crate::tls;
 use pingora_core::apps::HttpServerOptions;
@@ -211,7 +211,7 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>, upgrade: bool) -> a
         "stavka listening"
     );
     let on_exit: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-        save_eviction_state(store);
+        store.save_index();
         let _ = std::fs::remove_file(prefetcher.socket());
     });
     exit_when_drained(

@@ -16,20 +16,6 @@ use pingora_core::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
-use crate::cache::store::CacheStore;
-
-/// Save the cache's eviction state before the process ends, on a runtime
-/// of its own (the server's are shutting down).
-pub fn save_eviction_state(store: &'static CacheStore) {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(store.persist()),
-        Err(e) => tracing::warn!(error = %e, "cannot save eviction state"),
-    }
-}
-
 /// How many requests are being served, and whether shutdown has begun.
 #[derive(Debug, Default)]
 pub struct InFlight {

@@ -313,12 +313,60 @@ impl Stavka {
     }
 
     /// Kill the process (SIGKILL: no chance to clean up) and start it again
-    /// with the same configuration and directories.
+    /// with the same configuration and directories, waiting until its
+    /// store has walked its files (before that, objects not yet reached
+    /// are misses).
     pub async fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.child = spawn(&self._dir.path().join("stavka.toml"));
         self.wait_ready().await;
+        self.wait_recovered().await;
+    }
+
+    /// Stop the process cleanly (SIGTERM: it drains and saves its index)
+    /// and start it again with the same configuration and directories.
+    pub async fn restart_cleanly(&mut self) {
+        self.terminate();
+        let exited = self.wait_exit(Duration::from_secs(30)).await;
+        assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+        self.child = spawn(&self._dir.path().join("stavka.toml"));
+        self.wait_ready().await;
+    }
+
+    /// What `/readyz` lists as degraded.
+    pub async fn degraded(&self) -> Vec<String> {
+        let ready: serde_json::Value = client()
+            .get(self.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ready["degraded"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|d| d.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Wait (at most 30 s) until the store is no longer recovering objects
+    /// from its files.
+    pub async fn wait_recovered(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .degraded()
+            .await
+            .iter()
+            .any(|d| d.contains("recovering"))
+        {
+            assert!(Instant::now() < deadline, "store not recovered within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Start stavka with one default site in front of `origin`.

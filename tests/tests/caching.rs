@@ -606,6 +606,37 @@ async fn a_restart_after_sigkill_keeps_the_cache() {
     );
 }
 
+/// A clean stop saves the store's index and the next start takes it back:
+/// every object is a hit from the first request, with no walk of the files.
+#[tokio::test]
+async fn a_clean_restart_serves_every_object_at_once() {
+    let origin = Origin::start(Router::new().route(
+        "/o/{n}",
+        get(|| async { ([("cache-control", "max-age=600")], "kept") }),
+    ))
+    .await;
+    let mut stavka = Stavka::in_front_of(&origin, "").await;
+    for n in 0..20 {
+        stavka.get(&format!("/o/{n}")).await;
+    }
+    stavka.restart_cleanly().await;
+    assert_eq!(
+        stavka.degraded().await,
+        Vec::<String>::new(),
+        "nothing to recover"
+    );
+    for n in 0..20 {
+        let kept = stavka.get(&format!("/o/{n}")).await;
+        assert!(
+            kept.cache_status().contains("hit"),
+            "{n}: {}",
+            kept.cache_status()
+        );
+    }
+    assert_eq!(origin.count_prefix("/o/"), 20);
+    assert_eq!(stavka.metric("stavka_cache_objects").await, Some(20.0));
+}
+
 #[tokio::test]
 async fn fifty_collapsed_clients_of_a_large_cold_object_stream_before_the_origin_finishes() {
     use futures_util::StreamExt;

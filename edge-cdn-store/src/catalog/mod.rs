@@ -32,7 +32,7 @@ use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 
 use crate::error::StoreError;
 use entry::{hash_after, primary_match, tag_entry, tag_prefix, Entry};
-pub use open::open;
+pub use open::{open, unstored};
 
 /// Tags kept per object; more are ignored (a response header cannot
 /// sensibly carry more, and the catalog must stay bounded).
@@ -47,8 +47,6 @@ const CACHE_BYTES: u64 = 16 << 20;
 /// table: smaller ones stalled fills behind compactions (see
 /// `docs/benchmarks.md`).
 const MEMTABLE_BYTES: u64 = 32 << 20;
-/// Objects written per batch when a catalog is filled from scratch.
-const LOAD_BATCH: usize = 1024;
 
 /// How an operator selects objects.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +76,18 @@ impl From<Selector<'_>> for OwnedSelector {
             Selector::Primary(hash) => OwnedSelector::Primary(*hash),
             Selector::Prefix(prefix) => OwnedSelector::Prefix(prefix.to_vec()),
             Selector::Tag(tag) => OwnedSelector::Tag(tag.to_owned()),
+        }
+    }
+}
+
+impl OwnedSelector {
+    /// Whether it picks the object `record` describes, as a selection
+    /// through the catalog would.
+    pub fn matches(&self, record: &Record) -> bool {
+        match self {
+            OwnedSelector::Primary(primary) => record.key.primary == *primary,
+            OwnedSelector::Prefix(prefix) => record.primary_key.starts_with(prefix),
+            OwnedSelector::Tag(tag) => record.tags.iter().any(|t| **t == **tag),
         }
     }
 }
@@ -125,7 +135,8 @@ fn db(e: fjall::Error) -> StoreError {
 
 impl Catalog {
     /// Open (creating) the database in `path`. Its counters start at
-    /// zero: [`open`] sets them as it reconciles or fills it.
+    /// zero and move with each change; [`Catalog::recount`] sets them from
+    /// what is there.
     fn at(path: &Path) -> Result<Catalog, StoreError> {
         Catalog::open_db(path).map_err(db)
     }
@@ -255,7 +266,15 @@ impl Catalog {
         Ok(false)
     }
 
-    /// Count the distinct tags in the `tags` index: one scan, at start-up.
+    /// Set the object counter to `objects` and count the distinct tags:
+    /// one scan of the tag index, after recovery. A change made during the
+    /// scan may leave the counters off by that change, until the next.
+    pub fn recount(&self, objects: usize) -> Result<(), StoreError> {
+        self.object_count.store(objects, Ordering::Relaxed);
+        self.count_tags()
+    }
+
+    /// Count the distinct tags in the `tags` index: one scan.
     fn count_tags(&self) -> Result<(), StoreError> {
         let mut distinct = 0;
         let mut last: Option<Vec<u8>> = None;
@@ -384,7 +403,7 @@ mod tests {
 
     /// A new, empty catalog in `dir`.
     fn empty(dir: &Path) -> Catalog {
-        open(dir, std::iter::empty(), |_| false).unwrap()
+        open(dir).unwrap().0
     }
 
     fn select(catalog: &Catalog, selector: Selector<'_>) -> Vec<Listed> {

@@ -1,12 +1,12 @@
 //! Opening the catalog at start-up: never a reason not to start.
 //!
 //! The database lives in a *generation* directory, `<dir>/catalog/v<format>-<n>`.
-//! The newest generation of this format is opened and reconciled with the
-//! object files recovery found: an entry whose files are gone is dropped,
-//! a committed object missing (or recorded differently, as a `kill -9`
-//! between a meta rewrite and its catalog update leaves it) is written
-//! again. A generation that does not open or read (corrupt, a format this
-//! build does not know) is discarded and a new one filled from the files.
+//! The newest generation of this format is opened as it is: opening reads
+//! nothing per object, so a catalog of tens of millions opens at once. The
+//! store reconciles it with the files afterwards, in the background (see
+//! `crate::recovery`). A generation that does not open (corrupt, a format
+//! this build does not know) is discarded and a new, empty one made, which
+//! the store fills from the files.
 //!
 //! A generation still locked by another store — the old process during a
 //! binary upgrade, which shares the cache directory for a few seconds — is
@@ -16,12 +16,10 @@
 use std::fs::{self, File};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
-use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::key::HashBinary;
 
-use super::entry::{tag_entry, Entry};
-use super::{Catalog, Record, LOAD_BATCH};
+use super::Catalog;
 use crate::error::StoreError;
 
 /// The catalog's own format: a generation of another is discarded. Bump it
@@ -30,7 +28,7 @@ const FORMAT: u32 = 1;
 
 /// How one attempt to open a generation ended.
 enum Attempt {
-    /// Opened and reconciled.
+    /// Opened.
     Ready(Catalog),
     /// Another store holds it.
     Locked,
@@ -38,26 +36,18 @@ enum Attempt {
     Unusable(String),
 }
 
-/// Open the catalog under `root` for the objects `found` on disk (each
-/// once); `stored` says whether a hash is one of them. Fails only if a
-/// new, empty database cannot be created there either.
-pub fn open<'a>(
-    root: &Path,
-    found: impl Iterator<Item = &'a Record> + Clone,
-    stored: impl Fn(&HashBinary) -> bool,
-) -> Result<Catalog, StoreError> {
+/// Open the catalog under `root`; with it, whether it is a new, empty one
+/// (so everything on disk is missing from it). Fails only if a new, empty
+/// database cannot be created there either.
+pub fn open(root: &Path) -> Result<(Catalog, bool), StoreError> {
     fs::create_dir_all(root).map_err(|e| StoreError::Io("create catalog directory", e))?;
     let generations = generations(root);
     let newest = generations.iter().map(|(n, _)| *n).max();
     let mut opened = None;
     if let Some(n) = newest {
         let path = generation(root, n);
-        match attempt(|| {
-            let catalog = Catalog::at(&path)?;
-            reconcile(&catalog, found.clone(), &stored)?;
-            Ok(catalog)
-        }) {
-            Attempt::Ready(catalog) => opened = Some((n, catalog)),
+        match attempt(|| Catalog::at(&path)) {
+            Attempt::Ready(catalog) => opened = Some((n, catalog, false)),
             Attempt::Locked => {
                 tracing::info!(target: "edge_cdn_store", path = %path.display(), "catalog in use by another store; filling a new one from the files");
             }
@@ -67,17 +57,13 @@ pub fn open<'a>(
             }
         }
     }
-    let (current, catalog) = match opened {
+    let (current, catalog, fresh) = match opened {
         Some(opened) => opened,
         None => {
             let n = newest.map_or(0, |n| n + 1);
             let path = generation(root, n);
             let _ = fs::remove_dir_all(&path);
-            let fresh = match attempt(|| {
-                let catalog = Catalog::at(&path)?;
-                load(&catalog, found)?;
-                Ok(catalog)
-            }) {
+            let fresh = match attempt(|| Catalog::at(&path)) {
                 Attempt::Ready(catalog) => catalog,
                 Attempt::Locked => {
                     return Err(StoreError::Io(
@@ -92,11 +78,11 @@ pub fn open<'a>(
                     ))
                 }
             };
-            (n, fresh)
+            (n, fresh, true)
         }
     };
     remove_unused(root, current);
-    Ok(catalog)
+    Ok((catalog, fresh))
 }
 
 /// Run `open`, sorting its outcome; a panic inside the database on
@@ -160,23 +146,12 @@ fn remove_unused(root: &Path, current: u64) {
     }
 }
 
-/// Make `catalog` agree with the files: re-record each found object
-/// whose entry is missing or differs, then drop entries of objects not
-/// stored.
-fn reconcile<'a>(
+/// The entries of `catalog` whose objects `stored` does not know, for the
+/// caller to drop, and how many it knows: one scan of the entries.
+pub fn unstored(
     catalog: &Catalog,
-    found: impl Iterator<Item = &'a Record>,
-    stored: &impl Fn(&HashBinary) -> bool,
-) -> Result<(), StoreError> {
-    let mut rewritten = 0usize;
-    for record in found {
-        let hash = record.key.combined_bin();
-        let want = Entry::from(record.clone());
-        if catalog.entry(&hash)?.as_ref() != Some(&want) {
-            catalog.insert(record.clone())?;
-            rewritten += 1;
-        }
-    }
+    stored: impl Fn(&HashBinary) -> bool,
+) -> Result<(Vec<HashBinary>, usize), StoreError> {
     let mut gone = Vec::new();
     let mut count = 0usize;
     for kv in catalog.objects.iter() {
@@ -184,44 +159,8 @@ fn reconcile<'a>(
         match <HashBinary>::try_from(&*key) {
             Ok(hash) if stored(&hash) => count += 1,
             Ok(hash) => gone.push(hash),
-            Err(_) => {
-                return Err(StoreError::Catalog(fjall::Error::Unrecoverable));
-            }
+            Err(_) => return Err(StoreError::Catalog(fjall::Error::Unrecoverable)),
         }
     }
-    for hash in &gone {
-        catalog.remove(hash)?;
-    }
-    catalog.object_count.store(count, Ordering::Relaxed);
-    catalog.count_tags()?;
-    if rewritten > 0 || !gone.is_empty() {
-        tracing::info!(target: "edge_cdn_store", rewritten, dropped = gone.len(), objects = count, "catalog reconciled with the object files");
-    }
-    Ok(())
-}
-
-/// Fill an empty `catalog` with the objects `found`, in large batches.
-fn load<'a>(catalog: &Catalog, found: impl Iterator<Item = &'a Record>) -> Result<(), StoreError> {
-    let mut objects = 0usize;
-    let mut batch = catalog.db.batch();
-    for record in found {
-        let hash = record.key.combined_bin();
-        let entry = Entry::from(record.clone());
-        batch.insert(&catalog.primaries, entry.primary_entry(&hash), []);
-        batch.insert(&catalog.variants, entry.variant_entry(&hash), []);
-        let value = entry.encode();
-        for tag in &entry.tags {
-            batch.insert(&catalog.tags, tag_entry(tag, &hash), value.as_slice());
-        }
-        batch.insert(&catalog.objects, hash, value);
-        objects += 1;
-        if objects.is_multiple_of(LOAD_BATCH) {
-            std::mem::replace(&mut batch, catalog.db.batch())
-                .commit()
-                .map_err(StoreError::Catalog)?;
-        }
-    }
-    batch.commit().map_err(StoreError::Catalog)?;
-    catalog.object_count.store(objects, Ordering::Relaxed);
-    catalog.count_tags()
+    Ok((gone, count))
 }

@@ -12,9 +12,9 @@ pub mod format;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -32,14 +32,36 @@ pub struct DiskTier {
     fsync: bool,
     min_free_percent: u8,
     generation: AtomicU64,
+    /// When this store opened: the walk of the files removes only what is
+    /// older.
+    opened: SystemTime,
 }
 
-/// An object found on disk when the store was opened, for the index.
+/// An object the walk of the files found, for the index.
 pub struct Recovered {
     /// Its key hash.
     pub hash: u128,
     /// Bytes on disk.
     pub size: u64,
+    /// Which meta file was read: a commit or removal since replaces or
+    /// unlinks it (see [`DiskTier::is_current`]).
+    pub meta_id: MetaId,
+}
+
+/// A meta file's identity: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaId {
+    dev: u64,
+    ino: u64,
+}
+
+impl From<&fs::Metadata> for MetaId {
+    fn from(meta: &fs::Metadata) -> MetaId {
+        MetaId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
 }
 
 fn hex(hash: u128) -> String {
@@ -306,6 +328,7 @@ impl DiskTier {
             fsync,
             min_free_percent,
             generation: AtomicU64::new(seed),
+            opened: SystemTime::now(),
         })
     }
 
@@ -467,14 +490,38 @@ impl DiskTier {
         had
     }
 
-    /// Walk the directory and return every complete object with its
+    /// Whether every file `hash`'s object has was last written before this
+    /// store opened: left by an earlier process, not being written now.
+    fn before_open(&self, hash: u128) -> bool {
+        let (meta, body) = self.paths(hash);
+        [meta, body].iter().all(|path| match fs::metadata(path) {
+            Ok(m) => m.modified().is_ok_and(|at| at < self.opened),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        })
+    }
+
+    /// Whether `hash`'s meta file is still `id`: not replaced by a newer
+    /// commit, nor removed, since the walk read it.
+    pub fn is_current(&self, hash: u128, id: MetaId) -> bool {
+        fs::metadata(self.paths(hash).0).is_ok_and(|meta| MetaId::from(&meta) == id)
+    }
+
+    /// Walk the directory, handing `found` every complete object with its
     /// catalog record (tags read from the fields named in `tag_fields`),
-    /// deleting anything incomplete or corrupt.
-    pub fn recover(&self, tag_fields: &[String]) -> Vec<(Recovered, Record)> {
-        let mut found = Vec::new();
+    /// and deleting anything incomplete or corrupt, until done or
+    /// `stopped`.
+    pub fn walk(
+        &self,
+        tag_fields: &[String],
+        stopped: &AtomicBool,
+        mut found: impl FnMut(Recovered, Record),
+    ) {
         let shards = fs::read_dir(&self.dir).into_iter().flatten().flatten();
         for shard in shards.filter(|e| e.file_name().len() == 2) {
             for file in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
                 let path = file.path();
                 if file.file_type().is_ok_and(|t| t.is_dir()) {
                     // The two-level layout stores used before: its objects
@@ -492,20 +539,26 @@ impl DiskTier {
                 };
                 match path.extension().and_then(|e| e.to_str()) {
                     Some("meta") => match self.check(hash, &path, tag_fields) {
-                        Ok(r) => found.push(r),
-                        Err(e) => {
+                        Ok((object, record)) => found(object, record),
+                        // Only files older than this store can be left
+                        // over: a commit under way replaces the body a
+                        // moment before the meta, and reading between the
+                        // two looks like a mismatch.
+                        Err(e) if self.before_open(hash) => {
                             tracing::warn!(file = %path.display(), error = %e, "removing unusable cache object");
                             self.remove(hash);
                         }
+                        Err(_) => {}
                     },
-                    Some("body") if !path.with_extension("meta").exists() => {
+                    Some("body")
+                        if !path.with_extension("meta").exists() && self.before_open(hash) =>
+                    {
                         let _ = fs::remove_file(&path);
                     }
                     _ => {}
                 }
             }
         }
-        found
     }
 
     fn check(
@@ -515,9 +568,9 @@ impl DiskTier {
         tag_fields: &[String],
     ) -> Result<(Recovered, Record), StoreError> {
         let mut bytes = Vec::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(io("read meta"))?;
+        let mut file = File::open(path).map_err(io("read meta"))?;
+        let meta_id = MetaId::from(&file.metadata().map_err(io("stat meta"))?);
+        file.read_to_end(&mut bytes).map_err(io("read meta"))?;
         let (meta, blobs) = MetaHeader::decode(&bytes)?;
         if meta.key != hash.to_be_bytes() {
             return Err(StoreError::Corrupt("meta file under the wrong name"));
@@ -529,6 +582,7 @@ impl DiskTier {
         let recovered = Recovered {
             hash,
             size: body.len + bytes.len() as u64,
+            meta_id,
         };
         let record = Record {
             key: key.compact,

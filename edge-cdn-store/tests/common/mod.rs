@@ -6,8 +6,9 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use edge_cdn_store::{NoopObserver, SharedTier, StoreConfig, TieredStore};
@@ -33,6 +34,14 @@ pub fn open(config: StoreConfig) -> &'static TieredStore {
     Box::leak(Box::new(
         TieredStore::open(config, Arc::new(NoopObserver)).unwrap(),
     ))
+}
+
+/// Open a store on files an earlier store left, once it has walked them:
+/// until then, objects it has not reached are misses.
+pub async fn reopen(config: StoreConfig) -> &'static TieredStore {
+    let store = open(config);
+    store.recovered().await;
+    store
 }
 
 /// Open a store with a shared tier behind it.
@@ -108,4 +117,37 @@ pub async fn get(store: &'static TieredStore, name: &str) -> Option<(CacheMeta, 
 /// Look `name` up and return only its body.
 pub async fn get_body(store: &'static TieredStore, name: &str) -> Option<Bytes> {
     get(store, name).await.map(|(_, body)| body)
+}
+
+/// The environment variable that makes a test binary a child phase.
+const CHILD: &str = "EDGE_STORE_TEST_CHILD";
+
+/// Run the test `name` again in a child process with `phase` and `dir` in
+/// its environment, and wait for it to end (`ready: false`) or to create
+/// `dir/ready` and then SIGKILL it (`ready: true`).
+pub fn child(name: &str, phase: &str, dir: &Path, ready: bool) {
+    let mut process = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1"])
+        .env(CHILD, format!("{phase}:{}", dir.display()))
+        .spawn()
+        .unwrap();
+    if !ready {
+        assert!(process.wait().unwrap().success(), "child phase {phase}");
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join("ready").exists() {
+        assert!(Instant::now() < deadline, "child never got mid-write");
+        assert!(process.try_wait().unwrap().is_none(), "child exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    process.kill().unwrap(); // SIGKILL: no destructor runs.
+    process.wait().unwrap();
+}
+
+/// The phase and directory this process runs as a child for, if it is one.
+pub fn child_phase() -> Option<(String, std::path::PathBuf)> {
+    let var = std::env::var(CHILD).ok()?;
+    let (phase, dir) = var.split_once(':')?;
+    Some((phase.to_owned(), dir.into()))
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use edge_cdn_store::Recovering;
 use serde::Serialize;
 
 use super::AdminState;
@@ -81,16 +82,17 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
     };
     let store = state.store;
     let health = tokio::task::spawn_blocking(move || store.health()).await;
-    let (storage, store_free_bytes, low_space, shared_degraded) = match health {
+    let (storage, store_free_bytes, low_space, recovering, shared_degraded) = match health {
         Ok(h) => (
             h.writable,
             h.space.map(|s| s.free),
             h.low_space,
+            h.recovering,
             h.shared_degraded,
         ),
-        Err(e) => (Err(e.to_string()), None, None, None),
+        Err(e) => (Err(e.to_string()), None, None, None, None),
     };
-    let mut degraded = storage_degraded(low_space);
+    let mut degraded = storage_degraded(low_space, recovering);
     let shared = shared_check(&state, shared_degraded);
     if shared != "ok" && shared != "off" {
         degraded.push(format!("shared: {shared}"));
@@ -198,12 +200,22 @@ fn policies_check(state: &AdminState) -> String {
 /// The store's degraded reasons. Low space does not make the node
 /// unready: it serves every response from the origin or the cache it has,
 /// and a fleet filling its disks together must not leave rotation at once.
-/// An unwritable directory (one the store cannot even recreate) does: it
-/// is a misconfiguration an operator should see before traffic arrives.
-fn storage_degraded(low_space: Option<String>) -> Vec<String> {
+/// Nor does a store still walking its files after an unclean stop: it
+/// serves, with misses for what it has not reached. An unwritable
+/// directory (one the store cannot even recreate) does: it is a
+/// misconfiguration an operator should see before traffic arrives.
+fn storage_degraded(low_space: Option<String>, recovering: Option<Recovering>) -> Vec<String> {
+    let recovering = recovering.map(|p| {
+        format!(
+            "storage: recovering objects from the files after an unclean stop ({} so far, {} s); objects not reached yet are misses",
+            p.found,
+            p.elapsed.as_secs()
+        )
+    });
     low_space
         .map(|why| format!("storage: {why}"))
         .into_iter()
+        .chain(recovering)
         .collect()
 }
 

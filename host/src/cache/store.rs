@@ -5,7 +5,6 @@
 //! [`ClockEviction`] (a CLOCK kept in the store's index; weight = bytes on
 //! disk, limit = `store.disk_bytes`). The proxy only sees [`CacheStore`].
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -35,11 +34,10 @@ use super::freshness::reason;
 /// Predictor shards and per-shard capacity for remembering uncacheable keys.
 const PREDICTOR_SHARDS: usize = 16;
 const PREDICTOR_SHARD_CAPACITY: usize = 4096;
-/// Where, inside the store directory, the eviction manager's state is kept.
-const EVICTION_STATE: &str = "eviction";
-/// The files pingora's `lru::Manager` saved there before the store had its
-/// own manager (`lru.data.0`, …): removed at start, they are never read.
-const OLD_LRU_STATE: &str = "lru.data";
+/// Where, inside the store directory, eviction state was saved before the
+/// store saved its index itself (pingora's `lru.data.*`, then the CLOCK
+/// counters): removed at start, it is never read.
+const OLD_EVICTION_STATE: &str = "eviction";
 /// Objects purged at once: enough to keep the disk busy, few enough that a
 /// purge of thousands leaves blocking threads for the proxy's own I/O.
 const PURGE_CONCURRENCY: usize = 16;
@@ -141,7 +139,6 @@ pub struct CacheStore {
     predictor: &'static (dyn CacheablePredictor + Sync),
     lock_wait_timeout: Duration,
     max_object_size: usize,
-    eviction_state: PathBuf,
     tag_fields: Vec<String>,
     disk_capacity: u64,
     memory_capacity: u64,
@@ -172,10 +169,11 @@ pub struct StoreStats {
 }
 
 impl CacheStore {
-    /// Open the store (rebuilding its index from disk: everything on disk
-    /// is counted and evictable from then on), restore the eviction
-    /// manager's saved counters, and evict down to `disk_bytes` if it
-    /// shrank. Runs once at start-up, before serving, and blocks.
+    /// Open the store: with the index the last clean stop saved, or empty
+    /// while the store walks its files in the background (objects not yet
+    /// reached are misses; `/readyz` says how far it is). Either way the
+    /// store evicts down to `disk_bytes` if it shrank. Runs once at
+    /// start-up, before serving, and blocks.
     pub fn open(
         cache: &config::Cache,
         store: &edge_cdn_store::StoreConfig,
@@ -213,33 +211,10 @@ impl CacheStore {
             .with_context(|| format!("store.dir: cannot open {}", store.dir.display()))?,
         ));
         let eviction = storage.eviction();
-        let eviction_state = store.dir.join(EVICTION_STATE);
-        remove_old_lru_state(&eviction_state);
-        let count = eviction.total_items();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("store start-up runtime")?;
-        runtime.block_on(async {
-            if let Some(dir) = eviction_state.to_str() {
-                // A missing state is a fresh start; a damaged one is one too,
-                // with every recovered object as if newly stored.
-                if let Err(e) = eviction.load(dir).await {
-                    tracing::warn!(dir, error = %e, "eviction state not restored");
-                }
-            }
-            // A store reopened with a smaller disk_bytes is over it now.
-            let victims = eviction.evict_to_limit();
-            let span = Span::inactive().handle();
-            for victim in &victims {
-                let _ = storage
-                    .purge(PurgeTarget::Exact(victim), PurgeType::Eviction, &span)
-                    .await;
-            }
-        });
+        let _ = std::fs::remove_dir_all(store.dir.join(OLD_EVICTION_STATE));
         tracing::info!(
             dir = %store.dir.display(),
-            objects = count,
+            objects = eviction.total_items(),
             took_ms = started.elapsed().as_millis() as u64,
             "store opened"
         );
@@ -256,7 +231,6 @@ impl CacheStore {
             predictor: Box::leak(Box::new(predictor)),
             lock_wait_timeout: cache.lock_timeout,
             max_object_size: usize::try_from(store.max_object_size.as_u64()).unwrap_or(usize::MAX),
-            eviction_state,
             tag_fields: store.tag_headers.clone(),
             disk_capacity: store.disk_bytes.as_u64(),
             memory_capacity: store.memory_bytes.as_u64(),
@@ -277,8 +251,12 @@ impl CacheStore {
     ) -> Result<Vec<Listed>, StoreError> {
         match selector {
             PurgeSelector::Url(primary) => self.select_url(primary).await,
-            PurgeSelector::Prefix(prefix) => self.select(Selector::Prefix(prefix)).await,
-            PurgeSelector::Tag(tag) => self.select(Selector::Tag(tag)).await,
+            PurgeSelector::Prefix(prefix) => {
+                self.storage
+                    .select_for_purge(Selector::Prefix(prefix))
+                    .await
+            }
+            PurgeSelector::Tag(tag) => self.storage.select_for_purge(Selector::Tag(tag)).await,
         }
     }
 
@@ -309,14 +287,21 @@ impl CacheStore {
         }
     }
 
-    /// Every object stored for the URL whose primary key is `primary`:
-    /// its Vary variants and, when it is sliced, its blocks and their
-    /// record (see [`super::key::slice_prefix`]).
-    pub async fn select_url(&'static self, primary: &[u8]) -> Result<Vec<Listed>, StoreError> {
+    /// Every object stored for the URL whose primary key is `primary`,
+    /// to purge: its Vary variants and, when it is sliced, its blocks and
+    /// their record (see [`super::key::slice_prefix`]).
+    async fn select_url(&'static self, primary: &[u8]) -> Result<Vec<Listed>, StoreError> {
         let hash = CacheKey::new(primary.to_vec(), "").primary_bin();
-        let mut objects = self.select(Selector::Primary(&hash)).await?;
+        let mut objects = self
+            .storage
+            .select_for_purge(Selector::Primary(&hash))
+            .await?;
         let blocks = super::key::slice_prefix(primary);
-        objects.extend(self.select(Selector::Prefix(&blocks)).await?);
+        objects.extend(
+            self.storage
+                .select_for_purge(Selector::Prefix(&blocks))
+                .await?,
+        );
         Ok(objects)
     }
 
@@ -486,33 +471,19 @@ impl CacheStore {
         self.storage.health()
     }
 
-    /// Save the eviction manager's recency, so a restart evicts in the same
-    /// order. Called on shutdown.
-    pub async fn persist(&self) {
-        let Some(dir) = self.eviction_state.to_str() else {
-            return;
-        };
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            tracing::warn!(dir, error = %e, "cannot save eviction state");
-            return;
-        }
-        match self.eviction.save(dir).await {
-            Ok(()) => tracing::info!(dir, "eviction state saved"),
-            Err(e) => tracing::warn!(dir, error = %e, "cannot save eviction state"),
-        }
-    }
-}
-
-/// Remove the state files of the eviction manager used before
-/// [`ClockEviction`], once, at start: they would only take disk space.
-fn remove_old_lru_state(dir: &std::path::Path) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(OLD_LRU_STATE)
-        {
-            let _ = std::fs::remove_file(entry.path());
+    /// Save the store's index, so the next start serves every object at
+    /// once instead of walking the files. Called on shutdown, once nothing
+    /// is served any more. Blocking.
+    pub fn save_index(&self) {
+        let started = std::time::Instant::now();
+        match self.storage.save_index() {
+            Ok(()) => tracing::info!(
+                took_ms = started.elapsed().as_millis() as u64,
+                "store index saved"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "store index not saved: the next start walks the files")
+            }
         }
     }
 }

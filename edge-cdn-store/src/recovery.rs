@@ -1,0 +1,289 @@
+//! Bringing the index and the purge catalog back to what the files hold,
+//! in the background, while the store serves.
+//!
+//! After a clean stop the store takes its saved index back at open (see
+//! `crate::snapshot`) and has nothing to recover. After an unclean one (a
+//! `kill -9`, a power loss), or when its catalog had to be made anew, it
+//! opens with what it has — an empty index, or a catalog missing entries —
+//! and one thread, `store-recovery`, walks the object files: each whole
+//! object is recorded in the catalog and put in the index, anything
+//! incomplete or corrupt removed. Until the walk reaches an object its
+//! lookups are misses; a miss filled meanwhile is stored as usual.
+//!
+//! # Races with the live store
+//!
+//! The walk, a commit and a removal of the same object each hold that
+//! object's lock ([`Tiers::hold`]) while they change its index entry and
+//! catalog entry, and the walk first checks that the meta file it read is
+//! still the one at its name (the same inode): a commit renames a new
+//! file over it, a removal unlinks it. So the walk never puts back an
+//! object removed meanwhile, nor overwrites a newer one's entries.
+//!
+//! # Purges during the walk
+//!
+//! A purge selects through the catalog, which may not yet list an object
+//! the walk has not reached. So while the walk runs, each purge's selector
+//! is remembered before it selects ([`Recovery::purging`]), and the walk
+//! removes any object it recovers that one of them picks, after recording
+//! it in the catalog: whichever comes first, the purge's selection or the
+//! walk's check sees the object. Past [`MAX_PURGES`] remembered selectors
+//! the walk keeps no further object at all, so no purge is ever missed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::catalog::{unstored, OwnedSelector, Record};
+use crate::disk::Recovered;
+use crate::eviction::ClockEviction;
+use crate::tiers::{hash_of, Tiers};
+
+/// Purge selectors remembered during one walk, at most.
+pub const MAX_PURGES: usize = 65_536;
+
+/// Where recovery stands, shared by the walk and the store.
+pub struct Recovery {
+    /// The walk is running: lookups may miss objects on disk, and purges
+    /// are remembered.
+    walking: AtomicBool,
+    /// The store was dropped: the walk stops.
+    stopped: AtomicBool,
+    /// Objects the walk has recovered so far.
+    found: AtomicUsize,
+    started: Instant,
+    purges: Mutex<Purges>,
+    done: watch::Sender<bool>,
+}
+
+/// The purges made while the walk runs.
+#[derive(Default)]
+struct Purges {
+    selectors: Vec<OwnedSelector>,
+    /// More than [`MAX_PURGES`] were made: every object is taken as purged.
+    overflowed: bool,
+}
+
+/// How far a running walk has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovering {
+    /// Objects recovered so far.
+    pub found: usize,
+    /// Since the store opened.
+    pub elapsed: Duration,
+}
+
+impl Recovery {
+    /// The state of a store that walks its files (`walking`) or has
+    /// nothing to recover.
+    pub fn new(walking: bool) -> Recovery {
+        Recovery {
+            walking: AtomicBool::new(walking),
+            stopped: AtomicBool::new(false),
+            found: AtomicUsize::new(0),
+            started: Instant::now(),
+            purges: Mutex::default(),
+            done: watch::Sender::new(!walking),
+        }
+    }
+
+    /// How far the walk has come; `None` when it is not running.
+    pub fn progress(&self) -> Option<Recovering> {
+        self.walking.load(Ordering::Acquire).then(|| Recovering {
+            found: self.found.load(Ordering::Relaxed),
+            elapsed: self.started.elapsed(),
+        })
+    }
+
+    /// A purge is about to select by `selector`: while the walk runs, it
+    /// is remembered, so an object the walk recovers later is checked
+    /// against it. Call it before selecting.
+    pub fn purging(&self, selector: &OwnedSelector) {
+        if !self.walking.load(Ordering::Acquire) {
+            return;
+        }
+        let mut purges = self.purges();
+        if purges.selectors.len() < MAX_PURGES {
+            purges.selectors.push(selector.clone());
+        } else if !purges.overflowed {
+            purges.overflowed = true;
+            tracing::warn!(target: "edge_cdn_store", "over {MAX_PURGES} purges during recovery: the objects not yet recovered are dropped instead");
+        }
+    }
+
+    /// Whether a purge made during the walk picks `record`'s object.
+    fn purged(&self, record: &Record) -> bool {
+        let purges = self.purges();
+        purges.overflowed || purges.selectors.iter().any(|s| s.matches(record))
+    }
+
+    fn purges(&self) -> std::sync::MutexGuard<'_, Purges> {
+        self.purges.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait until the walk has finished (at once if there is none).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn finished(&self) {
+        let mut done = self.done.subscribe();
+        // The sender lives as long as `self`: an error cannot happen here.
+        let _ = done.wait_for(|done| *done).await;
+    }
+
+    /// Stop the walk at its next object: the store is being dropped.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    fn finish(&self) {
+        self.walking.store(false, Ordering::Release);
+        self.purges().selectors = Vec::new();
+        self.done.send_replace(true);
+    }
+}
+
+/// The `store-recovery` thread: walk the files if the store opened without
+/// them (`walk`), then drop catalog entries of objects not stored, count
+/// the catalog, and evict down to the limit (a store reopened with a
+/// smaller `disk_bytes`). Blocking, for as long as the walk takes.
+pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool) {
+    let recovery = &tiers.recovery;
+    if walk {
+        let fields = tiers.config.tag_headers.clone();
+        tiers
+            .disk
+            .walk(&fields, &recovery.stopped, |object, record| {
+                if recover(&tiers, object, record) {
+                    recovery.found.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+    }
+    if recovery.stopped.load(Ordering::Relaxed) {
+        return;
+    }
+    tidy_catalog(&tiers);
+    for victim in eviction.evict_to_limit() {
+        let hash = hash_of(victim.key());
+        let _held = tiers.hold(hash);
+        tiers.memory.remove(hash);
+        tiers.remove_held(hash);
+    }
+    if walk {
+        let (objects, bytes) = tiers.index.totals();
+        tracing::info!(
+            target: "edge_cdn_store",
+            recovered = recovery.found.load(Ordering::Relaxed),
+            objects,
+            bytes,
+            took_ms = recovery.started.elapsed().as_millis() as u64,
+            "store recovered from its files"
+        );
+    }
+    recovery.finish();
+}
+
+/// Put one object the walk found back: in the catalog, then the index,
+/// unless it changed since it was read or a purge made meanwhile picks it.
+/// Returns whether it is stored.
+fn recover(tiers: &Tiers, object: Recovered, record: Record) -> bool {
+    let hash = object.hash;
+    let _held = tiers.hold(hash);
+    if !tiers.disk.is_current(hash, object.meta_id) {
+        return false;
+    }
+    if tiers.recovery.purged(&record) {
+        tiers.remove_held(hash);
+        return false;
+    }
+    if let Err(error) = tiers.catalog.insert(record.clone()) {
+        tiers.uncataloged(hash, error);
+        return false;
+    }
+    // A purge may have begun between the check above and the insert: the
+    // check after the insert sees its selector, or its selection sees
+    // the entry.
+    if tiers.recovery.purged(&record) {
+        tiers.remove_held(hash);
+        return false;
+    }
+    tiers.index.insert(hash, object.size);
+    true
+}
+
+/// Drop catalog entries whose objects are not stored (their files went
+/// while the entry stayed: a `kill -9` between the two, a failed removal),
+/// then count the catalog.
+fn tidy_catalog(tiers: &Tiers) {
+    let stored = |hash: &[u8; 16]| tiers.index.get(u128::from_be_bytes(*hash)).is_some();
+    let tidied = unstored(&tiers.catalog, stored).and_then(|(gone, count)| {
+        let mut dropped = 0;
+        for hash in &gone {
+            let _held = tiers.hold(u128::from_be_bytes(*hash));
+            // Committed since the scan: it stays.
+            if !stored(hash) {
+                tiers.catalog.remove(hash)?;
+                dropped += 1;
+            }
+        }
+        tiers.catalog.recount(count + gone.len() - dropped)?;
+        if dropped > 0 {
+            tracing::info!(target: "edge_cdn_store", dropped, "catalog entries of objects no longer stored dropped");
+        }
+        Ok(())
+    });
+    if let Err(error) = tidied {
+        tracing::warn!(target: "edge_cdn_store", %error, "catalog not tidied; its entries of removed objects stay until the next start");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::key::CompactCacheKey;
+
+    fn record(path: &str, tags: &[&str]) -> Record {
+        Record {
+            key: CompactCacheKey {
+                primary: [7; 16],
+                variance: None,
+                user_tag: "".into(),
+            },
+            primary_key: path.as_bytes().into(),
+            tags: tags.iter().map(|t| (*t).into()).collect(),
+        }
+    }
+
+    #[test]
+    fn purges_are_remembered_only_while_walking() {
+        let idle = Recovery::new(false);
+        idle.purging(&OwnedSelector::Tag("red".into()));
+        assert!(!idle.purged(&record("/a", &["red"])));
+        assert_eq!(idle.progress(), None);
+
+        let walking = Recovery::new(true);
+        walking.purging(&OwnedSelector::Tag("red".into()));
+        walking.purging(&OwnedSelector::Prefix(b"/img/".to_vec()));
+        assert!(walking.purged(&record("/a", &["blue", "red"])));
+        assert!(walking.purged(&record("/img/1.png", &[])));
+        assert!(!walking.purged(&record("/a", &["blue"])));
+        assert!(walking.progress().is_some());
+        walking.finish();
+        assert!(walking.progress().is_none());
+
+        let by_url = Recovery::new(true);
+        by_url.purging(&OwnedSelector::Primary([7; 16]));
+        assert!(by_url.purged(&record("/any/variant", &[])));
+    }
+
+    #[test]
+    fn past_the_bound_every_object_is_taken_as_purged() {
+        let walking = Recovery::new(true);
+        for i in 0..=MAX_PURGES {
+            walking.purging(&OwnedSelector::Tag(format!("t{i}")));
+        }
+        assert!(walking.purged(&record("/anything", &[])));
+    }
+}
