@@ -90,6 +90,7 @@ pub use observer::{
 pub mod __bench {
     pub use crate::catalog::{open as open_catalog, unstored, Catalog, OwnedSelector, Record};
     pub use crate::index::Index;
+    pub use crate::snapshot::{claim as claim_index_dir, save as save_index, take as take_index};
 
     /// A manager over a bare index, as the store builds one.
     pub fn clock_eviction(

@@ -42,9 +42,11 @@ fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
-/// Write `path` through `write` to a temporary file, then a rename.
+/// Write `path` through `write` to a temporary file, then a rename. The
+/// temporary file is this process's own: two stores on one directory (a
+/// binary upgrade) never write the same one.
 fn replace(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
-    let temp = path.with_extension("tmp");
+    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
     let written = write(&temp).and_then(|()| fs::rename(&temp, path));
     if written.is_err() {
         let _ = fs::remove_file(&temp);
