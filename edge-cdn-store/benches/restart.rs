@@ -109,8 +109,14 @@ fn saved_index() {
     assert!(take_index(dir.path(), &restored));
     let taken = started.elapsed();
     assert_eq!(restored.totals().0, n);
-    println!("saved index, {n} objects ({:.1} MiB)", size as f64 / (1 << 20) as f64);
-    println!("  saved at a clean stop      {:>8.2} s", saved.as_secs_f64());
+    println!(
+        "saved index, {n} objects ({:.1} MiB)",
+        size as f64 / (1 << 20) as f64
+    );
+    println!(
+        "  saved at a clean stop      {:>8.2} s",
+        saved.as_secs_f64()
+    );
     println!(
         "  taken back at open         {:>8.2} s   {:>6.0} ns/object",
         taken.as_secs_f64(),

@@ -5,7 +5,6 @@
 //! seeks.
 
 use std::any::Any;
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -231,10 +230,10 @@ impl DiskHit {
 /// Bytes read from a write in progress per `read_body`.
 const PARTIAL_CHUNK: u64 = 64 * 1024;
 
-/// A body still being written: read as it arrives (from the file, or from
-/// memory once storing failed), an error if its writer gives up.
+/// A body still being written: read as it arrives (from memory while the
+/// writer holds it there, else from the temporary file), an error if its
+/// writer gives up.
 pub struct PartialHit {
-    file: Arc<File>,
     progress: watch::Receiver<Progress>,
     pos: u64,
     partial: Arc<Partial>,
@@ -243,10 +242,9 @@ pub struct PartialHit {
 }
 
 impl PartialHit {
-    /// Follow `partial`, whose temporary file is `file`.
-    pub fn new(partial: Arc<Partial>, file: File) -> PartialHit {
+    /// Follow `partial`.
+    pub fn new(partial: Arc<Partial>) -> PartialHit {
         PartialHit {
-            file: Arc::new(file),
             progress: partial.subscribe(),
             pos: 0,
             partial,
@@ -276,7 +274,14 @@ impl PartialHit {
                     }
                     Next::File(len) => len.min(PARTIAL_CHUNK) as usize,
                 };
-                let (file, at) = (self.file.clone(), BODY_HEADER_LEN as u64 + self.pos);
+                // Bytes not held in memory are in the file, which the
+                // writer handed over before making them readable.
+                let file = self
+                    .partial
+                    .file()
+                    .ok_or(StoreError::Corrupt("partial body bytes in no file"))
+                    .map_err(StoreError::into_pingora)?;
+                let at = BODY_HEADER_LEN as u64 + self.pos;
                 let chunk = io::blocking(move || {
                     let mut buf = vec![0u8; len];
                     file.read_exact_at(&mut buf, at)

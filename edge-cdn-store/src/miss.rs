@@ -1,6 +1,12 @@
-//! Writing a missed object: streamed to a temporary file (readable by the
-//! requests collapsed behind it), committed by `finish`, abandoned — and
-//! reported to readers as an error — if dropped without it.
+//! Writing a missed object.
+//!
+//! A body up to [`HOLD_MAX`] is *held* in memory as it arrives —
+//! the requests collapsed behind the miss (its own client included) read
+//! it from there — and `finish` writes it whole: one trip to the blocking
+//! pool makes the file, writes and commits it. A larger body goes to a
+//! temporary file from the chunk that takes it past that size on, each
+//! chunk one trip. Dropped without `finish`, a write is abandoned and its
+//! readers told.
 //!
 //! A write that *fails* (a full disk, a deleted directory) only stops the
 //! storing: the partial file is removed, the failure counted, and the rest
@@ -11,7 +17,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora_cache::key::CacheKey;
 use pingora_cache::storage::{HandleMiss, MissFinishType};
 use pingora_error::{Error, ErrorType, Result};
@@ -35,6 +41,12 @@ use crate::write::{Admitted, Write};
 /// manager's weight for the key is unchanged, or (for a key it did not
 /// track) a weight-1 entry whose eventual eviction finds nothing to purge.
 const NOT_STORED: MissFinishType = MissFinishType::Appended(0, None);
+
+/// The largest body held in memory until it is whole. At most
+/// `write_concurrency` writes are in flight, so this bounds what they hold
+/// (16 MiB at the default 64); whether the memory tier keeps a copy
+/// afterwards is its own limit, `memory_max_object`.
+const HOLD_MAX: u64 = 256 * 1024;
 
 /// The part of a miss that goes to the blocking pool for each write: the
 /// write, its readers and what its commit records travel together, so
@@ -61,15 +73,76 @@ impl InFlight {
     /// Writing `data` failed with `error`: count it, remove the file and
     /// hand `data` to the readers from memory. Blocking.
     fn fail(self, tiers: &Tiers, error: &StoreError, data: Bytes) -> Unstored {
-        tiers.write_failed(error);
         let len = self.write.written();
-        let mut unstored = Unstored {
-            readers: self.readers,
+        Unstored::after(tiers, error, self.readers, len, self.write.discard(), data)
+    }
+}
+
+/// A body held in memory, not yet written: what `finish` needs to write
+/// and commit it in one trip.
+struct Held {
+    /// Leave to write it.
+    admitted: Admitted,
+    readers: Announced,
+    /// The cache key as the meta file keeps it.
+    key: Vec<u8>,
+    /// What the catalog records once the object is committed.
+    record: Record,
+    /// Body bytes held.
+    len: u64,
+}
+
+impl Held {
+    /// Make the temporary file, write the held bytes and `data` to it and
+    /// hand it to the readers: the body has outgrown memory. Blocking.
+    fn into_file(self, tiers: &Tiers, hash: u128, data: &Bytes) -> State {
+        let Held {
+            admitted,
+            readers,
+            key,
+            record,
             len,
-            _permit: self.write.discard(),
+        } = self;
+        let begun = admitted.begin(&tiers.disk, hash);
+        let mut write = match begun {
+            Ok(write) => write,
+            Err((error, admitted)) => {
+                let unstored = Unstored::after(tiers, &error, readers, len, admitted, data.clone());
+                return State::Unstored(unstored);
+            }
         };
-        unstored.spill(data);
-        unstored
+        let written = readers
+            .partial()
+            .held_bytes()
+            .iter()
+            .chain([data])
+            .try_for_each(|chunk| write.write(chunk))
+            .and_then(|()| write.share());
+        match written {
+            Ok(file) => {
+                readers.in_file(Arc::new(file));
+                readers.written(write.written());
+                State::Storing(Box::new(InFlight {
+                    write,
+                    readers,
+                    key,
+                    record,
+                }))
+            }
+            Err(error) => {
+                // Every byte so far is still held in memory: `data` joins
+                // them there, and the file goes.
+                let permit = write.discard();
+                State::Unstored(Unstored::after(
+                    tiers,
+                    &error,
+                    readers,
+                    len,
+                    permit,
+                    data.clone(),
+                ))
+            }
+        }
     }
 }
 
@@ -84,6 +157,27 @@ struct Unstored {
 }
 
 impl Unstored {
+    /// Storing failed with `error` after `len` body bytes: count it, and
+    /// hand `data`, the bytes that follow, to the `readers` from memory,
+    /// holding `permit` until they have the whole body. Blocking (the log).
+    fn after(
+        tiers: &Tiers,
+        error: &StoreError,
+        readers: Announced,
+        len: u64,
+        permit: Admitted,
+        data: Bytes,
+    ) -> Unstored {
+        tiers.write_failed(error);
+        let mut unstored = Unstored {
+            readers,
+            len,
+            _permit: permit,
+        };
+        unstored.spill(data);
+        unstored
+    }
+
     /// Hand the next body bytes to the readers.
     fn spill(&mut self, data: Bytes) {
         let len = data.len() as u64;
@@ -98,8 +192,149 @@ impl Unstored {
     }
 }
 
+/// An object `finish` stored.
+struct Committed {
+    /// Bytes on disk, body and meta.
+    size: u64,
+    /// Body bytes.
+    body_len: u64,
+    /// The copy the memory tier holds, if it holds one.
+    held: Option<Arc<MemObject>>,
+}
+
+/// The meta file's blobs of the write `readers` follow, with `key`.
+fn blobs<'a>(readers: &'a Announced, key: &'a [u8]) -> MetaBlobs<'a> {
+    let partial = readers.partial();
+    MetaBlobs {
+        internal: &partial.internal,
+        header: &partial.header,
+        key,
+    }
+}
+
+/// Make a committed object findable and tell its readers; or, if the
+/// catalog cannot record it (it is then removed again), count that and
+/// report it not stored. Blocking.
+fn install(
+    tiers: &Tiers,
+    hash: u128,
+    readers: Announced,
+    record: Record,
+    (body_len, meta_len): (u64, u64),
+    held: Option<Arc<MemObject>>,
+) -> Result<Committed, MissFinishType> {
+    let size = body_len + meta_len;
+    if let Err(e) = tiers.install_committed(hash, size, record, held.clone()) {
+        // Removed again; the readers have the body regardless.
+        tiers.write_failed(&e);
+        readers.done(body_len);
+        return Err(NOT_STORED);
+    }
+    readers.done(body_len);
+    tiers.observe(StoreEvent::Insert(size));
+    Ok(Committed {
+        size,
+        body_len,
+        held,
+    })
+}
+
+impl Held {
+    /// Write the whole held body, and `last` (the final chunk, if kept for
+    /// this) after it, to a new file and commit it: one trip. Blocking. A
+    /// failure is counted and stores nothing; the readers have every byte
+    /// from memory either way.
+    fn commit(
+        mut self,
+        tiers: &Tiers,
+        hash: u128,
+        last: Option<Bytes>,
+    ) -> Result<Committed, MissFinishType> {
+        if let Some(data) = last {
+            let len = data.len() as u64;
+            self.readers.hold(self.len, data);
+            self.len += len;
+        }
+        let Held {
+            admitted,
+            readers,
+            key,
+            record,
+            len,
+        } = self;
+        let chunks = readers.partial().held_bytes();
+        let stored = admitted
+            .begin(&tiers.disk, hash)
+            .map_err(|(error, _)| error)
+            .and_then(|mut write| {
+                chunks.iter().try_for_each(|chunk| write.write(chunk))?;
+                write.commit(&tiers.disk, blobs(&readers, &key))
+            });
+        let lens = match stored {
+            Ok(lens) => lens,
+            Err(error) => {
+                tiers.write_failed(&error);
+                readers.done(len);
+                return Err(NOT_STORED);
+            }
+        };
+        tiers.observe(StoreEvent::BytesWritten(len));
+        let held = (len <= tiers.config.memory_max_object.as_u64())
+            .then(|| {
+                let body = match chunks.as_slice() {
+                    [one] => one.clone(),
+                    many => Bytes::from(many.concat()),
+                };
+                let partial = readers.partial();
+                MemObject::new(partial.internal.clone(), partial.header.clone(), body)
+            })
+            .flatten()
+            .map(Arc::new);
+        install(tiers, hash, readers, record, lens, held)
+    }
+}
+
+impl InFlight {
+    /// Write `last` (the final chunk, if kept for this) and commit the
+    /// body in the file. Blocking. A failure is counted and stores
+    /// nothing; the readers get the whole body either way.
+    fn commit(
+        self,
+        tiers: &Tiers,
+        hash: u128,
+        last: Option<Bytes>,
+    ) -> Result<Committed, MissFinishType> {
+        let mut flight = self;
+        if let Some(data) = last {
+            let len = data.len() as u64;
+            if let Err(e) = flight.write.write(&data) {
+                return Err(flight.fail(tiers, &e, data).done());
+            }
+            tiers.observe(StoreEvent::BytesWritten(len));
+        }
+        let InFlight {
+            write,
+            readers,
+            key,
+            record,
+        } = flight;
+        let written = write.written();
+        match write.commit(&tiers.disk, blobs(&readers, &key)) {
+            Ok(lens) => install(tiers, hash, readers, record, lens, None),
+            Err(e) => {
+                // The whole body is in the file the readers hold open.
+                tiers.write_failed(&e);
+                readers.done(written);
+                Err(NOT_STORED)
+            }
+        }
+    }
+}
+
 /// Where a miss stands.
 enum State {
+    /// The body so far is held in memory (boxed, as the others).
+    Holding(Box<Held>),
     /// Writing to the temporary file (boxed: it moves to the blocking
     /// pool and back with every chunk).
     Storing(Box<InFlight>),
@@ -114,11 +349,10 @@ pub struct Miss {
     tiers: &'static Tiers,
     hash: u128,
     state: State,
-    /// The body so far, while it is small enough for the memory tier.
-    small: Option<BytesMut>,
+    /// The end of the body was written.
+    ended: bool,
     /// The final chunk, written by `finish` with the commit: one trip to
-    /// the blocking pool instead of two (for a one-chunk body, that halves
-    /// the handoffs after the temp file exists).
+    /// the blocking pool instead of two.
     last: Option<Bytes>,
     write_tag: [u8; 8],
     /// Whether the object goes to the shared tier when committed (per
@@ -127,32 +361,31 @@ pub struct Miss {
 }
 
 impl Miss {
-    /// A miss writing `key`'s object through `write`, with pingora's meta
-    /// blobs `internal` and `header` and the catalog's `record`. Readers
-    /// can follow it from now on.
+    /// A miss writing `key`'s object (hash `hash`) under `admitted`, with
+    /// pingora's meta blobs `internal` and `header` and the catalog's
+    /// `record`. Readers can follow it from now on. No I/O: the body is
+    /// held until it is whole or outgrows memory.
     pub fn new(
         tiers: &'static Tiers,
+        hash: u128,
         key: &CacheKey,
         record: Record,
         (internal, header): (Bytes, Bytes),
-        write: Write,
+        admitted: Admitted,
     ) -> Miss {
-        let hash = write.hash();
-        let readers =
-            tiers
-                .partials
-                .announce(hash, internal, header, write.temp_path().to_path_buf());
+        let readers = tiers.partials.announce(hash, internal, header);
         let write_tag = readers.partial().write_id.to_be_bytes();
         Miss {
             tiers,
             hash,
-            state: State::Storing(Box::new(InFlight {
-                write,
+            state: State::Holding(Box::new(Held {
+                admitted,
                 readers,
                 key: encode_key(key),
                 record,
+                len: 0,
             })),
-            small: Some(BytesMut::new()),
+            ended: false,
             last: None,
             write_tag,
             shares: true,
@@ -169,59 +402,19 @@ impl Miss {
     /// The write as its readers follow it, while it is being stored.
     pub fn partial(&self) -> Option<Arc<Partial>> {
         match &self.state {
+            State::Holding(held) => Some(held.readers.partial().clone()),
             State::Storing(flight) => Some(flight.readers.partial().clone()),
             _ => None,
         }
     }
-}
 
-#[async_trait]
-impl HandleMiss for Miss {
-    /// Append `data` to the body; with `eof`, it is kept for `finish` to
-    /// write with the commit. A write that fails is not an error: the
-    /// object stops being stored and the body goes on to its readers.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not resumable: dropping the future before it completes abandons the
-    /// write. Its temporary file is removed, its permit released and its
-    /// readers get an error once the chunk in flight has been written; a
-    /// later call returns an error.
-    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        if self.last.is_some() {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "write after the end of the body",
-            ));
-        }
-        let mut flight = match std::mem::replace(&mut self.state, State::Gone) {
-            State::Storing(flight) => flight,
-            State::Unstored(mut unstored) => {
-                unstored.spill(data);
-                self.state = State::Unstored(unstored);
-                return Ok(());
-            }
-            State::Gone => {
-                return Err(Error::explain(
-                    ErrorType::InternalError,
-                    "write after failure",
-                ))
-            }
-        };
+    /// Append `data` to a body in the file (with `eof`, keep it for
+    /// `finish`).
+    async fn append(&mut self, mut flight: Box<InFlight>, data: Bytes, eof: bool) -> Result<()> {
         let total = flight.write.written() + data.len() as u64;
         if total > self.tiers.config.max_object_size.as_u64() {
             flight.abandon();
             return Err(StoreError::TooLarge(total).into_pingora());
-        }
-        if let Some(small) = &mut self.small {
-            if total <= self.tiers.config.memory_max_object.as_u64() {
-                small.extend_from_slice(&data);
-            } else {
-                self.small = None;
-            }
         }
         if eof {
             self.state = State::Storing(flight);
@@ -245,9 +438,8 @@ impl HandleMiss for Miss {
             .observe(StoreEvent::DiskLatency("write", started.elapsed()));
         match written {
             Ok(state) => {
-                match state {
-                    State::Storing(_) => self.tiers.observe(StoreEvent::BytesWritten(len)),
-                    _ => self.small = None,
+                if let State::Storing(_) = state {
+                    self.tiers.observe(StoreEvent::BytesWritten(len));
                 }
                 self.state = state;
                 Ok(())
@@ -256,6 +448,83 @@ impl HandleMiss for Miss {
                 self.tiers.write_failed(&e);
                 Err(e.into_pingora())
             }
+        }
+    }
+
+    /// Hold `data` after the body held so far, or, if that takes it past
+    /// [`HOLD_MAX`], move the body to a temporary file — unless
+    /// `data` ends the body: then `finish` writes it all in one trip.
+    async fn hold(&mut self, mut held: Box<Held>, data: Bytes, eof: bool) -> Result<()> {
+        let total = held.len + data.len() as u64;
+        if total > self.tiers.config.max_object_size.as_u64() {
+            return Err(StoreError::TooLarge(total).into_pingora());
+        }
+        if total <= HOLD_MAX {
+            held.readers.hold(held.len, data);
+            held.len = total;
+            self.state = State::Holding(held);
+            return Ok(());
+        }
+        if eof {
+            self.state = State::Holding(held);
+            self.last = Some(data);
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let (tiers, hash) = (self.tiers, self.hash);
+        let moved = io::blocking(move || Ok(held.into_file(tiers, hash, &data))).await;
+        tiers.observe(StoreEvent::DiskLatency("write", started.elapsed()));
+        match moved {
+            Ok(state) => {
+                if let State::Storing(_) = state {
+                    tiers.observe(StoreEvent::BytesWritten(total));
+                }
+                self.state = state;
+                Ok(())
+            }
+            Err(e) => {
+                tiers.write_failed(&e);
+                Err(e.into_pingora())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl HandleMiss for Miss {
+    /// Append `data` to the body; with `eof`, it is kept for `finish` to
+    /// write with the commit. A write that fails is not an error: the
+    /// object stops being stored and the body goes on to its readers.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not resumable: dropping the future before it completes abandons the
+    /// write. Its temporary file is removed, its permit released and its
+    /// readers get an error once the chunk in flight has been written; a
+    /// later call returns an error.
+    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.ended {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "write after the end of the body",
+            ));
+        }
+        self.ended = eof;
+        match std::mem::replace(&mut self.state, State::Gone) {
+            State::Holding(held) => self.hold(held, data, eof).await,
+            State::Storing(flight) => self.append(flight, data, eof).await,
+            State::Unstored(mut unstored) => {
+                unstored.spill(data);
+                self.state = State::Unstored(unstored);
+                Ok(())
+            }
+            State::Gone => Err(Error::explain(
+                ErrorType::InternalError,
+                "write after failure",
+            )),
         }
     }
 
@@ -272,8 +541,14 @@ impl HandleMiss for Miss {
     /// Only the copy to the shared tier is skipped. That copy runs in the
     /// background for objects up to `shared_max_object`.
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
-        let mut flight = match std::mem::replace(&mut self.state, State::Gone) {
-            State::Storing(flight) => flight,
+        let (tiers, hash) = (self.tiers, self.hash);
+        let last = self.last.take();
+        let started = std::time::Instant::now();
+        let committed = match std::mem::replace(&mut self.state, State::Gone) {
+            State::Holding(held) => io::blocking(move || Ok(held.commit(tiers, hash, last))).await,
+            State::Storing(flight) => {
+                io::blocking(move || Ok(flight.commit(tiers, hash, last))).await
+            }
             State::Unstored(unstored) => return Ok(unstored.done()),
             State::Gone => {
                 return Err(Error::explain(
@@ -282,66 +557,12 @@ impl HandleMiss for Miss {
                 ))
             }
         };
-        let (tiers, hash) = (self.tiers, self.hash);
-        let small = self.small.take();
-        let last = self.last.take();
-        let started = std::time::Instant::now();
-        let committed = io::blocking(move || {
-            let last_len = last.as_ref().map_or(0, |d| d.len() as u64);
-            if let Some(data) = last {
-                if let Err(e) = flight.write.write(&data) {
-                    return Ok(Err(flight.fail(tiers, &e, data).done()));
-                }
-            }
-            let InFlight {
-                write,
-                readers,
-                key,
-                record,
-            } = *flight;
-            let written = write.written();
-            let partial = readers.partial();
-            let blobs = MetaBlobs {
-                internal: &partial.internal,
-                header: &partial.header,
-                key: &key,
-            };
-            let (body_len, meta_len) = match write.commit(&tiers.disk, blobs) {
-                Ok(lens) => lens,
-                Err(e) => {
-                    // The whole body is in the file the readers hold open.
-                    tiers.write_failed(&e);
-                    readers.done(written);
-                    return Ok(Err(NOT_STORED));
-                }
-            };
-            if last_len > 0 {
-                tiers.observe(StoreEvent::BytesWritten(last_len));
-            }
-            let held = match small {
-                Some(body) if body.len() as u64 == body_len => MemObject::new(
-                    partial.internal.clone(),
-                    partial.header.clone(),
-                    body.freeze(),
-                )
-                .map(Arc::new),
-                _ => None,
-            };
-            let size = body_len + meta_len;
-            if let Err(e) = tiers.install_committed(hash, size, record, held.clone()) {
-                // Removed again; the readers hold the body file open.
-                tiers.write_failed(&e);
-                readers.done(body_len);
-                return Ok(Err(NOT_STORED));
-            }
-            readers.done(body_len);
-            tiers.observe(StoreEvent::Insert(size));
-            Ok(Ok((size, body_len, held)))
-        })
-        .await;
-        self.tiers
-            .observe(StoreEvent::DiskLatency("commit", started.elapsed()));
-        let (size, body_len, held) = match committed {
+        tiers.observe(StoreEvent::DiskLatency("commit", started.elapsed()));
+        let Committed {
+            size,
+            body_len,
+            held,
+        } = match committed {
             Ok(Ok(stored)) => stored,
             Ok(Err(not_stored)) => return Ok(not_stored),
             Err(e) => {

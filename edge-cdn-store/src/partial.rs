@@ -1,21 +1,25 @@
 //! Writes in progress, readable while they are written.
 //!
-//! A miss publishes how many body bytes are in its temporary file; readers
-//! collapsed behind it read up to that point and wait for more. A writer
-//! that goes away without finishing is reported to its readers as an error —
-//! never as a clean end of body (pingora issue #932: a truncated body that
-//! looks complete).
+//! A miss publishes how many body bytes are readable; readers collapsed
+//! behind it read up to that point and wait for more. A writer that goes
+//! away without finishing is reported to its readers as an error — never
+//! as a clean end of body (pingora issue #932: a truncated body that looks
+//! complete).
 //!
-//! A write whose storing fails (a full disk) is not abandoned: its readers
-//! include the client of the miss itself, which pingora serves from the
-//! store. The rest of the body is *spilled*: held in memory, in order, after
-//! the bytes the file already has, for the readers following it to read to
-//! the end; the write stops being listed, so later lookups miss instead.
+//! Body bytes are where the writer put them: *held* in memory (a small
+//! body is written to disk only when it is whole, in one trip) or in the
+//! temporary file, which the writer hands over as an open file once it
+//! exists, so no reader opens a file by name. A write whose storing fails
+//! (a full disk) is not abandoned: its readers include the client of the
+//! miss itself, which pingora serves from the store. The rest of the body
+//! is *spilled*: held in memory after the bytes the file already has, for
+//! the readers following it to read to the end; the write stops being
+//! listed, so later lookups miss instead.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -41,16 +45,17 @@ pub struct Partial {
     pub internal: Bytes,
     /// pingora's header blob.
     pub header: Bytes,
-    /// The temporary body file readers read from.
-    pub temp: PathBuf,
+    /// The temporary body file, once the writer has made it: every body
+    /// byte not held in memory is in it.
+    file: OnceLock<Arc<File>>,
     progress: watch::Sender<Progress>,
-    spill: Mutex<Spill>,
+    held: Mutex<Held>,
 }
 
-/// The body bytes that could not be stored, by offset; the file holds
-/// everything before the first. Empty unless storing failed.
+/// Body bytes held in memory, by offset, in order: a small body before it
+/// is written, or what could not be stored.
 #[derive(Default)]
-struct Spill(Vec<(u64, Bytes)>);
+struct Held(Vec<(u64, Bytes)>);
 
 /// Where a reader finds the body bytes at its position.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,15 +74,37 @@ impl Partial {
 
     /// Where the readable bytes from `pos` up to `readable` are.
     pub fn next(&self, pos: u64, readable: u64) -> Next {
-        let spill = self.spill.lock().unwrap_or_else(|e| e.into_inner());
-        let from = spill.0.first().map_or(u64::MAX, |(at, _)| *at);
-        if pos < from {
-            return Next::File(readable.min(from) - pos);
+        let held = self.held();
+        let after = held.0.partition_point(|(at, _)| *at <= pos);
+        if let Some((at, chunk)) = after.checked_sub(1).map(|i| &held.0[i]) {
+            let end = at + chunk.len() as u64;
+            if pos < end {
+                let to = end.min(readable);
+                return Next::Memory(chunk.slice((pos - at) as usize..(to - at) as usize));
+            }
         }
-        let i = spill.0.partition_point(|(at, _)| *at <= pos) - 1;
-        let (at, chunk) = &spill.0[i];
-        let end = (chunk.len() as u64).min(readable - at);
-        Next::Memory(chunk.slice((pos - at) as usize..end as usize))
+        let next_held = held.0.get(after).map_or(u64::MAX, |(at, _)| *at);
+        Next::File(readable.min(next_held) - pos)
+    }
+
+    /// The temporary body file; `None` before the writer made it (when
+    /// every readable byte is held in memory).
+    pub fn file(&self) -> Option<Arc<File>> {
+        self.file.get().cloned()
+    }
+
+    /// The body bytes held in memory, in order: the whole body, for a
+    /// write that held it all.
+    pub fn held_bytes(&self) -> Vec<Bytes> {
+        self.held()
+            .0
+            .iter()
+            .map(|(_, chunk)| chunk.clone())
+            .collect()
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -105,23 +132,16 @@ impl Partials {
         self.shards.lock(hash as usize)
     }
 
-    /// Register a new write of `hash` whose body is being written to
-    /// `temp`, for readers to follow; a later write of the same key
-    /// replaces it for new readers.
-    pub fn announce(
-        &'static self,
-        hash: u128,
-        internal: Bytes,
-        header: Bytes,
-        temp: PathBuf,
-    ) -> Announced {
+    /// Register a new write of `hash`, for readers to follow; a later
+    /// write of the same key replaces it for new readers.
+    pub fn announce(&'static self, hash: u128, internal: Bytes, header: Bytes) -> Announced {
         let partial = Arc::new(Partial {
             write_id: self.next_write.fetch_add(1, Ordering::Relaxed),
             internal,
             header,
-            temp,
+            file: OnceLock::new(),
             progress: watch::Sender::new(Progress::Writing(0)),
-            spill: Mutex::default(),
+            held: Mutex::default(),
         });
         self.shard(hash).insert(hash, partial.clone());
         Announced {
@@ -171,22 +191,32 @@ impl Announced {
         self.partial.progress.send_replace(Progress::Writing(len));
     }
 
+    /// Hold `data`, at body offset `at`, in memory for the readers, and
+    /// make it readable.
+    pub fn hold(&self, at: u64, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        let len = data.len() as u64;
+        self.partial.held().0.push((at, data));
+        self.written(at + len);
+    }
+
+    /// The temporary file now holds every body byte so far: readers read
+    /// it through `file` from now on, and the bytes held in memory are let
+    /// go.
+    pub fn in_file(&self, file: Arc<File>) {
+        // Set once, before any byte is read from it.
+        let _ = self.partial.file.set(file);
+        self.partial.held().0.clear();
+    }
+
     /// Storing failed: `data`, at body offset `at`, is held for the
     /// readers instead of written, and the write is no longer listed, so
     /// new lookups miss rather than follow a body that is not stored.
     pub fn spill(&self, at: u64, data: Bytes) {
         self.partials.remove(self.hash, self.partial.write_id);
-        if data.is_empty() {
-            return;
-        }
-        let len = data.len() as u64;
-        self.partial
-            .spill
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .push((at, data));
-        self.written(at + len);
+        self.hold(at, data);
     }
 
     /// Tell readers the body is complete with `len` bytes, and unregister
@@ -220,7 +250,7 @@ mod tests {
     #[test]
     fn readers_read_the_file_then_the_spilled_bytes_in_order() {
         let partials = partials();
-        let writer = partials.announce(1, Bytes::new(), Bytes::new(), PathBuf::new());
+        let writer = partials.announce(1, Bytes::new(), Bytes::new());
         let partial = writer.partial().clone();
         writer.written(100);
         assert_eq!(partial.next(0, 100), Next::File(100));
@@ -256,5 +286,30 @@ mod tests {
             Progress::Abandoned,
             "dropped before done: an error to readers"
         );
+    }
+
+    #[test]
+    fn a_held_body_is_read_from_memory_until_it_is_in_the_file() {
+        let partials = partials();
+        let writer = partials.announce(2, Bytes::new(), Bytes::new());
+        let partial = writer.partial().clone();
+        writer.hold(0, Bytes::from_static(b"hello "));
+        writer.hold(6, Bytes::from_static(b"world"));
+        assert!(partials.get(2, None).is_some(), "held, still listed");
+        assert_eq!(
+            partial.next(0, 11),
+            Next::Memory(Bytes::from_static(b"hello "))
+        );
+        assert_eq!(
+            partial.next(8, 11),
+            Next::Memory(Bytes::from_static(b"rld"))
+        );
+        assert_eq!(partial.held_bytes().concat(), b"hello world");
+        assert!(partial.file().is_none());
+
+        let file = tempfile::tempfile().unwrap();
+        writer.in_file(Arc::new(file));
+        assert!(partial.file().is_some());
+        assert_eq!(partial.next(3, 11), Next::File(8), "in the file now");
     }
 }

@@ -7,9 +7,8 @@
 //! block. A file that fails a check is removed and the lookup is a miss.
 
 use std::any::Any;
-use std::fs::File;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -33,18 +32,14 @@ use crate::io;
 use crate::memory::{MemObject, MemoryTier};
 use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
-use crate::partial::{Partial, Partials, Progress};
+use crate::partial::{Partial, Partials};
 use crate::recovery::{self, Recovering, Recovery};
 use crate::sharded::Sharded;
 use crate::shared::{NoSharedTier, SharedBody, SharedHit, SharedMeta, SharedTier};
 use crate::snapshot;
 use crate::space::Space;
 use crate::tiers::{hash_of, Sharing, Tiers};
-use crate::write::Writers;
-
-/// How long a lookup that found a write just as it committed waits for the
-/// object to be installed: only its meta file and index entry are left.
-const COMMIT_WAIT: Duration = Duration::from_secs(1);
+use crate::write::{Admitted, Writers};
 
 /// Object locks, striped by hash (see `Tiers::hold`).
 const OBJECT_LOCKS: usize = 256;
@@ -348,23 +343,14 @@ impl TieredStore {
         if shared.body_len > tiers.config.max_object_size.as_u64() {
             return None;
         }
-        let admitted = tiers.admit().ok()?;
-        let write = io::blocking(move || admitted.begin(&tiers.disk, hash))
-            .await
-            .inspect_err(|e| tiers.write_failed(e))
-            .ok()?;
+        let admitted = self.admit_write().await.ok()?;
         let record = tiers.record(key, meta);
         let blobs = (shared.internal.clone(), shared.header.clone());
-        let miss = Box::new(Miss::new(tiers, key, record, blobs, write).filling_from_shared());
+        let miss =
+            Box::new(Miss::new(tiers, hash, key, record, blobs, admitted).filling_from_shared());
         let partial = miss.partial()?;
-        let temp = partial.temp.clone();
-        let file = io::blocking(move || {
-            File::open(temp).map_err(|e| StoreError::Io("open partial body", e))
-        })
-        .await
-        .ok()?;
         let weight = usize::try_from(shared.body_len).unwrap_or(usize::MAX);
-        Some((miss, PartialHit::new(partial, file).counted(weight)))
+        Some((miss, PartialHit::new(partial).counted(weight)))
     }
 
     /// Copy a shared tier's `body` of `len` bytes into `miss`, chunk by
@@ -400,18 +386,27 @@ impl TieredStore {
         // Dropping the miss abandons the write and tells its readers.
     }
 
-    /// Follow a write in progress. Opening its temporary file is file I/O,
-    /// so it runs on the blocking pool like every other.
-    async fn partial_hit(&'static self, partial: Arc<Partial>) -> Option<(CacheMeta, HitHandler)> {
+    /// Follow a write in progress: no I/O until it reads bytes that are in
+    /// the temporary file.
+    fn partial_hit(&'static self, partial: Arc<Partial>) -> Option<(CacheMeta, HitHandler)> {
         let meta = CacheMeta::deserialize(&partial.internal, &partial.header).ok()?;
-        let temp = partial.temp.clone();
-        let file = io::blocking(move || {
-            File::open(temp).map_err(|e| StoreError::Io("open partial body", e))
-        })
-        .await
-        .ok()?;
         self.tiers.observe(StoreEvent::Hit(Tier::Partial));
-        Some((meta, Hit::Partial(PartialHit::new(partial, file)).boxed()))
+        Some((meta, Hit::Partial(PartialHit::new(partial)).boxed()))
+    }
+
+    /// Leave to write one object: a write permit, and room on the disk.
+    /// Whether the disk is under its free-space floor is known from the
+    /// last write that began (or health check); only then is the disk
+    /// asked again here, on the blocking pool, so storing resumes once
+    /// room returns.
+    async fn admit_write(&'static self) -> Result<Admitted, StoreError> {
+        let tiers = &self.tiers;
+        if tiers.disk.was_low() {
+            io::blocking(move || tiers.disk.room())
+                .await
+                .inspect_err(|e| tiers.write_failed(e))?;
+        }
+        tiers.admit()
     }
 
     /// Read `hash`'s object from disk. Small bodies are read whole and
@@ -566,17 +561,13 @@ impl Storage for TieredStore {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = hash_of(key);
-        if let Some(partial) = self.tiers.partials.get(hash, None) {
-            if let Some(hit) = self.partial_hit(partial.clone()).await {
-                return Ok(Some(hit));
-            }
-            // Its temporary file is gone: the write is committing (the
-            // body renamed into place, the index not yet told) or gave up.
-            // Wait for it to say which, then look where a committed object
-            // is, rather than miss an object being installed.
-            let mut progress = partial.subscribe();
-            let settled = progress.wait_for(|p| !matches!(p, Progress::Writing(_)));
-            let _ = tokio::time::timeout(COMMIT_WAIT, settled).await;
+        if let Some(hit) = self
+            .tiers
+            .partials
+            .get(hash, None)
+            .and_then(|partial| self.partial_hit(partial))
+        {
+            return Ok(Some(hit));
         }
         if let Some(object) = self.tiers.memory.get(hash) {
             if let Ok(meta) = object.meta() {
@@ -617,7 +608,7 @@ impl Storage for TieredStore {
         // pingora panics on `None` here: the writer just created this write,
         // so its absence is an error, not a miss.
         let hit = match self.tiers.partials.get(hash_of(key), write_id) {
-            Some(partial) => self.partial_hit(partial).await,
+            Some(partial) => self.partial_hit(partial),
             None => None,
         };
         hit.map(Some)
@@ -641,18 +632,14 @@ impl Storage for TieredStore {
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
         let tiers = &self.tiers;
-        let admitted = tiers.admit().map_err(StoreError::into_pingora)?;
+        let admitted = self.admit_write().await.map_err(StoreError::into_pingora)?;
         let hash = hash_of(key);
         let (internal, header) = meta.serialize()?;
-        let write = io::blocking(move || admitted.begin(&tiers.disk, hash))
-            .await
-            .map_err(|e| {
-                tiers.write_failed(&e);
-                e.into_pingora()
-            })?;
         let record = tiers.record(key, meta);
         let blobs = (Bytes::from(internal), Bytes::from(header));
-        Ok(Box::new(Miss::new(tiers, key, record, blobs, write)))
+        Ok(Box::new(Miss::new(
+            tiers, hash, key, record, blobs, admitted,
+        )))
     }
 
     /// Remove an object from every tier (an invalidation also from the

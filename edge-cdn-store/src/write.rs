@@ -7,7 +7,6 @@
 //! and a [`Write`] can only be begun from the [`Admitted`] it returns: one
 //! admission path, enforced by the types.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -46,12 +45,16 @@ pub struct Admitted(OwnedSemaphorePermit);
 
 impl Admitted {
     /// Start writing `hash`'s body to a temporary file. Blocking: run it
-    /// through [`io::blocking`].
-    pub fn begin(self, disk: &DiskTier, hash: u128) -> Result<Write, StoreError> {
-        Ok(Write {
-            body: disk.begin(hash)?,
-            permit: self.0,
-        })
+    /// through [`io::blocking`]. On failure the permit comes back with the
+    /// error, for a writer that goes on holding the body for its readers.
+    pub fn begin(self, disk: &DiskTier, hash: u128) -> Result<Write, (StoreError, Admitted)> {
+        match disk.begin(hash) {
+            Ok(body) => Ok(Write {
+                body,
+                permit: self.0,
+            }),
+            Err(error) => Err((error, self)),
+        }
     }
 }
 
@@ -71,14 +74,10 @@ impl Write {
         self.body.written()
     }
 
-    /// The key hash being written.
-    pub fn hash(&self) -> u128 {
-        self.body.hash()
-    }
-
     /// The temporary body file, for readers following the write.
-    pub fn temp_path(&self) -> &Path {
-        self.body.temp_path()
+    /// Blocking.
+    pub fn share(&self) -> Result<std::fs::File, StoreError> {
+        self.body.share()
     }
 
     /// Append body bytes. Blocking.

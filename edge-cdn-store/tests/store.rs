@@ -211,6 +211,44 @@ async fn collapsed_readers_stream_a_write_in_progress() {
     assert_eq!(reading.await.unwrap(), data.to_vec());
 }
 
+/// A body up to 256 KiB is held in memory until it is whole, whatever the
+/// memory tier keeps (4 KiB here): readers following it read it from
+/// there, no file exists before `finish`, and `finish` stores it in one go.
+#[tokio::test]
+async fn a_small_body_is_held_until_whole_and_followed_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    let span = Span::inactive().handle();
+    let data = body(100_000, 4);
+    let mut miss = store
+        .get_miss_handler(&key("/s"), &meta("s"), &span)
+        .await
+        .unwrap();
+    let (_, mut reader) = store
+        .lookup_streaming_write(&key("/s"), miss.streaming_write_tag(), &span)
+        .await
+        .unwrap()
+        .expect("the miss's own reader");
+    for chunk in data.chunks(30_000) {
+        miss.write_body(Bytes::copy_from_slice(chunk), false)
+            .await
+            .unwrap();
+    }
+    let (_, mut follower) = store.lookup(&key("/s"), &span).await.unwrap().unwrap();
+    let mut read = Vec::new();
+    while read.len() < data.len() {
+        read.extend_from_slice(&follower.read_body().await.unwrap().unwrap());
+    }
+    assert_eq!(read, data.to_vec(), "read whole before the write ends");
+    let made: Vec<_> = std::fs::read_dir(dir.path().join("tmp")).unwrap().collect();
+    assert!(made.is_empty(), "no file yet: {made:?}");
+    miss.finish().await.unwrap();
+    assert_eq!(read_all(&mut reader).await.unwrap(), data);
+    assert_eq!(follower.read_body().await.unwrap(), None, "then the end");
+    assert_eq!(get(store, "/s").await.unwrap().1, data);
+    assert_eq!(files(dir.path(), "body").len(), 1);
+}
+
 #[tokio::test]
 async fn an_abandoned_write_is_an_error_to_its_readers_not_a_short_body() {
     let dir = tempfile::tempdir().unwrap();

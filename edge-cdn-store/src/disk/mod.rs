@@ -31,6 +31,8 @@ pub struct DiskTier {
     dir: PathBuf,
     fsync: bool,
     min_free_percent: u8,
+    /// The filesystem was under the free-space floor when last asked.
+    low: AtomicBool,
     generation: AtomicU64,
     /// When this store opened: the walk of the files removes only what is
     /// older.
@@ -211,14 +213,11 @@ impl BodyWriter {
         self.written
     }
 
-    /// The key hash this body is written for.
-    pub fn hash(&self) -> u128 {
-        self.hash
-    }
-
-    /// The temporary file, for readers following the write.
-    pub fn temp_path(&self) -> &Path {
-        &self.temp
+    /// The temporary file opened again (the same file, not by name), for
+    /// readers following the write: it stays readable after the commit
+    /// renames it.
+    pub fn share(&self) -> Result<File, StoreError> {
+        self.file.try_clone().map_err(io("share temporary body"))
     }
 
     /// Append body bytes.
@@ -327,6 +326,7 @@ impl DiskTier {
             dir: dir.to_path_buf(),
             fsync,
             min_free_percent,
+            low: AtomicBool::new(false),
             generation: AtomicU64::new(seed),
             opened: SystemTime::now(),
         })
@@ -354,7 +354,31 @@ impl DiskTier {
             // The directory itself may be gone: its filesystem is its parent's.
             Space::of(self.dir.parent().filter(|p| !p.as_os_str().is_empty())?)
         })?;
-        Some((space, space.is_low(self.min_free_percent)))
+        let low = space.is_low(self.min_free_percent);
+        self.low.store(low, Ordering::Relaxed);
+        Some((space, low))
+    }
+
+    /// Whether the filesystem was under the free-space floor when last
+    /// asked (by [`DiskTier::room`], [`DiskTier::begin`] or
+    /// [`DiskTier::space`]): no I/O.
+    pub fn was_low(&self) -> bool {
+        self.low.load(Ordering::Relaxed)
+    }
+
+    /// [`StoreError::LowSpace`] if the filesystem is under the free-space
+    /// floor now. Blocking (a `statvfs`), and nothing to ask with no floor.
+    pub fn room(&self) -> Result<(), StoreError> {
+        if self.min_free_percent == 0 {
+            return Ok(());
+        }
+        match self.space() {
+            Some((space, true)) => Err(StoreError::LowSpace {
+                free: space.free,
+                total: space.total,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Create and remove a file in `tmp/` (recreating the directories if
@@ -369,19 +393,16 @@ impl DiskTier {
     /// Start writing a body for `hash`; refused with
     /// [`StoreError::LowSpace`] under the free-space floor.
     pub fn begin(&self, hash: u128) -> Result<BodyWriter, StoreError> {
-        // With no floor there is nothing to check: no statvfs per write.
-        let floor = self.min_free_percent > 0;
-        if let Some((space, true)) = floor.then(|| self.space()).flatten() {
-            return Err(StoreError::LowSpace {
-                free: space.free,
-                total: space.total,
-            });
-        }
+        self.room()?;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let tmp = self.dir.join("tmp");
         let temp = tmp.join(format!("{}.{generation}.body", hex(hash)));
         let file = in_dir(&tmp, || {
-            OpenOptions::new().write(true).create_new(true).open(&temp)
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&temp)
         })
         .map_err(io("create temporary body"))?;
         // Owned by the writer before its first write, so a failure here
