@@ -4,7 +4,7 @@
 //! next to what they replace — the former `HashMap` index plus pingora's
 //! `lru::Manager` — and the catalog (primary keys and tags, for purges: on
 //! disk, so only its database's caches are in RAM; at most a million
-//! objects).
+//! objects unless `MEMORY_BENCH_CATALOG_OBJECTS` says otherwise).
 //! Counted by a wrapping allocator, so the figures are exact for this
 //! build, not estimates from RSS.
 //!
@@ -199,11 +199,15 @@ fn main() {
 
     // The catalog, on disk: a typical 40-byte primary key (site, host,
     // path) and two tags per object from a pool of a thousand, for at
-    // most a million objects (filling its database is the slow part of
-    // this bench). What it holds in RAM is its database's block cache and
-    // write buffers, which are bounded, and whatever grows with the
-    // objects; the second half of the objects shows the latter.
-    let catalog_objects = objects.min(1_000_000) as u64;
+    // most a million objects by default (filling its database is the slow
+    // part of this bench: about 35 µs per object). What it holds in RAM is
+    // its database's block cache and write buffers, which are bounded, and
+    // whatever grows with the objects; the second half of the objects
+    // shows the latter.
+    let catalog_objects = std::env::var("MEMORY_BENCH_CATALOG_OBJECTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(objects.min(1_000_000)) as u64;
     let dir = tempfile::tempdir().unwrap();
     let before = LIVE.load(Ordering::Relaxed);
     let (catalog, _) = open_catalog(dir.path()).unwrap();

@@ -270,8 +270,9 @@ impl Held {
                 chunks.iter().try_for_each(|chunk| write.write(chunk))?;
                 write.commit(&tiers.disk, blobs(&readers, &key))
             });
-        let lens = match stored {
-            Ok(lens) => lens,
+        // The permit is held until the object is installed.
+        let (lens, _permit) = match stored {
+            Ok(committed) => committed,
             Err(error) => {
                 tiers.write_failed(&error);
                 readers.done(len);
@@ -320,7 +321,7 @@ impl InFlight {
         } = flight;
         let written = write.written();
         match write.commit(&tiers.disk, blobs(&readers, &key)) {
-            Ok(lens) => install(tiers, hash, readers, record, lens, None),
+            Ok((lens, _permit)) => install(tiers, hash, readers, record, lens, None),
             Err(e) => {
                 // The whole body is in the file the readers hold open.
                 tiers.write_failed(&e);

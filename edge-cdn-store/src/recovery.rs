@@ -23,20 +23,25 @@
 //!
 //! A purge selects through the catalog, which may not yet list an object
 //! the walk has not reached. So while the walk runs, each purge's selector
-//! is remembered before it selects ([`Recovery::purging`]), and the walk
-//! removes any object it recovers that one of them picks, after recording
-//! it in the catalog: whichever comes first, the purge's selection or the
-//! walk's check sees the object. Past [`MAX_PURGES`] remembered selectors
-//! the walk keeps no further object at all, so no purge is ever missed.
+//! is remembered with its time before it selects ([`Recovery::purging`]),
+//! and the walk removes any object it recovers that one of them picks and
+//! that was written before it, after recording it in the catalog:
+//! whichever comes first, the purge's selection or the walk's check sees
+//! the object. A fill after the purge is not its business. Past
+//! [`MAX_PURGES`] remembered selectors the walk keeps no object written
+//! before that point at all, so no purge is ever missed.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use pingora_cache::key::HashBinary;
 
 use tokio::sync::watch;
 
 use crate::catalog::{unstored, OwnedSelector, Record};
-use crate::disk::Recovered;
+use crate::disk::{Recovered, Walked};
 use crate::eviction::ClockEviction;
 use crate::tiers::{hash_of, Tiers};
 
@@ -57,12 +62,55 @@ pub struct Recovery {
     done: watch::Sender<bool>,
 }
 
-/// The purges made while the walk runs.
+/// The purges made while the walk runs, each with when it was made (the
+/// latest, for a selector made twice), looked up by what they select.
 #[derive(Default)]
 struct Purges {
-    selectors: Vec<OwnedSelector>,
-    /// More than [`MAX_PURGES`] were made: every object is taken as purged.
-    overflowed: bool,
+    primaries: HashMap<HashBinary, SystemTime>,
+    tags: HashMap<String, SystemTime>,
+    prefixes: Vec<(Vec<u8>, SystemTime)>,
+    /// How many are remembered.
+    count: usize,
+    /// When more than [`MAX_PURGES`] had been made: every object written
+    /// before is taken as purged.
+    overflowed: Option<SystemTime>,
+}
+
+impl Purges {
+    fn remember(&mut self, selector: &OwnedSelector, at: SystemTime) {
+        if self.count >= MAX_PURGES {
+            if self.overflowed.is_none() {
+                self.overflowed = Some(at);
+                tracing::warn!(target: "edge_cdn_store", "over {MAX_PURGES} purges during recovery: the objects not yet recovered are dropped instead");
+            }
+            return;
+        }
+        self.count += 1;
+        match selector {
+            OwnedSelector::Primary(primary) => {
+                self.primaries.insert(*primary, at);
+            }
+            OwnedSelector::Tag(tag) => {
+                self.tags.insert(tag.clone(), at);
+            }
+            OwnedSelector::Prefix(prefix) => self.prefixes.push((prefix.clone(), at)),
+        }
+    }
+
+    /// Whether a purge made after `written` picks `record`'s object.
+    fn pick(&self, record: &Record, written: SystemTime) -> bool {
+        let after = |at: &SystemTime| written <= *at;
+        self.overflowed.as_ref().is_some_and(after)
+            || self.primaries.get(&record.key.primary).is_some_and(after)
+            || record
+                .tags
+                .iter()
+                .any(|t| self.tags.get(&**t).is_some_and(after))
+            || self
+                .prefixes
+                .iter()
+                .any(|(prefix, at)| after(at) && record.primary_key.starts_with(prefix))
+    }
 }
 
 /// How far a running walk has come.
@@ -100,22 +148,15 @@ impl Recovery {
     /// is remembered, so an object the walk recovers later is checked
     /// against it. Call it before selecting.
     pub fn purging(&self, selector: &OwnedSelector) {
-        if !self.walking.load(Ordering::Acquire) {
-            return;
-        }
-        let mut purges = self.purges();
-        if purges.selectors.len() < MAX_PURGES {
-            purges.selectors.push(selector.clone());
-        } else if !purges.overflowed {
-            purges.overflowed = true;
-            tracing::warn!(target: "edge_cdn_store", "over {MAX_PURGES} purges during recovery: the objects not yet recovered are dropped instead");
+        if self.walking.load(Ordering::Acquire) {
+            self.purges().remember(selector, SystemTime::now());
         }
     }
 
-    /// Whether a purge made during the walk picks `record`'s object.
-    fn purged(&self, record: &Record) -> bool {
-        let purges = self.purges();
-        purges.overflowed || purges.selectors.iter().any(|s| s.matches(record))
+    /// Whether a purge made during the walk, after `written`, picks
+    /// `record`'s object.
+    fn purged(&self, record: &Record, written: SystemTime) -> bool {
+        self.purges().pick(record, written)
     }
 
     fn purges(&self) -> std::sync::MutexGuard<'_, Purges> {
@@ -140,7 +181,7 @@ impl Recovery {
 
     fn finish(&self) {
         self.walking.store(false, Ordering::Release);
-        self.purges().selectors = Vec::new();
+        *self.purges() = Purges::default();
         self.done.send_replace(true);
     }
 }
@@ -149,15 +190,33 @@ impl Recovery {
 /// them (`walk`), then drop catalog entries of objects not stored, count
 /// the catalog, and evict down to the limit (a store reopened with a
 /// smaller `disk_bytes`). Blocking, for as long as the walk takes.
+///
+/// # Panics
+///
+/// Does not, by design; if it did, waiters are released, but the store
+/// stays "recovering" (it never saves an index it did not complete).
 pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool) {
     let recovery = &tiers.recovery;
+    let _release = Release(recovery);
     if walk {
         let fields = tiers.config.tag_headers.clone();
         tiers
             .disk
-            .walk(&fields, &recovery.stopped, |object, record| {
-                if recover(&tiers, object, record) {
-                    recovery.found.fetch_add(1, Ordering::Relaxed);
+            .walk(&fields, &recovery.stopped, |walked| match walked {
+                Walked::Object(object, record) => {
+                    if recover(&tiers, object, record) {
+                        recovery.found.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Walked::Unusable(hash, error) => {
+                    // Only what an earlier process left and is still
+                    // broken under the lock: a commit of this key may be
+                    // under way right now.
+                    let _held = tiers.hold(hash);
+                    if tiers.disk.before_open(hash) {
+                        tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "removing unusable cache object");
+                        tiers.remove_held(hash);
+                    }
                 }
             });
     }
@@ -168,7 +227,6 @@ pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool) {
     for victim in eviction.evict_to_limit() {
         let hash = hash_of(victim.key());
         let _held = tiers.hold(hash);
-        tiers.memory.remove(hash);
         tiers.remove_held(hash);
     }
     if walk {
@@ -185,16 +243,32 @@ pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool) {
     recovery.finish();
 }
 
+/// Releases the waiters of a walk that ends without finishing (a panic):
+/// they must not wait for ever.
+struct Release<'a>(&'a Recovery);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if !*self.0.done.borrow() {
+            if std::thread::panicking() {
+                tracing::error!(target: "edge_cdn_store", "store recovery failed; objects not reached stay misses until the next start");
+            }
+            self.0.done.send_replace(true);
+        }
+    }
+}
+
 /// Put one object the walk found back: in the catalog, then the index,
 /// unless it changed since it was read or a purge made meanwhile picks it.
 /// Returns whether it is stored.
 fn recover(tiers: &Tiers, object: Recovered, record: Record) -> bool {
     let hash = object.hash;
     let _held = tiers.hold(hash);
-    if !tiers.disk.is_current(hash, object.meta_id) {
+    if !tiers.disk.is_current(hash, &object) {
         return false;
     }
-    if tiers.recovery.purged(&record) {
+    let written = object.written;
+    if tiers.recovery.purged(&record, written) {
         tiers.remove_held(hash);
         return false;
     }
@@ -205,7 +279,7 @@ fn recover(tiers: &Tiers, object: Recovered, record: Record) -> bool {
     // A purge may have begun between the check above and the insert: the
     // check after the insert sees its selector, or its selection sees
     // the entry.
-    if tiers.recovery.purged(&record) {
+    if tiers.recovery.purged(&record, written) {
         tiers.remove_held(hash);
         return false;
     }
@@ -256,34 +330,48 @@ mod tests {
         }
     }
 
+    fn before() -> SystemTime {
+        SystemTime::now() - Duration::from_secs(1)
+    }
+
     #[test]
     fn purges_are_remembered_only_while_walking() {
         let idle = Recovery::new(false);
         idle.purging(&OwnedSelector::Tag("red".into()));
-        assert!(!idle.purged(&record("/a", &["red"])));
+        assert!(!idle.purged(&record("/a", &["red"]), before()));
         assert_eq!(idle.progress(), None);
 
         let walking = Recovery::new(true);
         walking.purging(&OwnedSelector::Tag("red".into()));
         walking.purging(&OwnedSelector::Prefix(b"/img/".to_vec()));
-        assert!(walking.purged(&record("/a", &["blue", "red"])));
-        assert!(walking.purged(&record("/img/1.png", &[])));
-        assert!(!walking.purged(&record("/a", &["blue"])));
+        assert!(walking.purged(&record("/a", &["blue", "red"]), before()));
+        assert!(walking.purged(&record("/img/1.png", &[]), before()));
+        assert!(!walking.purged(&record("/a", &["blue"]), before()));
         assert!(walking.progress().is_some());
         walking.finish();
         assert!(walking.progress().is_none());
 
         let by_url = Recovery::new(true);
         by_url.purging(&OwnedSelector::Primary([7; 16]));
-        assert!(by_url.purged(&record("/any/variant", &[])));
+        assert!(by_url.purged(&record("/any/variant", &[]), before()));
     }
 
     #[test]
-    fn past_the_bound_every_object_is_taken_as_purged() {
+    fn an_object_written_after_a_purge_is_not_its_business() {
+        let walking = Recovery::new(true);
+        walking.purging(&OwnedSelector::Tag("red".into()));
+        let later = SystemTime::now() + Duration::from_secs(1);
+        assert!(!walking.purged(&record("/a", &["red"]), later));
+    }
+
+    #[test]
+    fn past_the_bound_every_object_written_before_is_taken_as_purged() {
         let walking = Recovery::new(true);
         for i in 0..=MAX_PURGES {
             walking.purging(&OwnedSelector::Tag(format!("t{i}")));
         }
-        assert!(walking.purged(&record("/anything", &[])));
+        assert!(walking.purged(&record("/anything", &[]), before()));
+        let later = SystemTime::now() + Duration::from_secs(1);
+        assert!(!walking.purged(&record("/anything", &[]), later));
     }
 }

@@ -62,7 +62,11 @@ pub fn claim(dir: &Path) -> Result<u64, StoreError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
         ^ (u64::from(std::process::id()) << 32);
+    // The directory is synced after the rename: the new owner, and the
+    // removal of the index `take` just read, are durable before this
+    // store writes anything a resurrected old index would not know.
     replace(&dir.join(OWNER), |temp| fs::write(temp, id.to_le_bytes()))
+        .and_then(|()| File::open(dir)?.sync_all())
         .map_err(|e| StoreError::Io("claim the store directory", e))?;
     Ok(id)
 }

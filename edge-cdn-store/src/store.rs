@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -43,6 +43,9 @@ use crate::write::{Admitted, Writers};
 
 /// Object locks, striped by hash (see `Tiers::hold`).
 const OBJECT_LOCKS: usize = 256;
+
+/// How long saving the index waits for the writes in flight.
+const SAVE_WAIT: Duration = Duration::from_secs(5);
 
 /// A memory + disk storage backend for pingora-cache.
 pub struct TieredStore {
@@ -114,12 +117,16 @@ impl TieredStore {
     ) -> Result<TieredStore, StoreError> {
         let disk = DiskTier::open(&config.dir, config.fsync, config.min_free_percent)?;
         let index = Arc::new(Index::default());
-        let restored = snapshot::take(&config.dir, &index);
-        let owner = snapshot::claim(&config.dir)?;
         let (catalog, fresh) = catalog::open(&config.dir.join("catalog"))?;
-        // A fresh catalog lists nothing: the walk fills it, whatever the
-        // index knows.
-        let walk = !restored || fresh;
+        // A fresh catalog lists nothing, so no purge could find what a
+        // saved index would serve: the walk brings each object back with
+        // its entry. The saved index is taken (and so dropped) either way.
+        let restored = snapshot::take(&config.dir, &index) && !fresh;
+        if !restored {
+            index.clear();
+        }
+        let owner = snapshot::claim(&config.dir)?;
+        let walk = !restored;
         let eviction = Arc::new(ClockEviction::new(
             index.clone(),
             config.disk_bytes.as_u64(),
@@ -164,15 +171,23 @@ impl TieredStore {
     }
 
     /// Save the index, counters included, for the next start to take back
-    /// instead of walking the files: call it at a clean stop, once nothing
-    /// is written any more. Blocking. While the store is still recovering
-    /// its index is incomplete, so nothing is saved and the next start
-    /// walks again.
+    /// instead of walking the files: call it at a clean stop. It closes
+    /// the store to writes first (every later miss is served, not stored),
+    /// waits up to five seconds for the writes in flight, and makes the
+    /// catalog durable. Blocking. Nothing is saved while the store is
+    /// still recovering (its index is incomplete) or if writes did not
+    /// finish: the next start then walks the files.
     pub fn save_index(&self) -> Result<(), StoreError> {
-        if self.tiers.recovery.progress().is_some() {
+        let tiers = &self.tiers;
+        if tiers.recovery.progress().is_some() {
             return Ok(());
         }
-        snapshot::save(&self.tiers.config.dir, &self.tiers.index, self.owner)
+        if !tiers.writers.close(SAVE_WAIT) {
+            tracing::warn!(target: "edge_cdn_store", "writes still in flight; index not saved, the next start walks the files");
+            return Ok(());
+        }
+        tiers.catalog.persist()?;
+        snapshot::save(&tiers.config.dir, &tiers.index, self.owner)
     }
 
     /// The store's eviction manager, to pass to `HttpCache::enable` with
@@ -490,6 +505,9 @@ impl TieredStore {
         let (internal, header) = (Bytes::from(internal), Bytes::from(header));
         let tags = tags_in(meta.headers(), &tiers.config.tag_headers);
         let written = io::blocking(move || {
+            // Whole under the object's lock: a fill installing the same
+            // key meanwhile must not pair its body with these headers.
+            let _held = tiers.hold(hash);
             let Some(bytes) = tiers.disk.read_meta(hash)? else {
                 return Ok(false);
             };
@@ -503,7 +521,6 @@ impl TieredStore {
                 .disk
                 .commit_meta(hash, &new, &internal, &header, blobs.key)?;
             tiers.memory.update_meta(hash, internal, header);
-            let _held = tiers.hold(hash);
             match tiers.catalog.retag(&hash.to_be_bytes(), tags) {
                 Ok(()) => Ok(true),
                 Err(error) => {

@@ -204,10 +204,11 @@ impl Tiers {
         self.holds.lock(hash as usize)
     }
 
-    /// Remove `hash` from the index, the catalog and the disk; returns
-    /// whether its files were there. Blocking; call it holding
+    /// Remove `hash` from memory, the index, the catalog and the disk;
+    /// returns whether its files were there. Blocking; call it holding
     /// [`Tiers::hold`].
     pub fn remove_held(&self, hash: u128) -> bool {
+        self.memory.remove(hash);
         self.index.remove(hash);
         if let Err(error) = self.catalog.remove(&hash.to_be_bytes()) {
             // Harmless until the next start reconciles it away: a purge

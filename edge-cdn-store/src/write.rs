@@ -19,6 +19,7 @@ use crate::io;
 /// The permits for writes in flight.
 pub struct Writers {
     permits: Arc<Semaphore>,
+    concurrency: usize,
 }
 
 impl Writers {
@@ -26,17 +27,32 @@ impl Writers {
     pub fn new(concurrency: usize) -> Writers {
         Writers {
             permits: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
         }
     }
 
     /// Leave to write one object, or [`StoreError::Saturated`] if
-    /// `concurrency` writes are in flight.
+    /// `concurrency` writes are in flight (or the store is closed).
     pub fn admit(&self) -> Result<Admitted, StoreError> {
         self.permits
             .clone()
             .try_acquire_owned()
             .map(Admitted)
             .map_err(|_| StoreError::Saturated)
+    }
+
+    /// Admit no more writes, and wait (blocking, at most `wait`) until
+    /// every write in flight has finished or given up: whether it did.
+    pub fn close(&self, wait: std::time::Duration) -> bool {
+        self.permits.close();
+        let deadline = std::time::Instant::now() + wait;
+        while self.permits.available_permits() < self.concurrency {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
     }
 }
 
@@ -86,10 +102,17 @@ impl Write {
     }
 
     /// Commit the object with its meta file's `blobs`; returns the body
-    /// and meta file lengths. Blocking. The permit is released when this
-    /// returns, committed or not.
-    pub fn commit(self, disk: &DiskTier, blobs: MetaBlobs<'_>) -> Result<(u64, u64), StoreError> {
-        self.body.commit(disk, blobs)
+    /// and meta file lengths, and the permit, which the caller holds until
+    /// the object is installed (so a store that waits for every permit
+    /// back, as [`Writers::close`] does, sees no half-installed object).
+    /// Blocking. Not committed, the permit is released.
+    pub fn commit(
+        self,
+        disk: &DiskTier,
+        blobs: MetaBlobs<'_>,
+    ) -> Result<((u64, u64), Admitted), StoreError> {
+        let Write { body, permit } = self;
+        Ok((body.commit(disk, blobs)?, Admitted(permit)))
     }
 
     /// Stop writing, keeping the permit: the temporary file is removed

@@ -103,47 +103,73 @@ async fn capacity_is_respected_under_churn_and_no_file_leaks() {
     );
 }
 
-#[tokio::test]
-async fn recency_survives_a_restart_through_the_saved_index() {
+const HOT: [&str; 3] = ["o1", "o4", "o7"];
+
+fn names() -> Vec<String> {
+    (0..10).map(|i| format!("o{i}")).collect()
+}
+
+/// The child of the test below: ten objects, three of them read twice,
+/// then a clean stop; the hot objects' bytes left in `dir/hot`.
+async fn fill_and_stop(dir: &Path) {
+    let store = open_with_limit(dir, 100_000_000);
+    let mut hot_bytes = 0u64;
+    for name in &names() {
+        let size = put(store, name, 20_000).await;
+        if HOT.contains(&name.as_str()) {
+            hot_bytes += size as u64;
+        }
+    }
+    for name in HOT {
+        read(store, name);
+        read(store, name);
+    }
+    store.save_index().unwrap();
+    std::fs::write(dir.join("hot"), hot_bytes.to_string()).unwrap();
+}
+
+#[test]
+fn recency_survives_a_restart_through_the_saved_index() {
+    if let Some((_, dir)) = common::child_phase() {
+        return tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(fill_and_stop(&dir));
+    }
     let dir = tempfile::tempdir().unwrap();
-    let names: Vec<String> = (0..10).map(|i| format!("o{i}")).collect();
-    let hot = ["o1", "o4", "o7"];
-    let mut hot_bytes = 0;
-    {
-        let store = open_with_limit(dir.path(), 100_000_000);
-        for name in &names {
-            let size = put(store, name, 20_000).await;
-            if hot.contains(&name.as_str()) {
-                hot_bytes += size as u64;
-            }
-        }
-        for name in hot {
-            read(store, name);
-            read(store, name);
-        }
-        store.save_index().unwrap();
-    }
-    let store = open_with_limit(dir.path(), 100_000_000);
-    assert_eq!(
-        store.eviction().total_items(),
-        10,
-        "saved objects are tracked from the start"
+    common::child(
+        "recency_survives_a_restart_through_the_saved_index",
+        "fill",
+        dir.path(),
+        false,
     );
-    store.recovered().await;
-    // Room for the three read before the restart, and nothing else. With
-    // the counters lost, which three stay would be a matter of hash order.
-    store.eviction().set_weight_limit(hot_bytes);
-    let victims = store.eviction().evict_to_limit();
-    assert_eq!(victims.len(), 7);
-    purge_all(store, victims).await;
-    for name in &names {
+    let hot_bytes: u64 = std::fs::read_to_string(dir.path().join("hot"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = open_with_limit(dir.path(), 100_000_000);
         assert_eq!(
-            has(store, name).await,
-            hot.contains(&name.as_str()),
-            "{name}"
+            store.eviction().total_items(),
+            10,
+            "saved objects are tracked from the start"
         );
-    }
-    assert_eq!(files(dir.path()), 3);
+        store.recovered().await;
+        // Room for the three read before the restart, and nothing else.
+        // With the counters lost, which three stay would be a matter of
+        // hash order.
+        store.eviction().set_weight_limit(hot_bytes);
+        let victims = store.eviction().evict_to_limit();
+        assert_eq!(victims.len(), 7);
+        purge_all(store, victims).await;
+        for name in &names() {
+            assert_eq!(
+                has(store, name).await,
+                HOT.contains(&name.as_str()),
+                "{name}"
+            );
+        }
+        assert_eq!(files(dir.path()), 3);
+    });
 }
 
 #[tokio::test]

@@ -80,18 +80,6 @@ impl From<Selector<'_>> for OwnedSelector {
     }
 }
 
-impl OwnedSelector {
-    /// Whether it picks the object `record` describes, as a selection
-    /// through the catalog would.
-    pub fn matches(&self, record: &Record) -> bool {
-        match self {
-            OwnedSelector::Primary(primary) => record.key.primary == *primary,
-            OwnedSelector::Prefix(prefix) => record.primary_key.starts_with(prefix),
-            OwnedSelector::Tag(tag) => record.tags.iter().any(|t| **t == **tag),
-        }
-    }
-}
-
 /// What the store records for one object when it is committed.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -343,6 +331,13 @@ impl Catalog {
             out.extend(self.get(hash)?);
         }
         Ok(out)
+    }
+
+    /// Make every change so far durable (the journal is otherwise
+    /// written to the OS per batch, not synced): before the store saves
+    /// an index that counts on it.
+    pub fn persist(&self) -> Result<(), StoreError> {
+        self.db.persist(fjall::PersistMode::SyncAll).map_err(db)
     }
 
     /// Objects recorded, and distinct tags. Two counters: no I/O.

@@ -45,25 +45,22 @@ pub struct Recovered {
     pub hash: u128,
     /// Bytes on disk.
     pub size: u64,
-    /// Which meta file was read: a commit or removal since replaces or
-    /// unlinks it (see [`DiskTier::is_current`]).
-    pub meta_id: MetaId,
+    /// When its meta file was written.
+    pub written: SystemTime,
+    /// The meta file read, kept open until [`DiskTier::is_current`] has
+    /// compared it with what is at its name: an open file's inode cannot
+    /// be reused by a newer one meanwhile.
+    meta: File,
 }
 
-/// A meta file's identity: its device and inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetaId {
-    dev: u64,
-    ino: u64,
-}
-
-impl From<&fs::Metadata> for MetaId {
-    fn from(meta: &fs::Metadata) -> MetaId {
-        MetaId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        }
-    }
+/// What the walk of the files finds.
+pub enum Walked {
+    /// A whole object, with its catalog record.
+    Object(Recovered, Record),
+    /// An object whose files fail their checks (or a body without a meta
+    /// file), and why: to remove, if it is still so and older than the
+    /// store.
+    Unusable(u128, StoreError),
 }
 
 fn hex(hash: u128) -> String {
@@ -513,7 +510,7 @@ impl DiskTier {
 
     /// Whether every file `hash`'s object has was last written before this
     /// store opened: left by an earlier process, not being written now.
-    fn before_open(&self, hash: u128) -> bool {
+    pub fn before_open(&self, hash: u128) -> bool {
         let (meta, body) = self.paths(hash);
         [meta, body].iter().all(|path| match fs::metadata(path) {
             Ok(m) => m.modified().is_ok_and(|at| at < self.opened),
@@ -521,22 +518,21 @@ impl DiskTier {
         })
     }
 
-    /// Whether `hash`'s meta file is still `id`: not replaced by a newer
-    /// commit, nor removed, since the walk read it.
-    pub fn is_current(&self, hash: u128, id: MetaId) -> bool {
-        fs::metadata(self.paths(hash).0).is_ok_and(|meta| MetaId::from(&meta) == id)
+    /// Whether `hash`'s meta file is still the one `found` read: not
+    /// replaced by a newer commit, nor removed, since.
+    pub fn is_current(&self, hash: u128, found: &Recovered) -> bool {
+        let same = |a: &fs::Metadata, b: &fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+        match (fs::metadata(self.paths(hash).0), found.meta.metadata()) {
+            (Ok(now), Ok(then)) => same(&now, &then),
+            _ => false,
+        }
     }
 
     /// Walk the directory, handing `found` every complete object with its
-    /// catalog record (tags read from the fields named in `tag_fields`),
-    /// and deleting anything incomplete or corrupt, until done or
-    /// `stopped`.
-    pub fn walk(
-        &self,
-        tag_fields: &[String],
-        stopped: &AtomicBool,
-        mut found: impl FnMut(Recovered, Record),
-    ) {
+    /// catalog record (tags read from the fields named in `tag_fields`)
+    /// and every unusable one, until done or `stopped`. Leftovers of the
+    /// two-level layout and files not named by a hash are removed here.
+    pub fn walk(&self, tag_fields: &[String], stopped: &AtomicBool, mut found: impl FnMut(Walked)) {
         let shards = fs::read_dir(&self.dir).into_iter().flatten().flatten();
         for shard in shards.filter(|e| e.file_name().len() == 2) {
             for file in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
@@ -560,22 +556,15 @@ impl DiskTier {
                 };
                 match path.extension().and_then(|e| e.to_str()) {
                     Some("meta") => match self.check(hash, &path, tag_fields) {
-                        Ok((object, record)) => found(object, record),
-                        // Only files older than this store can be left
-                        // over: a commit under way replaces the body a
-                        // moment before the meta, and reading between the
-                        // two looks like a mismatch.
-                        Err(e) if self.before_open(hash) => {
-                            tracing::warn!(file = %path.display(), error = %e, "removing unusable cache object");
-                            self.remove(hash);
-                        }
-                        Err(_) => {}
+                        Ok((object, record)) => found(Walked::Object(object, record)),
+                        // Gone meanwhile, or the disk failing to read: not
+                        // a reason to remove anything.
+                        Err(StoreError::Io(..)) => {}
+                        Err(error) => found(Walked::Unusable(hash, error)),
                     },
-                    Some("body")
-                        if !path.with_extension("meta").exists() && self.before_open(hash) =>
-                    {
-                        let _ = fs::remove_file(&path);
-                    }
+                    Some("body") if !path.with_extension("meta").exists() => found(
+                        Walked::Unusable(hash, StoreError::Corrupt("body file without its meta")),
+                    ),
                     _ => {}
                 }
             }
@@ -590,7 +579,10 @@ impl DiskTier {
     ) -> Result<(Recovered, Record), StoreError> {
         let mut bytes = Vec::new();
         let mut file = File::open(path).map_err(io("read meta"))?;
-        let meta_id = MetaId::from(&file.metadata().map_err(io("stat meta"))?);
+        let written = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .map_err(io("stat meta"))?;
         file.read_to_end(&mut bytes).map_err(io("read meta"))?;
         let (meta, blobs) = MetaHeader::decode(&bytes)?;
         if meta.key != hash.to_be_bytes() {
@@ -603,7 +595,8 @@ impl DiskTier {
         let recovered = Recovered {
             hash,
             size: body.len + bytes.len() as u64,
-            meta_id,
+            written,
+            meta: file,
         };
         let record = Record {
             key: key.compact,
