@@ -215,7 +215,7 @@ fn a_corrupt_catalog_is_discarded_and_rebuilt_from_the_files() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(left, ["v1-1"], "the corrupt and the old catalogs are gone");
+    assert_eq!(left, ["v2-1"], "the corrupt and the old catalogs are gone");
 }
 
 #[tokio::test]
@@ -236,5 +236,5 @@ async fn a_catalog_held_by_another_store_is_left_to_it() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     generations.sort();
-    assert_eq!(generations, ["v1-0", "v1-1"]);
+    assert_eq!(generations, ["v2-0", "v2-1"]);
 }

@@ -21,7 +21,7 @@
 mod entry;
 mod open;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -109,6 +109,12 @@ pub struct Catalog {
     primaries: Keyspace,
     variants: Keyspace,
     tags: Keyspace,
+    /// How many objects carry each tag: a tag is counted as distinct while
+    /// its count is above zero, with one point read per tag a change
+    /// touches (a scan of the tag's entries would cross the tombstones of
+    /// every object just removed, making a purge of a large tag
+    /// quadratic).
+    tag_counts: Keyspace,
     /// Held by every mutation from its reads to its commit.
     writer: Mutex<()>,
     /// Objects recorded.
@@ -145,6 +151,7 @@ impl Catalog {
             primaries: db.keyspace("primaries", scanned)?,
             variants: db.keyspace("variants", scanned)?,
             tags: db.keyspace("tags", scanned)?,
+            tag_counts: db.keyspace("tag_counts", point)?,
             db,
             writer: Mutex::new(()),
             object_count: AtomicUsize::new(0),
@@ -171,7 +178,8 @@ impl Catalog {
     }
 
     /// Replace `hash`'s entry by what `new` makes of the old one, with its
-    /// index entries, in one batch; then move the counters.
+    /// index entries and its tags' counts, in one batch under the writer
+    /// lock; then move the counters.
     fn change(
         &self,
         hash: &HashBinary,
@@ -184,6 +192,61 @@ impl Catalog {
             return Ok(());
         }
         let mut batch = self.db.batch();
+        self.stage(&mut batch, hash, &old, &new);
+        let mut carried: HashMap<&str, i64> = HashMap::new();
+        for tag in old.iter().flat_map(|e| e.tags.iter()) {
+            *carried.entry(tag).or_default() -= 1;
+        }
+        for tag in new.iter().flat_map(|e| e.tags.iter()) {
+            *carried.entry(tag).or_default() += 1;
+        }
+        // Each tag's count moves in the same batch, under the writer lock,
+        // so no other change moves it meanwhile.
+        let (mut gained, mut lost) = (0usize, 0usize);
+        for (tag, delta) in carried.into_iter().filter(|(_, d)| *d != 0) {
+            let before = self.tag_count_of(tag)?;
+            match (before, (before as i64 + delta).max(0) as u64) {
+                (0, 0) => {}
+                (_, 0) => {
+                    batch.remove(&self.tag_counts, tag.as_bytes());
+                    lost += 1;
+                }
+                (before, after) => {
+                    batch.insert(&self.tag_counts, tag.as_bytes(), after.to_le_bytes());
+                    gained += usize::from(before == 0);
+                }
+            }
+        }
+        batch.commit().map_err(db)?;
+        self.tag_count.fetch_add(gained, Ordering::Relaxed);
+        self.tag_count.fetch_sub(lost, Ordering::Relaxed);
+        match (old.is_some(), new.is_some()) {
+            (false, true) => self.object_count.fetch_add(1, Ordering::Relaxed),
+            (true, false) => self.object_count.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        Ok(())
+    }
+
+    /// How many objects carry `tag`.
+    fn tag_count_of(&self, tag: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .tag_counts
+            .get(tag.as_bytes())
+            .map_err(db)?
+            .and_then(|v| <[u8; 8]>::try_from(&*v).ok())
+            .map_or(0, u64::from_le_bytes))
+    }
+
+    /// Put into `batch` what turns `hash`'s entry `old` into `new`, index
+    /// entries included.
+    fn stage(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        hash: &HashBinary,
+        old: &Option<Entry>,
+        new: &Option<Entry>,
+    ) {
         let keys = |entry: &Option<Entry>| -> [HashSet<Vec<u8>>; 3] {
             let Some(entry) = entry else {
                 return Default::default();
@@ -194,7 +257,7 @@ impl Catalog {
                 entry.tags.iter().map(|t| tag_entry(t, hash)).collect(),
             ]
         };
-        let (before, after) = (keys(&old), keys(&new));
+        let (before, after) = (keys(old), keys(new));
         let indexes = [&self.primaries, &self.variants, &self.tags];
         for ((index, before), after) in indexes.into_iter().zip(&before).zip(&after) {
             for gone in before.difference(after) {
@@ -207,7 +270,7 @@ impl Catalog {
         for added in after[1].difference(&before[1]) {
             batch.insert(&self.variants, added.as_slice(), []);
         }
-        if let Some(entry) = &new {
+        if let Some(entry) = new {
             // Every tag entry carries the object's entry, which changed.
             let value = entry.encode();
             for key in &after[2] {
@@ -217,65 +280,22 @@ impl Catalog {
         } else {
             batch.remove(&self.objects, hash.as_slice());
         }
-        // A tag is counted while any object carries it: one seek per tag
-        // gained (before the commit) or lost (after it), under the writer
-        // lock, so no other change moves the count meanwhile.
-        let tags = |entry: &Option<Entry>| -> HashSet<Box<str>> {
-            entry.iter().flat_map(|e| e.tags.iter().cloned()).collect()
-        };
-        let (had, has) = (tags(&old), tags(&new));
-        let mut gained = 0;
-        for tag in has.difference(&had) {
-            gained += usize::from(!self.tagged(tag)?);
-        }
-        batch.commit().map_err(db)?;
-        let mut lost = 0;
-        for tag in had.difference(&has) {
-            lost += usize::from(!self.tagged(tag)?);
-        }
-        self.tag_count.fetch_add(gained, Ordering::Relaxed);
-        self.tag_count.fetch_sub(lost, Ordering::Relaxed);
-        match (old.is_some(), new.is_some()) {
-            (false, true) => self.object_count.fetch_add(1, Ordering::Relaxed),
-            (true, false) => self.object_count.fetch_sub(1, Ordering::Relaxed),
-            _ => 0,
-        };
-        Ok(())
-    }
-
-    /// Whether any object carries `tag`.
-    fn tagged(&self, tag: &str) -> Result<bool, StoreError> {
-        let prefix = tag_prefix(tag);
-        for kv in self.tags.prefix(&prefix) {
-            if hash_after(&kv.key().map_err(db)?, prefix.len()).is_some() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// Set the object counter to `objects` and count the distinct tags:
-    /// one scan of the tag index, after recovery. A change made during the
+    /// one scan of the tag counts, after recovery. A change made during the
     /// scan may leave the counters off by that change, until the next.
     pub fn recount(&self, objects: usize) -> Result<(), StoreError> {
         self.object_count.store(objects, Ordering::Relaxed);
         self.count_tags()
     }
 
-    /// Count the distinct tags in the `tags` index: one scan.
+    /// Count the distinct tags: one scan of the tag counts.
     fn count_tags(&self) -> Result<(), StoreError> {
         let mut distinct = 0;
-        let mut last: Option<Vec<u8>> = None;
-        for kv in self.tags.iter() {
-            let key = kv.key().map_err(db)?;
-            // A tag, NUL, then a 16-byte hash.
-            let Some(tag) = key.len().checked_sub(17).map(|n| &key[..n]) else {
-                continue;
-            };
-            if last.as_deref() != Some(tag) {
-                distinct += 1;
-                last = Some(tag.to_vec());
-            }
+        for kv in self.tag_counts.iter() {
+            kv.key().map_err(db)?;
+            distinct += 1;
         }
         self.tag_count.store(distinct, Ordering::Relaxed);
         Ok(())

@@ -23,8 +23,9 @@ use super::Catalog;
 use crate::error::StoreError;
 
 /// The catalog's own format: a generation of another is discarded. Bump it
-/// on any change to [`super::entry`]'s layout.
-const FORMAT: u32 = 1;
+/// on any change to [`super::entry`]'s layout or to the keyspaces (2: the
+/// tag counts).
+const FORMAT: u32 = 2;
 
 /// How one attempt to open a generation ended.
 enum Attempt {

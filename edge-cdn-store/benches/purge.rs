@@ -1,0 +1,124 @@
+//! Purging by tag: select a quarter of the store with `select_for_purge`
+//! and remove it through `Storage::purge`, one object at a time with 16 in
+//! flight, as the host does.
+//!
+//! `cargo bench -p edge-cdn-store --bench purge` (objects: the
+//! `PURGE_OBJECTS` environment variable, default 200,000 of 1 KiB; the
+//! store goes in a temporary directory under `PURGE_DIR`, default the
+//! system's).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use bytesize::ByteSize;
+use edge_cdn_store::{NoopObserver, Selector, StoreConfig, TieredStore};
+use pingora_cache::key::CacheKey;
+use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
+use pingora_cache::trace::Span;
+use pingora_cache::CacheMeta;
+use pingora_http::ResponseHeader;
+
+/// Purges in flight at once, as the host has.
+const IN_FLIGHT: usize = 16;
+
+fn meta(tag: &str) -> CacheMeta {
+    let now = SystemTime::now();
+    let mut header = ResponseHeader::build(200, None).unwrap();
+    header
+        .append_header("Cache-Control", "public, max-age=86400")
+        .unwrap();
+    header.append_header("Surrogate-Key", tag).unwrap();
+    CacheMeta::new(now + Duration::from_secs(86400), now, 0, 0, header)
+}
+
+fn tag(i: usize) -> &'static str {
+    ["a", "b", "b", "b"][i % 4]
+}
+
+fn main() {
+    let objects: usize = std::env::var("PURGE_OBJECTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
+    let dir = match std::env::var_os("PURGE_DIR") {
+        Some(parent) => tempfile::tempdir_in(parent),
+        None => tempfile::tempdir(),
+    }
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store: &'static TieredStore = Box::leak(Box::new(
+            TieredStore::open(
+                StoreConfig {
+                    dir: dir.path().to_path_buf(),
+                    disk_bytes: ByteSize::gib(64),
+                    min_free_percent: 0,
+                    ..StoreConfig::default()
+                },
+                Arc::new(NoopObserver),
+            )
+            .unwrap(),
+        ));
+        store.recovered().await;
+        let started = Instant::now();
+        let body = Bytes::from(vec![7u8; 1024]);
+        let fills: Vec<_> = (0..16)
+            .map(|t| {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let span = Span::inactive().handle();
+                    for i in (t..objects).step_by(16) {
+                        let key = CacheKey::new(format!("www.example.com/o/{i:09}"), "www");
+                        let mut miss = store
+                            .get_miss_handler(&key, &meta(tag(i)), &span)
+                            .await
+                            .unwrap();
+                        miss.write_body(body.clone(), true).await.unwrap();
+                        miss.finish().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for fill in fills {
+            fill.await.unwrap();
+        }
+        println!(
+            "{objects} objects of 1 KiB stored in {:.1} s; a quarter tagged a",
+            started.elapsed().as_secs_f64()
+        );
+
+        let started = Instant::now();
+        let listed = store.select_for_purge(Selector::Tag("a")).await.unwrap();
+        let selected = started.elapsed();
+        let mut purging = tokio::task::JoinSet::new();
+        for object in listed.iter().cloned() {
+            if purging.len() >= IN_FLIGHT {
+                purging.join_next().await;
+            }
+            purging.spawn(async move {
+                let span = Span::inactive().handle();
+                let target = PurgeTarget::Active(&object.key);
+                store
+                    .purge(target, PurgeType::Invalidation, &span)
+                    .await
+                    .unwrap();
+            });
+        }
+        while purging.join_next().await.is_some() {}
+        let took = started.elapsed();
+        println!(
+            "  {} purged by tag in {:.2} s ({:.1} µs per object; selecting took {:.2} s)",
+            listed.len(),
+            took.as_secs_f64(),
+            took.as_secs_f64() * 1e6 / listed.len() as f64,
+            selected.as_secs_f64()
+        );
+        assert!(store.select(Selector::Tag("a")).await.unwrap().is_empty());
+        assert_eq!(store.health().disk_objects, objects - listed.len());
+    });
+}
