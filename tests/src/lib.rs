@@ -174,8 +174,27 @@ pub fn guest(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A free loopback port (bound and released; good enough for tests).
+/// Ports [`free_addr`] picks from: below Linux's ephemeral range (32768 and
+/// up by default), which outgoing connections take their local ports from.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A free loopback address for a server a test starts, bound and released.
+/// A port from the ephemeral range could be taken by any outgoing
+/// connection (of this or another test process) before the server binds
+/// it, and the server would fail to start; so the port is a random one
+/// below that range, checked free by binding it. Concurrent test processes
+/// pick the same one only by a rare chance.
 pub fn free_addr() -> SocketAddr {
+    use std::hash::{BuildHasher, Hasher};
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    for attempt in 0..100u64 {
+        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+        random.write_u64(attempt);
+        let port = TEST_PORTS.start + (random.finish() % span) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
