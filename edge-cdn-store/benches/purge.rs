@@ -7,13 +7,11 @@
 //! store goes in a temporary directory under `PURGE_DIR`, default the
 //! system's).
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use bytesize::ByteSize;
-use edge_cdn_store::{NoopObserver, Selector, StoreConfig, TieredStore};
-use pingora_cache::key::CacheKey;
+use edge_cdn_store::Selector;
 use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
 use pingora_cache::CacheMeta;
@@ -52,41 +50,10 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store: &'static TieredStore = Box::leak(Box::new(
-            TieredStore::open(
-                StoreConfig {
-                    dir: dir.path().to_path_buf(),
-                    disk_bytes: ByteSize::gib(64),
-                    min_free_percent: 0,
-                    ..StoreConfig::default()
-                },
-                Arc::new(NoopObserver),
-            )
-            .unwrap(),
-        ));
+        let store = common::open(dir.path());
         store.recovered().await;
         let started = Instant::now();
-        let body = Bytes::from(vec![7u8; 1024]);
-        let fills: Vec<_> = (0..16)
-            .map(|t| {
-                let body = body.clone();
-                tokio::spawn(async move {
-                    let span = Span::inactive().handle();
-                    for i in (t..objects).step_by(16) {
-                        let key = CacheKey::new(format!("www.example.com/o/{i:09}"), "www");
-                        let mut miss = store
-                            .get_miss_handler(&key, &meta(tag(i)), &span)
-                            .await
-                            .unwrap();
-                        miss.write_body(body.clone(), true).await.unwrap();
-                        miss.finish().await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for fill in fills {
-            fill.await.unwrap();
-        }
+        common::fill(store, objects, |i| meta(tag(i))).await;
         println!(
             "{objects} objects of 1 KiB stored in {:.1} s; a quarter tagged a",
             started.elapsed().as_secs_f64()

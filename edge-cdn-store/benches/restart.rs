@@ -16,16 +16,13 @@
 //!    of 10M objects (two files each) cannot be built here: the walk's
 //!    cost per object is measured and scales linearly.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use bytesize::ByteSize;
 use edge_cdn_store::__bench::{claim_index_dir, save_index, take_index, Index};
-use edge_cdn_store::{NoopObserver, StoreConfig, TieredStore};
-use pingora_cache::key::CacheKey;
 use pingora_cache::storage::Storage;
 use pingora_cache::trace::Span;
 use pingora_cache::CacheMeta;
@@ -46,20 +43,7 @@ fn hash(i: u64) -> u128 {
     u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) ^ 0x5851_F42D
 }
 
-fn config(dir: &Path) -> StoreConfig {
-    StoreConfig {
-        dir: dir.to_path_buf(),
-        disk_bytes: ByteSize::gib(64),
-        min_free_percent: 0,
-        ..StoreConfig::default()
-    }
-}
-
-fn key(i: usize) -> CacheKey {
-    CacheKey::new(format!("www.example.com/assets/{i:09}.js"), "www")
-}
-
-fn meta() -> CacheMeta {
+fn meta(_: usize) -> CacheMeta {
     let now = SystemTime::now();
     let mut header = ResponseHeader::build(200, None).unwrap();
     header
@@ -138,9 +122,7 @@ fn restart(dir: &Path, clean: bool) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let started = Instant::now();
-        let store: &'static TieredStore = Box::leak(Box::new(
-            TieredStore::open(config(dir), Arc::new(NoopObserver)).unwrap(),
-        ));
+        let store = common::open(dir);
         let opened = started.elapsed();
         let mut first = None;
         let mut half = None;
@@ -160,7 +142,11 @@ fn restart(dir: &Path, clean: bool) {
         store.recovered().await;
         let recovered = started.elapsed();
         let span = Span::inactive().handle();
-        assert!(store.lookup(&key(n - 1), &span).await.unwrap().is_some());
+        assert!(store
+            .lookup(&common::key(n - 1), &span)
+            .await
+            .unwrap()
+            .is_some());
         let after = if clean { "a clean stop" } else { "a crash" };
         println!("{n} objects of 1 KiB on disk, restarted after {after}");
         for (what, took) in [
@@ -183,29 +169,8 @@ fn fill(dir: &Path, clean: bool) {
     let n = objects("RESTART_STORE_OBJECTS", 100_000);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store: &'static TieredStore = Box::leak(Box::new(
-            TieredStore::open(config(dir), Arc::new(NoopObserver)).unwrap(),
-        ));
-        let body = Bytes::from(vec![7u8; 1024]);
-        let tasks: Vec<_> = (0..16)
-            .map(|t| {
-                let body = body.clone();
-                tokio::spawn(async move {
-                    let span = Span::inactive().handle();
-                    for i in (t..n).step_by(16) {
-                        let mut miss = store
-                            .get_miss_handler(&key(i), &meta(), &span)
-                            .await
-                            .unwrap();
-                        miss.write_body(body.clone(), true).await.unwrap();
-                        miss.finish().await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
+        let store = common::open(dir);
+        common::fill(store, n, meta).await;
         if clean {
             store.save_index().unwrap();
         }

@@ -312,22 +312,6 @@ impl Index {
         self.bytes.fetch_add(u64::from(size), Ordering::Relaxed);
     }
 
-    /// Forget every object (a saved index that is not to be used).
-    pub fn clear(&self) {
-        for mut table in self.shards.each() {
-            let removed: u64 = table
-                .slots
-                .iter()
-                .filter(|s| !s.is_empty())
-                .map(|s| u64::from(s.size))
-                .sum();
-            let count = table.len;
-            *table = Table::default();
-            self.objects.fetch_sub(count, Ordering::Relaxed);
-            self.bytes.fetch_sub(removed, Ordering::Relaxed);
-        }
-    }
-
     /// Objects and bytes recorded. Cheap: two counters.
     pub fn totals(&self) -> (usize, u64) {
         (

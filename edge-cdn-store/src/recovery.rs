@@ -267,19 +267,13 @@ fn recover(tiers: &Tiers, object: Recovered, record: Record) -> bool {
     if !tiers.disk.is_current(hash, &object) {
         return false;
     }
-    let written = object.written;
-    if tiers.recovery.purged(&record, written) {
-        tiers.remove_held(hash);
-        return false;
-    }
     if let Err(error) = tiers.catalog.insert(record.clone()) {
         tiers.uncataloged(hash, error);
         return false;
     }
-    // A purge may have begun between the check above and the insert: the
-    // check after the insert sees its selector, or its selection sees
-    // the entry.
-    if tiers.recovery.purged(&record, written) {
+    // After the insert: a purge remembered before this check is seen by
+    // it, and one remembered after selects through the entry just made.
+    if tiers.recovery.purged(&record, object.written) {
         tiers.remove_held(hash);
         return false;
     }

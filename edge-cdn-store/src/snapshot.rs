@@ -132,11 +132,17 @@ pub fn take(dir: &Path, index: &Index) -> bool {
         Err(e) => Err(e),
     };
     // Whatever it held, it is not trusted twice.
-    let _ = fs::remove_file(&file);
+    discard(dir);
     taken.unwrap_or_else(|error| {
         tracing::warn!(target: "edge_cdn_store", file = %file.display(), %error, "index snapshot unusable; the files are walked instead");
         false
     })
+}
+
+/// Remove `dir`'s snapshot unread, if there is one: it must not be
+/// trusted later. Blocking; [`claim`] makes the removal durable.
+pub fn discard(dir: &Path) {
+    let _ = fs::remove_file(path(dir));
 }
 
 /// The owner id and record count of a whole snapshot; `None` if there is

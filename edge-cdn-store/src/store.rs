@@ -120,11 +120,13 @@ impl TieredStore {
         let (catalog, fresh) = catalog::open(&config.dir.join("catalog"))?;
         // A fresh catalog lists nothing, so no purge could find what a
         // saved index would serve: the walk brings each object back with
-        // its entry. The saved index is taken (and so dropped) either way.
-        let restored = snapshot::take(&config.dir, &index) && !fresh;
-        if !restored {
-            index.clear();
-        }
+        // its entry, and the saved index is dropped unread.
+        let restored = if fresh {
+            snapshot::discard(&config.dir);
+            false
+        } else {
+            snapshot::take(&config.dir, &index)
+        };
         let owner = snapshot::claim(&config.dir)?;
         let walk = !restored;
         let eviction = Arc::new(ClockEviction::new(

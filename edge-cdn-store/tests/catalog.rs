@@ -7,23 +7,12 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use common::{body, child, child_phase, config, open, put_with, reopen};
+use common::{body, child, child_phase, config, open, put_with, reopen, tagged};
 use pingora_cache::key::{CacheHashKey, CacheKey};
 use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
-use pingora_cache::CacheMeta;
-use pingora_http::ResponseHeader;
-
-fn tagged(surrogate_key: &str) -> CacheMeta {
-    let mut header = ResponseHeader::build(200, None).unwrap();
-    header
-        .insert_header("surrogate-key", surrogate_key)
-        .unwrap();
-    let now = SystemTime::now();
-    CacheMeta::new(now + Duration::from_secs(600), now, 0, 0, header)
-}
 
 fn variant(primary: &str, variance: Option<u8>) -> CacheKey {
     let mut key = CacheKey::new(primary, "site");

@@ -4,8 +4,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::{body, config, get_body, key, meta, put};
@@ -17,8 +16,6 @@ use proptest::prelude::*;
 fn open(dir: &Path) -> &'static TieredStore {
     common::open(config(dir))
 }
-
-const CHILD: &str = "EDGE_STORE_CRASH_CHILD_DIR";
 
 /// Run as the child: commit five objects, start a sixth, say so, then wait
 /// to be killed.
@@ -43,27 +40,16 @@ fn child(dir: &Path) {
 
 #[test]
 fn a_process_killed_mid_write_keeps_every_committed_object_and_nothing_torn() {
-    if let Some(dir) = std::env::var_os(CHILD) {
-        return child(Path::new(&dir));
+    if let Some((_, dir)) = common::child_phase() {
+        return child(&dir);
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut process = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_process_killed_mid_write_keeps_every_committed_object_and_nothing_torn",
-            "--test-threads=1",
-        ])
-        .env(CHILD, dir.path())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.path().join("ready").exists() {
-        assert!(Instant::now() < deadline, "child never got mid-write");
-        assert!(process.try_wait().unwrap().is_none(), "child exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    process.kill().unwrap(); // SIGKILL: no destructor runs.
-    process.wait().unwrap();
+    common::child(
+        "a_process_killed_mid_write_keeps_every_committed_object_and_nothing_torn",
+        "mid-write",
+        dir.path(),
+        true,
+    );
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

@@ -4,27 +4,14 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
-
 use bytes::Bytes;
-use common::{body, child, child_phase, config, get_body, key, open, put_with};
+use common::{body, child, child_phase, config, get_body, key, open, put_with, tagged};
 use edge_cdn_store::Selector::Tag;
 use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
-use pingora_cache::CacheMeta;
-use pingora_http::ResponseHeader;
 
 /// Objects per test: enough that a walk takes a while.
 const OBJECTS: usize = 1500;
-
-fn tagged(surrogate_key: &str) -> CacheMeta {
-    let mut header = ResponseHeader::build(200, None).unwrap();
-    header
-        .insert_header("surrogate-key", surrogate_key)
-        .unwrap();
-    let now = SystemTime::now();
-    CacheMeta::new(now + Duration::from_secs(600), now, 0, 0, header)
-}
 
 fn name(i: usize) -> String {
     format!("/o/{i}")

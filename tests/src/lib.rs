@@ -355,14 +355,7 @@ impl Stavka {
 
     /// What `/readyz` lists as degraded.
     pub async fn degraded(&self) -> Vec<String> {
-        let ready: serde_json::Value = client()
-            .get(self.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready = self.admin_json("/readyz").await;
         ready["degraded"]
             .as_array()
             .map(|all| {

@@ -540,14 +540,7 @@ async fn a_module_that_exports_no_hook_changes_nothing() {
     let stavka = Stavka::with_policy(&origin, "no-exports", "").await;
     assert_eq!(stavka.get("/plain").await.text(), "plain");
     assert!(stavka.get("/plain").await.cache_status().contains("hit"));
-    let listing: serde_json::Value = client()
-        .get(stavka.admin_url("/policies"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listing = stavka.admin_json("/policies").await;
     assert_eq!(listing["modules"][0]["name"], "p");
     assert_eq!(listing["modules"][0]["hooks"], serde_json::json!([]));
 }

@@ -64,6 +64,16 @@ pub fn meta(tag: &str) -> CacheMeta {
     CacheMeta::new(now + Duration::from_secs(600), now, 0, 0, header)
 }
 
+/// A fresh response meta whose `Surrogate-Key` says `surrogate_key`.
+pub fn tagged(surrogate_key: &str) -> CacheMeta {
+    let mut header = ResponseHeader::build(200, None).unwrap();
+    header
+        .insert_header("surrogate-key", surrogate_key)
+        .unwrap();
+    let now = SystemTime::now();
+    CacheMeta::new(now + Duration::from_secs(600), now, 0, 0, header)
+}
+
 /// `len` bytes that differ by `seed` and by position.
 pub fn body(len: usize, seed: u8) -> Bytes {
     Bytes::from(

@@ -1,0 +1,60 @@
+//! What the store's benchmarks share: a store on a directory, and a fill
+//! of many 1 KiB objects through the `Storage` interface.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use bytesize::ByteSize;
+use edge_cdn_store::{NoopObserver, StoreConfig, TieredStore};
+use pingora_cache::key::CacheKey;
+use pingora_cache::storage::Storage;
+use pingora_cache::trace::Span;
+use pingora_cache::CacheMeta;
+
+/// Fills in flight at once.
+const FILLERS: usize = 16;
+
+/// A store in `dir` with room for everything and no free-space floor,
+/// for the rest of the process (pingora wants `'static`).
+pub fn open(dir: &Path) -> &'static TieredStore {
+    let config = StoreConfig {
+        dir: dir.to_path_buf(),
+        disk_bytes: ByteSize::gib(64),
+        min_free_percent: 0,
+        ..StoreConfig::default()
+    };
+    Box::leak(Box::new(
+        TieredStore::open(config, Arc::new(NoopObserver)).unwrap(),
+    ))
+}
+
+/// The key of object `i`.
+pub fn key(i: usize) -> CacheKey {
+    CacheKey::new(format!("www.example.com/o/{i:09}"), "www")
+}
+
+/// Store objects `0..n` of 1 KiB each, object `i` with `meta(i)`, from
+/// [`FILLERS`] tasks.
+pub async fn fill(store: &'static TieredStore, n: usize, meta: fn(usize) -> CacheMeta) {
+    let body = Bytes::from(vec![7u8; 1024]);
+    let fillers: Vec<_> = (0..FILLERS)
+        .map(|t| {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let span = Span::inactive().handle();
+                for i in (t..n).step_by(FILLERS) {
+                    let mut miss = store
+                        .get_miss_handler(&key(i), &meta(i), &span)
+                        .await
+                        .unwrap();
+                    miss.write_body(body.clone(), true).await.unwrap();
+                    miss.finish().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for filler in fillers {
+        filler.await.unwrap();
+    }
+}
