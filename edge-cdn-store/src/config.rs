@@ -12,10 +12,22 @@ use serde::Deserialize;
 pub struct StoreConfig {
     /// The disk tier's directory. Default `cache`.
     pub dir: PathBuf,
-    /// Bytes the disk tier may hold (bodies and metadata): the limit of
-    /// the store's eviction manager ([`TieredStore::eviction`](crate::TieredStore::eviction)),
-    /// which evicts the least used beyond it. Default `1GiB`.
+    /// Bytes the disk tier may hold (bodies and metadata), the segment
+    /// ring included: the rest is the limit of the store's eviction
+    /// manager ([`TieredStore::eviction`](crate::TieredStore::eviction)),
+    /// which evicts the least used objects kept in files beyond it.
+    /// Default `1GiB`.
     pub disk_bytes: ByteSize,
+    /// Bytes of `disk_bytes` given to the segment ring, where small objects
+    /// are appended to 8 MiB region files instead of two files each, and
+    /// reclaimed a region at a time, oldest first. Whole regions; at least
+    /// three, or `0` for no ring. Default: a quarter of `disk_bytes`, or no
+    /// ring if that is under three regions.
+    pub segment_bytes: Option<ByteSize>,
+    /// Objects whose stored entry (body, headers and key) is at most this
+    /// size go to the segment ring; larger ones, to files. At most
+    /// `256KiB`. Default `128KiB`.
+    pub segment_max_object: ByteSize,
     /// Bytes of bodies the memory tier may hold. Default `64MiB`.
     pub memory_bytes: ByteSize,
     /// Objects up to this size are kept in memory when written and
@@ -63,6 +75,8 @@ impl Default for StoreConfig {
         StoreConfig {
             dir: PathBuf::from("cache"),
             disk_bytes: ByteSize::gib(1),
+            segment_bytes: None,
+            segment_max_object: ByteSize::kib(128),
             memory_bytes: ByteSize::mib(64),
             memory_max_object: ByteSize::kib(256),
             max_object_size: ByteSize::mib(64),
@@ -79,7 +93,30 @@ impl Default for StoreConfig {
     }
 }
 
+/// Fewest regions a segment ring has: the head, the one being freed and
+/// one between.
+const MIN_REGIONS: u64 = 3;
+
 impl StoreConfig {
+    /// Regions in the segment ring (0: no ring), from `segment_bytes`.
+    pub fn segment_regions(&self) -> usize {
+        let region = crate::segments::REGION_BYTES;
+        let regions = match self.segment_bytes {
+            Some(bytes) => bytes.as_u64() / region,
+            None => self.disk_bytes.as_u64() / 4 / region,
+        };
+        if regions < MIN_REGIONS {
+            0
+        } else {
+            usize::try_from(regions).unwrap_or(0)
+        }
+    }
+
+    /// Bytes the segment ring takes.
+    pub fn ring_bytes(&self) -> u64 {
+        self.segment_regions() as u64 * crate::segments::REGION_BYTES
+    }
+
     /// Problems with the values, each naming its field.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
@@ -93,6 +130,26 @@ impl StoreConfig {
                 "max_object_size",
                 format!("is larger than disk_bytes ({})", self.disk_bytes),
             ));
+        }
+        if let Some(bytes) = self.segment_bytes.filter(|b| b.as_u64() != 0) {
+            let least = crate::segments::REGION_BYTES * MIN_REGIONS;
+            if bytes.as_u64() < least {
+                out.push((
+                    "segment_bytes",
+                    format!(
+                        "is {bytes}; at least {} (three regions) or 0",
+                        ByteSize::b(least)
+                    ),
+                ));
+            } else if bytes >= self.disk_bytes {
+                out.push((
+                    "segment_bytes",
+                    format!("must be less than disk_bytes ({})", self.disk_bytes),
+                ));
+            }
+        }
+        if self.segment_max_object > ByteSize::kib(256) {
+            out.push(("segment_max_object", "may be at most 256KiB".into()));
         }
         if self.memory_max_object > self.memory_bytes {
             out.push((
@@ -141,5 +198,30 @@ mod tests {
         let problems = with(100).problems();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].0, "min_free_percent");
+    }
+
+    #[test]
+    fn the_segment_ring_is_whole_regions_within_disk_bytes() {
+        let with = |disk: u64, segment: Option<u64>| StoreConfig {
+            disk_bytes: ByteSize::mib(disk),
+            segment_bytes: segment.map(ByteSize::mib),
+            ..StoreConfig::default()
+        };
+        assert_eq!(
+            with(1024, None).segment_regions(),
+            32,
+            "a quarter by default"
+        );
+        assert_eq!(with(64, None).segment_regions(), 0, "too small for three");
+        assert_eq!(with(1024, Some(0)).segment_regions(), 0);
+        assert_eq!(with(1024, Some(30)).segment_regions(), 3);
+        assert!(with(1024, Some(30)).problems().is_empty());
+        assert_eq!(with(1024, Some(16)).problems()[0].0, "segment_bytes");
+        assert_eq!(with(64, Some(64)).problems()[0].0, "segment_bytes");
+        let big = StoreConfig {
+            segment_max_object: ByteSize::kib(257),
+            ..StoreConfig::default()
+        };
+        assert_eq!(big.problems()[0].0, "segment_max_object");
     }
 }

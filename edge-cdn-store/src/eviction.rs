@@ -6,7 +6,7 @@
 //! top of the store's index. This manager keeps nothing per object that
 //! the index does not already hold: the index's slots carry a 2-bit CLOCK
 //! counter next to the hash and size (see `index.rs`), so index and
-//! eviction state together cost one 21-byte slot. It still is the
+//! eviction state together cost one 29-byte slot. It still is the
 //! `EvictionManager` pingora's `HttpCache` drives — admit on a fill,
 //! access on a hit, remove on a purge — and it alone decides the victims.
 //!
@@ -72,7 +72,9 @@ struct Hand {
 /// The eviction manager of a [`TieredStore`](crate::TieredStore), from
 /// [`TieredStore::eviction`](crate::TieredStore::eviction): pass it to
 /// `HttpCache::enable` with the store. Its weight limit starts as the
-/// store's `disk_bytes`, and weight is bytes on disk (body and meta).
+/// store's `disk_bytes` less the segment ring's `segment_bytes`, and
+/// weight is bytes on disk (body and meta) of the objects kept in files:
+/// the ring frees its own space (`crate::segments`).
 ///
 /// Cheap and concurrent: `access` and `peek` take one index shard's lock
 /// for one probe; `admit` runs the hand only when the store is over its
@@ -132,7 +134,7 @@ impl ClockEviction {
     /// store reopened with a smaller `disk_bytes` may be over it).
     pub fn evict_to_limit(&self) -> Vec<CacheEntryKey> {
         let limit = self.weight_limit();
-        if self.index.totals().1 <= limit {
+        if self.index.file_bytes() <= limit {
             return Vec::new();
         }
         let mut hand = self.hand.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,7 +145,7 @@ impl ClockEviction {
         let give_up = shards * (usize::from(HOTTEST) + 2);
         let mut fruitless = 0;
         let mut victims = Vec::new();
-        while self.index.totals().1 > limit && fruitless < give_up {
+        while self.index.file_bytes() > limit && fruitless < give_up {
             let Hand { shard, at } = &mut *hand;
             match self.index.sweep(*shard, at, STEPS_PER_LOCK) {
                 Swept::Victim(hash, size) => {
@@ -166,8 +168,9 @@ impl ClockEviction {
 
 #[async_trait]
 impl EvictionManager for ClockEviction {
+    /// Bytes of the objects kept in files: those it evicts.
     fn total_size(&self) -> usize {
-        usize::try_from(self.index.totals().1).unwrap_or(usize::MAX)
+        usize::try_from(self.index.file_bytes()).unwrap_or(usize::MAX)
     }
 
     fn total_items(&self) -> usize {

@@ -4,13 +4,14 @@
 //! recency node.
 //!
 //! A slot is the 128-bit key hash, the object's size on disk (objects are
-//! at most 4 GiB: see `StoreConfig::max_object_size`) and a 2-bit CLOCK
-//! counter: 21 bytes, packed. The table is split into shards by the hash's
+//! at most 4 GiB: see `StoreConfig::max_object_size`), a 2-bit CLOCK
+//! counter and where the object is (its own files, or an entry in the
+//! segment ring: `crate::segments`): 29 bytes, packed. The table is split into shards by the hash's
 //! low bits, each an open-addressed Robin Hood table (linear probing,
 //! backward-shift deletion, so no tombstones) placed by the hash's high
 //! bits. A shard grows by a quarter when it is 7/8 full, and recovery
 //! sizes each shard for what it found, so a slot is occupied 70–88% of the
-//! time: 24–30 bytes per object (`benches/memory.rs`). A lookup holds one
+//! time: 33–41 bytes per object (`benches/memory.rs`). A lookup holds one
 //! shard's lock for a probe; a writer holds it for one insert.
 //!
 //! # The CLOCK counter
@@ -23,9 +24,14 @@
 //! in two bits; Kangaroo's RRIParoo runs RRIP in its flash sets). The hand walks the shards' slots in order, one shard after
 //! another: a single CLOCK over the whole table, in hash order rather than
 //! insertion order, which is what lets it live in the index itself.
+//!
+//! The hand passes over objects in the segment ring: the ring frees their
+//! space a region at a time, first in first out, and the CLOCK's limit is
+//! on the bytes kept in files ([`Index::file_bytes`]).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::segments::Loc;
 use crate::sharded::Sharded;
 
 /// Shards: enough that writers of different keys rarely meet, and that one
@@ -41,19 +47,34 @@ pub const INSERTED: u8 = 1;
 pub const HOTTEST: u8 = 3;
 
 /// One object: hash, bytes on disk (0: the slot is empty; a stored object
-/// always has a meta file, so its size is never 0), CLOCK counter.
+/// always has a meta file, so its size is never 0), CLOCK counter, and
+/// where it is ([`Loc::packed`], or 0 for its own files).
 #[derive(Clone, Copy, Default)]
 #[repr(C, packed)]
 struct Slot {
     hash: u128,
     size: u32,
     clock: u8,
+    place: u64,
 }
 
 impl Slot {
     fn is_empty(&self) -> bool {
         self.size == 0
     }
+
+    fn loc(&self) -> Option<Loc> {
+        Loc::unpacked(self.place)
+    }
+}
+
+/// Where an object is and how large, as the index holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// Bytes on disk; for a segment entry, the entry's length.
+    pub size: u64,
+    /// Its segment entry, or `None` for its own files.
+    pub loc: Option<Loc>,
 }
 
 /// One shard: a Robin Hood table of slots.
@@ -179,7 +200,7 @@ impl Table {
                 return Swept::Passed;
             }
             let slot = &mut self.slots[*at];
-            if slot.is_empty() {
+            if slot.is_empty() || slot.place != 0 {
                 *at += 1;
             } else if slot.clock == 0 {
                 // The slot now holds what followed it: the hand stays.
@@ -194,11 +215,13 @@ impl Table {
     }
 }
 
-/// Key hash → bytes on disk and CLOCK counter, sharded.
+/// Key hash → bytes on disk, CLOCK counter and place, sharded.
 pub struct Index {
     shards: Sharded<Table>,
     objects: AtomicUsize,
     bytes: AtomicU64,
+    /// Of `bytes`, those in the segment ring.
+    segment_bytes: AtomicU64,
 }
 
 impl Default for Index {
@@ -207,6 +230,7 @@ impl Default for Index {
             shards: Sharded::new(SHARDS),
             objects: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
+            segment_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -225,55 +249,105 @@ impl Index {
     /// The size of `hash`'s object, if one is on disk. No change to its
     /// counter.
     pub fn get(&self, hash: u128) -> Option<u64> {
-        let table = self.shard(hash);
-        table.find(hash).map(|at| u64::from(table.slots[at].size))
+        self.placed(hash).map(|placed| placed.size)
     }
 
-    /// Record `hash` with `size` bytes; returns the size it replaced. A
-    /// replaced object keeps its counter (a rewrite is as hot as what it
-    /// replaces); a new one starts at [`INSERTED`].
+    /// Where `hash`'s object is and its size, if it is on disk.
+    pub fn placed(&self, hash: u128) -> Option<Placed> {
+        let table = self.shard(hash);
+        table.find(hash).map(|at| placed(&table.slots[at]))
+    }
+
+    /// Record `hash` with `size` bytes in its own files; returns the size
+    /// it replaced. See [`Index::insert_at`].
     pub fn insert(&self, hash: u128, size: u64) -> Option<u64> {
-        let size = stored(size);
+        self.insert_at(hash, size, None).map(|old| old.size)
+    }
+
+    /// Record `hash` with `size` bytes at `loc` (`None`: its own files);
+    /// returns what it replaced. A replaced object keeps its counter (a
+    /// rewrite is as hot as what it replaces); a new one starts at
+    /// [`INSERTED`].
+    pub fn insert_at(&self, hash: u128, size: u64, loc: Option<Loc>) -> Option<Placed> {
+        let new = Slot {
+            hash,
+            size: stored(size),
+            clock: INSERTED,
+            place: loc.map_or(0, Loc::packed),
+        };
         let mut table = self.shard(hash);
+        self.counted(&new, 1);
         if let Some(at) = table.find(hash) {
-            let old = table.slots[at].size;
-            table.slots[at].size = size;
-            self.bytes.fetch_add(u64::from(size), Ordering::Relaxed);
-            self.bytes.fetch_sub(u64::from(old), Ordering::Relaxed);
-            return Some(u64::from(old));
+            let old = table.slots[at];
+            self.counted(&old, -1);
+            table.slots[at] = Slot {
+                clock: old.clock,
+                ..new
+            };
+            return Some(placed(&old));
         }
         table.make_room(1);
-        table.place(Slot {
-            hash,
-            size,
-            clock: INSERTED,
-        });
-        self.objects.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(u64::from(size), Ordering::Relaxed);
+        table.place(new);
         None
     }
 
     /// Forget `hash`; returns its size if it was there.
     pub fn remove(&self, hash: u128) -> Option<u64> {
+        self.take(hash).map(|placed| placed.size)
+    }
+
+    /// Forget `hash`; returns where it was, if it was there.
+    pub fn take(&self, hash: u128) -> Option<Placed> {
         let mut table = self.shard(hash);
         let at = table.find(hash)?;
         let taken = table.take(at);
-        Some(self.forgotten(taken.size))
+        self.counted(&taken, -1);
+        Some(placed(&taken))
     }
 
-    fn forgotten(&self, size: u32) -> u64 {
-        self.objects.fetch_sub(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(u64::from(size), Ordering::Relaxed);
-        u64::from(size)
+    /// Forget `hash` if it is the entry at `loc` (not a later copy): what
+    /// reclaiming a region does. Returns whether it was.
+    pub fn take_at(&self, hash: u128, loc: Loc) -> bool {
+        let mut table = self.shard(hash);
+        let Some(at) = table
+            .find(hash)
+            .filter(|&at| table.slots[at].loc() == Some(loc))
+        else {
+            return false;
+        };
+        let taken = table.take(at);
+        self.counted(&taken, -1);
+        true
+    }
+
+    /// Add (`sign` 1) or take off (-1) `slot` from the totals.
+    fn counted(&self, slot: &Slot, sign: i8) {
+        let size = u64::from(slot.size);
+        let apply = |counter: &AtomicU64| match sign {
+            1 => counter.fetch_add(size, Ordering::Relaxed),
+            _ => counter.fetch_sub(size, Ordering::Relaxed),
+        };
+        apply(&self.bytes);
+        if slot.place != 0 {
+            apply(&self.segment_bytes);
+        }
+        match sign {
+            1 => self.objects.fetch_add(1, Ordering::Relaxed),
+            _ => self.objects.fetch_sub(1, Ordering::Relaxed),
+        };
     }
 
     /// Change `hash`'s size to what `reweigh` makes of it; false if it is
-    /// not there.
+    /// not there. A segment entry's size is its length in the ring, which
+    /// does not change: it is left as it is.
     pub fn reweigh(&self, hash: u128, reweigh: impl FnOnce(u64) -> u64) -> bool {
         let mut table = self.shard(hash);
         let Some(at) = table.find(hash) else {
             return false;
         };
+        if table.slots[at].place != 0 {
+            return true;
+        }
         let old = table.slots[at].size;
         let new = stored(reweigh(u64::from(old)));
         table.slots[at].size = new;
@@ -295,29 +369,39 @@ impl Index {
     }
 
     /// Put back an object a snapshot of the index saved: `hash` with
-    /// `size` bytes and counter `clock` (capped at [`HOTTEST`]). An entry
-    /// already there is left as it is.
-    pub fn restore(&self, hash: u128, size: u32, clock: u8) {
+    /// `size` bytes, counter `clock` (capped at [`HOTTEST`]) and place
+    /// `loc`. An entry already there is left as it is.
+    pub fn restore(&self, hash: u128, size: u32, clock: u8, loc: Option<Loc>) {
         let mut table = self.shard(hash);
         if size == 0 || table.find(hash).is_some() {
             return;
         }
-        table.make_room(1);
-        table.place(Slot {
+        let slot = Slot {
             hash,
             size,
             clock: clock.min(HOTTEST),
-        });
-        self.objects.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(u64::from(size), Ordering::Relaxed);
+            place: loc.map_or(0, Loc::packed),
+        };
+        table.make_room(1);
+        table.place(slot);
+        self.counted(&slot, 1);
     }
 
-    /// Objects and bytes recorded. Cheap: two counters.
+    /// Objects and bytes recorded, in files and in the segment ring
+    /// together. Cheap: two counters.
     pub fn totals(&self) -> (usize, u64) {
         (
             self.objects.load(Ordering::Relaxed),
             self.bytes.load(Ordering::Relaxed),
         )
+    }
+
+    /// Bytes of the objects kept in their own files: what the CLOCK
+    /// manager keeps within its limit.
+    pub fn file_bytes(&self) -> u64 {
+        self.bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.segment_bytes.load(Ordering::Relaxed))
     }
 
     /// Reserve room for `n` more entries (recovery knows how many it
@@ -344,20 +428,36 @@ impl Index {
     pub fn sweep(&self, shard: usize, at: &mut usize, steps: usize) -> Swept {
         let swept = self.shards.lock(shard).sweep(at, steps);
         if let Swept::Victim(_, size) = swept {
-            self.forgotten(stored(size));
+            // The hand takes only objects in files.
+            self.counted(
+                &Slot {
+                    size: stored(size),
+                    ..Slot::default()
+                },
+                -1,
+            );
         }
         swept
     }
 
-    /// Every object's hash, size and counter, one shard at a time (so a
-    /// walk holds one shard lock at once): what a snapshot saves.
-    pub fn each(&self, mut f: impl FnMut(u128, u32, u8)) {
+    /// Every object's hash, size, counter and place, one shard at a time
+    /// (so a walk holds one shard lock at once): what a snapshot saves.
+    pub fn each(&self, mut f: impl FnMut(u128, u32, u8, Option<Loc>)) {
         for table in self.shards.each() {
             for slot in table.slots.iter().filter(|s| !s.is_empty()) {
-                let Slot { hash, size, clock } = *slot;
-                f(hash, size, clock);
+                let Slot {
+                    hash, size, clock, ..
+                } = *slot;
+                f(hash, size, clock, slot.loc());
             }
         }
+    }
+}
+
+fn placed(slot: &Slot) -> Placed {
+    Placed {
+        size: u64::from(slot.size),
+        loc: slot.loc(),
     }
 }
 
@@ -372,8 +472,62 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_21_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 21);
+    fn a_slot_is_29_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 29);
+    }
+
+    #[test]
+    fn segment_entries_keep_their_place_and_are_not_the_hands() {
+        let index = Index::default();
+        let loc = Loc {
+            region: 2,
+            offset: 64,
+        };
+        index.insert_at(spread(1), 100, Some(loc));
+        index.insert(spread(2), 50);
+        assert_eq!(index.totals(), (2, 150));
+        assert_eq!(index.file_bytes(), 50);
+        assert!(index.reweigh(spread(1), |_| 7));
+        assert_eq!(
+            index.placed(spread(1)),
+            Some(Placed {
+                size: 100,
+                loc: Some(loc)
+            })
+        );
+        assert!(!index.take_at(
+            spread(1),
+            Loc {
+                region: 2,
+                offset: 0
+            }
+        ));
+        // Replaced by a copy in files: the place goes with it.
+        let old = index.insert(spread(1), 80);
+        assert_eq!(old, Some(100));
+        assert_eq!(index.file_bytes(), 130);
+        index.insert_at(spread(1), 100, Some(loc));
+        assert!(index.take_at(spread(1), loc));
+        assert_eq!(index.totals(), (1, 50));
+        // The hand passes a segment entry, whatever its counter, and takes
+        // the file object once its counter is spent.
+        index.insert_at(spread(3), 10, Some(loc));
+        let mut victims = Vec::new();
+        for _ in 0..=HOTTEST {
+            for shard in 0..index.shard_count() {
+                let mut at = 0;
+                loop {
+                    match index.sweep(shard, &mut at, usize::MAX) {
+                        Swept::Victim(hash, _) => victims.push(hash),
+                        Swept::Passed => break,
+                        Swept::Paused => unreachable!("unbounded steps"),
+                    }
+                }
+            }
+        }
+        assert_eq!(victims, vec![spread(2)]);
+        assert_eq!(index.placed(spread(3)).map(|p| p.loc), Some(Some(loc)));
+        assert_eq!(index.totals(), (1, 10));
     }
 
     #[test]
@@ -404,11 +558,13 @@ mod tests {
             hash: spread(1),
             size: 10,
             clock: 0,
+            place: 0,
         });
         table.place(Slot {
             hash: spread(2),
             size: 20,
             clock: 2,
+            place: 0,
         });
         let mut at = 0;
         let mut victims = Vec::new();

@@ -67,9 +67,11 @@ mod memory;
 mod miss;
 mod observer;
 mod partial;
+mod reclaim;
 mod recovery;
 #[cfg(feature = "redis")]
 mod redis_tier;
+mod segments;
 mod sharded;
 mod shared;
 mod snapshot;

@@ -30,6 +30,8 @@ use crate::io;
 use crate::memory::MemObject;
 use crate::observer::StoreEvent;
 use crate::partial::{Announced, Partial};
+use crate::segments::entry::Parts;
+use crate::segments::Loc;
 use crate::shared::SharedWrites;
 use crate::tiers::Tiers;
 use crate::write::{Admitted, Write};
@@ -220,11 +222,11 @@ fn install(
     hash: u128,
     readers: Announced,
     record: Record,
-    (body_len, meta_len): (u64, u64),
+    (body_len, size): (u64, u64),
     held: Option<Arc<MemObject>>,
+    loc: Option<Loc>,
 ) -> Result<Committed, MissFinishType> {
-    let size = body_len + meta_len;
-    if let Err(e) = tiers.install_committed(hash, size, record, held.clone()) {
+    if let Err(e) = tiers.install_committed(hash, size, record, held.clone(), loc) {
         // Removed again; the readers have the body regardless.
         tiers.write_failed(&e);
         readers.done(body_len);
@@ -239,11 +241,31 @@ fn install(
     })
 }
 
+/// The memory tier's copy of a held body of `len` bytes in `chunks`, if
+/// it is small enough for memory.
+fn for_memory(
+    tiers: &Tiers,
+    readers: &Announced,
+    chunks: &[Bytes],
+    len: u64,
+) -> Option<Arc<MemObject>> {
+    if len > tiers.config.memory_max_object.as_u64() {
+        return None;
+    }
+    let body = match chunks {
+        [one] => one.clone(),
+        many => Bytes::from(many.concat()),
+    };
+    let partial = readers.partial();
+    MemObject::new(partial.internal.clone(), partial.header.clone(), body).map(Arc::new)
+}
+
 impl Held {
     /// Write the whole held body, and `last` (the final chunk, if kept for
-    /// this) after it, to a new file and commit it: one trip. Blocking. A
-    /// failure is counted and stores nothing; the readers have every byte
-    /// from memory either way.
+    /// this) after it, as one entry of the segment ring if it takes it, or
+    /// else to a new file, and commit it: one trip. Blocking. A failure is
+    /// counted and stores nothing; the readers have every byte from memory
+    /// either way.
     fn commit(
         mut self,
         tiers: &Tiers,
@@ -263,6 +285,31 @@ impl Held {
             len,
         } = self;
         let chunks = readers.partial().held_bytes();
+        if let Some(ring) = &tiers.segments {
+            let partial = readers.partial();
+            let parts = Parts {
+                internal: &partial.internal,
+                header: &partial.header,
+                key: &key,
+                body: &chunks,
+            };
+            match ring.append(hash, &parts) {
+                Ok(Ok((loc, size))) => {
+                    tiers.observe(StoreEvent::BytesWritten(len));
+                    let held = for_memory(tiers, &readers, &chunks, len);
+                    // The permit is held until the object is installed.
+                    let _permit = admitted;
+                    return install(tiers, hash, readers, record, (len, size), held, Some(loc));
+                }
+                // Too large for the ring, or the ring not ready: in files.
+                Ok(Err(_refused)) => {}
+                Err(error) => {
+                    tiers.write_failed(&error);
+                    readers.done(len);
+                    return Err(NOT_STORED);
+                }
+            }
+        }
         let stored = admitted
             .begin(&tiers.disk, hash)
             .map_err(|(error, _)| error)
@@ -280,18 +327,17 @@ impl Held {
             }
         };
         tiers.observe(StoreEvent::BytesWritten(len));
-        let held = (len <= tiers.config.memory_max_object.as_u64())
-            .then(|| {
-                let body = match chunks.as_slice() {
-                    [one] => one.clone(),
-                    many => Bytes::from(many.concat()),
-                };
-                let partial = readers.partial();
-                MemObject::new(partial.internal.clone(), partial.header.clone(), body)
-            })
-            .flatten()
-            .map(Arc::new);
-        install(tiers, hash, readers, record, lens, held)
+        let held = for_memory(tiers, &readers, &chunks, len);
+        let (body_len, meta_len) = lens;
+        install(
+            tiers,
+            hash,
+            readers,
+            record,
+            (body_len, body_len + meta_len),
+            held,
+            None,
+        )
     }
 }
 
@@ -321,7 +367,15 @@ impl InFlight {
         } = flight;
         let written = write.written();
         match write.commit(&tiers.disk, blobs(&readers, &key)) {
-            Ok((lens, _permit)) => install(tiers, hash, readers, record, lens, None),
+            Ok(((body_len, meta_len), _permit)) => install(
+                tiers,
+                hash,
+                readers,
+                record,
+                (body_len, body_len + meta_len),
+                None,
+                None,
+            ),
             Err(e) => {
                 // The whole body is in the file the readers hold open.
                 tiers.write_failed(&e);

@@ -7,8 +7,13 @@
 //! opens with what it has — an empty index, or a catalog missing entries —
 //! and one thread, `store-recovery`, walks the object files: each whole
 //! object is recorded in the catalog and put in the index, anything
-//! incomplete or corrupt removed. Until the walk reaches an object its
-//! lookups are misses; a miss filled meanwhile is stored as usual.
+//! incomplete or corrupt removed; then it scans the segment ring's regions,
+//! oldest first, doing the same for each whole entry (a later entry of an
+//! object replaces an earlier one; one older than the object's files is
+//! removed). Until the walk reaches an object its lookups are misses; a
+//! miss filled meanwhile is stored as usual, in files: the ring takes
+//! appends only once the walk is done, so nothing is appended to a region
+//! the walk has yet to scan.
 //!
 //! # Races with the live store
 //!
@@ -41,8 +46,11 @@ use pingora_cache::key::HashBinary;
 use tokio::sync::watch;
 
 use crate::catalog::{unstored, OwnedSelector, Record};
-use crate::disk::{Recovered, Walked};
+use crate::disk::{record_of, Recovered, Walked};
 use crate::eviction::ClockEviction;
+use crate::index::Placed;
+use crate::segments::entry::Header;
+use crate::segments::{Loc, Segments};
 use crate::tiers::{hash_of, Tiers};
 
 /// Purge selectors remembered during one walk, at most.
@@ -215,10 +223,13 @@ pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool) {
                     let _held = tiers.hold(hash);
                     if tiers.disk.before_open(hash) {
                         tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "removing unusable cache object");
-                        tiers.remove_held(hash);
+                        tiers.remove_held(hash, None);
                     }
                 }
             });
+        if let Some(ring) = tiers.segments.as_ref().filter(|ring| !ring.is_on()) {
+            scan_ring(&tiers, ring);
+        }
     }
     if recovery.stopped.load(Ordering::Relaxed) {
         return;
@@ -227,7 +238,11 @@ pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool) {
     for victim in eviction.evict_to_limit() {
         let hash = hash_of(victim.key());
         let _held = tiers.hold(hash);
-        tiers.remove_held(hash);
+        tiers.remove_held(hash, None);
+    }
+    if let Some(ring) = tiers.segments.as_ref().filter(|_| walk) {
+        // Every region is scanned: appends may reuse them now.
+        ring.start();
     }
     if walk {
         let (objects, bytes) = tiers.index.totals();
@@ -267,17 +282,88 @@ fn recover(tiers: &Tiers, object: Recovered, record: Record) -> bool {
     if !tiers.disk.is_current(hash, &object) {
         return false;
     }
+    let files = Placed {
+        size: object.size,
+        loc: None,
+    };
     if let Err(error) = tiers.catalog.insert(record.clone()) {
-        tiers.uncataloged(hash, error);
+        tiers.uncataloged(hash, error, Some(files));
         return false;
     }
     // After the insert: a purge remembered before this check is seen by
     // it, and one remembered after selects through the entry just made.
     if tiers.recovery.purged(&record, object.written) {
-        tiers.remove_held(hash);
+        tiers.remove_held(hash, Some(files));
         return false;
     }
     tiers.index.insert(hash, object.size);
+    true
+}
+
+/// Scan the ring's regions, oldest first, and recover each whole live
+/// entry (see the module's documentation). A region that cannot be read
+/// is skipped: its objects are misses, and the ring reuses it in turn.
+fn scan_ring(tiers: &Tiers, ring: &Segments) {
+    let fields = &tiers.config.tag_headers;
+    for region in ring.regions_oldest_first() {
+        if tiers.recovery.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        let scanned = match ring.scan(region, true) {
+            Ok(scanned) => scanned,
+            Err(error) => {
+                tracing::warn!(target: "edge_cdn_store", region, %error, "segment region unreadable; its objects are not recovered");
+                continue;
+            }
+        };
+        for (header, loc, entry) in scanned.entries {
+            let Some(entry) = entry else { continue };
+            let recovered = match record_of(&entry.key, &entry.internal, &entry.meta_header, fields)
+            {
+                Ok(record) => recover_entry(tiers, ring, (header, loc), record),
+                Err(error) => {
+                    tracing::warn!(target: "edge_cdn_store", hash = %format!("{:032x}", header.hash), %error, "removing unusable segment entry");
+                    let _ = ring.remove(loc, header.hash);
+                    false
+                }
+            };
+            if recovered {
+                tiers.recovery.found.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Put one ring entry back: in the catalog, then the index, unless the
+/// object's files are newer or a purge made meanwhile picks it. Returns
+/// whether it is stored.
+fn recover_entry(
+    tiers: &Tiers,
+    ring: &Segments,
+    (header, loc): (Header, Loc),
+    record: Record,
+) -> bool {
+    let hash = header.hash;
+    let _held = tiers.hold(hash);
+    let in_files = tiers.index.placed(hash).is_some_and(|p| p.loc.is_none());
+    if in_files && tiers.disk.written(hash).is_some_and(|w| w > header.written) {
+        let _ = ring.remove(loc, hash);
+        return false;
+    }
+    let here = Placed {
+        size: header.len(),
+        loc: Some(loc),
+    };
+    if let Err(error) = tiers.catalog.insert(record.clone()) {
+        tiers.uncataloged(hash, error, Some(here));
+        return false;
+    }
+    if tiers.recovery.purged(&record, header.written) {
+        tiers.remove_held(hash, Some(here));
+        return false;
+    }
+    let old = tiers.index.insert_at(hash, header.len(), Some(loc));
+    tiers.drop_replaced(hash, old, Some(loc));
     true
 }
 

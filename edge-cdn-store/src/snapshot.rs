@@ -2,8 +2,9 @@
 //! at once instead of walking the files first.
 //!
 //! The file is `<dir>/index`: a magic, the saving store's owner id, the
-//! object count, one 21-byte record per object (key hash, size on disk,
-//! CLOCK counter) and a CRC32 of all of it. It is written (to a temporary
+//! object count, one 29-byte record per object (key hash, size on disk,
+//! CLOCK counter, place: 0 for files or its segment ring entry) and a CRC32
+//! of all of it. It is written (to a temporary
 //! file, renamed into place) only when the index is complete and nothing
 //! will change the files before the next start, and it is *taken* at open:
 //! read, then removed, so a process that dies later leaves no snapshot to
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
 use crate::index::Index;
+use crate::segments::Loc;
 
 /// The file's name in the store directory.
 const FILE: &str = "index";
@@ -30,10 +32,11 @@ const FILE: &str = "index";
 const OWNER: &str = "owner";
 
 /// The file's first bytes: its format and version.
-const MAGIC: &[u8; 8] = b"stvidx01";
+const MAGIC: &[u8; 8] = b"stvidx02";
 
-/// Bytes per object: hash (big-endian), size (little-endian), counter.
-const RECORD: usize = 21;
+/// Bytes per object: hash (big-endian), size (little-endian), counter,
+/// place ([`Loc::packed`], little-endian).
+const RECORD: usize = 29;
 
 /// Magic, owner id and count.
 const HEADER: usize = 24;
@@ -95,12 +98,13 @@ fn write(temp: &Path, index: &Index, id: u64) -> io::Result<()> {
     out.write_all(&(objects as u64).to_le_bytes())?;
     let mut written = 0u64;
     let mut failed = Ok(());
-    index.each(|hash, size, clock| {
+    index.each(|hash, size, clock, loc| {
         if failed.is_ok() {
             let mut record = [0u8; RECORD];
             record[..16].copy_from_slice(&hash.to_be_bytes());
             record[16..20].copy_from_slice(&size.to_le_bytes());
             record[20] = clock;
+            record[21..].copy_from_slice(&loc.map_or(0, Loc::packed).to_le_bytes());
             failed = out.write_all(&record);
             written += 1;
         }
@@ -199,7 +203,8 @@ fn fill(file: &Path, count: u64, index: &Index) -> Result<(), StoreError> {
         reader.read_exact(&mut record).map_err(read)?;
         let hash = u128::from_be_bytes(record[..16].try_into().expect("16 bytes"));
         let size = u32::from_le_bytes(record[16..20].try_into().expect("4 bytes"));
-        index.restore(hash, size, record[20]);
+        let place = u64::from_le_bytes(record[21..].try_into().expect("8 bytes"));
+        index.restore(hash, size, record[20], Loc::unpacked(place));
     }
     Ok(())
 }
@@ -227,9 +232,9 @@ mod tests {
         i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
     }
 
-    fn entries(index: &Index) -> Vec<(u128, u32, u8)> {
+    fn entries(index: &Index) -> Vec<(u128, u32, u8, Option<Loc>)> {
         let mut all = Vec::new();
-        index.each(|hash, size, clock| all.push((hash, size, clock)));
+        index.each(|hash, size, clock, loc| all.push((hash, size, clock, loc)));
         all.sort_unstable();
         all
     }
@@ -241,6 +246,11 @@ mod tests {
         for i in 1..=1000 {
             index.insert(spread(i), i as u64 * 7);
         }
+        let loc = Loc {
+            region: 4,
+            offset: 4096,
+        };
+        index.insert_at(spread(1001), 300, Some(loc));
         index.touch(spread(3));
         let id = claim(dir.path()).unwrap();
         save(dir.path(), &index, id).unwrap();

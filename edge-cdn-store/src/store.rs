@@ -27,13 +27,16 @@ use crate::disk::DiskTier;
 use crate::error::StoreError;
 use crate::eviction::ClockEviction;
 use crate::hit::{DiskHit, Hit, MemoryHit, PartialHit, SharedStream};
-use crate::index::Index;
+use crate::index::{Index, Placed};
 use crate::io;
 use crate::memory::{MemObject, MemoryTier};
 use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
 use crate::partial::{Partial, Partials};
+use crate::reclaim;
 use crate::recovery::{self, Recovering, Recovery};
+use crate::segments::entry::Parts;
+use crate::segments::{Loc, Segments};
 use crate::sharded::Sharded;
 use crate::shared::{NoSharedTier, SharedBody, SharedHit, SharedMeta, SharedTier};
 use crate::snapshot;
@@ -118,10 +121,19 @@ impl TieredStore {
         let disk = DiskTier::open(&config.dir, config.fsync, config.min_free_percent)?;
         let index = Arc::new(Index::default());
         let (catalog, fresh) = catalog::open(&config.dir.join("catalog"))?;
+        let (segments, ring_wiped) = match config.segment_regions() {
+            0 => (None, false),
+            regions => {
+                let (ring, wiped) =
+                    Segments::open(&config.dir, regions, config.segment_max_object.as_u64())?;
+                (Some(ring), wiped)
+            }
+        };
         // A fresh catalog lists nothing, so no purge could find what a
         // saved index would serve: the walk brings each object back with
-        // its entry, and the saved index is dropped unread.
-        let restored = if fresh {
+        // its entry, and the saved index is dropped unread. A ring laid
+        // out anew holds nothing a saved index may point into.
+        let restored = if fresh || ring_wiped {
             snapshot::discard(&config.dir);
             false
         } else {
@@ -131,7 +143,10 @@ impl TieredStore {
         let walk = !restored;
         let eviction = Arc::new(ClockEviction::new(
             index.clone(),
-            config.disk_bytes.as_u64(),
+            config
+                .disk_bytes
+                .as_u64()
+                .saturating_sub(config.ring_bytes()),
         ));
         let memory_limit = usize::try_from(config.memory_bytes.as_u64()).unwrap_or(usize::MAX);
         let shared_write_concurrency = config.shared_write_concurrency;
@@ -140,6 +155,7 @@ impl TieredStore {
             writers: Writers::new(config.write_concurrency),
             config,
             disk,
+            segments,
             index,
             catalog,
             partials: Partials::default(),
@@ -154,6 +170,18 @@ impl TieredStore {
             .name("store-recovery".into())
             .spawn(move || recovery::run(for_thread, evicting, walk))
             .map_err(|e| StoreError::Io("start the recovery thread", e))?;
+        if let Some(ring) = &tiers.segments {
+            // A ring with entries to recover is started by the walk, once
+            // it has scanned them.
+            if !walk || ring.was_empty() {
+                ring.start();
+            }
+            let for_thread = tiers.clone();
+            std::thread::Builder::new()
+                .name("store-reclaim".into())
+                .spawn(move || reclaim::run(&for_thread))
+                .map_err(|e| StoreError::Io("start the reclaim thread", e))?;
+        }
         Ok(TieredStore {
             tiers,
             eviction,
@@ -474,27 +502,73 @@ impl TieredStore {
                 return Ok(None);
             }
         };
-        self.tiers.observe(StoreEvent::Hit(Tier::Disk));
         let handler: HitHandler = match whole {
-            Some(body) => {
-                self.tiers.observe(StoreEvent::BytesRead(body.len() as u64));
-                if body.len() as u64 <= self.tiers.config.memory_max_object.as_u64() {
-                    let object =
-                        Arc::new(MemObject::decoded(internal, header, body.clone(), &meta));
-                    self.tiers.memory.insert(hash, object.clone());
-                    self.tiers.observe(StoreEvent::Promotion);
-                    self.tiers.share_once(hash, Some(object), body.len() as u64);
-                } else {
-                    self.tiers.share_once(hash, None, body.len() as u64);
-                }
-                Hit::Memory(MemoryHit::new(body)).boxed()
-            }
+            Some(body) => self.whole_hit(hash, internal, header, body, &meta),
             None => {
+                self.tiers.observe(StoreEvent::Hit(Tier::Disk));
                 self.tiers.share_once(hash, None, body.len);
                 Hit::Disk(DiskHit::new(&self.tiers, hash, body)).boxed()
             }
         };
         Ok(Some((meta, handler)))
+    }
+
+    /// A disk hit whose body was read whole and checked: promoted to
+    /// memory if small enough, shared once, served from the bytes read.
+    fn whole_hit(
+        &'static self,
+        hash: u128,
+        internal: Bytes,
+        header: Bytes,
+        body: Bytes,
+        meta: &CacheMeta,
+    ) -> HitHandler {
+        let tiers = &self.tiers;
+        tiers.observe(StoreEvent::Hit(Tier::Disk));
+        tiers.observe(StoreEvent::BytesRead(body.len() as u64));
+        if body.len() as u64 <= tiers.config.memory_max_object.as_u64() {
+            let object = Arc::new(MemObject::decoded(internal, header, body.clone(), meta));
+            tiers.memory.insert(hash, object.clone());
+            tiers.observe(StoreEvent::Promotion);
+            tiers.share_once(hash, Some(object), body.len() as u64);
+        } else {
+            tiers.share_once(hash, None, body.len() as u64);
+        }
+        Hit::Memory(MemoryHit::new(body)).boxed()
+    }
+
+    /// Read `hash`'s entry of `len` bytes at `loc` in the segment ring,
+    /// checked whole: an entry that is not there whole (a crash tore it,
+    /// or the ring reused its region) is removed and the lookup is a miss.
+    async fn segment_lookup(
+        &'static self,
+        hash: u128,
+        loc: Loc,
+        len: u64,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let tiers = &self.tiers;
+        let Some(ring) = &tiers.segments else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let read = io::blocking(move || ring.read(loc, len, hash)).await;
+        tiers.observe(StoreEvent::DiskLatency("open", started.elapsed()));
+        let entry = match read {
+            Ok(entry) => entry,
+            Err(e @ StoreError::Corrupt(_)) => {
+                tiers.discard_corrupt(hash, &e).await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into_pingora()),
+        };
+        let Ok(meta) = CacheMeta::deserialize(&entry.internal, &entry.meta_header) else {
+            tiers
+                .discard_corrupt(hash, &StoreError::Corrupt("undecodable cache meta"))
+                .await;
+            return Ok(None);
+        };
+        let hit = self.whole_hit(hash, entry.internal, entry.meta_header, entry.body, &meta);
+        Ok(Some((meta, hit)))
     }
 
     /// Rewrite `hash`'s meta file, keeping its body: a 304 refresh or an
@@ -510,6 +584,13 @@ impl TieredStore {
             // Whole under the object's lock: a fill installing the same
             // key meanwhile must not pair its body with these headers.
             let _held = tiers.hold(hash);
+            if let Some(Placed {
+                size,
+                loc: Some(loc),
+            }) = tiers.index.placed(hash)
+            {
+                return self.rewrite_entry(hash, (loc, size), internal, header, tags);
+            }
             let Some(bytes) = tiers.disk.read_meta(hash)? else {
                 return Ok(false);
             };
@@ -523,13 +604,7 @@ impl TieredStore {
                 .disk
                 .commit_meta(hash, &new, &internal, &header, blobs.key)?;
             tiers.memory.update_meta(hash, internal, header);
-            match tiers.catalog.retag(&hash.to_be_bytes(), tags) {
-                Ok(()) => Ok(true),
-                Err(error) => {
-                    tiers.uncataloged(hash, error);
-                    Ok(false)
-                }
-            }
+            Ok(self.retagged(hash, tags))
         })
         .await;
         match written {
@@ -542,10 +617,70 @@ impl TieredStore {
         }
     }
 
+    /// Record `hash`'s new tags after its meta was rewritten; if the
+    /// catalog cannot, the object is removed (false). Blocking.
+    fn retagged(&self, hash: u128, tags: Vec<Box<str>>) -> bool {
+        match self.tiers.catalog.retag(&hash.to_be_bytes(), tags) {
+            Ok(()) => true,
+            Err(error) => {
+                self.tiers.uncataloged(hash, error, None);
+                false
+            }
+        }
+    }
+
+    /// [`TieredStore::rewrite_meta`] for an object in the segment ring: its
+    /// entry at `loc` (`len` bytes) is appended again with the new meta
+    /// blobs, and the old one removed. If the ring cannot take it now, the
+    /// object is removed instead (false): it was stale, and a stale object
+    /// the store cannot refresh is fetched again. Blocking; call it holding
+    /// the object's lock.
+    fn rewrite_entry(
+        &self,
+        hash: u128,
+        (loc, len): (Loc, u64),
+        internal: Bytes,
+        header: Bytes,
+        tags: Vec<Box<str>>,
+    ) -> Result<bool, StoreError> {
+        let tiers = &self.tiers;
+        let ring = tiers
+            .segments
+            .as_ref()
+            .ok_or(StoreError::Corrupt("no segment ring"))?;
+        let old = ring.read(loc, len, hash)?;
+        let parts = Parts {
+            internal: &internal,
+            header: &header,
+            key: &old.key,
+            body: std::slice::from_ref(&old.body),
+        };
+        let Ok((new, size)) = ring.append(hash, &parts)? else {
+            tiers.remove_held(hash, None);
+            return Ok(false);
+        };
+        tiers.index.insert_at(hash, size, Some(new));
+        ring.remove(loc, hash)?;
+        tiers.memory.update_meta(hash, internal, header);
+        Ok(self.retagged(hash, tags))
+    }
+
     /// The stored meta of `hash`, from memory or disk.
     async fn stored_meta(&'static self, hash: u128) -> Option<CacheMeta> {
         if let Some(object) = self.tiers.memory.get(hash) {
             return object.meta().ok();
+        }
+        let tiers = &self.tiers;
+        if let Some(Placed {
+            size,
+            loc: Some(loc),
+        }) = tiers.index.placed(hash)
+        {
+            let ring = tiers.segments.as_ref()?;
+            let entry = io::blocking(move || ring.read(loc, size, hash))
+                .await
+                .ok()?;
+            return CacheMeta::deserialize(&entry.internal, &entry.meta_header).ok();
         }
         let bytes = io::blocking(move || self.tiers.disk.read_meta(hash))
             .await
@@ -556,9 +691,13 @@ impl TieredStore {
 }
 
 impl Drop for TieredStore {
-    /// A walk still running stops at its next object.
+    /// A walk still running stops at its next object, the reclaimer at its
+    /// next region.
     fn drop(&mut self) {
         self.tiers.recovery.stop();
+        if let Some(ring) = &self.tiers.segments {
+            ring.stop();
+        }
     }
 }
 
@@ -597,8 +736,12 @@ impl Storage for TieredStore {
                 )));
             }
         }
-        if self.tiers.index.get(hash).is_some() {
-            if let Some(hit) = self.disk_lookup(hash).await? {
+        if let Some(placed) = self.tiers.index.placed(hash) {
+            let found = match placed.loc {
+                Some(loc) => self.segment_lookup(hash, loc, placed.size).await?,
+                None => self.disk_lookup(hash).await?,
+            };
+            if let Some(hit) = found {
                 return Ok(Some(hit));
             }
         }

@@ -23,12 +23,13 @@ use crate::config::StoreConfig;
 use crate::disk::format::MetaHeader;
 use crate::disk::{BodyReader, DiskTier};
 use crate::error::StoreError;
-use crate::index::Index;
+use crate::index::{Index, Placed};
 use crate::io;
 use crate::memory::{MemObject, MemoryTier};
 use crate::observer::{StoreEvent, StoreObserver};
 use crate::partial::Partials;
 use crate::recovery::Recovery;
+use crate::segments::{Loc, Segments};
 use crate::sharded::Sharded;
 use crate::shared::{
     stale_horizon, BytesBody, SharedBody, SharedError, SharedMeta, SharedTier, SharedWrites,
@@ -46,6 +47,8 @@ pub struct Tiers {
     pub config: StoreConfig,
     /// The object files.
     pub disk: DiskTier,
+    /// The segment ring small objects are appended to, if there is one.
+    pub segments: Option<Segments>,
     /// What is on disk, by key hash, with each object's CLOCK counter
     /// (shared with the store's [`ClockEviction`](crate::ClockEviction)).
     pub index: Arc<Index>,
@@ -165,26 +168,32 @@ impl Tiers {
     }
 
     /// Make a just-committed object of `size` bytes on disk findable:
-    /// catalog it, index it, and hold it in memory if `held` (otherwise
-    /// drop any older copy memory has). Called on the blocking pool, right
-    /// after the commit, so a caller that stops waiting cannot leave a
-    /// committed object on disk that nothing knows about.
+    /// catalog it, index it (at `loc` in the segment ring, or in its own
+    /// files), and hold it in memory if `held` (otherwise drop any older
+    /// copy memory has). Called on the blocking pool, right after the
+    /// commit, so a caller that stops waiting cannot leave a committed
+    /// object on disk that nothing knows about. An older copy the new one
+    /// does not overwrite (in files when the new one is in the ring, or
+    /// the other way round) is removed.
     ///
     /// The catalog comes first: if it cannot record the object, no purge
-    /// could ever find it, so the object is removed again (files, index,
-    /// memory) and the error returned, as for any write that failed.
+    /// could ever find it, so the object is removed again (files or entry,
+    /// index, memory) and the error returned, as for any write that failed.
     pub fn install_committed(
         &self,
         hash: u128,
         size: u64,
         record: Record,
         held: Option<Arc<MemObject>>,
+        loc: Option<Loc>,
     ) -> Result<(), StoreError> {
         let _held = self.hold(hash);
         if let Err(error) = self.catalog.insert(record) {
-            return Err(self.uncataloged(hash, error));
+            let written = Placed { size, loc };
+            return Err(self.uncataloged(hash, error, Some(written)));
         }
-        self.index.insert(hash, size);
+        let old = self.index.insert_at(hash, size, loc);
+        self.drop_replaced(hash, old, loc);
         match held {
             Some(object) => {
                 self.memory.insert(hash, object);
@@ -204,30 +213,80 @@ impl Tiers {
         self.holds.lock(hash as usize)
     }
 
-    /// Remove `hash` from memory, the index, the catalog and the disk;
-    /// returns whether its files were there. Blocking; call it holding
-    /// [`Tiers::hold`].
-    pub fn remove_held(&self, hash: u128) -> bool {
+    /// An object was just indexed at `loc` in place of `old`: remove the
+    /// old copy if the new one did not overwrite it (a commit in files
+    /// overwrites files by renaming; a ring entry overwrites nothing).
+    /// Blocking; call it holding [`Tiers::hold`].
+    pub fn drop_replaced(&self, hash: u128, old: Option<Placed>, loc: Option<Loc>) {
+        match (old.map(|old| old.loc), loc) {
+            (Some(Some(old)), _) if Some(old) != loc => self.remove_entry(old, hash),
+            (Some(None), Some(_)) => {
+                self.disk.remove(hash);
+            }
+            _ => {}
+        }
+    }
+
+    /// Mark a ring entry removed; a failure only costs a later scan's work.
+    fn remove_entry(&self, loc: Loc, hash: u128) {
+        if let Some(ring) = &self.segments {
+            if let Err(error) = ring.remove(loc, hash) {
+                tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "segment entry not marked removed");
+            }
+        }
+    }
+
+    /// Remove `hash` from memory, the index, the catalog and the disk (its
+    /// files, or its ring entry, and the entry at `earlier` if the caller
+    /// already took it out of the index); returns whether it was on disk.
+    /// Blocking; call it holding [`Tiers::hold`].
+    pub fn remove_held(&self, hash: u128, earlier: Option<Placed>) -> bool {
         self.memory.remove(hash);
-        self.index.remove(hash);
+        let now = self.index.take(hash);
         if let Err(error) = self.catalog.remove(&hash.to_be_bytes()) {
             // Harmless until the next start reconciles it away: a purge
             // selecting the entry finds no object.
             tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "catalog entry of a removed object left");
             self.observe(StoreEvent::CatalogFailed);
         }
-        self.disk.remove(hash)
+        self.remove_copies(hash, [earlier, now])
+    }
+
+    /// Remove the ring entries among `placed`, and the files unless every
+    /// copy known was in the ring; returns whether anything was there.
+    fn remove_copies(&self, hash: u128, placed: [Option<Placed>; 2]) -> bool {
+        let mut there = false;
+        let mut files = placed.iter().all(Option::is_none);
+        for found in placed.into_iter().flatten() {
+            match found.loc {
+                Some(loc) => {
+                    self.remove_entry(loc, hash);
+                    there = true;
+                }
+                None => files = true,
+            }
+        }
+        if files {
+            there |= self.disk.remove(hash);
+        }
+        there
     }
 
     /// The catalog could not record what `hash`'s object now is (a new
-    /// object, or new tags): remove the object from every tier, so a purge
-    /// that cannot see it cannot miss it either. Blocking. Returns `error`.
-    pub fn uncataloged(&self, hash: u128, error: StoreError) -> StoreError {
+    /// object, `written` but not yet indexed, or new tags): remove the
+    /// object from every tier, so a purge that cannot see it cannot miss
+    /// it either. Blocking. Returns `error`.
+    pub fn uncataloged(
+        &self,
+        hash: u128,
+        error: StoreError,
+        written: Option<Placed>,
+    ) -> StoreError {
         tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "catalog not updated; object removed");
         self.observe(StoreEvent::CatalogFailed);
         self.memory.remove(hash);
-        self.index.remove(hash);
-        self.disk.remove(hash);
+        let indexed = self.index.take(hash);
+        self.remove_copies(hash, [indexed, written]);
         error
     }
 
@@ -331,10 +390,11 @@ impl Tiers {
     /// caller waits.
     pub async fn forget(&'static self, hash: u128) -> bool {
         let in_memory = self.memory.remove(hash);
-        let in_index = self.index.remove(hash).is_some();
+        let indexed = self.index.take(hash);
+        let in_index = indexed.is_some();
         let on_disk = io::blocking(move || {
             let _held = self.hold(hash);
-            Ok(self.remove_held(hash))
+            Ok(self.remove_held(hash, indexed))
         })
         .await
         .unwrap_or(false);

@@ -589,20 +589,39 @@ impl DiskTier {
             return Err(StoreError::Corrupt("meta file under the wrong name"));
         }
         let body = self.open_body(hash, &meta)?;
-        let key = decode_key(blobs.key)?;
-        let stored = CacheMeta::deserialize(blobs.internal, blobs.header)
-            .map_err(|_| StoreError::Corrupt("undecodable cache meta"))?;
+        let record = record_of(blobs.key, blobs.internal, blobs.header, tag_fields)?;
         let recovered = Recovered {
             hash,
             size: body.len + bytes.len() as u64,
             written,
             meta: file,
         };
-        let record = Record {
-            key: key.compact,
-            primary_key: key.primary_key,
-            tags: tags_in(stored.headers(), tag_fields),
-        };
         Ok((recovered, record))
     }
+
+    /// When `hash`'s meta file was written, if it has one. Blocking.
+    pub fn written(&self, hash: u128) -> Option<SystemTime> {
+        fs::metadata(self.paths(hash).0)
+            .and_then(|m| m.modified())
+            .ok()
+    }
+}
+
+/// The catalog record of a stored object, from its encoded key and meta
+/// blobs (tags read from the fields named in `tag_fields`): what recovery
+/// puts back, for an object in files or in the segment ring.
+pub fn record_of(
+    key: &[u8],
+    internal: &[u8],
+    header: &[u8],
+    tag_fields: &[String],
+) -> Result<Record, StoreError> {
+    let key = decode_key(key)?;
+    let stored = CacheMeta::deserialize(internal, header)
+        .map_err(|_| StoreError::Corrupt("undecodable cache meta"))?;
+    Ok(Record {
+        key: key.compact,
+        primary_key: key.primary_key,
+        tags: tags_in(stored.headers(), tag_fields),
+    })
 }

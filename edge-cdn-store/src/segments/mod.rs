@@ -1,0 +1,549 @@
+//! The segment ring: small objects appended to a ring of region files, so
+//! a small fill is one `pwrite` instead of two files created, written and
+//! renamed, and a removal is a 4-byte overwrite instead of two unlinks.
+//!
+//! `<dir>/segments/` holds `regions` files of [`REGION_BYTES`] each. Entries
+//! (`entry.rs`: checksummed header, meta blobs, key, body) are appended at
+//! the head; when the head region is full the head moves to the next
+//! region, which must be free: the reclaimer (`crate::reclaim`) frees the
+//! region after the head in the background, dropping from the index,
+//! memory and catalog every object still stored there. So the ring is
+//! first in, first out, as Apache Traffic Server's stripes are; the CLOCK
+//! manager evicts only objects kept in files. A region not yet freed when
+//! the head needs it sends writes to the file engine until it is.
+//!
+//! The index holds an object's [`Loc`] and its entry's length. A read
+//! checks that the entry there is whole, live and the object's: an entry
+//! torn by a crash, or overwritten by a later lap of the ring after the
+//! object was reclaimed, is a miss, never a wrong byte.
+//!
+//! # Recovery
+//!
+//! Appends take their sequence number and offset under one lock, so in a
+//! region sequence numbers grow with offsets. A scan of a region reads
+//! entries from its start, stepping by their lengths, while their headers
+//! are whole and their sequence grows: it stops at a torn header, at the
+//! unwritten rest, or at the entries of an earlier lap after the head. An
+//! entry whose checksum fails (torn or decayed payload) is not recovered,
+//! and the scan goes on past it. The regions are scanned in the order
+//! of their first entries' sequence, so a later copy of an object wins.
+
+pub mod entry;
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+
+use bytes::Bytes;
+
+use crate::error::StoreError;
+use entry::{Entry, Header, Parts, HEADER};
+
+/// Bytes per region: entries up to this size fit, and a reclaim reads one
+/// region at a time.
+pub const REGION_BYTES: u64 = 8 << 20;
+
+/// The ring's format, recorded in `segments/layout`.
+const FORMAT: u32 = 1;
+
+/// Where an entry is: a region and an offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Loc {
+    /// The region's number.
+    pub region: u32,
+    /// Byte offset in the region.
+    pub offset: u32,
+}
+
+impl Loc {
+    /// As the index keeps it: never 0, which means "in files".
+    pub fn packed(self) -> u64 {
+        (u64::from(self.region) + 1) << 32 | u64::from(self.offset)
+    }
+
+    /// Back from [`Loc::packed`]; `None` for 0.
+    pub fn unpacked(packed: u64) -> Option<Loc> {
+        let region = (packed >> 32).checked_sub(1)?;
+        Some(Loc {
+            region: region as u32,
+            offset: packed as u32,
+        })
+    }
+}
+
+/// Where the next entry goes.
+struct Head {
+    region: u32,
+    offset: u64,
+    seq: u64,
+}
+
+/// Why an entry was not appended; the object goes to the file engine.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The ring is off, or not yet on (while the store recovers).
+    Off,
+    /// Larger than the ring takes.
+    TooLarge,
+    /// The region after the head is not yet free.
+    Behind,
+}
+
+/// The ring of regions.
+pub struct Segments {
+    regions: Vec<File>,
+    max_entry: u64,
+    head: Mutex<Head>,
+    /// `free[r]`: region `r` holds nothing the index points to, so the head
+    /// may enter it and overwrite it from its start.
+    free: Vec<AtomicBool>,
+    /// Appends are taken (off until a walk after a crash is done).
+    on: AtomicBool,
+    /// No region held an entry when the ring was opened.
+    empty: AtomicBool,
+    /// Wakes the reclaimer: set when the head moves, and when the store
+    /// closes.
+    wake: (Mutex<bool>, Condvar),
+    stopped: AtomicBool,
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StoreError {
+    move |e| StoreError::Io(what, e)
+}
+
+/// What the scan of one region found: entries, in order, each with where
+/// it is, and its payload if the scan was asked to check them and it is
+/// live and whole.
+pub struct Scanned {
+    /// Headers and locations of the entries, live and removed.
+    pub entries: Vec<(Header, Loc, Option<Entry>)>,
+    /// Where the region's valid entries end.
+    pub end: u64,
+}
+
+impl Segments {
+    /// Open (or make) the ring of `regions` regions under `dir`, taking
+    /// entries up to `max_entry` bytes. A ring laid out otherwise (another
+    /// region count or format) is emptied: its second value is then true,
+    /// and a saved index that points into it must not be used. Blocking.
+    pub fn open(
+        dir: &Path,
+        regions: usize,
+        max_entry: u64,
+    ) -> Result<(Segments, bool), StoreError> {
+        let dir = dir.join("segments");
+        fs::create_dir_all(&dir).map_err(io_err("create segments directory"))?;
+        let layout = format!("stavka segments {FORMAT} regions {regions} bytes {REGION_BYTES}\n");
+        let layout_path = dir.join("layout");
+        let wiped = match fs::read_to_string(&layout_path) {
+            Ok(found) if found == layout => false,
+            Ok(_) | Err(_) => {
+                for stale in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let _ = fs::remove_file(stale.path());
+                }
+                fs::write(&layout_path, &layout).map_err(io_err("write segments layout"))?;
+                true
+            }
+        };
+        let files = (0..regions)
+            .map(|r| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(region_path(&dir, r))
+                    .map_err(io_err("open segment region"))
+            })
+            .collect::<Result<Vec<File>, _>>()?;
+        let segments = Segments {
+            regions: files,
+            max_entry: max_entry.min(REGION_BYTES),
+            head: Mutex::new(Head {
+                region: 0,
+                offset: 0,
+                seq: 1,
+            }),
+            free: (0..regions).map(|_| AtomicBool::new(true)).collect(),
+            on: AtomicBool::new(false),
+            empty: AtomicBool::new(true),
+            wake: (Mutex::new(false), Condvar::new()),
+            stopped: AtomicBool::new(false),
+        };
+        segments.find_head()?;
+        Ok((segments, wiped))
+    }
+
+    /// Find the newest region (the one whose first entry has the highest
+    /// sequence) and the end of its entries: the head. Every other region
+    /// that holds entries is not free until reclaimed.
+    fn find_head(&self) -> Result<(), StoreError> {
+        let mut newest: Option<(u32, u64)> = None;
+        for (r, file) in self.regions.iter().enumerate() {
+            let mut first = [0u8; HEADER];
+            let read = match file.read_exact_at(&mut first, 0) {
+                Ok(()) => Header::decode(&first),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
+                Err(e) => return Err(StoreError::Io("read segment region", e)),
+            };
+            if let Some(header) = read {
+                self.free[r].store(false, Ordering::Relaxed);
+                self.empty.store(false, Ordering::Relaxed);
+                if newest.is_none_or(|(_, seq)| header.seq > seq) {
+                    newest = Some((r as u32, header.seq));
+                }
+            }
+        }
+        let Some((region, _)) = newest else {
+            // An empty ring: the head starts in region 0.
+            self.free[0].store(false, Ordering::Relaxed);
+            return Ok(());
+        };
+        let scanned = self.scan(region, false)?;
+        let seq = scanned.entries.last().map_or(0, |(h, _, _)| h.seq) + 1;
+        *self.head.lock().unwrap_or_else(|e| e.into_inner()) = Head {
+            region,
+            offset: scanned.end,
+            seq,
+        };
+        Ok(())
+    }
+
+    /// Whether no region held an entry when the ring was opened: there is
+    /// nothing in it to recover, so appends may start at once.
+    pub fn was_empty(&self) -> bool {
+        self.empty.load(Ordering::Relaxed)
+    }
+
+    /// Take appends from now on.
+    pub fn start(&self) {
+        self.on.store(true, Ordering::Release);
+        self.nudge();
+    }
+
+    /// Whether appends are taken.
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
+    /// Append an entry for `hash` with `parts`; returns where it is and its
+    /// length. Blocking (one `pwrite`).
+    pub fn append(
+        &self,
+        hash: u128,
+        parts: &Parts<'_>,
+    ) -> Result<Result<(Loc, u64), Refused>, StoreError> {
+        if !self.is_on() {
+            return Ok(Err(Refused::Off));
+        }
+        let Some(len) = parts.len().filter(|len| *len <= self.max_entry) else {
+            return Ok(Err(Refused::TooLarge));
+        };
+        let (loc, seq) = {
+            let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+            if head.offset + len > REGION_BYTES {
+                let next = (head.region as usize + 1) % self.regions.len();
+                if !self.free[next].swap(false, Ordering::AcqRel) {
+                    drop(head);
+                    self.nudge();
+                    return Ok(Err(Refused::Behind));
+                }
+                head.region = next as u32;
+                head.offset = 0;
+                self.nudge();
+            }
+            let loc = Loc {
+                region: head.region,
+                offset: head.offset as u32,
+            };
+            head.offset += len;
+            head.seq += 1;
+            (loc, head.seq - 1)
+        };
+        let bytes = entry::encode(hash, seq, parts);
+        self.regions[loc.region as usize]
+            .write_all_at(&bytes, u64::from(loc.offset))
+            .map_err(io_err("write segment entry"))?;
+        Ok(Ok((loc, len)))
+    }
+
+    /// Read and check `hash`'s entry of `len` bytes at `loc`. Blocking.
+    pub fn read(&self, loc: Loc, len: u64, hash: u128) -> Result<Entry, StoreError> {
+        let file = self
+            .regions
+            .get(loc.region as usize)
+            .ok_or(StoreError::Corrupt("segment region out of range"))?;
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, u64::from(loc.offset))
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => StoreError::Corrupt("segment entry cut short"),
+                _ => StoreError::Io("read segment entry", e),
+            })?;
+        entry::check(Bytes::from(bytes), hash)
+    }
+
+    /// Mark `hash`'s entry at `loc` removed, if it is still there, so no
+    /// scan brings it back. Blocking. Call it under the object's lock,
+    /// after taking the object out of the index. An entry the ring reused
+    /// meanwhile is not touched (its hash differs); the rare removal that
+    /// races that reuse costs the new entry a miss, never a wrong byte.
+    pub fn remove(&self, loc: Loc, hash: u128) -> Result<(), StoreError> {
+        let Some(file) = self.regions.get(loc.region as usize) else {
+            return Ok(());
+        };
+        let mut first = [0u8; HEADER];
+        if file
+            .read_exact_at(&mut first, u64::from(loc.offset))
+            .is_err()
+        {
+            return Ok(());
+        }
+        match Header::decode(&first) {
+            Some(header) if header.live && header.hash == hash => file
+                .write_all_at(&entry::DEAD_MAGIC, u64::from(loc.offset))
+                .map_err(io_err("remove segment entry")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Read `region` and list its entries (see the module's *Recovery*);
+    /// with `check`, each live entry's checksum is verified and, if it
+    /// holds, its payload returned. Blocking: reads the region whole.
+    pub fn scan(&self, region: u32, check: bool) -> Result<Scanned, StoreError> {
+        let file = &self.regions[region as usize];
+        let len = file
+            .metadata()
+            .map_err(io_err("stat segment region"))?
+            .len()
+            .min(REGION_BYTES);
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, 0)
+            .map_err(io_err("read segment region"))?;
+        let bytes = Bytes::from(bytes);
+        let mut entries = Vec::new();
+        let mut at = 0u64;
+        let mut last_seq = 0;
+        while let Some(header) = bytes.get(at as usize..).and_then(Header::decode) {
+            let end = at + header.len();
+            if header.seq <= last_seq || end > len {
+                break;
+            }
+            let payload = match check && header.live {
+                true => entry::check(bytes.slice(at as usize..end as usize), header.hash).ok(),
+                false => None,
+            };
+            let loc = Loc {
+                region,
+                offset: at as u32,
+            };
+            entries.push((header, loc, payload));
+            last_seq = header.seq;
+            at = end;
+        }
+        Ok(Scanned { entries, end: at })
+    }
+
+    /// The regions in the order they were written, oldest first: those
+    /// holding entries, by their first entry's sequence. Blocking.
+    pub fn regions_oldest_first(&self) -> Vec<u32> {
+        let mut found: Vec<(u64, u32)> = self
+            .regions
+            .iter()
+            .enumerate()
+            .filter_map(|(r, file)| {
+                let mut first = [0u8; HEADER];
+                file.read_exact_at(&mut first, 0).ok()?;
+                Some((Header::decode(&first)?.seq, r as u32))
+            })
+            .collect();
+        found.sort_unstable();
+        found.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The region the reclaimer should free next, if it is not free: the
+    /// one after the head.
+    pub fn to_free(&self) -> Option<u32> {
+        let head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        let next = (head.region as usize + 1) % self.regions.len();
+        (!self.free[next].load(Ordering::Acquire) && next != head.region as usize)
+            .then_some(next as u32)
+    }
+
+    /// Mark `region` free: the reclaimer has dropped everything in it.
+    pub fn freed(&self, region: u32) {
+        self.free[region as usize].store(true, Ordering::Release);
+    }
+
+    /// Wake the reclaimer.
+    fn nudge(&self) {
+        let (woken, wake) = &self.wake;
+        *woken.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_one();
+    }
+
+    /// Wait until there may be work for the reclaimer, or the store closes
+    /// (then false).
+    pub fn wait_for_work(&self) -> bool {
+        let (woken, wake) = &self.wake;
+        let mut woken = woken.lock().unwrap_or_else(|e| e.into_inner());
+        while !*woken && !self.stopped.load(Ordering::Acquire) {
+            woken = wake.wait(woken).unwrap_or_else(|e| e.into_inner());
+        }
+        *woken = false;
+        !self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Stop the reclaimer at its next wait.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.nudge();
+    }
+}
+
+fn region_path(dir: &Path, region: usize) -> PathBuf {
+    dir.join(format!("{region:05}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(byte: u8, len: usize) -> [Bytes; 1] {
+        [Bytes::from(vec![byte; len])]
+    }
+
+    fn append(ring: &Segments, hash: u128, body: &[Bytes]) -> Result<(Loc, u64), Refused> {
+        let parts = Parts {
+            internal: b"i",
+            header: b"h",
+            key: b"k",
+            body,
+        };
+        ring.append(hash, &parts).unwrap()
+    }
+
+    #[test]
+    fn locations_pack_into_a_nonzero_word() {
+        let loc = Loc {
+            region: 0,
+            offset: 0,
+        };
+        assert_ne!(loc.packed(), 0);
+        assert_eq!(Loc::unpacked(loc.packed()), Some(loc));
+        assert_eq!(Loc::unpacked(0), None);
+        let far = Loc {
+            region: 70_000,
+            offset: REGION_BYTES as u32 - 8,
+        };
+        assert_eq!(Loc::unpacked(far.packed()), Some(far));
+    }
+
+    #[test]
+    fn the_head_moves_on_only_into_a_free_region_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, wiped) = Segments::open(dir.path(), 3, 2 << 20).unwrap();
+        assert!(wiped, "a new ring is laid out");
+        assert_eq!(append(&ring, 1, &body(1, 10)), Err(Refused::Off));
+        ring.start();
+        let big = body(7, 1 << 20);
+        let mut locs = Vec::new();
+        // Three regions of eight 1 MiB entries less a header: seven each.
+        for hash in 0..21u128 {
+            locs.push(append(&ring, hash, &big).unwrap());
+        }
+        assert_eq!(
+            append(&ring, 99, &big),
+            Err(Refused::Behind),
+            "wrapped onto region 0"
+        );
+        assert_eq!(ring.to_free(), Some(0));
+        let (loc, len) = locs[20];
+        assert_eq!(ring.read(loc, len, 20).unwrap().body, big[0]);
+        assert!(ring.read(loc, len, 21).is_err(), "not the object's entry");
+        ring.remove(locs[3].0, 3).unwrap();
+        assert!(ring.read(locs[3].0, locs[3].1, 3).is_err(), "removed");
+        drop(ring);
+
+        let (ring, wiped) = Segments::open(dir.path(), 3, 2 << 20).unwrap();
+        assert!(!wiped);
+        assert_eq!(ring.regions_oldest_first(), vec![0, 1, 2]);
+        let scanned = ring.scan(0, true).unwrap();
+        assert_eq!(scanned.entries.len(), 7);
+        let live: Vec<u128> = scanned
+            .entries
+            .iter()
+            .filter(|(h, _, e)| h.live && e.is_some())
+            .map(|(h, _, _)| h.hash)
+            .collect();
+        assert_eq!(
+            live,
+            vec![0, 1, 2, 4, 5, 6],
+            "the removed entry stays removed"
+        );
+        assert_eq!(ring.to_free(), Some(0), "the head is found again");
+        ring.freed(0);
+        ring.start();
+        let (loc, _) = append(&ring, 100, &big).unwrap();
+        assert_eq!(loc.region, 0);
+        assert_eq!(loc.offset, 0);
+        let (ring2, wiped) = Segments::open(dir.path(), 4, 2 << 20).unwrap();
+        assert!(wiped, "another layout empties the ring");
+        assert!(ring2.regions_oldest_first().is_empty());
+    }
+
+    #[test]
+    fn a_scan_stops_at_a_torn_tail_and_at_an_earlier_lap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, _) = Segments::open(dir.path(), 2, 1 << 20).unwrap();
+        ring.start();
+        let small = body(3, 100);
+        let locs: Vec<(Loc, u64)> = (0..5u128)
+            .map(|h| append(&ring, h, &small).unwrap())
+            .collect();
+        // A decayed payload in the second entry: not recovered, the scan
+        // goes on. A torn header in the fourth: the scan ends there.
+        let at = |i: usize| u64::from(locs[i].0.offset);
+        ring.regions[0].write_all_at(b"\xff", at(1) + 100).unwrap();
+        ring.regions[0].write_all_at(b"\0\0", at(3)).unwrap();
+        let scanned = ring.scan(0, true).unwrap();
+        let whole: Vec<bool> = scanned
+            .entries
+            .iter()
+            .map(|(_, _, e)| e.is_some())
+            .collect();
+        assert_eq!(whole, vec![true, false, true]);
+        assert_eq!(scanned.end, at(3));
+
+        // An earlier lap's entries after the head are not read as current.
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, _) = Segments::open(dir.path(), 2, 1 << 20).unwrap();
+        ring.start();
+        let (first, _) = append(&ring, 1, &small).unwrap();
+        append(&ring, 2, &small).unwrap();
+        // Rewrite the region's start as a later lap would.
+        let later = entry::encode(
+            3,
+            10,
+            &Parts {
+                internal: b"i",
+                header: b"h",
+                key: b"k",
+                body: &small,
+            },
+        );
+        ring.regions[0]
+            .write_all_at(&later, u64::from(first.offset))
+            .unwrap();
+        let hashes: Vec<u128> = ring
+            .scan(0, true)
+            .unwrap()
+            .entries
+            .iter()
+            .map(|(h, _, _)| h.hash)
+            .collect();
+        assert_eq!(hashes, vec![3]);
+    }
+}

@@ -1,0 +1,290 @@
+//! The segment ring (small objects appended to region files): damaged
+//! entries, removals that outlive a crash, a crash mid-append, region reuse
+//! under concurrent readers, and objects moving between the ring and files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytesize::ByteSize;
+use common::{body, get, key, meta, open, put, reopen};
+use edge_cdn_store::{StoreConfig, TieredStore};
+use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
+use pingora_cache::trace::Span;
+
+/// A ring of three 8 MiB regions, and a memory tier too small for the
+/// bodies here, so every hit reads the ring.
+fn config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        disk_bytes: ByteSize::mib(256),
+        segment_bytes: Some(ByteSize::mib(24)),
+        memory_max_object: ByteSize::kib(1),
+        ..common::config(dir)
+    }
+}
+
+/// The ring's region files, in order.
+fn regions(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap() != "layout")
+        .collect();
+    found.sort();
+    found
+}
+
+/// Object files (meta and body) in the store directory's shards.
+fn object_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|shard| shard.file_name().len() == 2)
+        .map(|shard| std::fs::read_dir(shard.path()).unwrap().count())
+        .sum()
+}
+
+fn name(i: usize) -> String {
+    format!("/seg/{i}")
+}
+
+/// The body object `i` is stored with: its seed differs from its
+/// neighbours', and its `x-tag` names it, so a wrong entry shows.
+fn data(i: usize) -> Bytes {
+    body(20_000 + i % 7 * 3_000, i as u8)
+}
+
+/// Object `i` as a lookup finds it: `None` for a miss; a panic for any
+/// object but the one asked for.
+async fn check(store: &'static TieredStore, i: usize) -> Option<()> {
+    let (meta, got) = get(store, &name(i)).await?;
+    assert_eq!(
+        meta.headers()["x-tag"],
+        name(i).as_str(),
+        "another object's entry"
+    );
+    assert_eq!(got, data(i), "object {i} served wrong bytes");
+    Some(())
+}
+
+#[tokio::test]
+async fn small_objects_live_in_the_ring_and_come_back_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    for i in 0..50 {
+        put(store, &name(i), &data(i)).await;
+    }
+    assert_eq!(object_files(dir.path()), 0, "no object files");
+    for i in 0..50 {
+        check(store, i).await.expect("stored");
+    }
+    // No saved index: the next store scans the ring.
+    let store = reopen(config(dir.path())).await;
+    assert_eq!(store.health().disk_objects, 50);
+    assert_eq!(store.catalog_totals().0, 50);
+    for i in 0..50 {
+        check(store, i).await.expect("recovered");
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_entry_is_a_miss_and_is_not_brought_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    for i in 0..3 {
+        put(store, &name(i), &data(i)).await;
+    }
+    // Flip a byte in the middle entry's body.
+    let region = &regions(dir.path())[0];
+    let mut bytes = std::fs::read(region).unwrap();
+    let written = bytes.len();
+    bytes[written / 2] ^= 0x5a;
+    std::fs::write(region, &bytes).unwrap();
+    assert!(check(store, 1).await.is_none(), "checked whole: a miss");
+    assert!(check(store, 0).await.is_some() && check(store, 2).await.is_some());
+    assert_eq!(store.health().disk_objects, 2);
+    let store = reopen(config(dir.path())).await;
+    assert!(check(store, 1).await.is_none());
+    assert!(check(store, 0).await.is_some() && check(store, 2).await.is_some());
+}
+
+#[tokio::test]
+async fn a_purged_entry_stays_purged_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    for i in 0..3 {
+        put(store, &name(i), &data(i)).await;
+    }
+    let span = Span::inactive().handle();
+    let compact = key(&name(1)).to_compact();
+    store
+        .purge(
+            PurgeTarget::Active(&compact),
+            PurgeType::Invalidation,
+            &span,
+        )
+        .await
+        .unwrap();
+    assert!(check(store, 1).await.is_none());
+    let store = reopen(config(dir.path())).await;
+    assert!(
+        check(store, 1).await.is_none(),
+        "its entry was marked removed"
+    );
+    assert_eq!(store.health().disk_objects, 2);
+}
+
+/// A 304's new headers are a new entry; the scan after a crash finds the
+/// later one.
+#[tokio::test]
+async fn a_refreshed_entry_comes_back_refreshed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    put(store, &name(0), &data(0)).await;
+    let mut refreshed = meta(&name(0));
+    refreshed
+        .response_header_mut()
+        .insert_header("x-refreshed", "yes")
+        .unwrap();
+    let span = Span::inactive().handle();
+    assert!(store
+        .update_meta(&key(&name(0)), &refreshed, &span)
+        .await
+        .unwrap());
+    let store = reopen(config(dir.path())).await;
+    let (meta, got) = get(store, &name(0)).await.unwrap();
+    assert_eq!(meta.headers()["x-refreshed"], "yes");
+    assert_eq!(got, data(0));
+    assert_eq!(store.health().disk_objects, 1);
+}
+
+/// An object that grows past the ring's entry size moves to files, and
+/// back: only the latest copy is kept, before and after a crash.
+#[tokio::test]
+async fn an_object_moving_between_the_ring_and_files_keeps_one_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    let large = body(200_000, 1);
+    put(store, &name(0), &data(0)).await;
+    put(store, &name(0), &large).await;
+    assert_eq!(object_files(dir.path()), 2, "in files now");
+    assert_eq!(get(store, &name(0)).await.unwrap().1, large);
+    put(store, &name(0), &data(0)).await;
+    assert_eq!(
+        object_files(dir.path()),
+        0,
+        "back in the ring, files removed"
+    );
+    check(store, 0).await.unwrap();
+    let store = reopen(config(dir.path())).await;
+    check(store, 0).await.unwrap();
+    assert_eq!(store.health().disk_objects, 1);
+}
+
+/// The ring wraps several times while readers look up objects at random:
+/// each lookup is the right object whole, or a miss; the oldest objects
+/// are reclaimed, and the index and catalog agree at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_are_reused_under_readers_who_get_whole_objects_or_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    let written = Arc::new(AtomicUsize::new(0));
+    let objects = 3_000; // about 80 MiB through a 24 MiB ring
+    let readers: Vec<_> = (0..4)
+        .map(|r| {
+            let written = written.clone();
+            tokio::spawn(async move {
+                let (mut hits, mut misses, mut seed) = (0, 0, r as u64 + 1);
+                while written.load(Ordering::Relaxed) < objects {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    let upto = written.load(Ordering::Relaxed).max(1);
+                    match check(store, (seed >> 33) as usize % upto).await {
+                        Some(()) => hits += 1,
+                        None => misses += 1,
+                    }
+                }
+                (hits, misses)
+            })
+        })
+        .collect();
+    for i in 0..objects {
+        put(store, &name(i), &data(i)).await;
+        written.store(i + 1, Ordering::Relaxed);
+    }
+    let mut hits = 0;
+    for reader in readers {
+        hits += reader.await.unwrap().0;
+    }
+    assert!(hits > 0, "readers found objects");
+    assert!(check(store, 0).await.is_none(), "the oldest were reclaimed");
+    check(store, objects - 1)
+        .await
+        .expect("the newest are kept");
+    // The reclaimer finishes the region it may be on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let health = store.health();
+    assert_eq!(store.catalog_totals().0, health.disk_objects);
+    assert!(health.disk_bytes <= 24 << 20, "{}", health.disk_bytes);
+}
+
+/// Run as the child: append objects from four tasks without end, saying
+/// "ready" once 200 are committed.
+fn append_until_killed(dir: &Path) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = open(config(dir));
+        let next = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (next, ready) = (next.clone(), dir.join("ready"));
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        put(store, &name(i), &data(i)).await;
+                        if i == 200 {
+                            std::fs::write(&ready, b"").unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_process_killed_mid_append_serves_no_torn_entry() {
+    if let Some((_, dir)) = common::child_phase() {
+        return append_until_killed(&dir);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    common::child(
+        "a_process_killed_mid_append_serves_no_torn_entry",
+        "appending",
+        dir.path(),
+        true,
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = reopen(config(dir.path())).await;
+        let found = store.health().disk_objects;
+        assert!(found >= 190, "objects committed before the kill: {found}");
+        let mut served = 0;
+        for i in 0..found + 100 {
+            if check(store, i).await.is_some() {
+                served += 1;
+            }
+        }
+        assert_eq!(served, found, "every indexed object is served whole");
+        // The ring goes on from where it was.
+        put(store, &name(1_000_000), &data(1)).await;
+        assert_eq!(get(store, &name(1_000_000)).await.unwrap().1, data(1));
+    });
+}
