@@ -179,7 +179,8 @@ fn fresh(tag: &str) -> String {
 
 impl Scenario {
     /// Who takes part: hits compare policy modes; misses and collapsing
-    /// take the per-request policy too; memory compares storage layouts;
+    /// take the per-request policy too; memory compares storage layouts
+    /// (the segment ring, objects in files, no memory tier);
     /// slices and TLS leave Varnish out, which has no equivalent; the
     /// video viewers compare stavka with and without prefetching, and
     /// nginx as the incumbent.
@@ -188,7 +189,7 @@ impl Scenario {
         match self {
             Scenario::Hit => &[Stavka, StavkaPerRequest, StavkaLongLived, Nginx, Varnish],
             Scenario::Miss | Scenario::Collapse => &[Stavka, StavkaPerRequest, Nginx, Varnish],
-            Scenario::Memory => &[Stavka, StavkaDiskOnly, Nginx, Varnish],
+            Scenario::Memory => &[Stavka, StavkaFiles, StavkaDiskOnly, Nginx, Varnish],
             Scenario::Slice => &[StavkaSlice, Nginx],
             Scenario::Tls => &[Stavka, Nginx],
             Scenario::Hls => &[Stavka, StavkaHlsPrefetch, Nginx],

@@ -29,6 +29,9 @@ pub enum Contender {
     /// stavka with no memory tier: what it keeps in memory per object
     /// besides bodies (memory scenario only).
     StavkaDiskOnly,
+    /// stavka with every object in its own files, no segment ring: the
+    /// store's file engine against the ring (memory scenario only).
+    StavkaFiles,
     /// stavka caching large objects as slices (`slice.toml`; slice
     /// scenario only): off elsewhere, where it would turn the 50 MiB miss
     /// into a sliced object.
@@ -53,6 +56,7 @@ impl Contender {
             Contender::StavkaPerRequest => "stavka + per-request policy",
             Contender::StavkaLongLived => "stavka + long-lived policy",
             Contender::StavkaDiskOnly => "stavka, disk tier only",
+            Contender::StavkaFiles => "stavka, objects in files",
             Contender::StavkaSlice => "stavka + slices",
             Contender::StavkaHlsPrefetch => "stavka + hls-prefetch",
             Contender::Nginx => "nginx",
@@ -259,6 +263,10 @@ impl Tools {
             ),
             _ => ("256MiB".into(), "256KiB", "4GiB".into()),
         };
+        let segments = match contender {
+            Contender::StavkaFiles => "segment_bytes = \"0\"",
+            _ => "",
+        };
         let slice = match contender {
             Contender::StavkaSlice => std::fs::read_to_string(self.configs.join("slice.toml"))?,
             _ => String::new(),
@@ -274,6 +282,7 @@ impl Tools {
                 ("memory_bytes", memory_bytes),
                 ("memory_max_object", memory_max_object.to_owned()),
                 ("disk_bytes", disk_bytes),
+                ("segments", segments.to_owned()),
                 ("policy", policy),
                 ("prefetch", prefetch),
                 ("slice", slice),

@@ -50,7 +50,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store = common::open(dir.path());
+        let store = common::open(dir.path(), common::Engine::Ring);
         store.recovered().await;
         let started = Instant::now();
         common::fill(store, objects, |i| meta(tag(i))).await;

@@ -12,9 +12,10 @@
 //!    100,000), filled by a child process that exits cleanly (saving its
 //!    index) or as after a crash (not saving): the time to open, to the
 //!    first hit of an object, and, after a crash, until the walk has
-//!    brought every object back. This machine has 16M inodes, so a store
-//!    of 10M objects (two files each) cannot be built here: the walk's
-//!    cost per object is measured and scales linearly.
+//!    brought every object back; with the objects in the segment ring, then
+//!    in files. This machine has 16M inodes, so a store of 10M objects in
+//!    files (two each) cannot be built here: the walk's cost per object is
+//!    measured and scales linearly.
 
 mod common;
 
@@ -22,14 +23,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::Engine;
 use edge_cdn_store::__bench::{claim_index_dir, save_index, take_index, Index};
 use pingora_cache::storage::Storage;
 use pingora_cache::trace::Span;
 use pingora_cache::CacheMeta;
 use pingora_http::ResponseHeader;
 
-/// Set in the child that fills the store: `clean` or `crash`, and the
-/// directory.
+/// Set in the child that fills the store: `clean` or `crash`, `-ring` or
+/// `-files`, and the directory.
 const CHILD: &str = "RESTART_BENCH_CHILD";
 
 fn objects(var: &str, default: usize) -> usize {
@@ -58,7 +60,12 @@ fn meta(_: usize) -> CacheMeta {
 fn main() {
     if let Ok(child) = std::env::var(CHILD) {
         let (phase, dir) = child.split_once(':').unwrap();
-        return fill(Path::new(dir), phase == "clean");
+        let (stop, engine) = phase.split_once('-').unwrap();
+        let engine = match engine {
+            "ring" => Engine::Ring,
+            _ => Engine::Files,
+        };
+        return fill(Path::new(dir), stop == "clean", engine);
     }
     saved_index();
     let dir = match std::env::var_os("RESTART_DIR") {
@@ -66,8 +73,10 @@ fn main() {
         None => tempfile::tempdir(),
     }
     .unwrap();
-    for clean in [true, false] {
-        restart(dir.path(), clean);
+    for engine in [Engine::Ring, Engine::Files] {
+        for clean in [true, false] {
+            restart(dir.path(), clean, engine);
+        }
     }
 }
 
@@ -109,20 +118,24 @@ fn saved_index() {
 }
 
 /// Part 2: a real store restarted cleanly or after a crash.
-fn restart(dir: &Path, clean: bool) {
+fn restart(dir: &Path, clean: bool, engine: Engine) {
     let n = objects("RESTART_STORE_OBJECTS", 100_000);
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     let phase = if clean { "clean" } else { "crash" };
+    let engine_name = match engine {
+        Engine::Ring => "ring",
+        Engine::Files => "files",
+    };
     let status = Command::new(std::env::current_exe().unwrap())
-        .env(CHILD, format!("{phase}:{}", dir.display()))
+        .env(CHILD, format!("{phase}-{engine_name}:{}", dir.display()))
         .status()
         .unwrap();
     assert!(status.success());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let started = Instant::now();
-        let store = common::open(dir);
+        let store = common::open(dir, engine);
         let opened = started.elapsed();
         let mut first = None;
         let mut half = None;
@@ -148,7 +161,10 @@ fn restart(dir: &Path, clean: bool) {
             .unwrap()
             .is_some());
         let after = if clean { "a clean stop" } else { "a crash" };
-        println!("{n} objects of 1 KiB on disk, restarted after {after}");
+        println!(
+            "{n} objects of 1 KiB in {}, restarted after {after}",
+            engine.as_str()
+        );
         for (what, took) in [
             ("open returned", Some(opened)),
             ("first object back", first),
@@ -165,11 +181,11 @@ fn restart(dir: &Path, clean: bool) {
 }
 
 /// The child: fill `dir` with the objects and stop cleanly or not.
-fn fill(dir: &Path, clean: bool) {
+fn fill(dir: &Path, clean: bool, engine: Engine) {
     let n = objects("RESTART_STORE_OBJECTS", 100_000);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = common::open(dir);
+        let store = common::open(dir, engine);
         common::fill(store, n, meta).await;
         if clean {
             store.save_index().unwrap();

@@ -33,12 +33,15 @@ pub fn run(tiers: &Arc<Tiers>) {
         .expect("a store with a segment ring");
     while ring.wait_for_work() {
         while let Some(region) = ring.to_free().filter(|_| ring.is_on()) {
+            let freeing = ring.freeing();
             match free(tiers, ring, region) {
-                Ok(dropped) => {
+                Ok(None) => return,
+                Ok(Some(dropped)) => {
                     tracing::debug!(target: "edge_cdn_store", region, dropped, "segment region reclaimed");
                     ring.freed(region);
                 }
                 Err(error) => {
+                    drop(freeing);
                     // The head stays out of it; new objects go to files.
                     tracing::warn!(target: "edge_cdn_store", region, %error, "segment region not reclaimed; retrying");
                     std::thread::sleep(RETRY);
@@ -48,11 +51,19 @@ pub fn run(tiers: &Arc<Tiers>) {
     }
 }
 
-/// Drop every object the index places in `region`; returns how many.
-fn free(tiers: &Tiers, ring: &Segments, region: u32) -> Result<usize, crate::error::StoreError> {
+/// Drop every object the index places in `region`; returns how many, or
+/// `None` if the ring was stopped meanwhile (the region stays unfreed).
+fn free(
+    tiers: &Tiers,
+    ring: &Segments,
+    region: u32,
+) -> Result<Option<usize>, crate::error::StoreError> {
     let scanned = ring.scan(region, false)?;
     let mut dropped = 0;
     for (header, loc, _) in scanned.entries.iter().filter(|(h, _, _)| h.live) {
+        if ring.is_stopped() {
+            return Ok(None);
+        }
         let hash = header.hash;
         let _held = tiers.hold(hash);
         if !tiers.index.take_at(hash, *loc) {
@@ -66,5 +77,5 @@ fn free(tiers: &Tiers, ring: &Segments, region: u32) -> Result<usize, crate::err
         tiers.observe(StoreEvent::Eviction);
         dropped += 1;
     }
-    Ok(dropped)
+    Ok(Some(dropped))
 }

@@ -124,8 +124,12 @@ impl TieredStore {
         let (segments, ring_wiped) = match config.segment_regions() {
             0 => (None, false),
             regions => {
-                let (ring, wiped) =
-                    Segments::open(&config.dir, regions, config.segment_max_object.as_u64())?;
+                let (ring, wiped) = Segments::open(
+                    &config.dir,
+                    regions,
+                    config.segment_max_object.as_u64(),
+                    config.fsync,
+                )?;
                 (Some(ring), wiped)
             }
         };
@@ -203,8 +207,8 @@ impl TieredStore {
     /// Save the index, counters included, for the next start to take back
     /// instead of walking the files: call it at a clean stop. It closes
     /// the store to writes first (every later miss is served, not stored),
-    /// waits up to five seconds for the writes in flight, and makes the
-    /// catalog durable. Blocking. Nothing is saved while the store is
+    /// waits up to five seconds for the writes in flight, stops the segment
+    /// ring's reclaimer, and makes the catalog durable. Blocking. Nothing is saved while the store is
     /// still recovering (its index is incomplete) or if writes did not
     /// finish: the next start then walks the files.
     pub fn save_index(&self) -> Result<(), StoreError> {
@@ -216,6 +220,11 @@ impl TieredStore {
             tracing::warn!(target: "edge_cdn_store", "writes still in flight; index not saved, the next start walks the files");
             return Ok(());
         }
+        // No region is freed from here on: the index stays as saved.
+        let _reclaim_stopped = tiers.segments.as_ref().map(|ring| {
+            ring.stop();
+            ring.freeing()
+        });
         tiers.catalog.persist()?;
         snapshot::save(&tiers.config.dir, &tiers.index, self.owner)
     }

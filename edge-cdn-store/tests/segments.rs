@@ -27,16 +27,9 @@ fn config(dir: &Path) -> StoreConfig {
     }
 }
 
-/// The ring's region files, in order.
-fn regions(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("segments"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap() != "layout")
-        .collect();
-    found.sort();
-    found
+/// The ring's file.
+fn ring(dir: &Path) -> PathBuf {
+    dir.join("segments").join("ring")
 }
 
 /// Object files (meta and body) in the store directory's shards.
@@ -100,11 +93,10 @@ async fn a_damaged_entry_is_a_miss_and_is_not_brought_back() {
         put(store, &name(i), &data(i)).await;
     }
     // Flip a byte in the middle entry's body.
-    let region = &regions(dir.path())[0];
-    let mut bytes = std::fs::read(region).unwrap();
+    let mut bytes = std::fs::read(ring(dir.path())).unwrap();
     let written = bytes.len();
     bytes[written / 2] ^= 0x5a;
-    std::fs::write(region, &bytes).unwrap();
+    std::fs::write(ring(dir.path()), &bytes).unwrap();
     assert!(check(store, 1).await.is_none(), "checked whole: a miss");
     assert!(check(store, 0).await.is_some() && check(store, 2).await.is_some());
     assert_eq!(store.health().disk_objects, 2);
@@ -287,4 +279,18 @@ fn a_process_killed_mid_append_serves_no_torn_entry() {
         put(store, &name(1_000_000), &data(1)).await;
         assert_eq!(get(store, &name(1_000_000)).await.unwrap().1, data(1));
     });
+}
+
+/// The store's directory removed while it runs: the ring is made anew at
+/// the next append, and what the old one held is a miss.
+#[tokio::test]
+async fn a_deleted_ring_is_made_anew_and_what_it_held_is_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    put(store, &name(0), &data(0)).await;
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    put(store, &name(1), &data(1)).await;
+    assert!(ring(dir.path()).exists(), "a new ring");
+    check(store, 1).await.expect("stored in the new ring");
+    assert!(check(store, 0).await.is_none(), "gone with the old one");
 }

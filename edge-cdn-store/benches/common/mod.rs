@@ -1,6 +1,9 @@
 //! What the store's benchmarks share: a store on a directory, and a fill
 //! of many 1 KiB objects through the `Storage` interface.
 
+// Each bench uses its own subset of these.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,12 +18,36 @@ use pingora_cache::CacheMeta;
 /// Fills in flight at once.
 const FILLERS: usize = 16;
 
+/// Where a store keeps small objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The segment ring (the default).
+    Ring,
+    /// Two files per object.
+    Files,
+}
+
+impl Engine {
+    /// Its name in what a bench prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Ring => "segment ring",
+            Engine::Files => "files",
+        }
+    }
+}
+
 /// A store in `dir` with room for everything and no free-space floor,
-/// for the rest of the process (pingora wants `'static`).
-pub fn open(dir: &Path) -> &'static TieredStore {
+/// keeping small objects in `engine`, for the rest of the process
+/// (pingora wants `'static`).
+pub fn open(dir: &Path, engine: Engine) -> &'static TieredStore {
     let config = StoreConfig {
         dir: dir.to_path_buf(),
         disk_bytes: ByteSize::gib(64),
+        segment_bytes: match engine {
+            Engine::Ring => Some(ByteSize::gib(16)),
+            Engine::Files => Some(ByteSize::b(0)),
+        },
         min_free_percent: 0,
         ..StoreConfig::default()
     };

@@ -2,7 +2,8 @@
 //! a small fill is one `pwrite` instead of two files created, written and
 //! renamed, and a removal is a 4-byte overwrite instead of two unlinks.
 //!
-//! `<dir>/segments/` holds `regions` files of [`REGION_BYTES`] each. Entries
+//! `<dir>/segments/ring` is one sparse file of `regions` regions of
+//! [`REGION_BYTES`] each (one descriptor, however large the ring). Entries
 //! (`entry.rs`: checksummed header, meta blobs, key, body) are appended at
 //! the head; when the head region is full the head moves to the next
 //! region, which must be free: the reclaimer (`crate::reclaim`) frees the
@@ -33,9 +34,10 @@ pub mod entry;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use bytes::Bytes;
 
@@ -94,8 +96,12 @@ pub enum Refused {
 
 /// The ring of regions.
 pub struct Segments {
-    regions: Vec<File>,
+    /// `<dir>/segments/`.
+    dir: PathBuf,
+    /// The ring file; replaced by a new one if it is deleted.
+    file: RwLock<Arc<File>>,
     max_entry: u64,
+    fsync: bool,
     head: Mutex<Head>,
     /// `free[r]`: region `r` holds nothing the index points to, so the head
     /// may enter it and overwrite it from its start.
@@ -108,6 +114,8 @@ pub struct Segments {
     /// closes.
     wake: (Mutex<bool>, Condvar),
     stopped: AtomicBool,
+    /// Held while a region is being freed: see [`Segments::freeing`].
+    freeing: Mutex<()>,
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StoreError {
@@ -126,42 +134,23 @@ pub struct Scanned {
 
 impl Segments {
     /// Open (or make) the ring of `regions` regions under `dir`, taking
-    /// entries up to `max_entry` bytes. A ring laid out otherwise (another
-    /// region count or format) is emptied: its second value is then true,
-    /// and a saved index that points into it must not be used. Blocking.
+    /// entries up to `max_entry` bytes, each synced to disk if `fsync`. A
+    /// ring laid out otherwise (another region count or format) is
+    /// emptied: its second value is then true, and a saved index that
+    /// points into it must not be used. Blocking.
     pub fn open(
         dir: &Path,
         regions: usize,
         max_entry: u64,
+        fsync: bool,
     ) -> Result<(Segments, bool), StoreError> {
         let dir = dir.join("segments");
-        fs::create_dir_all(&dir).map_err(io_err("create segments directory"))?;
-        let layout = format!("stavka segments {FORMAT} regions {regions} bytes {REGION_BYTES}\n");
-        let layout_path = dir.join("layout");
-        let wiped = match fs::read_to_string(&layout_path) {
-            Ok(found) if found == layout => false,
-            Ok(_) | Err(_) => {
-                for stale in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                    let _ = fs::remove_file(stale.path());
-                }
-                fs::write(&layout_path, &layout).map_err(io_err("write segments layout"))?;
-                true
-            }
-        };
-        let files = (0..regions)
-            .map(|r| {
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(region_path(&dir, r))
-                    .map_err(io_err("open segment region"))
-            })
-            .collect::<Result<Vec<File>, _>>()?;
+        let (file, wiped) = lay_out(&dir, regions)?;
         let segments = Segments {
-            regions: files,
+            dir,
+            file: RwLock::new(Arc::new(file)),
             max_entry: max_entry.min(REGION_BYTES),
+            fsync,
             head: Mutex::new(Head {
                 region: 0,
                 offset: 0,
@@ -172,6 +161,7 @@ impl Segments {
             empty: AtomicBool::new(true),
             wake: (Mutex::new(false), Condvar::new()),
             stopped: AtomicBool::new(false),
+            freeing: Mutex::new(()),
         };
         segments.find_head()?;
         Ok((segments, wiped))
@@ -182,9 +172,9 @@ impl Segments {
     /// that holds entries is not free until reclaimed.
     fn find_head(&self) -> Result<(), StoreError> {
         let mut newest: Option<(u32, u64)> = None;
-        for (r, file) in self.regions.iter().enumerate() {
+        for r in 0..self.free.len() {
             let mut first = [0u8; HEADER];
-            let read = match file.read_exact_at(&mut first, 0) {
+            let read = match self.file().read_exact_at(&mut first, start(r as u32)) {
                 Ok(()) => Header::decode(&first),
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
                 Err(e) => return Err(StoreError::Io("read segment region", e)),
@@ -242,10 +232,11 @@ impl Segments {
         let Some(len) = parts.len().filter(|len| *len <= self.max_entry) else {
             return Ok(Err(Refused::TooLarge));
         };
-        let (loc, seq) = {
+        let (file, loc, seq) = {
             let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+            self.replace_if_deleted(&mut head)?;
             if head.offset + len > REGION_BYTES {
-                let next = (head.region as usize + 1) % self.regions.len();
+                let next = (head.region as usize + 1) % self.free.len();
                 if !self.free[next].swap(false, Ordering::AcqRel) {
                     drop(head);
                     self.nudge();
@@ -261,23 +252,55 @@ impl Segments {
             };
             head.offset += len;
             head.seq += 1;
-            (loc, head.seq - 1)
+            (self.file(), loc, head.seq - 1)
         };
         let bytes = entry::encode(hash, seq, parts);
-        self.regions[loc.region as usize]
-            .write_all_at(&bytes, u64::from(loc.offset))
+        file.write_all_at(&bytes, at(loc))
             .map_err(io_err("write segment entry"))?;
+        if self.fsync {
+            file.sync_data().map_err(io_err("fsync segment entry"))?;
+        }
         Ok(Ok((loc, len)))
+    }
+
+    /// The ring file now.
+    fn file(&self) -> Arc<File> {
+        self.file.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// If the ring file was deleted (its directory removed while the store
+    /// runs), lay a new one out and start it from region 0, every region
+    /// free: objects indexed in the old one become misses as they are read
+    /// (their entries are not in the new file). Called holding the head.
+    fn replace_if_deleted(&self, head: &mut Head) -> Result<(), StoreError> {
+        let linked = self
+            .file()
+            .metadata()
+            .map_err(io_err("stat segment ring"))?
+            .nlink();
+        if linked > 0 {
+            return Ok(());
+        }
+        let (file, _) = lay_out(&self.dir, self.free.len())?;
+        *self.file.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(file);
+        for free in &self.free {
+            free.store(true, Ordering::Release);
+        }
+        self.free[0].store(false, Ordering::Release);
+        head.region = 0;
+        head.offset = 0;
+        tracing::warn!(target: "edge_cdn_store", dir = %self.dir.display(), "segment ring was deleted; a new one was made");
+        Ok(())
     }
 
     /// Read and check `hash`'s entry of `len` bytes at `loc`. Blocking.
     pub fn read(&self, loc: Loc, len: u64, hash: u128) -> Result<Entry, StoreError> {
-        let file = self
-            .regions
-            .get(loc.region as usize)
-            .ok_or(StoreError::Corrupt("segment region out of range"))?;
+        if loc.region as usize >= self.free.len() || u64::from(loc.offset) + len > REGION_BYTES {
+            return Err(StoreError::Corrupt("segment entry out of the ring"));
+        }
         let mut bytes = vec![0u8; len as usize];
-        file.read_exact_at(&mut bytes, u64::from(loc.offset))
+        self.file()
+            .read_exact_at(&mut bytes, at(loc))
             .map_err(|e| match e.kind() {
                 io::ErrorKind::UnexpectedEof => StoreError::Corrupt("segment entry cut short"),
                 _ => StoreError::Io("read segment entry", e),
@@ -291,19 +314,16 @@ impl Segments {
     /// meanwhile is not touched (its hash differs); the rare removal that
     /// races that reuse costs the new entry a miss, never a wrong byte.
     pub fn remove(&self, loc: Loc, hash: u128) -> Result<(), StoreError> {
-        let Some(file) = self.regions.get(loc.region as usize) else {
-            return Ok(());
-        };
         let mut first = [0u8; HEADER];
-        if file
-            .read_exact_at(&mut first, u64::from(loc.offset))
-            .is_err()
+        let file = self.file();
+        if loc.region as usize >= self.free.len()
+            || file.read_exact_at(&mut first, at(loc)).is_err()
         {
             return Ok(());
         }
         match Header::decode(&first) {
             Some(header) if header.live && header.hash == hash => file
-                .write_all_at(&entry::DEAD_MAGIC, u64::from(loc.offset))
+                .write_all_at(&entry::DEAD_MAGIC, at(loc))
                 .map_err(io_err("remove segment entry")),
             _ => Ok(()),
         }
@@ -313,50 +333,49 @@ impl Segments {
     /// with `check`, each live entry's checksum is verified and, if it
     /// holds, its payload returned. Blocking: reads the region whole.
     pub fn scan(&self, region: u32, check: bool) -> Result<Scanned, StoreError> {
-        let file = &self.regions[region as usize];
+        let file = self.file();
         let len = file
             .metadata()
-            .map_err(io_err("stat segment region"))?
+            .map_err(io_err("stat segment ring"))?
             .len()
+            .saturating_sub(start(region))
             .min(REGION_BYTES);
         let mut bytes = vec![0u8; len as usize];
-        file.read_exact_at(&mut bytes, 0)
+        file.read_exact_at(&mut bytes, start(region))
             .map_err(io_err("read segment region"))?;
         let bytes = Bytes::from(bytes);
         let mut entries = Vec::new();
-        let mut at = 0u64;
+        let mut pos = 0u64;
         let mut last_seq = 0;
-        while let Some(header) = bytes.get(at as usize..).and_then(Header::decode) {
-            let end = at + header.len();
+        while let Some(header) = bytes.get(pos as usize..).and_then(Header::decode) {
+            let end = pos + header.len();
             if header.seq <= last_seq || end > len {
                 break;
             }
             let payload = match check && header.live {
-                true => entry::check(bytes.slice(at as usize..end as usize), header.hash).ok(),
+                true => entry::check(bytes.slice(pos as usize..end as usize), header.hash).ok(),
                 false => None,
             };
             let loc = Loc {
                 region,
-                offset: at as u32,
+                offset: pos as u32,
             };
             entries.push((header, loc, payload));
             last_seq = header.seq;
-            at = end;
+            pos = end;
         }
-        Ok(Scanned { entries, end: at })
+        Ok(Scanned { entries, end: pos })
     }
 
     /// The regions in the order they were written, oldest first: those
     /// holding entries, by their first entry's sequence. Blocking.
     pub fn regions_oldest_first(&self) -> Vec<u32> {
-        let mut found: Vec<(u64, u32)> = self
-            .regions
-            .iter()
-            .enumerate()
-            .filter_map(|(r, file)| {
+        let file = self.file();
+        let mut found: Vec<(u64, u32)> = (0..self.free.len() as u32)
+            .filter_map(|r| {
                 let mut first = [0u8; HEADER];
-                file.read_exact_at(&mut first, 0).ok()?;
-                Some((Header::decode(&first)?.seq, r as u32))
+                file.read_exact_at(&mut first, start(r)).ok()?;
+                Some((Header::decode(&first)?.seq, r))
             })
             .collect();
         found.sort_unstable();
@@ -367,7 +386,7 @@ impl Segments {
     /// one after the head.
     pub fn to_free(&self) -> Option<u32> {
         let head = self.head.lock().unwrap_or_else(|e| e.into_inner());
-        let next = (head.region as usize + 1) % self.regions.len();
+        let next = (head.region as usize + 1) % self.free.len();
         (!self.free[next].load(Ordering::Acquire) && next != head.region as usize)
             .then_some(next as u32)
     }
@@ -396,15 +415,60 @@ impl Segments {
         !self.stopped.load(Ordering::Acquire)
     }
 
-    /// Stop the reclaimer at its next wait.
+    /// Stop the reclaimer: at its next wait, or at the next entry of a
+    /// region it is freeing (which then stays unfreed).
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.nudge();
     }
+
+    /// Whether the ring was stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Held by the reclaimer while it frees a region; taken after
+    /// [`Segments::stop`], it waits until no region is being freed, so
+    /// nothing changes the index after it (what saving the index needs).
+    pub fn freeing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.freeing.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-fn region_path(dir: &Path, region: usize) -> PathBuf {
-    dir.join(format!("{region:05}"))
+/// Make `dir` and its ring file of `regions` regions, if they are not
+/// there; a ring laid out otherwise is emptied first (then true).
+fn lay_out(dir: &Path, regions: usize) -> Result<(File, bool), StoreError> {
+    fs::create_dir_all(dir).map_err(io_err("create segments directory"))?;
+    let layout = format!("stavka segments {FORMAT} regions {regions} bytes {REGION_BYTES}\n");
+    let layout_path = dir.join("layout");
+    let wiped = match fs::read_to_string(&layout_path) {
+        Ok(found) if found == layout => false,
+        Ok(_) | Err(_) => {
+            for stale in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let _ = fs::remove_file(stale.path());
+            }
+            fs::write(&layout_path, &layout).map_err(io_err("write segments layout"))?;
+            true
+        }
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("ring"))
+        .map_err(io_err("open segment ring"))?;
+    Ok((file, wiped))
+}
+
+/// Where `region` starts in the ring file.
+fn start(region: u32) -> u64 {
+    u64::from(region) * REGION_BYTES
+}
+
+/// Where `loc` is in the ring file.
+fn at(loc: Loc) -> u64 {
+    start(loc.region) + u64::from(loc.offset)
 }
 
 #[cfg(test)]
@@ -444,7 +508,7 @@ mod tests {
     #[test]
     fn the_head_moves_on_only_into_a_free_region_and_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (ring, wiped) = Segments::open(dir.path(), 3, 2 << 20).unwrap();
+        let (ring, wiped) = Segments::open(dir.path(), 3, 2 << 20, false).unwrap();
         assert!(wiped, "a new ring is laid out");
         assert_eq!(append(&ring, 1, &body(1, 10)), Err(Refused::Off));
         ring.start();
@@ -467,7 +531,7 @@ mod tests {
         assert!(ring.read(locs[3].0, locs[3].1, 3).is_err(), "removed");
         drop(ring);
 
-        let (ring, wiped) = Segments::open(dir.path(), 3, 2 << 20).unwrap();
+        let (ring, wiped) = Segments::open(dir.path(), 3, 2 << 20, false).unwrap();
         assert!(!wiped);
         assert_eq!(ring.regions_oldest_first(), vec![0, 1, 2]);
         let scanned = ring.scan(0, true).unwrap();
@@ -489,7 +553,7 @@ mod tests {
         let (loc, _) = append(&ring, 100, &big).unwrap();
         assert_eq!(loc.region, 0);
         assert_eq!(loc.offset, 0);
-        let (ring2, wiped) = Segments::open(dir.path(), 4, 2 << 20).unwrap();
+        let (ring2, wiped) = Segments::open(dir.path(), 4, 2 << 20, false).unwrap();
         assert!(wiped, "another layout empties the ring");
         assert!(ring2.regions_oldest_first().is_empty());
     }
@@ -497,7 +561,7 @@ mod tests {
     #[test]
     fn a_scan_stops_at_a_torn_tail_and_at_an_earlier_lap() {
         let dir = tempfile::tempdir().unwrap();
-        let (ring, _) = Segments::open(dir.path(), 2, 1 << 20).unwrap();
+        let (ring, _) = Segments::open(dir.path(), 2, 1 << 20, false).unwrap();
         ring.start();
         let small = body(3, 100);
         let locs: Vec<(Loc, u64)> = (0..5u128)
@@ -506,8 +570,8 @@ mod tests {
         // A decayed payload in the second entry: not recovered, the scan
         // goes on. A torn header in the fourth: the scan ends there.
         let at = |i: usize| u64::from(locs[i].0.offset);
-        ring.regions[0].write_all_at(b"\xff", at(1) + 100).unwrap();
-        ring.regions[0].write_all_at(b"\0\0", at(3)).unwrap();
+        ring.file().write_all_at(b"\xff", at(1) + 100).unwrap();
+        ring.file().write_all_at(b"\0\0", at(3)).unwrap();
         let scanned = ring.scan(0, true).unwrap();
         let whole: Vec<bool> = scanned
             .entries
@@ -519,7 +583,7 @@ mod tests {
 
         // An earlier lap's entries after the head are not read as current.
         let dir = tempfile::tempdir().unwrap();
-        let (ring, _) = Segments::open(dir.path(), 2, 1 << 20).unwrap();
+        let (ring, _) = Segments::open(dir.path(), 2, 1 << 20, false).unwrap();
         ring.start();
         let (first, _) = append(&ring, 1, &small).unwrap();
         append(&ring, 2, &small).unwrap();
@@ -534,7 +598,7 @@ mod tests {
                 body: &small,
             },
         );
-        ring.regions[0]
+        ring.file()
             .write_all_at(&later, u64::from(first.offset))
             .unwrap();
         let hashes: Vec<u128> = ring
