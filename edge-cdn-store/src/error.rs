@@ -40,6 +40,9 @@ pub enum StoreError {
     /// shutting down.
     #[error("disk task failed: {0}")]
     Blocking(#[from] tokio::task::JoinError),
+    /// A commit panicked, or came after the store closed its commit thread.
+    #[error("the commit did not run: it panicked, or the store was closed")]
+    Stopped,
 }
 
 /// Why an object could not be stored. The response it belonged to is

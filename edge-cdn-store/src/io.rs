@@ -2,8 +2,9 @@
 //!
 //! Every file operation the store makes on behalf of a request runs through
 //! [`blocking`] (or [`detach`], when nobody waits for it), never on a
-//! runtime worker. Today that is tokio's blocking pool; this module is where
-//! a faster engine (io_uring, a dedicated pool, as foyer's `IoEngine` does)
+//! runtime worker, except the commit of a held miss, which runs on the
+//! store's commit thread (`crate::commit`). Today this is tokio's blocking
+//! pool; it is where a faster engine (io_uring, as foyer's `IoEngine` does)
 //! plugs in later, without touching the callers. A task that panics or is
 //! cancelled by a runtime shutting down becomes [`StoreError::Blocking`]
 //! here, in one place.

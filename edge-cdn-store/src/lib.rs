@@ -56,6 +56,7 @@
 
 mod breaker;
 mod catalog;
+mod commit;
 mod config;
 mod disk;
 mod error;

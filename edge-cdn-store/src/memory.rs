@@ -76,6 +76,19 @@ impl MemObject {
         }
     }
 
+    /// This object's meta with `body`: what a write in progress, which
+    /// holds its meta decoded with an empty body, keeps in memory once the
+    /// body is whole. Nothing is decoded again.
+    pub fn with_body(&self, body: Bytes) -> MemObject {
+        MemObject {
+            internal: self.internal.clone(),
+            header: self.header.clone(),
+            body,
+            status: self.status,
+            fields: self.fields.clone(),
+        }
+    }
+
     fn weight(&self) -> usize {
         self.internal.len() + self.header.len() + self.fields.len() + self.body.len()
     }

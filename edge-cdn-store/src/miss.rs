@@ -208,8 +208,8 @@ struct Committed {
 fn blobs<'a>(readers: &'a Announced, key: &'a [u8]) -> MetaBlobs<'a> {
     let partial = readers.partial();
     MetaBlobs {
-        internal: &partial.internal,
-        header: &partial.header,
+        internal: &partial.meta.internal,
+        header: &partial.meta.header,
         key,
     }
 }
@@ -256,8 +256,7 @@ fn for_memory(
         [one] => one.clone(),
         many => Bytes::from(many.concat()),
     };
-    let partial = readers.partial();
-    MemObject::new(partial.internal.clone(), partial.header.clone(), body).map(Arc::new)
+    Some(Arc::new(readers.partial().meta.with_body(body)))
 }
 
 impl Held {
@@ -288,8 +287,8 @@ impl Held {
         if let Some(ring) = &tiers.segments {
             let partial = readers.partial();
             let parts = Parts {
-                internal: &partial.internal,
-                header: &partial.header,
+                internal: &partial.meta.internal,
+                header: &partial.meta.header,
                 key: &key,
                 body: &chunks,
             };
@@ -406,8 +405,8 @@ pub struct Miss {
     state: State,
     /// The end of the body was written.
     ended: bool,
-    /// The final chunk, written by `finish` with the commit: one trip to
-    /// the blocking pool instead of two.
+    /// The final chunk, written by `finish` with the commit: one trip off
+    /// the worker instead of two.
     last: Option<Bytes>,
     write_tag: [u8; 8],
     /// Whether the object goes to the shared tier when committed (per
@@ -417,18 +416,18 @@ pub struct Miss {
 
 impl Miss {
     /// A miss writing `key`'s object (hash `hash`) under `admitted`, with
-    /// pingora's meta blobs `internal` and `header` and the catalog's
-    /// `record`. Readers can follow it from now on. No I/O: the body is
-    /// held until it is whole or outgrows memory.
+    /// pingora's meta blobs decoded in `meta` (its body empty) and the
+    /// catalog's `record`. Readers can follow it from now on. No I/O: the
+    /// body is held until it is whole or outgrows memory.
     pub fn new(
         tiers: &'static Tiers,
         hash: u128,
         key: &CacheKey,
         record: Record,
-        (internal, header): (Bytes, Bytes),
+        meta: MemObject,
         admitted: Admitted,
     ) -> Miss {
-        let readers = tiers.partials.announce(hash, internal, header);
+        let readers = tiers.partials.announce(hash, meta);
         let write_tag = readers.partial().write_id.to_be_bytes();
         Miss {
             tiers,
@@ -591,8 +590,9 @@ impl HandleMiss for Miss {
     /// # Cancel safety
     ///
     /// The commit, the index, catalog and memory updates and telling the
-    /// readers all run on the blocking pool once started: dropping the
-    /// future does not lose a committed object or leave readers waiting.
+    /// readers all run on the commit thread (a held body) or the blocking
+    /// pool (one in its file) once started: dropping the future does not
+    /// lose a committed object or leave readers waiting.
     /// Only the copy to the shared tier is skipped. That copy runs in the
     /// background for objects up to `shared_max_object`.
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
@@ -600,7 +600,12 @@ impl HandleMiss for Miss {
         let last = self.last.take();
         let started = std::time::Instant::now();
         let committed = match std::mem::replace(&mut self.state, State::Gone) {
-            State::Holding(held) => io::blocking(move || Ok(held.commit(tiers, hash, last))).await,
+            State::Holding(held) => {
+                tiers
+                    .commits
+                    .run(move || held.commit(tiers, hash, last))
+                    .await
+            }
             State::Storing(flight) => {
                 io::blocking(move || Ok(flight.commit(tiers, hash, last))).await
             }

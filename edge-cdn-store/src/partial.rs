@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::memory::MemObject;
 use crate::sharded::Sharded;
 
 /// Where a write stands.
@@ -41,10 +42,10 @@ pub enum Progress {
 pub struct Partial {
     /// Identifies this write among writes of the same key.
     pub write_id: u64,
-    /// pingora's internal meta blob, as the writer was given it.
-    pub internal: Bytes,
-    /// pingora's header blob.
-    pub header: Bytes,
+    /// pingora's meta blobs as the writer was given them, decoded once
+    /// (with an empty body): readers build their `CacheMeta` from it
+    /// without decompressing the header blob again.
+    pub meta: MemObject,
     /// The temporary body file, once the writer has made it: every body
     /// byte not held in memory is in it.
     file: OnceLock<Arc<File>>,
@@ -132,13 +133,13 @@ impl Partials {
         self.shards.lock(hash as usize)
     }
 
-    /// Register a new write of `hash`, for readers to follow; a later
-    /// write of the same key replaces it for new readers.
-    pub fn announce(&'static self, hash: u128, internal: Bytes, header: Bytes) -> Announced {
+    /// Register a new write of `hash`, with its `meta` (and an empty
+    /// body), for readers to follow; a later write of the same key replaces
+    /// it for new readers.
+    pub fn announce(&'static self, hash: u128, meta: MemObject) -> Announced {
         let partial = Arc::new(Partial {
             write_id: self.next_write.fetch_add(1, Ordering::Relaxed),
-            internal,
-            header,
+            meta,
             file: OnceLock::new(),
             progress: watch::Sender::new(Progress::Writing(0)),
             held: Mutex::default(),
@@ -247,10 +248,18 @@ mod tests {
         Box::leak(Box::default())
     }
 
+    fn meta() -> MemObject {
+        let header = pingora_http::ResponseHeader::build(200, None).unwrap();
+        let now = std::time::SystemTime::now();
+        let meta = pingora_cache::CacheMeta::new(now, now, 0, 0, header);
+        let (internal, header) = meta.serialize().unwrap();
+        MemObject::decoded(internal.into(), header.into(), Bytes::new(), &meta)
+    }
+
     #[test]
     fn readers_read_the_file_then_the_spilled_bytes_in_order() {
         let partials = partials();
-        let writer = partials.announce(1, Bytes::new(), Bytes::new());
+        let writer = partials.announce(1, meta());
         let partial = writer.partial().clone();
         writer.written(100);
         assert_eq!(partial.next(0, 100), Next::File(100));
@@ -291,7 +300,7 @@ mod tests {
     #[test]
     fn a_held_body_is_read_from_memory_until_it_is_in_the_file() {
         let partials = partials();
-        let writer = partials.announce(2, Bytes::new(), Bytes::new());
+        let writer = partials.announce(2, meta());
         let partial = writer.partial().clone();
         writer.hold(0, Bytes::from_static(b"hello "));
         writer.hold(6, Bytes::from_static(b"world"));

@@ -21,6 +21,7 @@ use pingora_cache::CacheMeta;
 use pingora_error::{Error, ErrorType, Result};
 
 use crate::catalog::{self, tags_in, Listed, OwnedSelector, Selector};
+use crate::commit::Committer;
 use crate::config::StoreConfig;
 use crate::disk::format::MetaHeader;
 use crate::disk::DiskTier;
@@ -157,6 +158,7 @@ impl TieredStore {
         let tiers = Arc::new(Tiers {
             memory: MemoryTier::new(memory_limit),
             writers: Writers::new(config.write_concurrency),
+            commits: Committer::start("store-commit")?,
             config,
             disk,
             segments,
@@ -399,9 +401,14 @@ impl TieredStore {
         }
         let admitted = self.admit_write().await.ok()?;
         let record = tiers.record(key, meta);
-        let blobs = (shared.internal.clone(), shared.header.clone());
+        let decoded = MemObject::decoded(
+            shared.internal.clone(),
+            shared.header.clone(),
+            Bytes::new(),
+            meta,
+        );
         let miss =
-            Box::new(Miss::new(tiers, hash, key, record, blobs, admitted).filling_from_shared());
+            Box::new(Miss::new(tiers, hash, key, record, decoded, admitted).filling_from_shared());
         let partial = miss.partial()?;
         let weight = usize::try_from(shared.body_len).unwrap_or(usize::MAX);
         Some((miss, PartialHit::new(partial).counted(weight)))
@@ -443,7 +450,7 @@ impl TieredStore {
     /// Follow a write in progress: no I/O until it reads bytes that are in
     /// the temporary file.
     fn partial_hit(&'static self, partial: Arc<Partial>) -> Option<(CacheMeta, HitHandler)> {
-        let meta = CacheMeta::deserialize(&partial.internal, &partial.header).ok()?;
+        let meta = partial.meta.meta().ok()?;
         self.tiers.observe(StoreEvent::Hit(Tier::Partial));
         Some((meta, Hit::Partial(PartialHit::new(partial)).boxed()))
     }
@@ -701,9 +708,10 @@ impl TieredStore {
 
 impl Drop for TieredStore {
     /// A walk still running stops at its next object, the reclaimer at its
-    /// next region.
+    /// next region, and the commit thread once it has run what is queued.
     fn drop(&mut self) {
         self.tiers.recovery.stop();
+        self.tiers.commits.stop();
         if let Some(ring) = &self.tiers.segments {
             ring.stop();
         }
@@ -807,9 +815,9 @@ impl Storage for TieredStore {
         let hash = hash_of(key);
         let (internal, header) = meta.serialize()?;
         let record = tiers.record(key, meta);
-        let blobs = (Bytes::from(internal), Bytes::from(header));
+        let decoded = MemObject::decoded(internal.into(), header.into(), Bytes::new(), meta);
         Ok(Box::new(Miss::new(
-            tiers, hash, key, record, blobs, admitted,
+            tiers, hash, key, record, decoded, admitted,
         )))
     }
 

@@ -19,6 +19,7 @@ use pingora_cache::CacheMeta;
 use tokio::sync::Semaphore;
 
 use crate::catalog::{tags_in, Catalog, Record};
+use crate::commit::Committer;
 use crate::config::StoreConfig;
 use crate::disk::format::MetaHeader;
 use crate::disk::{BodyReader, DiskTier};
@@ -60,6 +61,8 @@ pub struct Tiers {
     pub partials: Partials,
     /// Write permits.
     pub writers: Writers,
+    /// The thread held misses are committed on.
+    pub commits: Committer,
     /// Where events go.
     pub observer: Arc<dyn StoreObserver>,
     /// The tier shared with other servers, if any.
@@ -170,8 +173,8 @@ impl Tiers {
     /// Make a just-committed object of `size` bytes on disk findable:
     /// catalog it, index it (at `loc` in the segment ring, or in its own
     /// files), and hold it in memory if `held` (otherwise drop any older
-    /// copy memory has). Called on the blocking pool, right after the
-    /// commit, so a caller that stops waiting cannot leave a committed
+    /// copy memory has). Called off the worker (commit thread or blocking
+    /// pool), right after the commit, so a caller that stops waiting cannot leave a committed
     /// object on disk that nothing knows about. An older copy the new one
     /// does not overwrite (in files when the new one is in the ring, or
     /// the other way round) is removed.

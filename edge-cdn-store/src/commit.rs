@@ -1,0 +1,183 @@
+//! The commit thread: where a held miss (a whole body up to 256 KiB) is
+//! written and installed, instead of one trip to tokio's blocking pool
+//! per miss.
+//!
+//! A trip to the blocking pool wakes a pool thread (a futex and a switch)
+//! for every miss, and on a busy proxy core those wake-ups cost about as
+//! much as the commit itself. Here the misses of one scheduler tick share
+//! one wake-up: the first commit queued yields once before waking the
+//! thread, so the other misses ready on its worker queue theirs meanwhile,
+//! and the thread runs everything queued before it sleeps again. Large
+//! objects, whose commits rename files and may `fsync`, stay on the
+//! blocking pool, so they never hold small ones up.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::error::StoreError;
+
+/// A unit of work for the thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// What the store and the thread share.
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// The thread is waiting for jobs.
+    idle: bool,
+    /// No more jobs are taken; the thread runs what it has and ends.
+    stopped: bool,
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self) {
+        let _queue = self.queue();
+        self.ready.notify_one();
+    }
+}
+
+/// A store's commit thread.
+pub struct Committer {
+    shared: Arc<Shared>,
+}
+
+/// Wakes the thread when dropped: whether the yield before it completed
+/// or the caller's future was dropped meanwhile, a queued job runs.
+struct WakeOnDrop<'a>(&'a Shared);
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.wake();
+    }
+}
+
+impl Committer {
+    /// Start the thread, named `name`.
+    pub fn start(name: &str) -> Result<Committer, StoreError> {
+        let shared = Arc::new(Shared::default());
+        let for_thread = shared.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(&for_thread))
+            .map_err(|e| StoreError::Io("start the commit thread", e))?;
+        Ok(Committer { shared })
+    }
+
+    /// Run `work` on the commit thread and wait for its result. Blocking
+    /// work belongs here only if it is short: the thread runs one job at
+    /// a time.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once called, `work` runs to its end whether or not the returned
+    /// future is awaited or dropped (as with the blocking pool, see
+    /// `crate::io::blocking`); its result is then dropped on the thread.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (sent, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = sent.send(work());
+        });
+        let first = {
+            let mut queue = self.shared.queue();
+            if queue.stopped {
+                return Err(StoreError::Stopped);
+            }
+            queue.jobs.push(job);
+            queue.idle && queue.jobs.len() == 1
+        };
+        if first {
+            let _wake = WakeOnDrop(&self.shared);
+            tokio::task::yield_now().await;
+        }
+        result.await.map_err(|_| StoreError::Stopped)
+    }
+
+    /// Take no more jobs; the thread runs those queued and ends.
+    pub fn stop(&self) {
+        self.shared.queue().stopped = true;
+        self.shared.ready.notify_one();
+    }
+}
+
+/// The thread: run every queued job, in order, until stopped. A job that
+/// panics is dropped (its caller sees [`StoreError::Stopped`]); the
+/// thread goes on.
+fn run(shared: &Shared) {
+    loop {
+        let jobs = {
+            let mut queue = shared.queue();
+            while queue.jobs.is_empty() {
+                if queue.stopped {
+                    return;
+                }
+                queue.idle = true;
+                queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+            }
+            queue.idle = false;
+            std::mem::take(&mut queue.jobs)
+        };
+        for job in jobs {
+            if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                tracing::error!(target: "edge_cdn_store", "a commit panicked; its object is not stored");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_run_in_order_survive_a_panic_and_a_dropped_caller() {
+        let committer: &'static Committer =
+            Box::leak(Box::new(Committer::start("test-commit").unwrap()));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let many: Vec<_> = (0..100)
+            .map(|i| {
+                let ran = ran.clone();
+                tokio::spawn(async move {
+                    committer
+                        .run(move || {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                            i
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for (i, task) in many.into_iter().enumerate() {
+            assert_eq!(task.await.unwrap().unwrap(), i);
+        }
+        let panicked = committer.run(|| panic!("a failing commit")).await;
+        assert!(matches!(panicked, Err(StoreError::Stopped)));
+        // A caller dropped before its job ran: the job still runs.
+        let dropped = {
+            let ran = ran.clone();
+            committer.run(move || ran.fetch_add(1, Ordering::SeqCst))
+        };
+        drop(tokio::time::timeout(std::time::Duration::ZERO, dropped).await);
+        assert_eq!(committer.run(|| 7).await.unwrap(), 7);
+        assert_eq!(ran.load(Ordering::SeqCst), 101);
+        committer.stop();
+        assert!(matches!(
+            committer.run(|| 0).await,
+            Err(StoreError::Stopped)
+        ));
+    }
+}
