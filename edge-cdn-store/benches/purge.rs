@@ -1,6 +1,5 @@
 //! Purging by tag: select a quarter of the store with `select_for_purge`
-//! and remove it through `Storage::purge`, one object at a time with 16 in
-//! flight, as the host does.
+//! and remove it with `purge_all`, as the host does.
 //!
 //! `cargo bench -p edge-cdn-store --bench purge` (objects: the
 //! `PURGE_OBJECTS` environment variable, default 200,000 of 1 KiB; the
@@ -12,13 +11,8 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use edge_cdn_store::Selector;
-use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
-use pingora_cache::trace::Span;
 use pingora_cache::CacheMeta;
 use pingora_http::ResponseHeader;
-
-/// Purges in flight at once, as the host has.
-const IN_FLIGHT: usize = 16;
 
 fn meta(tag: &str) -> CacheMeta {
     let now = SystemTime::now();
@@ -62,21 +56,7 @@ fn main() {
         let started = Instant::now();
         let listed = store.select_for_purge(Selector::Tag("a")).await.unwrap();
         let selected = started.elapsed();
-        let mut purging = tokio::task::JoinSet::new();
-        for object in listed.iter().cloned() {
-            if purging.len() >= IN_FLIGHT {
-                purging.join_next().await;
-            }
-            purging.spawn(async move {
-                let span = Span::inactive().handle();
-                let target = PurgeTarget::Active(&object.key);
-                store
-                    .purge(target, PurgeType::Invalidation, &span)
-                    .await
-                    .unwrap();
-            });
-        }
-        while purging.join_next().await.is_some() {}
+        assert_eq!(store.purge_all(&listed).await, listed.len());
         let took = started.elapsed();
         println!(
             "  {} purged by tag in {:.2} s ({:.1} µs per object; selecting took {:.2} s)",

@@ -35,6 +35,16 @@ impl<T> Sharded<T> {
         lock(&self.shards[slot % self.shards.len()])
     }
 
+    /// Lock the shards of every slot in `slots`, each once, in shard
+    /// order: two callers doing so (or holding one shard at a time) never
+    /// deadlock.
+    pub fn lock_all(&self, slots: impl IntoIterator<Item = usize>) -> Vec<MutexGuard<'_, T>> {
+        let mut shards: Vec<usize> = slots.into_iter().map(|s| s % self.shards.len()).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        shards.into_iter().map(|s| lock(&self.shards[s])).collect()
+    }
+
     /// Every shard in turn, each locked only while the iterator holds it,
     /// so a walk never holds more than one lock.
     pub fn each(&self) -> impl Iterator<Item = MutexGuard<'_, T>> {

@@ -48,6 +48,9 @@ use crate::write::{Admitted, Writers};
 /// Object locks, striped by hash (see `Tiers::hold`).
 const OBJECT_LOCKS: usize = 256;
 
+/// Deletes from the shared tier in flight during [`TieredStore::purge_all`].
+const SHARED_DELETES: usize = 16;
+
 /// How long saving the index waits for the writes in flight.
 const SAVE_WAIT: Duration = Duration::from_secs(5);
 
@@ -318,6 +321,44 @@ impl TieredStore {
     ) -> Result<Vec<Listed>, StoreError> {
         self.tiers.recovery.purging(&OwnedSelector::from(selector));
         self.select(selector).await
+    }
+
+    /// Invalidate `objects` (as a selection listed them): remove each from
+    /// every tier, its shared tier copy too, as [`Storage::purge`] with
+    /// `PurgeType::Invalidation` does one, but a batch at a time (one trip
+    /// off the worker and one catalog batch per 256 objects). Each removed
+    /// is counted as a purge. Returns how many were stored here.
+    ///
+    /// # Cancel safety
+    ///
+    /// The shared tier's deletes, once spawned, finish; local batches are
+    /// removed whole, and one not begun when the future is dropped is not
+    /// removed.
+    pub async fn purge_all(&'static self, objects: &[Listed]) -> usize {
+        let tiers = &self.tiers;
+        let mut hashes: Vec<u128> = objects.iter().map(|o| hash_of(&o.key)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        if tiers.shared.enabled() {
+            let mut deleting = tokio::task::JoinSet::new();
+            for &hash in &hashes {
+                if deleting.len() >= SHARED_DELETES {
+                    deleting.join_next().await;
+                }
+                let shared = tiers.shared.clone();
+                deleting.spawn(async move {
+                    if shared.delete(hash).await.is_err() {
+                        tiers.observe(StoreEvent::SharedUnavailable);
+                    }
+                });
+            }
+            while deleting.join_next().await.is_some() {}
+        }
+        let removed = tiers.forget_all(&hashes).await;
+        for _ in 0..removed {
+            tiers.observe(StoreEvent::Purge);
+        }
+        removed
     }
 
     /// Objects in the catalog, and distinct surrogate tags: two counters.

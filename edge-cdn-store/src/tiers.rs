@@ -75,6 +75,9 @@ pub struct Tiers {
     pub holds: Sharded<()>,
 }
 
+/// Objects [`Tiers::forget_all`] removes per trip and catalog batch.
+const FORGET_BATCH: usize = 256;
+
 /// Chunks a body held in memory is handed to the shared tier in.
 const SHARE_CHUNK: usize = 256 * 1024;
 
@@ -402,6 +405,51 @@ impl Tiers {
         .await
         .unwrap_or(false);
         in_memory || in_index || on_disk
+    }
+
+    /// Remove the objects of `hashes` (distinct) from every tier, as
+    /// [`Tiers::forget`] does one, a batch at a time: one trip off the
+    /// worker and one catalog batch per [`FORGET_BATCH`] objects, holding
+    /// their locks meanwhile. Returns how many were stored.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Tiers::forget`], per batch: a batch begun is removed whole;
+    /// dropped between batches, the later ones are not removed.
+    pub async fn forget_all(&'static self, hashes: &[u128]) -> usize {
+        let mut stored = 0;
+        for batch in hashes.chunks(FORGET_BATCH) {
+            let taken: Vec<(u128, bool, Option<Placed>)> = batch
+                .iter()
+                .map(|&hash| (hash, self.memory.remove(hash), self.index.take(hash)))
+                .collect();
+            stored += io::blocking(move || Ok(self.remove_all_held(taken)))
+                .await
+                .unwrap_or(0);
+        }
+        stored
+    }
+
+    /// [`Tiers::forget_all`]'s work on one batch, given what the caller
+    /// took out of memory and the index; returns how many were stored.
+    /// Blocking.
+    fn remove_all_held(&self, taken: Vec<(u128, bool, Option<Placed>)>) -> usize {
+        let _held = self
+            .holds
+            .lock_all(taken.iter().map(|(hash, ..)| *hash as usize));
+        let mut stored = 0;
+        for (hash, in_memory, earlier) in &taken {
+            self.memory.remove(*hash);
+            let now = self.index.take(*hash);
+            let on_disk = self.remove_copies(*hash, [*earlier, now]);
+            stored += usize::from(*in_memory || earlier.is_some() || on_disk);
+        }
+        let hashes: Vec<_> = taken.iter().map(|(hash, ..)| hash.to_be_bytes()).collect();
+        if let Err(error) = self.catalog.remove_all(&hashes) {
+            tracing::warn!(target: "edge_cdn_store", objects = hashes.len(), %error, "catalog entries of removed objects left");
+            self.observe(StoreEvent::CatalogFailed);
+        }
+        stored
     }
 
     /// A file failed its checks: remove the object so the next lookup is a

@@ -294,3 +294,37 @@ async fn a_deleted_ring_is_made_anew_and_what_it_held_is_a_miss() {
     check(store, 1).await.expect("stored in the new ring");
     assert!(check(store, 0).await.is_none(), "gone with the old one");
 }
+
+/// A purge of many objects at once, some in the ring and some in files:
+/// each is gone from every tier and the catalog, and stays gone after a
+/// crash.
+#[tokio::test]
+async fn a_batched_purge_removes_objects_in_the_ring_and_in_files() {
+    use edge_cdn_store::Selector::Tag;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    let large = body(200_000, 3);
+    for i in 0..600 {
+        let tag = if i % 3 == 0 { "gone" } else { "kept" };
+        let data = if i % 50 == 0 {
+            large.clone()
+        } else {
+            body(2_000, i as u8)
+        };
+        common::put_with(store, &key(&name(i)), &common::tagged(tag), &data).await;
+    }
+    assert!(object_files(dir.path()) > 0, "some in files");
+    let listed = store.select_for_purge(Tag("gone")).await.unwrap();
+    assert_eq!(listed.len(), 200);
+    assert_eq!(store.purge_all(&listed).await, 200);
+    assert_eq!(store.purge_all(&listed).await, 0, "nothing left to purge");
+    assert!(store.select(Tag("gone")).await.unwrap().is_empty());
+    assert_eq!(store.health().disk_objects, 400);
+    assert_eq!(store.catalog_totals(), (400, 1));
+    for i in (0..600).step_by(3) {
+        assert!(get(store, &name(i)).await.is_none(), "{i} purged");
+    }
+    let store = reopen(config(dir.path())).await;
+    assert_eq!(store.health().disk_objects, 400);
+    assert!(store.select(Tag("gone")).await.unwrap().is_empty());
+}

@@ -171,34 +171,62 @@ impl Catalog {
         self.change(hash, |_| None)
     }
 
+    /// Forget the objects of `hashes` (distinct) in one batch: each tag's
+    /// count moves once for all of them, so a purge or a reclaimed region
+    /// costs one batch, not one per object.
+    pub fn remove_all(&self, hashes: &[HashBinary]) -> Result<(), StoreError> {
+        self.change_all(hashes.iter().map(|hash| (hash, |_| None)))
+    }
+
     /// Replace `hash`'s tags (its response headers were rewritten).
     pub fn retag(&self, hash: &HashBinary, tags: Vec<Box<str>>) -> Result<(), StoreError> {
         let tags = entry::distinct(tags);
         self.change(hash, |old| old.map(|old| Entry { tags, ..old }))
     }
 
-    /// Replace `hash`'s entry by what `new` makes of the old one, with its
-    /// index entries and its tags' counts, in one batch under the writer
-    /// lock; then move the counters.
+    /// Replace `hash`'s entry by what `new` makes of the old one: see
+    /// [`Catalog::change_all`].
     fn change(
         &self,
         hash: &HashBinary,
         new: impl FnOnce(Option<Entry>) -> Option<Entry>,
     ) -> Result<(), StoreError> {
+        self.change_all([(hash, new)])
+    }
+
+    /// Replace each hash's entry by what its function makes of the old one,
+    /// with their index entries and their tags' counts, in one batch under
+    /// the writer lock; then move the counters. The hashes are distinct (a
+    /// change does not see an earlier one of the same batch).
+    fn change_all<'h, F>(
+        &self,
+        changes: impl IntoIterator<Item = (&'h HashBinary, F)>,
+    ) -> Result<(), StoreError>
+    where
+        F: FnOnce(Option<Entry>) -> Option<Entry>,
+    {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.entry(hash)?;
-        let new = new(old.clone());
-        if old == new {
+        let mut batch = self.db.batch();
+        let mut changed = Vec::new();
+        for (hash, new) in changes {
+            let old = self.entry(hash)?;
+            let new = new(old.clone());
+            if old != new {
+                self.stage(&mut batch, hash, &old, &new);
+                changed.push((old, new));
+            }
+        }
+        if changed.is_empty() {
             return Ok(());
         }
-        let mut batch = self.db.batch();
-        self.stage(&mut batch, hash, &old, &new);
         let mut carried: HashMap<&str, i64> = HashMap::new();
-        for tag in old.iter().flat_map(|e| e.tags.iter()) {
-            *carried.entry(tag).or_default() -= 1;
-        }
-        for tag in new.iter().flat_map(|e| e.tags.iter()) {
-            *carried.entry(tag).or_default() += 1;
+        for (old, new) in &changed {
+            for tag in old.iter().flat_map(|e| e.tags.iter()) {
+                *carried.entry(tag).or_default() -= 1;
+            }
+            for tag in new.iter().flat_map(|e| e.tags.iter()) {
+                *carried.entry(tag).or_default() += 1;
+            }
         }
         // Each tag's count moves in the same batch, under the writer lock,
         // so no other change moves it meanwhile.
@@ -220,11 +248,13 @@ impl Catalog {
         batch.commit().map_err(db)?;
         self.tag_count.fetch_add(gained, Ordering::Relaxed);
         self.tag_count.fetch_sub(lost, Ordering::Relaxed);
-        match (old.is_some(), new.is_some()) {
-            (false, true) => self.object_count.fetch_add(1, Ordering::Relaxed),
-            (true, false) => self.object_count.fetch_sub(1, Ordering::Relaxed),
-            _ => 0,
-        };
+        for (old, new) in &changed {
+            match (old.is_some(), new.is_some()) {
+                (false, true) => self.object_count.fetch_add(1, Ordering::Relaxed),
+                (true, false) => self.object_count.fetch_sub(1, Ordering::Relaxed),
+                _ => 0,
+            };
+        }
         Ok(())
     }
 
@@ -462,6 +492,41 @@ mod tests {
             .unwrap();
         assert_eq!(catalog.totals(), (4, 2));
         assert!(select(&catalog, Selector::Prefix(b"h/b")).is_empty());
+    }
+
+    #[test]
+    fn removing_many_in_one_batch_moves_every_count_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = empty(dir.path());
+        let records: Vec<Record> = (0..10)
+            .map(|i| {
+                record(
+                    &format!("h/{i}"),
+                    None,
+                    &["all", if i % 2 == 0 { "even" } else { "odd" }],
+                )
+            })
+            .collect();
+        for r in &records {
+            catalog.insert(r.clone()).unwrap();
+        }
+        assert_eq!(catalog.totals(), (10, 3));
+        let evens: Vec<HashBinary> = records
+            .iter()
+            .step_by(2)
+            .map(|r| r.key.combined_bin())
+            .collect();
+        catalog.remove_all(&evens).unwrap();
+        assert_eq!(catalog.totals(), (5, 2), "\"even\" is carried by none");
+        assert!(select(&catalog, Selector::Tag("even")).is_empty());
+        assert_eq!(select(&catalog, Selector::Tag("all")).len(), 5);
+        // Removing what is gone, or nothing, changes nothing.
+        catalog.remove_all(&evens).unwrap();
+        catalog.remove_all(&[]).unwrap();
+        assert_eq!(catalog.totals(), (5, 2));
+        // The counts agree with a fresh count.
+        catalog.count_tags().unwrap();
+        assert_eq!(catalog.totals(), (5, 2));
     }
 
     #[test]

@@ -374,36 +374,32 @@ impl CacheStore {
         self.storage.select(selector).await
     }
 
-    /// Purge `objects`, a few at a time; returns how many were still
-    /// there to purge. Runs on the caller's runtime and the blocking pool,
+    /// Purge `objects`; returns how many were still there to purge. A
+    /// hard purge removes them in batches (see
+    /// [`TieredStore::purge_all`]: the store's index is the eviction
+    /// manager's table, so they leave it too); a soft one expires them a
+    /// few at a time. Runs on the caller's runtime and the blocking pool,
     /// so a purge of thousands does not hold up the proxy's workers.
     pub async fn purge(&'static self, objects: Vec<Listed>, mode: PurgeMode) -> usize {
-        futures_util::stream::iter(objects)
-            .map(|object| self.purge_one(object, mode))
-            .buffer_unordered(PURGE_CONCURRENCY)
-            .filter(|done| std::future::ready(*done))
-            .count()
-            .await
-    }
-
-    async fn purge_one(&'static self, object: Listed, mode: PurgeMode) -> bool {
-        let span = Span::inactive().handle();
-        let target = PurgeTarget::Active(&object.key);
-        let done = match mode {
-            PurgeMode::Hard => {
-                self.storage
-                    .purge(target, PurgeType::Invalidation, &span)
+        match mode {
+            PurgeMode::Hard => self.storage.purge_all(&objects).await,
+            PurgeMode::Soft => {
+                futures_util::stream::iter(objects)
+                    .map(|object| self.expire_one(object))
+                    .buffer_unordered(PURGE_CONCURRENCY)
+                    .filter(|done| std::future::ready(*done))
+                    .count()
                     .await
             }
-            PurgeMode::Soft => self.storage.expire(target, &span).await,
-        };
-        match done {
-            Ok(PurgeOutcome::Purged(id)) => {
-                self.eviction.remove(target.removed_entry(id));
-                true
-            }
+        }
+    }
+
+    async fn expire_one(&'static self, object: Listed) -> bool {
+        let span = Span::inactive().handle();
+        let target = PurgeTarget::Active(&object.key);
+        match self.storage.expire(target, &span).await {
             Ok(PurgeOutcome::Expired) => true,
-            Ok(PurgeOutcome::NotFound) => false,
+            Ok(_) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "purge failed");
                 false
