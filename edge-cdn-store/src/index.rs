@@ -368,6 +368,33 @@ impl Index {
         true
     }
 
+    /// `hash`'s counter, if its entry is the one at `loc`.
+    pub fn clock_at(&self, hash: u128, loc: Loc) -> Option<u8> {
+        let table = self.shard(hash);
+        let at = table.find(hash)?;
+        let slot = table.slots[at];
+        (slot.loc() == Some(loc)).then_some(slot.clock)
+    }
+
+    /// Move `hash`'s entry from `from` to `to` in the ring (an entry of the
+    /// same length, copied forward when its region is reclaimed), taking
+    /// one off its counter as the CLOCK's hand would: an object copied
+    /// forward stays only while it is read. False, and nothing changed, if
+    /// it is no longer at `from`.
+    pub fn relocate(&self, hash: u128, from: Loc, to: Loc) -> bool {
+        let mut table = self.shard(hash);
+        let Some(at) = table.find(hash) else {
+            return false;
+        };
+        let slot = &mut table.slots[at];
+        if slot.loc() != Some(from) {
+            return false;
+        }
+        slot.place = to.packed();
+        slot.clock = slot.clock.saturating_sub(1);
+        true
+    }
+
     /// Put back an object a snapshot of the index saved: `hash` with
     /// `size` bytes, counter `clock` (capped at [`HOTTEST`]) and place
     /// `loc`. An entry already there is left as it is.

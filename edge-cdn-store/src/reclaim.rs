@@ -1,23 +1,42 @@
 //! The reclaimer: a thread that keeps the segment ring's next region free.
 //!
 //! When the ring's head moves into a region, the region after it is freed
-//! here, ahead of need: its entries are read, and every object the index
-//! still places there is dropped from the index, the memory tier and the
-//! catalog (one batch per 256 objects), under the objects' locks (a fill
-//! or removal of the same object never interleaves). Only then may the head enter it and overwrite it. A
-//! lookup that found an object there before it was dropped reads its entry
-//! whole, or finds it overwritten and misses.
+//! here, ahead of need. Its entries are read, and every object the index
+//! still places there is either copied forward to the head, if it was read
+//! since it was stored or last copied (its CLOCK counter is above a new
+//! object's; the copy takes one off), or dropped from the index, the memory
+//! tier and the catalog (one catalog batch per 256 objects). Both happen
+//! under the objects' locks, so a fill or removal of the same object never
+//! interleaves. So the ring is first in, first out for objects nobody
+//! reads, and keeps those that are read, as RRIP keeps re-referenced lines.
+//! Only then may the head enter the region and overwrite it. A lookup that
+//! found an object there before it moved reads its entry whole, or finds
+//! it overwritten and misses.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::StoreError;
+use crate::index::INSERTED;
 use crate::observer::StoreEvent;
+use crate::segments::entry::{Entry, Parts};
 use crate::segments::{Loc, Segments};
 use crate::tiers::Tiers;
 
 /// How long the reclaimer waits after failing to read a region before it
 /// tries again.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// Objects dropped per catalog batch, their locks held meanwhile.
+const BATCH: usize = 256;
+
+/// How freeing a region ended.
+enum Freed {
+    /// Nothing the index places there is left in it.
+    Done,
+    /// The ring was stopped meanwhile; the region stays unfreed.
+    Stopped,
+}
 
 /// Free regions as the head needs them, until the store closes.
 /// Blocking, for the store's life.
@@ -35,11 +54,8 @@ pub fn run(tiers: &Arc<Tiers>) {
         while let Some(region) = ring.to_free().filter(|_| ring.is_on()) {
             let freeing = ring.freeing();
             match free(tiers, ring, region) {
-                Ok(None) => return,
-                Ok(Some(dropped)) => {
-                    tracing::debug!(target: "edge_cdn_store", region, dropped, "segment region reclaimed");
-                    ring.freed(region);
-                }
+                Ok(Freed::Stopped) => return,
+                Ok(Freed::Done) => ring.freed(region),
                 Err(error) => {
                     drop(freeing);
                     // The head stays out of it; new objects go to files.
@@ -51,41 +67,41 @@ pub fn run(tiers: &Arc<Tiers>) {
     }
 }
 
-/// Objects dropped per catalog batch, their locks held meanwhile.
-const BATCH: usize = 256;
-
-/// Drop every object the index places in `region`; returns how many, or
-/// `None` if the ring was stopped meanwhile (the region stays unfreed).
-/// The objects are dropped a batch at a time: under their locks, out of
-/// the index and memory, then out of the catalog in one batch.
-fn free(
-    tiers: &Tiers,
-    ring: &Segments,
-    region: u32,
-) -> Result<Option<usize>, crate::error::StoreError> {
-    let scanned = ring.scan(region, false)?;
-    let live: Vec<(u128, Loc)> = scanned
+/// Copy forward or drop every object the index places in `region`.
+fn free(tiers: &Tiers, ring: &Segments, region: u32) -> Result<Freed, StoreError> {
+    let scanned = ring.scan(region, true)?;
+    let live: Vec<_> = scanned
         .entries
-        .iter()
+        .into_iter()
         .filter(|(header, _, _)| header.live)
-        .map(|(header, loc, _)| (header.hash, *loc))
         .collect();
-    let mut dropped = 0;
+    let (mut dropped, mut kept) = (0, 0);
     for batch in live.chunks(BATCH) {
         if ring.is_stopped() {
-            return Ok(None);
+            return Ok(Freed::Stopped);
         }
         let _held = tiers
             .holds
-            .lock_all(batch.iter().map(|(hash, _)| *hash as usize));
-        let gone: Vec<_> = batch
-            .iter()
-            .filter(|(hash, loc)| tiers.index.take_at(*hash, *loc))
-            .map(|(hash, _)| {
-                tiers.memory.remove(*hash);
-                hash.to_be_bytes()
-            })
-            .collect();
+            .lock_all(batch.iter().map(|(header, _, _)| header.hash as usize));
+        let mut gone = Vec::new();
+        for (header, loc, entry) in batch {
+            let hash = header.hash;
+            let Some(clock) = tiers.index.clock_at(hash, *loc) else {
+                continue;
+            };
+            let read_since = clock > INSERTED;
+            if read_since
+                && entry
+                    .as_ref()
+                    .is_some_and(|entry| copy_forward(tiers, ring, hash, *loc, entry))
+            {
+                kept += 1;
+                continue;
+            }
+            tiers.index.take_at(hash, *loc);
+            tiers.memory.remove(hash);
+            gone.push(hash.to_be_bytes());
+        }
         if let Err(error) = tiers.catalog.remove_all(&gone) {
             tracing::warn!(target: "edge_cdn_store", region, objects = gone.len(), %error, "catalog entries of reclaimed objects left");
             tiers.observe(StoreEvent::CatalogFailed);
@@ -95,5 +111,22 @@ fn free(
         }
         dropped += gone.len();
     }
-    Ok(Some(dropped))
+    tracing::debug!(target: "edge_cdn_store", region, dropped, kept, "segment region freed");
+    Ok(Freed::Done)
+}
+
+/// Append `entry`, `hash`'s entry at `loc`, again at the head, and move the
+/// index there; false if the ring cannot take it now (the object is then
+/// dropped). Call it holding the object's lock.
+fn copy_forward(tiers: &Tiers, ring: &Segments, hash: u128, loc: Loc, entry: &Entry) -> bool {
+    let parts = Parts {
+        internal: &entry.internal,
+        header: &entry.meta_header,
+        key: &entry.key,
+        body: std::slice::from_ref(&entry.body),
+    };
+    match ring.append(hash, &parts) {
+        Ok(Ok((to, _))) => tiers.index.relocate(hash, loc, to),
+        _ => false,
+    }
 }

@@ -328,3 +328,30 @@ async fn a_batched_purge_removes_objects_in_the_ring_and_in_files() {
     assert_eq!(store.health().disk_objects, 400);
     assert!(store.select(Tag("gone")).await.unwrap().is_empty());
 }
+
+/// An object that is read keeps being copied forward as the ring wraps;
+/// one nobody reads is reclaimed on the first lap.
+#[tokio::test]
+async fn an_object_that_is_read_outlives_laps_of_the_ring() {
+    use pingora_cache::eviction::{CacheEntryKey, EvictionManager};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    let hot = 1_000_000;
+    put(store, &name(hot), &data(hot)).await;
+    let read = || {
+        let entry = CacheEntryKey::key_only(key(&name(hot)).to_compact());
+        store
+            .eviction()
+            .access(&entry, 0, std::time::SystemTime::now())
+    };
+    // About 80 MiB through a 24 MiB ring: three laps and more. The hot
+    // object is read every 100 fills, as hits would.
+    for i in 0..3_000 {
+        put(store, &name(i), &data(i)).await;
+        if i % 100 == 0 {
+            assert!(read(), "still stored at fill {i}");
+        }
+    }
+    check(store, hot).await.expect("kept by its reads");
+    assert!(check(store, 0).await.is_none(), "never read: reclaimed");
+}
