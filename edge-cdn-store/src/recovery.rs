@@ -36,7 +36,7 @@
 //! [`MAX_PURGES`] remembered selectors the walk keeps no object written
 //! before that point at all, so no purge is ever missed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -52,6 +52,9 @@ use crate::index::Placed;
 use crate::segments::entry::Header;
 use crate::segments::{Loc, Segments};
 use crate::tiers::{hash_of, Tiers};
+
+/// Ring entries recovered per catalog batch.
+const RECOVER_BATCH: usize = 256;
 
 /// Purge selectors remembered during one walk, at most.
 pub const MAX_PURGES: usize = 65_536;
@@ -316,22 +319,92 @@ fn scan_ring(tiers: &Tiers, ring: &Segments) {
                 continue;
             }
         };
+        let mut found = Vec::new();
         for (header, loc, entry) in scanned.entries {
             let Some(entry) = entry else { continue };
-            let recovered = match record_of(&entry.key, &entry.internal, &entry.meta_header, fields)
-            {
-                Ok(record) => recover_entry(tiers, ring, (header, loc), record),
+            match record_of(&entry.key, &entry.internal, &entry.meta_header, fields) {
+                Ok(record) => found.push((header, loc, record)),
                 Err(error) => {
                     tracing::warn!(target: "edge_cdn_store", hash = %format!("{:032x}", header.hash), %error, "removing unusable segment entry");
                     let _ = ring.remove(loc, header.hash);
-                    false
                 }
-            };
-            if recovered {
-                tiers.recovery.found.fetch_add(1, Ordering::Relaxed);
             }
         }
+        // The last entry of an object in the region is its latest: a batch
+        // changes each hash once.
+        let mut seen = HashSet::new();
+        found.reverse();
+        found.retain(|(header, _, _)| seen.insert(header.hash));
+        found.reverse();
+        while !found.is_empty() {
+            let batch: Vec<_> = found.drain(..found.len().min(RECOVER_BATCH)).collect();
+            let recovered = recover_entries(tiers, ring, batch);
+            tiers.recovery.found.fetch_add(recovered, Ordering::Relaxed);
+        }
     }
+}
+
+/// Put a batch of ring entries (of distinct objects) back, as
+/// [`recover_entry`] does one but with one catalog batch, under their
+/// locks; returns how many are stored. If the catalog fails the batch,
+/// each is tried alone, so one object's failure costs only that object.
+fn recover_entries(tiers: &Tiers, ring: &Segments, batch: Vec<(Header, Loc, Record)>) -> usize {
+    let failed = {
+        let _held = tiers
+            .holds
+            .lock_all(batch.iter().map(|(header, _, _)| header.hash as usize));
+        let batch: Vec<_> = batch
+            .into_iter()
+            .filter(|(header, loc, _)| !superseded_by_files(tiers, ring, header, *loc))
+            .collect();
+        let records = batch.iter().map(|(_, _, record)| record.clone()).collect();
+        match tiers.catalog.insert_all(records) {
+            Ok(()) => {
+                return batch
+                    .into_iter()
+                    .filter(|(header, loc, record)| indexed(tiers, header, *loc, record))
+                    .count()
+            }
+            Err(error) => (error, batch),
+        }
+    };
+    let (error, batch) = failed;
+    tracing::warn!(target: "edge_cdn_store", objects = batch.len(), %error, "catalog batch failed; recovering its objects one by one");
+    batch
+        .into_iter()
+        .filter(|(header, loc, record)| recover_entry(tiers, ring, (*header, *loc), record.clone()))
+        .count()
+}
+
+/// Whether `hash`'s files are newer than its ring entry at `loc` (it moved
+/// between the two around a crash); the entry is then removed. Call it
+/// holding the object's lock.
+fn superseded_by_files(tiers: &Tiers, ring: &Segments, header: &Header, loc: Loc) -> bool {
+    let hash = header.hash;
+    let in_files = tiers.index.placed(hash).is_some_and(|p| p.loc.is_none());
+    let newer = in_files && tiers.disk.written(hash).is_some_and(|w| w > header.written);
+    if newer {
+        let _ = ring.remove(loc, hash);
+    }
+    newer
+}
+
+/// After its catalog entry is made: index `header`'s entry at `loc`, unless
+/// a purge remembered meanwhile picks it (it is then removed); returns
+/// whether it is stored. Call it holding the object's lock.
+fn indexed(tiers: &Tiers, header: &Header, loc: Loc, record: &Record) -> bool {
+    let hash = header.hash;
+    if tiers.recovery.purged(record, header.written) {
+        let here = Placed {
+            size: header.len(),
+            loc: Some(loc),
+        };
+        tiers.remove_held(hash, Some(here));
+        return false;
+    }
+    let old = tiers.index.insert_at(hash, header.len(), Some(loc));
+    tiers.drop_replaced(hash, old, Some(loc));
+    true
 }
 
 /// Put one ring entry back: in the catalog, then the index, unless the
@@ -345,26 +418,18 @@ fn recover_entry(
 ) -> bool {
     let hash = header.hash;
     let _held = tiers.hold(hash);
-    let in_files = tiers.index.placed(hash).is_some_and(|p| p.loc.is_none());
-    if in_files && tiers.disk.written(hash).is_some_and(|w| w > header.written) {
-        let _ = ring.remove(loc, hash);
+    if superseded_by_files(tiers, ring, &header, loc) {
         return false;
     }
-    let here = Placed {
-        size: header.len(),
-        loc: Some(loc),
-    };
     if let Err(error) = tiers.catalog.insert(record.clone()) {
+        let here = Placed {
+            size: header.len(),
+            loc: Some(loc),
+        };
         tiers.uncataloged(hash, error, Some(here));
         return false;
     }
-    if tiers.recovery.purged(&record, header.written) {
-        tiers.remove_held(hash, Some(here));
-        return false;
-    }
-    let old = tiers.index.insert_at(hash, header.len(), Some(loc));
-    tiers.drop_replaced(hash, old, Some(loc));
-    true
+    indexed(tiers, &header, loc, &record)
 }
 
 /// Drop catalog entries whose objects are not stored (their files went

@@ -166,6 +166,18 @@ impl Catalog {
         self.change(&hash, |_| Some(Entry::from(record)))
     }
 
+    /// Record committed objects (of distinct hashes) in one batch, each
+    /// replacing what was recorded for its hash.
+    pub fn insert_all(&self, records: Vec<Record>) -> Result<(), StoreError> {
+        let hashes: Vec<HashBinary> = records.iter().map(|r| r.key.combined_bin()).collect();
+        self.change_all(
+            hashes
+                .iter()
+                .zip(records)
+                .map(|(hash, record)| (hash, move |_| Some(Entry::from(record)))),
+        )
+    }
+
     /// Forget `hash`'s object.
     pub fn remove(&self, hash: &HashBinary) -> Result<(), StoreError> {
         self.change(hash, |_| None)
