@@ -38,8 +38,9 @@ const PREDICTOR_SHARD_CAPACITY: usize = 4096;
 /// store saved its index itself (pingora's `lru.data.*`, then the CLOCK
 /// counters): removed at start, it is never read.
 const OLD_EVICTION_STATE: &str = "eviction";
-/// Objects purged at once: enough to keep the disk busy, few enough that a
-/// purge of thousands leaves blocking threads for the proxy's own I/O.
+/// Objects expired at once by a soft purge: enough to keep the disk busy,
+/// few enough that a purge of thousands leaves blocking threads for the
+/// proxy's own I/O. (A hard purge goes in batches: `TieredStore::purge_all`.)
 const PURGE_CONCURRENCY: usize = 16;
 
 /// The stored response field that carries the surrogate tags a policy set.
