@@ -31,7 +31,7 @@ use crate::memory::MemObject;
 use crate::observer::StoreEvent;
 use crate::partial::{Announced, Partial};
 use crate::segments::entry::Parts;
-use crate::segments::Loc;
+use crate::segments::{Loc, Refused};
 use crate::shared::SharedWrites;
 use crate::tiers::Tiers;
 use crate::write::{Admitted, Write};
@@ -301,7 +301,11 @@ impl Held {
                     return install(tiers, hash, readers, record, (len, size), held, Some(loc));
                 }
                 // Too large for the ring, or the ring not ready: in files.
-                Ok(Err(_refused)) => {}
+                Ok(Err(refused)) => {
+                    if refused == Refused::Behind {
+                        tiers.observe(StoreEvent::RingBehind);
+                    }
+                }
                 Err(error) => {
                     tiers.write_failed(&error);
                     readers.done(len);

@@ -76,6 +76,12 @@ pub enum StoreEvent {
     /// record was removed; an entry it could not remove is left for the
     /// next start's reconciliation.
     CatalogFailed,
+    /// An object read since it was stored was copied forward in the segment
+    /// ring as its region was reclaimed, instead of being evicted.
+    CopiedForward,
+    /// A small object was written to files because the segment ring's next
+    /// region was not yet reclaimed: the reclaimer is behind the fills.
+    RingBehind,
 }
 
 /// Receives the store's events. Must be cheap: it is called on the request path.
@@ -132,7 +138,7 @@ impl PrometheusObserver {
         let events = IntCounterVec::new(
             Opts::new(
                 "edge_store_events_total",
-                "Inserts, promotions, evictions, purges, corrupt files, skipped and failed writes, shared-tier puts, failures and breaker openings, purge catalog failures.",
+                "Inserts, promotions, evictions, purges, corrupt files, skipped and failed writes, shared-tier puts, failures and breaker openings, purge catalog failures, segment ring copies and fallbacks to files.",
             ),
             &["event"],
         )?;
@@ -206,6 +212,8 @@ impl StoreObserver for PrometheusObserver {
             }
             StoreEvent::SharedPut(_) => count("shared-put"),
             StoreEvent::CatalogFailed => count("catalog-failed"),
+            StoreEvent::CopiedForward => count("copied-forward"),
+            StoreEvent::RingBehind => count("ring-behind"),
             StoreEvent::BytesRead(n) => self.bytes.with_label_values(&["read"]).inc_by(n),
             StoreEvent::BytesWritten(n) => self.bytes.with_label_values(&["written"]).inc_by(n),
             StoreEvent::DiskLatency(op, d) => self

@@ -95,6 +95,7 @@ fn free(tiers: &Tiers, ring: &Segments, region: u32) -> Result<Freed, StoreError
                     .as_ref()
                     .is_some_and(|entry| copy_forward(tiers, ring, hash, *loc, entry))
             {
+                tiers.observe(StoreEvent::CopiedForward);
                 kept += 1;
                 continue;
             }
