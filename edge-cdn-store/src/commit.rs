@@ -1,15 +1,17 @@
-//! The commit thread: where a held miss (a whole body up to 256 KiB) is
-//! written and installed, instead of one trip to tokio's blocking pool
-//! per miss.
+//! The commit thread: where a held miss (a whole body up to 256 KiB) that
+//! the segment ring takes is appended and installed, instead of one trip
+//! to tokio's blocking pool per miss.
 //!
 //! A trip to the blocking pool wakes a pool thread (a futex and a switch)
 //! for every miss, and on a busy proxy core those wake-ups cost about as
 //! much as the commit itself. Here the misses of one scheduler tick share
 //! one wake-up: the first commit queued yields once before waking the
 //! thread, so the other misses ready on its worker queue theirs meanwhile,
-//! and the thread runs everything queued before it sleeps again. Large
-//! objects, whose commits rename files and may `fsync`, stay on the
-//! blocking pool, so they never hold small ones up.
+//! and the thread runs everything queued before it sleeps again. Objects
+//! kept in files, whose commits create and rename files and may `fsync`,
+//! stay on the blocking pool, so they never hold appends up (one that the
+//! ring refuses at the last moment, its next region not yet free, is
+//! written to files here).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

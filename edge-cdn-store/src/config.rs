@@ -19,8 +19,9 @@ pub struct StoreConfig {
     /// Default `1GiB`.
     pub disk_bytes: ByteSize,
     /// Bytes of `disk_bytes` given to the segment ring, where small objects
-    /// are appended to 8 MiB region files instead of two files each, and
-    /// reclaimed a region at a time, oldest first. Whole regions; at least
+    /// are appended to 8 MiB regions of one file instead of two files each,
+    /// and space is reclaimed a region at a time, oldest first (objects
+    /// read since they were stored are copied forward). Whole regions; at least
     /// three, or `0` for no ring. Default: a quarter of `disk_bytes`, or no
     /// ring if that is under three regions.
     pub segment_bytes: Option<ByteSize>,

@@ -207,7 +207,7 @@ impl DiskHit {
             Ok(block) => block,
             Err(e @ StoreError::Blocking(_)) => return Err(e.into_pingora()),
             Err(e) => {
-                self.tiers.discard_corrupt(self.hash, &e).await;
+                self.tiers.discard_at(self.hash, None, &e).await;
                 return Err(e.into_pingora());
             }
         };

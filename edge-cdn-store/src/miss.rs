@@ -30,7 +30,7 @@ use crate::io;
 use crate::memory::MemObject;
 use crate::observer::StoreEvent;
 use crate::partial::{Announced, Partial};
-use crate::segments::entry::Parts;
+use crate::segments::entry::{self, Parts};
 use crate::segments::{Loc, Refused};
 use crate::shared::SharedWrites;
 use crate::tiers::Tiers;
@@ -95,6 +95,20 @@ struct Held {
 }
 
 impl Held {
+    /// Whether the segment ring would take this body, with `last` after
+    /// it, now.
+    fn ring_takes(&self, tiers: &Tiers, last: Option<&Bytes>) -> bool {
+        let partial = self.readers.partial();
+        let body = self.len + last.map_or(0, |l| l.len() as u64);
+        let len = entry::len_of(
+            partial.meta.internal.len(),
+            partial.meta.header.len(),
+            self.key.len(),
+            body,
+        );
+        tiers.segments.as_ref().is_some_and(|ring| ring.takes(len))
+    }
+
     /// Make the temporary file, write the held bytes and `data` to it and
     /// hand it to the readers: the body has outgrown memory. Blocking.
     fn into_file(self, tiers: &Tiers, hash: u128, data: &Bytes) -> State {
@@ -604,12 +618,15 @@ impl HandleMiss for Miss {
         let last = self.last.take();
         let started = std::time::Instant::now();
         let committed = match std::mem::replace(&mut self.state, State::Gone) {
-            State::Holding(held) => {
+            // An append to the ring on the commit thread; files, which
+            // rename and may fsync, on the blocking pool.
+            State::Holding(held) if held.ring_takes(tiers, last.as_ref()) => {
                 tiers
                     .commits
                     .run(move || held.commit(tiers, hash, last))
                     .await
             }
+            State::Holding(held) => io::blocking(move || Ok(held.commit(tiers, hash, last))).await,
             State::Storing(flight) => {
                 io::blocking(move || Ok(flight.commit(tiers, hash, last))).await
             }

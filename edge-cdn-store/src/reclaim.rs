@@ -5,10 +5,13 @@
 //! still places there is either copied forward to the head, if it was read
 //! since it was stored or last copied (its CLOCK counter is above a new
 //! object's; the copy takes one off), or dropped from the index, the memory
-//! tier and the catalog (one catalog batch per 256 objects). Both happen
+//! tier and the catalog (one catalog batch per 64 objects). Both happen
 //! under the objects' locks, so a fill or removal of the same object never
 //! interleaves. So the ring is first in, first out for objects nobody
 //! reads, and keeps those that are read, as RRIP keeps re-referenced lines.
+//! Before any of that the region is *retired* (its first header
+//! overwritten), so a crash from then on brings nothing of it back: not an
+//! object dropped, nor the old copy of one copied forward and purged since.
 //! Only then may the head enter the region and overwrite it. A lookup that
 //! found an object there before it moved reads its entry whole, or finds
 //! it overwritten and misses.
@@ -27,8 +30,9 @@ use crate::tiers::Tiers;
 /// tries again.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Objects dropped per catalog batch, their locks held meanwhile.
-const BATCH: usize = 256;
+/// Objects dropped per catalog batch, their locks held meanwhile (few
+/// enough that commits and purges of other objects rarely wait).
+const BATCH: usize = 64;
 
 /// How freeing a region ended.
 enum Freed {
@@ -70,6 +74,8 @@ pub fn run(tiers: &Arc<Tiers>) {
 /// Copy forward or drop every object the index places in `region`.
 fn free(tiers: &Tiers, ring: &Segments, region: u32) -> Result<Freed, StoreError> {
     let scanned = ring.scan(region, true)?;
+    // From here a crash leaves nothing of this region to bring back.
+    ring.retire(region)?;
     let live: Vec<_> = scanned
         .entries
         .into_iter()

@@ -24,7 +24,7 @@ use crate::catalog::{self, tags_in, Listed, OwnedSelector, Selector};
 use crate::commit::Committer;
 use crate::config::StoreConfig;
 use crate::disk::format::MetaHeader;
-use crate::disk::DiskTier;
+use crate::disk::{BodyReader, DiskTier};
 use crate::error::StoreError;
 use crate::eviction::ClockEviction;
 use crate::hit::{DiskHit, Hit, MemoryHit, PartialHit, SharedStream};
@@ -47,6 +47,21 @@ use crate::write::{Admitted, Writers};
 
 /// Object locks, striped by hash (see `Tiers::hold`).
 const OBJECT_LOCKS: usize = 256;
+
+/// What reading an object from its files found.
+enum Found {
+    /// The body, read whole and checked, with its copy for memory or the
+    /// shared tier if it has one.
+    Whole(Bytes, Option<Arc<MemObject>>),
+    /// A body to check block by block as it streams.
+    Streamed(BodyReader),
+}
+
+/// pingora's meta from its two blobs; undecodable blobs are corruption.
+fn decode_meta(internal: &[u8], header: &[u8]) -> Result<CacheMeta, StoreError> {
+    CacheMeta::deserialize(internal, header)
+        .map_err(|_| StoreError::Corrupt("undecodable cache meta"))
+}
 
 /// Deletes from the shared tier in flight during [`TieredStore::purge_all`].
 const SHARED_DELETES: usize = 16;
@@ -221,6 +236,10 @@ impl TieredStore {
         if tiers.recovery.progress().is_some() {
             return Ok(());
         }
+        // A 304's rewrite appends too, outside the write permits.
+        if let Some(ring) = &tiers.segments {
+            ring.stop_appends();
+        }
         if !tiers.writers.close(SAVE_WAIT) {
             tracing::warn!(target: "edge_cdn_store", "writes still in flight; index not saved, the next start walks the files");
             return Ok(());
@@ -331,28 +350,33 @@ impl TieredStore {
     ///
     /// # Cancel safety
     ///
-    /// The shared tier's deletes, once spawned, finish; local batches are
-    /// removed whole, and one not begun when the future is dropped is not
-    /// removed.
+    /// The shared tier's deletes, once spawned (16 at a time, before the
+    /// local removal), finish; local batches are removed whole, and one not
+    /// begun when the future is dropped is not removed.
     pub async fn purge_all(&'static self, objects: &[Listed]) -> usize {
         let tiers = &self.tiers;
         let mut hashes: Vec<u128> = objects.iter().map(|o| hash_of(&o.key)).collect();
         hashes.sort_unstable();
         hashes.dedup();
         if tiers.shared.enabled() {
-            let mut deleting = tokio::task::JoinSet::new();
-            for &hash in &hashes {
-                if deleting.len() >= SHARED_DELETES {
-                    deleting.join_next().await;
+            for group in hashes.chunks(SHARED_DELETES) {
+                // Spawned, not owned: a delete begun finishes even if this
+                // future is dropped.
+                let deletes: Vec<_> = group
+                    .iter()
+                    .map(|&hash| {
+                        let shared = tiers.shared.clone();
+                        tokio::spawn(async move {
+                            if shared.delete(hash).await.is_err() {
+                                tiers.observe(StoreEvent::SharedUnavailable);
+                            }
+                        })
+                    })
+                    .collect();
+                for delete in deletes {
+                    let _ = delete.await;
                 }
-                let shared = tiers.shared.clone();
-                deleting.spawn(async move {
-                    if shared.delete(hash).await.is_err() {
-                        tiers.observe(StoreEvent::SharedUnavailable);
-                    }
-                });
             }
-            while deleting.join_next().await.is_some() {}
         }
         let removed = tiers.forget_all(&hashes).await;
         for _ in 0..removed {
@@ -511,121 +535,143 @@ impl TieredStore {
         tiers.admit()
     }
 
-    /// Read `hash`'s object from disk. Small bodies are read whole and
+    /// Read `hash`'s object from its files. Small bodies are read whole and
     /// checked here; large ones are checked as they stream.
     async fn disk_lookup(&'static self, hash: u128) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let verify_whole = self.tiers.config.verify_whole_below.as_u64();
+        let tiers = &self.tiers;
+        let verify_whole = tiers.config.verify_whole_below.as_u64();
         let started = Instant::now();
         let opened = io::blocking(move || {
-            let Some(bytes) = self.tiers.disk.read_meta(hash)? else {
+            let Some(bytes) = tiers.disk.read_meta(hash)? else {
                 return Ok(None);
             };
-            let (meta, blobs) = MetaHeader::decode(&bytes)?;
-            let body = self.tiers.disk.open_body(hash, &meta)?;
-            let whole = if body.len <= verify_whole {
-                Some(body.read_all()?)
-            } else {
-                None
-            };
-            Ok(Some((
+            let (header, blobs) = MetaHeader::decode(&bytes)?;
+            let body = tiers.disk.open_body(hash, &header)?;
+            let (internal, blob) = (
                 Bytes::copy_from_slice(blobs.internal),
                 Bytes::copy_from_slice(blobs.header),
-                body,
-                whole,
-            )))
+            );
+            let meta = decode_meta(&internal, &blob)?;
+            let found = if body.len <= verify_whole {
+                let whole = body.read_all()?;
+                let object = self.promote(hash, None, (internal, blob), whole.clone(), &meta);
+                Found::Whole(whole, object)
+            } else {
+                Found::Streamed(body)
+            };
+            Ok(Some((meta, found)))
         })
         .await;
-        self.tiers
-            .observe(StoreEvent::DiskLatency("open", started.elapsed()));
-        let (internal, header, body, whole) = match opened {
-            Ok(Some(found)) => found,
+        tiers.observe(StoreEvent::DiskLatency("open", started.elapsed()));
+        let (meta, found) = match opened {
+            Ok(Some(opened)) => opened,
             Ok(None) => {
                 // Indexed but gone (removed behind our back): forget it.
-                self.tiers.index.remove(hash);
+                let gone = StoreError::Corrupt("object files gone");
+                tiers.discard_at(hash, None, &gone).await;
                 return Ok(None);
             }
             Err(e @ StoreError::Corrupt(_)) => {
-                self.tiers.discard_corrupt(hash, &e).await;
+                tiers.discard_at(hash, None, &e).await;
                 return Ok(None);
             }
             Err(e) => return Err(e.into_pingora()),
         };
-        let meta = match CacheMeta::deserialize(&internal, &header) {
-            Ok(meta) => meta,
-            Err(_) => {
-                self.tiers
-                    .discard_corrupt(hash, &StoreError::Corrupt("undecodable cache meta"))
-                    .await;
-                return Ok(None);
-            }
-        };
-        let handler: HitHandler = match whole {
-            Some(body) => self.whole_hit(hash, internal, header, body, &meta),
-            None => {
-                self.tiers.observe(StoreEvent::Hit(Tier::Disk));
-                self.tiers.share_once(hash, None, body.len);
-                Hit::Disk(DiskHit::new(&self.tiers, hash, body)).boxed()
+        let handler = match found {
+            Found::Whole(body, object) => self.whole_hit(hash, body, object),
+            Found::Streamed(body) => {
+                tiers.observe(StoreEvent::Hit(Tier::Disk));
+                tiers.share_once(hash, None, body.len);
+                Hit::Disk(DiskHit::new(tiers, hash, body)).boxed()
             }
         };
         Ok(Some((meta, handler)))
     }
 
-    /// A disk hit whose body was read whole and checked: promoted to
-    /// memory if small enough, shared once, served from the bytes read.
+    /// A body read whole from disk at `loc` (`None`: in files): its copy
+    /// for memory, if it is small enough for memory or the shared tier
+    /// wants it, inserted into memory if small enough and the index still
+    /// places the object there (checked under its lock: a purge or a move
+    /// meanwhile must not leave memory serving it). Blocking.
+    fn promote(
+        &self,
+        hash: u128,
+        loc: Option<Loc>,
+        (internal, header): (Bytes, Bytes),
+        body: Bytes,
+        meta: &CacheMeta,
+    ) -> Option<Arc<MemObject>> {
+        let tiers = &self.tiers;
+        let small = body.len() as u64 <= tiers.config.memory_max_object.as_u64();
+        if !small && !tiers.shared.enabled() {
+            return None;
+        }
+        let object = Arc::new(MemObject::decoded(internal, header, body, meta));
+        let _held = tiers.hold(hash);
+        if small && tiers.index.placed(hash).map(|p| p.loc) == Some(loc) {
+            tiers.memory.insert(hash, object.clone());
+            tiers.observe(StoreEvent::Promotion);
+        }
+        Some(object)
+    }
+
+    /// A hit on a body read whole and checked: shared once, served from
+    /// the bytes read.
     fn whole_hit(
         &'static self,
         hash: u128,
-        internal: Bytes,
-        header: Bytes,
         body: Bytes,
-        meta: &CacheMeta,
+        object: Option<Arc<MemObject>>,
     ) -> HitHandler {
         let tiers = &self.tiers;
         tiers.observe(StoreEvent::Hit(Tier::Disk));
         tiers.observe(StoreEvent::BytesRead(body.len() as u64));
-        if body.len() as u64 <= tiers.config.memory_max_object.as_u64() {
-            let object = Arc::new(MemObject::decoded(internal, header, body.clone(), meta));
-            tiers.memory.insert(hash, object.clone());
-            tiers.observe(StoreEvent::Promotion);
-            tiers.share_once(hash, Some(object), body.len() as u64);
-        } else {
-            tiers.share_once(hash, None, body.len() as u64);
-        }
+        tiers.share_once(hash, object, body.len() as u64);
         Hit::Memory(MemoryHit::new(body)).boxed()
     }
 
-    /// Read `hash`'s entry of `len` bytes at `loc` in the segment ring,
-    /// checked whole: an entry that is not there whole (a crash tore it,
-    /// or the ring reused its region) is removed and the lookup is a miss.
-    async fn segment_lookup(
-        &'static self,
-        hash: u128,
-        loc: Loc,
-        len: u64,
-    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+    /// Read `hash`'s entry in the segment ring, checked whole. An entry
+    /// that is not there whole (a crash tore it, or the ring reused its
+    /// region) is a miss, and the object is removed if the index still
+    /// places it there; if it moved meanwhile (a 304, a copy forward, a
+    /// refill), it is read once more where it is now.
+    async fn segment_lookup(&'static self, hash: u128) -> Result<Option<(CacheMeta, HitHandler)>> {
         let tiers = &self.tiers;
         let Some(ring) = &tiers.segments else {
             return Ok(None);
         };
-        let started = Instant::now();
-        let read = io::blocking(move || ring.read(loc, len, hash)).await;
-        tiers.observe(StoreEvent::DiskLatency("open", started.elapsed()));
-        let entry = match read {
-            Ok(entry) => entry,
-            Err(e @ StoreError::Corrupt(_)) => {
-                tiers.discard_corrupt(hash, &e).await;
+        for _ in 0..2 {
+            let Some(Placed {
+                size,
+                loc: Some(loc),
+            }) = tiers.index.placed(hash)
+            else {
                 return Ok(None);
+            };
+            let started = Instant::now();
+            let read = io::blocking(move || {
+                let entry = ring.read(loc, size, hash)?;
+                let meta = decode_meta(&entry.internal, &entry.meta_header)?;
+                let body = entry.body.clone();
+                let blobs = (entry.internal, entry.meta_header);
+                let object = self.promote(hash, Some(loc), blobs, body.clone(), &meta);
+                Ok((meta, body, object))
+            })
+            .await;
+            tiers.observe(StoreEvent::DiskLatency("open", started.elapsed()));
+            match read {
+                Ok((meta, body, object)) => {
+                    return Ok(Some((meta, self.whole_hit(hash, body, object))))
+                }
+                Err(e @ StoreError::Corrupt(_)) => {
+                    if tiers.discard_at(hash, Some(loc), &e).await {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e.into_pingora()),
             }
-            Err(e) => return Err(e.into_pingora()),
-        };
-        let Ok(meta) = CacheMeta::deserialize(&entry.internal, &entry.meta_header) else {
-            tiers
-                .discard_corrupt(hash, &StoreError::Corrupt("undecodable cache meta"))
-                .await;
-            return Ok(None);
-        };
-        let hit = self.whole_hit(hash, entry.internal, entry.meta_header, entry.body, &meta);
-        Ok(Some((meta, hit)))
+        }
+        Ok(None)
     }
 
     /// Rewrite `hash`'s meta file, keeping its body: a 304 refresh or an
@@ -641,37 +687,51 @@ impl TieredStore {
             // Whole under the object's lock: a fill installing the same
             // key meanwhile must not pair its body with these headers.
             let _held = tiers.hold(hash);
-            if let Some(Placed {
-                size,
-                loc: Some(loc),
-            }) = tiers.index.placed(hash)
-            {
-                return self.rewrite_entry(hash, (loc, size), internal, header, tags);
+            let rewritten = match tiers.index.placed(hash) {
+                Some(Placed {
+                    size,
+                    loc: Some(loc),
+                }) => self.rewrite_entry(hash, (loc, size), internal, header, tags),
+                _ => self.rewrite_files(hash, internal, header, tags),
+            };
+            match rewritten {
+                // Under the lock, so it is still the copy that failed.
+                Err(e @ StoreError::Corrupt(_)) => {
+                    tiers.corrupt_removed(hash, &e);
+                    tiers.remove_held(hash, None);
+                    Ok(false)
+                }
+                other => other,
             }
-            let Some(bytes) = tiers.disk.read_meta(hash)? else {
-                return Ok(false);
-            };
-            let (old, blobs) = MetaHeader::decode(&bytes)?;
-            let new = MetaHeader {
-                internal_len: internal.len() as u32,
-                header_len: header.len() as u32,
-                ..old
-            };
-            tiers
-                .disk
-                .commit_meta(hash, &new, &internal, &header, blobs.key)?;
-            tiers.memory.update_meta(hash, internal, header);
-            Ok(self.retagged(hash, tags))
         })
         .await;
-        match written {
-            Ok(written) => Ok(written),
-            Err(e @ StoreError::Corrupt(_)) => {
-                self.tiers.discard_corrupt(hash, &e).await;
-                Ok(false)
-            }
-            Err(e) => Err(e.into_pingora()),
-        }
+        written.map_err(StoreError::into_pingora)
+    }
+
+    /// [`TieredStore::rewrite_meta`] for an object in files: its meta file
+    /// is written anew. Blocking; call it holding the object's lock.
+    fn rewrite_files(
+        &self,
+        hash: u128,
+        internal: Bytes,
+        header: Bytes,
+        tags: Vec<Box<str>>,
+    ) -> Result<bool, StoreError> {
+        let tiers = &self.tiers;
+        let Some(bytes) = tiers.disk.read_meta(hash)? else {
+            return Ok(false);
+        };
+        let (old, blobs) = MetaHeader::decode(&bytes)?;
+        let new = MetaHeader {
+            internal_len: internal.len() as u32,
+            header_len: header.len() as u32,
+            ..old
+        };
+        tiers
+            .disk
+            .commit_meta(hash, &new, &internal, &header, blobs.key)?;
+        tiers.memory.update_meta(hash, internal, header);
+        Ok(self.retagged(hash, tags))
     }
 
     /// Record `hash`'s new tags after its meta was rewritten; if the
@@ -716,8 +776,8 @@ impl TieredStore {
             tiers.remove_held(hash, None);
             return Ok(false);
         };
-        tiers.index.insert_at(hash, size, Some(new));
-        ring.remove(loc, hash)?;
+        let old = tiers.index.insert_at(hash, size, Some(new));
+        tiers.drop_replaced(hash, old, Some(new));
         tiers.memory.update_meta(hash, internal, header);
         Ok(self.retagged(hash, tags))
     }
@@ -796,7 +856,7 @@ impl Storage for TieredStore {
         }
         if let Some(placed) = self.tiers.index.placed(hash) {
             let found = match placed.loc {
-                Some(loc) => self.segment_lookup(hash, loc, placed.size).await?,
+                Some(_) => self.segment_lookup(hash).await?,
                 None => self.disk_lookup(hash).await?,
             };
             if let Some(hit) = found {

@@ -452,15 +452,41 @@ impl Tiers {
         stored
     }
 
-    /// A file failed its checks: remove the object so the next lookup is a
-    /// clean miss.
+    /// `hash`'s copy at `loc` (`None`: its files) failed its checks, or
+    /// was not there: remove the object, so the next lookup is a clean
+    /// miss, if the index still places it there. A copy that moved
+    /// meanwhile (a refill, a 304's rewrite, a copy forward in the ring) is
+    /// not this one's business. Returns whether the object was removed.
     ///
     /// # Cancel safety
     ///
-    /// As [`Tiers::forget`].
-    pub async fn discard_corrupt(&'static self, hash: u128, error: &StoreError) {
+    /// Once begun on the blocking pool, the removal completes whether or
+    /// not the caller waits.
+    pub async fn discard_at(
+        &'static self,
+        hash: u128,
+        loc: Option<Loc>,
+        error: &StoreError,
+    ) -> bool {
+        let removed = io::blocking(move || {
+            let _held = self.hold(hash);
+            if self.index.placed(hash).map(|p| p.loc) != Some(loc) {
+                return Ok(false);
+            }
+            self.remove_held(hash, None);
+            Ok(true)
+        })
+        .await
+        .unwrap_or(false);
+        if removed {
+            self.corrupt_removed(hash, error);
+        }
+        removed
+    }
+
+    /// Say that `hash`'s object failed its checks (`error`) and was removed.
+    pub fn corrupt_removed(&self, hash: u128, error: &StoreError) {
         tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "corrupt cache object removed");
         self.observe(StoreEvent::Corrupt);
-        self.forget(hash).await;
     }
 }

@@ -79,6 +79,17 @@ impl Parts<'_> {
     }
 }
 
+/// Bytes an entry of parts of these lengths takes in a region; `None`
+/// past 4 GiB a part.
+pub fn len_of(internal: usize, header: usize, key: usize, body: u64) -> Option<u64> {
+    Some(padded(&[
+        u32::try_from(internal).ok()?,
+        u32::try_from(header).ok()?,
+        u32::try_from(key).ok()?,
+        u32::try_from(body).ok()?,
+    ]))
+}
+
 /// An entry's length in a region: header, parts, padding to 8 bytes.
 fn padded(lens: &[u32; 4]) -> u64 {
     let raw = HEADER as u64 + lens.iter().map(|&l| u64::from(l)).sum::<u64>();

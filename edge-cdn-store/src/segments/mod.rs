@@ -1,5 +1,5 @@
-//! The segment ring: small objects appended to a ring of region files, so
-//! a small fill is one `pwrite` instead of two files created, written and
+//! The segment ring: small objects appended to a ring of regions, so a
+//! small fill is one `pwrite` instead of two files created, written and
 //! renamed, and a removal is a 4-byte overwrite instead of two unlinks.
 //!
 //! `<dir>/segments/ring` is one sparse file of `regions` regions of
@@ -7,11 +7,16 @@
 //! (`entry.rs`: checksummed header, meta blobs, key, body) are appended at
 //! the head; when the head region is full the head moves to the next
 //! region, which must be free: the reclaimer (`crate::reclaim`) frees the
-//! region after the head in the background, dropping from the index,
-//! memory and catalog every object still stored there. So the ring is
-//! first in, first out, as Apache Traffic Server's stripes are; the CLOCK
-//! manager evicts only objects kept in files. A region not yet freed when
-//! the head needs it sends writes to the file engine until it is.
+//! region after the head in the background, retiring it (so no scan after
+//! a crash reads it) and then copying forward the objects there that were
+//! read since they were stored, and dropping the rest from the index,
+//! memory and catalog. So the ring is first in, first out for objects
+//! nobody reads, as Apache Traffic Server's stripes are; the CLOCK manager
+//! evicts only objects kept in files. A region not yet freed when the head
+//! needs it sends writes to the file engine until it is. An append whose
+//! write fails leaves a hole that later scans stop at: entries after it in
+//! that region are not recovered after a crash, and those indexed are
+//! dropped only as they are read or purged.
 //!
 //! The index holds an object's [`Loc`] and its entry's length. A read
 //! checks that the entry there is whole, live and the object's: an entry
@@ -171,29 +176,22 @@ impl Segments {
     /// sequence) and the end of its entries: the head. Every other region
     /// that holds entries is not free until reclaimed.
     fn find_head(&self) -> Result<(), StoreError> {
-        let mut newest: Option<(u32, u64)> = None;
-        for r in 0..self.free.len() {
-            let mut first = [0u8; HEADER];
-            let read = match self.file().read_exact_at(&mut first, start(r as u32)) {
-                Ok(()) => Header::decode(&first),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
-                Err(e) => return Err(StoreError::Io("read segment region", e)),
-            };
-            if let Some(header) = read {
-                self.free[r].store(false, Ordering::Relaxed);
-                self.empty.store(false, Ordering::Relaxed);
-                if newest.is_none_or(|(_, seq)| header.seq > seq) {
-                    newest = Some((r as u32, header.seq));
-                }
-            }
+        let written = self.regions_oldest_first();
+        for &r in &written {
+            self.free[r as usize].store(false, Ordering::Relaxed);
         }
-        let Some((region, _)) = newest else {
+        let Some(&region) = written.last() else {
             // An empty ring: the head starts in region 0.
             self.free[0].store(false, Ordering::Relaxed);
             return Ok(());
         };
+        self.empty.store(false, Ordering::Relaxed);
         let scanned = self.scan(region, false)?;
-        let seq = scanned.entries.last().map_or(0, |(h, _, _)| h.seq) + 1;
+        // Appends made before a crash past a torn one are not scanned, and
+        // their sequence numbers must not be handed out again (a later scan
+        // could step from a new entry into one of them): skip more numbers
+        // than a region can hold entries.
+        let seq = scanned.entries.last().map_or(0, |(h, _, _)| h.seq) + 1 + REGION_BYTES;
         *self.head.lock().unwrap_or_else(|e| e.into_inner()) = Head {
             region,
             offset: scanned.end,
@@ -217,6 +215,12 @@ impl Segments {
     /// Whether appends are taken.
     pub fn is_on(&self) -> bool {
         self.on.load(Ordering::Acquire)
+    }
+
+    /// Whether an append of `len` bytes would be taken now, unless the
+    /// reclaimer is behind.
+    pub fn takes(&self, len: Option<u64>) -> bool {
+        self.is_on() && len.is_some_and(|len| len <= self.max_entry)
     }
 
     /// Append an entry for `hash` with `parts`; returns where it is and its
@@ -396,6 +400,28 @@ impl Segments {
         self.free[region as usize].store(true, Ordering::Release);
     }
 
+    /// Make `region` invisible to the scans after a crash, before the
+    /// reclaimer drops or copies what it holds: its first header is
+    /// overwritten, so no scan reads it (nor brings back an object dropped,
+    /// copied forward or purged since), and the next open takes it as
+    /// free. A lookup of an object still placed there reads its entry
+    /// (only the first one becomes a miss) until the reclaimer drops it.
+    /// Blocking.
+    pub fn retire(&self, region: u32) -> Result<(), StoreError> {
+        let file = self.file();
+        file.write_all_at(&[0u8; 4], start(region))
+            .map_err(io_err("retire segment region"))?;
+        if self.fsync {
+            file.sync_data().map_err(io_err("fsync segment ring"))?;
+        }
+        Ok(())
+    }
+
+    /// Take no more appends (the store is saving its index).
+    pub fn stop_appends(&self) {
+        self.on.store(false, Ordering::Release);
+    }
+
     /// Wake the reclaimer.
     fn nudge(&self) {
         let (woken, wake) = &self.wake;
@@ -548,11 +574,19 @@ mod tests {
             "the removed entry stays removed"
         );
         assert_eq!(ring.to_free(), Some(0), "the head is found again");
+        // Retired, region 0 is nothing a scan after a crash reads.
+        ring.retire(0).unwrap();
+        assert_eq!(ring.regions_oldest_first(), vec![1, 2]);
         ring.freed(0);
         ring.start();
         let (loc, _) = append(&ring, 100, &big).unwrap();
         assert_eq!(loc.region, 0);
         assert_eq!(loc.offset, 0);
+        // Sequence numbers after a reopen skip more than a region holds,
+        // so none handed out before a crash is handed out again.
+        let last_before = ring.scan(2, false).unwrap().entries.last().unwrap().0.seq;
+        let first_after = ring.scan(0, false).unwrap().entries[0].0.seq;
+        assert!(first_after > last_before + REGION_BYTES);
         let (ring2, wiped) = Segments::open(dir.path(), 4, 2 << 20, false).unwrap();
         assert!(wiped, "another layout empties the ring");
         assert!(ring2.regions_oldest_first().is_empty());
