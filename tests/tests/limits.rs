@@ -38,6 +38,19 @@ async fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
     socket.connect(addr).await.unwrap()
 }
 
+/// Make a request on `stream` and read the start of its answer, keeping
+/// the connection open: proof that the server accepted and counted it,
+/// however loaded the machine is.
+async fn served_and_held(stream: &mut TcpStream) {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: test.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut start = [0u8; 12];
+    stream.read_exact(&mut start).await.unwrap();
+    assert_eq!(&start, b"HTTP/1.1 200");
+}
+
 /// Whether the server closes `stream` (EOF or reset) within `wait`.
 async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
     let mut byte = [0u8; 1];
@@ -147,9 +160,10 @@ async fn connections_over_the_bounds_are_closed_at_accept() {
     .await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(connect_from([127, 0, 0, 1], stavka.proxy).await);
+        let mut stream = connect_from([127, 0, 0, 1], stavka.proxy).await;
+        served_and_held(&mut stream).await;
+        held.push(stream);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut fourth = connect_from([127, 0, 0, 1], stavka.proxy).await;
     assert!(
         closed_within(&mut fourth, Duration::from_secs(2)).await,
@@ -167,9 +181,10 @@ async fn connections_over_the_bounds_are_closed_at_accept() {
     // The total: 3 held + 3 more from other addresses fill it.
     let mut more = Vec::new();
     for from in [[127, 0, 0, 3], [127, 0, 0, 4], [127, 0, 0, 5]] {
-        more.push(connect_from(from, stavka.proxy).await);
+        let mut stream = connect_from(from, stavka.proxy).await;
+        served_and_held(&mut stream).await;
+        more.push(stream);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut over = connect_from([127, 0, 0, 6], stavka.proxy).await;
     assert!(
         closed_within(&mut over, Duration::from_secs(2)).await,
