@@ -327,3 +327,57 @@ async fn an_object_the_catalog_cannot_record_is_not_kept() {
         .collect();
     assert!(left.is_empty(), "its files are gone: {left:?}");
 }
+
+/// A full disk under the segment ring (no free-space floor): an append
+/// fails with no space, the miss is served and not stored, the failure is
+/// counted; objects already in the ring keep being hits, and appending
+/// resumes once room returns.
+#[tokio::test]
+async fn a_full_disk_stops_ring_appends_and_keeps_ring_hits() {
+    let Some(fs) = Tmpfs::mount("2m") else { return };
+    let failures = Arc::new(Failures::default());
+    // A memory tier too small for these bodies: hits read the ring.
+    let config = StoreConfig {
+        dir: fs.path().join("cache"),
+        memory_max_object: bytesize::ByteSize::kib(1),
+        ..common::config(fs.path())
+    };
+    let store: &'static TieredStore = Box::leak(Box::new(
+        TieredStore::open(config, failures.clone()).unwrap(),
+    ));
+    let before = body(20_000, 1);
+    put(store, "/before", &before).await;
+    fs.fill(4 * 1024);
+
+    let span = Span::inactive().handle();
+    let data = body(30_000, 2);
+    let mut miss = store
+        .get_miss_handler(&key("/full"), &meta("full"), &span)
+        .await
+        .unwrap();
+    let (_, reader) = store
+        .lookup_streaming_write(&key("/full"), miss.streaming_write_tag(), &span)
+        .await
+        .unwrap()
+        .expect("the miss's own reader");
+    let reading = read_to_end(reader);
+    miss.write_body(data.clone(), true).await.unwrap();
+    let finished = miss.finish().await.unwrap();
+    assert!(
+        !matches!(finished, MissFinishType::Created(_)),
+        "stored nothing"
+    );
+    assert_eq!(reading.await.unwrap().unwrap(), data, "served whole");
+    assert_eq!(failures.seen(), [WriteFailure::NoSpace]);
+    assert!(get_body(store, "/full").await.is_none());
+    assert_eq!(
+        get_body(store, "/before").await.unwrap(),
+        before,
+        "hits go on"
+    );
+
+    std::fs::remove_file(fs.ballast()).unwrap();
+    fs.wait_for_room(64 * 1024).await;
+    put(store, "/after", &data).await;
+    assert_eq!(get_body(store, "/after").await.unwrap(), data);
+}
