@@ -226,7 +226,15 @@ pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool) {
                     let _held = tiers.hold(hash);
                     if tiers.disk.before_open(hash) {
                         tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "removing unusable cache object");
-                        tiers.remove_held(hash, None);
+                        if tiers.index.placed(hash).is_some_and(|p| p.loc.is_some()) {
+                            // Only these files are unusable: the object
+                            // was filled into the ring since this store
+                            // opened (or the walk already removed its
+                            // older files and sees what is left of them).
+                            tiers.disk.remove(hash);
+                        } else {
+                            tiers.remove_held(hash, None);
+                        }
                     }
                 }
             });
@@ -285,22 +293,17 @@ fn recover(tiers: &Tiers, object: Recovered, record: Record) -> bool {
     if !tiers.disk.is_current(hash, &object) {
         return false;
     }
+    if tiers.index.placed(hash).is_some_and(|p| p.loc.is_some()) {
+        // Filled into the ring since this store opened (a ring that was
+        // empty takes appends during the walk): these files are older.
+        tiers.disk.remove(hash);
+        return false;
+    }
     let files = Placed {
         size: object.size,
         loc: None,
     };
-    if let Err(error) = tiers.catalog.insert(record.clone()) {
-        tiers.uncataloged(hash, error, Some(files));
-        return false;
-    }
-    // After the insert: a purge remembered before this check is seen by
-    // it, and one remembered after selects through the entry just made.
-    if tiers.recovery.purged(&record, object.written) {
-        tiers.remove_held(hash, Some(files));
-        return false;
-    }
-    tiers.index.insert(hash, object.size);
-    true
+    cataloged_and_indexed(tiers, hash, object.written, files, &record)
 }
 
 /// Scan the ring's regions, oldest first, and recover each whole live
@@ -362,7 +365,10 @@ fn recover_entries(tiers: &Tiers, ring: &Segments, batch: Vec<(Header, Loc, Reco
             Ok(()) => {
                 return batch
                     .into_iter()
-                    .filter(|(header, loc, record)| indexed(tiers, header, *loc, record))
+                    .filter(|(header, loc, record)| {
+                        let here = placed_at(header, *loc);
+                        indexed(tiers, header.hash, header.written, here, record)
+                    })
                     .count()
             }
             Err(error) => (error, batch),
@@ -389,21 +395,44 @@ fn superseded_by_files(tiers: &Tiers, ring: &Segments, header: &Header, loc: Loc
     newer
 }
 
-/// After its catalog entry is made: index `header`'s entry at `loc`, unless
-/// a purge remembered meanwhile picks it (it is then removed); returns
-/// whether it is stored. Call it holding the object's lock.
-fn indexed(tiers: &Tiers, header: &Header, loc: Loc, record: &Record) -> bool {
-    let hash = header.hash;
-    if tiers.recovery.purged(record, header.written) {
-        let here = Placed {
-            size: header.len(),
-            loc: Some(loc),
-        };
+/// Where a ring entry puts its object.
+fn placed_at(header: &Header, loc: Loc) -> Placed {
+    Placed {
+        size: header.len(),
+        loc: Some(loc),
+    }
+}
+
+/// Record `hash`'s object found `here` (written at `written`) in the
+/// catalog, then index it ([`indexed`]); if the catalog cannot, the object
+/// is removed. Returns whether it is stored. Call it holding the object's
+/// lock.
+fn cataloged_and_indexed(
+    tiers: &Tiers,
+    hash: u128,
+    written: SystemTime,
+    here: Placed,
+    record: &Record,
+) -> bool {
+    if let Err(error) = tiers.catalog.insert(record.clone()) {
+        tiers.uncataloged(hash, error, Some(here));
+        return false;
+    }
+    indexed(tiers, hash, written, here, record)
+}
+
+/// After its catalog entry is made: index `hash`'s object found `here`,
+/// unless a purge remembered meanwhile picks it (it is then removed);
+/// returns whether it is stored. After the insert, because a purge
+/// remembered before this check is seen by it, and one remembered after
+/// selects through the entry just made. Call it holding the object's lock.
+fn indexed(tiers: &Tiers, hash: u128, written: SystemTime, here: Placed, record: &Record) -> bool {
+    if tiers.recovery.purged(record, written) {
         tiers.remove_held(hash, Some(here));
         return false;
     }
-    let old = tiers.index.insert_at(hash, header.len(), Some(loc));
-    tiers.drop_replaced(hash, old, Some(loc));
+    let old = tiers.index.insert_at(hash, here.size, here.loc);
+    tiers.drop_replaced(hash, old, here.loc);
     true
 }
 
@@ -421,15 +450,13 @@ fn recover_entry(
     if superseded_by_files(tiers, ring, &header, loc) {
         return false;
     }
-    if let Err(error) = tiers.catalog.insert(record.clone()) {
-        let here = Placed {
-            size: header.len(),
-            loc: Some(loc),
-        };
-        tiers.uncataloged(hash, error, Some(here));
-        return false;
-    }
-    indexed(tiers, &header, loc, &record)
+    cataloged_and_indexed(
+        tiers,
+        hash,
+        header.written,
+        placed_at(&header, loc),
+        &record,
+    )
 }
 
 /// Drop catalog entries whose objects are not stored (their files went

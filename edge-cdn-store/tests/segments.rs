@@ -355,3 +355,30 @@ async fn an_object_that_is_read_outlives_laps_of_the_ring() {
     check(store, hot).await.expect("kept by its reads");
     assert!(check(store, 0).await.is_none(), "never read: reclaimed");
 }
+
+/// A store of files reopened with a ring after a crash (an upgrade): the
+/// ring is empty, so it takes appends while the walk recovers the files,
+/// and a refill appended there is not replaced by the walk's older files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refills_during_the_walk_of_older_files_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let files_only = StoreConfig {
+        segment_bytes: Some(ByteSize::b(0)),
+        ..config(dir.path())
+    };
+    let store = open(files_only);
+    // Within the ring, so none is reclaimed.
+    let n = 500;
+    for i in 0..n {
+        put(store, &name(i), &body(2_000, 1)).await;
+    }
+    let store = open(config(dir.path()));
+    for i in (0..n).rev() {
+        put(store, &name(i), &data(i)).await;
+    }
+    store.recovered().await;
+    for i in 0..n {
+        check(store, i).await.expect("the refill");
+    }
+    assert_eq!(store.health().disk_objects, n);
+}
