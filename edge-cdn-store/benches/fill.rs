@@ -8,29 +8,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use common::Engine;
-use pingora_cache::CacheMeta;
-use pingora_http::ResponseHeader;
-
-fn meta(_: usize) -> CacheMeta {
-    let now = SystemTime::now();
-    let mut header = ResponseHeader::build(200, None).unwrap();
-    header
-        .append_header("Cache-Control", "public, max-age=86400")
-        .unwrap();
-    header
-        .append_header("Content-Type", "application/javascript")
-        .unwrap();
-    CacheMeta::new(now + Duration::from_secs(86400), now, 0, 0, header)
-}
 
 fn main() {
-    let objects: usize = std::env::var("FILL_OBJECTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100_000);
+    let objects = common::count("FILL_OBJECTS", 100_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -39,16 +22,12 @@ fn main() {
     println!("{objects} fills of 1 KiB per round, one runtime worker");
     let mut rates: Vec<(Engine, f64)> = Vec::new();
     for engine in [Engine::Ring, Engine::Files, Engine::Ring, Engine::Files] {
-        let dir = match std::env::var_os("FILL_DIR") {
-            Some(parent) => tempfile::tempdir_in(parent),
-            None => tempfile::tempdir(),
-        }
-        .unwrap();
+        let dir = common::scratch("FILL_DIR");
         let rate = runtime.block_on(async {
             let store = common::open(dir.path(), engine);
             store.recovered().await;
             let started = Instant::now();
-            common::fill(store, objects, meta).await;
+            common::fill(store, objects, common::meta).await;
             objects as f64 / started.elapsed().as_secs_f64()
         });
         println!("  {:<13} {:>9.0} fills/s", engine.as_str(), rate);

@@ -29,15 +29,8 @@ fn tag(i: usize) -> &'static str {
 }
 
 fn main() {
-    let objects: usize = std::env::var("PURGE_OBJECTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200_000);
-    let dir = match std::env::var_os("PURGE_DIR") {
-        Some(parent) => tempfile::tempdir_in(parent),
-        None => tempfile::tempdir(),
-    }
-    .unwrap();
+    let objects = common::count("PURGE_OBJECTS", 200_000);
+    let dir = common::scratch("PURGE_DIR");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -21,58 +21,30 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::Engine;
 use edge_cdn_store::__bench::{claim_index_dir, save_index, take_index, Index};
 use pingora_cache::storage::Storage;
 use pingora_cache::trace::Span;
-use pingora_cache::CacheMeta;
-use pingora_http::ResponseHeader;
 
 /// Set in the child that fills the store: `clean` or `crash`, `-ring` or
 /// `-files`, and the directory.
 const CHILD: &str = "RESTART_BENCH_CHILD";
 
-fn objects(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
-
 fn hash(i: u64) -> u128 {
     u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) ^ 0x5851_F42D
-}
-
-fn meta(_: usize) -> CacheMeta {
-    let now = SystemTime::now();
-    let mut header = ResponseHeader::build(200, None).unwrap();
-    header
-        .append_header("Cache-Control", "public, max-age=86400")
-        .unwrap();
-    header
-        .append_header("Content-Type", "application/javascript")
-        .unwrap();
-    CacheMeta::new(now + Duration::from_secs(86400), now, 0, 0, header)
 }
 
 fn main() {
     if let Ok(child) = std::env::var(CHILD) {
         let (phase, dir) = child.split_once(':').unwrap();
         let (stop, engine) = phase.split_once('-').unwrap();
-        let engine = match engine {
-            "ring" => Engine::Ring,
-            _ => Engine::Files,
-        };
+        let engine = Engine::from_label(engine).unwrap();
         return fill(Path::new(dir), stop == "clean", engine);
     }
     saved_index();
-    let dir = match std::env::var_os("RESTART_DIR") {
-        Some(parent) => tempfile::tempdir_in(parent),
-        None => tempfile::tempdir(),
-    }
-    .unwrap();
+    let dir = common::scratch("RESTART_DIR");
     for engine in [Engine::Ring, Engine::Files] {
         for clean in [true, false] {
             restart(dir.path(), clean, engine);
@@ -82,7 +54,7 @@ fn main() {
 
 /// Part 1: the saved index of many objects.
 fn saved_index() {
-    let n = objects("RESTART_INDEX_OBJECTS", 10_000_000);
+    let n = common::count("RESTART_INDEX_OBJECTS", 10_000_000);
     let dir = tempfile::tempdir().unwrap();
     let index = Index::default();
     index.reserve(n);
@@ -119,16 +91,15 @@ fn saved_index() {
 
 /// Part 2: a real store restarted cleanly or after a crash.
 fn restart(dir: &Path, clean: bool, engine: Engine) {
-    let n = objects("RESTART_STORE_OBJECTS", 100_000);
+    let n = common::count("RESTART_STORE_OBJECTS", 100_000);
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     let phase = if clean { "clean" } else { "crash" };
-    let engine_name = match engine {
-        Engine::Ring => "ring",
-        Engine::Files => "files",
-    };
     let status = Command::new(std::env::current_exe().unwrap())
-        .env(CHILD, format!("{phase}-{engine_name}:{}", dir.display()))
+        .env(
+            CHILD,
+            format!("{phase}-{}:{}", engine.label(), dir.display()),
+        )
         .status()
         .unwrap();
     assert!(status.success());
@@ -182,11 +153,11 @@ fn restart(dir: &Path, clean: bool, engine: Engine) {
 
 /// The child: fill `dir` with the objects and stop cleanly or not.
 fn fill(dir: &Path, clean: bool, engine: Engine) {
-    let n = objects("RESTART_STORE_OBJECTS", 100_000);
+    let n = common::count("RESTART_STORE_OBJECTS", 100_000);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = common::open(dir, engine);
-        common::fill(store, n, meta).await;
+        common::fill(store, n, common::meta).await;
         if clean {
             store.save_index().unwrap();
         }

@@ -109,10 +109,7 @@ fn free(tiers: &Tiers, ring: &Segments, region: u32) -> Result<Freed, StoreError
             tiers.memory.remove(hash);
             gone.push(hash.to_be_bytes());
         }
-        if let Err(error) = tiers.catalog.remove_all(&gone) {
-            tracing::warn!(target: "edge_cdn_store", region, objects = gone.len(), %error, "catalog entries of reclaimed objects left");
-            tiers.observe(StoreEvent::CatalogFailed);
-        }
+        tiers.uncatalog(&gone);
         for _ in &gone {
             tiers.observe(StoreEvent::Eviction);
         }

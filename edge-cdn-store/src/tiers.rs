@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_cache::key::{CacheHashKey, CacheKey};
+use pingora_cache::key::{CacheHashKey, CacheKey, HashBinary};
 use pingora_cache::CacheMeta;
 use tokio::sync::Semaphore;
 
@@ -249,13 +249,19 @@ impl Tiers {
     pub fn remove_held(&self, hash: u128, earlier: Option<Placed>) -> bool {
         self.memory.remove(hash);
         let now = self.index.take(hash);
-        if let Err(error) = self.catalog.remove(&hash.to_be_bytes()) {
-            // Harmless until the next start reconciles it away: a purge
-            // selecting the entry finds no object.
-            tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "catalog entry of a removed object left");
+        self.uncatalog(&[hash.to_be_bytes()]);
+        self.remove_copies(hash, [earlier, now])
+    }
+
+    /// Remove the catalog entries of objects just removed, in one batch.
+    /// A failure is counted and logged: the entries are harmless until the
+    /// next start reconciles them away (a purge selecting one finds no
+    /// object). Blocking; call it holding the objects' locks.
+    pub fn uncatalog(&self, hashes: &[HashBinary]) {
+        if let Err(error) = self.catalog.remove_all(hashes) {
+            tracing::warn!(target: "edge_cdn_store", objects = hashes.len(), %error, "catalog entries of removed objects left");
             self.observe(StoreEvent::CatalogFailed);
         }
-        self.remove_copies(hash, [earlier, now])
     }
 
     /// Remove the ring entries among `placed`, and the files unless every
@@ -445,10 +451,7 @@ impl Tiers {
             stored += usize::from(*in_memory || earlier.is_some() || on_disk);
         }
         let hashes: Vec<_> = taken.iter().map(|(hash, ..)| hash.to_be_bytes()).collect();
-        if let Err(error) = self.catalog.remove_all(&hashes) {
-            tracing::warn!(target: "edge_cdn_store", objects = hashes.len(), %error, "catalog entries of removed objects left");
-            self.observe(StoreEvent::CatalogFailed);
-        }
+        self.uncatalog(&hashes);
         stored
     }
 

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use bytesize::ByteSize;
@@ -14,6 +15,7 @@ use pingora_cache::key::CacheKey;
 use pingora_cache::storage::Storage;
 use pingora_cache::trace::Span;
 use pingora_cache::CacheMeta;
+use pingora_http::ResponseHeader;
 
 /// Fills in flight at once.
 const FILLERS: usize = 16;
@@ -35,6 +37,53 @@ impl Engine {
             Engine::Files => "files",
         }
     }
+
+    /// Its name in a child process's environment.
+    pub fn label(self) -> &'static str {
+        match self {
+            Engine::Ring => "ring",
+            Engine::Files => "files",
+        }
+    }
+
+    /// Back from [`Engine::label`]; `None` for anything else.
+    pub fn from_label(label: &str) -> Option<Engine> {
+        [Engine::Ring, Engine::Files]
+            .into_iter()
+            .find(|e| e.label() == label)
+    }
+}
+
+/// The environment variable `var` as a count, or `default`.
+pub fn count(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A temporary directory under the directory the environment variable
+/// `var` names, or under the system's.
+pub fn scratch(var: &str) -> tempfile::TempDir {
+    match std::env::var_os(var) {
+        Some(parent) => tempfile::tempdir_in(parent),
+        None => tempfile::tempdir(),
+    }
+    .unwrap()
+}
+
+/// A day-fresh JavaScript response with no tags: the meta of any object
+/// `i`.
+pub fn meta(_: usize) -> CacheMeta {
+    let now = SystemTime::now();
+    let mut header = ResponseHeader::build(200, None).unwrap();
+    header
+        .append_header("Cache-Control", "public, max-age=86400")
+        .unwrap();
+    header
+        .append_header("Content-Type", "application/javascript")
+        .unwrap();
+    CacheMeta::new(now + Duration::from_secs(86400), now, 0, 0, header)
 }
 
 /// A store in `dir` with room for everything and no free-space floor,
