@@ -7,8 +7,24 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 
 use crate::origin::Origin;
-use crate::server::Running;
+use crate::server::{Running, ServerCost};
 use crate::wrk::{self, Load};
+
+/// One measured hit load, with what it cost the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Hits {
+    /// What wrk saw.
+    pub load: Load,
+    /// The server's CPU time meanwhile.
+    pub cost: ServerCost,
+}
+
+impl Hits {
+    /// Server CPU time per request.
+    pub fn cpu_each(&self) -> Duration {
+        self.cost.each(self.load.requests)
+    }
+}
 
 /// wrk runs this long first, unmeasured, so connections, caches and
 /// instance pools are warm.
@@ -22,18 +38,20 @@ pub async fn run(
     size: usize,
     connections: usize,
     duration: Duration,
-) -> Result<Load> {
+) -> Result<Hits> {
     let path = format!("/obj/{size}/{name}");
     let url = server.url(&path);
     warm(&url, size, connections).await?;
-    let load = wrk::run(&url, connections, duration).await?;
+    let (load, cost) = server
+        .measure(wrk::run(&url, connections, duration))
+        .await?;
     let fetched = origin.record(&path).requests;
     ensure!(
         fetched == 1,
         "{}: {path} reached the origin {fetched} times; hits were not hits",
         server.contender.as_str()
     );
-    Ok(load)
+    Ok(Hits { load, cost })
 }
 
 /// Store the `size`-byte object at `url`, then load it unmeasured for

@@ -258,14 +258,14 @@ async fn run(args: Args) -> Result<()> {
     let mut results = Results::default();
     let mut cluster_rounds = Vec::new();
     for round in 1..=args.runs {
-        for &contender in Contender::value_variants() {
+        for contender in round_order(round, |c| scenarios.iter().any(|&s| takes(s, c))) {
             let load = [Scenario::Hit, Scenario::Miss, Scenario::Collapse];
             if load.iter().any(|s| takes(*s, contender)) {
                 eprintln!("round {round}/{}: {}", args.runs, contender.as_str());
                 let server = tools.start(contender, origin.addr).await?;
                 if takes(Scenario::Hit, contender) {
                     for size in HIT_SIZES {
-                        let load = hit::run(
+                        let hits = hit::run(
                             &origin,
                             &server,
                             &fresh("hot"),
@@ -278,7 +278,7 @@ async fn run(args: Args) -> Result<()> {
                             .hits
                             .entry((contender, size))
                             .or_default()
-                            .push(load);
+                            .push(hits);
                     }
                 }
                 if takes(Scenario::Miss, contender) {
@@ -393,6 +393,23 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The contenders taking part, in the order round `round` runs them: each
+/// round starts one further along, so over rounds every contender runs at
+/// every position, and the machine's drift within a round does not always
+/// fall on the same ones (docs/benchmarks.md measures that drift).
+fn round_order(round: usize, takes_part: impl Fn(Contender) -> bool) -> Vec<Contender> {
+    let mut order: Vec<Contender> = Contender::value_variants()
+        .iter()
+        .copied()
+        .filter(|&c| takes_part(c))
+        .collect();
+    if !order.is_empty() {
+        let len = order.len();
+        order.rotate_left((round - 1) % len);
+    }
+    order
+}
+
 /// The machine and the versions measured, for the report's header.
 async fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -431,4 +448,26 @@ async fn machine() -> String {
         version("h2load", &["--version"]).await,
         version("git", &["rev-parse", "--short", "HEAD"]).await,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contender_runs_at_every_position_over_rounds() {
+        let takes_part = |c| {
+            matches!(
+                c,
+                Contender::Stavka | Contender::StavkaPerRequest | Contender::StavkaLongLived
+            )
+        };
+        let rounds: Vec<_> = (1..=4).map(|r| round_order(r, takes_part)).collect();
+        use Contender::*;
+        assert_eq!(rounds[0], [Stavka, StavkaPerRequest, StavkaLongLived]);
+        assert_eq!(rounds[1], [StavkaPerRequest, StavkaLongLived, Stavka]);
+        assert_eq!(rounds[2], [StavkaLongLived, Stavka, StavkaPerRequest]);
+        assert_eq!(rounds[3], rounds[0]);
+        assert!(round_order(1, |_| false).is_empty());
+    }
 }

@@ -6,19 +6,19 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::hit;
+use crate::hit::Hits;
 use crate::hls::{self, Viewing};
 use crate::memory::{Memory, OBJECT_SIZE};
 use crate::miss::{Collapse, FirstByte, COLLAPSE_DELAY_MS};
 use crate::server::Contender;
 use crate::slice::{self, Cost, Slices};
 use crate::tls::{self, Tls};
-use crate::wrk::Load;
 
 /// Every run's figures, by contender and scenario parameter.
 #[derive(Default)]
 pub struct Results {
     /// Hit load by object size.
-    pub hits: BTreeMap<(Contender, usize), Vec<Load>>,
+    pub hits: BTreeMap<(Contender, usize), Vec<Hits>>,
     /// Slow-object misses by number of clients.
     pub first_byte: BTreeMap<(Contender, usize), Vec<FirstByte>>,
     /// Collapsing, by number of clients.
@@ -87,7 +87,13 @@ impl Results {
     fn hit_rps(&self, contender: Contender, size: usize) -> Option<f64> {
         self.hits
             .get(&(contender, size))
-            .map(|runs| med(runs, |l| l.rps))
+            .map(|runs| med(runs, |h| h.load.rps))
+    }
+
+    fn hit_cpu(&self, contender: Contender, size: usize) -> Option<f64> {
+        self.hits
+            .get(&(contender, size))
+            .map(|runs| med(runs, |h| h.cpu_each().as_secs_f64() * 1e6))
     }
 
     /// All tables, in the order docs/benchmarks.md presents them.
@@ -113,15 +119,18 @@ impl Results {
         }
         let _ = writeln!(
             out,
-            "### Cache hits\n\nOne object, {connections} keep-alive connections, {seconds} s per run after {} s of warm-up; req/s and the ratio to nginx and Varnish (higher is better), latency in ms.\n",
+            "### Cache hits\n\nOne object, {connections} keep-alive connections, {seconds} s per run after {} s of warm-up; req/s and the ratio to nginx and Varnish (higher is better), latency in ms; the server's CPU time (user and system) per request, and \"busy\" its share of one core (a server short of 100% was waiting on the client or lost its core to something else).\n",
             hit::WARMUP.as_secs()
         );
         let mut header = "| server |".to_owned();
         let mut rule = "|---|".to_owned();
         for size in &sizes {
             let s = size_name(*size);
-            let _ = write!(header, " {s} req/s | ÷ nginx | ÷ Varnish | p50 | p99 |");
-            rule.push_str("---:|---:|---:|---:|---:|");
+            let _ = write!(
+                header,
+                " {s} req/s | ÷ nginx | ÷ Varnish | p50 | p99 | CPU per request (µs) | busy |"
+            );
+            rule.push_str("---:|---:|---:|---:|---:|---:|---:|");
         }
         let _ = writeln!(out, "{header}\n{rule}");
         for contender in self.contenders(|c| self.hits.contains_key(&(c, sizes[0]))) {
@@ -129,17 +138,19 @@ impl Results {
             for size in &sizes {
                 match self.hits.get(&(contender, *size)) {
                     Some(runs) => {
-                        let rps = med(runs, |l| l.rps);
+                        let rps = med(runs, |h| h.load.rps);
                         let _ = write!(
                             row,
-                            " {rps:.0} | {} | {} | {:.2} | {:.2} |",
+                            " {rps:.0} | {} | {} | {:.2} | {:.2} | {:.1} | {:.0}% |",
                             ratio(rps, self.hit_rps(Contender::Nginx, *size)),
                             ratio(rps, self.hit_rps(Contender::Varnish, *size)),
-                            med(runs, |l| ms(l.p50)),
-                            med(runs, |l| ms(l.p99)),
+                            med(runs, |h| ms(h.load.p50)),
+                            med(runs, |h| ms(h.load.p99)),
+                            med(runs, |h| h.cpu_each().as_secs_f64() * 1e6),
+                            med(runs, |h| h.cost.busy() * 100.0),
                         );
                     }
-                    None => row.push_str(" – | – | – | – | – |"),
+                    None => row.push_str(" – | – | – | – | – | – | – |"),
                 }
             }
             let _ = writeln!(out, "{row}");
@@ -160,13 +171,14 @@ impl Results {
         }
         let _ = writeln!(
             out,
-            "### Policy overhead\n\nHit throughput with the ttl-rules policy as a share of stavka's without a policy, and the throughput lost.\n"
+            "### Policy overhead\n\nHit throughput with the ttl-rules policy as a share of stavka's without a policy, the throughput lost, and the server's CPU time per request as a share of stavka's without a policy (the steadier figure on a shared machine).\n"
         );
         let mut header = "| policy |".to_owned();
         let mut rule = "|---|".to_owned();
         for size in &sizes {
-            let _ = write!(header, " {} ratio | lost |", size_name(*size));
-            rule.push_str("---:|---:|");
+            let s = size_name(*size);
+            let _ = write!(header, " {s} ratio | lost | {s} CPU per request ratio |");
+            rule.push_str("---:|---:|---:|");
         }
         let _ = writeln!(out, "{header}\n{rule}");
         for mode in modes {
@@ -185,6 +197,15 @@ impl Results {
                         );
                     }
                     _ => row.push_str(" – | – |"),
+                }
+                match (
+                    self.hit_cpu(mode, *size),
+                    self.hit_cpu(Contender::Stavka, *size),
+                ) {
+                    (Some(with), Some(without)) => {
+                        let _ = write!(row, " {:.3} |", with / without);
+                    }
+                    _ => row.push_str(" – |"),
                 }
             }
             let _ = writeln!(out, "{row}");
@@ -422,7 +443,7 @@ impl Results {
                     shape.label(),
                     ratio(rps, nginx.map(|n| med(n, |r| r.loads[i].load.rps))),
                     med(runs, |r| r.loads[i].cpu_each().as_secs_f64() * 1e6),
-                    med(runs, |r| r.loads[i].busy() * 100.0),
+                    med(runs, |r| r.loads[i].cost.busy() * 100.0),
                 );
             }
         }
@@ -451,7 +472,7 @@ impl Results {
                         .sum::<u64>(),
                     med(runs, |r| r.handshakes(resumed).cpu_each().as_secs_f64()
                         * 1e6),
-                    med(runs, |r| r.handshakes(resumed).busy() * 100.0),
+                    med(runs, |r| r.handshakes(resumed).cost.busy() * 100.0),
                 );
             }
         }
@@ -566,6 +587,8 @@ impl Results {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::ServerCost;
+    use crate::wrk::Load;
 
     #[test]
     fn nearest_rank_quantiles() {
@@ -585,32 +608,49 @@ mod tests {
 
     #[test]
     fn hit_table_has_ratios_against_both_peers() {
-        let load = |rps| Load {
-            rps,
-            p50: Duration::from_micros(500),
-            p99: Duration::from_millis(2),
+        // Five seconds of load; the server's CPU time per request is
+        // `cpu_us` µs.
+        let load = |rps: f64, cpu_us: f64| {
+            let requests = (rps * 5.0) as u64;
+            Hits {
+                load: Load {
+                    requests,
+                    rps,
+                    p50: Duration::from_micros(500),
+                    p99: Duration::from_millis(2),
+                },
+                cost: ServerCost {
+                    cpu: Duration::from_secs_f64(cpu_us * 1e-6 * requests as f64),
+                    elapsed: Duration::from_secs(5),
+                },
+            }
         };
         let mut results = Results::default();
         results.hits.insert(
             (Contender::Stavka, 1024),
-            vec![load(60_000.0), load(80_000.0), load(70_000.0)],
+            vec![
+                load(60_000.0, 14.0),
+                load(80_000.0, 12.0),
+                load(70_000.0, 13.0),
+            ],
+        );
+        results.hits.insert(
+            (Contender::StavkaPerRequest, 1024),
+            vec![load(63_000.0, 13.65)],
         );
         results
             .hits
-            .insert((Contender::StavkaPerRequest, 1024), vec![load(63_000.0)]);
+            .insert((Contender::Nginx, 1024), vec![load(35_000.0, 25.0)]);
         results
             .hits
-            .insert((Contender::Nginx, 1024), vec![load(35_000.0)]);
-        results
-            .hits
-            .insert((Contender::Varnish, 1024), vec![load(70_000.0)]);
+            .insert((Contender::Varnish, 1024), vec![load(70_000.0, 14.0)]);
         let table = results.markdown(64, 5);
         assert!(
-            table.contains("| stavka | 70000 | 2.00 | 1.00 | 0.50 | 2.00 |"),
+            table.contains("| stavka | 70000 | 2.00 | 1.00 | 0.50 | 2.00 | 13.0 | 91% |"),
             "{table}"
         );
         assert!(
-            table.contains("| stavka + per-request policy | 0.900 | 10.0% |"),
+            table.contains("| stavka + per-request policy | 0.900 | 10.0% | 1.050 |"),
             "{table}"
         );
     }

@@ -4,6 +4,7 @@
 //! scenario is done. stavka and nginx can also listen for TLS, with the
 //! additions in `stavka-tls.toml` and `nginx-tls.conf`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -97,6 +98,31 @@ pub struct Tools {
     pub work: PathBuf,
     /// `taskset` CPU list for servers.
     pub cpus: String,
+}
+
+/// What a measured load cost a server: its processes' CPU time (user and
+/// system) over the load's wall time. CPU per request is less exposed than
+/// req/s to what else the machine runs: a server that loses its core for a
+/// while serves fewer requests, not dearer ones.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerCost {
+    /// CPU time the server's processes used.
+    pub cpu: Duration,
+    /// From the load's start to its end.
+    pub elapsed: Duration,
+}
+
+impl ServerCost {
+    /// CPU time per one of `count` operations.
+    pub fn each(&self, count: u64) -> Duration {
+        self.cpu.div_f64(count.max(1) as f64)
+    }
+
+    /// The share of one CPU the server used: near 1, the server was the
+    /// limit; well below, the client was, or the server lost its core.
+    pub fn busy(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+    }
 }
 
 /// A started contender.
@@ -446,6 +472,18 @@ impl Running {
             total += kib * 1024;
         }
         Ok(total)
+    }
+
+    /// Run `load`, and what it cost this server.
+    pub async fn measure<T>(
+        &self,
+        load: impl Future<Output = Result<T>>,
+    ) -> Result<(T, ServerCost)> {
+        let (cpu, started) = (self.cpu_time()?, Instant::now());
+        let out = load.await?;
+        let elapsed = started.elapsed();
+        let cpu = self.cpu_time()?.saturating_sub(cpu);
+        Ok((out, ServerCost { cpu, elapsed }))
     }
 
     /// CPU time (user and system) used so far by the whole process tree.

@@ -19,7 +19,7 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKin
 
 use crate::h2load::{self, Alpn, Length, Shape};
 use crate::origin::Origin;
-use crate::server::Running;
+use crate::server::{Running, ServerCost};
 
 /// The hit object's size.
 pub const SIZE: usize = 1024;
@@ -115,21 +115,14 @@ impl Tls {
 pub struct Hits {
     /// What h2load saw.
     pub load: h2load::Load,
-    /// CPU time the server's processes used meanwhile.
-    pub server_cpu: Duration,
-    /// From starting h2load to its exit.
-    pub elapsed: Duration,
+    /// The server's CPU time meanwhile.
+    pub cost: ServerCost,
 }
 
 impl Hits {
     /// Server CPU time per request.
     pub fn cpu_each(&self) -> Duration {
-        self.server_cpu / self.load.succeeded.max(1) as u32
-    }
-
-    /// The share of one CPU the server used over the load.
-    pub fn busy(&self) -> f64 {
-        self.server_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+        self.cost.each(self.load.succeeded)
     }
 }
 
@@ -140,10 +133,9 @@ pub struct Handshakes {
     pub count: u64,
     /// Of those, how many the client saw resumed.
     pub resumed: u64,
-    /// From the first connection to the last one closed.
-    pub elapsed: Duration,
-    /// CPU time the server's processes used meanwhile.
-    pub server_cpu: Duration,
+    /// The server's CPU time, from the first connection to the last one
+    /// closed.
+    pub cost: ServerCost,
     /// Version, cipher suite and key exchange, as the client saw them,
     /// e.g. `TLSv1.3 TLS13_AES_256_GCM_SHA384 X25519`.
     pub tls: String,
@@ -152,18 +144,12 @@ pub struct Handshakes {
 impl Handshakes {
     /// Handshakes per second.
     pub fn per_second(&self) -> f64 {
-        self.count as f64 / self.elapsed.as_secs_f64()
+        self.count as f64 / self.cost.elapsed.as_secs_f64()
     }
 
     /// Server CPU time per handshake.
     pub fn cpu_each(&self) -> Duration {
-        self.server_cpu / self.count.max(1) as u32
-    }
-
-    /// The share of one CPU the server used: near 1, the server was the
-    /// limit; well below, the client was.
-    pub fn busy(&self) -> f64 {
-        self.server_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+        self.cost.each(self.count)
     }
 }
 
@@ -199,13 +185,10 @@ pub async fn run(
     let mut loads = Vec::new();
     for shape in shapes(connections) {
         h2load::run(&url, shape, Length::Time(crate::hit::WARMUP)).await?;
-        let (cpu, start) = (server.cpu_time()?, Instant::now());
-        let load = h2load::run(&url, shape, Length::Time(duration)).await?;
-        loads.push(Hits {
-            load,
-            server_cpu: server.cpu_time()? - cpu,
-            elapsed: start.elapsed(),
-        });
+        let (load, cost) = server
+            .measure(h2load::run(&url, shape, Length::Time(duration)))
+            .await?;
+        loads.push(Hits { load, cost });
     }
     let fetched = origin.record(&path).requests;
     ensure!(
@@ -271,11 +254,9 @@ async fn handshakes(
         })
         .await??;
     }
-    let cpu = server.cpu_time()?;
     let measured = tokio::task::spawn_blocking(move || {
-        let start = Instant::now();
-        let until = start + HANDSHAKE_TIME;
-        let tallies = std::thread::scope(|s| {
+        let until = Instant::now() + HANDSHAKE_TIME;
+        std::thread::scope(|s| {
             let threads: Vec<_> = configs
                 .iter()
                 .map(|config| s.spawn(move || client(addr, config, until)))
@@ -284,17 +265,13 @@ async fn handshakes(
                 .into_iter()
                 .map(|t| t.join().expect("a handshake client panicked"))
                 .collect::<Result<Vec<_>>>()
-        })?;
-        let elapsed = start.elapsed();
-        Ok::<_, anyhow::Error>((tallies, elapsed))
+        })
     });
-    let (tallies, elapsed) = measured.await??;
-    let server_cpu = server.cpu_time()? - cpu;
+    let (tallies, cost) = server.measure(async { measured.await? }).await?;
     Ok(Handshakes {
         count: tallies.iter().map(|t| t.count).sum(),
         resumed: tallies.iter().map(|t| t.resumed).sum(),
-        elapsed,
-        server_cpu,
+        cost,
         tls: tallies.into_iter().find_map(|t| t.tls).unwrap_or_default(),
     })
 }

@@ -7,6 +7,8 @@ use anyhow::{bail, Context, Result};
 /// One wrk run.
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
+    /// Requests completed.
+    pub requests: u64,
     /// Completed requests per second.
     pub rps: f64,
     /// Median latency.
@@ -41,12 +43,14 @@ pub async fn run(url: &str, connections: usize, duration: Duration) -> Result<Lo
 }
 
 fn parse(report: &str) -> Result<Load> {
+    let mut requests = None;
     let mut rps = None;
     let mut p50 = None;
     let mut p99 = None;
     for line in report.lines().map(str::trim) {
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
+            (Some(n), Some("requests")) => requests = Some(n.parse::<u64>()?),
             (Some("Requests/sec:"), Some(v)) => rps = Some(v.parse::<f64>()?),
             (Some("50%"), Some(v)) => p50 = Some(duration(v)?),
             (Some("99%"), Some(v)) => p99 = Some(duration(v)?),
@@ -55,9 +59,14 @@ fn parse(report: &str) -> Result<Load> {
             _ => {}
         }
     }
-    match (rps, p50, p99) {
-        (Some(rps), Some(p50), Some(p99)) => Ok(Load { rps, p50, p99 }),
-        _ => bail!("no Requests/sec or latency distribution"),
+    match (requests, rps, p50, p99) {
+        (Some(requests), Some(rps), Some(p50), Some(p99)) => Ok(Load {
+            requests,
+            rps,
+            p50,
+            p99,
+        }),
+        _ => bail!("no request count, Requests/sec or latency distribution"),
     }
 }
 
@@ -97,6 +106,7 @@ Transfer/sec:     67.58MB
     #[test]
     fn reads_throughput_and_percentiles() {
         let load = parse(REPORT).unwrap();
+        assert_eq!(load.requests, 308052);
         assert_eq!(load.rps, 61575.34);
         assert_eq!(load.p50, Duration::from_micros(635));
         assert_eq!(load.p99, Duration::from_micros(1530));
