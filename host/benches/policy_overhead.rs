@@ -55,7 +55,7 @@ fn request() -> Request {
         host: "www.example.com".into(),
         path: "/news/today".into(),
         query: Some("b=2&a=1&utm_source=mail".into()),
-        client_addr: Some("192.0.2.7".into()),
+        client_addr: Some([192, 0, 2, 7].into()),
         headers,
     }
 }

@@ -105,7 +105,7 @@ fn request() -> impl Strategy<Value = Request> {
                 host: "example.com".into(),
                 path: path.into(),
                 query: query.map(str::to_owned),
-                client_addr: Some(client.into()),
+                client_addr: Some(client.parse().unwrap()),
                 headers,
             }
         })
@@ -213,7 +213,7 @@ fn decisions_kept_for_reuse_are_the_decisions_the_guest_makes() {
         let req = Request {
             method: "GET".into(),
             path: "/".into(),
-            client_addr: Some("192.0.2.1".into()),
+            client_addr: Some([192, 0, 2, 1].into()),
             ..Request::default()
         };
         for _ in 0..10 {

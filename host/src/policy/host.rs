@@ -296,6 +296,12 @@ impl HostState {
         value
     }
 
+    /// The header field a guest names, recorded if reads are; a name no
+    /// field can have reads as absent, and is not an input.
+    fn read_header(&mut self, response: bool, name: &str) -> Option<String> {
+        Field::header(response, name).and_then(|field| self.read(field))
+    }
+
     fn wall_clock_ms(&mut self) -> u64 {
         self.impurity.mark();
         wall_now().as_millis() as u64
@@ -381,7 +387,7 @@ macro_rules! host_imports {
             }
 
             fn response_header(&mut self, name: String) -> Option<String> {
-                self.read(Field::header(true, &name))
+                self.read_header(true, &name)
             }
 
             $($extra)*
@@ -393,7 +399,7 @@ impl v01::stavka::policy::types::Host for HostState {}
 
 host_imports!(v01, {
     fn request_header(&mut self, name: String) -> Option<String> {
-        self.read(Field::header(false, &name))
+        self.read_header(false, &name)
     }
 });
 
@@ -495,7 +501,7 @@ impl v02::stavka::policy::incoming::HostRequest for HostState {
     }
 
     fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
-        self.read(Field::header(false, &name))
+        self.read_header(false, &name)
     }
 
     /// The host owns the request; a borrow's end frees nothing.

@@ -416,7 +416,7 @@ fn record(input: &CallInput) -> v01::stavka::policy::types::Request {
         host: field(|r| &r.host),
         path: field(|r| &r.path),
         query: req.and_then(|r| r.query.clone()),
-        client_addr: req.and_then(|r| r.client_addr.clone()),
+        client_addr: req.and_then(|r| r.client_addr).map(|ip| ip.to_string()),
     }
 }
 

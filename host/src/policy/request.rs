@@ -1,6 +1,8 @@
 //! The request a policy decides on, as the host holds it for every hook
 //! call of one request.
 
+use std::net::IpAddr;
+
 use http::HeaderMap;
 
 /// One request's fields, read by 0.2 guests through the `request`
@@ -18,7 +20,7 @@ pub struct Request {
     /// The query string without `?`.
     pub query: Option<String>,
     /// The client's IP address.
-    pub client_addr: Option<String>,
+    pub client_addr: Option<IpAddr>,
     /// The request's header fields.
     pub headers: HeaderMap,
 }
@@ -42,8 +44,9 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     /// The query string without `?`.
     pub query: Option<&'a str>,
-    /// The client's IP address.
-    pub client_addr: Option<&'a str>,
+    /// The client's IP address, written out only for a guest or a kept
+    /// decision that reads it.
+    pub client_addr: Option<IpAddr>,
     /// The request's header fields.
     pub headers: &'a HeaderMap,
 }
@@ -57,7 +60,7 @@ impl Request {
             host: &self.host,
             path: &self.path,
             query: self.query.as_deref(),
-            client_addr: self.client_addr.as_deref(),
+            client_addr: self.client_addr,
             headers: &self.headers,
         }
     }
@@ -72,7 +75,7 @@ impl RequestView<'_> {
             host: self.host.to_owned(),
             path: self.path.to_owned(),
             query: self.query.map(str::to_owned),
-            client_addr: self.client_addr.map(str::to_owned),
+            client_addr: self.client_addr,
             headers: self.headers.clone(),
         }
     }

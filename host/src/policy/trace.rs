@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use rand::rngs::StdRng;
 use rand::{SeedableRng, TryRng};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
@@ -29,10 +29,10 @@ pub enum Field {
     Query,
     /// The client's address.
     ClientAddr,
-    /// A request header field, by lower-case name.
-    RequestHeader(Box<str>),
-    /// A response (or cached entry) header field, by lower-case name.
-    ResponseHeader(Box<str>),
+    /// A request header field.
+    RequestHeader(HeaderName),
+    /// A response (or cached entry) header field.
+    ResponseHeader(HeaderName),
 }
 
 /// The fields a 0.1 guest gets whole in its request record, in order.
@@ -69,25 +69,28 @@ impl Field {
             Field::Host => req.map(|r| Cow::Borrowed(r.host)),
             Field::Path => req.map(|r| Cow::Borrowed(r.path)),
             Field::Query => req.and_then(|r| r.query).map(Cow::Borrowed),
-            Field::ClientAddr => req.and_then(|r| r.client_addr).map(Cow::Borrowed),
+            Field::ClientAddr => req
+                .and_then(|r| r.client_addr)
+                .map(|ip| Cow::Owned(ip.to_string())),
             Field::RequestHeader(name) => joined(req.map(|r| r.headers), name),
             Field::ResponseHeader(name) => joined(response, name),
         }
     }
 
-    /// The field a guest names as a header, lower-cased so `Cookie` and
-    /// `cookie` are one input.
-    pub fn header(response: bool, name: &str) -> Field {
-        let name = name.to_ascii_lowercase().into_boxed_str();
-        if response {
+    /// The field a guest names as a header, case-insensitively (`Cookie`
+    /// and `cookie` are one input); `None` for a name no header field can
+    /// have, which reads as absent and so decides nothing.
+    pub fn header(response: bool, name: &str) -> Option<Field> {
+        let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        Some(if response {
             Field::ResponseHeader(name)
         } else {
             Field::RequestHeader(name)
-        }
+        })
     }
 }
 
-fn joined<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<Cow<'a, str>> {
+fn joined<'a>(headers: Option<&'a HeaderMap>, name: &HeaderName) -> Option<Cow<'a, str>> {
     let mut values = headers?
         .get_all(name)
         .iter()

@@ -5,6 +5,7 @@
 //! `cache_hit_filter`) and its decision waits here for the synchronous hook
 //! that acts on it.
 
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -82,7 +83,7 @@ pub enum AfterHit {
 struct Asked {
     scheme: &'static str,
     host: String,
-    client: Option<String>,
+    client: Option<IpAddr>,
     owned: OnceLock<Arc<Request>>,
     /// The site's prefetch lane (none when the site does not prefetch).
     lane: Option<Arc<Lane>>,
@@ -114,7 +115,7 @@ impl Asked {
                 host: &self.host,
                 path: req.uri.path(),
                 query: req.uri.query(),
-                client_addr: self.client.as_deref(),
+                client_addr: self.client,
                 headers: &req.headers,
             },
             (None, None) => return None,
@@ -158,7 +159,7 @@ impl PolicyDecisions {
         module: Arc<PolicyModule>,
         scheme: &'static str,
         host: &str,
-        client: Option<String>,
+        client: Option<IpAddr>,
         lane: Option<Arc<Lane>>,
         depth: u8,
     ) -> PolicyDecisions {

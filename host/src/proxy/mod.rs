@@ -434,7 +434,6 @@ impl ProxyHttp for StavkaProxy {
                 }
             };
         };
-        let client = ctx.client.map(|ip| ip.to_string());
         let host = ctx.host.as_deref().unwrap_or("");
         let scheme = if https::is_tls(session) {
             "https"
@@ -446,7 +445,7 @@ impl ProxyHttp for StavkaProxy {
             .as_ref()
             .map(|settings| self.prefetcher.lane(&site.name, settings));
         let depth = ctx.prefetch_depth.unwrap_or(0);
-        let mut p = PolicyDecisions::new(module, scheme, host, client, lane, depth);
+        let mut p = PolicyDecisions::new(module, scheme, host, ctx.client, lane, depth);
         let synthetic = p.decide_request(session.req_header()).await?;
         ctx.policy = Some(p);
         if let Some(synthetic) = synthetic {
