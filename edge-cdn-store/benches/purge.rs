@@ -2,9 +2,9 @@
 //! and remove it with `purge_all`, as the host does.
 //!
 //! `cargo bench -p edge-cdn-store --bench purge` (objects: the
-//! `PURGE_OBJECTS` environment variable, default 200,000 of 1 KiB; the
-//! store goes in a temporary directory under `PURGE_DIR`, default the
-//! system's).
+//! `PURGE_OBJECTS` environment variable, default 200,000 of 1 KiB; one in
+//! `PURGE_EVERY`, default 4, carries the purged tag; the store goes in a
+//! temporary directory under `PURGE_DIR`, default the system's).
 
 mod common;
 
@@ -24,12 +24,9 @@ fn meta(tag: &str) -> CacheMeta {
     CacheMeta::new(now + Duration::from_secs(86400), now, 0, 0, header)
 }
 
-fn tag(i: usize) -> &'static str {
-    ["a", "b", "b", "b"][i % 4]
-}
-
 fn main() {
     let objects = common::count("PURGE_OBJECTS", 200_000);
+    let every = common::count("PURGE_EVERY", 4).max(1);
     let dir = common::scratch("PURGE_DIR");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -40,9 +37,12 @@ fn main() {
         let store = common::open(dir.path(), common::Engine::Ring);
         store.recovered().await;
         let started = Instant::now();
-        common::fill(store, objects, |i| meta(tag(i))).await;
+        common::fill(store, objects, move |i| {
+            meta(if i % every == 0 { "a" } else { "b" })
+        })
+        .await;
         println!(
-            "{objects} objects of 1 KiB stored in {:.1} s; a quarter tagged a",
+            "{objects} objects of 1 KiB stored in {:.1} s; one in {every} tagged a",
             started.elapsed().as_secs_f64()
         );
 

@@ -54,6 +54,21 @@ impl Engine {
     }
 }
 
+/// The engines the environment variable `var` names, comma-separated by
+/// label (`ring,files`), or both.
+///
+/// # Panics
+/// On a label that names no engine.
+pub fn engines(var: &str) -> Vec<Engine> {
+    match std::env::var(var) {
+        Ok(labels) => labels
+            .split(',')
+            .map(|l| Engine::from_label(l.trim()).unwrap_or_else(|| panic!("{var}: no engine {l}")))
+            .collect(),
+        Err(_) => vec![Engine::Ring, Engine::Files],
+    }
+}
+
 /// The environment variable `var` as a count, or `default`.
 pub fn count(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -112,11 +127,16 @@ pub fn key(i: usize) -> CacheKey {
 
 /// Store objects `0..n` of 1 KiB each, object `i` with `meta(i)`, from
 /// [`FILLERS`] tasks.
-pub async fn fill(store: &'static TieredStore, n: usize, meta: fn(usize) -> CacheMeta) {
+pub async fn fill(
+    store: &'static TieredStore,
+    n: usize,
+    meta: impl Fn(usize) -> CacheMeta + Clone + Send + 'static,
+) {
     let body = Bytes::from(vec![7u8; 1024]);
     let fillers: Vec<_> = (0..FILLERS)
         .map(|t| {
             let body = body.clone();
+            let meta = meta.clone();
             tokio::spawn(async move {
                 let span = Span::inactive().handle();
                 for i in (t..n).step_by(FILLERS) {
