@@ -12,6 +12,9 @@
 //! stay on the blocking pool, so they never hold appends up (one that the
 //! ring refuses at the last moment, its next region not yet free, is
 //! written to files here).
+//!
+//! A second thread of the same kind carries purges out on disk, after
+//! they were answered ([`Committer::queue`], `crate::purging`).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -90,22 +93,36 @@ impl Committer {
         T: Send + 'static,
     {
         let (sent, result) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = sent.send(work());
-        });
-        let first = {
-            let mut queue = self.shared.queue();
-            if queue.stopped {
-                return Err(StoreError::Stopped);
-            }
-            queue.jobs.push(job);
-            queue.idle && queue.jobs.len() == 1
-        };
+        let first = self
+            .push(move || {
+                let _ = sent.send(work());
+            })
+            .map_err(|_| StoreError::Stopped)?;
         if first {
             let _wake = WakeOnDrop(&self.shared);
             tokio::task::yield_now().await;
         }
         result.await.map_err(|_| StoreError::Stopped)
+    }
+
+    /// Queue `work` to run on the thread, and wake it; no one waits for
+    /// it. Gives `work` back if the thread takes no more jobs.
+    pub fn queue<F: FnOnce() + Send + 'static>(&self, work: F) -> Result<(), F> {
+        if self.push(work)? {
+            self.shared.wake();
+        }
+        Ok(())
+    }
+
+    /// Queue `work`; returns whether it is the first for a thread that
+    /// waits (the caller wakes it), or `work` if the thread is stopped.
+    fn push<F: FnOnce() + Send + 'static>(&self, work: F) -> Result<bool, F> {
+        let mut queue = self.shared.queue();
+        if queue.stopped {
+            return Err(work);
+        }
+        queue.jobs.push(Box::new(work));
+        Ok(queue.idle && queue.jobs.len() == 1)
     }
 
     /// Take no more jobs; the thread runs those queued and ends.

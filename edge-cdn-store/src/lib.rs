@@ -68,6 +68,7 @@ mod memory;
 mod miss;
 mod observer;
 mod partial;
+mod purging;
 mod reclaim;
 mod recovery;
 #[cfg(feature = "redis")]

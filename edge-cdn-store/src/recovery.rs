@@ -35,6 +35,15 @@
 //! the object. A fill after the purge is not its business. Past
 //! [`MAX_PURGES`] remembered selectors the walk keeps no object written
 //! before that point at all, so no purge is ever missed.
+//!
+//! # Purges the last run did not carry out
+//!
+//! A purge answers before its objects are off the disk (`crate::purging`),
+//! and records which it took until they are. A store that opens with such
+//! a record walks its files, whatever else it has, and the walk removes
+//! each object a record names that was written before its purge, just as
+//! for a purge made during the walk; once the walk is done, the records
+//! are dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -45,7 +54,7 @@ use pingora_cache::key::HashBinary;
 
 use tokio::sync::watch;
 
-use crate::catalog::{unstored, OwnedSelector, Record};
+use crate::catalog::{unstored, OwnedSelector, Pending, Record};
 use crate::disk::{record_of, Recovered, Walked};
 use crate::eviction::ClockEviction;
 use crate::index::Placed;
@@ -79,6 +88,9 @@ pub struct Recovery {
 struct Purges {
     primaries: HashMap<HashBinary, SystemTime>,
     tags: HashMap<String, SystemTime>,
+    /// Objects taken by purges the last run did not carry out (not
+    /// counted against [`MAX_PURGES`]: the records bound them).
+    objects: HashMap<u128, SystemTime>,
     prefixes: Vec<(Vec<u8>, SystemTime)>,
     /// How many are remembered.
     count: usize,
@@ -108,10 +120,12 @@ impl Purges {
         }
     }
 
-    /// Whether a purge made after `written` picks `record`'s object.
-    fn pick(&self, record: &Record, written: SystemTime) -> bool {
+    /// Whether a purge made after `written` picks `hash`'s object, which
+    /// `record` describes.
+    fn pick(&self, hash: u128, record: &Record, written: SystemTime) -> bool {
         let after = |at: &SystemTime| written <= *at;
         self.overflowed.as_ref().is_some_and(after)
+            || self.objects.get(&hash).is_some_and(after)
             || self.primaries.get(&record.key.primary).is_some_and(after)
             || record
                 .tags
@@ -135,14 +149,22 @@ pub struct Recovering {
 
 impl Recovery {
     /// The state of a store that walks its files (`walking`) or has
-    /// nothing to recover.
-    pub fn new(walking: bool) -> Recovery {
+    /// nothing to recover; the walk removes what the purges `unfinished`
+    /// took (a store with any walks).
+    pub fn new(walking: bool, unfinished: &[Pending]) -> Recovery {
+        let mut purges = Purges::default();
+        for pending in unfinished {
+            for hash in &pending.hashes {
+                let at = purges.objects.entry(*hash).or_insert(pending.at);
+                *at = (*at).max(pending.at);
+            }
+        }
         Recovery {
             walking: AtomicBool::new(walking),
             stopped: AtomicBool::new(false),
             found: AtomicUsize::new(0),
             started: Instant::now(),
-            purges: Mutex::default(),
+            purges: Mutex::new(purges),
             done: watch::Sender::new(!walking),
         }
     }
@@ -164,10 +186,10 @@ impl Recovery {
         }
     }
 
-    /// Whether a purge made during the walk, after `written`, picks
-    /// `record`'s object.
-    fn purged(&self, record: &Record, written: SystemTime) -> bool {
-        self.purges().pick(record, written)
+    /// Whether a purge made during the walk, or left unfinished by the
+    /// last run, after `written`, picks `hash`'s object (`record`).
+    fn purged(&self, hash: u128, record: &Record, written: SystemTime) -> bool {
+        self.purges().pick(hash, record, written)
     }
 
     fn purges(&self) -> std::sync::MutexGuard<'_, Purges> {
@@ -199,14 +221,15 @@ impl Recovery {
 
 /// The `store-recovery` thread: walk the files if the store opened without
 /// them (`walk`), then drop catalog entries of objects not stored, count
-/// the catalog, and evict down to the limit (a store reopened with a
-/// smaller `disk_bytes`). Blocking, for as long as the walk takes.
+/// the catalog, drop the records of the purges `unfinished` (the walk
+/// removed their objects), and evict down to the limit (a store reopened
+/// with a smaller `disk_bytes`). Blocking, for as long as the walk takes.
 ///
 /// # Panics
 ///
 /// Does not, by design; if it did, waiters are released, but the store
 /// stays "recovering" (it never saves an index it did not complete).
-pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool) {
+pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool, unfinished: Vec<Pending>) {
     let recovery = &tiers.recovery;
     let _release = Release(recovery);
     if walk {
@@ -246,6 +269,11 @@ pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool) {
         return;
     }
     tidy_catalog(&tiers);
+    for pending in unfinished {
+        if let Err(error) = tiers.catalog.purge_done(pending.id) {
+            tracing::warn!(target: "edge_cdn_store", %error, "purge finished by the walk but still recorded; the next start walks again");
+        }
+    }
     for victim in eviction.evict_to_limit() {
         let hash = hash_of(victim.key());
         let _held = tiers.hold(hash);
@@ -427,7 +455,7 @@ fn cataloged_and_indexed(
 /// remembered before this check is seen by it, and one remembered after
 /// selects through the entry just made. Call it holding the object's lock.
 fn indexed(tiers: &Tiers, hash: u128, written: SystemTime, here: Placed, record: &Record) -> bool {
-    if tiers.recovery.purged(record, written) {
+    if tiers.recovery.purged(hash, record, written) {
         tiers.remove_held(hash, Some(here));
         return false;
     }
@@ -508,42 +536,68 @@ mod tests {
 
     #[test]
     fn purges_are_remembered_only_while_walking() {
-        let idle = Recovery::new(false);
+        let idle = Recovery::new(false, &[]);
         idle.purging(&OwnedSelector::Tag("red".into()));
-        assert!(!idle.purged(&record("/a", &["red"]), before()));
+        assert!(!idle.purged(7, &record("/a", &["red"]), before()));
         assert_eq!(idle.progress(), None);
 
-        let walking = Recovery::new(true);
+        let walking = Recovery::new(true, &[]);
         walking.purging(&OwnedSelector::Tag("red".into()));
         walking.purging(&OwnedSelector::Prefix(b"/img/".to_vec()));
-        assert!(walking.purged(&record("/a", &["blue", "red"]), before()));
-        assert!(walking.purged(&record("/img/1.png", &[]), before()));
-        assert!(!walking.purged(&record("/a", &["blue"]), before()));
+        assert!(walking.purged(7, &record("/a", &["blue", "red"]), before()));
+        assert!(walking.purged(7, &record("/img/1.png", &[]), before()));
+        assert!(!walking.purged(7, &record("/a", &["blue"]), before()));
         assert!(walking.progress().is_some());
         walking.finish();
         assert!(walking.progress().is_none());
 
-        let by_url = Recovery::new(true);
+        let by_url = Recovery::new(true, &[]);
         by_url.purging(&OwnedSelector::Primary([7; 16]));
-        assert!(by_url.purged(&record("/any/variant", &[]), before()));
+        assert!(by_url.purged(7, &record("/any/variant", &[]), before()));
+    }
+
+    #[test]
+    fn a_purge_the_last_run_left_unfinished_removes_what_it_took() {
+        let at = SystemTime::now();
+        let unfinished = [
+            Pending {
+                id: crate::catalog::PurgeId::default(),
+                at: at - Duration::from_secs(60),
+                hashes: vec![1, 2],
+            },
+            Pending {
+                id: crate::catalog::PurgeId::default(),
+                at,
+                hashes: vec![2],
+            },
+        ];
+        let walking = Recovery::new(true, &unfinished);
+        let written = at - Duration::from_secs(30);
+        // Written after the first purge took it: filled again since.
+        assert!(!walking.purged(1, &record("/a", &[]), written));
+        // The later purge took it again.
+        assert!(walking.purged(2, &record("/b", &[]), written));
+        assert!(!walking.purged(3, &record("/c", &[]), written));
+        walking.finish();
+        assert!(!walking.purged(2, &record("/b", &[]), written));
     }
 
     #[test]
     fn an_object_written_after_a_purge_is_not_its_business() {
-        let walking = Recovery::new(true);
+        let walking = Recovery::new(true, &[]);
         walking.purging(&OwnedSelector::Tag("red".into()));
         let later = SystemTime::now() + Duration::from_secs(1);
-        assert!(!walking.purged(&record("/a", &["red"]), later));
+        assert!(!walking.purged(7, &record("/a", &["red"]), later));
     }
 
     #[test]
     fn past_the_bound_every_object_written_before_is_taken_as_purged() {
-        let walking = Recovery::new(true);
+        let walking = Recovery::new(true, &[]);
         for i in 0..=MAX_PURGES {
             walking.purging(&OwnedSelector::Tag(format!("t{i}")));
         }
-        assert!(walking.purged(&record("/anything", &[]), before()));
+        assert!(walking.purged(7, &record("/anything", &[]), before()));
         let later = SystemTime::now() + Duration::from_secs(1);
-        assert!(!walking.purged(&record("/anything", &[]), later));
+        assert!(!walking.purged(7, &record("/anything", &[]), later));
     }
 }

@@ -34,6 +34,7 @@ use crate::memory::{MemObject, MemoryTier};
 use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
 use crate::partial::{Partial, Partials};
+use crate::purging::Purging;
 use crate::reclaim;
 use crate::recovery::{self, Recovering, Recovery};
 use crate::segments::entry::Parts;
@@ -110,6 +111,9 @@ pub struct Health {
     /// While the store is still walking its files after an unclean stop
     /// (objects not yet reached are misses), how far it has come.
     pub recovering: Option<Recovering>,
+    /// Purges answered whose objects are still being removed from disk
+    /// (lookups miss them already; the catalog's totals still count them).
+    pub purging: usize,
     /// Why the shared tier is not being asked right now (its circuit
     /// breaker is open); `None` when it is in use or there is none. The
     /// store serves every response without it.
@@ -156,7 +160,10 @@ impl TieredStore {
         // saved index would serve: the walk brings each object back with
         // its entry, and the saved index is dropped unread. A ring laid
         // out anew holds nothing a saved index may point into.
-        let restored = if fresh || ring_wiped {
+        // A purge the last run did not carry out to its end: its objects
+        // may still be on disk, and only the walk finds them.
+        let unfinished = catalog.pending_purges()?;
+        let restored = if fresh || ring_wiped || !unfinished.is_empty() {
             snapshot::discard(&config.dir);
             false
         } else {
@@ -177,6 +184,7 @@ impl TieredStore {
             memory: MemoryTier::new(memory_limit),
             writers: Writers::new(config.write_concurrency),
             commits: Committer::start("store-commit")?,
+            purging: Purging::start()?,
             config,
             disk,
             segments,
@@ -186,13 +194,13 @@ impl TieredStore {
             observer,
             shared,
             sharing: Sharing::new(shared_write_concurrency),
-            recovery: Recovery::new(walk),
+            recovery: Recovery::new(walk, &unfinished),
             holds: Sharded::new(OBJECT_LOCKS),
         });
         let (for_thread, evicting) = (tiers.clone(), eviction.clone());
         std::thread::Builder::new()
             .name("store-recovery".into())
-            .spawn(move || recovery::run(for_thread, evicting, walk))
+            .spawn(move || recovery::run(for_thread, evicting, walk, unfinished))
             .map_err(|e| StoreError::Io("start the recovery thread", e))?;
         if let Some(ring) = &tiers.segments {
             // A ring with entries to recover is started by the walk, once
@@ -244,6 +252,10 @@ impl TieredStore {
             tracing::warn!(target: "edge_cdn_store", "writes still in flight; index not saved, the next start walks the files");
             return Ok(());
         }
+        // A purge still recorded makes the next start walk the files.
+        if !tiers.purging.wait_idle(Some(SAVE_WAIT)) {
+            tracing::warn!(target: "edge_cdn_store", "purges still being carried out; the next start finishes them by walking the files");
+        }
         // No region is freed from here on: the index stays as saved.
         let _reclaim_stopped = tiers.segments.as_ref().map(|ring| {
             ring.stop();
@@ -281,6 +293,7 @@ impl TieredStore {
         let (memory_objects, memory_bytes) = self.tiers.memory.totals();
         Health {
             recovering: self.tiers.recovery.progress(),
+            purging: self.tiers.purging.running(),
             writable,
             space: space.map(|(space, _)| space),
             low_space,
@@ -322,7 +335,18 @@ impl TieredStore {
     /// Cancel safe: it only reads.
     pub async fn select(&'static self, selector: Selector<'_>) -> Result<Vec<Listed>, StoreError> {
         let selector = OwnedSelector::from(selector);
-        io::blocking(move || self.tiers.catalog.select(&selector)).await
+        let tiers = &self.tiers;
+        io::blocking(move || {
+            let mut listed = tiers.catalog.select(&selector)?;
+            // Purged, and still being removed from disk: gone already,
+            // unless filled again since.
+            listed.retain(|object| {
+                let hash = hash_of(&object.key);
+                !tiers.purging.hides(hash) || tiers.index.get(hash).is_some()
+            });
+            Ok(listed)
+        })
+        .await
     }
 
     /// [`TieredStore::select`], for a purge of what it returns: while the
@@ -344,15 +368,18 @@ impl TieredStore {
 
     /// Invalidate `objects` (as a selection listed them): remove each from
     /// every tier, its shared tier copy too, as [`Storage::purge`] with
-    /// `PurgeType::Invalidation` does one, but a batch at a time (one trip
-    /// off the worker and one catalog batch per 256 objects). Each removed
-    /// is counted as a purge. Returns how many were stored here.
+    /// `PurgeType::Invalidation` does one. It answers once they are out of
+    /// memory and the index (every lookup misses them); their removal from
+    /// disk and the catalog is recorded and carried out in the background,
+    /// and a crash before it ends is finished by the next start (see
+    /// `crate::purging`). Each removed is counted as a purge. Returns how
+    /// many were stored here.
     ///
     /// # Cancel safety
     ///
     /// The shared tier's deletes, once spawned (16 at a time, before the
-    /// local removal), finish; local batches are removed whole, and one not
-    /// begun when the future is dropped is not removed.
+    /// local removal), finish; the local removal, once begun, is made whole
+    /// whether or not the future is awaited.
     pub async fn purge_all(&'static self, objects: &[Listed]) -> usize {
         let tiers = &self.tiers;
         let mut hashes: Vec<u128> = objects.iter().map(|o| hash_of(&o.key)).collect();
@@ -378,11 +405,22 @@ impl TieredStore {
                 }
             }
         }
-        let removed = tiers.forget_all(&hashes).await;
+        let removed = tiers.forget_all(hashes).await;
         for _ in 0..removed {
             tiers.observe(StoreEvent::Purge);
         }
         removed
+    }
+
+    /// Wait until every purge answered so far is carried out on disk: its
+    /// objects' files, ring entries and catalog entries removed (see
+    /// [`TieredStore::purge_all`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits (on the blocking pool).
+    pub async fn purges_carried_out(&'static self) {
+        let _ = io::blocking(move || Ok(self.tiers.purging.wait_idle(None))).await;
     }
 
     /// Objects in the catalog, and distinct surrogate tags: two counters.
@@ -809,10 +847,12 @@ impl TieredStore {
 
 impl Drop for TieredStore {
     /// A walk still running stops at its next object, the reclaimer at its
-    /// next region, and the commit thread once it has run what is queued.
+    /// next region, and the commit and purge threads once they have run
+    /// what is queued.
     fn drop(&mut self) {
         self.tiers.recovery.stop();
         self.tiers.commits.stop();
+        self.tiers.purging.stop();
         if let Some(ring) = &self.tiers.segments {
             ring.stop();
         }

@@ -29,6 +29,7 @@ use crate::io;
 use crate::memory::{MemObject, MemoryTier};
 use crate::observer::{StoreEvent, StoreObserver};
 use crate::partial::Partials;
+use crate::purging::Purging;
 use crate::recovery::Recovery;
 use crate::segments::{Loc, Segments};
 use crate::sharded::Sharded;
@@ -63,6 +64,8 @@ pub struct Tiers {
     pub writers: Writers,
     /// The thread held misses are committed on.
     pub commits: Committer,
+    /// Purges being carried out on disk.
+    pub purging: Purging,
     /// Where events go.
     pub observer: Arc<dyn StoreObserver>,
     /// The tier shared with other servers, if any.
@@ -75,7 +78,8 @@ pub struct Tiers {
     pub holds: Sharded<()>,
 }
 
-/// Objects [`Tiers::forget_all`] removes per trip and catalog batch.
+/// Objects a purge's removal from disk ([`Tiers::forget_all`]) takes
+/// per catalog batch, holding their locks.
 const FORGET_BATCH: usize = 256;
 
 /// Chunks a body held in memory is handed to the shared tier in.
@@ -414,45 +418,89 @@ impl Tiers {
     }
 
     /// Remove the objects of `hashes` (distinct) from every tier, as
-    /// [`Tiers::forget`] does one, a batch at a time: one trip off the
-    /// worker and one catalog batch per [`FORGET_BATCH`] objects, holding
-    /// their locks meanwhile. Returns how many were stored.
+    /// [`Tiers::forget`] does one, but answering once they are out of
+    /// memory and the index: their removal from disk and the catalog is
+    /// recorded first and carried out in the background (see
+    /// `crate::purging`). Returns how many were stored (in memory or
+    /// indexed).
     ///
     /// # Cancel safety
     ///
-    /// As [`Tiers::forget`], per batch: a batch begun is removed whole;
-    /// dropped between batches, the later ones are not removed.
-    pub async fn forget_all(&'static self, hashes: &[u128]) -> usize {
+    /// Once called, the purge is made whole on the blocking pool whether
+    /// or not the caller waits.
+    pub async fn forget_all(&'static self, hashes: Vec<u128>) -> usize {
+        io::blocking(move || Ok(self.purge_taken(hashes)))
+            .await
+            .unwrap_or(0)
+    }
+
+    /// [`Tiers::forget_all`]'s work. Blocking.
+    fn purge_taken(&'static self, hashes: Vec<u128>) -> usize {
+        let record = self.catalog.purge_begun(SystemTime::now(), &hashes);
+        let recorded = record.is_ok();
+        self.purging.begin(&hashes);
         let mut stored = 0;
+        let mut taken: Vec<(u128, Option<Placed>)> = Vec::with_capacity(hashes.len());
         for batch in hashes.chunks(FORGET_BATCH) {
-            let taken: Vec<(u128, bool, Option<Placed>)> = batch
-                .iter()
-                .map(|&hash| (hash, self.memory.remove(hash), self.index.take(hash)))
-                .collect();
-            stored += io::blocking(move || Ok(self.remove_all_held(taken)))
-                .await
-                .unwrap_or(0);
+            // Under their locks: the recovery walk puts an object back
+            // whole under its lock, so it either sees this purge (see
+            // `crate::recovery`) or put the object back before this takes
+            // it; an object indexed after this is a fill, not the purge's.
+            let _held = self.holds.lock_all(batch.iter().map(|&hash| hash as usize));
+            for &hash in batch {
+                let in_memory = self.memory.remove(hash);
+                let placed = self.index.take(hash);
+                stored += usize::from(in_memory || placed.is_some());
+                taken.push((hash, placed));
+            }
+        }
+        let work = move || {
+            for batch in taken.chunks(FORGET_BATCH) {
+                self.remove_taken(batch);
+            }
+            match record {
+                Ok(id) => {
+                    if let Err(error) = self.catalog.purge_done(id) {
+                        tracing::warn!(target: "edge_cdn_store", %error, "purge carried out but still recorded; the next start walks the files");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(target: "edge_cdn_store", objects = hashes.len(), %error, "purge not recorded; carried out before answering");
+                    self.observe(StoreEvent::CatalogFailed);
+                }
+            }
+            self.purging.end(&hashes);
+        };
+        if recorded {
+            self.purging.carry_out(work);
+        } else {
+            // Unrecorded, a crash in the background would bring the
+            // objects back: the purge answers only once they are gone.
+            work();
         }
         stored
     }
 
-    /// [`Tiers::forget_all`]'s work on one batch, given what the caller
-    /// took out of memory and the index; returns how many were stored.
-    /// Blocking.
-    fn remove_all_held(&self, taken: Vec<(u128, bool, Option<Placed>)>) -> usize {
+    /// Remove from disk the copies a purge took out of the index (`None`:
+    /// it did not know of one), and their catalog entries, in one batch,
+    /// holding their locks. An object indexed again since (a fill after
+    /// the purge) keeps its new copy and catalog entry; only the purged
+    /// copy goes, if the new one did not overwrite it. Blocking.
+    fn remove_taken(&self, taken: &[(u128, Option<Placed>)]) {
         let _held = self
             .holds
-            .lock_all(taken.iter().map(|(hash, ..)| *hash as usize));
-        let mut stored = 0;
-        for (hash, in_memory, earlier) in &taken {
-            self.memory.remove(*hash);
-            let now = self.index.take(*hash);
-            let on_disk = self.remove_copies(*hash, [*earlier, now]);
-            stored += usize::from(*in_memory || earlier.is_some() || on_disk);
+            .lock_all(taken.iter().map(|(hash, _)| *hash as usize));
+        let mut gone = Vec::with_capacity(taken.len());
+        for &(hash, purged) in taken {
+            match self.index.placed(hash) {
+                Some(now) => self.drop_replaced(hash, purged, now.loc),
+                None => {
+                    self.remove_copies(hash, [purged, None]);
+                    gone.push(hash.to_be_bytes());
+                }
+            }
         }
-        let hashes: Vec<_> = taken.iter().map(|(hash, ..)| hash.to_be_bytes()).collect();
-        self.uncatalog(&hashes);
-        stored
+        self.uncatalog(&gone);
     }
 
     /// `hash`'s copy at `loc` (`None`: its files) failed its checks, or

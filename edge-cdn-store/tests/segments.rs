@@ -320,6 +320,8 @@ async fn a_batched_purge_removes_objects_in_the_ring_and_in_files() {
     assert_eq!(store.purge_all(&listed).await, 0, "nothing left to purge");
     assert!(store.select(Tag("gone")).await.unwrap().is_empty());
     assert_eq!(store.health().disk_objects, 400);
+    store.purges_carried_out().await;
+    assert_eq!(store.health().purging, 0);
     assert_eq!(store.catalog_totals(), (400, 1));
     for i in (0..600).step_by(3) {
         assert!(get(store, &name(i)).await.is_none(), "{i} purged");
@@ -327,6 +329,80 @@ async fn a_batched_purge_removes_objects_in_the_ring_and_in_files() {
     let store = reopen(config(dir.path())).await;
     assert_eq!(store.health().disk_objects, 400);
     assert!(store.select(Tag("gone")).await.unwrap().is_empty());
+}
+
+/// Objects the purge test below stores: every other one tagged "gone".
+const PURGED_OF: usize = 2_000;
+
+/// Whether object `i` of that test carries the purged tag.
+fn purged(i: usize) -> bool {
+    i.is_multiple_of(2)
+}
+
+/// The purge test's phases as children: fill and purge, then crash while
+/// the purge is still being carried out on disk (`crash`, which writes how
+/// many purges were in flight to `in-flight`); or open what it left, check
+/// and stop cleanly (`check`).
+fn purge_child(phase: &str, dir: &Path) {
+    use edge_cdn_store::Selector::Tag;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = reopen(config(dir)).await;
+        if phase == "crash" {
+            for i in 0..PURGED_OF {
+                let tag = if purged(i) { "gone" } else { "kept" };
+                let data = body(2_000, i as u8);
+                common::put_with(store, &key(&name(i)), &common::tagged(tag), &data).await;
+            }
+            let listed = store.select_for_purge(Tag("gone")).await.unwrap();
+            assert_eq!(store.purge_all(&listed).await, PURGED_OF / 2);
+            let in_flight = store.health().purging;
+            std::fs::write(dir.join("in-flight"), in_flight.to_string()).unwrap();
+            std::process::abort();
+        }
+        assert_eq!(store.health().disk_objects, PURGED_OF / 2);
+        for i in 0..PURGED_OF {
+            assert_eq!(
+                get(store, &name(i)).await.is_some(),
+                !purged(i),
+                "object {i}"
+            );
+        }
+        assert!(store.select(Tag("gone")).await.unwrap().is_empty());
+        assert_eq!(store.catalog_totals(), (PURGED_OF / 2, 1));
+        store.save_index().unwrap();
+    });
+}
+
+/// A purge answers before its objects are off the disk; a crash before
+/// they are does not bring any back, and the start that finishes the
+/// purge drops its record, so the start after a clean stop walks nothing.
+#[test]
+fn a_purge_answered_before_a_crash_stays_whole() {
+    let test = "a_purge_answered_before_a_crash_stays_whole";
+    if let Some((phase, dir)) = common::child_phase() {
+        return purge_child(&phase, &dir);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    common::child_crashing(test, "crash", dir.path());
+    let in_flight = std::fs::read_to_string(dir.path().join("in-flight")).unwrap();
+    assert_eq!(
+        in_flight, "1",
+        "the crash came while the purge was carried out"
+    );
+    common::child(test, "check", dir.path(), false);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = open(config(dir.path()));
+        assert!(
+            store.health().recovering.is_none(),
+            "the saved index is taken: no purge was left"
+        );
+        assert_eq!(store.health().disk_objects, PURGED_OF / 2);
+        assert!(get(store, &name(0)).await.is_none());
+        assert!(get(store, &name(1)).await.is_some());
+    });
 }
 
 /// An object that is read keeps being copied forward as the ring wraps;

@@ -20,10 +20,11 @@
 
 mod entry;
 mod open;
+mod pending;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fjall::config::{CompressionPolicy, FilterPolicy};
@@ -33,6 +34,9 @@ use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 use crate::error::StoreError;
 use entry::{hash_after, primary_match, tag_entry, tag_prefix, Entry};
 pub use open::{open, unstored};
+pub use pending::Pending;
+#[cfg(test)]
+pub use pending::PurgeId;
 
 /// Tags kept per object; more are ignored (a response header cannot
 /// sensibly carry more, and the catalog must stay bounded).
@@ -115,6 +119,10 @@ pub struct Catalog {
     /// every object just removed, making a purge of a large tag
     /// quadratic).
     tag_counts: Keyspace,
+    /// Purges answered but not yet carried out (see [`pending`]).
+    purging: Keyspace,
+    /// The next purge's id.
+    next_purge: AtomicU64,
     /// Held by every mutation from its reads to its commit.
     writer: Mutex<()>,
     /// Objects recorded.
@@ -132,7 +140,10 @@ impl Catalog {
     /// zero and move with each change; [`Catalog::recount`] sets them from
     /// what is there.
     fn at(path: &Path) -> Result<Catalog, StoreError> {
-        Catalog::open_db(path).map_err(db)
+        let catalog = Catalog::open_db(path).map_err(db)?;
+        let next = catalog.first_free_purge()?;
+        catalog.next_purge.store(next, Ordering::Relaxed);
+        Ok(catalog)
     }
 
     /// [`Catalog::at`], in the database's errors.
@@ -152,6 +163,8 @@ impl Catalog {
             variants: db.keyspace("variants", scanned)?,
             tags: db.keyspace("tags", scanned)?,
             tag_counts: db.keyspace("tag_counts", point)?,
+            purging: db.keyspace("purging", point)?,
+            next_purge: AtomicU64::new(0),
             db,
             writer: Mutex::new(()),
             object_count: AtomicUsize::new(0),

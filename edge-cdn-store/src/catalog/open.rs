@@ -24,7 +24,8 @@ use crate::error::StoreError;
 
 /// The catalog's own format: a generation of another is discarded. Bump it
 /// on any change to [`super::entry`]'s layout or to the keyspaces (2: the
-/// tag counts).
+/// tag counts). A keyspace that an older generation opens empty, as
+/// `purging` does, needs none.
 const FORMAT: u32 = 2;
 
 /// How one attempt to open a generation ended.

@@ -155,6 +155,18 @@ pub fn child(name: &str, phase: &str, dir: &Path, ready: bool) {
     process.wait().unwrap();
 }
 
+/// Run this test's binary as a child for `phase` (see [`child`]) that
+/// ends by crashing itself (an abort: no destructor runs, as after a
+/// `kill -9`), and wait for it.
+pub fn child_crashing(name: &str, phase: &str, dir: &Path) {
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1"])
+        .env(CHILD, format!("{phase}:{}", dir.display()))
+        .status()
+        .unwrap();
+    assert!(!status.success(), "child phase {phase} did not crash");
+}
+
 /// The phase and directory this process runs as a child for, if it is one.
 pub fn child_phase() -> Option<(String, std::path::PathBuf)> {
     let var = std::env::var(CHILD).ok()?;
