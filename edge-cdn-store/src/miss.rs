@@ -307,11 +307,13 @@ impl Held {
                 body: &chunks,
             };
             match ring.append(hash, &parts) {
-                Ok(Ok((loc, size))) => {
+                Ok(Ok(appended)) => {
                     tiers.observe(StoreEvent::BytesWritten(len));
                     let held = for_memory(tiers, &readers, &chunks, len);
-                    // The permit is held until the object is installed.
+                    // The permit, and the entry's hold on the ring's
+                    // catalog mark, last until the object is installed.
                     let _permit = admitted;
+                    let (loc, size) = (appended.loc, appended.len);
                     return install(tiers, hash, readers, record, (len, size), held, Some(loc));
                 }
                 // Too large for the ring, or the ring not ready: in files.

@@ -15,6 +15,10 @@
 //! Only then may the head enter the region and overwrite it. A lookup that
 //! found an object there before it moved reads its entry whole, or finds
 //! it overwritten and misses.
+//!
+//! Each time the head enters a region, the reclaimer also writes the
+//! ring's catalog mark, so a walk after a crash reads the catalog only for
+//! the entries appended since.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +58,9 @@ pub fn run(tiers: &Arc<Tiers>) {
         .segments
         .as_ref()
         .expect("a store with a segment ring");
+    let mut marked = 0;
     while ring.wait_for_work() {
+        marked = mark_cataloged(tiers, ring, marked);
         while let Some(region) = ring.to_free().filter(|_| ring.is_on()) {
             let freeing = ring.freeing();
             match free(tiers, ring, region) {
@@ -67,6 +73,23 @@ pub fn run(tiers: &Arc<Tiers>) {
                     std::thread::sleep(RETRY);
                 }
             }
+        }
+    }
+}
+
+/// Write the ring's catalog mark (`crate::catalog`'s `mark`) if it moved
+/// past `marked`, the last one written; returns the mark written now. A
+/// failure only costs the next walk catalog reads.
+fn mark_cataloged(tiers: &Tiers, ring: &Segments, marked: u64) -> u64 {
+    let mark = ring.cataloged_below();
+    if mark <= marked || !ring.is_on() {
+        return marked;
+    }
+    match tiers.catalog.set_ring_mark(mark) {
+        Ok(()) => mark,
+        Err(error) => {
+            tracing::warn!(target: "edge_cdn_store", %error, "segment ring's catalog mark not written");
+            marked
         }
     }
 }
@@ -130,7 +153,8 @@ fn copy_forward(tiers: &Tiers, ring: &Segments, hash: u128, loc: Loc, entry: &En
         body: std::slice::from_ref(&entry.body),
     };
     match ring.append(hash, &parts) {
-        Ok(Ok((to, _))) => tiers.index.relocate(hash, loc, to),
+        // The catalog has the object already: nothing to wait for.
+        Ok(Ok(appended)) => tiers.index.relocate(hash, loc, appended.loc),
         _ => false,
     }
 }

@@ -229,7 +229,13 @@ impl Recovery {
 ///
 /// Does not, by design; if it did, waiters are released, but the store
 /// stays "recovering" (it never saves an index it did not complete).
-pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool, unfinished: Vec<Pending>) {
+pub fn run(
+    tiers: Arc<Tiers>,
+    eviction: Arc<ClockEviction>,
+    walk: bool,
+    unfinished: Vec<Pending>,
+    ring_mark: u64,
+) {
     let recovery = &tiers.recovery;
     let _release = Release(recovery);
     if walk {
@@ -262,7 +268,7 @@ pub fn run(tiers: Arc<Tiers>, eviction: Arc<ClockEviction>, walk: bool, unfinish
                 }
             });
         if let Some(ring) = tiers.segments.as_ref().filter(|ring| !ring.is_on()) {
-            scan_ring(&tiers, ring);
+            scan_ring(&tiers, ring, ring_mark);
         }
     }
     if recovery.stopped.load(Ordering::Relaxed) {
@@ -335,9 +341,10 @@ fn recover(tiers: &Tiers, object: Recovered, record: Record) -> bool {
 }
 
 /// Scan the ring's regions, oldest first, and recover each whole live
-/// entry (see the module's documentation). A region that cannot be read
-/// is skipped: its objects are misses, and the ring reuses it in turn.
-fn scan_ring(tiers: &Tiers, ring: &Segments) {
+/// entry (see the module's documentation); those below `ring_mark` are
+/// cataloged already. A region that cannot be read is skipped: its
+/// objects are misses, and the ring reuses it in turn.
+fn scan_ring(tiers: &Tiers, ring: &Segments, ring_mark: u64) {
     let fields = &tiers.config.tag_headers;
     for region in ring.regions_oldest_first() {
         if tiers.recovery.stopped.load(Ordering::Relaxed) {
@@ -369,7 +376,7 @@ fn scan_ring(tiers: &Tiers, ring: &Segments) {
         found.reverse();
         while !found.is_empty() {
             let batch: Vec<_> = found.drain(..found.len().min(RECOVER_BATCH)).collect();
-            let recovered = recover_entries(tiers, ring, batch);
+            let recovered = recover_entries(tiers, ring, batch, ring_mark);
             tiers.recovery.found.fetch_add(recovered, Ordering::Relaxed);
         }
     }
@@ -377,9 +384,17 @@ fn scan_ring(tiers: &Tiers, ring: &Segments) {
 
 /// Put a batch of ring entries (of distinct objects) back, as
 /// [`recover_entry`] does one but with one catalog batch, under their
-/// locks; returns how many are stored. If the catalog fails the batch,
-/// each is tried alone, so one object's failure costs only that object.
-fn recover_entries(tiers: &Tiers, ring: &Segments, batch: Vec<(Header, Loc, Record)>) -> usize {
+/// locks; returns how many are stored. An entry below `ring_mark` was
+/// cataloged before the stop (see `crate::catalog`'s `mark`), so only the
+/// others are recorded again: the catalog's reads are most of a walk's
+/// cost. If the catalog fails the batch, each is tried alone, so one
+/// object's failure costs only that object.
+fn recover_entries(
+    tiers: &Tiers,
+    ring: &Segments,
+    batch: Vec<(Header, Loc, Record)>,
+    ring_mark: u64,
+) -> usize {
     let failed = {
         let _held = tiers
             .holds
@@ -388,7 +403,11 @@ fn recover_entries(tiers: &Tiers, ring: &Segments, batch: Vec<(Header, Loc, Reco
             .into_iter()
             .filter(|(header, loc, _)| !superseded_by_files(tiers, ring, header, *loc))
             .collect();
-        let records = batch.iter().map(|(_, _, record)| record.clone()).collect();
+        let records = batch
+            .iter()
+            .filter(|(header, _, _)| header.seq >= ring_mark)
+            .map(|(_, _, record)| record.clone())
+            .collect();
         match tiers.catalog.insert_all(records) {
             Ok(()) => {
                 return batch

@@ -163,6 +163,13 @@ impl TieredStore {
         // A purge the last run did not carry out to its end: its objects
         // may still be on disk, and only the walk finds them.
         let unfinished = catalog.pending_purges()?;
+        // A ring laid out anew numbers its entries from the start again.
+        let ring_mark = if ring_wiped {
+            catalog.set_ring_mark(0)?;
+            0
+        } else {
+            catalog.ring_mark()?
+        };
         let restored = if fresh || ring_wiped || !unfinished.is_empty() {
             snapshot::discard(&config.dir);
             false
@@ -200,7 +207,7 @@ impl TieredStore {
         let (for_thread, evicting) = (tiers.clone(), eviction.clone());
         std::thread::Builder::new()
             .name("store-recovery".into())
-            .spawn(move || recovery::run(for_thread, evicting, walk, unfinished))
+            .spawn(move || recovery::run(for_thread, evicting, walk, unfinished, ring_mark))
             .map_err(|e| StoreError::Io("start the recovery thread", e))?;
         if let Some(ring) = &tiers.segments {
             // A ring with entries to recover is started by the walk, once
@@ -810,10 +817,12 @@ impl TieredStore {
             key: &old.key,
             body: std::slice::from_ref(&old.body),
         };
-        let Ok((new, size)) = ring.append(hash, &parts)? else {
+        // Kept until the catalog records the new tags.
+        let Ok(appended) = ring.append(hash, &parts)? else {
             tiers.remove_held(hash, None);
             return Ok(false);
         };
+        let (new, size) = (appended.loc, appended.len);
         let old = tiers.index.insert_at(hash, size, Some(new));
         tiers.drop_replaced(hash, old, Some(new));
         tiers.memory.update_meta(hash, internal, header);

@@ -246,15 +246,18 @@ impl Tiers {
         }
     }
 
-    /// Remove `hash` from memory, the index, the catalog and the disk (its
-    /// files, or its ring entry, and the entry at `earlier` if the caller
-    /// already took it out of the index); returns whether it was on disk.
+    /// Remove `hash` from memory, the index, the disk (its files, or its
+    /// ring entry, and the entry at `earlier` if the caller already took it
+    /// out of the index) and then the catalog; returns whether it was on
+    /// disk. In that order, so a crash between the two never leaves a ring
+    /// entry the walk takes as cataloged without its catalog entry.
     /// Blocking; call it holding [`Tiers::hold`].
     pub fn remove_held(&self, hash: u128, earlier: Option<Placed>) -> bool {
         self.memory.remove(hash);
         let now = self.index.take(hash);
+        let there = self.remove_copies(hash, [earlier, now]);
         self.uncatalog(&[hash.to_be_bytes()]);
-        self.remove_copies(hash, [earlier, now])
+        there
     }
 
     /// Remove the catalog entries of objects just removed, in one batch.

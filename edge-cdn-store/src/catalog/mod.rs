@@ -19,6 +19,7 @@
 //! lag or lead its files only until the next start.
 
 mod entry;
+mod mark;
 mod open;
 mod pending;
 
@@ -121,6 +122,8 @@ pub struct Catalog {
     tag_counts: Keyspace,
     /// Purges answered but not yet carried out (see [`pending`]).
     purging: Keyspace,
+    /// How far the segment ring is cataloged (see [`mark`]).
+    marks: Keyspace,
     /// The next purge's id.
     next_purge: AtomicU64,
     /// Held by every mutation from its reads to its commit.
@@ -164,6 +167,7 @@ impl Catalog {
             tags: db.keyspace("tags", scanned)?,
             tag_counts: db.keyspace("tag_counts", point)?,
             purging: db.keyspace("purging", point)?,
+            marks: db.keyspace("marks", point)?,
             next_purge: AtomicU64::new(0),
             db,
             writer: Mutex::new(()),

@@ -25,7 +25,7 @@ use crate::error::StoreError;
 /// The catalog's own format: a generation of another is discarded. Bump it
 /// on any change to [`super::entry`]'s layout or to the keyspaces (2: the
 /// tag counts). A keyspace that an older generation opens empty, as
-/// `purging` does, needs none.
+/// `purging` and `marks` do, needs none.
 const FORMAT: u32 = 2;
 
 /// How one attempt to open a generation ended.

@@ -86,6 +86,30 @@ struct Head {
     region: u32,
     offset: u64,
     seq: u64,
+    /// Sequence numbers of entries appended and not yet recorded in the
+    /// catalog (their [`Appended`] not dropped), oldest first.
+    uncataloged: Vec<u64>,
+}
+
+/// An entry just appended: where it is and its length. Until it is
+/// dropped, its sequence number holds [`Segments::cataloged_below`] back,
+/// so keep it until the catalog records the object.
+pub struct Appended<'a> {
+    /// Where the entry is.
+    pub loc: Loc,
+    /// Bytes it takes in its region.
+    pub len: u64,
+    seq: u64,
+    ring: &'a Segments,
+}
+
+impl Drop for Appended<'_> {
+    fn drop(&mut self) {
+        let mut head = self.ring.head();
+        if let Some(at) = head.uncataloged.iter().position(|&seq| seq == self.seq) {
+            head.uncataloged.remove(at);
+        }
+    }
 }
 
 /// Why an entry was not appended; the object goes to the file engine.
@@ -160,6 +184,7 @@ impl Segments {
                 region: 0,
                 offset: 0,
                 seq: 1,
+                uncataloged: Vec::new(),
             }),
             free: (0..regions).map(|_| AtomicBool::new(true)).collect(),
             on: AtomicBool::new(false),
@@ -192,10 +217,11 @@ impl Segments {
         // could step from a new entry into one of them): skip more numbers
         // than a region can hold entries.
         let seq = scanned.entries.last().map_or(0, |(h, _, _)| h.seq) + 1 + REGION_BYTES;
-        *self.head.lock().unwrap_or_else(|e| e.into_inner()) = Head {
+        *self.head() = Head {
             region,
             offset: scanned.end,
             seq,
+            uncataloged: Vec::new(),
         };
         Ok(())
     }
@@ -224,12 +250,13 @@ impl Segments {
     }
 
     /// Append an entry for `hash` with `parts`; returns where it is and its
-    /// length. Blocking (one `pwrite`).
+    /// length, to keep until the catalog records the object. Blocking (one
+    /// `pwrite`).
     pub fn append(
         &self,
         hash: u128,
         parts: &Parts<'_>,
-    ) -> Result<Result<(Loc, u64), Refused>, StoreError> {
+    ) -> Result<Result<Appended<'_>, Refused>, StoreError> {
         if !self.is_on() {
             return Ok(Err(Refused::Off));
         }
@@ -237,7 +264,7 @@ impl Segments {
             return Ok(Err(Refused::TooLarge));
         };
         let (file, loc, seq) = {
-            let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+            let mut head = self.head();
             self.replace_if_deleted(&mut head)?;
             if head.offset + len > REGION_BYTES {
                 let next = (head.region as usize + 1) % self.free.len();
@@ -256,7 +283,15 @@ impl Segments {
             };
             head.offset += len;
             head.seq += 1;
-            (self.file(), loc, head.seq - 1)
+            let seq = head.seq - 1;
+            head.uncataloged.push(seq);
+            (self.file(), loc, seq)
+        };
+        let appended = Appended {
+            loc,
+            len,
+            seq,
+            ring: self,
         };
         let bytes = entry::encode(hash, seq, parts);
         file.write_all_at(&bytes, at(loc))
@@ -264,7 +299,19 @@ impl Segments {
         if self.fsync {
             file.sync_data().map_err(io_err("fsync segment entry"))?;
         }
-        Ok(Ok((loc, len)))
+        Ok(Ok(appended))
+    }
+
+    /// The sequence number below which every entry appended has been
+    /// recorded in the catalog (or dropped): the oldest entry appended
+    /// whose [`Appended`] is alive, or else the next to be appended.
+    pub fn cataloged_below(&self) -> u64 {
+        let head = self.head();
+        head.uncataloged.first().copied().unwrap_or(head.seq)
+    }
+
+    fn head(&self) -> std::sync::MutexGuard<'_, Head> {
+        self.head.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The ring file now.
@@ -389,7 +436,7 @@ impl Segments {
     /// The region the reclaimer should free next, if it is not free: the
     /// one after the head.
     pub fn to_free(&self) -> Option<u32> {
-        let head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        let head = self.head();
         let next = (head.region as usize + 1) % self.free.len();
         (!self.free[next].load(Ordering::Acquire) && next != head.region as usize)
             .then_some(next as u32)
@@ -512,7 +559,31 @@ mod tests {
             key: b"k",
             body,
         };
-        ring.append(hash, &parts).unwrap()
+        let appended = ring.append(hash, &parts).unwrap()?;
+        Ok((appended.loc, appended.len))
+    }
+
+    #[test]
+    fn the_catalog_mark_waits_for_the_oldest_entry_not_yet_cataloged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, _) = Segments::open(dir.path(), 3, 2 << 20, false).unwrap();
+        ring.start();
+        let parts = Parts {
+            internal: b"i",
+            header: b"h",
+            key: b"k",
+            body: &body(1, 10),
+        };
+        let start = ring.cataloged_below();
+        let first = ring.append(1, &parts).unwrap().unwrap();
+        let second = ring.append(2, &parts).unwrap().unwrap();
+        assert_eq!(ring.cataloged_below(), start);
+        drop(second);
+        assert_eq!(ring.cataloged_below(), start, "the first is not cataloged");
+        drop(first);
+        assert_eq!(ring.cataloged_below(), start + 2);
+        drop(ring.append(3, &parts).unwrap().unwrap());
+        assert_eq!(ring.cataloged_below(), start + 3);
     }
 
     #[test]
