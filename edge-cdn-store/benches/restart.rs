@@ -159,6 +159,7 @@ fn fill(dir: &Path, clean: bool, engine: Engine) {
     runtime.block_on(async {
         let store = common::open(dir, engine);
         common::fill(store, n, common::meta).await;
+        assert_eq!(store.health().disk_objects, n, "every object stored");
         if clean {
             store.save_index().unwrap();
         }

@@ -48,10 +48,16 @@ pub const MAX_TAG_LEN: usize = 256;
 /// Block cache of the catalog database: bounded, whatever the number of
 /// objects.
 const CACHE_BYTES: u64 = 16 << 20;
-/// Write buffer of each of the four keyspaces before it is flushed to a
-/// table: smaller ones stalled fills behind compactions (see
-/// `docs/benchmarks.md`).
+/// Write buffer of each keyspace before it is flushed to a table: smaller
+/// ones stalled fills behind compactions (see `docs/benchmarks.md`).
 const MEMTABLE_BYTES: u64 = 32 << 20;
+
+/// Journal kept before the keyspaces holding its oldest writes are
+/// flushed: what a start replays. Room for the five keyspaces a fill
+/// writes; the rarely written ones (pending purges, the ring's mark) would
+/// otherwise pin fjall's default of 512 MiB, which took 5 s to replay at
+/// a million objects.
+const JOURNAL_BYTES: u64 = 5 * MEMTABLE_BYTES;
 
 /// How an operator selects objects.
 #[derive(Debug, Clone, Copy)]
@@ -151,7 +157,10 @@ impl Catalog {
 
     /// [`Catalog::at`], in the database's errors.
     fn open_db(path: &Path) -> Result<Catalog, fjall::Error> {
-        let db = Database::builder(path).cache_size(CACHE_BYTES).open()?;
+        let db = Database::builder(path)
+            .cache_size(CACHE_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
+            .open()?;
         // Uncompressed: on the fill path, CPU is dearer than disk.
         let point = || {
             KeyspaceCreateOptions::default()
