@@ -16,7 +16,8 @@
 //!    in files. This machine has 16M inodes, so a store of 10M objects in
 //!    files (two each) cannot be built here: the walk's cost per object is
 //!    measured and scales linearly. `RESTART_ENGINES=ring` measures the
-//!    ring alone, which holds 10M objects here.
+//!    ring alone, which holds 10M objects here; `RESTART_STOPS=crash` the
+//!    restart after a crash alone (each case fills its own store).
 
 mod common;
 
@@ -47,10 +48,24 @@ fn main() {
     saved_index();
     let dir = common::scratch("RESTART_DIR");
     for engine in common::engines("RESTART_ENGINES") {
-        for clean in [true, false] {
+        for clean in stops() {
             restart(dir.path(), clean, engine);
         }
     }
+}
+
+/// The stops to restart after, from `RESTART_STOPS` (`clean`, `crash`, or
+/// both, the default): whether each is clean.
+fn stops() -> Vec<bool> {
+    let stops = std::env::var("RESTART_STOPS").unwrap_or_else(|_| "clean,crash".into());
+    stops
+        .split(',')
+        .map(|stop| match stop.trim() {
+            "clean" => true,
+            "crash" => false,
+            other => panic!("RESTART_STOPS: no stop {other}"),
+        })
+        .collect()
 }
 
 /// Part 1: the saved index of many objects.
