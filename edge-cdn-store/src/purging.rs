@@ -71,6 +71,14 @@ impl Purging {
         }
     }
 
+    /// Ends the purge of `hashes` when dropped, however its work ends.
+    pub fn ender(&self, hashes: Vec<u128>) -> Ender<'_> {
+        Ender {
+            purging: self,
+            hashes,
+        }
+    }
+
     /// The purge of `hashes` is carried out.
     pub fn end(&self, hashes: &[u128]) {
         let mut state = self.state();
@@ -129,6 +137,18 @@ impl Purging {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// See [`Purging::ender`].
+pub struct Ender<'a> {
+    purging: &'a Purging,
+    hashes: Vec<u128>,
+}
+
+impl Drop for Ender<'_> {
+    fn drop(&mut self) {
+        self.purging.end(&self.hashes);
     }
 }
 

@@ -79,6 +79,10 @@ pub struct Recovery {
     found: AtomicUsize,
     started: Instant,
     purges: Mutex<Purges>,
+    /// Objects whose catalog entry was removed while the walk runs: an
+    /// entry of theirs below the ring's catalog mark is recorded again
+    /// (the mark vouched for an entry since dropped).
+    uncataloged: Mutex<HashSet<u128>>,
     done: watch::Sender<bool>,
 }
 
@@ -165,6 +169,7 @@ impl Recovery {
             found: AtomicUsize::new(0),
             started: Instant::now(),
             purges: Mutex::new(purges),
+            uncataloged: Mutex::default(),
             done: watch::Sender::new(!walking),
         }
     }
@@ -192,6 +197,21 @@ impl Recovery {
         self.purges().pick(hash, record, written)
     }
 
+    /// The catalog entries of `hashes` are being removed: while the walk
+    /// runs, it records those objects' entries again whatever the mark.
+    pub fn uncataloging(&self, hashes: &[HashBinary]) {
+        if self.walking.load(Ordering::Acquire) {
+            let mut set = self.uncataloged.lock().unwrap_or_else(|e| e.into_inner());
+            set.extend(hashes.iter().map(|h| u128::from_be_bytes(*h)));
+        }
+    }
+
+    /// Whether `hash`'s catalog entry was removed during the walk.
+    fn was_uncataloged(&self, hash: u128) -> bool {
+        let set = self.uncataloged.lock().unwrap_or_else(|e| e.into_inner());
+        set.contains(&hash)
+    }
+
     fn purges(&self) -> std::sync::MutexGuard<'_, Purges> {
         self.purges.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -215,6 +235,7 @@ impl Recovery {
     fn finish(&self) {
         self.walking.store(false, Ordering::Release);
         *self.purges() = Purges::default();
+        *self.uncataloged.lock().unwrap_or_else(|e| e.into_inner()) = HashSet::new();
         self.done.send_replace(true);
     }
 }
@@ -405,7 +426,9 @@ fn recover_entries(
             .collect();
         let records = batch
             .iter()
-            .filter(|(header, _, _)| header.seq >= ring_mark)
+            .filter(|(header, _, _)| {
+                header.seq >= ring_mark || tiers.recovery.was_uncataloged(header.hash)
+            })
             .map(|(_, _, record)| record.clone())
             .collect();
         match tiers.catalog.insert_all(records) {

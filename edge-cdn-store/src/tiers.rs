@@ -265,6 +265,7 @@ impl Tiers {
     /// next start reconciles them away (a purge selecting one finds no
     /// object). Blocking; call it holding the objects' locks.
     pub fn uncatalog(&self, hashes: &[HashBinary]) {
+        self.recovery.uncataloging(hashes);
         if let Err(error) = self.catalog.remove_all(hashes) {
             tracing::warn!(target: "edge_cdn_store", objects = hashes.len(), %error, "catalog entries of removed objects left");
             self.observe(StoreEvent::CatalogFailed);
@@ -439,8 +440,6 @@ impl Tiers {
 
     /// [`Tiers::forget_all`]'s work. Blocking.
     fn purge_taken(&'static self, hashes: Vec<u128>) -> usize {
-        let record = self.catalog.purge_begun(SystemTime::now(), &hashes);
-        let recorded = record.is_ok();
         self.purging.begin(&hashes);
         let mut stored = 0;
         let mut taken: Vec<(u128, Option<Placed>)> = Vec::with_capacity(hashes.len());
@@ -457,7 +456,13 @@ impl Tiers {
                 taken.push((hash, placed));
             }
         }
+        // Timed after the takes: a fill written before this was either
+        // taken or is no longer the purge's (it was installed after).
+        let record = self.catalog.purge_begun(SystemTime::now(), &hashes);
+        let recorded = record.is_ok();
         let work = move || {
+            // Ended whatever happens, a panic included.
+            let _ended = self.purging.ender(hashes.clone());
             for batch in taken.chunks(FORGET_BATCH) {
                 self.remove_taken(batch);
             }
@@ -472,7 +477,6 @@ impl Tiers {
                     self.observe(StoreEvent::CatalogFailed);
                 }
             }
-            self.purging.end(&hashes);
         };
         if recorded {
             self.purging.carry_out(work);
