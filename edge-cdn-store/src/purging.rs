@@ -54,12 +54,18 @@ impl Purging {
         })
     }
 
-    /// A purge of `hashes` begins: until [`Purging::end`], each is hidden.
-    pub fn begin(&self, hashes: &[u128]) {
+    /// A purge of `hashes` begins: until the returned guard is dropped
+    /// (however the purge's work ends, a panic included), each is hidden
+    /// and the purge counts as in flight.
+    pub fn begin(&self, hashes: Vec<u128>) -> Begun<'_> {
         let mut state = self.state();
         state.running += 1;
-        for hash in hashes {
+        for hash in &hashes {
             *state.hashes.entry(*hash).or_default() += 1;
+        }
+        Begun {
+            purging: self,
+            hashes,
         }
     }
 
@@ -71,16 +77,8 @@ impl Purging {
         }
     }
 
-    /// Ends the purge of `hashes` when dropped, however its work ends.
-    pub fn ender(&self, hashes: Vec<u128>) -> Ender<'_> {
-        Ender {
-            purging: self,
-            hashes,
-        }
-    }
-
     /// The purge of `hashes` is carried out.
-    pub fn end(&self, hashes: &[u128]) {
+    fn end(&self, hashes: &[u128]) {
         let mut state = self.state();
         for hash in hashes {
             if let Some(count) = state.hashes.get_mut(hash) {
@@ -140,13 +138,20 @@ impl Purging {
     }
 }
 
-/// See [`Purging::ender`].
-pub struct Ender<'a> {
+/// A purge in flight, from [`Purging::begin`]: it ends when dropped.
+pub struct Begun<'a> {
     purging: &'a Purging,
     hashes: Vec<u128>,
 }
 
-impl Drop for Ender<'_> {
+impl Begun<'_> {
+    /// The objects the purge takes.
+    pub fn hashes(&self) -> &[u128] {
+        &self.hashes
+    }
+}
+
+impl Drop for Begun<'_> {
     fn drop(&mut self) {
         self.purging.end(&self.hashes);
     }
@@ -160,24 +165,25 @@ mod tests {
 
     #[test]
     fn hidden_until_carried_out_and_idle_after() {
-        let purging = Arc::new(Purging::start().unwrap());
+        let purging: &'static Purging = Box::leak(Box::new(Purging::start().unwrap()));
         let release = Arc::new(AtomicBool::new(false));
-        purging.begin(&[1, 2]);
-        purging.begin(&[2]);
+        let first = purging.begin(vec![1, 2]);
+        let second = purging.begin(vec![2]);
+        assert_eq!(first.hashes(), [1, 2]);
         assert!(purging.hides(1) && purging.hides(2) && !purging.hides(3));
-        let (for_thread, released) = (purging.clone(), release.clone());
+        let released = release.clone();
         purging.carry_out(move || {
             while !released.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            for_thread.end(&[1, 2]);
+            drop(first);
         });
         assert!(!purging.wait_idle(Some(Duration::from_millis(20))));
         release.store(true, Ordering::SeqCst);
         // One of the two purges is still in flight.
         assert!(!purging.wait_idle(Some(Duration::from_millis(200))));
         assert!(!purging.hides(1) && purging.hides(2));
-        purging.end(&[2]);
+        drop(second);
         assert!(purging.wait_idle(Some(Duration::ZERO)));
         assert!(!purging.hides(2));
 

@@ -201,15 +201,18 @@ impl Recovery {
     /// runs, it records those objects' entries again whatever the mark.
     pub fn uncataloging(&self, hashes: &[HashBinary]) {
         if self.walking.load(Ordering::Acquire) {
-            let mut set = self.uncataloged.lock().unwrap_or_else(|e| e.into_inner());
-            set.extend(hashes.iter().map(|h| u128::from_be_bytes(*h)));
+            self.uncataloged()
+                .extend(hashes.iter().map(|h| u128::from_be_bytes(*h)));
         }
     }
 
     /// Whether `hash`'s catalog entry was removed during the walk.
     fn was_uncataloged(&self, hash: u128) -> bool {
-        let set = self.uncataloged.lock().unwrap_or_else(|e| e.into_inner());
-        set.contains(&hash)
+        self.uncataloged().contains(&hash)
+    }
+
+    fn uncataloged(&self) -> std::sync::MutexGuard<'_, HashSet<u128>> {
+        self.uncataloged.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn purges(&self) -> std::sync::MutexGuard<'_, Purges> {
@@ -235,7 +238,7 @@ impl Recovery {
     fn finish(&self) {
         self.walking.store(false, Ordering::Release);
         *self.purges() = Purges::default();
-        *self.uncataloged.lock().unwrap_or_else(|e| e.into_inner()) = HashSet::new();
+        *self.uncataloged() = HashSet::new();
         self.done.send_replace(true);
     }
 }

@@ -250,7 +250,8 @@ impl Tiers {
     /// ring entry, and the entry at `earlier` if the caller already took it
     /// out of the index) and then the catalog; returns whether it was on
     /// disk. In that order, so a crash between the two never leaves a ring
-    /// entry the walk takes as cataloged without its catalog entry.
+    /// entry the walk takes as cataloged without its catalog entry (unless
+    /// the ring's dead mark could not be written: logged).
     /// Blocking; call it holding [`Tiers::hold`].
     pub fn remove_held(&self, hash: u128, earlier: Option<Placed>) -> bool {
         self.memory.remove(hash);
@@ -440,7 +441,8 @@ impl Tiers {
 
     /// [`Tiers::forget_all`]'s work. Blocking.
     fn purge_taken(&'static self, hashes: Vec<u128>) -> usize {
-        self.purging.begin(&hashes);
+        let begun = self.purging.begin(hashes);
+        let hashes = begun.hashes();
         let mut stored = 0;
         let mut taken: Vec<(u128, Option<Placed>)> = Vec::with_capacity(hashes.len());
         for batch in hashes.chunks(FORGET_BATCH) {
@@ -458,11 +460,9 @@ impl Tiers {
         }
         // Timed after the takes: a fill written before this was either
         // taken or is no longer the purge's (it was installed after).
-        let record = self.catalog.purge_begun(SystemTime::now(), &hashes);
+        let record = self.catalog.purge_begun(SystemTime::now(), hashes);
         let recorded = record.is_ok();
         let work = move || {
-            // Ended whatever happens, a panic included.
-            let _ended = self.purging.ender(hashes.clone());
             for batch in taken.chunks(FORGET_BATCH) {
                 self.remove_taken(batch);
             }
@@ -473,10 +473,12 @@ impl Tiers {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(target: "edge_cdn_store", objects = hashes.len(), %error, "purge not recorded; carried out before answering");
+                    tracing::warn!(target: "edge_cdn_store", objects = taken.len(), %error, "purge not recorded; carried out before answering");
                     self.observe(StoreEvent::CatalogFailed);
                 }
             }
+            // The purge ends here, or wherever the work stops (a panic).
+            drop(begun);
         };
         if recorded {
             self.purging.carry_out(work);
