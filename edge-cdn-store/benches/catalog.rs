@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use edge_cdn_store::__bench::{open_catalog, unstored, OwnedSelector, Record};
+use edge_cdn_store::__bench::{open_catalog, OwnedSelector, Record};
 use pingora_cache::key::CompactCacheKey;
 
 fn hash(i: usize) -> [u8; 16] {
@@ -93,8 +93,7 @@ fn main() {
     let reopen = started.elapsed();
     assert!(!fresh);
     let started = Instant::now();
-    let (gone, stored) = unstored(&catalog, |_| true).unwrap();
-    catalog.recount(stored).unwrap();
+    let gone = catalog.recount(|_| true).unwrap();
     let tidy = started.elapsed();
     assert!(gone.is_empty());
     assert_eq!(catalog.totals().0, objects);

@@ -82,6 +82,14 @@ mod store;
 mod tiers;
 mod write;
 
+// The unit tests share the integration tests' helpers, which name the
+// crate as a dependent does.
+#[cfg(test)]
+extern crate self as edge_cdn_store;
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_common;
+
 pub use catalog::{tags_in, Listed, Selector, MAX_TAGS, MAX_TAG_LEN};
 pub use config::StoreConfig;
 pub use error::{StoreError, WriteFailure};
@@ -92,7 +100,7 @@ pub use observer::{
 /// Internals exposed for the benchmarks only; not a stable API.
 #[doc(hidden)]
 pub mod __bench {
-    pub use crate::catalog::{open as open_catalog, unstored, Catalog, OwnedSelector, Record};
+    pub use crate::catalog::{open as open_catalog, Catalog, OwnedSelector, Record};
     pub use crate::index::Index;
     pub use crate::snapshot::{claim as claim_index_dir, save as save_index, take as take_index};
 

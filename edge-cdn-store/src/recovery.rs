@@ -54,7 +54,7 @@ use pingora_cache::key::HashBinary;
 
 use tokio::sync::watch;
 
-use crate::catalog::{unstored, OwnedSelector, Pending, Record};
+use crate::catalog::{OwnedSelector, Pending, PurgeId, Record};
 use crate::disk::{record_of, Recovered, Walked};
 use crate::eviction::ClockEviction;
 use crate::index::Placed;
@@ -101,18 +101,30 @@ struct Purges {
     /// When more than [`MAX_PURGES`] had been made: every object written
     /// before is taken as purged.
     overflowed: Option<SystemTime>,
+    /// The records of purges carried out during the walk, kept until it
+    /// is done; `None` once it is (or if there is none).
+    records: Option<Vec<PurgeId>>,
 }
 
 impl Purges {
-    fn remember(&mut self, selector: &OwnedSelector, at: SystemTime) {
+    /// Count one more purge remembered; false (and the overflow noted)
+    /// past [`MAX_PURGES`].
+    fn counted(&mut self, at: SystemTime) -> bool {
         if self.count >= MAX_PURGES {
             if self.overflowed.is_none() {
                 self.overflowed = Some(at);
                 tracing::warn!(target: "edge_cdn_store", "over {MAX_PURGES} purges during recovery: the objects not yet recovered are dropped instead");
             }
-            return;
+            return false;
         }
         self.count += 1;
+        true
+    }
+
+    fn remember(&mut self, selector: &OwnedSelector, at: SystemTime) {
+        if !self.counted(at) {
+            return;
+        }
         match selector {
             OwnedSelector::Primary(primary) => {
                 self.primaries.insert(*primary, at);
@@ -163,6 +175,7 @@ impl Recovery {
                 *at = (*at).max(pending.at);
             }
         }
+        purges.records = walking.then(Vec::new);
         Recovery {
             walking: AtomicBool::new(walking),
             stopped: AtomicBool::new(false),
@@ -189,6 +202,43 @@ impl Recovery {
         if self.walking.load(Ordering::Acquire) {
             self.purges().remember(selector, SystemTime::now());
         }
+    }
+
+    /// `hash`'s object is about to be purged by its key: while the walk
+    /// runs, it is remembered, so a ring entry of it the walk has yet to
+    /// reach (the purge cannot see it) is removed when the walk does.
+    /// Returns whether the walk runs. Call it before taking the object
+    /// out of the index.
+    pub fn forgetting(&self, hash: u128) -> bool {
+        if !self.walking.load(Ordering::Acquire) {
+            return false;
+        }
+        let at = SystemTime::now();
+        let mut purges = self.purges();
+        if purges.counted(at) {
+            let kept = purges.objects.entry(hash).or_insert(at);
+            *kept = (*kept).max(at);
+        }
+        true
+    }
+
+    /// A purge recorded as `id` is carried out: while the walk runs, its
+    /// record is kept until the walk is done (it removes the purge's ring
+    /// entries it has yet to reach, and a crash before then must find the
+    /// record). Returns whether it is kept; if not, the caller drops it.
+    pub fn keep_record(&self, id: PurgeId) -> bool {
+        match &mut self.purges().records {
+            Some(records) => {
+                records.push(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The walk is done: the records it kept, to drop.
+    fn records_kept(&self) -> Vec<PurgeId> {
+        self.purges().records.take().unwrap_or_default()
     }
 
     /// Whether a purge made during the walk, or left unfinished by the
@@ -299,8 +349,9 @@ pub fn run(
         return;
     }
     tidy_catalog(&tiers);
-    for pending in unfinished {
-        if let Err(error) = tiers.catalog.purge_done(pending.id) {
+    let ids = unfinished.into_iter().map(|pending| pending.id);
+    for id in ids.chain(recovery.records_kept()) {
+        if let Err(error) = tiers.catalog.purge_done(id) {
             tracing::warn!(target: "edge_cdn_store", %error, "purge finished by the walk but still recorded; the next start walks again");
         }
     }
@@ -537,7 +588,7 @@ fn recover_entry(
 /// then count the catalog.
 fn tidy_catalog(tiers: &Tiers) {
     let stored = |hash: &[u8; 16]| tiers.index.get(u128::from_be_bytes(*hash)).is_some();
-    let tidied = unstored(&tiers.catalog, stored).and_then(|(gone, count)| {
+    let tidied = tiers.catalog.recount(stored).and_then(|gone| {
         let mut dropped = 0;
         for hash in &gone {
             let _held = tiers.hold(u128::from_be_bytes(*hash));
@@ -547,7 +598,6 @@ fn tidy_catalog(tiers: &Tiers) {
                 dropped += 1;
             }
         }
-        tiers.catalog.recount(count + gone.len() - dropped)?;
         if dropped > 0 {
             tracing::info!(target: "edge_cdn_store", dropped, "catalog entries of objects no longer stored dropped");
         }
@@ -599,6 +649,27 @@ mod tests {
         let by_url = Recovery::new(true, &[]);
         by_url.purging(&OwnedSelector::Primary([7; 16]));
         assert!(by_url.purged(7, &record("/any/variant", &[]), before()));
+    }
+
+    #[test]
+    fn a_purge_by_key_and_the_records_of_purges_are_kept_only_while_walking() {
+        let idle = Recovery::new(false, &[]);
+        assert!(!idle.forgetting(7));
+        assert!(!idle.purged(7, &record("/a", &[]), before()));
+        assert!(!idle.keep_record(PurgeId::default()));
+
+        let walking = Recovery::new(true, &[]);
+        assert!(walking.forgetting(7));
+        assert!(walking.purged(7, &record("/a", &[]), before()));
+        assert!(!walking.purged(8, &record("/a", &[]), before()));
+        let filled_after = SystemTime::now() + Duration::from_secs(1);
+        assert!(!walking.purged(7, &record("/a", &[]), filled_after));
+        assert!(walking.keep_record(PurgeId::default()));
+        assert_eq!(walking.records_kept(), [PurgeId::default()]);
+        assert!(
+            !walking.keep_record(PurgeId::default()),
+            "the walk's end took the records: later ones are the caller's"
+        );
     }
 
     #[test]

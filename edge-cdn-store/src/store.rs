@@ -1053,3 +1053,100 @@ impl Storage for TieredStore {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytesize::ByteSize;
+    use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
+    use pingora_cache::trace::Span;
+
+    use crate::test_common::{body, child_crashing, child_phase, get, key, open, put_with, tagged};
+    use crate::{Selector, StoreConfig};
+
+    /// A ring large enough for every object here, and a memory tier too
+    /// small for them.
+    fn config(dir: &std::path::Path) -> StoreConfig {
+        StoreConfig {
+            disk_bytes: ByteSize::mib(256),
+            segment_bytes: Some(ByteSize::mib(24)),
+            memory_max_object: ByteSize::kib(1),
+            ..crate::test_common::config(dir)
+        }
+    }
+
+    /// The test below's objects, by tag: two purged by tag, one by key.
+    const TAGS: [&str; 6] = ["gone", "gone", "one", "kept", "kept", "kept"];
+
+    /// The test below's child: fill, fail the ring's writes, purge by tag
+    /// and by key, check the purges answered, and crash.
+    fn purge_with_failing_marks(dir: &std::path::Path) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let store = open(config(dir));
+            for (i, tag) in TAGS.iter().enumerate() {
+                let data = body(2_000, i as u8);
+                put_with(store, &key(&format!("/{i}")), &tagged(tag), &data).await;
+            }
+            for i in 0..TAGS.len() {
+                let hash = crate::tiers::hash_of(&key(&format!("/{i}")));
+                let placed = store.tiers.index.placed(hash).unwrap();
+                assert!(placed.loc.is_some(), "object {i} is in the ring");
+            }
+            store.tiers.segments.as_ref().unwrap().fail_writes(true);
+
+            let listed = store.select_for_purge(Selector::Tag("gone")).await.unwrap();
+            assert_eq!(store.purge_all(&listed).await, 2);
+            let compact = key("/2").to_compact();
+            let span = Span::inactive().handle();
+            let purged = store
+                .purge(
+                    PurgeTarget::Active(&compact),
+                    PurgeType::Invalidation,
+                    &span,
+                )
+                .await
+                .unwrap();
+            assert!(matches!(purged, PurgeOutcome::Purged(_)));
+            store.purges_carried_out().await;
+            for i in 0..3 {
+                assert!(get(store, &format!("/{i}")).await.is_none(), "{i} purged");
+            }
+            std::process::abort();
+        });
+    }
+
+    /// A purge whose ring entries cannot be marked removed (the disk fails
+    /// the write) still answers and is a miss at once; it keeps the
+    /// objects' catalog entries and its own record, so the walk after a
+    /// crash removes the entries instead of serving purged objects again,
+    /// uncataloged.
+    #[test]
+    fn purged_ring_entries_that_cannot_be_marked_removed_stay_purged_after_a_crash() {
+        let test = "store::tests::purged_ring_entries_that_cannot_be_marked_removed_stay_purged_after_a_crash";
+        if let Some((_, dir)) = child_phase() {
+            return purge_with_failing_marks(&dir);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        child_crashing(test, "crash", dir.path());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let store = open(config(dir.path()));
+            assert!(
+                store.health().recovering.is_some(),
+                "the records make it walk"
+            );
+            store.recovered().await;
+            for (i, tag) in TAGS.iter().enumerate() {
+                let found = get(store, &format!("/{i}")).await.is_some();
+                assert_eq!(found, *tag == "kept", "object {i} after the crash");
+            }
+            assert_eq!(store.health().disk_objects, 3);
+            assert!(store
+                .select(Selector::Tag("gone"))
+                .await
+                .unwrap()
+                .is_empty());
+            assert_eq!(store.catalog_totals(), (3, 1));
+        });
+    }
+}

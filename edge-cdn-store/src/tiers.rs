@@ -18,7 +18,7 @@ use pingora_cache::key::{CacheHashKey, CacheKey, HashBinary};
 use pingora_cache::CacheMeta;
 use tokio::sync::Semaphore;
 
-use crate::catalog::{tags_in, Catalog, Record};
+use crate::catalog::{tags_in, Catalog, PurgeId, Record};
 use crate::commit::Committer;
 use crate::config::StoreConfig;
 use crate::disk::format::MetaHeader;
@@ -76,6 +76,16 @@ pub struct Tiers {
     pub recovery: Recovery,
     /// Per-object locks (striped by hash): see [`Tiers::hold`].
     pub holds: Sharded<()>,
+}
+
+/// What removing an object's copies from disk found and left.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Removed {
+    /// A copy was there.
+    pub stored: bool,
+    /// A ring entry of it could not be marked removed: it stays live on
+    /// disk, where a walk after a crash would find it.
+    pub lingering: bool,
 }
 
 /// Objects a purge's removal from disk ([`Tiers::forget_all`]) takes
@@ -229,7 +239,11 @@ impl Tiers {
     /// Blocking; call it holding [`Tiers::hold`].
     pub fn drop_replaced(&self, hash: u128, old: Option<Placed>, loc: Option<Loc>) {
         match (old.map(|old| old.loc), loc) {
-            (Some(Some(old)), _) if Some(old) != loc => self.remove_entry(old, hash),
+            // A walk after a crash takes the newer copy over an old entry
+            // left live: whether the mark was written does not matter.
+            (Some(Some(old)), _) if Some(old) != loc => {
+                self.remove_entry(old, hash);
+            }
             (Some(None), Some(_)) => {
                 self.disk.remove(hash);
             }
@@ -237,28 +251,38 @@ impl Tiers {
         }
     }
 
-    /// Mark a ring entry removed; a failure only costs a later scan's work.
-    fn remove_entry(&self, loc: Loc, hash: u128) {
-        if let Some(ring) = &self.segments {
-            if let Err(error) = ring.remove(loc, hash) {
+    /// Mark a ring entry removed; returns false (logged) if the mark could
+    /// not be written: the entry stays live on disk, and a walk after a
+    /// crash would bring it back, until the ring reuses its region.
+    fn remove_entry(&self, loc: Loc, hash: u128) -> bool {
+        let Some(ring) = &self.segments else {
+            return true;
+        };
+        match ring.remove(loc, hash) {
+            Ok(()) => true,
+            Err(error) => {
                 tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "segment entry not marked removed");
+                false
             }
         }
     }
 
     /// Remove `hash` from memory, the index, the disk (its files, or its
     /// ring entry, and the entry at `earlier` if the caller already took it
-    /// out of the index) and then the catalog; returns whether it was on
-    /// disk. In that order, so a crash between the two never leaves a ring
-    /// entry the walk takes as cataloged without its catalog entry (unless
-    /// the ring's dead mark could not be written: logged).
+    /// out of the index) and then the catalog. In that order, so a crash
+    /// between the two never leaves a ring entry the walk takes as
+    /// cataloged without its catalog entry; and if the entry's dead mark
+    /// could not be written ([`Removed::lingering`]), the catalog entry
+    /// stays, for the walk that may bring the entry back.
     /// Blocking; call it holding [`Tiers::hold`].
-    pub fn remove_held(&self, hash: u128, earlier: Option<Placed>) -> bool {
+    pub fn remove_held(&self, hash: u128, earlier: Option<Placed>) -> Removed {
         self.memory.remove(hash);
         let now = self.index.take(hash);
-        let there = self.remove_copies(hash, [earlier, now]);
-        self.uncatalog(&[hash.to_be_bytes()]);
-        there
+        let removed = self.remove_copies(hash, [earlier, now]);
+        if !removed.lingering {
+            self.uncatalog(&[hash.to_be_bytes()]);
+        }
+        removed
     }
 
     /// Remove the catalog entries of objects just removed, in one batch.
@@ -274,23 +298,23 @@ impl Tiers {
     }
 
     /// Remove the ring entries among `placed`, and the files unless every
-    /// copy known was in the ring; returns whether anything was there.
-    fn remove_copies(&self, hash: u128, placed: [Option<Placed>; 2]) -> bool {
-        let mut there = false;
+    /// copy known was in the ring.
+    fn remove_copies(&self, hash: u128, placed: [Option<Placed>; 2]) -> Removed {
+        let mut removed = Removed::default();
         let mut files = placed.iter().all(Option::is_none);
         for found in placed.into_iter().flatten() {
             match found.loc {
                 Some(loc) => {
-                    self.remove_entry(loc, hash);
-                    there = true;
+                    removed.lingering |= !self.remove_entry(loc, hash);
+                    removed.stored = true;
                 }
                 None => files = true,
             }
         }
         if files {
-            there |= self.disk.remove(hash);
+            removed.stored |= self.disk.remove(hash);
         }
-        there
+        removed
     }
 
     /// The catalog could not record what `hash`'s object now is (a new
@@ -410,12 +434,25 @@ impl Tiers {
     /// the files are removed on the blocking pool whether or not the
     /// caller waits.
     pub async fn forget(&'static self, hash: u128) -> bool {
+        let walking = self.recovery.forgetting(hash);
         let in_memory = self.memory.remove(hash);
         let indexed = self.index.take(hash);
         let in_index = indexed.is_some();
         let on_disk = io::blocking(move || {
             let _held = self.hold(hash);
-            Ok(self.remove_held(hash, indexed))
+            let removed = self.remove_held(hash, indexed);
+            // A ring entry the walk has yet to reach, or one that could not
+            // be marked removed, must meet a record if the store crashes.
+            if walking || removed.lingering {
+                match self.catalog.purge_begun(SystemTime::now(), &[hash]) {
+                    Ok(id) => self.purge_carried_out(id, removed.lingering),
+                    Err(error) => {
+                        tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "purge not recorded; a crash before the walk is done may bring the object back");
+                        self.observe(StoreEvent::CatalogFailed);
+                    }
+                }
+            }
+            Ok(removed.stored)
         })
         .await
         .unwrap_or(false);
@@ -463,15 +500,12 @@ impl Tiers {
         let record = self.catalog.purge_begun(SystemTime::now(), hashes);
         let recorded = record.is_ok();
         let work = move || {
+            let mut lingering = false;
             for batch in taken.chunks(FORGET_BATCH) {
-                self.remove_taken(batch);
+                lingering |= self.remove_taken(batch);
             }
             match record {
-                Ok(id) => {
-                    if let Err(error) = self.catalog.purge_done(id) {
-                        tracing::warn!(target: "edge_cdn_store", %error, "purge carried out but still recorded; the next start walks the files");
-                    }
-                }
+                Ok(id) => self.purge_carried_out(id, lingering),
                 Err(error) => {
                     tracing::warn!(target: "edge_cdn_store", objects = taken.len(), %error, "purge not recorded; carried out before answering");
                     self.observe(StoreEvent::CatalogFailed);
@@ -494,22 +528,42 @@ impl Tiers {
     /// it did not know of one), and their catalog entries, in one batch,
     /// holding their locks. An object indexed again since (a fill after
     /// the purge) keeps its new copy and catalog entry; only the purged
-    /// copy goes, if the new one did not overwrite it. Blocking.
-    fn remove_taken(&self, taken: &[(u128, Option<Placed>)]) {
+    /// copy goes, if the new one did not overwrite it. Returns whether a
+    /// purged ring entry could not be marked removed (it then keeps its
+    /// catalog entry, as [`Tiers::remove_held`] says why; a purged entry
+    /// a newer copy replaced needs nothing: the walk takes the newer).
+    /// Blocking.
+    fn remove_taken(&self, taken: &[(u128, Option<Placed>)]) -> bool {
         let _held = self
             .holds
             .lock_all(taken.iter().map(|(hash, _)| *hash as usize));
         let mut gone = Vec::with_capacity(taken.len());
+        let mut lingering = false;
         for &(hash, purged) in taken {
             match self.index.placed(hash) {
                 Some(now) => self.drop_replaced(hash, purged, now.loc),
-                None => {
-                    self.remove_copies(hash, [purged, None]);
-                    gone.push(hash.to_be_bytes());
-                }
+                None if self.remove_copies(hash, [purged, None]).lingering => lingering = true,
+                None => gone.push(hash.to_be_bytes()),
             }
         }
         self.uncatalog(&gone);
+        lingering
+    }
+
+    /// The purge recorded as `id` is carried out: drop its record, unless
+    /// a ring entry of it could not be marked removed (`lingering`: the
+    /// record stays, so the next start walks the ring and removes the
+    /// entry instead of bringing a purged object back) or the walk runs
+    /// (it keeps the record until it is done: see `crate::recovery`).
+    /// Blocking.
+    fn purge_carried_out(&self, id: PurgeId, lingering: bool) {
+        if lingering {
+            tracing::warn!(target: "edge_cdn_store", "purge left recorded: ring entries of it could not be marked removed, and the next start removes them");
+        } else if !self.recovery.keep_record(id) {
+            if let Err(error) = self.catalog.purge_done(id) {
+                tracing::warn!(target: "edge_cdn_store", %error, "purge carried out but still recorded; the next start walks the files");
+            }
+        }
     }
 
     /// `hash`'s copy at `loc` (`None`: its files) failed its checks, or

@@ -138,6 +138,48 @@ fn a_purge_during_recovery_misses_nothing() {
     });
 }
 
+/// A purge by key alone, made while the store walks its files, reaches a
+/// ring entry the walk has yet to reach (the purge cannot see it): the
+/// walk removes it when it gets there. Purged newest first, as the walk
+/// reaches them last.
+#[test]
+fn a_purge_by_key_during_recovery_reaches_entries_not_yet_walked() {
+    if fill_if_child() {
+        return;
+    }
+    let test = "a_purge_by_key_during_recovery_reaches_entries_not_yet_walked";
+    let dir = tempfile::tempdir().unwrap();
+    filled(test, dir.path(), false);
+    runtime().block_on(async {
+        let store = open(config(dir.path()));
+        assert!(store.health().recovering.is_some(), "the walk runs");
+        let span = Span::inactive().handle();
+        for i in (0..OBJECTS).rev().filter(|i| i % 2 == 0) {
+            let compact = key(&name(i)).to_compact();
+            store
+                .purge(
+                    PurgeTarget::Active(&compact),
+                    PurgeType::Invalidation,
+                    &span,
+                )
+                .await
+                .unwrap();
+        }
+        store.recovered().await;
+        for i in 0..OBJECTS {
+            let found = get_body(store, &name(i)).await;
+            if i % 2 == 0 {
+                assert_eq!(found, None, "{i} was purged");
+            } else {
+                assert_eq!(found, Some(body(300, i as u8)), "{i} was not");
+            }
+        }
+        assert_eq!(store.health().disk_objects, OBJECTS / 2);
+        assert!(store.select(Tag("red")).await.unwrap().is_empty());
+        assert_eq!(store.catalog_totals(), (OBJECTS / 2, 1));
+    });
+}
+
 /// Objects stored again while the store walks its files keep their new
 /// bodies and tags: the walk never puts an older copy's entries back.
 #[test]

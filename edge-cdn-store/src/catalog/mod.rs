@@ -25,19 +25,17 @@ mod pending;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fjall::config::{CompressionPolicy, FilterPolicy};
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 
 use crate::error::StoreError;
 use entry::{hash_after, primary_match, tag_entry, tag_prefix, Entry};
-pub use open::{open, unstored};
-pub use pending::Pending;
-#[cfg(test)]
-pub use pending::PurgeId;
+pub use open::open;
+pub use pending::{Pending, PurgeId};
 
 /// Tags kept per object; more are ignored (a response header cannot
 /// sensibly carry more, and the catalog must stay bounded).
@@ -138,6 +136,11 @@ pub struct Catalog {
     object_count: AtomicUsize,
     /// Distinct tags recorded.
     tag_count: AtomicUsize,
+    /// How the changes since the last [`Catalog::recount`]'s snapshot
+    /// moved `object_count`: what the recount adds to what it counted.
+    objects_moved: AtomicIsize,
+    /// The same for `tag_count`.
+    tags_moved: AtomicIsize,
 }
 
 fn db(e: fjall::Error) -> StoreError {
@@ -182,6 +185,8 @@ impl Catalog {
             writer: Mutex::new(()),
             object_count: AtomicUsize::new(0),
             tag_count: AtomicUsize::new(0),
+            objects_moved: AtomicIsize::new(0),
+            tags_moved: AtomicIsize::new(0),
         };
         Ok(catalog)
     }
@@ -286,13 +291,20 @@ impl Catalog {
         batch.commit().map_err(db)?;
         self.tag_count.fetch_add(gained, Ordering::Relaxed);
         self.tag_count.fetch_sub(lost, Ordering::Relaxed);
+        let (mut added, mut removed) = (0, 0);
         for (old, new) in &changed {
             match (old.is_some(), new.is_some()) {
-                (false, true) => self.object_count.fetch_add(1, Ordering::Relaxed),
-                (true, false) => self.object_count.fetch_sub(1, Ordering::Relaxed),
-                _ => 0,
-            };
+                (false, true) => added += 1,
+                (true, false) => removed += 1,
+                _ => {}
+            }
         }
+        self.object_count.fetch_add(added, Ordering::Relaxed);
+        self.object_count.fetch_sub(removed, Ordering::Relaxed);
+        self.objects_moved
+            .fetch_add(added as isize - removed as isize, Ordering::Relaxed);
+        self.tags_moved
+            .fetch_add(gained as isize - lost as isize, Ordering::Relaxed);
         Ok(())
     }
 
@@ -350,23 +362,45 @@ impl Catalog {
         }
     }
 
-    /// Set the object counter to `objects` and count the distinct tags:
-    /// one scan of the tag counts, after recovery. A change made during the
-    /// scan may leave the counters off by that change, until the next.
-    pub fn recount(&self, objects: usize) -> Result<(), StoreError> {
-        self.object_count.store(objects, Ordering::Relaxed);
-        self.count_tags()
-    }
-
-    /// Count the distinct tags: one scan of the tag counts.
-    fn count_tags(&self) -> Result<(), StoreError> {
-        let mut distinct = 0;
-        for kv in self.tag_counts.iter() {
-            kv.key().map_err(db)?;
-            distinct += 1;
+    /// Count the objects and the distinct tags afresh, and list the
+    /// entries whose objects `stored` does not know, for the caller to
+    /// drop: one scan of a snapshot, after recovery. Exact while changes go
+    /// on: the snapshot is taken under the writer lock, and what changes
+    /// made since moved the counters is added to what it holds.
+    pub fn recount(
+        &self,
+        stored: impl Fn(&HashBinary) -> bool,
+    ) -> Result<Vec<HashBinary>, StoreError> {
+        let snapshot = {
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            self.objects_moved.store(0, Ordering::Relaxed);
+            self.tags_moved.store(0, Ordering::Relaxed);
+            self.db.snapshot()
+        };
+        let mut gone = Vec::new();
+        let mut objects = 0usize;
+        for kv in snapshot.iter(&self.objects) {
+            let key = kv.key().map_err(db)?;
+            let hash = <HashBinary>::try_from(&*key)
+                .map_err(|_| StoreError::Catalog(fjall::Error::Unrecoverable))?;
+            objects += 1;
+            if !stored(&hash) {
+                gone.push(hash);
+            }
         }
-        self.tag_count.store(distinct, Ordering::Relaxed);
-        Ok(())
+        let mut tags = 0usize;
+        for kv in snapshot.iter(&self.tag_counts) {
+            kv.key().map_err(db)?;
+            tags += 1;
+        }
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let counted =
+            |n: usize, moved: &AtomicIsize| n.saturating_add_signed(moved.load(Ordering::Relaxed));
+        self.object_count
+            .store(counted(objects, &self.objects_moved), Ordering::Relaxed);
+        self.tag_count
+            .store(counted(tags, &self.tags_moved), Ordering::Relaxed);
+        Ok(gone)
     }
 
     /// `hash`'s entry. One that does not decode is treated as absent (and
@@ -563,7 +597,7 @@ mod tests {
         catalog.remove_all(&[]).unwrap();
         assert_eq!(catalog.totals(), (5, 2));
         // The counts agree with a fresh count.
-        catalog.count_tags().unwrap();
+        assert!(catalog.recount(|_| true).unwrap().is_empty());
         assert_eq!(catalog.totals(), (5, 2));
     }
 

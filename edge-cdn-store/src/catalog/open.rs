@@ -17,8 +17,6 @@ use std::fs::{self, File};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use pingora_cache::key::HashBinary;
-
 use super::Catalog;
 use crate::error::StoreError;
 
@@ -146,23 +144,4 @@ fn remove_unused(root: &Path, current: u64) {
             }
         }
     }
-}
-
-/// The entries of `catalog` whose objects `stored` does not know, for the
-/// caller to drop, and how many it knows: one scan of the entries.
-pub fn unstored(
-    catalog: &Catalog,
-    stored: impl Fn(&HashBinary) -> bool,
-) -> Result<(Vec<HashBinary>, usize), StoreError> {
-    let mut gone = Vec::new();
-    let mut count = 0usize;
-    for kv in catalog.objects.iter() {
-        let key = kv.key().map_err(StoreError::Catalog)?;
-        match <HashBinary>::try_from(&*key) {
-            Ok(hash) if stored(&hash) => count += 1,
-            Ok(hash) => gone.push(hash),
-            Err(_) => return Err(StoreError::Catalog(fjall::Error::Unrecoverable)),
-        }
-    }
-    Ok((gone, count))
 }

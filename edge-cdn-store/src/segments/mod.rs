@@ -14,9 +14,11 @@
 //! nobody reads, as Apache Traffic Server's stripes are; the CLOCK manager
 //! evicts only objects kept in files. A region not yet freed when the head
 //! needs it sends writes to the file engine until it is. An append whose
-//! write fails leaves a hole that later scans stop at: entries after it in
-//! that region are not recovered after a crash, and those indexed are
-//! dropped only as they are read or purged.
+//! write fails leaves a hole that later scans stop at, so it closes its
+//! region: the appends after it go to the next one. Entries already placed
+//! past the hole (appends racing the failed one) are not recovered after a
+//! crash, and while the store runs they are dropped only as they are read
+//! or purged.
 //!
 //! The index holds an object's [`Loc`] and its entry's length. A read
 //! checks that the entry there is whole, live and the object's: an entry
@@ -294,12 +296,25 @@ impl Segments {
             ring: self,
         };
         let bytes = entry::encode(hash, seq, parts);
-        file.write_all_at(&bytes, at(loc))
-            .map_err(io_err("write segment entry"))?;
+        if let Err(error) = file.write_all_at(&bytes, at(loc)) {
+            self.close_region(loc);
+            return Err(io_err("write segment entry")(error));
+        }
         if self.fsync {
             file.sync_data().map_err(io_err("fsync segment entry"))?;
         }
         Ok(Ok(appended))
+    }
+
+    /// An append at `loc` failed, leaving a hole a scan stops at: send the
+    /// appends after it to the next region, so only those already placed
+    /// past the hole are lost to a walk after a crash, not the rest of the
+    /// region's.
+    fn close_region(&self, loc: Loc) {
+        let mut head = self.head();
+        if head.region == loc.region {
+            head.offset = REGION_BYTES;
+        }
     }
 
     /// The sequence number below which every entry appended has been
@@ -317,6 +332,19 @@ impl Segments {
     /// The ring file now.
     fn file(&self) -> Arc<File> {
         self.file.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swap the ring file for a read-only handle on it (`fail`), so every
+    /// later write fails as a failing disk's would while reads still work,
+    /// or back for a read-write one.
+    #[cfg(test)]
+    pub fn fail_writes(&self, fail: bool) {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!fail)
+            .open(self.dir.join("ring"))
+            .unwrap();
+        *self.file.write().unwrap() = Arc::new(file);
     }
 
     /// If the ring file was deleted (its directory removed while the store
@@ -584,6 +612,35 @@ mod tests {
         assert_eq!(ring.cataloged_below(), start + 2);
         drop(ring.append(3, &parts).unwrap().unwrap());
         assert_eq!(ring.cataloged_below(), start + 3);
+    }
+
+    #[test]
+    fn a_failed_append_closes_its_region_so_later_appends_survive_a_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, _) = Segments::open(dir.path(), 3, 2 << 20, false).unwrap();
+        ring.start();
+        let (first, _) = append(&ring, 1, &body(1, 10)).unwrap();
+        ring.fail_writes(true);
+        let parts = Parts {
+            internal: b"i",
+            header: b"h",
+            key: b"k",
+            body: &body(2, 10),
+        };
+        assert!(ring.append(2, &parts).is_err(), "the disk failed it");
+        ring.fail_writes(false);
+        let (third, _) = append(&ring, 3, &body(3, 10)).unwrap();
+        assert_eq!(third.region, first.region + 1, "the region was closed");
+        assert_eq!(third.offset, 0);
+        drop(ring);
+        let (ring, _) = Segments::open(dir.path(), 3, 2 << 20, false).unwrap();
+        let hashes: Vec<u128> = ring
+            .regions_oldest_first()
+            .into_iter()
+            .flat_map(|region| ring.scan(region, true).unwrap().entries)
+            .map(|(header, _, _)| header.hash)
+            .collect();
+        assert_eq!(hashes, [1, 3], "both whole entries are found");
     }
 
     #[test]
