@@ -27,14 +27,18 @@
 //! # Purges during the walk
 //!
 //! A purge selects through the catalog, which may not yet list an object
-//! the walk has not reached. So while the walk runs, each purge's selector
-//! is remembered with its time before it selects ([`Recovery::purging`]),
-//! and the walk removes any object it recovers that one of them picks and
-//! that was written before it, after recording it in the catalog:
-//! whichever comes first, the purge's selection or the walk's check sees
-//! the object. A fill after the purge is not its business. Past
-//! [`MAX_PURGES`] remembered selectors the walk keeps no object written
-//! before that point at all, so no purge is ever missed.
+//! the walk has not reached, and a purge of one key cannot see a ring
+//! entry the walk has not indexed. So while the walk runs, each purge's
+//! selector (or key) is remembered with its time before it selects
+//! ([`Recovery::purging`], [`Recovery::forgetting`]), and the walk removes
+//! any object it recovers that one of them picks and that was written
+//! before it, after recording it in the catalog: whichever comes first,
+//! the purge's selection or the walk's check sees the object. A fill
+//! after the purge is not its business. Past [`MAX_PURGES`] remembered
+//! selectors the walk keeps no object written before that point at all,
+//! so no purge is ever missed. Their records (below) are kept until the
+//! walk is done ([`Recovery::keep_record`]): a crash before then leaves
+//! them for the next start's walk.
 //!
 //! # Purges the last run did not carry out
 //!
