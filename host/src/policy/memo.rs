@@ -13,8 +13,10 @@
 //! empty. It is bounded: a shard that fills is emptied.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex};
+
+use foldhash::quality::RandomState;
 
 use arc_swap::ArcSwap;
 use http::HeaderMap;
@@ -32,8 +34,34 @@ const PER_SHARD: usize = 512;
 /// The kept outcomes of one hook of one module version.
 pub struct Memo<T> {
     shapes: ArcSwap<Vec<Arc<[Field]>>>,
-    shards: [Mutex<HashMap<u64, Vec<Kept<T>>>>; SHARDS],
+    shards: [Mutex<Shard<T>>; SHARDS],
+    /// Seeded per memo: requests choose the values hashed, so their
+    /// hashes must not be predictable.
     hasher: RandomState,
+}
+
+/// One shard's outcomes, by the hash of their shape, arguments and values.
+type Shard<T> = HashMap<u64, Vec<Kept<T>>, BuildHasherDefault<Prehashed>>;
+
+/// The hasher of a map whose keys are already seeded hashes: the key is
+/// its own hash, instead of being hashed again.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// One kept outcome: the shape it was read with, the hook's own arguments
@@ -50,7 +78,7 @@ impl<T: Clone> Default for Memo<T> {
         Memo {
             shapes: ArcSwap::default(),
             shards: std::array::from_fn(|_| Mutex::default()),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 }
@@ -172,8 +200,10 @@ impl<T: Clone> Memo<T> {
         h.finish()
     }
 
-    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Kept<T>>>> {
-        self.shards[(hash >> 56) as usize % SHARDS]
+    /// The shard of `hash`, chosen by its middle bits: the map inside
+    /// takes its buckets from the low bits and its tags from the top ones.
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard<T>> {
+        self.shards[(hash >> 32) as usize % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }

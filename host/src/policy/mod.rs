@@ -55,7 +55,8 @@ use host::ModuleShared;
 pub struct PolicyRegistry {
     runtime: Runtime,
     config: config::Policy,
-    modules: ArcSwap<HashMap<String, Arc<PolicyModule>>>,
+    /// Looked up by name on every request of a policy site.
+    modules: ArcSwap<HashMap<String, Arc<PolicyModule>, foldhash::fast::RandomState>>,
     shared: std::sync::Mutex<HashMap<String, Arc<ModuleShared>>>,
     kv: KvStores,
     metrics: Arc<PolicyMetrics>,
