@@ -69,7 +69,8 @@ use crate::tiers::{hash_of, Tiers};
 /// Ring entries recovered per catalog batch.
 const RECOVER_BATCH: usize = 256;
 
-/// Purge selectors remembered during one walk, at most.
+/// Purges (selectors, and keys invalidated one by one) remembered during
+/// one walk, at most.
 pub const MAX_PURGES: usize = 65_536;
 
 /// Where recovery stands, shared by the walk and the store.
@@ -97,7 +98,8 @@ struct Purges {
     primaries: HashMap<HashBinary, SystemTime>,
     tags: HashMap<String, SystemTime>,
     /// Objects taken by purges the last run did not carry out (not
-    /// counted against [`MAX_PURGES`]: the records bound them).
+    /// counted against [`MAX_PURGES`]: the records bound them), and
+    /// objects invalidated by key during the walk (counted).
     objects: HashMap<u128, SystemTime>,
     prefixes: Vec<(Vec<u8>, SystemTime)>,
     /// How many are remembered.
@@ -299,8 +301,9 @@ impl Recovery {
 
 /// The `store-recovery` thread: walk the files if the store opened without
 /// them (`walk`), then drop catalog entries of objects not stored, count
-/// the catalog, drop the records of the purges `unfinished` (the walk
-/// removed their objects), and evict down to the limit (a store reopened
+/// the catalog, drop the records of the purges `unfinished` and of those
+/// carried out during the walk (the walk removed their objects), and
+/// evict down to the limit (a store reopened
 /// with a smaller `disk_bytes`). Blocking, for as long as the walk takes.
 ///
 /// # Panics

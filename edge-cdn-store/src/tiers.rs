@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::key::{CacheHashKey, CacheKey, HashBinary};
+use pingora_cache::storage::PurgeType;
 use pingora_cache::CacheMeta;
 use tokio::sync::Semaphore;
 
@@ -83,8 +84,9 @@ pub struct Tiers {
 pub struct Removed {
     /// A copy was there.
     pub stored: bool,
-    /// A ring entry of it could not be marked removed: it stays live on
-    /// disk, where a walk after a crash would find it.
+    /// A ring entry of it could be neither marked removed nor recorded
+    /// for the next start to remove: it stays live on disk, where a walk
+    /// after a crash would find it.
     pub lingering: bool,
 }
 
@@ -239,8 +241,6 @@ impl Tiers {
     /// Blocking; call it holding [`Tiers::hold`].
     pub fn drop_replaced(&self, hash: u128, old: Option<Placed>, loc: Option<Loc>) {
         match (old.map(|old| old.loc), loc) {
-            // A walk after a crash takes the newer copy over an old entry
-            // left live: whether the mark was written does not matter.
             (Some(Some(old)), _) if Some(old) != loc => {
                 self.remove_entry(old, hash);
             }
@@ -251,17 +251,28 @@ impl Tiers {
         }
     }
 
-    /// Mark a ring entry removed; returns false (logged) if the mark could
-    /// not be written: the entry stays live on disk, and a walk after a
-    /// crash would bring it back, until the ring reuses its region.
+    /// Mark a ring entry removed. If the mark cannot be written, the entry
+    /// stays live on disk, where a walk after a crash would find it, until
+    /// the ring reuses its region: a purge of the object as of when the
+    /// entry was written is recorded instead, and never ended by this run,
+    /// so the next start walks and removes that entry (and no later copy).
+    /// Returns false (logged) if neither could be written.
     fn remove_entry(&self, loc: Loc, hash: u128) -> bool {
         let Some(ring) = &self.segments else {
             return true;
         };
-        match ring.remove(loc, hash) {
-            Ok(()) => true,
+        let Err(unmarked) = ring.remove(loc, hash) else {
+            return true;
+        };
+        let hash_hex = format!("{hash:032x}");
+        match self.catalog.purge_begun(unmarked.written, &[hash]) {
+            Ok(_) => {
+                tracing::warn!(target: "edge_cdn_store", hash = %hash_hex, error = %unmarked.error, "segment entry not marked removed; the next start removes it");
+                true
+            }
             Err(error) => {
-                tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "segment entry not marked removed");
+                tracing::warn!(target: "edge_cdn_store", hash = %hash_hex, error = %unmarked.error, record = %error, "segment entry not marked removed nor recorded; a crash may bring it back");
+                self.observe(StoreEvent::CatalogFailed);
                 false
             }
         }
@@ -271,9 +282,9 @@ impl Tiers {
     /// ring entry, and the entry at `earlier` if the caller already took it
     /// out of the index) and then the catalog. In that order, so a crash
     /// between the two never leaves a ring entry the walk takes as
-    /// cataloged without its catalog entry; and if the entry's dead mark
-    /// could not be written ([`Removed::lingering`]), the catalog entry
-    /// stays, for the walk that may bring the entry back.
+    /// cataloged without its catalog entry; and if the entry could be
+    /// neither marked removed nor recorded ([`Removed::lingering`]), the
+    /// catalog entry stays, for the walk that may bring the entry back.
     /// Blocking; call it holding [`Tiers::hold`].
     pub fn remove_held(&self, hash: u128, earlier: Option<Placed>) -> Removed {
         self.memory.remove(hash);
@@ -426,31 +437,37 @@ impl Tiers {
         Some((meta, Box::new(body)))
     }
 
-    /// Remove `hash` from every tier; returns whether it was stored.
+    /// Remove `hash` from every tier; returns whether it was stored. An
+    /// invalidation made while the walk runs is remembered and recorded
+    /// until the walk is done (see `crate::recovery`): its ring entry may
+    /// not be indexed yet. An eviction is not: an evicted object that
+    /// comes back is harmless.
     ///
     /// # Cancel safety
     ///
     /// The maps are updated before the first await; the catalog entry and
     /// the files are removed on the blocking pool whether or not the
     /// caller waits.
-    pub async fn forget(&'static self, hash: u128) -> bool {
-        let walking = self.recovery.forgetting(hash);
+    pub async fn forget(&'static self, hash: u128, purge_type: PurgeType) -> bool {
+        let walking =
+            matches!(purge_type, PurgeType::Invalidation) && self.recovery.forgetting(hash);
         let in_memory = self.memory.remove(hash);
         let indexed = self.index.take(hash);
         let in_index = indexed.is_some();
         let on_disk = io::blocking(move || {
             let _held = self.hold(hash);
+            // Recorded before the catalog entry goes: a crash in between
+            // must find the record, or the walk would index the entry
+            // uncataloged.
+            let record = walking.then(|| self.catalog.purge_begun(SystemTime::now(), &[hash]));
             let removed = self.remove_held(hash, indexed);
-            // A ring entry the walk has yet to reach, or one that could not
-            // be marked removed, must meet a record if the store crashes.
-            if walking || removed.lingering {
-                match self.catalog.purge_begun(SystemTime::now(), &[hash]) {
-                    Ok(id) => self.purge_carried_out(id, removed.lingering),
-                    Err(error) => {
-                        tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "purge not recorded; a crash before the walk is done may bring the object back");
-                        self.observe(StoreEvent::CatalogFailed);
-                    }
+            match record {
+                Some(Ok(id)) => self.purge_carried_out(id, removed.lingering),
+                Some(Err(error)) => {
+                    tracing::warn!(target: "edge_cdn_store", hash = %format!("{hash:032x}"), %error, "purge not recorded; a crash before the walk is done may bring the object back");
+                    self.observe(StoreEvent::CatalogFailed);
                 }
+                None => {}
             }
             Ok(removed.stored)
         })
@@ -551,11 +568,11 @@ impl Tiers {
     }
 
     /// The purge recorded as `id` is carried out: drop its record, unless
-    /// a ring entry of it could not be marked removed (`lingering`: the
-    /// record stays, so the next start walks the ring and removes the
-    /// entry instead of bringing a purged object back) or the walk runs
-    /// (it keeps the record until it is done: see `crate::recovery`).
-    /// Blocking.
+    /// a ring entry of it could be neither marked removed nor recorded on
+    /// its own (`lingering`: the record stays, so the next start walks the
+    /// ring and removes the entry instead of bringing a purged object
+    /// back) or the walk runs (it keeps the record until it is done: see
+    /// `crate::recovery`). Blocking.
     fn purge_carried_out(&self, id: PurgeId, lingering: bool) {
         if lingering {
             tracing::warn!(target: "edge_cdn_store", "purge left recorded: ring entries of it could not be marked removed, and the next start removes them");

@@ -45,6 +45,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -123,6 +124,17 @@ pub enum Refused {
     TooLarge,
     /// The region after the head is not yet free.
     Behind,
+}
+
+/// A live entry whose dead mark could not be written: a walk after a
+/// crash would find it.
+#[derive(Debug)]
+pub struct Unmarked {
+    /// Why.
+    pub error: StoreError,
+    /// When the entry was written: a purge recorded as of then removes it
+    /// and no later copy of its object.
+    pub written: SystemTime,
 }
 
 /// The ring of regions.
@@ -392,7 +404,7 @@ impl Segments {
     /// after taking the object out of the index. An entry the ring reused
     /// meanwhile is not touched (its hash differs); the rare removal that
     /// races that reuse costs the new entry a miss, never a wrong byte.
-    pub fn remove(&self, loc: Loc, hash: u128) -> Result<(), StoreError> {
+    pub fn remove(&self, loc: Loc, hash: u128) -> Result<(), Unmarked> {
         let mut first = [0u8; HEADER];
         let file = self.file();
         if loc.region as usize >= self.free.len()
@@ -403,7 +415,10 @@ impl Segments {
         match Header::decode(&first) {
             Some(header) if header.live && header.hash == hash => file
                 .write_all_at(&entry::DEAD_MAGIC, at(loc))
-                .map_err(io_err("remove segment entry")),
+                .map_err(|e| Unmarked {
+                    error: io_err("remove segment entry")(e),
+                    written: header.written,
+                }),
             _ => Ok(()),
         }
     }
