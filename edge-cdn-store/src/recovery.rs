@@ -27,9 +27,10 @@
 //! # Purges during the walk
 //!
 //! A purge selects through the catalog, which may not yet list an object
-//! the walk has not reached, and a purge of one key cannot see a ring
-//! entry the walk has not indexed. So while the walk runs, each purge's
-//! selector (or key) is remembered with its time before it selects
+//! the walk has not reached, and an invalidation of one key cannot see a
+//! ring entry the walk has not indexed (an eviction need not: an evicted
+//! object that comes back is harmless). So while the walk runs, each
+//! purge's selector (or key) is remembered with its time before it selects
 //! ([`Recovery::purging`], [`Recovery::forgetting`]), and the walk removes
 //! any object it recovers that one of them picks and that was written
 //! before it, after recording it in the catalog: whichever comes first,
