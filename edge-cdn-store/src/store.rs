@@ -1057,10 +1057,11 @@ impl Storage for TieredStore {
 #[cfg(test)]
 mod tests {
     use bytesize::ByteSize;
-    use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
-    use pingora_cache::trace::Span;
+    use pingora_cache::storage::PurgeOutcome;
 
-    use crate::test_common::{body, child_crashing, child_phase, get, key, open, put_with, tagged};
+    use crate::test_common::{
+        body, child_crashing, child_phase, get, invalidate, key, open, put_with, tagged,
+    };
     use crate::{Selector, StoreConfig};
 
     /// A ring large enough for every object here, and a memory tier too
@@ -1096,16 +1097,7 @@ mod tests {
 
             let listed = store.select_for_purge(Selector::Tag("gone")).await.unwrap();
             assert_eq!(store.purge_all(&listed).await, 2);
-            let compact = key("/2").to_compact();
-            let span = Span::inactive().handle();
-            let purged = store
-                .purge(
-                    PurgeTarget::Active(&compact),
-                    PurgeType::Invalidation,
-                    &span,
-                )
-                .await
-                .unwrap();
+            let purged = invalidate(store, &key("/2").to_compact()).await;
             assert!(matches!(purged, PurgeOutcome::Purged(_)));
             store.purges_carried_out().await;
             for i in 0..3 {

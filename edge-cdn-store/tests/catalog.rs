@@ -9,9 +9,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{body, child, child_phase, config, open, put_with, reopen, tagged};
+use common::{body, child, child_phase, config, invalidate, open, put_with, reopen, tagged};
 use pingora_cache::key::{CacheHashKey, CacheKey};
-use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
+use pingora_cache::storage::Storage;
 use pingora_cache::trace::Span;
 
 fn variant(primary: &str, variance: Option<u8>) -> CacheKey {
@@ -60,11 +60,7 @@ async fn selections_survive_a_restart_and_follow_purges_and_rewrites() {
 
     // Purging one variant through the Storage interface drops it here too.
     let span = Span::inactive().handle();
-    let one = variant("h/a", Some(1)).to_compact();
-    store
-        .purge(PurgeTarget::Active(&one), PurgeType::Invalidation, &span)
-        .await
-        .unwrap();
+    invalidate(store, &variant("h/a", Some(1)).to_compact()).await;
     assert_eq!(names(store, Primary(&primary)).await, ["h/a"]);
     assert_eq!(names(store, Tag("blue")).await, ["h/b"]);
 
@@ -119,11 +115,7 @@ fn a_catalog_behind_and_ahead_of_the_files_after_a_kill_mid_fill_is_reconciled()
             for name in ["k/d", "k/e"] {
                 put_with(store, &variant(name, None), &tagged("red blue"), &data).await;
             }
-            let a = variant("k/a", None).to_compact();
-            store
-                .purge(PurgeTarget::Active(&a), PurgeType::Invalidation, &span)
-                .await
-                .unwrap();
+            invalidate(store, &variant("k/a", None).to_compact()).await;
             store
                 .update_meta(&variant("k/b", None), &tagged("green"), &span)
                 .await

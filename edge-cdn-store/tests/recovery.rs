@@ -5,10 +5,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::{body, child, child_phase, config, get_body, key, open, put_with, tagged};
+use common::{body, child, child_phase, config, get_body, invalidate, key, open, put_with, tagged};
 use edge_cdn_store::Selector::Tag;
-use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
-use pingora_cache::trace::Span;
+use edge_cdn_store::TieredStore;
 
 /// Objects per test: enough that a walk takes a while.
 const OBJECTS: usize = 1500;
@@ -41,6 +40,19 @@ fn fill_if_child() -> bool {
         }
     });
     true
+}
+
+/// After purging the `red` objects (the even ones): each is a miss, and
+/// each `blue` one is served whole.
+async fn assert_only_red_purged(store: &'static TieredStore) {
+    for i in 0..OBJECTS {
+        let found = get_body(store, &name(i)).await;
+        if i % 2 == 0 {
+            assert_eq!(found, None, "{i} was purged");
+        } else {
+            assert_eq!(found, Some(body(300, i as u8)), "{i} was not");
+        }
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -113,26 +125,11 @@ fn a_purge_during_recovery_misses_nothing() {
     filled("a_purge_during_recovery_misses_nothing", dir.path(), false);
     runtime().block_on(async {
         let store = open(config(dir.path()));
-        let span = Span::inactive().handle();
         for listed in store.select_for_purge(Tag("red")).await.unwrap() {
-            store
-                .purge(
-                    PurgeTarget::Active(&listed.key),
-                    PurgeType::Invalidation,
-                    &span,
-                )
-                .await
-                .unwrap();
+            invalidate(store, &listed.key).await;
         }
         store.recovered().await;
-        for i in 0..OBJECTS {
-            let found = get_body(store, &name(i)).await;
-            if i % 2 == 0 {
-                assert_eq!(found, None, "{i} was purged");
-            } else {
-                assert_eq!(found, Some(body(300, i as u8)), "{i} was not");
-            }
-        }
+        assert_only_red_purged(store).await;
         assert!(store.select(Tag("red")).await.unwrap().is_empty());
         assert_eq!(store.select(Tag("blue")).await.unwrap().len(), OBJECTS / 2);
     });
@@ -152,27 +149,11 @@ fn a_purge_by_key_during_recovery_reaches_entries_not_yet_walked() {
     filled(test, dir.path(), false);
     runtime().block_on(async {
         let store = open(config(dir.path()));
-        let span = Span::inactive().handle();
         for i in (0..OBJECTS).rev().filter(|i| i % 2 == 0) {
-            let compact = key(&name(i)).to_compact();
-            store
-                .purge(
-                    PurgeTarget::Active(&compact),
-                    PurgeType::Invalidation,
-                    &span,
-                )
-                .await
-                .unwrap();
+            invalidate(store, &key(&name(i)).to_compact()).await;
         }
         store.recovered().await;
-        for i in 0..OBJECTS {
-            let found = get_body(store, &name(i)).await;
-            if i % 2 == 0 {
-                assert_eq!(found, None, "{i} was purged");
-            } else {
-                assert_eq!(found, Some(body(300, i as u8)), "{i} was not");
-            }
-        }
+        assert_only_red_purged(store).await;
         assert_eq!(store.health().disk_objects, OBJECTS / 2);
         assert!(store.select(Tag("red")).await.unwrap().is_empty());
         assert_eq!(store.catalog_totals(), (OBJECTS / 2, 1));

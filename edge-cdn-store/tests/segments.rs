@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use bytesize::ByteSize;
-use common::{body, get, key, meta, open, put, reopen};
+use common::{body, get, invalidate, key, meta, open, put, reopen};
 use edge_cdn_store::{StoreConfig, TieredStore};
-use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
+use pingora_cache::storage::Storage;
 use pingora_cache::trace::Span;
 
 /// A ring of three 8 MiB regions, and a memory tier too small for the
@@ -112,16 +112,7 @@ async fn a_purged_entry_stays_purged_after_a_crash() {
     for i in 0..3 {
         put(store, &name(i), &data(i)).await;
     }
-    let span = Span::inactive().handle();
-    let compact = key(&name(1)).to_compact();
-    store
-        .purge(
-            PurgeTarget::Active(&compact),
-            PurgeType::Invalidation,
-            &span,
-        )
-        .await
-        .unwrap();
+    invalidate(store, &key(&name(1)).to_compact()).await;
     assert!(check(store, 1).await.is_none());
     let store = reopen(config(dir.path())).await;
     assert!(

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use bytesize::ByteSize;
-use common::{body, get, key, meta, open, put, read_all, reopen};
+use common::{body, get, invalidate, key, meta, open, put, read_all, reopen};
 use edge_cdn_store::StoreConfig;
 use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
@@ -317,14 +317,7 @@ async fn purge_update_meta_and_expire() {
     assert!(!stale.is_fresh(SystemTime::now()));
 
     // Purge: gone.
-    let outcome = store
-        .purge(
-            PurgeTarget::Active(&compact),
-            PurgeType::Invalidation,
-            &span,
-        )
-        .await
-        .unwrap();
+    let outcome = invalidate(store, &compact).await;
     assert_eq!(outcome, PurgeOutcome::Purged(None));
     assert!(get(store, "/m").await.is_none());
     let outcome = store

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use edge_cdn_store::{NoopObserver, SharedTier, StoreConfig, TieredStore};
-use pingora_cache::key::CacheKey;
-use pingora_cache::storage::{HitHandler, MissFinishType, Storage};
+use pingora_cache::key::{CacheKey, CompactCacheKey};
+use pingora_cache::storage::{
+    HitHandler, MissFinishType, PurgeOutcome, PurgeTarget, PurgeType, Storage,
+};
 use pingora_cache::trace::Span;
 use pingora_cache::CacheMeta;
 use pingora_http::ResponseHeader;
@@ -106,6 +108,16 @@ pub async fn put_with(
         MissFinishType::Created(size) => size,
         MissFinishType::Appended(..) => panic!("a new object"),
     }
+}
+
+/// Invalidate `key`'s object through the `Storage` interface, as a
+/// `PURGE` request does.
+pub async fn invalidate(store: &'static TieredStore, key: &CompactCacheKey) -> PurgeOutcome {
+    let span = Span::inactive().handle();
+    store
+        .purge(PurgeTarget::Active(key), PurgeType::Invalidation, &span)
+        .await
+        .unwrap()
 }
 
 /// Read a hit to its end.
