@@ -128,6 +128,12 @@ impl Purges {
         true
     }
 
+    /// `hash`'s object was purged at `at` (the latest, if more than once).
+    fn object(&mut self, hash: u128, at: SystemTime) {
+        let kept = self.objects.entry(hash).or_insert(at);
+        *kept = (*kept).max(at);
+    }
+
     fn remember(&mut self, selector: &OwnedSelector, at: SystemTime) {
         if !self.counted(at) {
             return;
@@ -178,8 +184,7 @@ impl Recovery {
         let mut purges = Purges::default();
         for pending in unfinished {
             for hash in &pending.hashes {
-                let at = purges.objects.entry(*hash).or_insert(pending.at);
-                *at = (*at).max(pending.at);
+                purges.object(*hash, pending.at);
             }
         }
         purges.records = walking.then(Vec::new);
@@ -223,8 +228,7 @@ impl Recovery {
         let at = SystemTime::now();
         let mut purges = self.purges();
         if purges.counted(at) {
-            let kept = purges.objects.entry(hash).or_insert(at);
-            *kept = (*kept).max(at);
+            purges.object(hash, at);
         }
         true
     }
@@ -591,9 +595,9 @@ fn recover_entry(
     )
 }
 
-/// Drop catalog entries whose objects are not stored (their files went
-/// while the entry stayed: a `kill -9` between the two, a failed removal),
-/// then count the catalog.
+/// Count the catalog, and drop the entries whose objects are not stored
+/// (their files went while the entry stayed: a `kill -9` between the two,
+/// a failed removal), in one scan.
 fn tidy_catalog(tiers: &Tiers) {
     let stored = |hash: &[u8; 16]| tiers.index.get(u128::from_be_bytes(*hash)).is_some();
     let tidied = tiers.catalog.recount(stored).and_then(|gone| {

@@ -546,10 +546,9 @@ impl Tiers {
     /// holding their locks. An object indexed again since (a fill after
     /// the purge) keeps its new copy and catalog entry; only the purged
     /// copy goes, if the new one did not overwrite it. Returns whether a
-    /// purged ring entry could not be marked removed (it then keeps its
-    /// catalog entry, as [`Tiers::remove_held`] says why; a purged entry
-    /// a newer copy replaced needs nothing: the walk takes the newer).
-    /// Blocking.
+    /// purged ring entry of an object not indexed again could be neither
+    /// marked removed nor recorded (it then keeps its catalog entry, as
+    /// [`Tiers::remove_held`] says why). Blocking.
     fn remove_taken(&self, taken: &[(u128, Option<Placed>)]) -> bool {
         let _held = self
             .holds
