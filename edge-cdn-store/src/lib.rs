@@ -61,6 +61,7 @@ mod config;
 mod disk;
 mod error;
 mod eviction;
+mod head;
 mod hit;
 mod index;
 mod io;

@@ -5,63 +5,51 @@ use std::sync::{Arc, MutexGuard};
 
 use bytes::Bytes;
 use pingora_cache::CacheMeta;
-use pingora_http::ResponseHeader;
 use pingora_lru::Lru;
 
+use crate::head;
 use crate::sharded::Sharded;
 
 const SHARDS: usize = 16;
 
-/// Header fields a memory hit parses on its fast path; an object with more
-/// takes the slow path (pingora's own decoding), which has no such limit.
-const FAST_FIELDS: usize = 64;
-
-/// An object held in memory: pingora's two meta blobs, the response
-/// header's fields uncompressed, and the body.
+/// An object held in memory: pingora's internal meta blob, the response
+/// header as a head (HTTP/1 text, `crate::head`), and the body.
 ///
-/// pingora keeps the response header zstd-compressed in its header blob,
-/// and decompressing it on every memory hit was the largest single cost of
-/// a hit in the benchmark profile. Keeping the decoded `ResponseHeader`
-/// instead cost about 1.4 KB per object (two `HeaderMap`s); keeping the
-/// fields in HTTP/1 wire form costs their length, and parsing them with
-/// `httparse` per hit, names and values pointing into that buffer, keeps
-/// most of the gain (store bench, eight fields: 2.7 µs decoding, 1.0 µs
-/// cloning, 1.6 µs parsing). The internal blob is decoded alone
-/// (`CacheMeta::from_internal`, a vendored addition): decoding it through
-/// `CacheMeta::deserialize` needs a header blob, and even an empty one is a
-/// zstd frame to decompress.
+/// Keeping the decoded `ResponseHeader` instead would cost about 1.4 KB per
+/// object (two `HeaderMap`s); keeping the text costs its length, and
+/// parsing it with `httparse` per hit, names and values pointing into it,
+/// is most of the gain over decompressing pingora's blob (store bench,
+/// eight fields: 2.7 µs decoding, 1.0 µs cloning, 1.6 µs parsing).
 pub struct MemObject {
     /// pingora's internal meta blob.
     pub internal: Bytes,
-    /// pingora's header meta blob.
-    pub header: Bytes,
+    /// The response header as the store writes it: a head.
+    pub head: Bytes,
     /// The body.
     pub body: Bytes,
-    status: u16,
-    /// The header fields as `name: value\r\n` lines and a final `\r\n`.
-    fields: Bytes,
 }
 
 impl MemObject {
-    /// Hold `body` with its meta blobs; `None` if the blobs do not decode.
+    /// Hold `body` with its meta blobs (the header in either stored form);
+    /// `None` if they do not decode.
     pub fn new(internal: Bytes, header: Bytes, body: Bytes) -> Option<MemObject> {
-        let meta = CacheMeta::deserialize(&internal, &header).ok()?;
+        let meta = head::decode(&internal, &header).ok()?;
         Some(MemObject::decoded(internal, header, body, &meta))
     }
 
     /// Hold `body` with its meta blobs, which the caller has decoded as
-    /// `meta` already.
+    /// `meta` already: a head is kept as it is, a pingora header blob
+    /// (written by an earlier version) becomes one.
     pub fn decoded(internal: Bytes, header: Bytes, body: Bytes, meta: &CacheMeta) -> MemObject {
-        let response = meta.response_header();
-        let mut fields = Vec::new();
-        response.header_to_h1_wire(&mut fields);
-        fields.extend_from_slice(b"\r\n");
+        let head = if head::is_head(&header) {
+            header
+        } else {
+            head::write(meta.response_header()).into()
+        };
         MemObject {
             internal,
-            header,
+            head,
             body,
-            status: response.status.as_u16(),
-            fields: fields.into(),
         }
     }
 
@@ -71,41 +59,25 @@ impl MemObject {
     pub fn with_body(&self, body: Bytes) -> MemObject {
         MemObject {
             internal: self.internal.clone(),
-            header: self.header.clone(),
+            head: self.head.clone(),
             body,
-            status: self.status,
-            fields: self.fields.clone(),
         }
     }
 
     fn weight(&self) -> usize {
-        self.internal.len() + self.header.len() + self.fields.len() + self.body.len()
+        self.internal.len() + self.head.len() + self.body.len()
     }
 
-    /// The object's meta, as `CacheMeta::deserialize` of its blobs gives it.
+    /// The object's meta, as `CacheMeta::deserialize` of pingora's blobs
+    /// would give it.
     pub fn meta(&self) -> pingora_error::Result<CacheMeta> {
-        match self.response() {
-            Some(response) => CacheMeta::from_internal(&self.internal, response),
-            None => CacheMeta::deserialize(&self.internal, &self.header),
-        }
-    }
-
-    /// The response header from the wire-form fields, built as pingora's
-    /// header decoding builds it; names and values share the fields' buffer.
-    fn response(&self) -> Option<ResponseHeader> {
-        let mut storage = [httparse::EMPTY_HEADER; FAST_FIELDS];
-        let httparse::Status::Complete((_, fields)) =
-            httparse::parse_headers(&self.fields, &mut storage).ok()?
-        else {
-            return None;
-        };
-        let mut response = ResponseHeader::build(self.status, Some(fields.len())).ok()?;
-        for field in fields {
-            let value = pingora_http::header_value_from_raw(self.fields.slice_ref(field.value));
-            let name = self.fields.slice_ref(field.name.as_bytes());
-            response.append_header(name, value).ok()?;
-        }
-        Some(response)
+        let response = head::parse(&self.head).ok_or_else(|| {
+            pingora_error::Error::explain(
+                pingora_error::ErrorType::InternalError,
+                "held response header does not parse",
+            )
+        })?;
+        CacheMeta::from_internal(&self.internal, response)
     }
 }
 
@@ -192,6 +164,8 @@ impl MemoryTier {
 mod tests {
     use std::time::SystemTime;
 
+    use pingora_http::ResponseHeader;
+
     use super::*;
 
     fn blobs(meta: &CacheMeta) -> (Bytes, Bytes) {
@@ -216,36 +190,22 @@ mod tests {
     }
 
     #[test]
-    fn meta_without_decompressing_equals_decoded_meta() {
+    fn an_object_holds_a_head_whichever_form_its_header_was_stored_in() {
         let original = meta();
-        let (internal, header) = blobs(&original);
-        let held = MemObject::new(internal.clone(), header.clone(), Bytes::new()).unwrap();
-        let fast = held.meta().unwrap();
-        let slow = CacheMeta::deserialize(&internal, &header).unwrap();
-        assert_eq!(fast.serialize().unwrap(), slow.serialize().unwrap());
-        assert_eq!(fast.variance(), Some([7u8; 16]));
-        assert_eq!(fast.epoch_override(), original.epoch_override());
-        assert_eq!(fast.updated(), original.updated());
-        assert_eq!(fast.stale_if_error_sec(), 7);
-        let mut wire = Vec::new();
-        fast.response_header().header_to_h1_wire(&mut wire);
-        assert!(String::from_utf8_lossy(&wire).contains("x-Mixed-Case: kept"));
-    }
-
-    #[test]
-    fn more_fields_than_the_fast_path_parses_take_the_slow_path() {
-        let mut header = ResponseHeader::build(203, None).unwrap();
-        for i in 0..FAST_FIELDS + 10 {
-            header.append_header(format!("x-field-{i}"), "v").unwrap();
+        let (internal, head) = head::encode(&original).unwrap();
+        for (internal, header) in [blobs(&original), (internal.into(), head.into())] {
+            let held = MemObject::new(internal, header, Bytes::new()).unwrap();
+            assert!(held.head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+            let meta = held.meta().unwrap();
+            assert_eq!(meta.serialize().unwrap(), original.serialize().unwrap());
+            assert_eq!(meta.variance(), Some([7u8; 16]));
+            assert_eq!(meta.epoch_override(), original.epoch_override());
+            assert_eq!(meta.updated(), original.updated());
+            assert_eq!(meta.stale_if_error_sec(), 7);
+            let mut wire = Vec::new();
+            meta.response_header().header_to_h1_wire(&mut wire);
+            assert!(String::from_utf8_lossy(&wire).contains("x-Mixed-Case: kept"));
         }
-        let now = SystemTime::now();
-        let original = CacheMeta::new(now, now, 0, 0, header);
-        let (internal, header) = blobs(&original);
-        let held = MemObject::new(internal, header, Bytes::new()).unwrap();
-        assert!(held.response().is_none());
-        let meta = held.meta().unwrap();
-        assert_eq!(meta.serialize().unwrap(), original.serialize().unwrap());
-        assert_eq!(meta.response_header().status.as_u16(), 203);
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Held {
         let body = self.len + last.map_or(0, |l| l.len() as u64);
         let len = entry::len_of(
             partial.meta.internal.len(),
-            partial.meta.header.len(),
+            partial.meta.head.len(),
             self.key.len(),
             body,
         );
@@ -223,7 +223,7 @@ fn blobs<'a>(readers: &'a Announced, key: &'a [u8]) -> MetaBlobs<'a> {
     let partial = readers.partial();
     MetaBlobs {
         internal: &partial.meta.internal,
-        header: &partial.meta.header,
+        header: &partial.meta.head,
         key,
     }
 }
@@ -302,7 +302,7 @@ impl Held {
             let partial = readers.partial();
             let parts = Parts {
                 internal: &partial.meta.internal,
-                header: &partial.meta.header,
+                header: &partial.meta.head,
                 key: &key,
                 body: &chunks,
             };

@@ -33,7 +33,8 @@ use serde::Deserialize;
 pub struct SharedMeta {
     /// pingora's internal meta blob.
     pub internal: Bytes,
-    /// pingora's header meta blob.
+    /// The response header in either stored form (`crate::head`): a head,
+    /// or pingora's blob as earlier versions shared it.
     pub header: Bytes,
     /// The body's length in bytes: a body that ends before or after it is
     /// an error.

@@ -27,6 +27,7 @@ use crate::disk::format::MetaHeader;
 use crate::disk::{BodyReader, DiskTier};
 use crate::error::StoreError;
 use crate::eviction::ClockEviction;
+use crate::head;
 use crate::hit::{DiskHit, Hit, MemoryHit, PartialHit, SharedStream};
 use crate::index::{Index, Placed};
 use crate::io;
@@ -58,10 +59,10 @@ enum Found {
     Streamed(BodyReader),
 }
 
-/// pingora's meta from its two blobs; undecodable blobs are corruption.
+/// pingora's meta from its internal blob and a header in either stored
+/// form (`crate::head`); undecodable blobs are corruption.
 fn decode_meta(internal: &[u8], header: &[u8]) -> Result<CacheMeta, StoreError> {
-    CacheMeta::deserialize(internal, header)
-        .map_err(|_| StoreError::Corrupt("undecodable cache meta"))
+    head::decode(internal, header).map_err(|_| StoreError::Corrupt("undecodable cache meta"))
 }
 
 /// Deletes from the shared tier in flight during [`TieredStore::purge_all`].
@@ -476,7 +477,7 @@ impl TieredStore {
                 return None;
             }
         };
-        let meta = CacheMeta::deserialize(&shared.internal, &shared.header).ok()?;
+        let meta = head::decode(&shared.internal, &shared.header).ok()?;
         tiers.observe(StoreEvent::Hit(Tier::Shared));
         let handler = match self.fill_from_shared(key, hash, &meta, &shared).await {
             Some((miss, follow)) => {
@@ -725,7 +726,7 @@ impl TieredStore {
     /// them holding the old meta.
     async fn rewrite_meta(&'static self, hash: u128, meta: &CacheMeta) -> Result<bool> {
         let tiers = &self.tiers;
-        let (internal, header) = meta.serialize()?;
+        let (internal, header) = head::encode(meta)?;
         let (internal, header) = (Bytes::from(internal), Bytes::from(header));
         let tags = tags_in(meta.headers(), &tiers.config.tag_headers);
         let written = io::blocking(move || {
@@ -844,13 +845,13 @@ impl TieredStore {
             let entry = io::blocking(move || ring.read(loc, size, hash))
                 .await
                 .ok()?;
-            return CacheMeta::deserialize(&entry.internal, &entry.meta_header).ok();
+            return head::decode(&entry.internal, &entry.meta_header).ok();
         }
         let bytes = io::blocking(move || self.tiers.disk.read_meta(hash))
             .await
             .ok()??;
         let (_, blobs) = MetaHeader::decode(&bytes).ok()?;
-        CacheMeta::deserialize(blobs.internal, blobs.header).ok()
+        head::decode(blobs.internal, blobs.header).ok()
     }
 }
 
@@ -963,9 +964,10 @@ impl Storage for TieredStore {
         let tiers = &self.tiers;
         let admitted = self.admit_write().await.map_err(StoreError::into_pingora)?;
         let hash = hash_of(key);
-        let (internal, header) = meta.serialize()?;
+        // The head is written from `meta`'s header; nothing is compressed.
+        let (internal, head) = head::encode(meta)?;
         let record = tiers.record(key, meta);
-        let decoded = MemObject::decoded(internal.into(), header.into(), Bytes::new(), meta);
+        let decoded = MemObject::decoded(internal.into(), head.into(), Bytes::new(), meta);
         Ok(Box::new(Miss::new(
             tiers, hash, key, record, decoded, admitted,
         )))
@@ -1136,5 +1138,58 @@ mod tests {
                 .is_empty());
             assert_eq!(store.catalog_totals(), (3, 1));
         });
+    }
+
+    /// A fill keeps its response header as text (`crate::head`), not
+    /// compressed: in the ring entry it writes, which the walk after a
+    /// restart reads back.
+    #[tokio::test]
+    async fn a_fill_stores_its_response_header_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = body(2_000, 3);
+        {
+            let store = open(config(dir.path()));
+            put_with(store, &key("/text"), &tagged("a b"), &data).await;
+            let hash = crate::tiers::hash_of(&key("/text"));
+            let placed = store.tiers.index.placed(hash).unwrap();
+            let ring = store.tiers.segments.as_ref().unwrap();
+            let entry = ring.read(placed.loc.unwrap(), placed.size, hash).unwrap();
+            assert!(entry.meta_header.starts_with(b"HTTP/1.1 200 OK\r\n"));
+            assert!(String::from_utf8_lossy(&entry.meta_header).contains("surrogate-key: a b\r\n"));
+        }
+        let store = crate::test_common::reopen(config(dir.path())).await;
+        let (meta, read) = get(store, "/text").await.unwrap();
+        assert_eq!(read, data);
+        assert_eq!(meta.headers()["surrogate-key"], "a b");
+    }
+
+    /// Objects stored before the store kept headers as text carry pingora's
+    /// zstd header blob: they are still hits, with their headers and tags.
+    #[tokio::test]
+    async fn objects_stored_with_pingoras_header_blob_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(config(dir.path()));
+        let tiers = &store.tiers;
+        let (old, data, k) = (tagged("old"), body(2_000, 9), key("/old"));
+        let (internal, blob) = old.serialize().unwrap();
+        let hash = crate::tiers::hash_of(&k);
+        let encoded = crate::disk::encode_key(&k);
+        let parts = crate::segments::entry::Parts {
+            internal: &internal,
+            header: &blob,
+            key: &encoded,
+            body: std::slice::from_ref(&data),
+        };
+        let ring = tiers.segments.as_ref().unwrap();
+        let appended = ring.append(hash, &parts).unwrap().unwrap();
+        let record = tiers.record(&k, &old);
+        tiers
+            .install_committed(hash, appended.len, record, None, Some(appended.loc))
+            .unwrap();
+        let (meta, read) = get(store, "/old").await.unwrap();
+        assert_eq!(read, data);
+        assert_eq!(meta.headers()["surrogate-key"], "old");
+        let listed = store.select_for_purge(Selector::Tag("old")).await.unwrap();
+        assert_eq!(listed.len(), 1, "its tag was read from the blob");
     }
 }

@@ -25,6 +25,7 @@ use crate::config::StoreConfig;
 use crate::disk::format::MetaHeader;
 use crate::disk::{BodyReader, DiskTier};
 use crate::error::StoreError;
+use crate::head;
 use crate::index::{Index, Placed};
 use crate::io;
 use crate::memory::{MemObject, MemoryTier};
@@ -365,7 +366,7 @@ impl Tiers {
             let Some((meta, body)) = self.share_source(hash, held).await else {
                 return;
             };
-            let Some(ttl) = CacheMeta::deserialize(&meta.internal, &meta.header)
+            let Some(ttl) = head::decode(&meta.internal, &meta.header)
                 .ok()
                 .and_then(|decoded| stale_horizon(&decoded, SystemTime::now()))
             else {
@@ -403,7 +404,7 @@ impl Tiers {
         if let Some(object) = held {
             let meta = SharedMeta {
                 internal: object.internal.clone(),
-                header: object.header.clone(),
+                header: object.head.clone(),
                 body_len: object.body.len() as u64,
             };
             return Some((

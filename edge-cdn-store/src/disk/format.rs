@@ -155,7 +155,8 @@ impl MetaHeader {
 pub struct MetaBlobs<'a> {
     /// pingora's internal meta.
     pub internal: &'a [u8],
-    /// pingora's serialized response header.
+    /// The response header in either stored form (`crate::head`): a head,
+    /// or pingora's blob as earlier versions wrote it.
     pub header: &'a [u8],
     /// The encoded cache key.
     pub key: &'a [u8],

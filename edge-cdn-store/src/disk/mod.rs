@@ -19,7 +19,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use pingora_cache::key::{CacheKey, CompactCacheKey};
-use pingora_cache::CacheMeta;
 
 use crate::catalog::{tags_in, Record};
 use crate::error::StoreError;
@@ -617,7 +616,7 @@ pub fn record_of(
     tag_fields: &[String],
 ) -> Result<Record, StoreError> {
     let key = decode_key(key)?;
-    let stored = CacheMeta::deserialize(internal, header)
+    let stored = crate::head::decode(internal, header)
         .map_err(|_| StoreError::Corrupt("undecodable cache meta"))?;
     Ok(Record {
         key: key.compact,

@@ -53,7 +53,7 @@ pub struct Header {
 pub struct Parts<'a> {
     /// pingora's internal meta blob.
     pub internal: &'a [u8],
-    /// pingora's response header blob.
+    /// The response header as a head (`crate::head`).
     pub header: &'a [u8],
     /// The encoded cache key (`disk::encode_key`).
     pub key: &'a [u8],
@@ -166,7 +166,8 @@ pub fn encode(hash: u128, seq: u64, parts: &Parts<'_>) -> Vec<u8> {
 pub struct Entry {
     /// pingora's internal meta blob.
     pub internal: Bytes,
-    /// pingora's response header blob.
+    /// The response header in either stored form (`crate::head`): a head,
+    /// or pingora's blob as earlier versions wrote it.
     pub meta_header: Bytes,
     /// The encoded cache key.
     pub key: Bytes,

@@ -894,6 +894,13 @@ impl CacheMeta {
         Ok((internal, header))
     }
 
+    /// stavka: the internal half of [`Self::serialize`] alone, for a store
+    /// that keeps the response header in a form of its own (and so need
+    /// not compress it on every write).
+    pub fn serialize_internal(&self) -> Result<Vec<u8>> {
+        self.0.internal.serialize()
+    }
+
     /// stavka: decode the internal half of what [`Self::serialize`] wrote
     /// and pair it with a response header the caller decoded itself (a
     /// store that keeps the header in a form of its own), instead of
