@@ -11,9 +11,11 @@
 //!
 //! Readers take both forms. A head starts with `HTTP/` and a pingora blob
 //! with zstd's magic number, so what earlier versions wrote (object files,
-//! ring entries, shared-tier values) still reads; an earlier version reading
-//! a head fails to decompress it, which it treats as a corrupt entry: a
-//! miss.
+//! ring entries, shared-tier values) still reads. An earlier version
+//! reading a head fails to decompress it: a rollback to one drops what this
+//! version wrote to the disk (each such object is a miss, removed and
+//! counted as corrupt), and an earlier node sharing the shared tier misses
+//! on this one's values and overwrites them with its blobs, which read.
 
 use bytes::Bytes;
 use pingora_cache::CacheMeta;
@@ -124,10 +126,18 @@ mod tests {
 
     use super::*;
 
-    fn meta(fields: usize) -> CacheMeta {
-        let mut header = ResponseHeader::build(203, None).unwrap();
+    /// A meta of status `status` whose header has what origins send: names
+    /// in mixed case, a name repeated, an empty value, bytes past ASCII,
+    /// and `fields` more.
+    fn meta_of(status: u16, fields: usize) -> CacheMeta {
+        let mut header = ResponseHeader::build(status, None).unwrap();
         header.append_header("Content-Type", "text/plain").unwrap();
         header.append_header("x-Mixed-Case", "kept").unwrap();
+        header.append_header("Set-Cookie", "a=1").unwrap();
+        header.append_header("set-cookie", "b=2").unwrap();
+        header.append_header("x-empty", "").unwrap();
+        let opaque = http::HeaderValue::from_bytes(b"caf\xe9 \xff\tok").unwrap();
+        header.append_header("x-opaque", opaque).unwrap();
         for i in 0..fields {
             header.append_header(format!("x-field-{i}"), i).unwrap();
         }
@@ -135,6 +145,10 @@ mod tests {
         let mut meta = CacheMeta::new(now + Duration::from_secs(60), now, 5, 7, header);
         meta.set_variance([7u8; 16]);
         meta
+    }
+
+    fn meta(fields: usize) -> CacheMeta {
+        meta_of(203, fields)
     }
 
     /// The decoded meta, compared through pingora's own serialization.
@@ -155,6 +169,17 @@ mod tests {
             let (internal, head) = encode(&original).unwrap();
             assert!(head.starts_with(b"HTTP/1.1 203 Non Authoritative Information\r\n"));
             same(&decode(&internal, &head).unwrap(), &original);
+        }
+    }
+
+    #[test]
+    fn statuses_without_a_standard_reason_and_revalidations_round_trip() {
+        for status in [299, 599, 304, 103] {
+            let original = meta_of(status, 0);
+            let (internal, head) = encode(&original).unwrap();
+            let decoded = decode(&internal, &head).unwrap();
+            same(&decoded, &original);
+            assert_eq!(decoded.response_header().status.as_u16(), status);
         }
     }
 

@@ -1164,32 +1164,54 @@ mod tests {
     }
 
     /// Objects stored before the store kept headers as text carry pingora's
-    /// zstd header blob: they are still hits, with their headers and tags.
+    /// zstd header blob: the walk after a restart reads their tags, they
+    /// are hits with their headers, and a revalidation rewrites them with
+    /// a head.
     #[tokio::test]
     async fn objects_stored_with_pingoras_header_blob_still_read() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(config(dir.path()));
-        let tiers = &store.tiers;
         let (old, data, k) = (tagged("old"), body(2_000, 9), key("/old"));
         let (internal, blob) = old.serialize().unwrap();
         let hash = crate::tiers::hash_of(&k);
         let encoded = crate::disk::encode_key(&k);
-        let parts = crate::segments::entry::Parts {
-            internal: &internal,
-            header: &blob,
-            key: &encoded,
-            body: std::slice::from_ref(&data),
-        };
-        let ring = tiers.segments.as_ref().unwrap();
-        let appended = ring.append(hash, &parts).unwrap().unwrap();
-        let record = tiers.record(&k, &old);
-        tiers
-            .install_committed(hash, appended.len, record, None, Some(appended.loc))
-            .unwrap();
+        let tag_fields = &config(dir.path()).tag_headers;
+        let record = crate::disk::record_of(&encoded, &internal, &blob, tag_fields).unwrap();
+        assert_eq!(record.tags, vec![Box::<str>::from("old")]);
+        {
+            let store = open(config(dir.path()));
+            let parts = crate::segments::entry::Parts {
+                internal: &internal,
+                header: &blob,
+                key: &encoded,
+                body: std::slice::from_ref(&data),
+            };
+            let ring = store.tiers.segments.as_ref().unwrap();
+            let appended = ring.append(hash, &parts).unwrap().unwrap();
+            store
+                .tiers
+                .install_committed(hash, appended.len, record, None, Some(appended.loc))
+                .unwrap();
+        }
+        let store = crate::test_common::reopen(config(dir.path())).await;
         let (meta, read) = get(store, "/old").await.unwrap();
         assert_eq!(read, data);
         assert_eq!(meta.headers()["surrogate-key"], "old");
         let listed = store.select_for_purge(Selector::Tag("old")).await.unwrap();
-        assert_eq!(listed.len(), 1, "its tag was read from the blob");
+        assert_eq!(listed.len(), 1);
+
+        let span = pingora_cache::trace::Span::inactive().handle();
+        let refreshed = tagged("new");
+        assert!(
+            pingora_cache::storage::Storage::update_meta(store, &k, &refreshed, &span)
+                .await
+                .unwrap()
+        );
+        let placed = store.tiers.index.placed(hash).unwrap();
+        let ring = store.tiers.segments.as_ref().unwrap();
+        let entry = ring.read(placed.loc.unwrap(), placed.size, hash).unwrap();
+        assert!(crate::head::is_head(&entry.meta_header));
+        let (meta, read) = get(store, "/old").await.unwrap();
+        assert_eq!(read, data);
+        assert_eq!(meta.headers()["surrogate-key"], "new");
     }
 }
