@@ -254,6 +254,10 @@ async fn no_write_begins_under_the_free_space_floor_until_room_returns() {
     assert_eq!(temp_files(fs.path()), 0);
 
     std::fs::remove_file(fs.ballast()).unwrap();
+    // Once in about ten runs the space still read as low right after the
+    // removal (the cause was not found); if it never comes back, the wait
+    // fails naming the files and descriptors on the filesystem.
+    fs.wait_for_room(1024 * 1024).await;
     assert!(store.health().low_space.is_none());
     let data = body(100_000, 2);
     put(store, "/a", &data).await;

@@ -11,7 +11,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Shards per measure.
@@ -46,34 +46,73 @@ impl Measure {
     }
 }
 
-/// One shard: at most [`PER_SHARD`] `(url, count)` counters.
+/// One URL's count.
+struct Counter {
+    /// The URL's hash: compared before the URL, so a scan of a shard
+    /// compares strings only for the URL it finds.
+    hash: u64,
+    url: Arc<str>,
+    count: u64,
+}
+
+/// One shard: at most [`PER_SHARD`] counters.
 #[derive(Default)]
 struct Sketch {
-    counters: Vec<(Box<str>, u64)>,
+    counters: Vec<Counter>,
+}
+
+/// The URL one request counts, as [`Sketch::add`] takes it: its hash, its
+/// two parts, and the joined string once a measure has made it (the other
+/// measures share it rather than each allocating their own).
+struct Url<'a> {
+    hash: u64,
+    host: &'a str,
+    target: &'a str,
+    joined: Option<Arc<str>>,
+}
+
+impl Url<'_> {
+    fn is(&self, counter: &Counter) -> bool {
+        let url = &*counter.url;
+        counter.hash == self.hash
+            && url.len() == self.host.len() + self.target.len()
+            && url.starts_with(self.host)
+            && &url[self.host.len()..] == self.target
+    }
+
+    fn joined(&mut self) -> Arc<str> {
+        let (host, target) = (self.host, self.target);
+        self.joined
+            .get_or_insert_with(|| format!("{host}{target}").into())
+            .clone()
+    }
 }
 
 impl Sketch {
-    /// Count `weight` for the URL `host` + `target`: its counter if tracked,
-    /// a new one while there is room, else the smallest counter's place
-    /// (Space-Saving: the newcomer inherits the count it displaces, so a
-    /// heavy hitter is never undercounted).
-    fn add(&mut self, host: &str, target: &str, weight: u64) {
-        let same = |url: &str| {
-            url.len() == host.len() + target.len()
-                && url.starts_with(host)
-                && &url[host.len()..] == target
-        };
-        if let Some(counter) = self.counters.iter_mut().find(|(url, _)| same(url)) {
-            counter.1 += weight;
+    /// Count `weight` for `url`: its counter if tracked, a new one while
+    /// there is room, else the smallest counter's place (Space-Saving: the
+    /// newcomer inherits the count it displaces, so a heavy hitter is never
+    /// undercounted).
+    fn add(&mut self, url: &mut Url<'_>, weight: u64) {
+        if let Some(counter) = self.counters.iter_mut().find(|c| url.is(c)) {
+            counter.count += weight;
             return;
         }
-        let url: Box<str> = format!("{host}{target}").into();
+        let (hash, joined) = (url.hash, url.joined());
         if self.counters.len() < PER_SHARD {
-            self.counters.push((url, weight));
+            self.counters.push(Counter {
+                hash,
+                url: joined,
+                count: weight,
+            });
             return;
         }
-        if let Some(smallest) = self.counters.iter_mut().min_by_key(|(_, count)| *count) {
-            *smallest = (url, smallest.1 + weight);
+        if let Some(smallest) = self.counters.iter_mut().min_by_key(|c| c.count) {
+            *smallest = Counter {
+                hash,
+                url: joined,
+                count: smallest.count + weight,
+            };
         }
     }
 }
@@ -90,7 +129,7 @@ pub struct TopUrls {
     shards: [[Mutex<Windows>; SHARDS]; Measure::ALL.len()],
     /// The current window's number (Unix seconds / [`WINDOW`]).
     window: AtomicU64,
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Default for TopUrls {
@@ -98,7 +137,7 @@ impl Default for TopUrls {
         TopUrls {
             shards: std::array::from_fn(|_| std::array::from_fn(|_| Mutex::default())),
             window: AtomicU64::new(window_now()),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 }
@@ -117,10 +156,17 @@ impl TopUrls {
         let mut hasher = self.hasher.build_hasher();
         hasher.write(host.as_bytes());
         hasher.write(target.as_bytes());
-        let shard = hasher.finish() as usize % SHARDS;
+        let hash = hasher.finish();
+        let shard = hash as usize % SHARDS;
+        let mut url = Url {
+            hash,
+            host,
+            target,
+            joined: None,
+        };
         for (measure, weight) in Measure::ALL.iter().zip([1, bytes, u64::from(miss)]) {
             if weight > 0 {
-                self.lock(*measure, shard).current.add(host, target, weight);
+                self.lock(*measure, shard).current.add(&mut url, weight);
             }
         }
     }
@@ -132,7 +178,7 @@ impl TopUrls {
         let mut merged: Vec<(String, u64)> = Vec::new();
         for shard in 0..SHARDS {
             let windows = self.lock(measure, shard);
-            for (url, count) in windows
+            for Counter { url, count, .. } in windows
                 .last
                 .counters
                 .iter()
