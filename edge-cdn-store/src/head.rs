@@ -61,7 +61,13 @@ pub fn decode(internal: &[u8], header: &[u8]) -> Result<CacheMeta> {
     if !is_head(header) {
         return CacheMeta::deserialize(internal, header);
     }
-    let response = parse(&Bytes::copy_from_slice(header)).ok_or_else(|| {
+    meta(internal, &Bytes::copy_from_slice(header))
+}
+
+/// The meta of an `internal` blob and a `head`, whose buffer the header's
+/// names and values share.
+pub fn meta(internal: &[u8], head: &Bytes) -> Result<CacheMeta> {
+    let response = parse(head).ok_or_else(|| {
         Error::explain(
             ErrorType::InternalError,
             "stored response header does not parse",
@@ -78,7 +84,7 @@ pub fn decode(internal: &[u8], header: &[u8]) -> Result<CacheMeta> {
 /// fields reads: the host adds fields to an origin's header before it is
 /// stored, and a header the store wrote but could not read would be a
 /// corrupt entry, refetched and discarded on every request.
-pub fn parse(head: &Bytes) -> Option<ResponseHeader> {
+fn parse(head: &Bytes) -> Option<ResponseHeader> {
     let mut slots = [httparse::EMPTY_HEADER; FAST_FIELDS];
     match parse_with(head, &mut slots) {
         Err(httparse::Error::TooManyHeaders) => {

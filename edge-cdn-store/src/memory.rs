@@ -71,13 +71,7 @@ impl MemObject {
     /// The object's meta, as `CacheMeta::deserialize` of pingora's blobs
     /// would give it.
     pub fn meta(&self) -> pingora_error::Result<CacheMeta> {
-        let response = head::parse(&self.head).ok_or_else(|| {
-            pingora_error::Error::explain(
-                pingora_error::ErrorType::InternalError,
-                "held response header does not parse",
-            )
-        })?;
-        CacheMeta::from_internal(&self.internal, response)
+        head::meta(&self.internal, &self.head)
     }
 }
 

@@ -98,21 +98,16 @@ impl Sketch {
             counter.count += weight;
             return;
         }
-        let (hash, joined) = (url.hash, url.joined());
+        let mut counter = Counter {
+            hash: url.hash,
+            url: url.joined(),
+            count: weight,
+        };
         if self.counters.len() < PER_SHARD {
-            self.counters.push(Counter {
-                hash,
-                url: joined,
-                count: weight,
-            });
-            return;
-        }
-        if let Some(smallest) = self.counters.iter_mut().min_by_key(|c| c.count) {
-            *smallest = Counter {
-                hash,
-                url: joined,
-                count: smallest.count + weight,
-            };
+            self.counters.push(counter);
+        } else if let Some(smallest) = self.counters.iter_mut().min_by_key(|c| c.count) {
+            counter.count += smallest.count;
+            *smallest = counter;
         }
     }
 }
