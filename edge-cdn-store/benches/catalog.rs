@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use edge_cdn_store::__bench::{open_catalog, OwnedSelector, Record};
+use edge_cdn_store::__bench::{open_catalog, Journal, OwnedSelector, Record};
 use pingora_cache::key::CompactCacheKey;
 
 fn hash(i: usize) -> [u8; 16] {
@@ -53,7 +53,7 @@ fn main() {
     let started = Instant::now();
     let (catalog, _) = open_catalog(dir.path()).unwrap();
     for i in 0..objects {
-        catalog.insert(record(i)).unwrap();
+        catalog.insert(record(i), Journal::Now).unwrap();
     }
     let insert = started.elapsed();
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use edge_cdn_store::__bench::{clock_eviction, open_catalog, Index, Record};
+use edge_cdn_store::__bench::{clock_eviction, open_catalog, Index, Journal, Record};
 use edge_cdn_store::ClockEviction;
 use pingora_cache::eviction::{lru, EvictionManager};
 use pingora_cache::key::{CacheHashKey, CompactCacheKey};
@@ -223,11 +223,11 @@ fn main() {
         tags: vec!["assets".into(), format!("release-{}", i % 1000).into()],
     };
     for i in 0..catalog_objects / 2 {
-        catalog.insert(record(i)).unwrap();
+        catalog.insert(record(i), Journal::Now).unwrap();
     }
     let half = LIVE.load(Ordering::Relaxed);
     for i in catalog_objects / 2..catalog_objects {
-        catalog.insert(record(i)).unwrap();
+        catalog.insert(record(i), Journal::Now).unwrap();
     }
     let catalog_bytes = LIVE.load(Ordering::Relaxed) - before;
     let catalog_growth = LIVE.load(Ordering::Relaxed) - half;

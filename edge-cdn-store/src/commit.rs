@@ -13,6 +13,10 @@
 //! ring refuses at the last moment, its next region not yet free, is
 //! written to files here).
 //!
+//! After each round (every job it took at one wake-up) the thread runs its
+//! `after_round` work: the store's flushes the catalog's journal there, so
+//! a round's objects share one `write` (`crate::catalog::Journal`).
+//!
 //! A second thread of the same kind carries purges out on disk, after
 //! they were answered ([`Committer::queue`], `crate::purging`).
 
@@ -67,13 +71,17 @@ impl Drop for WakeOnDrop<'_> {
 }
 
 impl Committer {
-    /// Start the thread, named `name`.
-    pub fn start(name: &str) -> Result<Committer, StoreError> {
+    /// Start the thread, named `name`, running `after_round` after each
+    /// round of jobs.
+    pub fn start(
+        name: &str,
+        after_round: impl Fn() + Send + 'static,
+    ) -> Result<Committer, StoreError> {
         let shared = Arc::new(Shared::default());
         let for_thread = shared.clone();
         std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || run(&for_thread))
+            .spawn(move || run(&for_thread, after_round))
             .map_err(|e| StoreError::Io("start the commit thread", e))?;
         Ok(Committer { shared })
     }
@@ -132,10 +140,10 @@ impl Committer {
     }
 }
 
-/// The thread: run every queued job, in order, until stopped. A job that
-/// panics is dropped (its caller sees [`StoreError::Stopped`]); the
-/// thread goes on.
-fn run(shared: &Shared) {
+/// The thread: run every queued job, in order, then `after_round`, until
+/// stopped. A job that panics is dropped (its caller sees
+/// [`StoreError::Stopped`]); the thread goes on.
+fn run(shared: &Shared, after_round: impl Fn()) {
     loop {
         let jobs = {
             let mut queue = shared.queue();
@@ -154,6 +162,9 @@ fn run(shared: &Shared) {
                 tracing::error!(target: "edge_cdn_store", "a commit panicked; its object is not stored");
             }
         }
+        if std::panic::catch_unwind(AssertUnwindSafe(&after_round)).is_err() {
+            tracing::error!(target: "edge_cdn_store", "the work after a round of commits panicked");
+        }
     }
 }
 
@@ -164,9 +175,16 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_run_in_order_survive_a_panic_and_a_dropped_caller() {
-        let committer: &'static Committer =
-            Box::leak(Box::new(Committer::start("test-commit").unwrap()));
         let ran = Arc::new(AtomicUsize::new(0));
+        // What had run when a round last ended.
+        let seen = Arc::new(AtomicUsize::new(0));
+        let after_round = {
+            let (ran, seen) = (ran.clone(), seen.clone());
+            move || seen.store(ran.load(Ordering::SeqCst), Ordering::SeqCst)
+        };
+        let committer: &'static Committer = Box::leak(Box::new(
+            Committer::start("test-commit", after_round).unwrap(),
+        ));
         let many: Vec<_> = (0..100)
             .map(|i| {
                 let ran = ran.clone();
@@ -193,6 +211,16 @@ mod tests {
         drop(tokio::time::timeout(std::time::Duration::ZERO, dropped).await);
         assert_eq!(committer.run(|| 7).await.unwrap(), 7);
         assert_eq!(ran.load(Ordering::SeqCst), 101);
+        // The round's work follows its jobs (a job's caller may hear back
+        // before it runs).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while seen.load(Ordering::SeqCst) != 101 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no work after the last round"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         committer.stop();
         assert!(matches!(
             committer.run(|| 0).await,

@@ -101,7 +101,7 @@ pub use observer::{
 /// Internals exposed for the benchmarks only; not a stable API.
 #[doc(hidden)]
 pub mod __bench {
-    pub use crate::catalog::{open as open_catalog, Catalog, OwnedSelector, Record};
+    pub use crate::catalog::{open as open_catalog, Catalog, Journal, OwnedSelector, Record};
     pub use crate::index::Index;
     pub use crate::snapshot::{claim as claim_index_dir, save as save_index, take as take_index};
 

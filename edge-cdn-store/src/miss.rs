@@ -22,7 +22,7 @@ use pingora_cache::key::CacheKey;
 use pingora_cache::storage::{HandleMiss, MissFinishType};
 use pingora_error::{Error, ErrorType, Result};
 
-use crate::catalog::Record;
+use crate::catalog::{Journal, Record};
 use crate::disk::encode_key;
 use crate::disk::format::MetaBlobs;
 use crate::error::StoreError;
@@ -228,19 +228,35 @@ fn blobs<'a>(readers: &'a Announced, key: &'a [u8]) -> MetaBlobs<'a> {
     }
 }
 
+/// What [`install`] is given of a committed object.
+struct Written {
+    /// Body bytes.
+    body_len: u64,
+    /// Bytes on disk, body and meta.
+    size: u64,
+    /// Its ring entry; `None` for files.
+    loc: Option<Loc>,
+}
+
 /// Make a committed object findable and tell its readers; or, if the
 /// catalog cannot record it (it is then removed again), count that and
-/// report it not stored. Blocking.
+/// report it not stored. `journal` says when its catalog entry reaches the
+/// OS. Blocking.
 fn install(
     tiers: &Tiers,
     hash: u128,
     readers: Announced,
     record: Record,
-    (body_len, size): (u64, u64),
+    written: Written,
     held: Option<Arc<MemObject>>,
-    loc: Option<Loc>,
+    journal: Journal,
 ) -> Result<Committed, MissFinishType> {
-    if let Err(e) = tiers.install_committed(hash, size, record, held.clone(), loc) {
+    let Written {
+        body_len,
+        size,
+        loc,
+    } = written;
+    if let Err(e) = tiers.install_committed(hash, size, record, held.clone(), loc, journal) {
         // Removed again; the readers have the body regardless.
         tiers.write_failed(&e);
         readers.done(body_len);
@@ -278,12 +294,14 @@ impl Held {
     /// this) after it, as one entry of the segment ring if it takes it, or
     /// else to a new file, and commit it: one trip. Blocking. A failure is
     /// counted and stores nothing; the readers have every byte from memory
-    /// either way.
+    /// either way. `journal` says when its catalog entry reaches the OS
+    /// ([`Journal::Later`] on the commit thread, which flushes each round).
     fn commit(
         mut self,
         tiers: &Tiers,
         hash: u128,
         last: Option<Bytes>,
+        journal: Journal,
     ) -> Result<Committed, MissFinishType> {
         if let Some(data) = last {
             let len = data.len() as u64;
@@ -313,8 +331,12 @@ impl Held {
                     // The permit, and the entry's hold on the ring's
                     // catalog mark, last until the object is installed.
                     let _permit = admitted;
-                    let (loc, size) = (appended.loc, appended.len);
-                    return install(tiers, hash, readers, record, (len, size), held, Some(loc));
+                    let written = Written {
+                        body_len: len,
+                        size: appended.len,
+                        loc: Some(appended.loc),
+                    };
+                    return install(tiers, hash, readers, record, written, held, journal);
                 }
                 // Too large for the ring, or the ring not ready: in files.
                 Ok(Err(refused)) => {
@@ -348,15 +370,12 @@ impl Held {
         tiers.observe(StoreEvent::BytesWritten(len));
         let held = for_memory(tiers, &readers, &chunks, len);
         let (body_len, meta_len) = lens;
-        install(
-            tiers,
-            hash,
-            readers,
-            record,
-            (body_len, body_len + meta_len),
-            held,
-            None,
-        )
+        let written = Written {
+            body_len,
+            size: body_len + meta_len,
+            loc: None,
+        };
+        install(tiers, hash, readers, record, written, held, journal)
     }
 }
 
@@ -386,15 +405,14 @@ impl InFlight {
         } = flight;
         let written = write.written();
         match write.commit(&tiers.disk, blobs(&readers, &key)) {
-            Ok(((body_len, meta_len), _permit)) => install(
-                tiers,
-                hash,
-                readers,
-                record,
-                (body_len, body_len + meta_len),
-                None,
-                None,
-            ),
+            Ok(((body_len, meta_len), _permit)) => {
+                let written = Written {
+                    body_len,
+                    size: body_len + meta_len,
+                    loc: None,
+                };
+                install(tiers, hash, readers, record, written, None, Journal::Now)
+            }
             Err(e) => {
                 // The whole body is in the file the readers hold open.
                 tiers.write_failed(&e);
@@ -625,10 +643,12 @@ impl HandleMiss for Miss {
             State::Holding(held) if held.ring_takes(tiers, last.as_ref()) => {
                 tiers
                     .commits
-                    .run(move || held.commit(tiers, hash, last))
+                    .run(move || held.commit(tiers, hash, last, Journal::Later))
                     .await
             }
-            State::Holding(held) => io::blocking(move || Ok(held.commit(tiers, hash, last))).await,
+            State::Holding(held) => {
+                io::blocking(move || Ok(held.commit(tiers, hash, last, Journal::Now))).await
+            }
             State::Storing(flight) => {
                 io::blocking(move || Ok(flight.commit(tiers, hash, last))).await
             }

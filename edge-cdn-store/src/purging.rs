@@ -48,7 +48,7 @@ impl Purging {
     /// Start the thread.
     pub fn start() -> Result<Purging, StoreError> {
         Ok(Purging {
-            thread: Committer::start("store-purge")?,
+            thread: Committer::start("store-purge", || {})?,
             state: Mutex::default(),
             idle: Condvar::new(),
         })

@@ -59,7 +59,7 @@ use pingora_cache::key::HashBinary;
 
 use tokio::sync::watch;
 
-use crate::catalog::{OwnedSelector, Pending, PurgeId, Record};
+use crate::catalog::{Journal, OwnedSelector, Pending, PurgeId, Record};
 use crate::disk::{record_of, Recovered, Walked};
 use crate::eviction::ClockEviction;
 use crate::index::Placed;
@@ -550,7 +550,7 @@ fn cataloged_and_indexed(
     here: Placed,
     record: &Record,
 ) -> bool {
-    if let Err(error) = tiers.catalog.insert(record.clone()) {
+    if let Err(error) = tiers.catalog.insert(record.clone(), Journal::Now) {
         tiers.uncataloged(hash, error, Some(here));
         return false;
     }

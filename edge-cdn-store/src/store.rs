@@ -145,6 +145,7 @@ impl TieredStore {
         let disk = DiskTier::open(&config.dir, config.fsync, config.min_free_percent)?;
         let index = Arc::new(Index::default());
         let (catalog, fresh) = catalog::open(&config.dir.join("catalog"))?;
+        let catalog = Arc::new(catalog);
         let (segments, ring_wiped) = match config.segment_regions() {
             0 => (None, false),
             regions => {
@@ -191,7 +192,11 @@ impl TieredStore {
         let tiers = Arc::new(Tiers {
             memory: MemoryTier::new(memory_limit),
             writers: Writers::new(config.write_concurrency),
-            commits: Committer::start("store-commit")?,
+            commits: {
+                // A round's objects were cataloged with `Journal::Later`.
+                let catalog = catalog.clone();
+                Committer::start("store-commit", move || catalog.flush())?
+            },
             purging: Purging::start()?,
             config,
             disk,
@@ -284,11 +289,18 @@ impl TieredStore {
 
     /// Whether the disk tier is writable and how much room is left.
     /// Blocking (it touches the filesystem), and heals: a deleted store
-    /// directory is recreated by the probe.
+    /// directory is recreated by the probe, and a deleted segment ring
+    /// made anew.
     pub fn health(&self) -> Health {
         let disk = &self.tiers.disk;
         let writable = disk
             .probe()
+            .and_then(|()| {
+                self.tiers
+                    .segments
+                    .as_ref()
+                    .map_or(Ok(()), |ring| ring.heal())
+            })
             .map_err(|e| format!("{}: {e}", disk.dir().display()));
         let space = disk.space();
         let low_space = space.filter(|(_, low)| *low).map(|(space, _)| {
@@ -1189,7 +1201,14 @@ mod tests {
             let appended = ring.append(hash, &parts).unwrap().unwrap();
             store
                 .tiers
-                .install_committed(hash, appended.len, record, None, Some(appended.loc))
+                .install_committed(
+                    hash,
+                    appended.len,
+                    record,
+                    None,
+                    Some(appended.loc),
+                    crate::catalog::Journal::Now,
+                )
                 .unwrap();
         }
         let store = crate::test_common::reopen(config(dir.path())).await;

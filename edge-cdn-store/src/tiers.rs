@@ -19,7 +19,7 @@ use pingora_cache::storage::PurgeType;
 use pingora_cache::CacheMeta;
 use tokio::sync::Semaphore;
 
-use crate::catalog::{tags_in, Catalog, PurgeId, Record};
+use crate::catalog::{tags_in, Catalog, Journal, PurgeId, Record};
 use crate::commit::Committer;
 use crate::config::StoreConfig;
 use crate::disk::format::MetaHeader;
@@ -57,7 +57,7 @@ pub struct Tiers {
     /// (shared with the store's [`ClockEviction`](crate::ClockEviction)).
     pub index: Arc<Index>,
     /// Primary keys and tags of stored objects, for purging.
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     /// Small, hot objects.
     pub memory: MemoryTier,
     /// Writes in progress, for collapsed readers.
@@ -202,6 +202,7 @@ impl Tiers {
     /// The catalog comes first: if it cannot record the object, no purge
     /// could ever find it, so the object is removed again (files or entry,
     /// index, memory) and the error returned, as for any write that failed.
+    /// `journal` says when its catalog entry reaches the OS.
     pub fn install_committed(
         &self,
         hash: u128,
@@ -209,9 +210,10 @@ impl Tiers {
         record: Record,
         held: Option<Arc<MemObject>>,
         loc: Option<Loc>,
+        journal: Journal,
     ) -> Result<(), StoreError> {
         let _held = self.hold(hash);
-        if let Err(error) = self.catalog.insert(record) {
+        if let Err(error) = self.catalog.insert(record, journal) {
             let written = Placed { size, loc };
             return Err(self.uncataloged(hash, error, Some(written)));
         }

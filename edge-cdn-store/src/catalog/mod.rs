@@ -89,6 +89,24 @@ impl From<Selector<'_>> for OwnedSelector {
     }
 }
 
+/// When a change's journal entry is handed to the OS. Either way the
+/// change is visible at once (selections see it), and a crash keeps a
+/// prefix of the journal, so what a later change saw is never lost while
+/// that change is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journal {
+    /// With the change: one `write` each.
+    Now,
+    /// With the next change that is written now, or at the next
+    /// [`Catalog::flush`]: the store's commit thread records each object it
+    /// appends to the segment ring this way and flushes once per round, so
+    /// a round's objects share one `write`. A `kill -9` before then loses
+    /// their entries, which the walk at the next start makes again from
+    /// the ring (entries past the ring's mark, `crate::catalog::mark`, which
+    /// is itself journaled after them).
+    Later,
+}
+
 /// What the store records for one object when it is committed.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -192,9 +210,9 @@ impl Catalog {
     }
 
     /// Record a committed object, replacing what was recorded for its hash.
-    pub fn insert(&self, record: Record) -> Result<(), StoreError> {
+    pub fn insert(&self, record: Record, journal: Journal) -> Result<(), StoreError> {
         let hash = record.key.combined_bin();
-        self.change(&hash, |_| Some(Entry::from(record)))
+        self.change_all([(&hash, |_| Some(Entry::from(record)))], journal)
     }
 
     /// Record committed objects (of distinct hashes) in one batch, each
@@ -206,6 +224,7 @@ impl Catalog {
                 .iter()
                 .zip(records)
                 .map(|(hash, record)| (hash, move |_| Some(Entry::from(record)))),
+            Journal::Now,
         )
     }
 
@@ -218,7 +237,7 @@ impl Catalog {
     /// count moves once for all of them, so a purge or a reclaimed region
     /// costs one batch, not one per object.
     pub fn remove_all(&self, hashes: &[HashBinary]) -> Result<(), StoreError> {
-        self.change_all(hashes.iter().map(|hash| (hash, |_| None)))
+        self.change_all(hashes.iter().map(|hash| (hash, |_| None)), Journal::Now)
     }
 
     /// Replace `hash`'s tags (its response headers were rewritten).
@@ -234,7 +253,7 @@ impl Catalog {
         hash: &HashBinary,
         new: impl FnOnce(Option<Entry>) -> Option<Entry>,
     ) -> Result<(), StoreError> {
-        self.change_all([(hash, new)])
+        self.change_all([(hash, new)], Journal::Now)
     }
 
     /// Replace each hash's entry by what its function makes of the old one,
@@ -244,12 +263,16 @@ impl Catalog {
     fn change_all<'h, F>(
         &self,
         changes: impl IntoIterator<Item = (&'h HashBinary, F)>,
+        journal: Journal,
     ) -> Result<(), StoreError>
     where
         F: FnOnce(Option<Entry>) -> Option<Entry>,
     {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = self.db.batch();
+        if journal == Journal::Later {
+            batch = batch.durability(None);
+        }
         let mut changed = Vec::new();
         for (hash, new) in changes {
             let old = self.entry(hash)?;
@@ -455,6 +478,16 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Hand the journal entries of the changes made with
+    /// [`Journal::Later`] to the OS (one `write`, none if there are none).
+    /// A failure poisons the database, so every later change fails and is
+    /// counted where it is made; here it is only logged. Blocking.
+    pub fn flush(&self) {
+        if let Err(error) = self.db.persist(fjall::PersistMode::Buffer) {
+            tracing::warn!(target: "edge_cdn_store", error = %db(error), "catalog journal not written");
+        }
+    }
+
     /// Make every change so far durable (the journal is otherwise
     /// written to the OS per batch, not synced): before the store saves
     /// an index that counts on it.
@@ -527,19 +560,87 @@ mod tests {
         catalog.select(&selector.into()).unwrap()
     }
 
+    /// Whether any file under `dir` holds `needle`.
+    fn on_disk(dir: &Path, needle: &str) -> bool {
+        std::fs::read_dir(dir).unwrap().flatten().any(|entry| {
+            if entry.file_type().unwrap().is_dir() {
+                return on_disk(&entry.path(), needle);
+            }
+            let bytes = std::fs::read(entry.path()).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+    }
+
+    /// A change journaled `Later` is selected at once, but written only
+    /// with the next flush (or the next change written `Now`).
+    #[test]
+    fn a_later_journal_entry_is_written_by_the_next_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = empty(dir.path());
+        let path = |name: &str| format!("journal-test/{name}");
+        catalog
+            .insert(record(&path("now"), None, &["t"]), Journal::Now)
+            .unwrap();
+        assert!(on_disk(dir.path(), &path("now")));
+        catalog
+            .insert(record(&path("later-1"), None, &["t"]), Journal::Later)
+            .unwrap();
+        catalog
+            .insert(record(&path("later-2"), None, &[]), Journal::Later)
+            .unwrap();
+        assert_eq!(
+            primaries(&select(&catalog, Selector::Prefix(b"journal-test/"))),
+            [path("later-1"), path("later-2"), path("now")]
+        );
+        assert_eq!(
+            primaries(&select(&catalog, Selector::Tag("t"))),
+            [path("later-1"), path("now")]
+        );
+        assert!(!on_disk(dir.path(), &path("later-1")), "not written yet");
+        catalog.flush();
+        assert!(
+            on_disk(dir.path(), &path("later-1")),
+            "written by the flush"
+        );
+        assert!(
+            on_disk(dir.path(), &path("later-2")),
+            "written by the flush"
+        );
+        catalog
+            .insert(record(&path("later-3"), None, &[]), Journal::Later)
+            .unwrap();
+        catalog
+            .remove(&record(&path("now"), None, &[]).key.combined_bin())
+            .unwrap();
+        assert!(
+            on_disk(dir.path(), &path("later-3")),
+            "written with a change made now"
+        );
+    }
+
     #[test]
     fn selects_variants_prefixes_and_tags() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = empty(dir.path());
-        catalog.insert(record("h/a", None, &["t1"])).unwrap();
         catalog
-            .insert(record("h/a", Some(1), &["t1", "t2"]))
+            .insert(record("h/a", None, &["t1"]), Journal::Now)
             .unwrap();
-        catalog.insert(record("h/a", Some(2), &[])).unwrap();
-        catalog.insert(record("h/b/c", None, &["t2"])).unwrap();
-        catalog.insert(record("g/a", None, &["t1"])).unwrap();
+        catalog
+            .insert(record("h/a", Some(1), &["t1", "t2"]), Journal::Now)
+            .unwrap();
+        catalog
+            .insert(record("h/a", Some(2), &[]), Journal::Now)
+            .unwrap();
+        catalog
+            .insert(record("h/b/c", None, &["t2"]), Journal::Now)
+            .unwrap();
+        catalog
+            .insert(record("g/a", None, &["t1"]), Journal::Now)
+            .unwrap();
         // A tag that extends another is not selected with it.
-        catalog.insert(record("g/b", None, &["t10"])).unwrap();
+        catalog
+            .insert(record("g/b", None, &["t10"]), Journal::Now)
+            .unwrap();
 
         let primary = CacheKey::new("h/a", "site").primary_bin();
         assert_eq!(select(&catalog, Selector::Primary(&primary)).len(), 3);
@@ -580,7 +681,7 @@ mod tests {
             })
             .collect();
         for r in &records {
-            catalog.insert(r.clone()).unwrap();
+            catalog.insert(r.clone(), Journal::Now).unwrap();
         }
         assert_eq!(catalog.totals(), (10, 3));
         let evens: Vec<HashBinary> = records
@@ -607,9 +708,9 @@ mod tests {
         let catalog = empty(dir.path());
         let r = record("h/a", None, &["old"]);
         let hash = r.key.combined_bin();
-        catalog.insert(r).unwrap();
+        catalog.insert(r, Journal::Now).unwrap();
         catalog
-            .insert(record("h/a", None, &["new", "new"]))
+            .insert(record("h/a", None, &["new", "new"]), Journal::Now)
             .unwrap();
         assert!(select(&catalog, Selector::Tag("old")).is_empty());
         assert_eq!(select(&catalog, Selector::Tag("new")).len(), 1);
@@ -665,7 +766,7 @@ mod tests {
                     }
                 }
                 _ => {
-                    catalog.insert(r).unwrap();
+                    catalog.insert(r, Journal::Now).unwrap();
                     model.insert(hash, (primary, variance, tags));
                 }
             }

@@ -279,8 +279,11 @@ impl Segments {
         };
         let (file, loc, seq) = {
             let mut head = self.head();
-            self.replace_if_deleted(&mut head)?;
-            if head.offset + len > REGION_BYTES {
+            // A ring deleted under the store is noticed here, where a
+            // region begins (one `statx` per region, not per append), or
+            // by the health probe ([`Segments::heal`]); until then appends
+            // go on into the open, unlinked file and read back from it.
+            if head.offset + len > REGION_BYTES && !self.replace_if_deleted(&mut head)? {
                 let next = (head.region as usize + 1) % self.free.len();
                 if !self.free[next].swap(false, Ordering::AcqRel) {
                     drop(head);
@@ -359,18 +362,27 @@ impl Segments {
         *self.file.write().unwrap() = Arc::new(file);
     }
 
+    /// Make a new ring if the file was deleted: the store's health probe
+    /// calls this, so a deleted ring is replaced even while no region
+    /// fills.
+    /// Blocking (one `statx`).
+    pub fn heal(&self) -> Result<(), StoreError> {
+        self.replace_if_deleted(&mut self.head()).map(drop)
+    }
+
     /// If the ring file was deleted (its directory removed while the store
     /// runs), lay a new one out and start it from region 0, every region
     /// free: objects indexed in the old one become misses as they are read
-    /// (their entries are not in the new file). Called holding the head.
-    fn replace_if_deleted(&self, head: &mut Head) -> Result<(), StoreError> {
+    /// (their entries are not in the new file). Returns whether it did.
+    /// Called holding the head.
+    fn replace_if_deleted(&self, head: &mut Head) -> Result<bool, StoreError> {
         let linked = self
             .file()
             .metadata()
             .map_err(io_err("stat segment ring"))?
             .nlink();
         if linked > 0 {
-            return Ok(());
+            return Ok(false);
         }
         let (file, _) = lay_out(&self.dir, self.free.len())?;
         *self.file.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(file);
@@ -381,7 +393,7 @@ impl Segments {
         head.region = 0;
         head.offset = 0;
         tracing::warn!(target: "edge_cdn_store", dir = %self.dir.display(), "segment ring was deleted; a new one was made");
-        Ok(())
+        Ok(true)
     }
 
     /// Read and check `hash`'s entry of `len` bytes at `loc`. Blocking.
