@@ -767,7 +767,9 @@ impl TieredStore {
     }
 
     /// [`TieredStore::rewrite_meta`] for an object in files: its meta file
-    /// is written anew. Blocking; call it holding the object's lock.
+    /// is written anew, and the index's size (the eviction weight) moves
+    /// by what its length changed. Blocking; call it holding the object's
+    /// lock.
     fn rewrite_files(
         &self,
         hash: u128,
@@ -785,9 +787,13 @@ impl TieredStore {
             header_len: header.len() as u32,
             ..old
         };
-        tiers
+        let len = tiers
             .disk
             .commit_meta(hash, &new, &internal, &header, blobs.key)?;
+        let was = bytes.len() as u64;
+        tiers
+            .index
+            .reweigh(hash, |size| (size + len).saturating_sub(was));
         tiers.memory.update_meta(hash, internal, header);
         Ok(self.retagged(hash, tags))
     }

@@ -306,6 +306,32 @@ async fn purge_update_meta_and_expire() {
     assert_eq!(meta_now.headers()["x-tag"], "refreshed");
     assert_eq!(body_now, data);
 
+    // A refresh that grows the header grows the object's size on disk as
+    // the index (and so eviction) counts it, by as much as its meta file.
+    let meta_file = || {
+        use pingora_cache::key::CacheHashKey;
+        let hash = u128::from_be_bytes(key("/m").combined_bin());
+        let shard = dir.path().join(format!("{:02x}", hash >> 120));
+        std::fs::read_dir(shard)
+            .unwrap()
+            .flatten()
+            .find(|f| f.file_name().to_string_lossy().ends_with(".meta"))
+            .unwrap()
+            .metadata()
+            .unwrap()
+            .len()
+    };
+    let (size_before, file_before) = (store.health().disk_bytes, meta_file());
+    let mut grown = meta("m");
+    grown
+        .response_header_mut()
+        .insert_header("x-long", "v".repeat(3_000))
+        .unwrap();
+    assert!(store.update_meta(&key("/m"), &grown, &span).await.unwrap());
+    let grew = meta_file() - file_before;
+    assert!(grew >= 3_000, "{grew}");
+    assert_eq!(store.health().disk_bytes, size_before + grew);
+
     // Expire: kept, but no longer fresh.
     let compact = key("/m").to_compact();
     let outcome = store
