@@ -9,7 +9,7 @@
 //! purging by prefix relies on. GET and HEAD share a key.
 
 use http::HeaderMap;
-use pingora_cache::key::HashBinary;
+use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::{CacheKey, CacheMeta, VarianceBuilder};
 
 use super::freshness::vary_fields;
@@ -35,7 +35,20 @@ pub fn primary(site: &str, host: &str, path_and_query: &str) -> Vec<u8> {
 
 /// The key for `path_and_query` on `host`, within `site`.
 pub fn cache_key(site: &str, host: &str, path_and_query: &str) -> CacheKey {
-    CacheKey::new(primary(site, host, path_and_query), site)
+    hashed_once(primary(site, host, path_and_query), site)
+}
+
+/// A key whose primary hash is computed here, once: pingora's
+/// `primary_bin` hashes the primary key (BLAKE2b) at every call, and a
+/// request calls it several times (the lock, the lookup, the eviction
+/// manager, the store's commit and catalog record), which was about 2% of
+/// a fill's CPU. The hash kept is the one pingora computes, so nothing
+/// stored under a key changes.
+fn hashed_once(primary: Vec<u8>, site: &str) -> CacheKey {
+    let mut key = CacheKey::new(primary, site);
+    let hash = key.primary_bin();
+    key.set_primary_bin_override(hash);
+    key
 }
 
 /// What follows an object's primary key in the keys of its slice
@@ -52,7 +65,7 @@ pub fn slice_prefix(primary: &[u8]) -> Vec<u8> {
 /// The key of the record that says what sliced `primary` is (validator,
 /// length, block size, response header).
 pub fn slice_identity(primary: &[u8], site: &str) -> CacheKey {
-    CacheKey::new(slice_prefix(primary), site)
+    hashed_once(slice_prefix(primary), site)
 }
 
 /// The key of block `index` of sliced `primary`.
@@ -60,7 +73,7 @@ pub fn slice_block(primary: &[u8], site: &str, index: u64) -> CacheKey {
     let mut key = slice_prefix(primary);
     key.push(SEPARATOR);
     key.extend_from_slice(index.to_string().as_bytes());
-    CacheKey::new(key, site)
+    hashed_once(key, site)
 }
 
 /// The block index a slice record key of `primary` names; `None` for its
@@ -114,7 +127,6 @@ pub fn variance(meta: &CacheMeta, request: &HeaderMap, extra: &[String]) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pingora_cache::key::CacheHashKey;
     use pingora_http::ResponseHeader;
     use std::time::SystemTime;
 
@@ -131,6 +143,30 @@ mod tests {
             cache_key("s", "h", "/x").combined(),
             cache_key("s", "h", "/x").combined()
         );
+    }
+
+    /// The hash kept with a key is pingora's own: objects stored by
+    /// earlier versions, and other nodes' shared-tier entries, still match.
+    #[test]
+    fn a_key_keeps_the_hash_pingora_computes() {
+        let computed = |primary: Vec<u8>| CacheKey::new(primary, "s").primary_bin();
+        let url = primary("s", "h", "/a?b");
+        assert_eq!(
+            cache_key("s", "h", "/a?b").primary_bin(),
+            computed(url.clone())
+        );
+        assert_eq!(
+            slice_identity(&url, "s").primary_bin(),
+            computed(slice_prefix(&url))
+        );
+        let block = slice_block(&url, "s", 3);
+        let bytes = block.primary_key_str().unwrap().as_bytes().to_vec();
+        assert_eq!(block.primary_bin(), computed(bytes));
+        let mut varied = cache_key("s", "h", "/a?b");
+        varied.set_variance_key([7; 16]);
+        let mut fresh = CacheKey::new(url, "s");
+        fresh.set_variance_key([7; 16]);
+        assert_eq!(varied.combined_bin(), fresh.combined_bin());
     }
 
     #[test]
