@@ -155,7 +155,7 @@ impl TieredStore {
                     config.segment_max_object.as_u64(),
                     config.fsync,
                 )?;
-                (Some(ring), wiped)
+                (Some(Arc::new(ring)), wiped)
             }
         };
         // A fresh catalog lists nothing, so no purge could find what a
@@ -193,9 +193,15 @@ impl TieredStore {
             memory: MemoryTier::new(memory_limit),
             writers: Writers::new(config.write_concurrency),
             commits: {
-                // A round's objects were cataloged with `Journal::Later`.
-                let catalog = catalog.clone();
-                Committer::start("store-commit", move || catalog.flush())?
+                // A round's objects were cataloged with `Journal::Later`,
+                // and its appends checked the ring file once.
+                let (catalog, ring) = (catalog.clone(), segments.clone());
+                Committer::start("store-commit", move || {
+                    catalog.flush();
+                    if let Some(ring) = &ring {
+                        ring.recheck();
+                    }
+                })?
             },
             purging: Purging::start()?,
             config,

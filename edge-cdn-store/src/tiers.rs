@@ -52,7 +52,7 @@ pub struct Tiers {
     /// The object files.
     pub disk: DiskTier,
     /// The segment ring small objects are appended to, if there is one.
-    pub segments: Option<Segments>,
+    pub segments: Option<Arc<Segments>>,
     /// What is on disk, by key hash, with each object's CLOCK counter
     /// (shared with the store's [`ClockEviction`](crate::ClockEviction)).
     pub index: Arc<Index>,

@@ -153,6 +153,9 @@ pub struct Segments {
     on: AtomicBool,
     /// No region held an entry when the ring was opened.
     empty: AtomicBool,
+    /// The next append checks that the ring file is still linked (see
+    /// [`Segments::recheck`]).
+    unchecked: AtomicBool,
     /// Wakes the reclaimer: set when the head moves, and when the store
     /// closes.
     wake: (Mutex<bool>, Condvar),
@@ -203,6 +206,7 @@ impl Segments {
             free: (0..regions).map(|_| AtomicBool::new(true)).collect(),
             on: AtomicBool::new(false),
             empty: AtomicBool::new(true),
+            unchecked: AtomicBool::new(true),
             wake: (Mutex::new(false), Condvar::new()),
             stopped: AtomicBool::new(false),
             freeing: Mutex::new(()),
@@ -279,11 +283,10 @@ impl Segments {
         };
         let (file, loc, seq) = {
             let mut head = self.head();
-            // A ring deleted under the store is noticed here, where a
-            // region begins (one `statx` per region, not per append), or
-            // by the health probe ([`Segments::heal`]); until then appends
-            // go on into the open, unlinked file and read back from it.
-            if head.offset + len > REGION_BYTES && !self.replace_if_deleted(&mut head)? {
+            if self.unchecked.swap(false, Ordering::Relaxed) {
+                self.replace_if_deleted(&mut head)?;
+            }
+            if head.offset + len > REGION_BYTES {
                 let next = (head.region as usize + 1) % self.free.len();
                 if !self.free[next].swap(false, Ordering::AcqRel) {
                     drop(head);
@@ -362,27 +365,35 @@ impl Segments {
         *self.file.write().unwrap() = Arc::new(file);
     }
 
-    /// Make a new ring if the file was deleted: the store's health probe
-    /// calls this, so a deleted ring is replaced even while no region
-    /// fills.
-    /// Blocking (one `statx`).
+    /// Have the next append check that the ring file is still linked
+    /// (one `statx`), and make a new ring if it was deleted. The store's
+    /// commit thread calls this once per round of commits, so a round's
+    /// appends share one check (it was one per append, about 1% of a
+    /// fill's CPU); appends made meanwhile go into the open, unlinked file
+    /// and read back from it.
+    pub fn recheck(&self) {
+        self.unchecked.store(true, Ordering::Relaxed);
+    }
+
+    /// Make a new ring now if the file was deleted: the store's health
+    /// probe calls this, so a deleted ring is replaced even while nothing
+    /// is appended. Blocking (one `statx`).
     pub fn heal(&self) -> Result<(), StoreError> {
-        self.replace_if_deleted(&mut self.head()).map(drop)
+        self.replace_if_deleted(&mut self.head())
     }
 
     /// If the ring file was deleted (its directory removed while the store
     /// runs), lay a new one out and start it from region 0, every region
     /// free: objects indexed in the old one become misses as they are read
-    /// (their entries are not in the new file). Returns whether it did.
-    /// Called holding the head.
-    fn replace_if_deleted(&self, head: &mut Head) -> Result<bool, StoreError> {
+    /// (their entries are not in the new file). Called holding the head.
+    fn replace_if_deleted(&self, head: &mut Head) -> Result<(), StoreError> {
         let linked = self
             .file()
             .metadata()
             .map_err(io_err("stat segment ring"))?
             .nlink();
         if linked > 0 {
-            return Ok(false);
+            return Ok(());
         }
         let (file, _) = lay_out(&self.dir, self.free.len())?;
         *self.file.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(file);
@@ -393,7 +404,7 @@ impl Segments {
         head.region = 0;
         head.offset = 0;
         tracing::warn!(target: "edge_cdn_store", dir = %self.dir.display(), "segment ring was deleted; a new one was made");
-        Ok(true)
+        Ok(())
     }
 
     /// Read and check `hash`'s entry of `len` bytes at `loc`. Blocking.
