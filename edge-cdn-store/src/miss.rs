@@ -238,6 +238,18 @@ struct Written {
     loc: Option<Loc>,
 }
 
+impl Written {
+    /// An object committed to files: `body_len` bytes of body, `meta_len`
+    /// of meta file.
+    fn in_files((body_len, meta_len): (u64, u64)) -> Written {
+        Written {
+            body_len,
+            size: body_len + meta_len,
+            loc: None,
+        }
+    }
+}
+
 /// Make a committed object findable and tell its readers; or, if the
 /// catalog cannot record it (it is then removed again), count that and
 /// report it not stored. `journal` says when its catalog entry reaches the
@@ -369,12 +381,7 @@ impl Held {
         };
         tiers.observe(StoreEvent::BytesWritten(len));
         let held = for_memory(tiers, &readers, &chunks, len);
-        let (body_len, meta_len) = lens;
-        let written = Written {
-            body_len,
-            size: body_len + meta_len,
-            loc: None,
-        };
+        let written = Written::in_files(lens);
         install(tiers, hash, readers, record, written, held, journal)
     }
 }
@@ -405,12 +412,8 @@ impl InFlight {
         } = flight;
         let written = write.written();
         match write.commit(&tiers.disk, blobs(&readers, &key)) {
-            Ok(((body_len, meta_len), _permit)) => {
-                let written = Written {
-                    body_len,
-                    size: body_len + meta_len,
-                    loc: None,
-                };
+            Ok((lens, _permit)) => {
+                let written = Written::in_files(lens);
                 install(tiers, hash, readers, record, written, None, Journal::Now)
             }
             Err(e) => {

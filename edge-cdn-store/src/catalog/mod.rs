@@ -99,11 +99,11 @@ pub enum Journal {
     Now,
     /// With the next change that is written now, or at the next
     /// [`Catalog::flush`]: the store's commit thread records each object it
-    /// appends to the segment ring this way and flushes once per round, so
-    /// a round's objects share one `write`. A `kill -9` before then loses
-    /// their entries, which the walk at the next start makes again from
-    /// the ring (entries past the ring's mark, `crate::catalog::mark`, which
-    /// is itself journaled after them).
+    /// commits this way and flushes once per round, so a round's objects
+    /// share one `write`. A `kill -9` before then loses their entries,
+    /// which the walk at the next start makes again: from the ring for
+    /// entries past its mark (`crate::catalog::mark`, itself journaled
+    /// after them), and from the files of an object the ring refused.
     Later,
 }
 
