@@ -7,7 +7,8 @@
 //! against the same loop with no policy, in one run.
 //!
 //! Needs the example guests built (`./x bench-policy` does it):
-//! `cargo bench -p stavka --bench policy_overhead`.
+//! `cargo bench -p stavka --bench policy_overhead [MODE...]`; naming modes
+//! runs only those (and the no-policy baseline), e.g. to profile one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -120,8 +121,16 @@ fn main() {
         "{:<18} {:>10} {:>10} {:>14} {:>14}",
         "mode", "p50", "p99", "added p50", "added p99"
     );
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let chosen = MODES
+        .map(|(name, _)| name)
+        .into_iter()
+        .filter(|name| only.is_empty() || only.iter().any(|o| o == name));
     let mut baseline = (Duration::ZERO, Duration::ZERO);
-    for mode in std::iter::once("none").chain(MODES.map(|(name, _)| name)) {
+    for mode in std::iter::once("none").chain(chosen) {
         let module = registry.get(mode);
         let mut samples = Vec::with_capacity(SAMPLES);
         runtime.block_on(async {
