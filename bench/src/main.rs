@@ -178,7 +178,8 @@ fn fresh(tag: &str) -> String {
 }
 
 impl Scenario {
-    /// Who takes part: hits compare policy modes; misses and collapsing
+    /// Who takes part: hits compare policy modes, and reads of the segment
+    /// ring (no memory tier) through io_uring and the blocking pool; misses and collapsing
     /// take the per-request policy too; memory compares storage layouts
     /// (the segment ring, objects in files, no memory tier);
     /// slices and TLS leave Varnish out, which has no equivalent; the
@@ -187,7 +188,15 @@ impl Scenario {
     fn contenders(self) -> &'static [Contender] {
         use Contender::*;
         match self {
-            Scenario::Hit => &[Stavka, StavkaPerRequest, StavkaLongLived, Nginx, Varnish],
+            Scenario::Hit => &[
+                Stavka,
+                StavkaPerRequest,
+                StavkaLongLived,
+                StavkaDiskOnly,
+                StavkaDiskOnlyBlockingPool,
+                Nginx,
+                Varnish,
+            ],
             Scenario::Miss | Scenario::Collapse => &[Stavka, StavkaPerRequest, Nginx, Varnish],
             Scenario::Memory => &[Stavka, StavkaFiles, StavkaDiskOnly, Nginx, Varnish],
             Scenario::Slice => &[StavkaSlice, Nginx],

@@ -28,8 +28,12 @@ pub enum Contender {
     /// stavka with the ttl-rules policy, reused instances.
     StavkaLongLived,
     /// stavka with no memory tier: what it keeps in memory per object
-    /// besides bodies (memory scenario only).
+    /// besides bodies (memory scenario), and hits read from the segment
+    /// ring, through io_uring where the kernel has it (hit scenario).
     StavkaDiskOnly,
+    /// [`Contender::StavkaDiskOnly`] reading the ring on the blocking pool
+    /// (`io_engine = "blocking-pool"`; hit scenario only).
+    StavkaDiskOnlyBlockingPool,
     /// stavka with every object in its own files, no segment ring: the
     /// store's file engine against the ring (memory scenario only).
     StavkaFiles,
@@ -57,6 +61,7 @@ impl Contender {
             Contender::StavkaPerRequest => "stavka + per-request policy",
             Contender::StavkaLongLived => "stavka + long-lived policy",
             Contender::StavkaDiskOnly => "stavka, disk tier only",
+            Contender::StavkaDiskOnlyBlockingPool => "stavka, disk only, blocking pool",
             Contender::StavkaFiles => "stavka, objects in files",
             Contender::StavkaSlice => "stavka + slices",
             Contender::StavkaHlsPrefetch => "stavka + hls-prefetch",
@@ -281,7 +286,9 @@ impl Tools {
             None => String::new(),
         };
         let (memory_bytes, memory_max_object, disk_bytes) = match contender {
-            Contender::StavkaDiskOnly => ("0".into(), "0", "4GiB".into()),
+            Contender::StavkaDiskOnly | Contender::StavkaDiskOnlyBlockingPool => {
+                ("0".into(), "0", "4GiB".into())
+            }
             Contender::StavkaSoak => (
                 crate::soak::MEMORY_BYTES.to_string(),
                 "64KiB",
@@ -289,8 +296,9 @@ impl Tools {
             ),
             _ => ("256MiB".into(), "256KiB", "4GiB".into()),
         };
-        let segments = match contender {
+        let store = match contender {
             Contender::StavkaFiles => "segment_bytes = \"0\"",
+            Contender::StavkaDiskOnlyBlockingPool => "io_engine = \"blocking-pool\"",
             _ => "",
         };
         let slice = match contender {
@@ -308,7 +316,7 @@ impl Tools {
                 ("memory_bytes", memory_bytes),
                 ("memory_max_object", memory_max_object.to_owned()),
                 ("disk_bytes", disk_bytes),
-                ("segments", segments.to_owned()),
+                ("store", store.to_owned()),
                 ("policy", policy),
                 ("prefetch", prefetch),
                 ("slice", slice),

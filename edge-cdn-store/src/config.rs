@@ -69,6 +69,10 @@ pub struct StoreConfig {
     /// purging by tag: lists split on commas and whitespace. Default
     /// `["surrogate-key", "cache-tag"]`.
     pub tag_headers: Vec<String>,
+    /// How lookups read the segment ring: `auto` (io_uring where the kernel
+    /// has it, else the blocking pool), `io-uring` (fail to open without
+    /// it) or `blocking-pool`. Default `auto`.
+    pub io_engine: crate::io::IoEngineChoice,
 }
 
 impl Default for StoreConfig {
@@ -90,6 +94,7 @@ impl Default for StoreConfig {
             shared_max_object: ByteSize::mib(8),
             shared_write_concurrency: 16,
             tag_headers: vec!["surrogate-key".into(), "cache-tag".into()],
+            io_engine: crate::io::IoEngineChoice::Auto,
         }
     }
 }

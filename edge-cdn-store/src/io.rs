@@ -1,15 +1,148 @@
-//! The one seam for blocking file I/O.
+//! The one seam for file I/O a request waits for.
 //!
-//! Every file operation the store makes on behalf of a request runs through
+//! A lookup's read of the segment ring goes through [`Reads`]: io_uring
+//! where the kernel has it (`crate::uring`), else the blocking pool. Every
+//! other file operation the store makes on behalf of a request runs through
 //! [`blocking`] (or [`detach`], when nobody waits for it), never on a
 //! runtime worker, except the commit of a held miss, which runs on the
-//! store's commit thread (`crate::commit`). Today this is tokio's blocking
-//! pool; it is where a faster engine (io_uring, as foyer's `IoEngine` does)
-//! plugs in later, without touching the callers. A task that panics or is
+//! store's commit thread (`crate::commit`). A task that panics or is
 //! cancelled by a runtime shutting down becomes [`StoreError::Blocking`]
 //! here, in one place.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
 use crate::error::StoreError;
+use crate::uring::Rings;
+
+/// Which engine reads the segment ring, as configured
+/// ([`StoreConfig::io_engine`](crate::StoreConfig::io_engine)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoEngineChoice {
+    /// io_uring if the kernel has it, else the blocking pool.
+    #[default]
+    Auto,
+    /// io_uring, or the store does not open.
+    IoUring,
+    /// tokio's blocking pool, a thread hand-off per read.
+    BlockingPool,
+}
+
+/// The engine a store reads its segment ring with: what
+/// [`IoEngineChoice`] came to on this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoEngine {
+    /// io_uring: a read of cached pages completes in its submission.
+    IoUring,
+    /// tokio's blocking pool.
+    BlockingPool,
+}
+
+impl IoEngine {
+    /// Its name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoEngine::IoUring => "io_uring",
+            IoEngine::BlockingPool => "blocking_pool",
+        }
+    }
+}
+
+/// Reads for lookups, on the engine chosen when the store opened.
+pub enum Reads {
+    /// Through the store's io_uring rings.
+    IoUring(Rings),
+    /// On tokio's blocking pool.
+    BlockingPool,
+}
+
+impl Reads {
+    /// The engine `choice` asks for on this kernel, logged: `Auto` falls
+    /// back to the blocking pool (saying why) where io_uring cannot be set
+    /// up; `IoUring` is then an error.
+    pub fn open(choice: IoEngineChoice) -> Result<Reads, StoreError> {
+        let reads = match choice {
+            IoEngineChoice::BlockingPool => Reads::BlockingPool,
+            IoEngineChoice::IoUring => Reads::IoUring(
+                Rings::new().map_err(|e| StoreError::Io("set up io_uring (io_engine)", e))?,
+            ),
+            IoEngineChoice::Auto => match Rings::new() {
+                Ok(rings) => Reads::IoUring(rings),
+                Err(error) => {
+                    tracing::warn!(
+                        target: "edge_cdn_store",
+                        %error,
+                        "io_uring is not available: reads use the blocking pool"
+                    );
+                    Reads::BlockingPool
+                }
+            },
+        };
+        tracing::info!(
+            target: "edge_cdn_store",
+            engine = reads.engine().as_str(),
+            "segment ring reads"
+        );
+        Ok(reads)
+    }
+
+    /// The engine in use.
+    pub fn engine(&self) -> IoEngine {
+        match self {
+            Reads::IoUring(_) => IoEngine::IoUring,
+            Reads::BlockingPool => IoEngine::BlockingPool,
+        }
+    }
+
+    /// Read `len` bytes of `file` at `offset` (fewer only at its end);
+    /// `what` names the read in an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a read dropped early finishes in the kernel or on the
+    /// pool, and its buffer is freed there.
+    pub async fn read_at(
+        &self,
+        file: &Arc<File>,
+        offset: u64,
+        len: usize,
+        what: &'static str,
+    ) -> Result<Vec<u8>, StoreError> {
+        match self {
+            Reads::IoUring(rings) => rings
+                .read_at(file, offset, len)
+                .await
+                .map_err(|e| StoreError::Io(what, e)),
+            Reads::BlockingPool => {
+                let file = file.clone();
+                blocking(move || {
+                    read_fully(&file, offset, len).map_err(|e| StoreError::Io(what, e))
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// `len` bytes of `file` at `offset`, fewer only at its end. Blocking.
+fn read_fully(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
 
 /// Run `work` on the blocking pool and wait for its result.
 ///

@@ -81,6 +81,7 @@ mod snapshot;
 mod space;
 mod store;
 mod tiers;
+mod uring;
 mod write;
 
 // The unit tests share the integration tests' helpers, which name the
@@ -95,6 +96,7 @@ pub use catalog::{tags_in, Listed, Selector, MAX_TAGS, MAX_TAG_LEN};
 pub use config::StoreConfig;
 pub use error::{StoreError, WriteFailure};
 pub use eviction::ClockEviction;
+pub use io::{IoEngine, IoEngineChoice};
 pub use observer::{
     NoopObserver, PrometheusObserver, StoreEvent, StoreObserver, Tier, TracingObserver,
 };

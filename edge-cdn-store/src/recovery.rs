@@ -89,6 +89,7 @@ pub struct Recovery {
     /// entry of theirs below the ring's catalog mark is recorded again
     /// (the mark vouched for an entry since dropped).
     uncataloged: Mutex<HashSet<u128>>,
+    /// The recovery thread has finished (see [`Recovery::finished`]).
     done: watch::Sender<bool>,
 }
 
@@ -195,7 +196,7 @@ impl Recovery {
             started: Instant::now(),
             purges: Mutex::new(purges),
             uncataloged: Mutex::default(),
-            done: watch::Sender::new(!walking),
+            done: watch::Sender::new(false),
         }
     }
 
@@ -280,7 +281,8 @@ impl Recovery {
         self.purges.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wait until the walk has finished (at once if there is none).
+    /// Wait until the recovery thread has finished: the walk, if there is
+    /// one, and the catalog's recount after it.
     ///
     /// # Cancel safety
     ///

@@ -35,6 +35,15 @@ impl<T> Sharded<T> {
         lock(&self.shards[slot % self.shards.len()])
     }
 
+    /// Lock the shard of `slot` if it is free now.
+    pub fn try_lock(&self, slot: usize) -> Option<MutexGuard<'_, T>> {
+        match self.shards[slot % self.shards.len()].try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Lock the shards of every slot in `slots`, each once, in shard
     /// order: two callers doing so (or holding one shard at a time) never
     /// deadlock.

@@ -30,7 +30,7 @@ use crate::eviction::ClockEviction;
 use crate::head;
 use crate::hit::{DiskHit, Hit, MemoryHit, PartialHit, SharedStream};
 use crate::index::{Index, Placed};
-use crate::io;
+use crate::io::{self, IoEngine, Reads};
 use crate::memory::{MemObject, MemoryTier};
 use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
@@ -204,6 +204,10 @@ impl TieredStore {
                 })?
             },
             purging: Purging::start()?,
+            reads: match &segments {
+                Some(_) => Reads::open(config.io_engine)?,
+                None => Reads::BlockingPool,
+            },
             config,
             disk,
             segments,
@@ -240,9 +244,12 @@ impl TieredStore {
         })
     }
 
-    /// Wait until the store has walked its files (at once if it had
-    /// nothing to recover): from then on every object on disk is indexed
-    /// and cataloged.
+    /// Wait until the store's recovery thread is done: its files walked
+    /// (if it opened without a saved index) and its catalog tidied and
+    /// counted. From then on every object on disk is indexed and
+    /// cataloged, and [`TieredStore::catalog_totals`] counts them. A store
+    /// that opened from a saved index serves at once, without waiting for
+    /// this.
     ///
     /// # Cancel safety
     ///
@@ -447,6 +454,12 @@ impl TieredStore {
     /// Cancel safe: it only waits (on the blocking pool).
     pub async fn purges_carried_out(&'static self) {
         let _ = io::blocking(move || Ok(self.tiers.purging.wait_idle(None))).await;
+    }
+
+    /// The engine lookups read the segment ring with (what the configured
+    /// [`IoEngineChoice`](crate::IoEngineChoice) came to on this kernel).
+    pub fn io_engine(&self) -> IoEngine {
+        self.tiers.reads.engine()
     }
 
     /// Objects in the catalog, and distinct surrogate tags: two counters.
@@ -656,7 +669,10 @@ impl TieredStore {
     /// for memory, if it is small enough for memory or the shared tier
     /// wants it, inserted into memory if small enough and the index still
     /// places the object there (checked under its lock: a purge or a move
-    /// meanwhile must not leave memory serving it). Blocking.
+    /// meanwhile must not leave memory serving it). If someone holds the
+    /// lock (a write or purge of the object, or of another in its shard,
+    /// doing file I/O) it is not promoted this time, so a runtime worker
+    /// never waits for it; a later hit promotes it.
     fn promote(
         &self,
         hash: u128,
@@ -671,8 +687,10 @@ impl TieredStore {
             return None;
         }
         let object = Arc::new(MemObject::decoded(internal, header, body, meta));
-        let _held = tiers.hold(hash);
-        if small && tiers.index.placed(hash).map(|p| p.loc) == Some(loc) {
+        let Some(_held) = tiers.try_hold(hash).filter(|_| small) else {
+            return Some(object);
+        };
+        if tiers.index.placed(hash).map(|p| p.loc) == Some(loc) {
             tiers.memory.insert(hash, object.clone());
             tiers.observe(StoreEvent::Promotion);
         }
@@ -713,15 +731,16 @@ impl TieredStore {
                 return Ok(None);
             };
             let started = Instant::now();
-            let read = io::blocking(move || {
-                let entry = ring.read(loc, size, hash)?;
-                let meta = decode_meta(&entry.internal, &entry.meta_header)?;
-                let body = entry.body.clone();
-                let blobs = (entry.internal, entry.meta_header);
-                let object = self.promote(hash, Some(loc), blobs, body.clone(), &meta);
-                Ok((meta, body, object))
-            })
-            .await;
+            let read = ring
+                .read_with(&tiers.reads, loc, size, hash)
+                .await
+                .and_then(|entry| {
+                    let meta = decode_meta(&entry.internal, &entry.meta_header)?;
+                    let body = entry.body.clone();
+                    let blobs = (entry.internal, entry.meta_header);
+                    let object = self.promote(hash, Some(loc), blobs, body.clone(), &meta);
+                    Ok((meta, body, object))
+                });
             tiers.observe(StoreEvent::DiskLatency("open", started.elapsed()));
             match read {
                 Ok((meta, body, object)) => {
@@ -866,9 +885,7 @@ impl TieredStore {
         }) = tiers.index.placed(hash)
         {
             let ring = tiers.segments.as_ref()?;
-            let entry = io::blocking(move || ring.read(loc, size, hash))
-                .await
-                .ok()?;
+            let entry = ring.read_with(&tiers.reads, loc, size, hash).await.ok()?;
             return head::decode(&entry.internal, &entry.meta_header).ok();
         }
         let bytes = io::blocking(move || self.tiers.disk.read_meta(hash))

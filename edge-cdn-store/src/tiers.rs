@@ -27,7 +27,7 @@ use crate::disk::{BodyReader, DiskTier};
 use crate::error::StoreError;
 use crate::head;
 use crate::index::{Index, Placed};
-use crate::io;
+use crate::io::{self, Reads};
 use crate::memory::{MemObject, MemoryTier};
 use crate::observer::{StoreEvent, StoreObserver};
 use crate::partial::Partials;
@@ -53,6 +53,9 @@ pub struct Tiers {
     pub disk: DiskTier,
     /// The segment ring small objects are appended to, if there is one.
     pub segments: Option<Arc<Segments>>,
+    /// How lookups read the segment ring (the blocking pool if there is
+    /// none).
+    pub reads: Reads,
     /// What is on disk, by key hash, with each object's CLOCK counter
     /// (shared with the store's [`ClockEviction`](crate::ClockEviction)).
     pub index: Arc<Index>,
@@ -236,6 +239,12 @@ impl Tiers {
     /// `crate::recovery`). Striped: unrelated objects rarely share one.
     pub fn hold(&self, hash: u128) -> std::sync::MutexGuard<'_, ()> {
         self.holds.lock(hash as usize)
+    }
+
+    /// [`Tiers::hold`] if no one holds it now: for a runtime worker, which
+    /// must not wait behind file I/O done under the lock.
+    pub fn try_hold(&self, hash: u128) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.holds.try_lock(hash as usize)
     }
 
     /// An object was just indexed at `loc` in place of `old`: remove the

@@ -50,7 +50,13 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::error::StoreError;
+use crate::io::Reads;
 use entry::{Entry, Header, Parts, HEADER};
+
+/// What a failed read of an entry was, in its error.
+const READ: &str = "read segment entry";
+/// An entry the file ends within: torn by a crash, or the file truncated.
+const CUT_SHORT: &str = "segment entry cut short";
 
 /// Bytes per region: entries up to this size fit, and a reclaim reads one
 /// region at a time.
@@ -409,17 +415,43 @@ impl Segments {
 
     /// Read and check `hash`'s entry of `len` bytes at `loc`. Blocking.
     pub fn read(&self, loc: Loc, len: u64, hash: u128) -> Result<Entry, StoreError> {
+        let file = self.locate(loc, len)?;
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, at(loc))
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => StoreError::Corrupt(CUT_SHORT),
+                _ => StoreError::Io(READ, e),
+            })?;
+        entry::check(Bytes::from(bytes), hash)
+    }
+
+    /// [`Segments::read`] through `reads`, so a lookup waits for the disk
+    /// without a thread blocked on it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it changes nothing.
+    pub async fn read_with(
+        &self,
+        reads: &Reads,
+        loc: Loc,
+        len: u64,
+        hash: u128,
+    ) -> Result<Entry, StoreError> {
+        let file = self.locate(loc, len)?;
+        let bytes = reads.read_at(&file, at(loc), len as usize, READ).await?;
+        if bytes.len() as u64 != len {
+            return Err(StoreError::Corrupt(CUT_SHORT));
+        }
+        entry::check(Bytes::from(bytes), hash)
+    }
+
+    /// The ring file, if `len` bytes at `loc` are within the ring.
+    fn locate(&self, loc: Loc, len: u64) -> Result<Arc<File>, StoreError> {
         if loc.region as usize >= self.free.len() || u64::from(loc.offset) + len > REGION_BYTES {
             return Err(StoreError::Corrupt("segment entry out of the ring"));
         }
-        let mut bytes = vec![0u8; len as usize];
-        self.file()
-            .read_exact_at(&mut bytes, at(loc))
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => StoreError::Corrupt("segment entry cut short"),
-                _ => StoreError::Io("read segment entry", e),
-            })?;
-        entry::check(Bytes::from(bytes), hash)
+        Ok(self.file())
     }
 
     /// Mark `hash`'s entry at `loc` removed, if it is still there, so no

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use edge_cdn_store::{NoopObserver, SharedTier, StoreConfig, TieredStore};
+use edge_cdn_store::{IoEngineChoice, NoopObserver, SharedTier, StoreConfig, TieredStore};
 use pingora_cache::key::{CacheKey, CompactCacheKey};
 use pingora_cache::storage::{
     HitHandler, MissFinishType, PurgeOutcome, PurgeTarget, PurgeType, Storage,
@@ -22,12 +22,27 @@ use pingora_http::ResponseHeader;
 
 /// The default configuration on `dir`, without the free-space floor: how
 /// full the test machine's disk is must not decide what these tests see
-/// (`full.rs` tests the floor on its own filesystem).
+/// (`full.rs` tests the floor on its own filesystem). Its reads use the
+/// engine [`IO_ENGINE`] names, so that `./x test` runs the suite on each.
 pub fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
         dir: dir.to_path_buf(),
         min_free_percent: 0,
+        io_engine: io_engine(),
         ..StoreConfig::default()
+    }
+}
+
+/// The environment variable naming the engine the suite's stores read
+/// with: `io-uring` or `blocking-pool` (unset: `auto`).
+pub const IO_ENGINE: &str = "EDGE_STORE_TEST_IO_ENGINE";
+
+fn io_engine() -> IoEngineChoice {
+    match std::env::var(IO_ENGINE).as_deref() {
+        Err(_) => IoEngineChoice::Auto,
+        Ok("io-uring") => IoEngineChoice::IoUring,
+        Ok("blocking-pool") => IoEngineChoice::BlockingPool,
+        Ok(other) => panic!("{IO_ENGINE}={other}: io-uring or blocking-pool"),
     }
 }
 

@@ -572,6 +572,7 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Json<Stats> {
                 objects: catalog_objects as u64,
                 tags: catalog_tags as u64,
             },
+            io_engine: state.store.io_engine().as_str().to_owned(),
             shared: state.store.shared_breaker().map(|breaker| SharedStatus {
                 breaker: breaker.as_str().to_owned(),
                 purge_bus: match &state.purge_bus {

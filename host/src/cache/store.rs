@@ -432,6 +432,11 @@ impl CacheStore {
         self.storage.writing(key)
     }
 
+    /// How lookups read the segment ring.
+    pub fn io_engine(&self) -> edge_cdn_store::IoEngine {
+        self.storage.io_engine()
+    }
+
     /// Objects in the catalog, and distinct surrogate tags.
     pub fn catalog_totals(&self) -> (usize, usize) {
         self.storage.catalog_totals()

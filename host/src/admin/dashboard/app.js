@@ -186,7 +186,8 @@ function showStats(s) {
     row.insertCell().append(bar);
   }
   $("catalog").textContent = `Catalog: ${s.store.catalog.objects} objects, ${s.store.catalog.tags} distinct tags; `
-    + `${s.totals.evictions.objects} evicted, ${s.totals.collapsed_requests} collapsed requests.`;
+    + `${s.totals.evictions.objects} evicted, ${s.totals.collapsed_requests} collapsed requests; `
+    + `disk reads: ${s.store.io_engine}.`;
 }
 
 // Each site's traffic, and its origin's health, over the last 10 s.

@@ -1,0 +1,603 @@
+//! Reads through io_uring, with no trip to a thread pool when the bytes are
+//! in the page cache.
+//!
+//! A read is pushed on one of a few rings and submitted by the task that
+//! wants it, on its own thread. A buffered read of cached pages completes
+//! inside that submission (the kernel tries it without blocking first), so
+//! the task has its bytes without a context switch, where a blocking-pool
+//! trip costs two. A read the kernel must wait for (pages not cached)
+//! completes later: each ring has an eventfd, and a `store-uring` thread
+//! blocked on it reaps those completions and wakes their tasks. The
+//! eventfd is switched on only while a read is left in the kernel after
+//! its submission, so a read completed inside it wakes no thread. So the
+//! tokio worker never blocks on the disk.
+//!
+//! Everything the kernel reads into or from (the buffer, the file) is owned
+//! by the ring's table of operations until the kernel has completed the
+//! operation, not by the future waiting for it: a future dropped early
+//! leaves its operation there, marked abandoned, to be freed when it
+//! completes. A ring dropped with operations in the kernel cancels them and
+//! waits for them; if that fails, their buffers are leaked rather than
+//! freed under the kernel.
+//!
+//! This is `foyer`'s and `tokio-uring`'s shape with less of it: reads only,
+//! since the store's writes are batched on its commit thread already
+//! (`crate::commit`), and rings shared by the workers (picked per thread)
+//! rather than one per runtime, because pingora runs several runtimes and
+//! a store outlives none of them.
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{opcode, types, IoUring, Probe};
+
+/// Submission queue entries per ring (the completion queue has twice as
+/// many, and the kernel keeps overflowing completions rather than drop
+/// them).
+const ENTRIES: u32 = 256;
+
+/// The most rings, whatever the number of CPUs: one per worker thread
+/// spreads the lock, more would only cost reaper threads.
+const MAX_RINGS: usize = 4;
+
+/// The store's io_uring rings.
+pub struct Rings {
+    rings: Box<[Arc<Ring>]>,
+}
+
+impl Rings {
+    /// One ring per CPU (at most [`MAX_RINGS`]), each with its reaper
+    /// thread. Fails if the kernel has no io_uring (older than 5.6, or
+    /// switched off by `kernel.io_uring_disabled` or a seccomp filter) or
+    /// lacks what this needs: the caller then reads on the blocking pool.
+    pub fn new() -> io::Result<Rings> {
+        let count = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_RINGS);
+        let rings = (0..count)
+            .map(|i| Ring::new().and_then(|ring| ring.reap_on_thread(i)))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Rings {
+            rings: rings.into_boxed_slice(),
+        })
+    }
+
+    /// Read `len` bytes of `file` at `offset`: fewer only at the end of the
+    /// file.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a read dropped before it completes is left to the
+    /// kernel, and its buffer freed when it has.
+    pub async fn read_at(&self, file: &Arc<File>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let ring = &self.rings[this_thread() % self.rings.len()];
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            let (back, read) = ring
+                .submit(file, offset + filled as u64, buf, filled)?
+                .await;
+            buf = back;
+            match read? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        buf.truncate(filled);
+        Ok(buf)
+    }
+}
+
+impl Drop for Rings {
+    /// The reapers stop; each ring goes when the last read on it has.
+    fn drop(&mut self) {
+        for ring in self.rings.iter() {
+            ring.stopping.store(true, Ordering::Release);
+            ring.signal();
+        }
+    }
+}
+
+/// Which ring this thread submits to: threads take turns, so a few workers
+/// spread over the rings.
+fn this_thread() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SLOT.with(|slot| *slot)
+}
+
+/// One io_uring instance and what its operations own.
+struct Ring {
+    state: Mutex<State>,
+    /// Signalled by the kernel for completions while reads are in flight
+    /// (see [`State::settle`]), and by [`Rings`]'s drop to stop the reaper.
+    eventfd: OwnedFd,
+    stopping: AtomicBool,
+}
+
+struct State {
+    uring: IoUring,
+    /// Operations by their `user_data`.
+    ops: Vec<Op>,
+    /// Indices of `ops` free for reuse.
+    free: Vec<usize>,
+    /// Operations in the kernel (`Op::InFlight`).
+    in_flight: usize,
+}
+
+enum Op {
+    Free,
+    /// In the kernel: it reads into `buf` from `_file`'s descriptor, so
+    /// both stay here until it completes.
+    InFlight {
+        buf: Vec<u8>,
+        _file: Arc<File>,
+        waker: Option<Waker>,
+        /// Its future was dropped: free it when it completes.
+        abandoned: bool,
+    },
+    /// Completed: the buffer and the kernel's result, for its future.
+    Done {
+        buf: Vec<u8>,
+        result: i32,
+    },
+}
+
+impl Ring {
+    fn new() -> io::Result<Ring> {
+        let mut uring = IoUring::new(ENTRIES)?;
+        let mut probe = Probe::new();
+        uring.submitter().register_probe(&mut probe)?;
+        for code in [opcode::Read::CODE, opcode::AsyncCancel::CODE] {
+            if !probe.is_supported(code) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("io_uring has no operation {code}"),
+                ));
+            }
+        }
+        // SAFETY: eventfd has no memory-safety preconditions; its result is
+        // checked before it is owned.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nothing else owns.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        uring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        uring.completion().disable_eventfd();
+        Ok(Ring {
+            state: Mutex::new(State {
+                uring,
+                ops: Vec::new(),
+                free: Vec::new(),
+                in_flight: 0,
+            }),
+            eventfd,
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Start the thread that reaps what completes asynchronously.
+    fn reap_on_thread(self, i: usize) -> io::Result<Arc<Ring>> {
+        let ring = Arc::new(self);
+        let reaper = ring.clone();
+        std::thread::Builder::new()
+            .name(format!("store-uring-{i}"))
+            .spawn(move || {
+                while reaper.wait() && !reaper.stopping.load(Ordering::Acquire) {
+                    reaper.lock().settle();
+                }
+            })?;
+        Ok(ring)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Block until the eventfd is signalled; false if it cannot be read.
+    fn wait(&self) -> bool {
+        let mut count = [0u8; 8];
+        loop {
+            // SAFETY: reads 8 bytes into `count`, which has 8.
+            let n = unsafe { libc::read(self.eventfd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+            if n == 8 {
+                return true;
+            }
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return false;
+        }
+    }
+
+    fn signal(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes the 8 bytes of `one`. A full counter (never, at
+        // one write per drop) would only leave the reaper awake already.
+        unsafe { libc::write(self.eventfd.as_raw_fd(), one.as_ptr().cast(), 8) };
+    }
+
+    /// Push a read into `buf[start..]` and submit it; its completion is
+    /// what the returned future waits for.
+    fn submit(
+        self: &Arc<Ring>,
+        file: &Arc<File>,
+        offset: u64,
+        mut buf: Vec<u8>,
+        start: usize,
+    ) -> io::Result<Submitted> {
+        let len = u32::try_from(buf.len() - start).unwrap_or(u32::MAX);
+        // The heap buffer does not move when `buf` is moved into the table.
+        // SAFETY: `start <= buf.len()`, so the pointer is in the buffer or
+        // one past its end (with `len` 0).
+        let at = unsafe { buf.as_mut_ptr().add(start) };
+        let mut state = self.lock();
+        let id = state.free.pop().unwrap_or_else(|| {
+            state.ops.push(Op::Free);
+            state.ops.len() - 1
+        });
+        let read = opcode::Read::new(types::Fd(file.as_raw_fd()), at, len)
+            .offset(offset)
+            .build()
+            .user_data(id as u64);
+        if let Err(e) = state.push(&read) {
+            state.free.push(id);
+            return Err(e);
+        }
+        state.ops[id] = Op::InFlight {
+            buf,
+            _file: file.clone(),
+            waker: None,
+            abandoned: false,
+        };
+        state.in_flight += 1;
+        if let Err(e) = state.uring.submit() {
+            // The entry stays queued: the next submission or the drop's
+            // cancellation takes it, and its operation stays in flight.
+            state.abandon(id);
+            return Err(e);
+        }
+        state.settle();
+        Ok(Submitted {
+            ring: self.clone(),
+            id,
+            done: false,
+        })
+    }
+}
+
+impl State {
+    /// Queue `entry`, making room by submitting what is queued if the
+    /// queue is full.
+    fn push(&mut self, entry: &io_uring::squeue::Entry) -> io::Result<()> {
+        for _ in 0..2 {
+            // SAFETY: what the entry points at (a buffer and a file held in
+            // `ops`) lives until its completion is reaped.
+            if unsafe { self.uring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            self.uring.submit()?;
+        }
+        Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "io_uring submission queue full",
+        ))
+    }
+
+    /// [`State::reap`], and have the eventfd signal completions exactly
+    /// while operations are in the kernel: switched on before a last reap,
+    /// so none completing meanwhile goes unsignalled, and off once none
+    /// is left, so a read completed inside its submission wakes no reaper.
+    fn settle(&mut self) {
+        self.reap();
+        let disabled = self.uring.completion().eventfd_disabled();
+        if self.in_flight > 0 && disabled {
+            self.uring.completion().enable_eventfd();
+            self.reap();
+        } else if self.in_flight == 0 && !disabled {
+            self.uring.completion().disable_eventfd();
+        }
+    }
+
+    /// Take what has completed: results for their futures (woken), and
+    /// abandoned operations freed.
+    fn reap(&mut self) {
+        let State {
+            uring,
+            ops,
+            free,
+            in_flight,
+        } = self;
+        for completion in uring.completion() {
+            let id = completion.user_data() as usize;
+            let Some(op) = ops.get_mut(id) else { continue };
+            match std::mem::replace(op, Op::Free) {
+                Op::InFlight {
+                    abandoned: true, ..
+                } => {
+                    *in_flight -= 1;
+                    free.push(id);
+                }
+                Op::InFlight { buf, waker, .. } => {
+                    *in_flight -= 1;
+                    *op = Op::Done {
+                        buf,
+                        result: completion.result(),
+                    };
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
+                }
+                // A completion for something not in flight (a cancel's own
+                // completion carries no operation's id): nothing to do.
+                other => *op = other,
+            }
+        }
+    }
+
+    /// The future of `id` is gone: free it now if it has completed, or
+    /// when it does.
+    fn abandon(&mut self, id: usize) {
+        match &mut self.ops[id] {
+            Op::InFlight {
+                abandoned, waker, ..
+            } => {
+                *abandoned = true;
+                *waker = None;
+            }
+            op => {
+                *op = Op::Free;
+                self.free.push(id);
+            }
+        }
+    }
+}
+
+impl Drop for Ring {
+    /// Nothing waits on this ring any more; an operation still in the
+    /// kernel was abandoned. Cancel each and wait for the kernel to be done
+    /// with their buffers, or leak them if it cannot be waited for.
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let in_flight = |ops: &[Op]| {
+            ops.iter()
+                .filter(|op| matches!(op, Op::InFlight { .. }))
+                .count()
+        };
+        let ids: Vec<usize> = (0..state.ops.len())
+            .filter(|&id| matches!(state.ops[id], Op::InFlight { .. }))
+            .collect();
+        for id in ids {
+            let cancel = opcode::AsyncCancel::new(id as u64)
+                .build()
+                .user_data(u64::MAX);
+            if state.push(&cancel).is_err() {
+                break;
+            }
+        }
+        // Each round waits for at least one completion; a bounded number of
+        // rounds, since a cancelled read completes promptly.
+        for _ in 0..2 * ENTRIES {
+            if in_flight(&state.ops) == 0 {
+                return;
+            }
+            if state.uring.submit_and_wait(1).is_err() {
+                break;
+            }
+            state.reap();
+        }
+        for op in std::mem::take(&mut state.ops) {
+            if let Op::InFlight { buf, .. } = op {
+                std::mem::forget(buf);
+            }
+        }
+    }
+}
+
+/// A submitted read: resolves to its buffer and how many bytes the kernel
+/// read into it.
+struct Submitted {
+    ring: Arc<Ring>,
+    id: usize,
+    done: bool,
+}
+
+impl Future for Submitted {
+    type Output = (Vec<u8>, io::Result<usize>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let id = self.id;
+        let ring = self.ring.clone();
+        let mut state = ring.lock();
+        state.settle();
+        match &mut state.ops[id] {
+            Op::InFlight { waker, .. } => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            op => {
+                let Op::Done { buf, result } = std::mem::replace(op, Op::Free) else {
+                    unreachable!("a polled operation is in flight or done");
+                };
+                state.free.push(id);
+                self.done = true;
+                let read =
+                    usize::try_from(result).map_err(|_| io::Error::from_raw_os_error(-result));
+                Poll::Ready((buf, read))
+            }
+        }
+    }
+}
+
+impl Drop for Submitted {
+    fn drop(&mut self) {
+        if !self.done {
+            self.ring.lock().abandon(self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
+    fn rings() -> Rings {
+        Rings::new().expect("io_uring on the test machine")
+    }
+
+    #[tokio::test]
+    async fn a_read_returns_the_bytes_and_stops_at_the_end_of_the_file() {
+        let mut file = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&data).unwrap();
+        let file = Arc::new(file);
+        let rings = rings();
+        assert_eq!(rings.read_at(&file, 0, 100_000).await.unwrap(), data);
+        assert_eq!(
+            rings.read_at(&file, 4096, 10).await.unwrap(),
+            data[4096..4106]
+        );
+        assert_eq!(
+            rings.read_at(&file, 99_990, 100).await.unwrap(),
+            data[99_990..],
+            "cut short at the end"
+        );
+        assert!(rings.read_at(&file, 200_000, 10).await.unwrap().is_empty());
+        assert!(rings.read_at(&file, 0, 0).await.unwrap().is_empty());
+        for ring in rings.rings.iter() {
+            let mut state = ring.lock();
+            assert_eq!(state.in_flight, 0);
+            assert!(
+                state.uring.completion().eventfd_disabled(),
+                "reads completed in their submission leave the reaper asleep"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_on_a_descriptor_not_open_for_reading_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w");
+        let file = Arc::new(File::create(&path).unwrap());
+        file.write_all_at(b"x", 0).unwrap();
+        let error = rings().read_at(&file, 0, 1).await.unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EBADF));
+    }
+
+    /// A pipe with nothing in it: the read completes only when the test
+    /// writes, through the reaper thread and the waker.
+    fn pipe() -> (Arc<File>, File) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both are new descriptors owned by nothing else.
+        unsafe {
+            (
+                Arc::new(File::from_raw_fd(fds[0])),
+                File::from_raw_fd(fds[1]),
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_the_kernel_completes_later_wakes_its_task() {
+        let rings = rings();
+        let (reader, mut writer) = pipe();
+        let read = tokio::spawn(async move { rings.read_at(&reader, 0, 5).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!read.is_finished(), "nothing to read yet");
+        writer.write_all(b"hello").unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), read)
+            .await
+            .expect("woken")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_read_is_freed_when_it_completes_and_the_ring_goes_on() {
+        let rings = rings();
+        let (reader, mut writer) = pipe();
+        let ring = &rings.rings[this_thread() % rings.rings.len()];
+        {
+            let pending = rings.read_at(&reader, 0, 3);
+            tokio::pin!(pending);
+            assert!(futures_poll_once(pending.as_mut()).await.is_none());
+        }
+        let abandoned = |ring: &Ring| {
+            ring.lock()
+                .ops
+                .iter()
+                .filter(|op| {
+                    matches!(
+                        op,
+                        Op::InFlight {
+                            abandoned: true,
+                            ..
+                        }
+                    )
+                })
+                .count()
+        };
+        assert_eq!(abandoned(ring), 1, "left to the kernel");
+        writer.write_all(b"abc").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while abandoned(ring) > 0 {
+            assert!(std::time::Instant::now() < deadline, "never reaped");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"still reads").unwrap();
+        let file = Arc::new(file);
+        assert_eq!(rings.read_at(&file, 0, 11).await.unwrap(), b"still reads");
+    }
+
+    #[test]
+    fn a_ring_dropped_with_a_read_in_the_kernel_cancels_it() {
+        let (reader, _writer) = pipe();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let rings = rings();
+        runtime.block_on(async {
+            let pending = rings.read_at(&reader, 0, 3);
+            tokio::pin!(pending);
+            assert!(futures_poll_once(pending.as_mut()).await.is_none());
+        });
+        // Nothing will ever be written: only the cancel ends the read.
+        let ring = Arc::downgrade(&rings.rings[this_thread() % rings.rings.len()]);
+        drop(rings);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ring.strong_count() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the reaper kept it");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Poll `future` once: its output if it was ready.
+    async fn futures_poll_once<F: Future + Unpin>(mut future: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut future).poll(cx) {
+                Poll::Ready(out) => Some(out),
+                Poll::Pending => None,
+            })
+        })
+        .await
+    }
+}
