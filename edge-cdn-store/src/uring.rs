@@ -46,6 +46,10 @@ const ENTRIES: u32 = 256;
 /// spreads the lock, more would only cost reaper threads.
 const MAX_RINGS: usize = 4;
 
+/// How often a reaper looks at its ring unprompted, to offer the kernel
+/// entries a submission left queued.
+const RESUBMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The store's io_uring rings.
 pub struct Rings {
     rings: Box<[Arc<Ring>]>,
@@ -193,7 +197,10 @@ impl Ring {
         std::thread::Builder::new()
             .name(format!("store-uring-{i}"))
             .spawn(move || {
-                while reaper.wait() && !reaper.stopping.load(Ordering::Acquire) {
+                while let Some(_woken) = reaper.wait() {
+                    if reaper.stopping.load(Ordering::Acquire) {
+                        break;
+                    }
                     reaper.lock().settle();
                 }
             })?;
@@ -204,20 +211,29 @@ impl Ring {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Block until the eventfd is signalled; false if it cannot be read.
-    fn wait(&self) -> bool {
-        let mut count = [0u8; 8];
-        loop {
-            // SAFETY: reads 8 bytes into `count`, which has 8.
-            let n = unsafe { libc::read(self.eventfd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
-            if n == 8 {
-                return true;
+    /// Block until the eventfd is signalled (`Some(true)`) or
+    /// [`RESUBMIT_EVERY`] has passed (`Some(false)`); `None` if it cannot
+    /// be waited on.
+    fn wait(&self) -> Option<bool> {
+        let mut poll = libc::pollfd {
+            fd: self.eventfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timeout = RESUBMIT_EVERY.as_millis() as libc::c_int;
+        // SAFETY: one `pollfd`, which `poll` points at.
+        match unsafe { libc::poll(&mut poll, 1, timeout) } {
+            0 => return Some(false),
+            n if n < 0 => {
+                return (io::Error::last_os_error().kind() == io::ErrorKind::Interrupted)
+                    .then_some(false)
             }
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return false;
+            _ => {}
         }
+        let mut count = [0u8; 8];
+        // SAFETY: reads 8 bytes into `count`, which has 8.
+        let n = unsafe { libc::read(self.eventfd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        (n == 8 || io::Error::last_os_error().kind() == io::ErrorKind::Interrupted).then_some(true)
     }
 
     fn signal(&self) {
@@ -233,6 +249,28 @@ impl Ring {
         self: &Arc<Ring>,
         file: &Arc<File>,
         offset: u64,
+        buf: Vec<u8>,
+        start: usize,
+    ) -> io::Result<Submitted> {
+        let mut state = self.lock();
+        let mut submitted = self.queue(&mut state, file, offset, buf, start)?;
+        if let Err(e) = state.uring.submit() {
+            // The entry stays queued: a later settle or the drop's
+            // cancellation takes it, and frees it once it completes.
+            state.abandon(submitted.id);
+            submitted.done = true;
+            return Err(e);
+        }
+        state.settle();
+        Ok(submitted)
+    }
+
+    /// Push a read into `buf[start..]` on `state`'s queue, not submitted.
+    fn queue(
+        self: &Arc<Ring>,
+        state: &mut State,
+        file: &Arc<File>,
+        offset: u64,
         mut buf: Vec<u8>,
         start: usize,
     ) -> io::Result<Submitted> {
@@ -241,7 +279,6 @@ impl Ring {
         // SAFETY: `start <= buf.len()`, so the pointer is in the buffer or
         // one past its end (with `len` 0).
         let at = unsafe { buf.as_mut_ptr().add(start) };
-        let mut state = self.lock();
         let id = state.free.pop().unwrap_or_else(|| {
             state.ops.push(Op::Free);
             state.ops.len() - 1
@@ -261,13 +298,6 @@ impl Ring {
             abandoned: false,
         };
         state.in_flight += 1;
-        if let Err(e) = state.uring.submit() {
-            // The entry stays queued: the next submission or the drop's
-            // cancellation takes it, and its operation stays in flight.
-            state.abandon(id);
-            return Err(e);
-        }
-        state.settle();
         Ok(Submitted {
             ring: self.clone(),
             id,
@@ -298,7 +328,13 @@ impl State {
     /// while operations are in the kernel: switched on before a last reap,
     /// so none completing meanwhile goes unsignalled, and off once none
     /// is left, so a read completed inside its submission wakes no reaper.
+    /// Entries a submission left queued (the kernel may take fewer than
+    /// offered when short of memory) are offered again first.
     fn settle(&mut self) {
+        if !self.uring.submission().is_empty() {
+            // Failing again leaves them queued for the next settle.
+            let _ = self.uring.submit();
+        }
         self.reap();
         let disabled = self.uring.completion().eventfd_disabled();
         if self.in_flight > 0 && disabled {
@@ -429,14 +465,18 @@ impl Future for Submitted {
                 Poll::Pending
             }
             op => {
-                let Op::Done { buf, result } = std::mem::replace(op, Op::Free) else {
-                    unreachable!("a polled operation is in flight or done");
+                let read = match std::mem::replace(op, Op::Free) {
+                    Op::Done { buf, result } => (
+                        buf,
+                        usize::try_from(result).map_err(|_| io::Error::from_raw_os_error(-result)),
+                    ),
+                    // Never: an operation is in flight or done until its
+                    // future takes it.
+                    _ => (Vec::new(), Err(io::Error::other("io_uring operation lost"))),
                 };
                 state.free.push(id);
                 self.done = true;
-                let read =
-                    usize::try_from(result).map_err(|_| io::Error::from_raw_os_error(-result));
-                Poll::Ready((buf, read))
+                Poll::Ready(read)
             }
         }
     }
@@ -588,6 +628,29 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the reaper kept it");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    #[tokio::test]
+    async fn a_read_left_queued_by_its_submission_is_submitted_by_the_reaper() {
+        let rings = rings();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"queued").unwrap();
+        let file = Arc::new(file);
+        let ring = &rings.rings[0];
+        // As if the kernel had taken none of what was offered.
+        let queued = {
+            let mut state = ring.lock();
+            ring.queue(&mut state, &file, 0, vec![0; 6], 0).unwrap()
+        };
+        // Not polled: only the reaper's look can submit it.
+        let deadline = std::time::Instant::now() + RESUBMIT_EVERY * 20;
+        while !matches!(ring.lock().ops[queued.id], Op::Done { .. }) {
+            assert!(std::time::Instant::now() < deadline, "never submitted");
+            std::thread::sleep(RESUBMIT_EVERY / 4);
+        }
+        let (buf, read) = queued.await;
+        assert_eq!(read.unwrap(), 6);
+        assert_eq!(buf, b"queued");
     }
 
     /// Poll `future` once: its output if it was ready.
