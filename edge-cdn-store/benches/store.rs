@@ -1,5 +1,6 @@
-//! Store throughput: hit lookups per tier, inserts, and many readers of one
-//! hot object. `cargo bench -p edge-cdn-store --bench store`
+//! Store throughput: hit lookups per tier (disk hits through io_uring and
+//! the blocking pool, in one run), inserts, and many readers of one hot
+//! object. `cargo bench -p edge-cdn-store --bench store`
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -7,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use bytesize::ByteSize;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use edge_cdn_store::{NoopObserver, StoreConfig, TieredStore};
+use edge_cdn_store::{IoEngineChoice, NoopObserver, StoreConfig, TieredStore};
 use pingora_cache::key::CacheKey;
 use pingora_cache::storage::Storage;
 use pingora_cache::trace::Span;
@@ -52,6 +53,24 @@ async fn read(store: &'static TieredStore, key: &CacheKey) -> usize {
     n
 }
 
+/// A store in a new directory under `dir`, with small objects kept in
+/// memory only up to 8 KiB, so larger ones are disk hits.
+fn open(dir: &std::path::Path, name: &str, io_engine: IoEngineChoice) -> &'static TieredStore {
+    Box::leak(Box::new(
+        TieredStore::open(
+            StoreConfig {
+                dir: dir.join(name),
+                disk_bytes: ByteSize::gib(4),
+                memory_max_object: ByteSize::kib(8),
+                io_engine,
+                ..StoreConfig::default()
+            },
+            Arc::new(NoopObserver),
+        )
+        .unwrap(),
+    ))
+}
+
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -59,25 +78,17 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let store: &'static TieredStore = Box::leak(Box::new(
-        TieredStore::open(
-            StoreConfig {
-                dir: dir.path().to_path_buf(),
-                disk_bytes: ByteSize::gib(4),
-                memory_max_object: ByteSize::kib(8),
-                ..StoreConfig::default()
-            },
-            Arc::new(NoopObserver),
-        )
-        .unwrap(),
-    ));
+    let store = open(dir.path(), "io_uring", IoEngineChoice::IoUring);
+    let pooled = open(dir.path(), "blocking_pool", IoEngineChoice::BlockingPool);
     let small = CacheKey::new(&b"small"[..], "b");
     let medium = CacheKey::new(&b"medium"[..], "b");
     let large = CacheKey::new(&b"large"[..], "b");
     runtime.block_on(async {
-        put(store, &small, 4 * 1024).await;
-        put(store, &medium, 64 * 1024).await;
-        put(store, &large, 4 * 1024 * 1024).await;
+        for store in [store, pooled] {
+            put(store, &small, 4 * 1024).await;
+            put(store, &medium, 64 * 1024).await;
+            put(store, &large, 4 * 1024 * 1024).await;
+        }
     });
 
     let mut group = c.benchmark_group("hit");
@@ -85,13 +96,19 @@ fn benches(c: &mut Criterion) {
     group.bench_function("memory tier, 4 KiB", |b| {
         b.to_async(&runtime).iter(|| read(store, &small))
     });
-    group.bench_function("disk tier, 64 KiB (checked whole)", |b| {
-        b.to_async(&runtime).iter(|| read(store, &medium))
-    });
-    group.throughput(Throughput::Bytes(4 * 1024 * 1024));
-    group.bench_function("disk tier, 4 MiB (checked per block)", |b| {
-        b.to_async(&runtime).iter(|| read(store, &large))
-    });
+    // Disk hits through each read engine, in one run.
+    for (engine, store) in [("io_uring", store), ("blocking pool", pooled)] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(
+            format!("disk tier, 64 KiB in the ring (checked whole), {engine}"),
+            |b| b.to_async(&runtime).iter(|| read(store, &medium)),
+        );
+        group.throughput(Throughput::Bytes(4 * 1024 * 1024));
+        group.bench_function(
+            format!("disk tier, 4 MiB in files (checked per block), {engine}"),
+            |b| b.to_async(&runtime).iter(|| read(store, &large)),
+        );
+    }
     group.finish();
 
     let mut group = c.benchmark_group("insert");

@@ -69,9 +69,9 @@ pub struct StoreConfig {
     /// purging by tag: lists split on commas and whitespace. Default
     /// `["surrogate-key", "cache-tag"]`.
     pub tag_headers: Vec<String>,
-    /// How lookups read the segment ring: `auto` (io_uring where the kernel
-    /// has it, else the blocking pool), `io-uring` (fail to open without
-    /// it) or `blocking-pool`. Default `auto`.
+    /// How disk hits read ring entries and body blocks: `auto` (io_uring
+    /// where the kernel has it, else the blocking pool), `io-uring` (fail
+    /// to open without it) or `blocking-pool`. Default `auto`.
     pub io_engine: crate::io::IoEngineChoice,
 }
 

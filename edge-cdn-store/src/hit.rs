@@ -175,7 +175,7 @@ impl MemoryHit {
 pub struct DiskHit {
     tiers: &'static Tiers,
     hash: u128,
-    reader: Arc<BodyReader>,
+    reader: BodyReader,
     range: Range,
     pos: usize,
 }
@@ -187,7 +187,7 @@ impl DiskHit {
         DiskHit {
             tiers,
             hash,
-            reader: Arc::new(reader),
+            reader,
             range: Range::whole(len),
             pos: 0,
         }
@@ -198,14 +198,16 @@ impl DiskHit {
             return Ok(None);
         }
         let index = self.pos / BLOCK;
-        let reader = self.reader.clone();
         let started = std::time::Instant::now();
-        let block = io::blocking(move || reader.block(index)).await;
+        let block = self.reader.block_with(&self.tiers.reads, index).await;
         self.tiers
             .observe(StoreEvent::DiskLatency("read", started.elapsed()));
         let block = match block {
             Ok(block) => block,
-            Err(e @ StoreError::Blocking(_)) => return Err(e.into_pingora()),
+            // Not the file's fault: it stays.
+            Err(e @ (StoreError::Blocking(_) | StoreError::Engine(_))) => {
+                return Err(e.into_pingora())
+            }
             Err(e) => {
                 self.tiers.discard_at(self.hash, None, &e).await;
                 return Err(e.into_pingora());

@@ -1,8 +1,9 @@
 //! The one seam for file I/O a request waits for.
 //!
-//! A lookup's read of the segment ring goes through [`Reads`]: io_uring
-//! where the kernel has it (`crate::uring`), else the blocking pool. Every
-//! other file operation the store makes on behalf of a request runs through
+//! A lookup's read of a segment ring entry, and each block of a body
+//! streamed from its file, go through [`Reads`]: io_uring where the kernel
+//! has it (`crate::uring`), else the blocking pool. Every other file
+//! operation the store makes on behalf of a request runs through
 //! [`blocking`] (or [`detach`], when nobody waits for it), never on a
 //! runtime worker, except the commit of a held miss, which runs on the
 //! store's commit thread (`crate::commit`). A task that panics or is
@@ -16,9 +17,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::error::StoreError;
-use crate::uring::Rings;
+use crate::uring::{Failed, Rings};
 
-/// Which engine reads the segment ring, as configured
+/// Which engine reads ring entries and body blocks, as configured
 /// ([`StoreConfig::io_engine`](crate::StoreConfig::io_engine)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -32,7 +33,7 @@ pub enum IoEngineChoice {
     BlockingPool,
 }
 
-/// The engine a store reads its segment ring with: what
+/// The engine a store reads ring entries and body blocks with: what
 /// [`IoEngineChoice`] came to on this kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoEngine {
@@ -85,7 +86,7 @@ impl Reads {
         tracing::info!(
             target: "edge_cdn_store",
             engine = reads.engine().as_str(),
-            "segment ring reads"
+            "disk hits read through"
         );
         Ok(reads)
     }
@@ -113,10 +114,10 @@ impl Reads {
         what: &'static str,
     ) -> Result<Vec<u8>, StoreError> {
         match self {
-            Reads::IoUring(rings) => rings
-                .read_at(file, offset, len)
-                .await
-                .map_err(|e| StoreError::Io(what, e)),
+            Reads::IoUring(rings) => rings.read_at(file, offset, len).await.map_err(|e| match e {
+                Failed::Submit(e) => StoreError::Engine(e),
+                Failed::Read(e) => StoreError::Io(what, e),
+            }),
             Reads::BlockingPool => {
                 let file = file.clone();
                 blocking(move || {

@@ -204,10 +204,7 @@ impl TieredStore {
                 })?
             },
             purging: Purging::start()?,
-            reads: match &segments {
-                Some(_) => Reads::open(config.io_engine)?,
-                None => Reads::BlockingPool,
-            },
+            reads: Reads::open(config.io_engine)?,
             config,
             disk,
             segments,
@@ -456,7 +453,7 @@ impl TieredStore {
         let _ = io::blocking(move || Ok(self.tiers.purging.wait_idle(None))).await;
     }
 
-    /// The engine lookups read the segment ring with (what the configured
+    /// The engine disk hits read with (what the configured
     /// [`IoEngineChoice`](crate::IoEngineChoice) came to on this kernel).
     pub fn io_engine(&self) -> IoEngine {
         self.tiers.reads.engine()

@@ -53,8 +53,7 @@ pub struct Tiers {
     pub disk: DiskTier,
     /// The segment ring small objects are appended to, if there is one.
     pub segments: Option<Arc<Segments>>,
-    /// How lookups read the segment ring (the blocking pool if there is
-    /// none).
+    /// How disk hits read ring entries and body blocks.
     pub reads: Reads,
     /// What is on disk, by key hash, with each object's CLOCK counter
     /// (shared with the store's [`ClockEviction`](crate::ClockEviction)).
@@ -139,9 +138,10 @@ impl Sharing {
 }
 
 /// A committed body read back from disk for the shared tier, one checked
-/// block at a time on the blocking pool.
+/// block at a time through the store's read engine.
 struct DiskBody {
-    reader: Arc<BodyReader>,
+    tiers: &'static Tiers,
+    reader: BodyReader,
     next: usize,
 }
 
@@ -154,8 +154,9 @@ impl SharedBody for DiskBody {
         if self.next >= self.reader.blocks() {
             return Ok(None);
         }
-        let (reader, index) = (self.reader.clone(), self.next);
-        let block = io::blocking(move || reader.block(index))
+        let block = self
+            .reader
+            .block_with(&self.tiers.reads, self.next)
             .await
             .map_err(|e| SharedError::Source(e.to_string()))?;
         self.next += 1;
@@ -443,7 +444,8 @@ impl Tiers {
             body_len: reader.len,
         };
         let body = DiskBody {
-            reader: Arc::new(reader),
+            tiers: self,
+            reader,
             next: 0,
         };
         Some((meta, Box::new(body)))

@@ -79,16 +79,22 @@ impl Rings {
     ///
     /// Cancel safe: a read dropped before it completes is left to the
     /// kernel, and its buffer freed when it has.
-    pub async fn read_at(&self, file: &Arc<File>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    pub async fn read_at(
+        &self,
+        file: &Arc<File>,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, Failed> {
         let ring = &self.rings[this_thread() % self.rings.len()];
         let mut buf = vec![0u8; len];
         let mut filled = 0;
         while filled < len {
-            let (back, read) = ring
-                .submit(file, offset + filled as u64, buf, filled)?
-                .await;
+            let submitted = ring
+                .submit(file, offset + filled as u64, buf, filled)
+                .map_err(Failed::Submit)?;
+            let (back, read) = submitted.await;
             buf = back;
-            match read? {
+            match read.map_err(Failed::Read)? {
                 0 => break,
                 n => filled += n,
             }
@@ -106,6 +112,16 @@ impl Drop for Rings {
             ring.signal();
         }
     }
+}
+
+/// Why a read through the rings failed.
+#[derive(Debug)]
+pub enum Failed {
+    /// The ring did not take it: nothing was read, and the file is not at
+    /// fault.
+    Submit(io::Error),
+    /// The kernel read the file and failed.
+    Read(io::Error),
 }
 
 /// Which ring this thread submits to: threads take turns, so a few workers
@@ -535,8 +551,10 @@ mod tests {
         let path = dir.path().join("w");
         let file = Arc::new(File::create(&path).unwrap());
         file.write_all_at(b"x", 0).unwrap();
-        let error = rings().read_at(&file, 0, 1).await.unwrap_err();
-        assert_eq!(error.raw_os_error(), Some(libc::EBADF));
+        match rings().read_at(&file, 0, 1).await {
+            Err(Failed::Read(error)) => assert_eq!(error.raw_os_error(), Some(libc::EBADF)),
+            other => panic!("a failed read: {other:?}"),
+        }
     }
 
     /// A pipe with nothing in it: the read completes only when the test

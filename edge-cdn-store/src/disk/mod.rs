@@ -15,6 +15,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use pingora_cache::key::{CacheKey, CompactCacheKey};
 
 use crate::catalog::{tags_in, Record};
 use crate::error::StoreError;
+use crate::io::Reads;
 use crate::space::Space;
 use format::{BodyHeader, MetaBlobs, MetaHeader, BLOCK, BODY_HEADER_LEN};
 
@@ -65,6 +67,9 @@ pub enum Walked {
 fn hex(hash: u128) -> String {
     format!("{hash:032x}")
 }
+
+/// What a failed read of a body block was, in its error.
+const READ_BLOCK: &str = "read body block";
 
 fn io(what: &'static str) -> impl FnOnce(io::Error) -> StoreError {
     move |e| StoreError::Io(what, e)
@@ -149,21 +154,52 @@ pub fn decode_key(bytes: &[u8]) -> Result<StoredKey, StoreError> {
 
 /// A committed object's body, opened for reading with its block checksums.
 pub struct BodyReader {
-    file: File,
+    file: Arc<File>,
     /// Body bytes.
     pub len: u64,
     crcs: Vec<u32>,
 }
 
 impl BodyReader {
-    /// Read and check block `index`.
+    /// Read and check block `index`. Blocking.
     pub fn block(&self, index: usize) -> Result<Bytes, StoreError> {
-        let start = index * BLOCK;
-        let len = (self.len as usize - start).min(BLOCK);
+        let (at, len) = self.place(index);
         let mut buf = vec![0u8; len];
         self.file
-            .read_exact_at(&mut buf, (BODY_HEADER_LEN + start) as u64)
-            .map_err(io("read body block"))?;
+            .read_exact_at(&mut buf, at)
+            .map_err(io(READ_BLOCK))?;
+        self.checked(index, buf)
+    }
+
+    /// [`BodyReader::block`] through `reads`, so a streamed hit waits for
+    /// the disk without a thread blocked on it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it changes nothing.
+    pub async fn block_with(&self, reads: &Reads, index: usize) -> Result<Bytes, StoreError> {
+        let (at, len) = self.place(index);
+        let buf = reads.read_at(&self.file, at, len, READ_BLOCK).await?;
+        if buf.len() != len {
+            return Err(StoreError::Io(
+                READ_BLOCK,
+                io::Error::from(io::ErrorKind::UnexpectedEof),
+            ));
+        }
+        self.checked(index, buf)
+    }
+
+    /// Where block `index` is in the file, and its length.
+    fn place(&self, index: usize) -> (u64, usize) {
+        let start = index * BLOCK;
+        (
+            (BODY_HEADER_LEN + start) as u64,
+            (self.len as usize - start).min(BLOCK),
+        )
+    }
+
+    /// Block `index` as read, if its checksum holds.
+    fn checked(&self, index: usize, buf: Vec<u8>) -> Result<Bytes, StoreError> {
         if crc32fast::hash(&buf) != self.crcs[index] {
             return Err(StoreError::Corrupt("body block checksum mismatch"));
         }
@@ -493,7 +529,7 @@ impl DiskTier {
             .map_err(io("read block table"))?;
         let crcs = format::decode_table(&table, blocks, meta.table_crc)?;
         Ok(BodyReader {
-            file,
+            file: Arc::new(file),
             len: body.body_len,
             crcs,
         })

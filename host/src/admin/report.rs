@@ -111,7 +111,7 @@ pub struct Store {
     pub disk: Tier,
     /// What the catalog indexes.
     pub catalog: Catalog,
-    /// How lookups read the segment ring: `io_uring` or `blocking_pool`
+    /// How disk hits read ring entries and body blocks: `io_uring` or `blocking_pool`
     /// (`store.io_engine`, as this kernel allowed).
     pub io_engine: String,
     /// The shared tier on Redis, when `[shared]` configures one.

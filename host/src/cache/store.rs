@@ -432,7 +432,7 @@ impl CacheStore {
         self.storage.writing(key)
     }
 
-    /// How lookups read the segment ring.
+    /// How disk hits read ring entries and body blocks.
     pub fn io_engine(&self) -> edge_cdn_store::IoEngine {
         self.storage.io_engine()
     }
