@@ -36,10 +36,6 @@ pub enum StoreError {
     /// reconciled away at the next start.
     #[error("purge catalog: {0}")]
     Catalog(#[source] fjall::Error),
-    /// io_uring did not take a read (its queue full, the kernel short of
-    /// memory): the file is not at fault, and nothing is removed.
-    #[error("io_uring refused the read: {0}")]
-    Engine(#[source] std::io::Error),
     /// A blocking I/O task panicked, or was cancelled by the runtime
     /// shutting down.
     #[error("disk task failed: {0}")]

@@ -199,15 +199,12 @@ impl DiskHit {
         }
         let index = self.pos / BLOCK;
         let started = std::time::Instant::now();
-        let block = self.reader.block_with(&self.tiers.reads, index).await;
+        let block = self.reader.block_with(&self.tiers.engine, index).await;
         self.tiers
             .observe(StoreEvent::DiskLatency("read", started.elapsed()));
         let block = match block {
             Ok(block) => block,
-            // Not the file's fault: it stays.
-            Err(e @ (StoreError::Blocking(_) | StoreError::Engine(_))) => {
-                return Err(e.into_pingora())
-            }
+            Err(e @ StoreError::Blocking(_)) => return Err(e.into_pingora()),
             Err(e) => {
                 self.tiers.discard_at(self.hash, None, &e).await;
                 return Err(e.into_pingora());

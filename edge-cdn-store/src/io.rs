@@ -1,9 +1,9 @@
 //! The one seam for file I/O a request waits for.
 //!
 //! A lookup's read of a segment ring entry, and each block of a body
-//! streamed from its file, go through [`Reads`]: io_uring where the kernel
-//! has it (`crate::uring`), else the blocking pool. Every other file
-//! operation the store makes on behalf of a request runs through
+//! streamed from its file, go through [`Engine`]: io_uring where the
+//! kernel has it (`crate::uring`), else the blocking pool. Every other
+//! file operation the store makes on behalf of a request runs through
 //! [`blocking`] (or [`detach`], when nobody waits for it), never on a
 //! runtime worker, except the commit of a held miss, which runs on the
 //! store's commit thread (`crate::commit`). A task that panics or is
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::error::StoreError;
 use crate::uring::{Failed, Rings};
 
-/// Which engine reads ring entries and body blocks, as configured
+/// Which engine does a disk hit's reads, as configured
 /// ([`StoreConfig::io_engine`](crate::StoreConfig::io_engine)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -33,7 +33,7 @@ pub enum IoEngineChoice {
     BlockingPool,
 }
 
-/// The engine a store reads ring entries and body blocks with: what
+/// The engine a store does a disk hit's reads with: what
 /// [`IoEngineChoice`] came to on this kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoEngine {
@@ -53,54 +53,58 @@ impl IoEngine {
     }
 }
 
-/// Reads for lookups, on the engine chosen when the store opened.
-pub enum Reads {
+/// A disk hit's reads (ring entries, body blocks), on the engine chosen
+/// when the store opened.
+pub enum Engine {
     /// Through the store's io_uring rings.
     IoUring(Rings),
     /// On tokio's blocking pool.
     BlockingPool,
 }
 
-impl Reads {
+impl Engine {
     /// The engine `choice` asks for on this kernel, logged: `Auto` falls
     /// back to the blocking pool (saying why) where io_uring cannot be set
     /// up; `IoUring` is then an error.
-    pub fn open(choice: IoEngineChoice) -> Result<Reads, StoreError> {
-        let reads = match choice {
-            IoEngineChoice::BlockingPool => Reads::BlockingPool,
-            IoEngineChoice::IoUring => Reads::IoUring(
+    pub fn open(choice: IoEngineChoice) -> Result<Engine, StoreError> {
+        let engine = match choice {
+            IoEngineChoice::BlockingPool => Engine::BlockingPool,
+            IoEngineChoice::IoUring => Engine::IoUring(
                 Rings::new().map_err(|e| StoreError::Io("set up io_uring (io_engine)", e))?,
             ),
             IoEngineChoice::Auto => match Rings::new() {
-                Ok(rings) => Reads::IoUring(rings),
+                Ok(rings) => Engine::IoUring(rings),
                 Err(error) => {
                     tracing::warn!(
                         target: "edge_cdn_store",
                         %error,
-                        "io_uring is not available: reads use the blocking pool"
+                        "io_uring is not available: disk hits read on the blocking pool"
                     );
-                    Reads::BlockingPool
+                    Engine::BlockingPool
                 }
             },
         };
         tracing::info!(
             target: "edge_cdn_store",
-            engine = reads.engine().as_str(),
+            engine = engine.kind().as_str(),
             "disk hits read through"
         );
-        Ok(reads)
+        Ok(engine)
     }
 
-    /// The engine in use.
-    pub fn engine(&self) -> IoEngine {
+    /// Which engine this is.
+    pub fn kind(&self) -> IoEngine {
         match self {
-            Reads::IoUring(_) => IoEngine::IoUring,
-            Reads::BlockingPool => IoEngine::BlockingPool,
+            Engine::IoUring(_) => IoEngine::IoUring,
+            Engine::BlockingPool => IoEngine::BlockingPool,
         }
     }
 
     /// Read `len` bytes of `file` at `offset` (fewer only at its end);
-    /// `what` names the read in an error.
+    /// `what` names the read in an error. A read io_uring does not carry
+    /// out (its queue full, the kernel short of memory, the read
+    /// cancelled) is done on the blocking pool instead: only an error of
+    /// the file's own is an error.
     ///
     /// # Cancel safety
     ///
@@ -113,20 +117,22 @@ impl Reads {
         len: usize,
         what: &'static str,
     ) -> Result<Vec<u8>, StoreError> {
-        match self {
-            Reads::IoUring(rings) => rings.read_at(file, offset, len).await.map_err(|e| match e {
-                Failed::Submit(e) => StoreError::Engine(e),
-                Failed::Read(e) => StoreError::Io(what, e),
-            }),
-            Reads::BlockingPool => {
-                let file = file.clone();
-                blocking(move || {
-                    read_fully(&file, offset, len).map_err(|e| StoreError::Io(what, e))
-                })
-                .await
+        if let Engine::IoUring(rings) = self {
+            match rings.read_at(file, offset, len).await {
+                Ok(buf) => return Ok(buf),
+                Err(Failed::Done(e)) => return Err(StoreError::Io(what, e)),
+                Err(Failed::Submit(error)) => engine_failed(what, &error),
             }
         }
+        let file = file.clone();
+        blocking(move || read_fully(&file, offset, len).map_err(|e| StoreError::Io(what, e))).await
     }
+}
+
+/// io_uring did not carry out `what`: said at debug level, since the
+/// blocking pool then does it.
+fn engine_failed(what: &'static str, error: &std::io::Error) {
+    tracing::debug!(target: "edge_cdn_store", what, %error, "io_uring did not take it: on the blocking pool instead");
 }
 
 /// `len` bytes of `file` at `offset`, fewer only at its end. Blocking.

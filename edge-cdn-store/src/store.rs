@@ -30,7 +30,7 @@ use crate::eviction::ClockEviction;
 use crate::head;
 use crate::hit::{DiskHit, Hit, MemoryHit, PartialHit, SharedStream};
 use crate::index::{Index, Placed};
-use crate::io::{self, IoEngine, Reads};
+use crate::io::{self, Engine, IoEngine};
 use crate::memory::{MemObject, MemoryTier};
 use crate::miss::Miss;
 use crate::observer::{StoreEvent, StoreObserver, Tier};
@@ -204,7 +204,7 @@ impl TieredStore {
                 })?
             },
             purging: Purging::start()?,
-            reads: Reads::open(config.io_engine)?,
+            engine: Engine::open(config.io_engine)?,
             config,
             disk,
             segments,
@@ -456,7 +456,7 @@ impl TieredStore {
     /// The engine disk hits read with (what the configured
     /// [`IoEngineChoice`](crate::IoEngineChoice) came to on this kernel).
     pub fn io_engine(&self) -> IoEngine {
-        self.tiers.reads.engine()
+        self.tiers.engine.kind()
     }
 
     /// Objects in the catalog, and distinct surrogate tags: two counters.
@@ -729,7 +729,7 @@ impl TieredStore {
             };
             let started = Instant::now();
             let read = ring
-                .read_with(&tiers.reads, loc, size, hash)
+                .read_with(&tiers.engine, loc, size, hash)
                 .await
                 .and_then(|entry| {
                     let meta = decode_meta(&entry.internal, &entry.meta_header)?;
@@ -882,7 +882,7 @@ impl TieredStore {
         }) = tiers.index.placed(hash)
         {
             let ring = tiers.segments.as_ref()?;
-            let entry = ring.read_with(&tiers.reads, loc, size, hash).await.ok()?;
+            let entry = ring.read_with(&tiers.engine, loc, size, hash).await.ok()?;
             return head::decode(&entry.internal, &entry.meta_header).ok();
         }
         let bytes = io::blocking(move || self.tiers.disk.read_meta(hash))

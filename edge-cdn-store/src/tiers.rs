@@ -27,7 +27,7 @@ use crate::disk::{BodyReader, DiskTier};
 use crate::error::StoreError;
 use crate::head;
 use crate::index::{Index, Placed};
-use crate::io::{self, Reads};
+use crate::io::{self, Engine};
 use crate::memory::{MemObject, MemoryTier};
 use crate::observer::{StoreEvent, StoreObserver};
 use crate::partial::Partials;
@@ -54,7 +54,7 @@ pub struct Tiers {
     /// The segment ring small objects are appended to, if there is one.
     pub segments: Option<Arc<Segments>>,
     /// How disk hits read ring entries and body blocks.
-    pub reads: Reads,
+    pub engine: Engine,
     /// What is on disk, by key hash, with each object's CLOCK counter
     /// (shared with the store's [`ClockEviction`](crate::ClockEviction)).
     pub index: Arc<Index>,
@@ -156,7 +156,7 @@ impl SharedBody for DiskBody {
         }
         let block = self
             .reader
-            .block_with(&self.tiers.reads, self.next)
+            .block_with(&self.tiers.engine, self.next)
             .await
             .map_err(|e| SharedError::Source(e.to_string()))?;
         self.next += 1;

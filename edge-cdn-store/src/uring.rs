@@ -20,11 +20,13 @@
 //! waits for them; if that fails, their buffers are leaked rather than
 //! freed under the kernel.
 //!
-//! This is `foyer`'s and `tokio-uring`'s shape with less of it: reads only,
-//! since the store's writes are batched on its commit thread already
-//! (`crate::commit`), and rings shared by the workers (picked per thread)
-//! rather than one per runtime, because pingora runs several runtimes and
-//! a store outlives none of them.
+//! This is `foyer`'s and `tokio-uring`'s shape with less of it: reads only
+//! (small writes are batched on the store's commit thread already, and
+//! large bodies streamed into files through io_uring measured slower than
+//! the blocking pool here: ext4's buffered writes go to io_uring's kernel
+//! workers; `docs/benchmarks.md`), and rings shared by the workers (picked
+//! per thread) rather than one per runtime, because pingora runs several
+//! runtimes and a store outlives none of them.
 
 use std::fs::File;
 use std::future::Future;
@@ -85,22 +87,76 @@ impl Rings {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>, Failed> {
-        let ring = &self.rings[this_thread() % self.rings.len()];
+        let ring = self.ring();
         let mut buf = vec![0u8; len];
-        let mut filled = 0;
+        let (mut filled, mut retries) = (0, Retries::default());
         while filled < len {
-            let submitted = ring
-                .submit(file, offset + filled as u64, buf, filled)
-                .map_err(Failed::Submit)?;
+            let at = offset + filled as u64;
+            let submitted = ring.submit(file, at, buf, filled).map_err(Failed::Submit)?;
             let (back, read) = submitted.await;
             buf = back;
-            match read.map_err(Failed::Read)? {
-                0 => break,
-                n => filled += n,
+            match retries.judge(read)? {
+                Some(0) => break,
+                Some(n) => filled += n,
+                None => {}
             }
         }
         buf.truncate(filled);
         Ok(buf)
+    }
+
+    /// The ring this thread submits to.
+    fn ring(&self) -> &Arc<Ring> {
+        &self.rings[this_thread() % self.rings.len()]
+    }
+}
+
+/// An operation the table lost: never, since an operation is in flight or
+/// done until its future takes it. Reported as `ECANCELED`, which
+/// [`judged`] takes for the engine's failure, not the file's.
+fn lost() -> io::Error {
+    io::Error::from_raw_os_error(libc::ECANCELED)
+}
+
+/// How often an operation the kernel answered `EINTR` or `EAGAIN` is
+/// tried again before it is the engine's failure.
+const RETRIES: u8 = 3;
+
+/// The transient failures one read has met.
+#[derive(Default)]
+struct Retries(u8);
+
+impl Retries {
+    /// A completed operation's bytes, `None` to try it again, or why it
+    /// failed.
+    fn judge(&mut self, result: io::Result<usize>) -> Result<Option<usize>, Failed> {
+        match result {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if transient(&e) && self.0 < RETRIES => {
+                self.0 += 1;
+                Ok(None)
+            }
+            Err(e) if transient(&e) => Err(Failed::Submit(e)),
+            Err(e) => Err(judged(e)),
+        }
+    }
+}
+
+/// A submission that may succeed if tried again shortly.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAGAIN | libc::EBUSY | libc::EINTR)
+    )
+}
+
+/// Whose failure a completed operation's error is: cancelled (its thread
+/// exited, or the ring went away) or a bad address is the engine's, and
+/// says nothing about the file; anything else is the file's.
+fn judged(e: io::Error) -> Failed {
+    match e.raw_os_error() {
+        Some(libc::ECANCELED | libc::EFAULT) => Failed::Submit(e),
+        _ => Failed::Done(e),
     }
 }
 
@@ -117,11 +173,10 @@ impl Drop for Rings {
 /// Why a read through the rings failed.
 #[derive(Debug)]
 pub enum Failed {
-    /// The ring did not take it: nothing was read, and the file is not at
-    /// fault.
+    /// The ring did not carry it out: the file is not at fault.
     Submit(io::Error),
     /// The kernel read the file and failed.
-    Read(io::Error),
+    Done(io::Error),
 }
 
 /// Which ring this thread submits to: threads take turns, so a few workers
@@ -176,7 +231,14 @@ impl Ring {
         let mut uring = IoUring::new(ENTRIES)?;
         let mut probe = Probe::new();
         uring.submitter().register_probe(&mut probe)?;
-        for code in [opcode::Read::CODE, opcode::AsyncCancel::CODE] {
+        // `Tee` stands for Linux 5.8, whose completion queue has the flags
+        // word the eventfd switch (`settle`) writes: before it, that word
+        // is not there, and writing it would corrupt the submission queue.
+        for code in [
+            opcode::Read::CODE,
+            opcode::AsyncCancel::CODE,
+            opcode::Tee::CODE,
+        ] {
             if !probe.is_supported(code) {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
@@ -213,11 +275,19 @@ impl Ring {
         std::thread::Builder::new()
             .name(format!("store-uring-{i}"))
             .spawn(move || {
-                while let Some(_woken) = reaper.wait() {
-                    if reaper.stopping.load(Ordering::Acquire) {
-                        break;
+                while !reaper.stopping.load(Ordering::Acquire) {
+                    if reaper.wait().is_none() {
+                        // Never expected; the timer's look below still
+                        // collects what completes, so keep going.
+                        tracing::warn!(
+                            target: "edge_cdn_store",
+                            error = %io::Error::last_os_error(),
+                            "io_uring reaper cannot wait on its eventfd"
+                        );
+                        std::thread::sleep(RESUBMIT_EVERY);
                     }
-                    reaper.lock().settle();
+                    let woken = reaper.lock().settle();
+                    wake(woken);
                 }
             })?;
         Ok(ring)
@@ -259,8 +329,8 @@ impl Ring {
         unsafe { libc::write(self.eventfd.as_raw_fd(), one.as_ptr().cast(), 8) };
     }
 
-    /// Push a read into `buf[start..]` and submit it; its completion is
-    /// what the returned future waits for.
+    /// Push a read of `file` at `offset` into `buf[start..]` and submit
+    /// it; its completion is what the returned future waits for.
     fn submit(
         self: &Arc<Ring>,
         file: &Arc<File>,
@@ -270,18 +340,30 @@ impl Ring {
     ) -> io::Result<Submitted> {
         let mut state = self.lock();
         let mut submitted = self.queue(&mut state, file, offset, buf, start)?;
-        if let Err(e) = state.uring.submit() {
-            // The entry stays queued: a later settle or the drop's
-            // cancellation takes it, and frees it once it completes.
-            state.abandon(submitted.id);
-            submitted.done = true;
-            return Err(e);
+        match state.uring.submit() {
+            Ok(_) => {}
+            // Short of resources for now: the entry stays queued, and a
+            // later settle (this future's poll, or the reaper's look)
+            // submits it.
+            Err(e) if transient(&e) => {}
+            Err(e) => {
+                // The entry stays queued, and may yet run: given up, it is
+                // freed when it completes (or cancelled by the drop).
+                let waker = state.abandon(submitted.id);
+                submitted.done = true;
+                drop(state);
+                drop(waker);
+                return Err(e);
+            }
         }
-        state.settle();
+        let woken = state.settle();
+        drop(state);
+        wake(woken);
         Ok(submitted)
     }
 
-    /// Push a read into `buf[start..]` on `state`'s queue, not submitted.
+    /// Push a read of `file` at `offset` into `buf[start..]` on `state`'s
+    /// queue, not submitted.
     fn queue(
         self: &Arc<Ring>,
         state: &mut State,
@@ -290,20 +372,28 @@ impl Ring {
         mut buf: Vec<u8>,
         start: usize,
     ) -> io::Result<Submitted> {
+        // Beyond what the completion queue holds, completions would wait
+        // in the kernel's overflow list: the caller goes to the pool.
+        if state.in_flight >= state.uring.completion().capacity() {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "io_uring completion queue full",
+            ));
+        }
+        let fd = types::Fd(file.as_raw_fd());
         let len = u32::try_from(buf.len() - start).unwrap_or(u32::MAX);
         // The heap buffer does not move when `buf` is moved into the table.
         // SAFETY: `start <= buf.len()`, so the pointer is in the buffer or
         // one past its end (with `len` 0).
         let at = unsafe { buf.as_mut_ptr().add(start) };
+        let entry = opcode::Read::new(fd, at, len).offset(offset).build();
         let id = state.free.pop().unwrap_or_else(|| {
             state.ops.push(Op::Free);
             state.ops.len() - 1
         });
-        let read = opcode::Read::new(types::Fd(file.as_raw_fd()), at, len)
-            .offset(offset)
-            .build()
-            .user_data(id as u64);
-        if let Err(e) = state.push(&read) {
+        debug_assert!(matches!(state.ops[id], Op::Free), "a free id");
+        let entry = entry.user_data(id as u64);
+        if let Err(e) = state.push(&entry) {
             state.free.push(id);
             return Err(e);
         }
@@ -345,25 +435,35 @@ impl State {
     /// so none completing meanwhile goes unsignalled, and off once none
     /// is left, so a read completed inside its submission wakes no reaper.
     /// Entries a submission left queued (the kernel may take fewer than
-    /// offered when short of memory) are offered again first.
-    fn settle(&mut self) {
-        if !self.uring.submission().is_empty() {
-            // Failing again leaves them queued for the next settle.
+    /// offered when short of memory) are offered again first, and
+    /// completions the kernel kept aside when the completion queue was full
+    /// are fetched. Returns the wakers of the futures whose operations
+    /// completed: wake them once the lock is released.
+    #[must_use]
+    fn settle(&mut self) -> Vec<Waker> {
+        let pending = {
+            let submission = self.uring.submission();
+            !submission.is_empty() || submission.cq_overflow()
+        };
+        if pending {
+            // Failing again leaves them for the next settle.
             let _ = self.uring.submit();
         }
-        self.reap();
+        let mut woken = Vec::new();
+        self.reap(&mut woken);
         let disabled = self.uring.completion().eventfd_disabled();
         if self.in_flight > 0 && disabled {
             self.uring.completion().enable_eventfd();
-            self.reap();
+            self.reap(&mut woken);
         } else if self.in_flight == 0 && !disabled {
             self.uring.completion().disable_eventfd();
         }
+        woken
     }
 
-    /// Take what has completed: results for their futures (woken), and
-    /// abandoned operations freed.
-    fn reap(&mut self) {
+    /// Take what has completed: results for their futures (their wakers
+    /// into `woken`), and abandoned operations freed.
+    fn reap(&mut self, woken: &mut Vec<Waker>) {
         let State {
             uring,
             ops,
@@ -386,9 +486,7 @@ impl State {
                         buf,
                         result: completion.result(),
                     };
-                    if let Some(waker) = waker {
-                        waker.wake();
-                    }
+                    woken.extend(waker);
                 }
                 // A completion for something not in flight (a cancel's own
                 // completion carries no operation's id): nothing to do.
@@ -398,19 +496,22 @@ impl State {
     }
 
     /// The future of `id` is gone: free it now if it has completed, or
-    /// when it does.
-    fn abandon(&mut self, id: usize) {
+    /// when it does. Returns its waker, to drop once the lock is released.
+    #[must_use]
+    fn abandon(&mut self, id: usize) -> Option<Waker> {
         match &mut self.ops[id] {
             Op::InFlight {
                 abandoned, waker, ..
             } => {
                 *abandoned = true;
-                *waker = None;
+                waker.take()
             }
-            op => {
-                *op = Op::Free;
+            Op::Done { .. } => {
+                self.ops[id] = Op::Free;
                 self.free.push(id);
+                None
             }
+            Op::Free => None,
         }
     }
 }
@@ -439,14 +540,18 @@ impl Drop for Ring {
         }
         // Each round waits for at least one completion; a bounded number of
         // rounds, since a cancelled read completes promptly.
+        let mut woken = Vec::new();
         for _ in 0..2 * ENTRIES {
             if in_flight(&state.ops) == 0 {
                 return;
             }
-            if state.uring.submit_and_wait(1).is_err() {
-                break;
+            match state.uring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
             }
-            state.reap();
+            // Only abandoned operations are left: nothing to wake.
+            state.reap(&mut woken);
         }
         for op in std::mem::take(&mut state.ops) {
             if let Op::InFlight { buf, .. } = op {
@@ -468,41 +573,56 @@ impl Future for Submitted {
     type Output = (Vec<u8>, io::Result<usize>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let id = self.id;
+        let (id, done) = (self.id, self.done);
         let ring = self.ring.clone();
         let mut state = ring.lock();
-        state.settle();
-        match &mut state.ops[id] {
+        let woken = state.settle();
+        let polled = match &mut state.ops[id] {
+            // Polled again after it was ready: its id is no longer its own.
+            _ if done => Poll::Ready((Vec::new(), Err(lost()))),
             Op::InFlight { waker, .. } => {
-                match waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *waker = Some(cx.waker().clone()),
-                }
-                Poll::Pending
+                let old = match waker {
+                    Some(w) if w.will_wake(cx.waker()) => None,
+                    _ => waker.replace(cx.waker().clone()),
+                };
+                drop(state);
+                drop(old);
+                wake(woken);
+                return Poll::Pending;
             }
-            op => {
-                let read = match std::mem::replace(op, Op::Free) {
-                    Op::Done { buf, result } => (
-                        buf,
-                        usize::try_from(result).map_err(|_| io::Error::from_raw_os_error(-result)),
-                    ),
-                    // Never: an operation is in flight or done until its
-                    // future takes it.
-                    _ => (Vec::new(), Err(io::Error::other("io_uring operation lost"))),
+            Op::Done { .. } => {
+                let Op::Done { buf, result } = std::mem::replace(&mut state.ops[id], Op::Free)
+                else {
+                    unreachable!("matched just above");
                 };
                 state.free.push(id);
-                self.done = true;
-                Poll::Ready(read)
+                let result =
+                    usize::try_from(result).map_err(|_| io::Error::from_raw_os_error(-result));
+                Poll::Ready((buf, result))
             }
-        }
+            Op::Free => Poll::Ready((Vec::new(), Err(lost()))),
+        };
+        drop(state);
+        wake(woken);
+        self.done = true;
+        polled
     }
 }
 
 impl Drop for Submitted {
     fn drop(&mut self) {
         if !self.done {
-            self.ring.lock().abandon(self.id);
+            let left = self.ring.lock().abandon(self.id);
+            drop(left);
         }
+    }
+}
+
+/// Wake `woken`, the lock released: a waker's wake (or drop) may run code
+/// that takes it again.
+fn wake(woken: Vec<Waker>) {
+    for waker in woken {
+        waker.wake();
     }
 }
 
@@ -552,7 +672,7 @@ mod tests {
         let file = Arc::new(File::create(&path).unwrap());
         file.write_all_at(b"x", 0).unwrap();
         match rings().read_at(&file, 0, 1).await {
-            Err(Failed::Read(error)) => assert_eq!(error.raw_os_error(), Some(libc::EBADF)),
+            Err(Failed::Done(error)) => assert_eq!(error.raw_os_error(), Some(libc::EBADF)),
             other => panic!("a failed read: {other:?}"),
         }
     }

@@ -23,7 +23,7 @@ use pingora_cache::key::{CacheKey, CompactCacheKey};
 
 use crate::catalog::{tags_in, Record};
 use crate::error::StoreError;
-use crate::io::Reads;
+use crate::io::Engine;
 use crate::space::Space;
 use format::{BodyHeader, MetaBlobs, MetaHeader, BLOCK, BODY_HEADER_LEN};
 
@@ -171,15 +171,15 @@ impl BodyReader {
         self.checked(index, buf)
     }
 
-    /// [`BodyReader::block`] through `reads`, so a streamed hit waits for
+    /// [`BodyReader::block`] through `engine`, so a streamed hit waits for
     /// the disk without a thread blocked on it.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it changes nothing.
-    pub async fn block_with(&self, reads: &Reads, index: usize) -> Result<Bytes, StoreError> {
+    pub async fn block_with(&self, engine: &Engine, index: usize) -> Result<Bytes, StoreError> {
         let (at, len) = self.place(index);
-        let buf = reads.read_at(&self.file, at, len, READ_BLOCK).await?;
+        let buf = engine.read_at(&self.file, at, len, READ_BLOCK).await?;
         if buf.len() != len {
             return Err(StoreError::Io(
                 READ_BLOCK,

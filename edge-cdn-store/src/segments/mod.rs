@@ -50,7 +50,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::error::StoreError;
-use crate::io::Reads;
+use crate::io::Engine;
 use entry::{Entry, Header, Parts, HEADER};
 
 /// What a failed read of an entry was, in its error.
@@ -425,7 +425,7 @@ impl Segments {
         entry::check(Bytes::from(bytes), hash)
     }
 
-    /// [`Segments::read`] through `reads`, so a lookup waits for the disk
+    /// [`Segments::read`] through `engine`, so a lookup waits for the disk
     /// without a thread blocked on it.
     ///
     /// # Cancel safety
@@ -433,13 +433,13 @@ impl Segments {
     /// Cancel safe: it changes nothing.
     pub async fn read_with(
         &self,
-        reads: &Reads,
+        engine: &Engine,
         loc: Loc,
         len: u64,
         hash: u128,
     ) -> Result<Entry, StoreError> {
         let file = self.locate(loc, len)?;
-        let bytes = reads.read_at(&file, at(loc), len as usize, READ).await?;
+        let bytes = engine.read_at(&file, at(loc), len as usize, READ).await?;
         if bytes.len() as u64 != len {
             return Err(StoreError::Corrupt(CUT_SHORT));
         }
