@@ -59,7 +59,7 @@ pub struct Rings {
 
 impl Rings {
     /// One ring per CPU (at most [`MAX_RINGS`]), each with its reaper
-    /// thread. Fails if the kernel has no io_uring (older than 5.6, or
+    /// thread. Fails if the kernel has no io_uring (older than 5.8, or
     /// switched off by `kernel.io_uring_disabled` or a seccomp filter) or
     /// lacks what this needs: the caller then reads on the blocking pool.
     pub fn new() -> io::Result<Rings> {
