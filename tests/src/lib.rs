@@ -183,15 +183,23 @@ const TEST_PORTS: std::ops::Range<u16> = 20_000..32_768;
 /// connection (of this or another test process) before the server binds
 /// it, and the server would fail to start; so the port is a random one
 /// below that range, checked free by binding it. Concurrent test processes
-/// pick the same one only by a rare chance.
+/// pick the same one only by a rare chance; this process never hands out
+/// a port twice (a server's proxy and admin ports once came out equal,
+/// and it refused to start).
 pub fn free_addr() -> SocketAddr {
     use std::hash::{BuildHasher, Hasher};
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
     for attempt in 0..100u64 {
         let mut random = std::collections::hash_map::RandomState::new().build_hasher();
         random.write_u64(attempt);
         let port = TEST_PORTS.start + (random.finish() % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            given.push(port);
             return listener.local_addr().unwrap();
         }
     }
