@@ -54,7 +54,7 @@ const RESUBMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(100
 
 /// The store's io_uring rings.
 pub struct Rings {
-    rings: Box<[Arc<Ring>]>,
+    rings: Vec<Arc<Ring>>,
 }
 
 impl Rings {
@@ -66,12 +66,15 @@ impl Rings {
         let count = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(MAX_RINGS);
-        let rings = (0..count)
-            .map(|i| Ring::new().and_then(|ring| ring.reap_on_thread(i)))
-            .collect::<io::Result<Vec<_>>>()?;
-        Ok(Rings {
-            rings: rings.into_boxed_slice(),
-        })
+        // Each ring joins `rings` as it starts, so a failure of a later one
+        // stops the reapers of those before it (`Rings`' drop).
+        let mut rings = Rings {
+            rings: Vec::with_capacity(count),
+        };
+        for i in 0..count {
+            rings.rings.push(Ring::new()?.reap_on_thread(i)?);
+        }
+        Ok(rings)
     }
 
     /// Read `len` bytes of `file` at `offset`: fewer only at the end of the
@@ -151,11 +154,12 @@ fn transient(e: &io::Error) -> bool {
 }
 
 /// Whose failure a completed operation's error is: cancelled (its thread
-/// exited, or the ring went away) or a bad address is the engine's, and
-/// says nothing about the file; anything else is the file's.
+/// exited, or the ring went away), a bad address, or io_uring short of
+/// memory for the read's own state is the engine's, and says nothing
+/// about the file; anything else is the file's.
 fn judged(e: io::Error) -> Failed {
     match e.raw_os_error() {
-        Some(libc::ECANCELED | libc::EFAULT) => Failed::Submit(e),
+        Some(libc::ECANCELED | libc::EFAULT | libc::ENOMEM) => Failed::Submit(e),
         _ => Failed::Done(e),
     }
 }
@@ -275,15 +279,18 @@ impl Ring {
         std::thread::Builder::new()
             .name(format!("store-uring-{i}"))
             .spawn(move || {
+                let mut warned = false;
                 while !reaper.stopping.load(Ordering::Acquire) {
                     if reaper.wait().is_none() {
-                        // Never expected; the timer's look below still
-                        // collects what completes, so keep going.
-                        tracing::warn!(
-                            target: "edge_cdn_store",
-                            error = %io::Error::last_os_error(),
-                            "io_uring reaper cannot wait on its eventfd"
-                        );
+                        // Never expected; the look below still collects
+                        // what completes, every RESUBMIT_EVERY, so go on.
+                        if !std::mem::replace(&mut warned, true) {
+                            tracing::warn!(
+                                target: "edge_cdn_store",
+                                error = %io::Error::last_os_error(),
+                                "io_uring reaper cannot wait on its eventfd; looking every 100 ms"
+                            );
+                        }
                         std::thread::sleep(RESUBMIT_EVERY);
                     }
                     let woken = reaper.lock().settle();
@@ -340,21 +347,15 @@ impl Ring {
     ) -> io::Result<Submitted> {
         let mut state = self.lock();
         let mut submitted = self.queue(&mut state, file, offset, buf, start)?;
-        match state.uring.submit() {
-            Ok(_) => {}
-            // Short of resources for now: the entry stays queued, and a
-            // later settle (this future's poll, or the reaper's look)
-            // submits it.
-            Err(e) if transient(&e) => {}
-            Err(e) => {
-                // The entry stays queued, and may yet run: given up, it is
-                // freed when it completes (or cancelled by the drop).
-                let waker = state.abandon(submitted.id);
-                submitted.done = true;
-                drop(state);
-                drop(waker);
-                return Err(e);
-            }
+        if let Err(e) = state.uring.submit() {
+            // The entry stays queued and may yet run (a later settle
+            // submits it): given up here, it is freed when it completes,
+            // and the caller reads on the blocking pool at once.
+            let waker = state.abandon(submitted.id);
+            submitted.done = true;
+            drop(state);
+            drop(waker);
+            return Err(e);
         }
         let woken = state.settle();
         drop(state);
@@ -387,11 +388,7 @@ impl Ring {
         // one past its end (with `len` 0).
         let at = unsafe { buf.as_mut_ptr().add(start) };
         let entry = opcode::Read::new(fd, at, len).offset(offset).build();
-        let id = state.free.pop().unwrap_or_else(|| {
-            state.ops.push(Op::Free);
-            state.ops.len() - 1
-        });
-        debug_assert!(matches!(state.ops[id], Op::Free), "a free id");
+        let id = state.free_id();
         let entry = entry.user_data(id as u64);
         if let Err(e) = state.push(&entry) {
             state.free.push(id);
@@ -459,6 +456,19 @@ impl State {
             self.uring.completion().disable_eventfd();
         }
         woken
+    }
+
+    /// An id whose slot is free. An id on the free list whose slot is not
+    /// (never, by construction) is dropped from it rather than reused: its
+    /// buffer may still be the kernel's.
+    fn free_id(&mut self) -> usize {
+        while let Some(id) = self.free.pop() {
+            if matches!(self.ops[id], Op::Free) {
+                return id;
+            }
+        }
+        self.ops.push(Op::Free);
+        self.ops.len() - 1
     }
 
     /// Take what has completed: results for their futures (their wakers
@@ -573,38 +583,51 @@ impl Future for Submitted {
     type Output = (Vec<u8>, io::Result<usize>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (id, done) = (self.id, self.done);
         let ring = self.ring.clone();
         let mut state = ring.lock();
         let woken = state.settle();
-        let polled = match &mut state.ops[id] {
+        let id = self.id;
+        let polled = if self.done {
             // Polled again after it was ready: its id is no longer its own.
-            _ if done => Poll::Ready((Vec::new(), Err(lost()))),
-            Op::InFlight { waker, .. } => {
-                let old = match waker {
-                    Some(w) if w.will_wake(cx.waker()) => None,
-                    _ => waker.replace(cx.waker().clone()),
-                };
-                drop(state);
-                drop(old);
-                wake(woken);
-                return Poll::Pending;
+            Poll::Ready((Vec::new(), Err(lost())))
+        } else {
+            match std::mem::replace(&mut state.ops[id], Op::Free) {
+                Op::InFlight {
+                    buf,
+                    _file,
+                    waker,
+                    abandoned,
+                } => {
+                    let (waker, old) = match waker {
+                        Some(w) if w.will_wake(cx.waker()) => (Some(w), None),
+                        old => (Some(cx.waker().clone()), old),
+                    };
+                    state.ops[id] = Op::InFlight {
+                        buf,
+                        _file,
+                        waker,
+                        abandoned,
+                    };
+                    drop(state);
+                    drop(old);
+                    wake(woken);
+                    return Poll::Pending;
+                }
+                Op::Done { buf, result } => {
+                    state.free.push(id);
+                    self.done = true;
+                    let result =
+                        usize::try_from(result).map_err(|_| io::Error::from_raw_os_error(-result));
+                    Poll::Ready((buf, result))
+                }
+                Op::Free => {
+                    self.done = true;
+                    Poll::Ready((Vec::new(), Err(lost())))
+                }
             }
-            Op::Done { .. } => {
-                let Op::Done { buf, result } = std::mem::replace(&mut state.ops[id], Op::Free)
-                else {
-                    unreachable!("matched just above");
-                };
-                state.free.push(id);
-                let result =
-                    usize::try_from(result).map_err(|_| io::Error::from_raw_os_error(-result));
-                Poll::Ready((buf, result))
-            }
-            Op::Free => Poll::Ready((Vec::new(), Err(lost()))),
         };
         drop(state);
         wake(woken);
-        self.done = true;
         polled
     }
 }
