@@ -732,6 +732,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reads_beyond_the_completion_queue_are_refused_and_the_rest_complete() {
+        let rings = Arc::new(rings());
+        let (reader, mut writer) = pipe();
+        let capacity = rings.ring().lock().uring.completion().capacity();
+        // This runtime has one thread, so every read goes to one ring.
+        let pending: Vec<_> = (0..capacity)
+            .map(|_| {
+                let (rings, reader) = (rings.clone(), reader.clone());
+                tokio::spawn(async move { rings.read_at(&reader, 0, 1).await })
+            })
+            .collect();
+        // Let every spawned read submit (a scheduler tick runs only some).
+        for _ in 0..100 {
+            if rings.ring().lock().in_flight == capacity {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(rings.ring().lock().in_flight, capacity);
+        match rings.read_at(&reader, 0, 1).await {
+            Err(Failed::Submit(error)) => assert_eq!(error.kind(), io::ErrorKind::WouldBlock),
+            other => panic!("one more than the queue holds: {other:?}"),
+        }
+        writer.write_all(&vec![7u8; capacity]).unwrap();
+        for read in pending {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), read)
+                .await
+                .expect("completed")
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, [7]);
+        }
+        assert_eq!(rings.ring().lock().in_flight, 0);
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"after").unwrap();
+        let file = Arc::new(file);
+        assert_eq!(rings.read_at(&file, 0, 5).await.unwrap(), b"after");
+    }
+
+    #[tokio::test]
     async fn a_dropped_read_is_freed_when_it_completes_and_the_ring_goes_on() {
         let rings = rings();
         let (reader, mut writer) = pipe();
