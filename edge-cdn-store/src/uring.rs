@@ -526,47 +526,59 @@ impl State {
     }
 }
 
-impl Drop for Ring {
-    /// Nothing waits on this ring any more; an operation still in the
-    /// kernel was abandoned. Cancel each and wait for the kernel to be done
-    /// with their buffers, or leak them if it cannot be waited for.
-    fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        let in_flight = |ops: &[Op]| {
-            ops.iter()
-                .filter(|op| matches!(op, Op::InFlight { .. }))
-                .count()
-        };
-        let ids: Vec<usize> = (0..state.ops.len())
-            .filter(|&id| matches!(state.ops[id], Op::InFlight { .. }))
+impl State {
+    /// Cancel every operation in the kernel and wait for the kernel to be
+    /// done with their buffers (a bounded number of rounds: a cancelled
+    /// read completes promptly); those it cannot wait for are leaked, not
+    /// freed under it. Returns how many were leaked. For a ring nothing
+    /// waits on any more: its operations in flight were all abandoned.
+    fn cancel_all(&mut self) -> usize {
+        let ids: Vec<usize> = (0..self.ops.len())
+            .filter(|&id| matches!(self.ops[id], Op::InFlight { .. }))
             .collect();
         for id in ids {
             let cancel = opcode::AsyncCancel::new(id as u64)
                 .build()
                 .user_data(u64::MAX);
-            if state.push(&cancel).is_err() {
+            if self.push(&cancel).is_err() {
                 break;
             }
         }
-        // Each round waits for at least one completion; a bounded number of
-        // rounds, since a cancelled read completes promptly.
         let mut woken = Vec::new();
         for _ in 0..2 * ENTRIES {
-            if in_flight(&state.ops) == 0 {
-                return;
+            if self.in_flight == 0 {
+                return 0;
             }
-            match state.uring.submit_and_wait(1) {
+            match self.uring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
-            // Only abandoned operations are left: nothing to wake.
-            state.reap(&mut woken);
+            self.reap(&mut woken);
         }
-        for op in std::mem::take(&mut state.ops) {
+        let mut leaked = 0;
+        for op in std::mem::take(&mut self.ops) {
             if let Op::InFlight { buf, .. } = op {
                 std::mem::forget(buf);
+                leaked += 1;
             }
+        }
+        self.free.clear();
+        self.in_flight = 0;
+        leaked
+    }
+}
+
+impl Drop for Ring {
+    /// Nothing waits on this ring any more: see [`State::cancel_all`].
+    fn drop(&mut self) {
+        let leaked = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .cancel_all();
+        if leaked > 0 {
+            tracing::warn!(target: "edge_cdn_store", leaked, "io_uring reads still in the kernel when their ring closed; their buffers are leaked");
         }
     }
 }
@@ -852,6 +864,22 @@ mod tests {
         let (buf, read) = queued.await;
         assert_eq!(read.unwrap(), 6);
         assert_eq!(buf, b"queued");
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_read_the_kernel_holds_leaks_nothing() {
+        let ring = Arc::new(Ring::new().unwrap());
+        let (reader, _writer) = pipe();
+        {
+            let pending = ring.submit(&reader, 0, vec![0; 3], 0).unwrap();
+            tokio::pin!(pending);
+            assert!(futures_poll_once(pending.as_mut()).await.is_none());
+        }
+        let mut state = ring.lock();
+        assert_eq!(state.in_flight, 1, "abandoned, still in the kernel");
+        // Nothing will ever be written: only the cancel ends the read.
+        assert_eq!(state.cancel_all(), 0, "no buffer leaked");
+        assert_eq!(state.in_flight, 0);
     }
 
     /// Poll `future` once: its output if it was ready.
