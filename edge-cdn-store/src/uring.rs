@@ -23,10 +23,10 @@
 //! This is `foyer`'s and `tokio-uring`'s shape with less of it: reads only
 //! (small writes are batched on the store's commit thread already, and
 //! large bodies streamed into files through io_uring measured slower than
-//! the blocking pool here: ext4's buffered writes go to io_uring's kernel
-//! workers; `docs/benchmarks.md`), and rings shared by the workers (picked
-//! per thread) rather than one per runtime, because pingora runs several
-//! runtimes and a store outlives none of them.
+//! the blocking pool here, likely because ext4's buffered writes go to
+//! io_uring's kernel workers; `docs/benchmarks.md`), and rings shared by
+//! the workers (picked per thread) rather than one per runtime, because
+//! pingora runs several runtimes and a store outlives none of them.
 
 use std::fs::File;
 use std::future::Future;
