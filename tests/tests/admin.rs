@@ -349,8 +349,10 @@ async fn stats_report_totals_rates_and_tiers() {
     assert_eq!(stats["store"]["memory"]["objects"], 1, "{stats}");
     assert_eq!(stats["store"]["disk"]["objects"], 1, "{stats}");
     assert_eq!(stats["store"]["catalog"]["objects"], 1, "{stats}");
-    // The test machine's kernel has io_uring.
-    assert_eq!(stats["store"]["io_engine"], "io_uring", "{stats}");
+    // Which one depends on the kernel (edge-cdn-store's io_engine tests
+    // check the choice); the field is always one of the two.
+    let engine = stats["store"]["io_engine"].as_str().unwrap_or_default();
+    assert!(["io_uring", "blocking_pool"].contains(&engine), "{stats}");
     let rate = &stats["rates"]["10s"];
     assert!(
         rate["requests_per_second"].as_f64().unwrap() > 0.0,
