@@ -121,18 +121,15 @@ impl Engine {
             match rings.read_at(file, offset, len).await {
                 Ok(buf) => return Ok(buf),
                 Err(Failed::Done(e)) => return Err(StoreError::Io(what, e)),
-                Err(Failed::Submit(error)) => engine_failed(what, &error),
+                // The engine's failure, not the file's: the pool does it.
+                Err(Failed::Submit(error)) => {
+                    tracing::debug!(target: "edge_cdn_store", what, %error, "io_uring did not take it: on the blocking pool instead");
+                }
             }
         }
         let file = file.clone();
         blocking(move || read_fully(&file, offset, len).map_err(|e| StoreError::Io(what, e))).await
     }
-}
-
-/// io_uring did not carry out `what`: said at debug level, since the
-/// blocking pool then does it.
-fn engine_failed(what: &'static str, error: &std::io::Error) {
-    tracing::debug!(target: "edge_cdn_store", what, %error, "io_uring did not take it: on the blocking pool instead");
 }
 
 /// `len` bytes of `file` at `offset`, fewer only at its end. Blocking.

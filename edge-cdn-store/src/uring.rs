@@ -281,7 +281,7 @@ impl Ring {
             .spawn(move || {
                 let mut warned = false;
                 while !reaper.stopping.load(Ordering::Acquire) {
-                    if reaper.wait().is_none() {
+                    if !reaper.wait() {
                         // Never expected; the look below still collects
                         // what completes, every RESUBMIT_EVERY, so go on.
                         if !std::mem::replace(&mut warned, true) {
@@ -304,29 +304,26 @@ impl Ring {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Block until the eventfd is signalled (`Some(true)`) or
-    /// [`RESUBMIT_EVERY`] has passed (`Some(false)`); `None` if it cannot
-    /// be waited on.
-    fn wait(&self) -> Option<bool> {
+    /// Block until the eventfd is signalled or [`RESUBMIT_EVERY`] has
+    /// passed; false if it cannot be waited on.
+    fn wait(&self) -> bool {
         let mut poll = libc::pollfd {
             fd: self.eventfd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
         let timeout = RESUBMIT_EVERY.as_millis() as libc::c_int;
+        let interrupted = || io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
         // SAFETY: one `pollfd`, which `poll` points at.
         match unsafe { libc::poll(&mut poll, 1, timeout) } {
-            0 => return Some(false),
-            n if n < 0 => {
-                return (io::Error::last_os_error().kind() == io::ErrorKind::Interrupted)
-                    .then_some(false)
-            }
+            0 => return true,
+            n if n < 0 => return interrupted(),
             _ => {}
         }
         let mut count = [0u8; 8];
         // SAFETY: reads 8 bytes into `count`, which has 8.
         let n = unsafe { libc::read(self.eventfd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
-        (n == 8 || io::Error::last_os_error().kind() == io::ErrorKind::Interrupted).then_some(true)
+        n == 8 || interrupted()
     }
 
     fn signal(&self) {
@@ -524,9 +521,7 @@ impl State {
             Op::Free => None,
         }
     }
-}
 
-impl State {
     /// Cancel every operation in the kernel and wait for the kernel to be
     /// done with their buffers (a bounded number of rounds: a cancelled
     /// read completes promptly); those it cannot wait for are leaked, not

@@ -281,15 +281,22 @@ fn a_process_killed_mid_append_serves_no_torn_entry() {
     });
 }
 
+/// A store that stored object 0 in its ring, and then had its directory
+/// removed while it runs.
+async fn one_object_then_directory_deleted() -> (tempfile::TempDir, &'static TieredStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    put(store, &name(0), &data(0)).await;
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    (dir, store)
+}
+
 /// The store's directory removed while it runs: the ring is made anew at
 /// the next round of commits (its first append checks the file), and what
 /// the old one held is a miss.
 #[tokio::test]
 async fn a_deleted_ring_is_made_anew_and_what_it_held_is_a_miss() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(config(dir.path()));
-    put(store, &name(0), &data(0)).await;
-    std::fs::remove_dir_all(dir.path()).unwrap();
+    let (dir, store) = one_object_then_directory_deleted().await;
     put(store, &name(1), &data(1)).await;
     assert!(ring(dir.path()).exists(), "a new ring");
     check(store, 1).await.expect("stored in the new ring");
@@ -300,10 +307,7 @@ async fn a_deleted_ring_is_made_anew_and_what_it_held_is_a_miss() {
 /// probe.
 #[tokio::test]
 async fn the_health_probe_makes_a_deleted_ring_anew() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(config(dir.path()));
-    put(store, &name(0), &data(0)).await;
-    std::fs::remove_dir_all(dir.path()).unwrap();
+    let (dir, store) = one_object_then_directory_deleted().await;
     let health = tokio::task::spawn_blocking(|| store.health())
         .await
         .unwrap();
