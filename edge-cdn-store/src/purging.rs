@@ -16,6 +16,9 @@
 //! objects; [`Purging::hides`] keeps them out of selections. An object
 //! filled again after its purge is indexed again, and the thread leaves
 //! it and its new catalog entry alone, removing only the purged copy.
+//! A selection that scanned the catalog while a purge was carried out may
+//! hold entries the thread removed after the scan read them, which are no
+//! longer hidden either: [`Purging::carried_out`] tells it to look again.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -42,6 +45,8 @@ struct State {
     hashes: HashMap<u128, u32>,
     /// Purges in flight.
     running: usize,
+    /// Purges carried out since the store opened.
+    carried_out: u64,
 }
 
 impl Purging {
@@ -89,6 +94,7 @@ impl Purging {
             }
         }
         state.running -= 1;
+        state.carried_out += 1;
         if state.running == 0 {
             state.hashes.shrink_to_fit();
             self.idle.notify_all();
@@ -98,6 +104,14 @@ impl Purging {
     /// Whether `hash`'s object was purged and is still being removed.
     pub fn hides(&self, hash: u128) -> bool {
         self.state().hashes.contains_key(&hash)
+    }
+
+    /// How many purges have been carried out (their catalog entries
+    /// removed, their objects no longer hidden): a selection reads it
+    /// before and after its scan of the catalog, to know whether an entry
+    /// it read may have been removed since without being hidden any more.
+    pub fn carried_out(&self) -> u64 {
+        self.state().carried_out
     }
 
     /// Purges in flight.
@@ -183,7 +197,9 @@ mod tests {
         // One of the two purges is still in flight.
         assert!(!purging.wait_idle(Some(Duration::from_millis(200))));
         assert!(!purging.hides(1) && purging.hides(2));
+        assert_eq!(purging.carried_out(), 1);
         drop(second);
+        assert_eq!(purging.carried_out(), 2);
         assert!(purging.wait_idle(Some(Duration::ZERO)));
         assert!(!purging.hides(2));
 

@@ -19,7 +19,7 @@ use pingora_cache::storage::PurgeType;
 use pingora_cache::CacheMeta;
 use tokio::sync::Semaphore;
 
-use crate::catalog::{tags_in, Catalog, Journal, PurgeId, Record};
+use crate::catalog::{tags_in, Catalog, Journal, Listed, PurgeId, Record};
 use crate::commit::Committer;
 use crate::config::StoreConfig;
 use crate::disk::format::MetaHeader;
@@ -578,6 +578,35 @@ impl Tiers {
         }
         self.uncatalog(&gone);
         lingering
+    }
+
+    /// Of `listed`, read from the catalog by a scan begun when `before`
+    /// purges had been carried out ([`Purging::carried_out`]), the objects
+    /// no purge took since: an object purged and still being removed from
+    /// disk is gone already, unless filled again since (indexed). A purge
+    /// carried out after the scan began may have removed entries the scan
+    /// had read, and stopped hiding them before they were checked here: if
+    /// one was, each listed object that is not indexed is looked up in the
+    /// catalog again. An error is the catalog failing to read. Blocking.
+    pub fn unpurged(&self, listed: Vec<Listed>, before: u64) -> Result<Vec<Listed>, StoreError> {
+        let indexed = |object: &Listed| self.index.get(hash_of(&object.key)).is_some();
+        let kept: Vec<Listed> = listed
+            .into_iter()
+            .filter(|object| indexed(object) || !self.purging.hides(hash_of(&object.key)))
+            .collect();
+        // Read after every object above was checked: a purge that ended
+        // meanwhile moved it.
+        if self.purging.carried_out() == before {
+            return Ok(kept);
+        }
+        let mut cataloged = Vec::with_capacity(kept.len());
+        for object in kept {
+            let hash = hash_of(&object.key);
+            if indexed(&object) || self.catalog.get(&hash.to_be_bytes())?.is_some() {
+                cataloged.push(object);
+            }
+        }
+        Ok(cataloged)
     }
 
     /// The purge recorded as `id` is carried out: drop its record, unless
