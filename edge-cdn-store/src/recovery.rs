@@ -431,8 +431,8 @@ fn recover(tiers: &Tiers, object: Recovered, record: Record) -> bool {
 
 /// Scan the ring's regions, oldest first, and recover each whole live
 /// entry (see the module's documentation); those below `ring_mark` are
-/// cataloged already. A region that cannot be read is skipped: its
-/// objects are misses, and the ring reuses it in turn.
+/// cataloged already. A region that cannot be read is skipped and
+/// retired: its objects are misses, and the ring reuses it in turn.
 fn scan_ring(tiers: &Tiers, ring: &Segments, ring_mark: u64) {
     let fields = &tiers.config.tag_headers;
     for region in ring.regions_oldest_first() {
@@ -442,7 +442,20 @@ fn scan_ring(tiers: &Tiers, ring: &Segments, ring_mark: u64) {
         let scanned = match ring.scan(region, true) {
             Ok(scanned) => scanned,
             Err(error) => {
-                tracing::warn!(target: "edge_cdn_store", region, %error, "segment region unreadable; its objects are not recovered");
+                // Its objects' catalog entries are dropped with those of
+                // every object not stored (`tidy_catalog`), but its entries
+                // stay on disk until the reclaimer frees it. Retired, it
+                // cannot bring those below the mark back uncataloged, out of
+                // every purge's reach, to a walk after another crash that
+                // reads it.
+                match ring.retire(region) {
+                    Ok(()) => {
+                        tracing::warn!(target: "edge_cdn_store", region, %error, "segment region unreadable; its objects are not recovered, and it is retired")
+                    }
+                    Err(retiring) => {
+                        tracing::warn!(target: "edge_cdn_store", region, %error, %retiring, "segment region unreadable and not retired; its objects are not recovered, and a walk after another crash may bring them back out of the catalog")
+                    }
+                }
                 continue;
             }
         };

@@ -170,6 +170,20 @@ pub struct Segments {
     freeing: Mutex<()>,
 }
 
+/// Set in a test's child process to the regions whose scans fail (bit `r`
+/// for region `r`), as on a disk that cannot read them: the ring scans as
+/// the store opens, before a test could reach the ring itself.
+#[cfg(test)]
+pub static UNREADABLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The sequence number of `region`'s first entry, if it holds one (one
+/// retired or never written holds none) and it reads. Blocking.
+fn first_seq(file: &File, region: u32) -> Option<u64> {
+    let mut first = [0u8; HEADER];
+    file.read_exact_at(&mut first, start(region)).ok()?;
+    Some(Header::decode(&first)?.seq)
+}
+
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StoreError {
     move |e| StoreError::Io(what, e)
 }
@@ -235,7 +249,23 @@ impl Segments {
             return Ok(());
         };
         self.empty.store(false, Ordering::Relaxed);
-        let scanned = self.scan(region, false)?;
+        let scanned = match self.scan(region, false) {
+            Ok(scanned) => scanned,
+            Err(error) => {
+                // Where its entries end is unknown: it is taken as full, and
+                // its sequence numbers as running to as many as two regions
+                // can hold past its first entry's.
+                tracing::warn!(target: "edge_cdn_store", region, %error, "segment ring's newest region unreadable; appends start in the next one");
+                let first = first_seq(&self.file(), region).unwrap_or(0);
+                *self.head() = Head {
+                    region,
+                    offset: REGION_BYTES,
+                    seq: first + 1 + 2 * REGION_BYTES,
+                    uncataloged: Vec::new(),
+                };
+                return Ok(());
+            }
+        };
         // Appends made before a crash past a torn one are not scanned, and
         // their sequence numbers must not be handed out again (a later scan
         // could step from a new entry into one of them): skip more numbers
@@ -482,6 +512,12 @@ impl Segments {
     /// with `check`, each live entry's checksum is verified and, if it
     /// holds, its payload returned. Blocking: reads the region whole.
     pub fn scan(&self, region: u32, check: bool) -> Result<Scanned, StoreError> {
+        #[cfg(test)]
+        if UNREADABLE.load(Ordering::Relaxed) & 1u64.checked_shl(region).unwrap_or(0) != 0 {
+            return Err(io_err("read segment region")(io::Error::other(
+                "the test fails this region's scans",
+            )));
+        }
         let file = self.file();
         let len = file
             .metadata()
@@ -521,11 +557,7 @@ impl Segments {
     pub fn regions_oldest_first(&self) -> Vec<u32> {
         let file = self.file();
         let mut found: Vec<(u64, u32)> = (0..self.free.len() as u32)
-            .filter_map(|r| {
-                let mut first = [0u8; HEADER];
-                file.read_exact_at(&mut first, start(r)).ok()?;
-                Some((Header::decode(&first)?.seq, r))
-            })
+            .filter_map(|r| Some((first_seq(&file, r)?, r)))
             .collect();
         found.sort_unstable();
         found.into_iter().map(|(_, r)| r).collect()
