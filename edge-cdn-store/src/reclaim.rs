@@ -16,6 +16,10 @@
 //! found an object there before it moved reads its entry whole, or finds
 //! it overwritten and misses.
 //!
+//! A region that cannot be read is retired all the same, and every object
+//! the index places there dropped (found by a walk of the index), so one
+//! bad region costs its objects, not the ring.
+//!
 //! Each time the head enters a region, the reclaimer also writes the
 //! ring's catalog mark, so a walk after a crash reads the catalog only for
 //! the entries appended since.
@@ -30,8 +34,8 @@ use crate::segments::entry::{Entry, Parts};
 use crate::segments::{Loc, Segments};
 use crate::tiers::Tiers;
 
-/// How long the reclaimer waits after failing to read a region before it
-/// tries again.
+/// How long the reclaimer waits after failing to free a region (its
+/// retiring write failed) before it tries again.
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Objects dropped per catalog batch, their locks held meanwhile (few
@@ -94,16 +98,24 @@ fn mark_cataloged(tiers: &Tiers, ring: &Segments, marked: u64) -> u64 {
     }
 }
 
-/// Copy forward or drop every object the index places in `region`.
+/// Copy forward or drop every object the index places in `region`. A
+/// region that cannot be read is retired all the same, and every object
+/// the index places there is dropped.
 fn free(tiers: &Tiers, ring: &Segments, region: u32) -> Result<Freed, StoreError> {
-    let scanned = ring.scan(region, true)?;
+    let live: Vec<(u128, Loc, Option<Entry>)> = match ring.scan(region, true) {
+        Ok(scanned) => scanned
+            .entries
+            .into_iter()
+            .filter(|(header, _, _)| header.live)
+            .map(|(header, loc, entry)| (header.hash, loc, entry))
+            .collect(),
+        Err(error) => {
+            tracing::warn!(target: "edge_cdn_store", region, %error, "segment region unreadable; the objects in it are dropped");
+            placed_in(tiers, region)
+        }
+    };
     // From here a crash leaves nothing of this region to bring back.
     ring.retire(region)?;
-    let live: Vec<_> = scanned
-        .entries
-        .into_iter()
-        .filter(|(header, _, _)| header.live)
-        .collect();
     let (mut dropped, mut kept) = (0, 0);
     for batch in live.chunks(BATCH) {
         if ring.is_stopped() {
@@ -111,10 +123,10 @@ fn free(tiers: &Tiers, ring: &Segments, region: u32) -> Result<Freed, StoreError
         }
         let _held = tiers
             .holds
-            .lock_all(batch.iter().map(|(header, _, _)| header.hash as usize));
+            .lock_all(batch.iter().map(|(hash, _, _)| *hash as usize));
         let mut gone = Vec::new();
-        for (header, loc, entry) in batch {
-            let hash = header.hash;
+        for (hash, loc, entry) in batch {
+            let hash = *hash;
             let Some(clock) = tiers.index.clock_at(hash, *loc) else {
                 continue;
             };
@@ -140,6 +152,19 @@ fn free(tiers: &Tiers, ring: &Segments, region: u32) -> Result<Freed, StoreError
     }
     tracing::debug!(target: "edge_cdn_store", region, dropped, kept, "segment region freed");
     Ok(Freed::Done)
+}
+
+/// Every object the index places in `region`, with no entry to copy
+/// forward: what freeing an unreadable region drops. One walk of the whole
+/// index, a shard at a time (an error path).
+fn placed_in(tiers: &Tiers, region: u32) -> Vec<(u128, Loc, Option<Entry>)> {
+    let mut placed = Vec::new();
+    tiers.index.each(|hash, _, _, loc| {
+        if let Some(loc) = loc.filter(|loc| loc.region == region) {
+            placed.push((hash, loc, None));
+        }
+    });
+    placed
 }
 
 /// Append `entry`, `hash`'s entry at `loc`, again at the head, and move the

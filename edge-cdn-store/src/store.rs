@@ -1361,4 +1361,49 @@ mod tests {
             assert_eq!(store.catalog_totals().0, stored);
         });
     }
+
+    /// The test below's child: fill two regions of the ring, make the
+    /// first unreadable, and fill on until the head has come round to it.
+    fn unreadable_to_the_reclaimer(dir: &std::path::Path) {
+        use std::sync::atomic::Ordering;
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let store = open(config(dir));
+            store.recovered().await;
+            let name = |i: usize| format!("/f/{i}");
+            let fill = |range: std::ops::Range<usize>| async move {
+                for i in range {
+                    put_with(store, &key(&name(i)), &tagged("f"), &body(30_000, i as u8)).await;
+                }
+            };
+            // About 277 objects fill a region.
+            fill(0..500).await;
+            crate::segments::UNREADABLE.store(1, Ordering::Relaxed);
+            fill(500..1_000).await;
+            assert!(
+                get(store, &name(0)).await.is_none(),
+                "dropped with its region"
+            );
+            let last = crate::tiers::hash_of(&key(&name(999)));
+            let placed = store.tiers.index.placed(last).unwrap().loc;
+            assert_eq!(placed.map(|loc| loc.region), Some(0), "the head came round");
+            assert!(get(store, &name(999)).await.is_some());
+            let listed = store.select(Selector::Tag("f")).await.unwrap();
+            assert_eq!(listed.len(), store.health().disk_objects);
+        });
+    }
+
+    /// A region the reclaimer cannot read is retired and its objects are
+    /// dropped (from the index, memory and catalog): the head goes on
+    /// through it, rather than the ring stopping there for ever and every
+    /// new object going to files.
+    #[test]
+    fn a_region_the_reclaimer_cannot_read_costs_only_its_objects() {
+        let test = "store::tests::a_region_the_reclaimer_cannot_read_costs_only_its_objects";
+        if let Some((_, dir)) = child_phase() {
+            return unreadable_to_the_reclaimer(&dir);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        crate::test_common::child(test, "fill", dir.path(), false);
+    }
 }
