@@ -589,20 +589,20 @@ impl Tiers {
     /// one was, each listed object that is not indexed is looked up in the
     /// catalog again. An error is the catalog failing to read. Blocking.
     pub fn unpurged(&self, listed: Vec<Listed>, before: u64) -> Result<Vec<Listed>, StoreError> {
-        let indexed = |object: &Listed| self.index.get(hash_of(&object.key)).is_some();
-        let kept: Vec<Listed> = listed
+        let kept: Vec<(u128, Listed)> = listed
             .into_iter()
-            .filter(|object| indexed(object) || !self.purging.hides(hash_of(&object.key)))
+            .map(|object| (hash_of(&object.key), object))
+            .filter(|&(hash, _)| !self.purging.hides(hash) || self.index.get(hash).is_some())
             .collect();
         // Read after every object above was checked: a purge that ended
         // meanwhile moved it.
-        if self.purging.carried_out() == before {
-            return Ok(kept);
-        }
+        let raced = self.purging.carried_out() != before;
         let mut cataloged = Vec::with_capacity(kept.len());
-        for object in kept {
-            let hash = hash_of(&object.key);
-            if indexed(&object) || self.catalog.get(&hash.to_be_bytes())?.is_some() {
+        for (hash, object) in kept {
+            if !raced
+                || self.index.get(hash).is_some()
+                || self.catalog.get(&hash.to_be_bytes())?.is_some()
+            {
                 cataloged.push(object);
             }
         }
