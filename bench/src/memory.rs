@@ -2,6 +2,10 @@
 //! objects through the proxy and compare the process tree's PSS before and
 //! after. A sample read back afterwards must not reach the origin, so the
 //! figure is for objects actually held.
+//!
+//! Then the same number of distinct 1 KiB responses the origin forbids
+//! storing (at most [`PASS_REQUESTS`]): the rate a proxy forwards misses at
+//! without its store, the ceiling of its fill rate.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +21,8 @@ pub const OBJECT_SIZE: usize = 1024;
 const FILL_CONCURRENCY: usize = 32;
 /// Objects read back to check they were stored.
 const SAMPLE: usize = 200;
+/// Most uncacheable requests sent after a fill.
+pub const PASS_REQUESTS: usize = 50_000;
 
 /// What a fill cost.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +33,8 @@ pub struct Memory {
     pub bytes_per_object: f64,
     /// Misses per second while filling (origin on the client's CPU).
     pub fill_rps: f64,
+    /// Uncacheable misses per second, forwarded and not stored.
+    pub pass_rps: f64,
 }
 
 /// Fill `objects` objects named `{prefix}-{i}`.
@@ -43,13 +51,7 @@ pub async fn fill(
         async move { crate::fetch(&client, &url, OBJECT_SIZE).await }
     };
     let before = server.pss_bytes()?;
-    let start = Instant::now();
-    stream::iter(0..objects)
-        .map(get)
-        .buffer_unordered(FILL_CONCURRENCY)
-        .try_collect::<()>()
-        .await?;
-    let fill_rps = objects as f64 / start.elapsed().as_secs_f64();
+    let fill_rps = rate(objects, get).await?;
     // Let write-behind work (disk writes, eviction bookkeeping) finish.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let step = (objects / SAMPLE).max(1);
@@ -63,9 +65,32 @@ pub async fn fill(
         );
     }
     let pss = server.pss_bytes()?;
+    let pass = |i: usize| {
+        let client = client.clone();
+        let url = server.url(&format!("/pass/{OBJECT_SIZE}/{prefix}-{i}"));
+        async move { crate::fetch(&client, &url, OBJECT_SIZE).await }
+    };
+    let pass_rps = rate(objects.min(PASS_REQUESTS), pass).await?;
     Ok(Memory {
         pss,
         bytes_per_object: pss.saturating_sub(before) as f64 / objects as f64,
         fill_rps,
+        pass_rps,
     })
+}
+
+/// Requests per second for `get(0)` to `get(count - 1)`, with
+/// [`FILL_CONCURRENCY`] in flight.
+async fn rate<F, G>(count: usize, get: G) -> Result<f64>
+where
+    G: Fn(usize) -> F,
+    F: std::future::Future<Output = Result<()>>,
+{
+    let start = Instant::now();
+    stream::iter(0..count)
+        .map(get)
+        .buffer_unordered(FILL_CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
+    Ok(count as f64 / start.elapsed().as_secs_f64())
 }

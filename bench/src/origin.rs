@@ -1,6 +1,6 @@
 //! The one origin every contender sits in front of: fixed-size cacheable
-//! objects, a slow 50 MiB object and a slow small object, with a record per
-//! path of how many requests arrived and when the first byte left; for
+//! objects and the same uncacheable, a slow 50 MiB object and a slow small
+//! object, with a record per path of how many requests arrived and when the first byte left; for
 //! the soak, short-lived tagged objects from an origin that fails 1% of
 //! the time; for slices, a generated 1 GiB object that honours byte
 //! ranges and counts the body bytes it sends; and, for the video viewers,
@@ -214,6 +214,7 @@ impl Origin {
         let counting = records.clone();
         let app = Router::new()
             .route("/obj/{size}/{*name}", get(object))
+            .route("/pass/{size}/{*name}", get(uncacheable))
             .route("/slow/{*name}", get(slow))
             .route("/delay/{ms}/{*name}", get(delayed))
             .route("/flaky/{size}/{tag}/{*name}", get(flaky))
@@ -326,6 +327,17 @@ async fn object(State(s): State<Shared>, Path((size, _)): Path<(usize, String)>)
         return (StatusCode::BAD_REQUEST, "size above 1 MiB").into_response();
     }
     cacheable(Body::from(s.payload.slice(..size)))
+}
+
+/// `/pass/{size}/{name}`: `size` bytes, at once, that no cache may store
+/// (`no-store`, RFC 9111 §5.2.2.5): what a miss costs a proxy without its
+/// store.
+async fn uncacheable(State(s): State<Shared>, Path((size, _)): Path<(usize, String)>) -> Response {
+    if size > MAX_OBJECT {
+        return (StatusCode::BAD_REQUEST, "size above 1 MiB").into_response();
+    }
+    let body = Body::from(s.payload.slice(..size));
+    ([(header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
 /// `/delay/{ms}/{name}`: 1 KiB after `ms` milliseconds, for collapsing.

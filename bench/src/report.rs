@@ -263,17 +263,21 @@ impl Results {
         }
         let _ = writeln!(
             out,
-            "### Memory\n\n{} objects filled through the proxy; PSS of the whole process tree (shared pages counted once). Bodies held in memory count: stavka's memory tier and Varnish's malloc storage hold them, nginx keeps them in files (the page cache is not in PSS).\n\n| server | objects | PSS (MiB) | bytes per object | fill (misses/s) |\n|---|---:|---:|---:|---:|",
-            size_name(OBJECT_SIZE)
+            "### Memory\n\n{} objects filled through the proxy; PSS of the whole process tree (shared pages counted once). Bodies held in memory count: stavka's memory tier and Varnish's malloc storage hold them, nginx keeps them in files (the page cache is not in PSS). \"Pass\" is the rate of {} misses the origin marks `no-store` (up to {} after the fill): the proxy's forwarding alone, which its fill rate cannot exceed.\n\n| server | objects | PSS (MiB) | bytes per object | fill (misses/s) | pass (misses/s) | fill ÷ pass |\n|---|---:|---:|---:|---:|---:|---:|",
+            size_name(OBJECT_SIZE),
+            size_name(OBJECT_SIZE),
+            crate::memory::PASS_REQUESTS,
         );
         for ((contender, objects), runs) in &self.memory {
             let _ = writeln!(
                 out,
-                "| {} | {objects} | {:.1} | {:.0} | {:.0} |",
+                "| {} | {objects} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} |",
                 contender.as_str(),
                 med(runs, |r| r.pss as f64 / (1 << 20) as f64),
                 med(runs, |r| r.bytes_per_object),
                 med(runs, |r| r.fill_rps),
+                med(runs, |r| r.pass_rps),
+                med(runs, |r| r.fill_rps / r.pass_rps),
             );
         }
         out.push('\n');
