@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
 
 static ID: OnceLock<String> = OnceLock::new();
@@ -19,9 +19,23 @@ const CDN_ID: &str = "stavka";
 
 /// Name this node `configured` (`[shared] node_id`), or, without one, by
 /// host name, process id and start time. The first call wins; later ones
-/// return the name already set.
+/// return the name already set. A character a quoted string cannot carry
+/// (only a host name could hold one: a configured `node_id` is checked)
+/// becomes `-`.
 pub fn init(configured: Option<&str>) -> &'static str {
-    ID.get_or_init(|| configured.map_or_else(unique, str::to_owned))
+    ID.get_or_init(|| {
+        configured
+            .map_or_else(unique, str::to_owned)
+            .chars()
+            .map(|c| if is_quotable(c) { c } else { '-' })
+            .collect()
+    })
+}
+
+/// Whether `c` may stand in a node name: visible ASCII that a quoted
+/// string (RFC 9110 §5.6.4) carries without escaping.
+pub fn is_quotable(c: char) -> bool {
+    c.is_ascii_graphic() && c != '"' && c != '\\'
 }
 
 /// This node's name (set by [`init`] at start, else a unique one).
@@ -64,12 +78,35 @@ pub fn looped(req: &RequestHeader, id: &str) -> bool {
 }
 
 /// Add this node's entry to `req`'s `CDN-Loop`, after those already
-/// there (RFC 8586 §2: intermediaries append, and never remove).
-pub fn mark(req: &mut RequestHeader, id: &str) -> pingora_error::Result<()> {
-    let entry = format!("{CDN_ID}; node=\"{id}\"");
-    let value = match req.headers.get(&CDN_LOOP).and_then(|v| v.to_str().ok()) {
-        Some(before) if !before.trim().is_empty() => format!("{before}, {entry}"),
-        _ => entry,
+/// there (RFC 8586 §2: intermediaries append, and never remove). The entry
+/// is made once: every forwarded request carries it.
+pub fn mark(req: &mut RequestHeader) -> pingora_error::Result<()> {
+    static OWN: OnceLock<HeaderValue> = OnceLock::new();
+    append(req, OWN.get_or_init(|| entry(id())))
+}
+
+/// The entry naming node `id`: `stavka; node="<id>"`. [`init`] makes
+/// every node name quotable, so the fallback (the bare cdn-id) is never
+/// taken for this node's own entry.
+fn entry(id: &str) -> HeaderValue {
+    let value = format!("{CDN_ID}; node=\"{id}\"");
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(CDN_ID))
+}
+
+/// Append `entry` to `req`'s `CDN-Loop`.
+fn append(req: &mut RequestHeader, entry: &HeaderValue) -> pingora_error::Result<()> {
+    let value = match req.headers.get(&CDN_LOOP).map(HeaderValue::as_bytes) {
+        Some(before) if !before.trim_ascii().is_empty() => {
+            let joined = [before, b", ", entry.as_bytes()].concat();
+            HeaderValue::from_bytes(&joined).map_err(|e| {
+                pingora_error::Error::because(
+                    pingora_error::ErrorType::InvalidHTTPHeader,
+                    "CDN-Loop",
+                    e,
+                )
+            })?
+        }
+        _ => entry.clone(),
     };
     req.insert_header(CDN_LOOP.clone(), value)?;
     Ok(())
@@ -85,7 +122,7 @@ mod tests {
         assert!(!looped(&req, "edge-1"));
         req.insert_header("cdn-loop", "foo123.foocdn.example, barcdn; abc=123")
             .unwrap();
-        mark(&mut req, "edge-1").unwrap();
+        append(&mut req, &entry("edge-1")).unwrap();
         assert_eq!(
             req.headers["cdn-loop"],
             "foo123.foocdn.example, barcdn; abc=123, stavka; node=\"edge-1\""

@@ -4,8 +4,6 @@
 //! `stavka; fwd=uri-miss; fwd-status=200; stored`, and so on. Downstream
 //! caches append their own entries after ours.
 
-use std::fmt;
-
 use pingora_cache::NoCacheReason;
 
 use super::outcome::{Outcome, Source};
@@ -177,41 +175,53 @@ impl CacheStatus {
         }
     }
 
-    /// The field value, prefixed with this cache's name.
+    /// The field value, prefixed with this cache's name: built with
+    /// pushes, not `format!`, since every response carries one.
     pub fn render(&self, cache_name: &str) -> String {
-        format!("{cache_name}{self}")
+        let mut out = String::with_capacity(cache_name.len() + 64);
+        out.push_str(cache_name);
+        self.push_params(&mut out);
+        out
     }
-}
 
-impl fmt::Display for CacheStatus {
     /// Everything after the cache name, each parameter preceded by `; `.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn push_params(&self, out: &mut String) {
+        let mut number = itoa::Buffer::new();
         if self.hit {
-            f.write_str("; hit")?;
+            out.push_str("; hit");
         }
         if let Some(fwd) = self.fwd {
-            write!(f, "; fwd={}", fwd.as_str())?;
+            out.push_str("; fwd=");
+            out.push_str(fwd.as_str());
         }
         if let Some(status) = self.fwd_status {
-            write!(f, "; fwd-status={status}")?;
+            out.push_str("; fwd-status=");
+            out.push_str(number.format(status));
         }
         if let Some(ttl) = self.ttl {
-            write!(f, "; ttl={ttl}")?;
+            out.push_str("; ttl=");
+            out.push_str(number.format(ttl));
         }
         if self.stored {
-            f.write_str("; stored")?;
+            out.push_str("; stored");
         }
         if self.collapsed {
-            f.write_str("; collapsed")?;
+            out.push_str("; collapsed");
         }
         match (self.detail, self.slice) {
-            (Some(detail), _) => write!(f, "; detail={}", detail.as_str())?,
+            (Some(detail), _) => {
+                out.push_str("; detail=");
+                out.push_str(detail.as_str());
+            }
             (None, Some(SliceBlocks { hit, total, .. })) => {
-                write!(f, "; detail=slice-{hit}/{total}-hit")?
+                out.push_str("; detail=slice-");
+                out.push_str(number.format(hit));
+                out.push('/');
+                out.push_str(number.format(total));
+                out.push_str("-hit");
             }
             (None, None) => {}
         }
-        Ok(())
     }
 }
 
@@ -258,6 +268,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(reval.outcome(), Outcome::Revalidated);
+        let sliced = CacheStatus {
+            fwd: Some(Fwd::Partial),
+            fwd_status: Some(206),
+            collapsed: true,
+            slice: Some(SliceBlocks {
+                hit: 3,
+                in_flight: 1,
+                total: 5,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            sliced.render("stavka"),
+            "stavka; fwd=partial; fwd-status=206; collapsed; detail=slice-3/5-hit"
+        );
         assert_eq!(CacheStatus::default().render("stavka"), "stavka");
     }
 }

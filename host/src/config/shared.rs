@@ -159,9 +159,12 @@ impl Shared {
         if self
             .node_id
             .as_deref()
-            .is_some_and(|id| id.is_empty() || id.contains(' '))
+            .is_some_and(|id| id.is_empty() || !id.chars().all(crate::node::is_quotable))
         {
-            out.push(("node_id", "must be non-empty, without spaces".into()));
+            out.push((
+                "node_id",
+                "must be non-empty visible ASCII, without spaces, quotes or backslashes".into(),
+            ));
         }
         out
     }
@@ -210,5 +213,17 @@ mod tests {
             assert!(fields.contains(&field), "{field} in {fields:?}");
         }
         assert_eq!(bad.writes, SharedWrites::OnPromotion);
+    }
+
+    /// RFC 8586 §2: the node name goes into `CDN-Loop` as a quoted string.
+    #[test]
+    fn a_node_id_that_cannot_be_quoted_is_refused() {
+        let ok = "redis = \"redis://a:1\"\nnode_id = ";
+        assert!(parse(&format!("{ok}\"edge-1.fra\"")).problems().is_empty());
+        for bad in ["\"\"", "\"a b\"", "\"a\\\"b\"", "\"a\\\\b\"", "\"é\""] {
+            let problems = parse(&format!("{ok}{bad}")).problems();
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert_eq!(problems[0].0, "node_id", "{bad}");
+        }
     }
 }

@@ -929,7 +929,7 @@ fn prepare_upstream(
     ctx: &RequestCtx,
     to_shield: Option<&ClientHeader>,
 ) -> Result<()> {
-    crate::node::mark(upstream_request, crate::node::id())?;
+    crate::node::mark(upstream_request)?;
     if let Some(header) = to_shield {
         header.forward(upstream_request, ctx.client)?;
     }
