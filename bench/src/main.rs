@@ -181,7 +181,8 @@ impl Scenario {
     /// Who takes part: hits compare policy modes, and reads of the segment
     /// ring (no memory tier) through io_uring and the blocking pool; misses and collapsing
     /// take the per-request policy too; memory compares storage layouts
-    /// (the segment ring, objects in files, no memory tier);
+    /// (the segment ring, objects in files, no memory tier) and the floor
+    /// of any pingora cache;
     /// slices and TLS leave Varnish out, which has no equivalent; the
     /// video viewers compare stavka with and without prefetching, and
     /// nginx as the incumbent.
@@ -198,7 +199,14 @@ impl Scenario {
                 Varnish,
             ],
             Scenario::Miss | Scenario::Collapse => &[Stavka, StavkaPerRequest, Nginx, Varnish],
-            Scenario::Memory => &[Stavka, StavkaFiles, StavkaDiskOnly, Nginx, Varnish],
+            Scenario::Memory => &[
+                Stavka,
+                StavkaFiles,
+                StavkaDiskOnly,
+                PingoraFloor,
+                Nginx,
+                Varnish,
+            ],
             Scenario::Slice => &[StavkaSlice, Nginx],
             Scenario::Tls => &[Stavka, Nginx],
             Scenario::Hls => &[Stavka, StavkaHlsPrefetch, Nginx],
@@ -239,6 +247,7 @@ async fn run(args: Args) -> Result<()> {
     let tools = Tools {
         configs: root.join("bench/configs"),
         stavka: exe.with_file_name("stavka"),
+        floor: exe.with_file_name("pingora-floor"),
         guests: target.join("wasm32-wasip2/release"),
         work: args.work_dir.clone(),
         cpus: args.server_cpus.clone(),

@@ -48,6 +48,10 @@ pub enum Contender {
     Nginx,
     /// Varnish with its built-in VCL.
     Varnish,
+    /// pingora with pingora-cache and its own in-memory storage, nothing
+    /// else (`src/bin/pingora-floor.rs`; memory scenario only): the floor of
+    /// a cache built on pingora, to tell pingora's cost from stavka's.
+    PingoraFloor,
     /// stavka for the soak: small memory and disk bounds so eviction runs
     /// all the time, and the long-lived policy the soak re-installs.
     StavkaSoak,
@@ -67,6 +71,7 @@ impl Contender {
             Contender::StavkaHlsPrefetch => "stavka + hls-prefetch",
             Contender::Nginx => "nginx",
             Contender::Varnish => "Varnish",
+            Contender::PingoraFloor => "pingora-cache alone (MemCache)",
             Contender::StavkaSoak => "stavka (soak)",
         }
     }
@@ -97,6 +102,8 @@ pub struct Tools {
     pub configs: PathBuf,
     /// The release `stavka` binary.
     pub stavka: PathBuf,
+    /// The release `pingora-floor` binary, beside it.
+    pub floor: PathBuf,
     /// The example guests, built for wasm32-wasip2 in release mode.
     pub guests: PathBuf,
     /// Scratch space; each start wipes its own subdirectory.
@@ -216,6 +223,7 @@ impl Tools {
             Contender::Nginx => (self.nginx(&dir, addr, origin, tls)?, None),
             Contender::Varnish if tls.is_some() => bail!("Varnish does not terminate TLS"),
             Contender::Varnish => (self.varnish(&dir, addr, origin)?, None),
+            Contender::PingoraFloor => (self.floor(addr, origin), None),
             _ => {
                 let admin = free_addr()?;
                 let command = self.stavka(contender, &dir, addr, admin, origin, tls)?;
@@ -258,6 +266,14 @@ impl Tools {
             )
         })?;
         Ok(running)
+    }
+
+    /// The floor's command line: it has no configuration file.
+    fn floor(&self, addr: SocketAddr, origin: SocketAddr) -> (PathBuf, Vec<String>) {
+        (
+            self.floor.clone(),
+            vec![addr.to_string(), origin.to_string()],
+        )
     }
 
     fn stavka(
@@ -566,6 +582,7 @@ mod tests {
         let tools = Tools {
             configs: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs"),
             stavka: "stavka".into(),
+            floor: "pingora-floor".into(),
             guests: work.clone(),
             work: work.clone(),
             cpus: "0".into(),
@@ -591,6 +608,11 @@ mod tests {
             let dir = work.join(format!("{contender:?}-{}", tls.is_some()));
             std::fs::create_dir_all(&dir).unwrap();
             let (_, args) = match contender {
+                Contender::PingoraFloor => {
+                    let (_, args) = tools.floor(addr, origin);
+                    assert_eq!(args, ["127.0.0.1:8001", "127.0.0.1:9001"]);
+                    continue;
+                }
                 Contender::Nginx => tools.nginx(&dir, addr, origin, tls),
                 Contender::Varnish => tools.varnish(&dir, addr, origin),
                 _ => tools.stavka(contender, &dir, addr, addr, origin, tls),
