@@ -1,7 +1,7 @@
 //! The one origin every contender sits in front of: fixed-size cacheable
 //! objects and the same uncacheable, a slow 50 MiB object and a slow small
-//! object, with a record per path of how many requests arrived and when the first byte left; for
-//! the soak, short-lived tagged objects from an origin that fails 1% of
+//! object, with a record per path of how many requests arrived and when
+//! the first byte left; for the soak, short-lived tagged objects from an origin that fails 1% of
 //! the time; for slices, a generated 1 GiB object that honours byte
 //! ranges and counts the body bytes it sends; and, for the video viewers,
 //! HLS streams (a media playlist and its segments) behind 50 ms of origin
@@ -323,21 +323,23 @@ fn cacheable(body: Body) -> Response {
 
 /// `/obj/{size}/{name}`: `size` bytes, at once.
 async fn object(State(s): State<Shared>, Path((size, _)): Path<(usize, String)>) -> Response {
-    if size > MAX_OBJECT {
-        return (StatusCode::BAD_REQUEST, "size above 1 MiB").into_response();
-    }
-    cacheable(Body::from(s.payload.slice(..size)))
+    fixed(&s, size, CACHE_CONTROL)
 }
 
 /// `/pass/{size}/{name}`: `size` bytes, at once, that no cache may store
 /// (`no-store`, RFC 9111 §5.2.2.5): what a miss costs a proxy without its
 /// store.
 async fn uncacheable(State(s): State<Shared>, Path((size, _)): Path<(usize, String)>) -> Response {
+    fixed(&s, size, "no-store")
+}
+
+/// `size` bytes of the payload with `cache_control`, or a 400 above 1 MiB.
+fn fixed(s: &Shared, size: usize, cache_control: &'static str) -> Response {
     if size > MAX_OBJECT {
         return (StatusCode::BAD_REQUEST, "size above 1 MiB").into_response();
     }
     let body = Body::from(s.payload.slice(..size));
-    ([(header::CACHE_CONTROL, "no-store")], body).into_response()
+    ([(header::CACHE_CONTROL, cache_control)], body).into_response()
 }
 
 /// `/delay/{ms}/{name}`: 1 KiB after `ms` milliseconds, for collapsing.
